@@ -1,0 +1,390 @@
+//! Command line: clap arguments -> validated configuration -> engine. Exit codes are decided
+//! here and nowhere else: 0 success, 1 runtime error, 2 usage error (clap's own code).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use log::{error, info, warn};
+
+use crate::error::{Error, Result};
+use crate::fs::{CacheTimeouts, MailFs, naming};
+use crate::location::Location;
+use crate::store::{self, MailStore, MailboxName, MessageKey};
+
+/// Exit code for runtime errors.
+const EXIT_RUNTIME: u8 = 1;
+
+/// Views kept parsed in memory (one per mailbox).
+const VIEW_CACHE_CAPACITY: usize = 256;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Browse a user's Maildir with shell tools (Ctrl-C unmounts):
+  mailfs mount maildir:~/Maildir /mnt/mail
+  ls -l /mnt/mail/INBOX/            # one <uid>.eml per message, mtime = received date
+  grep -l 'Subject: invoice' /mnt/mail/Work/Sub/*.eml
+  getfattr -d /mnt/mail/INBOX/1.eml # user.mail.uid, guid, flags, received, saved, vsize
+
+  # LAYOUT=fs with index and control files elsewhere:
+  mailfs mount maildir:/srv/mail/bob:LAYOUT=fs:INDEX=/var/idx/bob:CONTROL=/var/ctl/bob /mnt/bob
+
+  # Without FUSE, for scripts:
+  mailfs ls ~/Maildir                 # mailboxes, one per line
+  mailfs ls ~/Maildir INBOX           # name uid size vsize received saved guid flags
+  mailfs cat ~/Maildir 'Work/Sub' 42  # message bytes, as `doveadm fetch text`
+
+Exit status: 0 success, 1 runtime error (message on stderr), 2 usage error.";
+
+/// Mount Dovecot mail storage read-only as a directory tree: one directory per mailbox,
+/// one <uid>.eml file per message.
+#[derive(Debug, Parser)]
+#[command(name = "mailfs", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mount LOCATION at MOUNTPOINT and serve it in the foreground until unmounted, SIGINT
+    /// or SIGTERM.
+    Mount {
+        /// Dovecot mail_location (maildir:/path[:LAYOUT=fs][:INBOX=..][:INDEX=..]
+        /// [:CONTROL=..]) or a bare path.
+        location: String,
+        /// An empty directory to mount on.
+        mountpoint: PathBuf,
+        /// Seconds the kernel may cache attributes.
+        #[arg(long, default_value_t = 1.0, value_name = "S")]
+        attr_timeout: f64,
+        /// Seconds the kernel may cache name lookups.
+        #[arg(long, default_value_t = 1.0, value_name = "S")]
+        entry_timeout: f64,
+        /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf
+        /// unless root). Store permissions still apply.
+        #[arg(long)]
+        allow_other: bool,
+        /// Threads serving FUSE requests.
+        #[arg(long, default_value_t = default_threads(), value_name = "N")]
+        threads: usize,
+    },
+    /// List mailboxes, or the messages of MAILBOX (TAB-separated: name uid size vsize
+    /// received saved guid flags).
+    Ls {
+        /// Dovecot mail_location or bare path.
+        location: String,
+        /// Mailbox name with '/' between levels (UTF-8), e.g. INBOX or Work/Sub.
+        mailbox: Option<String>,
+    },
+    /// Write one message's bytes to stdout.
+    Cat {
+        /// Dovecot mail_location or bare path.
+        location: String,
+        /// Mailbox name with '/' between levels (UTF-8).
+        mailbox: String,
+        /// The message: a UID, or a file name as shown on the mount (12.eml, pending-...).
+        uid: String,
+    },
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// Parses arguments, runs the command, and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_millis()
+        .init();
+    let result = match cli.command {
+        Command::Mount {
+            location,
+            mountpoint,
+            attr_timeout,
+            entry_timeout,
+            allow_other,
+            threads,
+        } => timeouts(attr_timeout, entry_timeout).and_then(|timeouts| {
+            mount(&location, &mountpoint, timeouts, allow_other, threads)
+        }),
+        Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
+        Command::Cat {
+            location,
+            mailbox,
+            uid,
+        } => cat(&location, &mailbox, &uid),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailfs: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// A failed command.
+#[derive(Debug)]
+enum CliError {
+    Store(Error),
+    Msg(String),
+    /// stdout was closed early (`mailfs cat ... | head`): not an error.
+    BrokenPipe,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Store(e) => e.fmt(f),
+            CliError::Msg(m) => f.write_str(m),
+            CliError::BrokenPipe => f.write_str("broken pipe"),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::BrokenPipe
+        } else {
+            CliError::Msg(format!("writing output: {e}"))
+        }
+    }
+}
+
+type CliResult = std::result::Result<(), CliError>;
+
+fn timeouts(attr: f64, entry: f64) -> std::result::Result<CacheTimeouts, CliError> {
+    let secs = |v: f64, name: &str| {
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| CliError::Msg(format!("--{name} must be a number of seconds >= 0")))
+    };
+    Ok(CacheTimeouts {
+        attr: secs(attr, "attr-timeout")?,
+        entry: secs(entry, "entry-timeout")?,
+    })
+}
+
+fn open_store(location: &str) -> Result<Arc<dyn MailStore>> {
+    let loc = Location::parse(location)?;
+    store::open(&loc, VIEW_CACHE_CAPACITY)
+}
+
+fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
+    let store = open_store(location)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match mailbox {
+        None => {
+            for entry in store.mailboxes()?.iter() {
+                writeln!(out, "{}", entry.name)?;
+            }
+        }
+        Some(mailbox) => {
+            let view = store.view(&MailboxName::parse(mailbox))?;
+            for meta in view.all() {
+                let uid = match meta.key {
+                    MessageKey::Uid(u) => u.to_string(),
+                    MessageKey::Pending(_) => "-".into(),
+                };
+                writeln!(
+                    out,
+                    "{}\t{uid}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    naming::message_name(&meta.key).to_string_lossy(),
+                    meta.size,
+                    meta.virtual_size,
+                    meta.received,
+                    meta.saved,
+                    meta.guid,
+                    view.flags_string(meta)
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
+    let store = open_store(location)?;
+    let view = store.view(&MailboxName::parse(mailbox))?;
+    let key = match message.parse::<u32>() {
+        Ok(uid) => Some(MessageKey::Uid(uid)),
+        Err(_) => naming::parse_message_name(&OsString::from(message)),
+    }
+    .ok_or_else(|| CliError::Msg(format!("{message:?} is neither a UID nor a message name")))?;
+    if view.get(&key).is_none() {
+        return Err(CliError::Msg(format!("{mailbox}: no message {message}")));
+    }
+    let src = store.open(&view, &key)?;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut pos = 0u64;
+    while pos < src.len {
+        let want = buf.len().min((src.len - pos) as usize);
+        let n = std::os::unix::fs::FileExt::read_at(&src.file, &mut buf[..want], src.start + pos)
+            .map_err(|e| CliError::Msg(format!("{mailbox}/{message}: read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        pos += n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Checks the mount point before handing it to the kernel, for clear messages.
+fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError> {
+    let msg = |what: &str| CliError::Msg(format!("mount point {}: {what}", mountpoint.display()));
+    let meta = std::fs::metadata(mountpoint).map_err(|e| msg(&e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(msg("not a directory"));
+    }
+    let abs = std::fs::canonicalize(mountpoint).map_err(|e| msg(&e.to_string()))?;
+    if let Some(parent) = abs.parent() {
+        let pmeta = std::fs::metadata(parent).map_err(|e| msg(&e.to_string()))?;
+        if pmeta.dev() != meta.dev() || abs == Path::new("/") {
+            return Err(msg("busy: something is already mounted there"));
+        }
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| {
+            CliError::Msg(format!(
+                "/dev/fuse is unusable ({e}); install fuse3 and check the device's permissions, \
+                 or use `mailfs ls`/`mailfs cat`"
+            ))
+        })?;
+    Ok(abs)
+}
+
+fn mount(
+    location: &str,
+    mountpoint: &Path,
+    timeouts: CacheTimeouts,
+    allow_other: bool,
+    threads: usize,
+) -> CliResult {
+    let store = open_store(location)?;
+    let mountpoint = check_mountpoint(mountpoint)?;
+    let fs = MailFs::new(store.clone(), timeouts)?;
+
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("mailfs".into()),
+        fuser::MountOption::Subtype("mailfs".into()),
+        fuser::MountOption::RO,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoExec,
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::DefaultPermissions,
+    ];
+    if allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(threads.max(1));
+    config.clone_fd = true;
+
+    // Signals are taken by one thread with sigwait(); every other thread (including the
+    // FUSE workers spawned below) inherits the blocked mask.
+    let signals = block_termination_signals();
+    let mut session = fuser::Session::new(fs, &mountpoint, &config)
+        .map_err(|e| CliError::Msg(format!("mounting on {}: {e}", mountpoint.display())))?;
+    info!(
+        "mounted {} ({}) on {}, read-only",
+        store.root().display(),
+        location,
+        mountpoint.display()
+    );
+    let mut unmounter = session.unmount_callable();
+    let mp = mountpoint.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = wait_for_signal(&signals);
+            info!("signal {sig}: unmounting {}", mp.display());
+            if let Err(e) = unmounter.unmount() {
+                warn!("unmount of {} failed ({e}); detaching it lazily", mp.display());
+                lazy_unmount(&mp);
+            }
+        })
+        .map_err(|e| CliError::Msg(format!("starting the signal thread: {e}")))?;
+    session
+        .run()
+        .map_err(|e| CliError::Msg(format!("FUSE session on {}: {e}", mountpoint.display())))?;
+    info!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: all-zero is a valid sigset_t to pass to sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid; pthread_sigmask only
+    // changes this thread's mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    set
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is an initialised sigset_t and `sig` a valid out-pointer.
+        let rc = unsafe { libc::sigwait(set, &mut sig) };
+        if rc == 0 {
+            return sig;
+        }
+        error!("sigwait failed: {}", std::io::Error::from_raw_os_error(rc));
+    }
+}
+
+fn lazy_unmount(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc != 0 {
+        let status = std::process::Command::new("fusermount3")
+            .arg("-uz")
+            .arg(mountpoint)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            error!("could not unmount {}", mountpoint.display());
+        }
+    }
+}

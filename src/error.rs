@@ -1,0 +1,128 @@
+//! The crate's error type: every failure carries the path or name it concerns, so that one
+//! log line is enough for an admin to act on it.
+//!
+//! The FUSE layer maps these to errno values in exactly one place (`fs::errno`); the CLI maps
+//! them to exit codes in exactly one place (`cli::exit_code`).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::format::FormatError;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading a store.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call on `path` failed.
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A file's contents violate its format.
+    Corrupt {
+        /// The file concerned.
+        path: PathBuf,
+        /// Where and what.
+        source: FormatError,
+    },
+    /// The store's layout is not what the location says (a file where a directory should be,
+    /// a missing `cur/`, an empty root, ...).
+    Layout {
+        /// The path concerned.
+        path: PathBuf,
+        /// What was expected.
+        what: String,
+    },
+    /// A `mail_location` string that cannot be used.
+    Location {
+        /// The location as given.
+        location: String,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A mailbox or message that does not exist (any more).
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A corrupt file.
+    pub fn corrupt(path: impl Into<PathBuf>, source: FormatError) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A layout problem at `path`.
+    pub fn layout(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::Layout {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+
+    /// Something that does not exist.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Error::NotFound { what: what.into() }
+    }
+
+    /// True when the error means "no such thing" rather than "something is broken".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound { .. } => true,
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+
+    /// The path the error concerns, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Error::Io { path, .. } | Error::Corrupt { path, .. } | Error::Layout { path, .. } => {
+                Some(path)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Corrupt { path, source } => write!(f, "{}: corrupt: {source}", path.display()),
+            Error::Layout { path, what } => write!(f, "{}: {what}", path.display()),
+            Error::Location { location, what } => {
+                write!(f, "mail location {location:?}: {what}")
+            }
+            Error::NotFound { what } => write!(f, "{what}: not found"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Corrupt { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

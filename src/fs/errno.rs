@@ -1,0 +1,76 @@
+//! The one place where store errors become errno values, and where they are logged.
+//!
+//! "Not found" is ordinary (a message expunged under us) and gives `ENOENT` without a log
+//! line. Everything else -- a corrupt uidlist, a file where a directory should be, an
+//! unreadable message -- gives `EIO` and one warning naming the path. The same message is
+//! logged at most once a minute, so a tool retrying in a loop cannot flood the log.
+
+use std::time::{Duration, Instant};
+
+use fuser::Errno;
+use log::warn;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::error::Error;
+
+const REPEAT_AFTER: Duration = Duration::from_secs(60);
+
+/// Maps errors to errno values and logs them.
+#[derive(Debug)]
+pub struct ErrorReporter {
+    recent: Mutex<LruCache<String, Instant>>,
+}
+
+impl Default for ErrorReporter {
+    fn default() -> Self {
+        ErrorReporter {
+            recent: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(256).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+        }
+    }
+}
+
+impl ErrorReporter {
+    /// The errno for `err`, logging it (once a minute per distinct message) unless it is an
+    /// ordinary "not found". `op` names the FUSE operation for the log line.
+    pub fn errno(&self, op: &str, err: &Error) -> Errno {
+        if err.is_not_found() {
+            return Errno::ENOENT;
+        }
+        let line = format!("{op}: {err}; returning EIO");
+        let now = Instant::now();
+        let fresh = {
+            let mut recent = self.recent.lock();
+            match recent.get(&line) {
+                Some(at) if now.duration_since(*at) < REPEAT_AFTER => false,
+                _ => {
+                    recent.put(line.clone(), now);
+                    true
+                }
+            }
+        };
+        if fresh {
+            warn!("{line}");
+        }
+        Errno::EIO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_not_found_to_enoent_and_the_rest_to_eio() {
+        let r = ErrorReporter::default();
+        assert_eq!(r.errno("lookup", &Error::not_found("x")), Errno::ENOENT);
+        let io = Error::io("/x", std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(r.errno("open", &io), Errno::ENOENT);
+        let bad = Error::layout("/x/cur", "expected a directory");
+        assert_eq!(r.errno("readdir", &bad), Errno::EIO);
+        let denied = Error::io("/x", std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(r.errno("read", &denied), Errno::EIO);
+    }
+}

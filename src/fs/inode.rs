@@ -1,0 +1,252 @@
+//! Inode numbers and the kernel's lookup counts.
+//!
+//! An inode number is a hash of what the node *is*: a folder's name, or a message's
+//! `(mailbox, uid_validity, uid)` (or pending base name). So the same message keeps its
+//! number across lookups, forgets and remounts, and a new UIDVALIDITY gives every message a
+//! new one. Collisions of the 64-bit hash are detected and resolved by probing (logged).
+//!
+//! Lookup-count contract (fuser `INodeNo` docs): every successful `lookup` reply and every
+//! `readdirplus` entry other than `.`/`..` adds one; `forget(n)` removes n. A node leaves the
+//! table when its count reaches zero. The root is permanent.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use log::{error, warn};
+use parking_lot::Mutex;
+
+use crate::store::{MailboxName, MessageKey};
+
+/// The root directory's inode number (FUSE_ROOT_ID).
+pub const ROOT_INO: u64 = 1;
+
+/// What an inode stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Node {
+    /// A directory: the root (empty name) or a mailbox hierarchy level.
+    Folder(Arc<MailboxName>),
+    /// A message file.
+    Message {
+        /// Its mailbox.
+        mailbox: Arc<MailboxName>,
+        /// The mailbox's UIDVALIDITY when the node was made.
+        uid_validity: u32,
+        /// UID or pending base.
+        key: MessageKey,
+    },
+}
+
+impl Node {
+    /// The root folder.
+    pub fn root() -> Node {
+        Node::Folder(Arc::new(MailboxName(Vec::new())))
+    }
+
+    /// The natural inode number of this node (before collision probing).
+    fn hash(&self) -> u64 {
+        let mut h = Fnv64::new();
+        match self {
+            Node::Folder(name) => {
+                if name.0.is_empty() {
+                    return ROOT_INO;
+                }
+                h.write(b"F");
+                for level in &name.0 {
+                    h.write(level.as_bytes());
+                    h.write(&[0]);
+                }
+            }
+            Node::Message {
+                mailbox,
+                uid_validity,
+                key,
+            } => {
+                h.write(b"M");
+                for level in &mailbox.0 {
+                    h.write(level.as_bytes());
+                    h.write(&[0]);
+                }
+                h.write(&uid_validity.to_le_bytes());
+                match key {
+                    MessageKey::Uid(uid) => h.write(&uid.to_le_bytes()),
+                    MessageKey::Pending(base) => {
+                        h.write(b"P");
+                        h.write(base);
+                    }
+                }
+            }
+        }
+        let v = h.finish();
+        // 0 is invalid and 1 is the root.
+        if v <= ROOT_INO { v + 2 } else { v }
+    }
+}
+
+/// FNV-1a, then a final avalanche (splitmix64) so nearby keys spread over all 64 bits.
+struct Fnv64(u64);
+
+impl Fnv64 {
+    fn new() -> Self {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    node: Node,
+    lookups: u64,
+}
+
+/// The nodes the kernel currently knows. Guarded by one mutex; the lock is never held while
+/// doing I/O or replying to the kernel.
+#[derive(Debug)]
+pub struct InodeTable {
+    slots: Mutex<HashMap<u64, Slot>>,
+}
+
+impl Default for InodeTable {
+    fn default() -> Self {
+        let mut slots = HashMap::new();
+        slots.insert(
+            ROOT_INO,
+            Slot {
+                node: Node::root(),
+                lookups: 1,
+            },
+        );
+        InodeTable {
+            slots: Mutex::new(slots),
+        }
+    }
+}
+
+impl InodeTable {
+    /// The inode number `node` has or would get, without counting a lookup.
+    pub fn peek_ino(&self, node: &Node) -> u64 {
+        let slots = self.slots.lock();
+        let mut ino = node.hash();
+        loop {
+            match slots.get(&ino) {
+                Some(slot) if slot.node != *node => ino = next_probe(ino),
+                _ => return ino,
+            }
+        }
+    }
+
+    /// Records one kernel lookup of `node` and returns its inode number.
+    pub fn remember(&self, node: &Node) -> u64 {
+        let mut slots = self.slots.lock();
+        let mut ino = node.hash();
+        loop {
+            match slots.entry(ino) {
+                Entry::Occupied(mut e) => {
+                    if e.get().node == *node {
+                        e.get_mut().lookups += 1;
+                        return ino;
+                    }
+                    warn!("inode number collision at {ino:#x}: {node:?} vs {:?}", e.get().node);
+                    ino = next_probe(ino);
+                }
+                Entry::Vacant(e) => {
+                    e.insert(Slot {
+                        node: node.clone(),
+                        lookups: 1,
+                    });
+                    return ino;
+                }
+            }
+        }
+    }
+
+    /// The node behind an inode number the kernel sent.
+    pub fn get(&self, ino: u64) -> Option<Node> {
+        self.slots.lock().get(&ino).map(|s| s.node.clone())
+    }
+
+    /// Drops `n` lookups; the node is removed at zero. The root is never removed.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut slots = self.slots.lock();
+        if let Entry::Occupied(mut e) = slots.entry(ino) {
+            let slot = e.get_mut();
+            if n > slot.lookups {
+                error!(
+                    "kernel forgot {n} lookups of inode {ino:#x} but only {} were counted",
+                    slot.lookups
+                );
+            }
+            slot.lookups = slot.lookups.saturating_sub(n);
+            if slot.lookups == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// Number of nodes held (for tests and statistics).
+    pub fn len(&self) -> usize {
+        self.slots.lock().len()
+    }
+
+    /// Always false: the root is always present.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+fn next_probe(ino: u64) -> u64 {
+    let next = ino.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    if next <= ROOT_INO { next + 2 } else { next }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(mb: &str, uv: u32, uid: u32) -> Node {
+        Node::Message {
+            mailbox: Arc::new(MailboxName::parse(mb)),
+            uid_validity: uv,
+            key: MessageKey::Uid(uid),
+        }
+    }
+
+    #[test]
+    fn numbers_are_stable_and_depend_on_identity() {
+        let t = InodeTable::default();
+        let a = t.remember(&msg("INBOX", 5, 1));
+        assert_eq!(t.remember(&msg("INBOX", 5, 1)), a);
+        assert_ne!(t.remember(&msg("INBOX", 6, 1)), a, "new UIDVALIDITY, new inode");
+        assert_ne!(t.remember(&msg("Work", 5, 1)), a);
+        assert_eq!(InodeTable::default().peek_ino(&msg("INBOX", 5, 1)), a, "stable");
+        assert_eq!(t.remember(&Node::root()), ROOT_INO);
+    }
+
+    #[test]
+    fn forget_removes_at_zero_and_keeps_root() {
+        let t = InodeTable::default();
+        let n = msg("INBOX", 1, 9);
+        let ino = t.remember(&n);
+        t.remember(&n);
+        t.forget(ino, 1);
+        assert_eq!(t.get(ino), Some(n));
+        t.forget(ino, 1);
+        assert_eq!(t.get(ino), None);
+        t.forget(ROOT_INO, 100);
+        assert!(t.get(ROOT_INO).is_some());
+    }
+}

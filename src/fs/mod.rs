@@ -1,0 +1,701 @@
+//! The FUSE presentation of a store: one directory per mailbox level, one `<uid>.eml` file
+//! per message, metadata as `user.mail.*` / `user.mailbox.*` xattrs. This module and
+//! `cli` are the only users of `fuser`; it knows nothing of on-disk formats.
+//!
+//! # Consistency contract
+//! Dovecot writes the store underneath us. Every request asks the store for a current view;
+//! the store revalidates its cached views by `stat` (see `store::stamp`), so a change made
+//! by Dovecot is seen by the next request that reaches us. What the *kernel* caches is
+//! bounded by `--entry-timeout`/`--attr-timeout` (1 s by default): within that time a
+//! listing or `stat` can still show the previous state. Message bytes are immutable for a
+//! given `(mailbox, uidvalidity, uid)`, so their page cache is kept (`FOPEN_KEEP_CACHE`);
+//! an open message stays readable after Dovecot expunges it (we hold the file open).
+//!
+//! # Locks
+//! `InodeTable::slots`, `MailFs::handles` and `MailFs::tree` are independent leaf locks:
+//! none is held while taking another, doing I/O, or replying to the kernel.
+
+pub mod errno;
+pub mod inode;
+pub mod naming;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+use log::debug;
+use parking_lot::Mutex;
+
+use self::errno::ErrorReporter;
+use self::inode::{InodeTable, Node, ROOT_INO};
+use crate::error::{Error, Result};
+use crate::store::{FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta};
+use crate::store::{MessageKey, MessageSource};
+
+/// Kernel cache timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTimeouts {
+    /// How long the kernel may trust a name -> inode answer.
+    pub entry: Duration,
+    /// How long the kernel may trust attributes.
+    pub attr: Duration,
+}
+
+/// A directory's children as presented: sub-folders by presented name.
+#[derive(Debug, Default)]
+struct Folder {
+    /// The mailbox at this level, if the store has one (selectable or not).
+    entry: Option<MailboxEntry>,
+    /// Presented name -> child folder name.
+    children: BTreeMap<OsString, Arc<MailboxName>>,
+}
+
+/// The folder hierarchy built from one mailbox list.
+#[derive(Debug)]
+struct FolderTree {
+    source: Arc<Vec<MailboxEntry>>,
+    folders: HashMap<MailboxName, Folder>,
+}
+
+impl FolderTree {
+    fn build(source: Arc<Vec<MailboxEntry>>) -> FolderTree {
+        let mut folders: HashMap<MailboxName, Folder> = HashMap::new();
+        folders.insert(MailboxName(Vec::new()), Folder::default());
+        for entry in source.iter() {
+            let levels = &entry.name.0;
+            for depth in 1..=levels.len() {
+                let name = MailboxName(levels[..depth].to_vec());
+                let parent = MailboxName(levels[..depth - 1].to_vec());
+                let presented = naming::folder_name(&levels[depth - 1]);
+                folders
+                    .entry(parent)
+                    .or_default()
+                    .children
+                    .entry(presented)
+                    .or_insert_with(|| Arc::new(name.clone()));
+                folders.entry(name).or_default();
+            }
+            if let Some(f) = folders.get_mut(&entry.name) {
+                f.entry = Some(entry.clone());
+            }
+        }
+        FolderTree { source, folders }
+    }
+}
+
+/// An open directory (a snapshot of its entries) or message.
+#[derive(Debug)]
+enum Handle {
+    Dir(Arc<Vec<Listed>>),
+    File(Arc<MessageSource>),
+}
+
+/// One directory entry with everything readdirplus needs.
+#[derive(Debug, Clone)]
+struct Listed {
+    name: OsString,
+    node: Node,
+    attr: FileAttr,
+}
+
+/// The filesystem.
+#[derive(Debug)]
+pub struct MailFs {
+    store: Arc<dyn MailStore>,
+    timeouts: CacheTimeouts,
+    inodes: InodeTable,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    tree: Mutex<Option<Arc<FolderTree>>>,
+    errors: ErrorReporter,
+    /// Owner and mtime shown for the root and for levels without a directory.
+    root_owner: FileOwner,
+    root_mtime: i64,
+}
+
+fn to_time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+/// Read-only presentation of a mode: write bits cleared.
+fn read_only(mode: u16) -> u16 {
+    mode & !0o222 & 0o7777
+}
+
+impl MailFs {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn MailStore>, timeouts: CacheTimeouts) -> Result<MailFs> {
+        use std::os::unix::fs::MetadataExt;
+        let root = store.root().to_path_buf();
+        let meta = std::fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
+        Ok(MailFs {
+            store,
+            timeouts,
+            inodes: InodeTable::default(),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            tree: Mutex::new(None),
+            errors: ErrorReporter::default(),
+            root_owner: FileOwner {
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mode: (meta.mode() & 0o7777) as u16,
+            },
+            root_mtime: meta.mtime(),
+        })
+    }
+
+    fn tree(&self) -> Result<Arc<FolderTree>> {
+        let source = self.store.mailboxes()?;
+        if let Some(t) = self.tree.lock().as_ref()
+            && Arc::ptr_eq(&t.source, &source)
+        {
+            return Ok(t.clone());
+        }
+        let tree = Arc::new(FolderTree::build(source));
+        *self.tree.lock() = Some(tree.clone());
+        Ok(tree)
+    }
+
+    fn folder_attr(&self, ino: u64, folder: &Folder) -> FileAttr {
+        let (owner, mtime) = match &folder.entry {
+            Some(e) => (e.owner, e.mtime),
+            None => (self.root_owner, self.root_mtime),
+        };
+        let t = to_time(mtime);
+        FileAttr {
+            ino: INodeNo(ino),
+            size: 4096,
+            blocks: 8,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: FileType::Directory,
+            perm: read_only(owner.mode) | 0o500,
+            nlink: 2 + folder.children.len() as u32,
+            uid: owner.uid,
+            gid: owner.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn message_attr(ino: u64, meta: &MessageMeta) -> FileAttr {
+        let received = to_time(meta.received);
+        FileAttr {
+            ino: INodeNo(ino),
+            size: meta.size,
+            blocks: meta.size.div_ceil(512),
+            atime: received,
+            mtime: received,
+            ctime: to_time(meta.saved),
+            crtime: received,
+            kind: FileType::RegularFile,
+            perm: read_only(meta.owner.mode),
+            nlink: 1,
+            uid: meta.owner.uid,
+            gid: meta.owner.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn message_node(view: &MailboxView, mailbox: &Arc<MailboxName>, key: MessageKey) -> Node {
+        Node::Message {
+            mailbox: mailbox.clone(),
+            uid_validity: view.uid_validity,
+            key,
+        }
+    }
+
+    /// The view of a selectable folder, or `None` for a plain hierarchy level.
+    fn folder_view(&self, folder: &Folder) -> Result<Option<Arc<MailboxView>>> {
+        match &folder.entry {
+            Some(e) if e.selectable => Ok(Some(self.store.view(&e.name)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Resolves `name` inside folder `parent` (without counting a lookup).
+    fn resolve(&self, parent: &MailboxName, name: &OsStr) -> Result<(Node, FileAttr)> {
+        let tree = self.tree()?;
+        let folder = tree
+            .folders
+            .get(parent)
+            .ok_or_else(|| Error::not_found(format!("folder {parent}")))?;
+        if let Some(child) = folder.children.get(name) {
+            let node = Node::Folder(child.clone());
+            let sub = tree.folders.get(child).ok_or_else(|| Error::not_found("folder"))?;
+            return Ok((node.clone(), self.folder_attr(self.inodes.peek_ino(&node), sub)));
+        }
+        let key = naming::parse_message_name(name)
+            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        let view = self
+            .folder_view(folder)?
+            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        let meta = view
+            .get(&key)
+            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        let node = Self::message_node(&view, &Arc::new(parent.clone()), key);
+        let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
+        Ok((node, attr))
+    }
+
+    /// Current attributes of a node, or not-found if it no longer exists.
+    fn attr_of(&self, ino: u64, node: &Node) -> Result<FileAttr> {
+        match node {
+            Node::Folder(name) => {
+                let tree = self.tree()?;
+                let folder = tree
+                    .folders
+                    .get(name)
+                    .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
+                Ok(self.folder_attr(ino, folder))
+            }
+            Node::Message {
+                mailbox,
+                uid_validity,
+                key,
+            } => {
+                let (view, meta) = self.message_of(mailbox, *uid_validity, key)?;
+                let _ = view;
+                Ok(Self::message_attr(ino, &meta))
+            }
+        }
+    }
+
+    /// The view and metadata of a message node; not-found after an expunge or a new
+    /// UIDVALIDITY.
+    fn message_of(
+        &self,
+        mailbox: &MailboxName,
+        uid_validity: u32,
+        key: &MessageKey,
+    ) -> Result<(Arc<MailboxView>, MessageMeta)> {
+        let view = self.store.view(mailbox)?;
+        if view.uid_validity != uid_validity {
+            return Err(Error::not_found(format!("{mailbox}: UIDVALIDITY changed")));
+        }
+        let meta = view
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("{mailbox}: message {key:?}")))?;
+        Ok((view, meta))
+    }
+
+    /// The entries of a folder, `.` and `..` first.
+    fn list(&self, ino: u64, name: &Arc<MailboxName>) -> Result<Vec<Listed>> {
+        let tree = self.tree()?;
+        let folder = tree
+            .folders
+            .get(name)
+            .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
+        let mut out = Vec::new();
+        let self_attr = self.folder_attr(ino, folder);
+        out.push(Listed {
+            name: OsString::from("."),
+            node: Node::Folder(name.clone()),
+            attr: self_attr,
+        });
+        let parent_name = Arc::new(MailboxName(
+            name.0[..name.0.len().saturating_sub(1)].to_vec(),
+        ));
+        let parent_node = Node::Folder(parent_name.clone());
+        let parent_attr = match tree.folders.get(&parent_name) {
+            Some(p) => self.folder_attr(self.inodes.peek_ino(&parent_node), p),
+            None => self_attr,
+        };
+        out.push(Listed {
+            name: OsString::from(".."),
+            node: parent_node,
+            attr: parent_attr,
+        });
+        for (presented, child) in &folder.children {
+            let node = Node::Folder(child.clone());
+            if let Some(sub) = tree.folders.get(child) {
+                let attr = self.folder_attr(self.inodes.peek_ino(&node), sub);
+                out.push(Listed {
+                    name: presented.clone(),
+                    node,
+                    attr,
+                });
+            }
+        }
+        if let Some(view) = self.folder_view(folder)? {
+            out.reserve(view.messages.len() + view.pending.len());
+            for meta in view.all() {
+                let node = Self::message_node(&view, name, meta.key.clone());
+                let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
+                out.push(Listed {
+                    name: naming::message_name(&meta.key),
+                    node,
+                    attr,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The xattrs of a node, in listing order.
+    fn xattrs(&self, node: &Node) -> Result<Vec<(&'static str, Vec<u8>)>> {
+        match node {
+            Node::Folder(name) => {
+                let tree = self.tree()?;
+                let folder = tree
+                    .folders
+                    .get(name)
+                    .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
+                let mut out = Vec::new();
+                if !name.0.is_empty() {
+                    out.push(("user.mailbox.name", name.to_string().into_bytes()));
+                }
+                if let Some(view) = self.folder_view(folder)? {
+                    if let Some(guid) = &view.guid {
+                        out.push(("user.mailbox.guid", guid.clone().into_bytes()));
+                    }
+                    if view.uid_validity != 0 {
+                        out.push((
+                            "user.mailbox.uidvalidity",
+                            view.uid_validity.to_string().into_bytes(),
+                        ));
+                        out.push(("user.mailbox.uidnext", view.uid_next.to_string().into_bytes()));
+                    }
+                }
+                Ok(out)
+            }
+            Node::Message {
+                mailbox,
+                uid_validity,
+                key,
+            } => {
+                let (view, meta) = self.message_of(mailbox, *uid_validity, key)?;
+                let mut out = Vec::with_capacity(7);
+                if let MessageKey::Uid(uid) = key {
+                    out.push(("user.mail.uid", uid.to_string().into_bytes()));
+                }
+                out.push(("user.mail.guid", meta.guid.as_bytes().to_vec()));
+                out.push(("user.mail.flags", view.flags_string(&meta).into_bytes()));
+                out.push(("user.mail.received", meta.received.to_string().into_bytes()));
+                out.push(("user.mail.saved", meta.saved.to_string().into_bytes()));
+                out.push(("user.mail.vsize", meta.virtual_size.to_string().into_bytes()));
+                Ok(out)
+            }
+        }
+    }
+
+    fn node(&self, ino: INodeNo) -> Option<Node> {
+        self.inodes.get(ino.0)
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, h);
+        fh
+    }
+}
+
+/// Replies to a getxattr/listxattr size probe or data request.
+fn reply_xattr_bytes(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(fuser::Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+impl Filesystem for MailFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for cap in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS] {
+            if let Err(missing) = config.add_capabilities(cap) {
+                debug!("kernel lacks capability {missing:?}");
+            }
+        }
+        let _ = config.set_max_readahead(1024 * 1024);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(Node::Folder(parent_name)) = self.node(parent) else {
+            reply.error(fuser::Errno::ENOTDIR);
+            return;
+        };
+        match self.resolve(&parent_name, name) {
+            Ok((node, mut attr)) => {
+                attr.ino = INodeNo(self.inodes.remember(&node));
+                reply.entry(&self.timeouts.entry, &attr, Generation(0));
+            }
+            Err(e) => reply.error(self.errors.errno("lookup", &e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let Some(node) = self.node(ino) else {
+            reply.error(fuser::Errno::ENOENT);
+            return;
+        };
+        match self.attr_of(ino.0, &node) {
+            Ok(attr) => reply.attr(&self.timeouts.attr, &attr),
+            Err(e) => reply.error(self.errors.errno("getattr", &e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            reply.error(fuser::Errno::EROFS);
+            return;
+        }
+        let Some(Node::Message {
+            mailbox,
+            uid_validity,
+            key,
+        }) = self.node(ino)
+        else {
+            reply.error(fuser::Errno::EISDIR);
+            return;
+        };
+        let opened = self
+            .message_of(&mailbox, uid_validity, &key)
+            .and_then(|(view, _)| self.store.open(&view, &key));
+        match opened {
+            Ok(src) => {
+                let fh = self.new_handle(Handle::File(Arc::new(src)));
+                // Bytes of (mailbox, uidvalidity, uid) never change: keep the page cache.
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(self.errors.errno("open", &e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let src = match self.handles.lock().get(&fh.0) {
+            Some(Handle::File(src)) => src.clone(),
+            _ => {
+                reply.error(fuser::Errno::EBADF);
+                return;
+            }
+        };
+        let end = offset.saturating_add(u64::from(size)).min(src.len);
+        if offset >= end {
+            reply.data(&[]);
+            return;
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match src.file.read_at(&mut buf[done..], src.start + offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let err = Error::io(format!("open message (fh {})", fh.0), e);
+                    reply.error(self.errors.errno("read", &err));
+                    return;
+                }
+            }
+        }
+        reply.data(&buf[..done]);
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written, so there is nothing to flush.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let Some(Node::Folder(name)) = self.node(ino) else {
+            reply.error(fuser::Errno::ENOTDIR);
+            return;
+        };
+        match self.list(ino.0, &name) {
+            Ok(listing) => {
+                let fh = self.new_handle(Handle::Dir(Arc::new(listing)));
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(self.errors.errno("opendir", &e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(Handle::Dir(listing)) = self.handles.lock().get(&fh.0).map(clone_handle) else {
+            reply.error(fuser::Errno::EBADF);
+            return;
+        };
+        for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+            if reply.add(e.attr.ino, (i + 1) as u64, e.attr.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let Some(Handle::Dir(listing)) = self.handles.lock().get(&fh.0).map(clone_handle) else {
+            reply.error(fuser::Errno::EBADF);
+            return;
+        };
+        for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+            let is_dot = e.name == "." || e.name == "..";
+            let ttl = if is_dot { Duration::ZERO } else { self.timeouts.entry };
+            if reply.add(e.attr.ino, (i + 1) as u64, &e.name, &ttl, &e.attr, Generation(0)) {
+                break;
+            }
+            // The kernel counts a lookup for every entry it received except "." and "..".
+            if !is_dot {
+                let ino = self.inodes.remember(&e.node);
+                debug_assert_eq!(ino, e.attr.ino.0, "inode changed between opendir and readdir");
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.lock().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let root = self.store.root();
+        let c = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap_or_default();
+        // SAFETY: all-zero bytes are a valid `statvfs`.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        if rc != 0 {
+            reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+            return;
+        }
+        reply.statfs(
+            st.f_blocks,
+            st.f_bfree,
+            st.f_bavail,
+            st.f_files,
+            st.f_ffree,
+            st.f_bsize as u32,
+            255,
+            st.f_frsize as u32,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(node) = self.node(ino) else {
+            reply.error(fuser::Errno::ENOENT);
+            return;
+        };
+        match self.xattrs(&node) {
+            Ok(attrs) => match attrs.iter().find(|(n, _)| OsStr::new(n) == name) {
+                Some((_, value)) => reply_xattr_bytes(reply, size, value),
+                None => reply.error(fuser::Errno::ENODATA),
+            },
+            Err(e) => reply.error(self.errors.errno("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let Some(node) = self.node(ino) else {
+            reply.error(fuser::Errno::ENOENT);
+            return;
+        };
+        match self.xattrs(&node) {
+            Ok(attrs) => {
+                let mut names = Vec::new();
+                for (n, _) in attrs {
+                    names.extend_from_slice(n.as_bytes());
+                    names.push(0);
+                }
+                reply_xattr_bytes(reply, size, &names);
+            }
+            Err(e) => reply.error(self.errors.errno("listxattr", &e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(fuser::AccessFlags::W_OK) {
+            reply.error(fuser::Errno::EROFS);
+        } else if self.node(ino).is_some() || ino.0 == ROOT_INO {
+            reply.ok();
+        } else {
+            reply.error(fuser::Errno::ENOENT);
+        }
+    }
+}
+
+fn clone_handle(h: &Handle) -> Handle {
+    match h {
+        Handle::Dir(d) => Handle::Dir(d.clone()),
+        Handle::File(f) => Handle::File(f.clone()),
+    }
+}

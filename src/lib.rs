@@ -1,0 +1,18 @@
+//! mailfs: mount Dovecot mail storage read-only as a plain directory tree.
+//!
+//! Layers, each depending only on the ones below it (see `docs/ARCHITECTURE.md`):
+//!
+//! - [`cli`]: arguments, exit codes, mounting and signal handling;
+//! - [`fs`]: the FUSE presentation (directories, `<uid>.eml` files, xattrs, inode numbers);
+//! - [`store`]: one engine per storage format, producing immutable mailbox views;
+//! - [`location`]: Dovecot `mail_location` strings;
+//! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O).
+//!
+//! `fuser` is used only by `fs` and `cli`.
+
+pub mod cli;
+pub mod error;
+pub mod format;
+pub mod fs;
+pub mod location;
+pub mod store;

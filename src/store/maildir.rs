@@ -1,0 +1,688 @@
+//! The Maildir backend (Maildir++ and `LAYOUT=fs`), read-only.
+//!
+//! Sources of truth, as in Dovecot 2.3.19.1 (`src/lib-storage/index/maildir/`):
+//! - the message files in `new/` and `cur/`: existence, flags (file-name info), received
+//!   date (`st_mtime`), save date (`st_ctime`), stored bytes;
+//! - `dovecot-uidlist` in the control directory: UIDVALIDITY, next UID, mailbox GUID, and
+//!   the UID of each base file name (plus optional S/W/G extensions);
+//! - `dovecot-keywords`: keyword letters to names.
+//!
+//! A uidlist line whose file is in neither `new/` nor `cur/` is an expunged message
+//! (Dovecot keeps such lines until it rewrites the file): it is not listed, and one log line
+//! per view build counts them. A file that is not in the uidlist is *pending*: Dovecot gives
+//! it a UID at its next sync. mailfs shows it as `Pending(base)` and never invents a UID.
+//!
+//! Nothing here writes, locks or creates: no `dovecot-uidlist.lock`, no `tmp/` files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::{debug, info, warn};
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::stamp::Stamp;
+use super::{
+    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
+    MessageSource,
+};
+use crate::error::{Error, Result};
+use crate::format::maildir::{self as fmt, Keywords};
+use crate::format::mutf7;
+use crate::location::{Layout, Location};
+
+/// Maildir++ folder being deleted (`MAILBOX_LIST_MAILDIR_TRASH_DIR_NAME`).
+const MAILDIR_PP_TRASH: &str = ".DOVECOT-TRASHED";
+
+/// Where one mailbox's files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MailboxPaths {
+    /// Directory holding `cur/`, `new/`, `tmp/`.
+    mail: PathBuf,
+    /// Directory holding `dovecot-uidlist` and `dovecot-keywords`.
+    control: PathBuf,
+}
+
+/// The mailbox list with the on-disk location of each selectable mailbox.
+#[derive(Debug)]
+struct MailboxList {
+    entries: Arc<Vec<MailboxEntry>>,
+    paths: HashMap<MailboxName, MailboxPaths>,
+    stamp: Stamp,
+}
+
+#[derive(Debug)]
+struct CachedView {
+    view: Arc<MailboxView>,
+    stamp: Stamp,
+}
+
+/// A Maildir store.
+#[derive(Debug)]
+pub struct MaildirStore {
+    loc: Location,
+    /// Guarded data is cheap to clone (`Arc`); no I/O happens while holding this lock.
+    list: Mutex<Option<Arc<MailboxList>>>,
+    /// Views by mailbox. Lock order: `list` before `views`; neither is held during I/O.
+    views: Mutex<LruCache<MailboxName, Arc<CachedView>>>,
+}
+
+impl MaildirStore {
+    /// Opens the store, refusing a root that is missing, not a directory, empty, or shows
+    /// no sign of being a Maildir.
+    pub fn open(loc: Location, cache_capacity: usize) -> Result<MaildirStore> {
+        let root = &loc.root;
+        let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
+        if !meta.is_dir() {
+            return Err(Error::layout(root, "the mail root is not a directory"));
+        }
+        let mut entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
+        if entries.next().is_none() {
+            return Err(Error::layout(
+                root,
+                "the mail root is empty (an unmounted network filesystem?); refusing to \
+                 present it as an empty store",
+            ));
+        }
+        let capacity = std::num::NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(
+            // cache_capacity.max(1) is never 0; this is only the type's fallback.
+            std::num::NonZeroUsize::MIN,
+        );
+        let store = MaildirStore {
+            loc,
+            list: Mutex::new(None),
+            views: Mutex::new(LruCache::new(capacity)),
+        };
+        let list = store.mailbox_list()?;
+        if !list.entries.iter().any(|e| e.selectable) {
+            return Err(Error::layout(
+                &store.loc.root,
+                match store.loc.layout {
+                    Layout::MaildirPlusPlus => {
+                        "not a Maildir: no cur/ in the root and no Maildir++ .folder with cur/"
+                    }
+                    Layout::Fs => "not a Maildir (LAYOUT=fs): no directory with a cur/ inside",
+                },
+            ));
+        }
+        Ok(store)
+    }
+
+    fn inbox_mail_dir(&self) -> PathBuf {
+        self.loc.inbox.clone().unwrap_or_else(|| self.loc.root.clone())
+    }
+
+    /// Paths of a mailbox whose on-disk storage name (levels as stored, joined with the
+    /// layout's separator) is `storage`; `None` storage means INBOX.
+    fn paths_for(&self, storage: Option<&[u8]>) -> MailboxPaths {
+        let loc = &self.loc;
+        match storage {
+            None => {
+                let mail = self.inbox_mail_dir();
+                let control = match (&loc.control, loc.layout) {
+                    (Some(c), Layout::MaildirPlusPlus) => c.join(".INBOX"),
+                    (Some(c), Layout::Fs) => c.join("INBOX"),
+                    (None, _) => mail.clone(),
+                };
+                MailboxPaths { mail, control }
+            }
+            Some(storage) => {
+                let rel: PathBuf = match loc.layout {
+                    Layout::MaildirPlusPlus => {
+                        let mut n = Vec::with_capacity(storage.len() + 1);
+                        n.push(b'.');
+                        n.extend_from_slice(storage);
+                        PathBuf::from(OsStr::from_bytes(&n))
+                    }
+                    Layout::Fs => PathBuf::from(OsStr::from_bytes(storage)),
+                };
+                let mail = loc.root.join(&rel);
+                let control = loc.control.as_ref().map_or_else(|| mail.clone(), |c| c.join(&rel));
+                MailboxPaths { mail, control }
+            }
+        }
+    }
+
+    /// Decodes one on-disk name level to UTF-8.
+    fn decode_level(&self, level: &[u8], dir: &Path) -> String {
+        if self.loc.utf8_names {
+            if let Ok(s) = std::str::from_utf8(level) {
+                return s.to_string();
+            }
+        } else if let Ok(s) = mutf7::decode(level) {
+            return s;
+        }
+        let shown = String::from_utf8_lossy(level).into_owned();
+        warn!(
+            "{}: mailbox name level {:?} is not valid {}; shown as {:?}",
+            dir.display(),
+            shown,
+            if self.loc.utf8_names { "UTF-8" } else { "modified UTF-7" },
+            shown
+        );
+        shown
+    }
+
+    fn mailbox_list(&self) -> Result<Arc<MailboxList>> {
+        let cached = self.list.lock().clone();
+        if let Some(list) = cached
+            && list.stamp.still_valid()
+        {
+            return Ok(list);
+        }
+        let list = Arc::new(self.scan_mailboxes()?);
+        *self.list.lock() = Some(list.clone());
+        Ok(list)
+    }
+
+    fn scan_mailboxes(&self) -> Result<MailboxList> {
+        let root = &self.loc.root;
+        let mut stamp = Stamp::take(vec![root.clone(), self.inbox_mail_dir()]);
+        let mut found: BTreeMap<MailboxName, Option<MailboxPaths>> = BTreeMap::new();
+        let inbox = self.paths_for(None);
+        if inbox.mail.join("cur").symlink_metadata().is_ok() {
+            found.insert(MailboxName(vec!["INBOX".into()]), Some(inbox));
+        }
+        match self.loc.layout {
+            Layout::MaildirPlusPlus => self.scan_maildir_pp(&mut found)?,
+            Layout::Fs => {
+                let mut levels = Vec::new();
+                self.scan_fs(root, &mut levels, &mut found, &mut stamp, 0)?;
+            }
+        }
+        // Every ancestor level of a mailbox is presented, selectable or not.
+        let names: Vec<MailboxName> = found.keys().cloned().collect();
+        for name in names {
+            for depth in 1..name.0.len() {
+                let parent = MailboxName(name.0[..depth].to_vec());
+                found.entry(parent).or_insert(None);
+            }
+        }
+        let root_meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
+        let mut entries = Vec::with_capacity(found.len());
+        let mut paths = HashMap::new();
+        for (name, p) in found {
+            let meta = p
+                .as_ref()
+                .and_then(|p| fs::metadata(&p.mail).ok())
+                .unwrap_or_else(|| root_meta.clone());
+            entries.push(MailboxEntry {
+                name: name.clone(),
+                selectable: p.is_some(),
+                owner: owner_of(&meta),
+                mtime: meta.mtime(),
+            });
+            if let Some(p) = p {
+                paths.insert(name, p);
+            }
+        }
+        Ok(MailboxList {
+            entries: Arc::new(entries),
+            paths,
+            stamp,
+        })
+    }
+
+    /// Maildir++: every `ROOT/.<a>.<b>` directory is mailbox `a/b` (levels split on '.').
+    fn scan_maildir_pp(
+        &self,
+        found: &mut BTreeMap<MailboxName, Option<MailboxPaths>>,
+    ) -> Result<()> {
+        let root = &self.loc.root;
+        for entry in fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+            let entry = entry.map_err(|e| Error::io(root, e))?;
+            let fname = entry.file_name();
+            let b = fname.as_bytes();
+            if b.len() < 2
+                || b[0] != b'.'
+                || b == b".."
+                || b == MAILDIR_PP_TRASH.as_bytes()
+                || b.starts_with(b".nfs")
+            {
+                continue;
+            }
+            if !is_dir_following_links(&entry) {
+                continue;
+            }
+            let storage = &b[1..];
+            let raw_levels: Vec<&[u8]> = storage.split(|c| *c == b'.').collect();
+            if raw_levels.iter().any(|l| l.is_empty()) {
+                warn!(
+                    "{}: Maildir++ folder name has an empty level; skipped",
+                    entry.path().display()
+                );
+                continue;
+            }
+            let levels: Vec<String> = raw_levels
+                .iter()
+                .map(|l| self.decode_level(l, root))
+                .collect();
+            let name = MailboxName(levels);
+            if name.is_inbox() {
+                warn!(
+                    "{}: a Maildir++ folder named INBOX conflicts with the root INBOX; skipped",
+                    entry.path().display()
+                );
+                continue;
+            }
+            let paths = self.paths_for(Some(storage));
+            let selectable = paths.mail.join("cur").symlink_metadata().is_ok();
+            if !selectable {
+                warn!(
+                    "{}: Maildir++ folder without cur/; shown as a plain directory",
+                    entry.path().display()
+                );
+            }
+            found.insert(name, selectable.then_some(paths));
+        }
+        Ok(())
+    }
+
+    /// `LAYOUT=fs`: every directory below the root (except `cur`, `new`, `tmp` and hidden
+    /// ones) is a mailbox; it is selectable when it has `cur/`.
+    fn scan_fs(
+        &self,
+        dir: &Path,
+        levels: &mut Vec<Vec<u8>>,
+        found: &mut BTreeMap<MailboxName, Option<MailboxPaths>>,
+        stamp: &mut Stamp,
+        depth: usize,
+    ) -> Result<()> {
+        const MAX_DEPTH: usize = 64;
+        if depth > MAX_DEPTH {
+            warn!("{}: mailbox tree deeper than {MAX_DEPTH}; not descending", dir.display());
+            return Ok(());
+        }
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let fname = entry.file_name();
+            let b = fname.as_bytes();
+            if b.starts_with(b".") || matches!(b, b"cur" | b"new" | b"tmp") {
+                continue;
+            }
+            if !is_dir_following_links(&entry) {
+                continue;
+            }
+            if depth == 0 && b.eq_ignore_ascii_case(b"INBOX") && self.loc.inbox.is_none() {
+                warn!(
+                    "{}: a directory named INBOX conflicts with the root INBOX; skipped",
+                    entry.path().display()
+                );
+                continue;
+            }
+            levels.push(b.to_vec());
+            let storage = levels.join(&b'/');
+            let name = MailboxName(levels.iter().map(|l| self.decode_level(l, dir)).collect());
+            let paths = self.paths_for(Some(&storage));
+            let selectable = paths.mail.join("cur").symlink_metadata().is_ok();
+            found.insert(name, selectable.then_some(paths));
+            let sub = entry.path();
+            stamp.push(sub.clone());
+            self.scan_fs(&sub, levels, found, stamp, depth + 1)?;
+            levels.pop();
+        }
+        Ok(())
+    }
+
+    fn build_view(&self, name: &MailboxName, paths: &MailboxPaths) -> Result<CachedView> {
+        let cur = paths.mail.join("cur");
+        let new = paths.mail.join("new");
+        let uidlist_path = paths.control.join("dovecot-uidlist");
+        let keywords_path = paths.control.join("dovecot-keywords");
+        // Stamp before reading: a change during the scan then invalidates the result.
+        let stamp = Stamp::take(vec![
+            cur.clone(),
+            new.clone(),
+            uidlist_path.clone(),
+            keywords_path.clone(),
+        ]);
+        let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
+        for d in [&cur, &new] {
+            match fs::metadata(d) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(Error::layout(d, "expected a directory, found a file")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && d == &new => {}
+                Err(e) => return Err(Error::io(d, e)),
+            }
+        }
+
+        // base name -> file locator ("cur/<name>" or "new/<name>").
+        let mut files: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        for (sub, dir) in [(&b"cur"[..], &cur), (&b"new"[..], &new)] {
+            let rd = match fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir == &new => continue,
+                Err(e) => return Err(Error::io(dir, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::io(dir, e))?;
+                let fname = entry.file_name();
+                let b = fname.as_bytes();
+                // Dovecot ignores dot files in cur/ and new/; an empty base is not a message.
+                if b.starts_with(b".") {
+                    continue;
+                }
+                let (base, _) = fmt::split_name(b);
+                if base.is_empty() {
+                    continue;
+                }
+                let mut locator = Vec::with_capacity(4 + b.len());
+                locator.extend_from_slice(sub);
+                locator.push(b'/');
+                locator.extend_from_slice(b);
+                if let Some(prev) = files.insert(base.to_vec(), locator) {
+                    warn!(
+                        "{}: two files share the base name {:?} ({}); Dovecot will rename one \
+                         at its next sync",
+                        paths.mail.display(),
+                        String::from_utf8_lossy(base),
+                        String::from_utf8_lossy(&prev)
+                    );
+                }
+            }
+        }
+
+        let uidlist = match fs::read(&uidlist_path) {
+            Ok(data) => {
+                Some(fmt::parse_uidlist(&data).map_err(|e| Error::corrupt(&uidlist_path, e))?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(&uidlist_path, e)),
+        };
+        let keywords = match fs::read(&keywords_path) {
+            Ok(data) => fmt::parse_keywords(&data),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Keywords::default(),
+            Err(e) => return Err(Error::io(&keywords_path, e)),
+        };
+        let keyword_names: Vec<String> = (0..26u8).map(|i| keywords.name(i)).collect();
+
+        let mut messages = Vec::new();
+        let mut missing: Vec<u32> = Vec::new();
+        if let Some(list) = &uidlist {
+            messages.reserve(list.records.len());
+            for rec in &list.records {
+                let Some(locator) = files.remove(rec.base.as_slice()) else {
+                    missing.push(rec.uid);
+                    continue;
+                };
+                match self.message_meta(paths, MessageKey::Uid(rec.uid), locator, Some(rec)) {
+                    Ok(m) => messages.push(m),
+                    Err(e) if e.is_not_found() => missing.push(rec.uid),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            info!(
+                "{}: {} dovecot-uidlist entr{} without a message file in new/ or cur/ \
+                 (expunged, or lost): uid {}",
+                paths.mail.display(),
+                missing.len(),
+                if missing.len() == 1 { "y" } else { "ies" },
+                summarize_uids(&missing)
+            );
+        }
+        let mut pending: Vec<MessageMeta> = Vec::with_capacity(files.len());
+        for (base, locator) in files {
+            let key = MessageKey::Pending(base.into());
+            match self.message_meta(paths, key, locator, None) {
+                Ok(m) => pending.push(m),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        pending.sort_by(|a, b| a.key.cmp(&b.key));
+        if !pending.is_empty() {
+            debug!(
+                "{}: {} file(s) without a UID yet (Dovecot assigns one at its next sync)",
+                paths.mail.display(),
+                pending.len()
+            );
+        }
+        let mtime = [&cur, &new]
+            .iter()
+            .filter_map(|d| fs::metadata(d).ok())
+            .map(|m| m.mtime())
+            .max()
+            .unwrap_or_else(|| dir_meta.mtime());
+        let view = MailboxView {
+            name: name.clone(),
+            uid_validity: uidlist.as_ref().map_or(0, |u| u.uid_validity),
+            uid_next: uidlist.as_ref().map_or(0, |u| u.next_uid),
+            guid: uidlist.as_ref().and_then(|u| u.mailbox_guid.clone()),
+            messages,
+            pending,
+            keyword_names: Arc::new(keyword_names),
+            owner: owner_of(&dir_meta),
+            mtime,
+        };
+        Ok(CachedView {
+            view: Arc::new(view),
+            stamp,
+        })
+    }
+
+    /// Stats one message file and gathers its metadata.
+    fn message_meta(
+        &self,
+        paths: &MailboxPaths,
+        key: MessageKey,
+        locator: Vec<u8>,
+        rec: Option<&fmt::UidlistRecord>,
+    ) -> Result<MessageMeta> {
+        let path = paths.mail.join(OsStr::from_bytes(&locator));
+        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let fname = &locator[4..];
+        let (base, info) = fmt::split_name(fname);
+        let name_flags = info.map(fmt::parse_info).unwrap_or_default();
+        let size = meta.len();
+        // Virtual size lookup order as in maildir_quick_size_lookup(): file name W=,
+        // uidlist W, then (no index yet) counting the file's bare LFs.
+        let virtual_size = match fmt::base_size(base, b'W').or(rec.and_then(|r| r.virtual_size)) {
+            Some(v) => v,
+            None if meta.is_file() => count_virtual_size(&path)?,
+            None => size,
+        };
+        let guid = rec
+            .and_then(|r| r.guid.clone())
+            .unwrap_or_else(|| String::from_utf8_lossy(base).into_owned());
+        Ok(MessageMeta {
+            key,
+            size,
+            virtual_size,
+            received: meta.mtime(),
+            saved: meta.ctime(),
+            flags: name_flags.flags,
+            keywords: name_flags.keywords,
+            guid: guid.into_boxed_str(),
+            owner: owner_of(&meta),
+            file: locator.into_boxed_slice(),
+        })
+    }
+
+    fn paths_of(&self, mailbox: &MailboxName) -> Result<MailboxPaths> {
+        let list = self.mailbox_list()?;
+        list.paths
+            .get(mailbox)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("mailbox {mailbox}")))
+    }
+
+    /// Finds the current file of a message by base name after it was renamed (a flag
+    /// change, or new/ -> cur/).
+    fn relocate(&self, paths: &MailboxPaths, base: &[u8]) -> Option<Vec<u8>> {
+        for sub in ["cur", "new"] {
+            let dir = paths.mail.join(sub);
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for entry in rd.flatten() {
+                let fname = entry.file_name();
+                if fmt::split_name(fname.as_bytes()).0 == base {
+                    let mut loc = sub.as_bytes().to_vec();
+                    loc.push(b'/');
+                    loc.extend_from_slice(fname.as_bytes());
+                    return Some(loc);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl MailStore for MaildirStore {
+    fn mailboxes(&self) -> Result<Arc<Vec<MailboxEntry>>> {
+        Ok(self.mailbox_list()?.entries.clone())
+    }
+
+    fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
+        let cached = self.views.lock().get(mailbox).cloned();
+        if let Some(c) = cached
+            && c.stamp.still_valid()
+        {
+            return Ok(c.view.clone());
+        }
+        let paths = self.paths_of(mailbox)?;
+        let built = Arc::new(self.build_view(mailbox, &paths)?);
+        let view = built.view.clone();
+        self.views.lock().put(mailbox.clone(), built);
+        Ok(view)
+    }
+
+    fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource> {
+        let meta = view
+            .get(key)
+            .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
+        let paths = self.paths_of(&view.name)?;
+        let mut locator = meta.file.to_vec();
+        let base = fmt::split_name(&locator[4..]).0.to_vec();
+        // A flag change renames the file; retry with its new name a few times, as Dovecot's
+        // maildir_file_do() does.
+        for _ in 0..10 {
+            let path = paths.mail.join(OsStr::from_bytes(&locator));
+            match open_message_file(&path) {
+                Ok(file) => {
+                    let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+                    return Ok(MessageSource {
+                        file,
+                        start: 0,
+                        len,
+                    });
+                }
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    match self.relocate(&paths, &base) {
+                        Some(l) => locator = l,
+                        None => {
+                            return Err(Error::not_found(format!(
+                                "{}: message file {:?} (expunged)",
+                                paths.mail.display(),
+                                String::from_utf8_lossy(&base)
+                            )));
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::layout(
+            &paths.mail,
+            format!(
+                "message file {:?} keeps being renamed; giving up",
+                String::from_utf8_lossy(&base)
+            ),
+        ))
+    }
+
+    fn root(&self) -> &Path {
+        &self.loc.root
+    }
+}
+
+/// Opens a message file without following a symlink into somewhere unexpected and without
+/// blocking on a FIFO; anything but a regular file is refused.
+fn open_message_file(path: &Path) -> Result<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::layout(path, "message is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Size with every LF not preceded by CR counted as two bytes (Dovecot's virtual size).
+fn count_virtual_size(path: &Path) -> Result<u64> {
+    let mut file = open_message_file(path)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    let mut prev = 0u8;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Ok(total);
+        }
+        for &c in &buf[..n] {
+            if c == b'\n' && prev != b'\r' {
+                total += 1;
+            }
+            total += 1;
+            prev = c;
+        }
+    }
+}
+
+fn owner_of(meta: &fs::Metadata) -> FileOwner {
+    FileOwner {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: (meta.mode() & 0o7777) as u16,
+    }
+}
+
+fn is_dir_following_links(entry: &fs::DirEntry) -> bool {
+    match entry.file_type() {
+        Ok(t) if t.is_dir() => true,
+        Ok(t) if t.is_symlink() => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
+        Ok(_) => false,
+        Err(_) => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
+    }
+}
+
+/// "1,2,5" for a few uids, "1,2,3,... (40 in all)" for many.
+fn summarize_uids(uids: &[u32]) -> String {
+    const SHOWN: usize = 10;
+    let mut s: Vec<String> = uids.iter().take(SHOWN).map(u32::to_string).collect();
+    if uids.len() > SHOWN {
+        s.push(format!("... ({} in all)", uids.len()));
+    }
+    s.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_size_counts_bare_lf_only() {
+        let dir = std::env::temp_dir().join(format!("mailfs-vsize-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m");
+        fs::write(&p, b"a\nb\r\nc\n").unwrap();
+        assert_eq!(count_virtual_size(&p).unwrap(), 9);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn summarizes_long_uid_lists() {
+        assert_eq!(summarize_uids(&[1, 2]), "1,2");
+        let many: Vec<u32> = (1..=12).collect();
+        assert!(summarize_uids(&many).ends_with("... (12 in all)"));
+    }
+}

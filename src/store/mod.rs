@@ -1,0 +1,208 @@
+//! The store layer: one engine per storage format, presenting mailboxes and immutable
+//! snapshots of their messages. It knows the on-disk formats (through `crate::format`) and
+//! nothing of FUSE, inodes or kernel caches.
+//!
+//! Invariants every backend keeps:
+//! - Read-only: no backend creates, renames, locks, truncates or deletes anything.
+//! - A [`MailboxView`] is immutable. A refresh builds a new one; readers holding the old
+//!   `Arc` keep a consistent (possibly stale) picture.
+//! - A message is named by `(mailbox, uid_validity, uid)`. The bytes of that triple never
+//!   change (IMAP guarantees it), so callers may cache them forever.
+//! - A message Dovecot has not yet given a UID is a [`MessageKey::Pending`]: visible, but
+//!   never given a UID by mailfs.
+
+pub mod maildir;
+mod stamp;
+
+use std::fmt;
+use std::fs::File;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::format::MailFlags;
+use crate::location::{Format, Location};
+
+/// A mailbox's name: its hierarchy levels in UTF-8 (never modified UTF-7), e.g.
+/// `["Work", "Sub"]`. INBOX is `["INBOX"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MailboxName(pub Vec<String>);
+
+impl MailboxName {
+    /// Parses a '/'-separated name as users type it (`Work/Sub`).
+    pub fn parse(s: &str) -> MailboxName {
+        MailboxName(
+            s.split('/')
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    /// True for INBOX (case-insensitive, as IMAP treats it).
+    pub fn is_inbox(&self) -> bool {
+        self.0.len() == 1 && self.0[0].eq_ignore_ascii_case("INBOX")
+    }
+}
+
+impl fmt::Display for MailboxName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("/"))
+    }
+}
+
+/// One mailbox found in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxEntry {
+    /// Its name.
+    pub name: MailboxName,
+    /// False for a hierarchy level that holds no messages of its own (Dovecot's
+    /// `\NoSelect`, or a `LAYOUT=fs` directory without `cur/`).
+    pub selectable: bool,
+    /// Owner and mode of its directory (the root's for levels with no directory).
+    pub owner: FileOwner,
+    /// Modification time of its directory, unix seconds.
+    pub mtime: i64,
+}
+
+/// How a message is addressed inside a mailbox view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MessageKey {
+    /// A message with a Dovecot-assigned UID.
+    Uid(u32),
+    /// A file Dovecot has not given a UID yet, by its base file name (the part before
+    /// the info separator). Dovecot will assign the UID at its next sync.
+    Pending(Arc<[u8]>),
+}
+
+/// What the store knows about one message. Kept small: a view holds one per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// UID or pending base name.
+    pub key: MessageKey,
+    /// Size of the stored bytes (what `cat` returns).
+    pub size: u64,
+    /// Size with every bare LF counted as CRLF (IMAP RFC822.SIZE).
+    pub virtual_size: u64,
+    /// Received date (INTERNALDATE), unix seconds.
+    pub received: i64,
+    /// Save date, unix seconds.
+    pub saved: i64,
+    /// System flags.
+    pub flags: MailFlags,
+    /// Keywords, as a mask over the view's keyword table.
+    pub keywords: u32,
+    /// Message GUID as Dovecot reports it.
+    pub guid: Box<str>,
+    /// Owner, group and permission bits of the message file.
+    pub owner: FileOwner,
+    /// Backend-specific locator of the stored bytes.
+    pub file: Box<[u8]>,
+}
+
+/// Owner, group and mode bits of a stored file, presented on the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileOwner {
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u16,
+}
+
+/// An immutable snapshot of one mailbox.
+#[derive(Debug, Clone)]
+pub struct MailboxView {
+    /// The mailbox.
+    pub name: MailboxName,
+    /// UIDVALIDITY; 0 when Dovecot has never synced the mailbox.
+    pub uid_validity: u32,
+    /// The next UID Dovecot will assign; 0 when unknown.
+    pub uid_next: u32,
+    /// Mailbox GUID (32 hex digits), when known.
+    pub guid: Option<String>,
+    /// Messages with UIDs, sorted by UID.
+    pub messages: Vec<MessageMeta>,
+    /// Files without UIDs yet, sorted by base name.
+    pub pending: Vec<MessageMeta>,
+    /// Keyword names by index (bit i of [`MessageMeta::keywords`]).
+    pub keyword_names: Arc<Vec<String>>,
+    /// Owner and mode of the mailbox directory.
+    pub owner: FileOwner,
+    /// Modification time of the mailbox (newest of its message directories), unix seconds.
+    pub mtime: i64,
+}
+
+impl MailboxView {
+    /// Finds a message by key.
+    pub fn get(&self, key: &MessageKey) -> Option<&MessageMeta> {
+        match key {
+            MessageKey::Uid(uid) => self
+                .messages
+                .binary_search_by_key(uid, |m| match m.key {
+                    MessageKey::Uid(u) => u,
+                    MessageKey::Pending(_) => 0,
+                })
+                .ok()
+                .map(|i| &self.messages[i]),
+            MessageKey::Pending(base) => self
+                .pending
+                .binary_search_by(|m| match &m.key {
+                    MessageKey::Pending(b) => b.as_ref().cmp(base.as_ref()),
+                    MessageKey::Uid(_) => std::cmp::Ordering::Less,
+                })
+                .ok()
+                .map(|i| &self.pending[i]),
+        }
+    }
+
+    /// All messages: UID ones first, then pending ones.
+    pub fn all(&self) -> impl Iterator<Item = &MessageMeta> {
+        self.messages.iter().chain(self.pending.iter())
+    }
+
+    /// The flags in doveadm's spelling and order: system flags, then keywords in keyword
+    /// index order, separated by single spaces. Never contains `\Recent`.
+    pub fn flags_string(&self, meta: &MessageMeta) -> String {
+        let mut out: Vec<&str> = meta.flags.names().collect();
+        for (i, name) in self.keyword_names.iter().enumerate() {
+            if i < 32 && meta.keywords & (1 << i) != 0 {
+                out.push(name);
+            }
+        }
+        out.join(" ")
+    }
+}
+
+/// The stored bytes of one message, opened.
+#[derive(Debug)]
+pub struct MessageSource {
+    /// The open file. Reads go through `pread` at `start + offset`.
+    pub file: File,
+    /// Offset of the message inside the file.
+    pub start: u64,
+    /// Length of the message.
+    pub len: u64,
+}
+
+/// A storage engine.
+pub trait MailStore: Send + Sync + fmt::Debug {
+    /// All mailboxes, including non-selectable hierarchy levels, sorted by name.
+    fn mailboxes(&self) -> Result<Arc<Vec<MailboxEntry>>>;
+    /// A current snapshot of one mailbox (cached while the store is unchanged).
+    fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>>;
+    /// Opens a message of a view for reading.
+    fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource>;
+    /// Where the store lives, for messages and statfs.
+    fn root(&self) -> &std::path::Path;
+}
+
+/// Opens the store a location names, checking that it exists and has the claimed format.
+pub fn open(location: &Location, cache_capacity: usize) -> Result<Arc<dyn MailStore>> {
+    match location.format {
+        Format::Maildir => Ok(Arc::new(maildir::MaildirStore::open(
+            location.clone(),
+            cache_capacity,
+        )?)),
+    }
+}

@@ -1,0 +1,108 @@
+//! Change detection by `stat`: a [`Stamp`] records the identity and change time of the files
+//! and directories a cached result was built from. The result is reused while every stamp
+//! still matches, and rebuilt as soon as one differs.
+//!
+//! Timestamps come from the kernel's coarse clock, so two changes within one tick can leave
+//! the same mtime. A result built within [`SETTLE`] of the newest mtime it depends on is
+//! therefore *tentative*: the next use rebuilds it even if nothing seems to have changed
+//! (Dovecot's `MAILDIR_SYNC_SECS` rule, with a tick-sized window for nanosecond filesystems).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How close to a change a scan must be to distrust it.
+pub const SETTLE: Duration = Duration::from_millis(50);
+
+/// What `stat` said about one path (all zero when it did not exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn take(path: &std::path::Path) -> FileStamp {
+        match std::fs::metadata(path) {
+            Ok(m) => FileStamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            },
+            Err(_) => FileStamp::default(),
+        }
+    }
+}
+
+/// Stamps of a set of paths, taken just before a scan.
+#[derive(Debug, Clone, Default)]
+pub struct Stamp {
+    paths: Vec<PathBuf>,
+    stamps: Vec<FileStamp>,
+    tentative: bool,
+}
+
+impl Stamp {
+    /// Stamps `paths` now. Call this *before* reading them, so that a change during the read
+    /// makes the stamp differ later.
+    pub fn take(paths: Vec<PathBuf>) -> Stamp {
+        let stamps: Vec<FileStamp> = paths.iter().map(|p| FileStamp::take(p)).collect();
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        let newest = stamps
+            .iter()
+            .map(|s| s.mtime_ns.max(s.ctime_ns))
+            .max()
+            .unwrap_or(0);
+        let tentative = now_ns - newest < SETTLE.as_nanos() as i128;
+        Stamp {
+            paths,
+            stamps,
+            tentative,
+        }
+    }
+
+    /// Adds a path whose stamp was not taken up front (e.g. found during the scan).
+    pub fn push(&mut self, path: PathBuf) {
+        self.stamps.push(FileStamp::take(&path));
+        self.paths.push(path);
+    }
+
+    /// True while nothing stamped has changed and the stamp is not tentative.
+    pub fn still_valid(&self) -> bool {
+        !self.tentative
+            && self
+                .paths
+                .iter()
+                .zip(&self.stamps)
+                .all(|(p, s)| FileStamp::take(p) == *s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_changes_and_distrusts_fresh_scans() {
+        let dir = std::env::temp_dir().join(format!("mailfs-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f");
+        std::fs::write(&f, b"a").unwrap();
+        // Just written: tentative, so never "still valid".
+        assert!(!Stamp::take(vec![f.clone()]).still_valid());
+        std::thread::sleep(SETTLE + Duration::from_millis(20));
+        let s = Stamp::take(vec![f.clone(), dir.join("missing")]);
+        assert!(s.still_valid());
+        std::fs::write(&f, b"ab").unwrap();
+        assert!(!s.still_valid());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
