@@ -122,9 +122,8 @@ pub fn main() -> ExitCode {
             entry_timeout,
             allow_other,
             threads,
-        } => timeouts(attr_timeout, entry_timeout).and_then(|timeouts| {
-            mount(&location, &mountpoint, timeouts, allow_other, threads)
-        }),
+        } => timeouts(attr_timeout, entry_timeout)
+            .and_then(|timeouts| mount(&location, &mountpoint, timeouts, allow_other, threads)),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
         Command::Cat {
             location,
@@ -332,7 +331,10 @@ fn mount(
             let sig = wait_for_signal(&signals);
             info!("signal {sig}: unmounting {}", mp.display());
             if let Err(e) = unmounter.unmount() {
-                warn!("unmount of {} failed ({e}); detaching it lazily", mp.display());
+                warn!(
+                    "unmount of {} failed ({e}); detaching it lazily",
+                    mp.display()
+                );
                 lazy_unmount(&mp);
             }
         })

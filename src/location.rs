@@ -304,11 +304,17 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_unsupported_keys_by_name() {
-        let e = Location::parse("maildir:/m:BOGUS=1").unwrap_err().to_string();
+        let e = Location::parse("maildir:/m:BOGUS=1")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("BOGUS"), "{e}");
-        let e = Location::parse("maildir:/m:ALT=/x").unwrap_err().to_string();
+        let e = Location::parse("maildir:/m:ALT=/x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ALT"), "{e}");
-        let e = Location::parse("maildir:/m:LAYOUT=index").unwrap_err().to_string();
+        let e = Location::parse("maildir:/m:LAYOUT=index")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("LAYOUT=index"), "{e}");
         assert!(Location::parse("maildir:").is_err());
         assert!(Location::parse("maildir:INBOX=/x").is_err());
@@ -333,10 +339,15 @@ mod tests {
     fn bare_path_detection_refuses_what_it_cannot_tell() {
         let dir = std::env::temp_dir().join(format!("mailfs-loc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let e = Location::parse(dir.to_str().unwrap()).unwrap_err().to_string();
+        let e = Location::parse(dir.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot tell"), "{e}");
         std::fs::create_dir_all(dir.join("cur")).unwrap();
-        assert_eq!(Location::parse(dir.to_str().unwrap()).unwrap().format, Format::Maildir);
+        assert_eq!(
+            Location::parse(dir.to_str().unwrap()).unwrap().format,
+            Format::Maildir
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(Location::parse(dir.to_str().unwrap()).is_err());
     }

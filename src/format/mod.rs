@@ -94,7 +94,10 @@ mod tests {
         f.insert(MailFlags::SEEN);
         f.insert(MailFlags::ANSWERED);
         f.insert(MailFlags::DRAFT);
-        assert_eq!(f.names().collect::<Vec<_>>(), ["\\Answered", "\\Seen", "\\Draft"]);
+        assert_eq!(
+            f.names().collect::<Vec<_>>(),
+            ["\\Answered", "\\Seen", "\\Draft"]
+        );
         assert!(f.contains(MailFlags::SEEN));
         assert!(!f.contains(MailFlags::FLAGGED));
     }

@@ -157,7 +157,10 @@ impl InodeTable {
                         e.get_mut().lookups += 1;
                         return ino;
                     }
-                    warn!("inode number collision at {ino:#x}: {node:?} vs {:?}", e.get().node);
+                    warn!(
+                        "inode number collision at {ino:#x}: {node:?} vs {:?}",
+                        e.get().node
+                    );
                     ino = next_probe(ino);
                 }
                 Entry::Vacant(e) => {
@@ -230,9 +233,17 @@ mod tests {
         let t = InodeTable::default();
         let a = t.remember(&msg("INBOX", 5, 1));
         assert_eq!(t.remember(&msg("INBOX", 5, 1)), a);
-        assert_ne!(t.remember(&msg("INBOX", 6, 1)), a, "new UIDVALIDITY, new inode");
+        assert_ne!(
+            t.remember(&msg("INBOX", 6, 1)),
+            a,
+            "new UIDVALIDITY, new inode"
+        );
         assert_ne!(t.remember(&msg("Work", 5, 1)), a);
-        assert_eq!(InodeTable::default().peek_ino(&msg("INBOX", 5, 1)), a, "stable");
+        assert_eq!(
+            InodeTable::default().peek_ino(&msg("INBOX", 5, 1)),
+            a,
+            "stable"
+        );
         assert_eq!(t.remember(&Node::root()), ROOT_INO);
     }
 

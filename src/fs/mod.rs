@@ -241,8 +241,14 @@ impl MailFs {
             .ok_or_else(|| Error::not_found(format!("folder {parent}")))?;
         if let Some(child) = folder.children.get(name) {
             let node = Node::Folder(child.clone());
-            let sub = tree.folders.get(child).ok_or_else(|| Error::not_found("folder"))?;
-            return Ok((node.clone(), self.folder_attr(self.inodes.peek_ino(&node), sub)));
+            let sub = tree
+                .folders
+                .get(child)
+                .ok_or_else(|| Error::not_found("folder"))?;
+            return Ok((
+                node.clone(),
+                self.folder_attr(self.inodes.peek_ino(&node), sub),
+            ));
         }
         let key = naming::parse_message_name(name)
             .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
@@ -374,7 +380,10 @@ impl MailFs {
                             "user.mailbox.uidvalidity",
                             view.uid_validity.to_string().into_bytes(),
                         ));
-                        out.push(("user.mailbox.uidnext", view.uid_next.to_string().into_bytes()));
+                        out.push((
+                            "user.mailbox.uidnext",
+                            view.uid_next.to_string().into_bytes(),
+                        ));
                     }
                 }
                 Ok(out)
@@ -393,7 +402,10 @@ impl MailFs {
                 out.push(("user.mail.flags", view.flags_string(&meta).into_bytes()));
                 out.push(("user.mail.received", meta.received.to_string().into_bytes()));
                 out.push(("user.mail.saved", meta.saved.to_string().into_bytes()));
-                out.push(("user.mail.vsize", meta.virtual_size.to_string().into_bytes()));
+                out.push((
+                    "user.mail.vsize",
+                    meta.virtual_size.to_string().into_bytes(),
+                ));
                 Ok(out)
             }
         }
@@ -423,7 +435,10 @@ fn reply_xattr_bytes(reply: ReplyXattr, size: u32, data: &[u8]) {
 
 impl Filesystem for MailFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        for cap in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS] {
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
             if let Err(missing) = config.add_capabilities(cap) {
                 debug!("kernel lacks capability {missing:?}");
             }
@@ -482,7 +497,11 @@ impl Filesystem for MailFs {
             Ok(src) => {
                 let fh = self.new_handle(Handle::File(Arc::new(src)));
                 // Bytes of (mailbox, uidvalidity, uid) never change: keep the page cache.
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+                // Nothing is ever written, so close() needs no FLUSH round trip.
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                );
             }
             Err(e) => reply.error(self.errors.errno("open", &e)),
         }
@@ -514,7 +533,10 @@ impl Filesystem for MailFs {
         let mut buf = vec![0u8; (end - offset) as usize];
         let mut done = 0;
         while done < buf.len() {
-            match src.file.read_at(&mut buf[done..], src.start + offset + done as u64) {
+            match src
+                .file
+                .read_at(&mut buf[done..], src.start + offset + done as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -602,14 +624,28 @@ impl Filesystem for MailFs {
         };
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             let is_dot = e.name == "." || e.name == "..";
-            let ttl = if is_dot { Duration::ZERO } else { self.timeouts.entry };
-            if reply.add(e.attr.ino, (i + 1) as u64, &e.name, &ttl, &e.attr, Generation(0)) {
+            let ttl = if is_dot {
+                Duration::ZERO
+            } else {
+                self.timeouts.entry
+            };
+            if reply.add(
+                e.attr.ino,
+                (i + 1) as u64,
+                &e.name,
+                &ttl,
+                &e.attr,
+                Generation(0),
+            ) {
                 break;
             }
             // The kernel counts a lookup for every entry it received except "." and "..".
             if !is_dot {
                 let ino = self.inodes.remember(&e.node);
-                debug_assert_eq!(ino, e.attr.ino.0, "inode changed between opendir and readdir");
+                debug_assert_eq!(
+                    ino, e.attr.ino.0,
+                    "inode changed between opendir and readdir"
+                );
             }
         }
         reply.ok();
@@ -655,6 +691,13 @@ impl Filesystem for MailFs {
             reply.error(fuser::Errno::ENOENT);
             return;
         };
+        // Only the user.* namespace exists here. EOPNOTSUPP (not ENODATA) for the others
+        // lets tools cache "unsupported on this device": ls -l then asks for
+        // security.selinux and system.posix_acl_access once per mount, not once per file.
+        if !name.as_bytes().starts_with(b"user.") {
+            reply.error(fuser::Errno::EOPNOTSUPP);
+            return;
+        }
         match self.xattrs(&node) {
             Ok(attrs) => match attrs.iter().find(|(n, _)| OsStr::new(n) == name) {
                 Some((_, value)) => reply_xattr_bytes(reply, size, value),

@@ -125,7 +125,15 @@ mod tests {
 
     #[test]
     fn rejects_names_that_are_not_messages() {
-        for n in ["0.eml", "01.eml", "1.EML", "x.eml", "1", ".eml", "4294967296.eml"] {
+        for n in [
+            "0.eml",
+            "01.eml",
+            "1.EML",
+            "x.eml",
+            "1",
+            ".eml",
+            "4294967296.eml",
+        ] {
             assert_eq!(parse_message_name(OsStr::new(n)), None, "{n}");
         }
         assert_eq!(parse_message_name(OsStr::new("pending-%zz.eml")), None);
@@ -134,7 +142,10 @@ mod tests {
 
     #[test]
     fn folder_names_are_escaped_and_never_look_like_messages() {
-        assert_eq!(folder_name("Ünïcode & more"), OsString::from("Ünïcode & more"));
+        assert_eq!(
+            folder_name("Ünïcode & more"),
+            OsString::from("Ünïcode & more")
+        );
         assert_eq!(folder_name("a:b%c"), OsString::from("a%3Ab%25c"));
         let n = folder_name("12.eml");
         assert_eq!(n, OsString::from("12%2Eeml"));

@@ -115,7 +115,10 @@ impl MaildirStore {
     }
 
     fn inbox_mail_dir(&self) -> PathBuf {
-        self.loc.inbox.clone().unwrap_or_else(|| self.loc.root.clone())
+        self.loc
+            .inbox
+            .clone()
+            .unwrap_or_else(|| self.loc.root.clone())
     }
 
     /// Paths of a mailbox whose on-disk storage name (levels as stored, joined with the
@@ -143,7 +146,10 @@ impl MaildirStore {
                     Layout::Fs => PathBuf::from(OsStr::from_bytes(storage)),
                 };
                 let mail = loc.root.join(&rel);
-                let control = loc.control.as_ref().map_or_else(|| mail.clone(), |c| c.join(&rel));
+                let control = loc
+                    .control
+                    .as_ref()
+                    .map_or_else(|| mail.clone(), |c| c.join(&rel));
                 MailboxPaths { mail, control }
             }
         }
@@ -163,7 +169,11 @@ impl MaildirStore {
             "{}: mailbox name level {:?} is not valid {}; shown as {:?}",
             dir.display(),
             shown,
-            if self.loc.utf8_names { "UTF-8" } else { "modified UTF-7" },
+            if self.loc.utf8_names {
+                "UTF-8"
+            } else {
+                "modified UTF-7"
+            },
             shown
         );
         shown
@@ -190,7 +200,7 @@ impl MaildirStore {
             found.insert(MailboxName(vec!["INBOX".into()]), Some(inbox));
         }
         match self.loc.layout {
-            Layout::MaildirPlusPlus => self.scan_maildir_pp(&mut found)?,
+            Layout::MaildirPlusPlus => self.scan_maildir_pp(&mut found, &mut stamp)?,
             Layout::Fs => {
                 let mut levels = Vec::new();
                 self.scan_fs(root, &mut levels, &mut found, &mut stamp, 0)?;
@@ -233,6 +243,7 @@ impl MaildirStore {
     fn scan_maildir_pp(
         &self,
         found: &mut BTreeMap<MailboxName, Option<MailboxPaths>>,
+        stamp: &mut Stamp,
     ) -> Result<()> {
         let root = &self.loc.root;
         for entry in fs::read_dir(root).map_err(|e| Error::io(root, e))? {
@@ -274,6 +285,9 @@ impl MaildirStore {
             let paths = self.paths_for(Some(storage));
             let selectable = paths.mail.join("cur").symlink_metadata().is_ok();
             if !selectable {
+                // Dovecot may be between mkdir(.Folder) and mkdir(.Folder/cur): watch the
+                // folder itself so that its cur/ appearing invalidates this list.
+                stamp.push(paths.mail.clone());
                 warn!(
                     "{}: Maildir++ folder without cur/; shown as a plain directory",
                     entry.path().display()
@@ -296,7 +310,10 @@ impl MaildirStore {
     ) -> Result<()> {
         const MAX_DEPTH: usize = 64;
         if depth > MAX_DEPTH {
-            warn!("{}: mailbox tree deeper than {MAX_DEPTH}; not descending", dir.display());
+            warn!(
+                "{}: mailbox tree deeper than {MAX_DEPTH}; not descending",
+                dir.display()
+            );
             return Ok(());
         }
         for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
@@ -565,8 +582,7 @@ impl MailStore for MaildirStore {
         for _ in 0..10 {
             let path = paths.mail.join(OsStr::from_bytes(&locator));
             match open_message_file(&path) {
-                Ok(file) => {
-                    let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+                Ok((file, len)) => {
                     return Ok(MessageSource {
                         file,
                         start: 0,
@@ -602,9 +618,9 @@ impl MailStore for MaildirStore {
     }
 }
 
-/// Opens a message file without following a symlink into somewhere unexpected and without
-/// blocking on a FIFO; anything but a regular file is refused.
-fn open_message_file(path: &Path) -> Result<File> {
+/// Opens a message file without blocking on a FIFO; anything but a regular file is
+/// refused. Returns the file and its size.
+fn open_message_file(path: &Path) -> Result<(File, u64)> {
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -614,12 +630,12 @@ fn open_message_file(path: &Path) -> Result<File> {
     if !meta.is_file() {
         return Err(Error::layout(path, "message is not a regular file"));
     }
-    Ok(file)
+    Ok((file, meta.len()))
 }
 
 /// Size with every LF not preceded by CR counted as two bytes (Dovecot's virtual size).
 fn count_virtual_size(path: &Path) -> Result<u64> {
-    let mut file = open_message_file(path)?;
+    let (mut file, _) = open_message_file(path)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     let mut prev = 0u8;

@@ -9,10 +9,17 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
 
 /// How close to a change a scan must be to distrust it.
 pub const SETTLE: Duration = Duration::from_millis(50);
+
+/// A stamp that matched is trusted for this long without `stat`ing again, so that a burst
+/// of requests (`ls -l`, `cat *`) costs one check, not one per file. This bounds how late a
+/// change can be noticed, on top of the kernel's own cache timeouts.
+pub const RECHECK_AFTER: Duration = Duration::from_millis(20);
 
 /// What `stat` said about one path (all zero when it did not exist).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,11 +47,13 @@ impl FileStamp {
 }
 
 /// Stamps of a set of paths, taken just before a scan.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Stamp {
     paths: Vec<PathBuf>,
     stamps: Vec<FileStamp>,
     tentative: bool,
+    /// When the stamps last matched the files (None: never checked since taken).
+    last_match: Mutex<Option<Instant>>,
 }
 
 impl Stamp {
@@ -66,6 +75,7 @@ impl Stamp {
             paths,
             stamps,
             tentative,
+            last_match: Mutex::new(None),
         }
     }
 
@@ -75,14 +85,27 @@ impl Stamp {
         self.paths.push(path);
     }
 
-    /// True while nothing stamped has changed and the stamp is not tentative.
+    /// True while nothing stamped has changed and the stamp is not tentative. Within
+    /// [`RECHECK_AFTER`] of the last successful check, answers without `stat`.
     pub fn still_valid(&self) -> bool {
-        !self.tentative
-            && self
-                .paths
-                .iter()
-                .zip(&self.stamps)
-                .all(|(p, s)| FileStamp::take(p) == *s)
+        if self.tentative {
+            return false;
+        }
+        let now = Instant::now();
+        if let Some(at) = *self.last_match.lock()
+            && now.duration_since(at) < RECHECK_AFTER
+        {
+            return true;
+        }
+        let valid = self
+            .paths
+            .iter()
+            .zip(&self.stamps)
+            .all(|(p, s)| FileStamp::take(p) == *s);
+        if valid {
+            *self.last_match.lock() = Some(now);
+        }
+        valid
     }
 }
 
@@ -102,6 +125,7 @@ mod tests {
         let s = Stamp::take(vec![f.clone(), dir.join("missing")]);
         assert!(s.still_valid());
         std::fs::write(&f, b"ab").unwrap();
+        std::thread::sleep(RECHECK_AFTER);
         assert!(!s.still_valid());
         std::fs::remove_dir_all(&dir).unwrap();
     }
