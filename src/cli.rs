@@ -106,8 +106,15 @@ fn default_threads() -> usize {
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A mount is a daemon: its info lines (mounts, rescans that found expunged entries)
+    // are wanted. `ls`/`cat` write data to stdout and only warnings to stderr.
+    let quiet = if matches!(cli.command, Command::Mount { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     let level = match cli.verbose {
-        0 => "info",
+        0 => quiet,
         1 => "debug",
         _ => "trace",
     };

@@ -14,5 +14,6 @@ pub mod cli;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod index;
 pub mod location;
 pub mod store;

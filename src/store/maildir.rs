@@ -61,6 +61,8 @@ struct MailboxList {
 struct CachedView {
     view: Arc<MailboxView>,
     stamp: Stamp,
+    /// UIDs in the uidlist without a file (expunged or lost), as logged.
+    missing: Vec<u32>,
 }
 
 /// A Maildir store.
@@ -274,7 +276,7 @@ impl MaildirStore {
                 .iter()
                 .map(|l| self.decode_level(l, root))
                 .collect();
-            let name = MailboxName(levels);
+            let name = unique_name(found, MailboxName(levels), &raw_levels, &entry.path());
             if name.is_inbox() {
                 warn!(
                     "{}: a Maildir++ folder named INBOX conflicts with the root INBOX; skipped",
@@ -335,7 +337,9 @@ impl MaildirStore {
             }
             levels.push(b.to_vec());
             let storage = levels.join(&b'/');
-            let name = MailboxName(levels.iter().map(|l| self.decode_level(l, dir)).collect());
+            let decoded = MailboxName(levels.iter().map(|l| self.decode_level(l, dir)).collect());
+            let raw: Vec<&[u8]> = levels.iter().map(Vec::as_slice).collect();
+            let name = unique_name(found, decoded, &raw, &entry.path());
             let paths = self.paths_for(Some(&storage));
             let selectable = paths.mail.join("cur").symlink_metadata().is_ok();
             found.insert(name, selectable.then_some(paths));
@@ -347,7 +351,12 @@ impl MaildirStore {
         Ok(())
     }
 
-    fn build_view(&self, name: &MailboxName, paths: &MailboxPaths) -> Result<CachedView> {
+    fn build_view(
+        &self,
+        name: &MailboxName,
+        paths: &MailboxPaths,
+        previous: Option<&CachedView>,
+    ) -> Result<CachedView> {
         let cur = paths.mail.join("cur");
         let new = paths.mail.join("new");
         let uidlist_path = paths.control.join("dovecot-uidlist");
@@ -435,7 +444,9 @@ impl MaildirStore {
                 }
             }
         }
-        if !missing.is_empty() {
+        // One log line per change of the set, not one per rescan.
+        let already_logged = previous.is_some_and(|p| p.missing == missing);
+        if !missing.is_empty() && !already_logged {
             info!(
                 "{}: {} dovecot-uidlist entr{} without a message file in new/ or cur/ \
                  (expunged, or lost): uid {}",
@@ -482,6 +493,7 @@ impl MaildirStore {
         Ok(CachedView {
             view: Arc::new(view),
             stamp,
+            missing,
         })
     }
 
@@ -558,13 +570,13 @@ impl MailStore for MaildirStore {
 
     fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
         let cached = self.views.lock().get(mailbox).cloned();
-        if let Some(c) = cached
+        if let Some(c) = &cached
             && c.stamp.still_valid()
         {
             return Ok(c.view.clone());
         }
         let paths = self.paths_of(mailbox)?;
-        let built = Arc::new(self.build_view(mailbox, &paths)?);
+        let built = Arc::new(self.build_view(mailbox, &paths, cached.as_deref())?);
         let view = built.view.clone();
         self.views.lock().put(mailbox.clone(), built);
         Ok(view)
@@ -652,6 +664,31 @@ fn count_virtual_size(path: &Path) -> Result<u64> {
             prev = c;
         }
     }
+}
+
+/// Two on-disk names can decode to one UTF-8 name (Dovecot's mUTF-7 decoder accepts
+/// non-canonical spellings). The second one is then shown by its raw on-disk levels, so
+/// that neither hides the other.
+fn unique_name(
+    found: &BTreeMap<MailboxName, Option<MailboxPaths>>,
+    decoded: MailboxName,
+    raw_levels: &[&[u8]],
+    path: &Path,
+) -> MailboxName {
+    if !found.contains_key(&decoded) {
+        return decoded;
+    }
+    let raw = MailboxName(
+        raw_levels
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect(),
+    );
+    warn!(
+        "{}: its name decodes to {decoded}, which another mailbox already has; shown as {raw}",
+        path.display()
+    );
+    raw
 }
 
 fn owner_of(meta: &fs::Metadata) -> FileOwner {

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# THE test command (README and .ci/run call exactly this): installs what the tests need if
+# it is missing, then runs rustfmt, clippy and every test (unit + integration).
+#
+# The integration tests use real Dovecot as their oracle and real FUSE mounts. They start a
+# private Dovecot of their own (never the system service, never /etc/dovecot), so the
+# packages only have to be installed, not running. See tests/tests.rs for the variables
+# MAILFS_TEST_SKIP_MISSING, MAILFS_KEEP_TMP and MAILFS_TEST_TMPDIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(fuse3 dovecot-core dovecot-imapd)
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+
+missing() {
+    have doveadm || return 0
+    have dovecot || return 0
+    have fusermount3 || return 0
+    # `doveadm exec imap` (used to move mail from new/ to cur/) needs dovecot-imapd.
+    [ -x /usr/lib/dovecot/imap ] || return 0
+    return 1
+}
+
+if missing; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "== installing ${packages[*]}"
+        # Keep the package scripts from starting the system dovecot service: the tests run
+        # their own private instance. (Also makes the install work without an init system.)
+        policy=/usr/sbin/policy-rc.d
+        added_policy=""
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy"
+            chmod 755 "$policy"
+            added_policy=1
+        fi
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"
+        [ -z "$added_policy" ] || rm -f "$policy"
+    else
+        echo "The tests need Dovecot and FUSE. Install them with:" >&2
+        echo "  sudo apt-get update && sudo apt-get install -y ${packages[*]}" >&2
+        exit 1
+    fi
+fi
+if ! { [ -c /dev/fuse ] && [ -r /dev/fuse ] && [ -w /dev/fuse ]; }; then
+    echo "warning: /dev/fuse is missing or not usable: the mount tests will fail" >&2
+    echo "  (in a container: --device /dev/fuse --cap-add SYS_ADMIN)" >&2
+fi
+
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
+        rustup component add "$component"
+    fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets

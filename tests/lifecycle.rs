@@ -1,0 +1,94 @@
+//! The daemon's life: ready when mounted, clean exit 0 on SIGINT/SIGTERM (also with a file
+//! still open), mount options accepted.
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::util::corpus::email;
+use crate::util::dovecot::{Dovecot, Layout};
+use crate::util::mount::Mount;
+use crate::util::{TestDir, show, wait_for};
+
+#[test]
+fn sigint_unmounts_and_exits_0() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("life_sigint");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Hello", "world"));
+    let opts = [
+        "--attr-timeout",
+        "2",
+        "--entry-timeout",
+        "2",
+        "--threads",
+        "1",
+        "-v",
+    ];
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &opts);
+    assert_eq!(
+        fs::read(mount.message("INBOX", uid)).unwrap(),
+        bob.text("INBOX", uid)
+    );
+    mount.signal(libc::SIGINT);
+    let log = mount.wait_exit();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// With a message still open, SIGTERM cannot unmount normally (EBUSY). The mount must still
+/// leave the namespace at once, and the daemon exit 0 once the file is closed.
+#[test]
+fn sigterm_with_an_open_file_detaches_and_exits_once_it_is_closed() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("life_open_file");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Hold me", "open"));
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let file = fs::File::open(mount.message("INBOX", uid)).expect("opening a message");
+    mount.signal(libc::SIGTERM);
+    wait_for(
+        Duration::from_secs(10),
+        "the mount to be detached after SIGTERM",
+        || (!mount.is_mounted()).then_some(()),
+    );
+    drop(file);
+    let log = mount.wait_exit();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// `--allow-other` lets another user in; without it, only the mounting user gets in.
+#[test]
+fn allow_other_admits_other_users() {
+    require!(Dovecot, Fuse, Root);
+    let dir = TestDir::new("life_allow_other");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "Shared", "view"));
+    let ls_as_nobody = |path: &std::path::Path| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"])
+            .arg(path)
+            .output()
+            .expect("running setpriv")
+    };
+    let private = Mount::start(&bob.location(), &dir.join("private"), &[]);
+    let denied = ls_as_nobody(&private.mailbox("INBOX"));
+    assert!(
+        !denied.status.success(),
+        "without --allow-other: {}",
+        show(&denied.stdout)
+    );
+    private.stop();
+
+    let shared = Mount::start(&bob.location(), &dir.join("shared"), &["--allow-other"]);
+    let allowed = ls_as_nobody(&shared.mailbox("INBOX"));
+    assert!(
+        allowed.status.success(),
+        "with --allow-other: {}",
+        show(&allowed.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&allowed.stdout).trim(), "1.eml");
+    shared.stop();
+}

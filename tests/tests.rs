@@ -1,0 +1,35 @@
+//! mailfs integration tests: one binary (`cargo test --test integration`).
+//!
+//! Real Dovecot is the oracle: each test starts a private Dovecot master in its own
+//! temporary directory, builds a store with `doveadm`, mounts it with the real mailfs binary
+//! on a real FUSE mount, and compares what the mount shows with `doveadm fetch` and
+//! `doveadm mailbox status`.
+//!
+//! Requirements: `dovecot` + `doveadm` (Debian: `dovecot-core`), `fusermount3` and a usable
+//! `/dev/fuse` (Debian: `fuse3`); root for a few tests. `scripts/test.sh` installs them.
+//!
+//! Environment variables:
+//! - `MAILFS_TEST_SKIP_MISSING=1`: when Dovecot or FUSE is missing, print `skipped: ...`
+//!   and pass instead of failing. Without it a missing requirement fails the test.
+//! - `MAILFS_KEEP_TMP=1`: keep each test's temporary directory (Dovecot config and logs, the
+//!   store, the mount log) for inspection instead of deleting it.
+//! - `MAILFS_TEST_TMPDIR=DIR`: where the temporary directories go (default
+//!   `$TMPDIR/mailfs-tests`, i.e. usually `/tmp/mailfs-tests`). Keep it short: Dovecot puts
+//!   unix sockets inside.
+
+// Helpers: private Dovecot, mount guard, store fingerprint, corpus, comparisons.
+#[macro_use]
+mod util;
+
+// The Dovecot side of the harness on its own (no mailfs involved).
+mod harness;
+// Mounted Maildir stores (Maildir++ and LAYOUT=fs) compared with doveadm.
+mod maildir_mount;
+// The mount never modifies the store, and refuses writes.
+mod readonly;
+// Broken stores and bad arguments: clear errors, EIO, never a panic or an empty listing.
+mod bad_input;
+// `mailfs ls` and `mailfs cat`.
+mod cli;
+// Start, signals and unmount; mount options.
+mod lifecycle;

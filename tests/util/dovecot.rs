@@ -1,0 +1,616 @@
+//! A private Dovecot instance: the test oracle.
+//!
+//! Each test starts its own master (`dovecot -F -c <conf>`) in its [`TestDir`], so tests can
+//! run in parallel and never touch the system Dovecot. `doveadm` needs the master's auth
+//! service for user lookups. The mail user is uid/gid 65534 when running as root (Dovecot
+//! refuses uid 0), else the current user.
+//!
+//! Things learned about doveadm 2.3.19 that the helpers rely on:
+//! - `fetch ... text` prints `text:\n` and then the stored bytes unchanged; nothing is
+//!   appended to a message without a final newline. Several messages are separated by
+//!   `\f\n`, which a message may itself contain, so [`User::fetch`] frames each text by
+//!   `size.physical` and checks that the separator follows.
+//! - `date.saved` of a Maildir message is the file's ctime until something fetches it; the
+//!   first fetch caches it in `dovecot.index.cache` and later renames (flag changes, new/ to
+//!   cur/) no longer move it. So fetch it once, after all changes ([`User::fetch`]).
+//! - `doveadm save` leaves files in `new/`; flag changes rename them inside `new/`. An IMAP
+//!   SELECT ([`User::select`]) moves everything in `new/` to `cur/`, and `doveadm import`
+//!   saves messages that have flags straight into `cur/`.
+//! - By default Dovecot stores LF line ends even when given CRLF;
+//!   `-o mail_save_crlf=yes` keeps CRLF ([`User::save_crlf`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use std::{fmt, fs};
+
+use super::{TestDir, chown_recursive, is_root, set_mode, show, tool, wait_for};
+
+/// How the users' mail is laid out on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `maildir:~/Maildir`: Maildir++ (`.Work.Sub`), index and control files beside the mail.
+    MaildirPlusPlus,
+    /// `maildir:~/Maildir:LAYOUT=fs:INDEX=~/index:CONTROL=~/control`: nested directories,
+    /// with index and control files (`dovecot-uidlist`, `dovecot-keywords`) elsewhere.
+    FsSeparateIndexControl,
+}
+
+/// A running private Dovecot master. Stopped on drop.
+pub struct Dovecot {
+    base: PathBuf,
+    conf: PathBuf,
+    layout: Layout,
+    master: Child,
+    mail_uid: u32,
+    mail_gid: u32,
+}
+
+impl Dovecot {
+    /// Writes a config below `dir` and starts a master; returns once its auth socket exists.
+    pub fn start(dir: &TestDir, layout: Layout) -> Dovecot {
+        let base = dir.mkdir("dovecot");
+        for sub in ["run", "state", "home"] {
+            fs::create_dir_all(base.join(sub)).expect("creating dovecot dirs");
+            set_mode(&base.join(sub), 0o755);
+        }
+        let (mail_uid, mail_gid) = if is_root() {
+            (65534, 65534)
+        } else {
+            // SAFETY: getuid/getgid have no preconditions and cannot fail.
+            unsafe { (libc::getuid(), libc::getgid()) }
+        };
+        let b = base.display();
+        let home = format!("{b}/home/%u");
+        let location = match layout {
+            Layout::MaildirPlusPlus => format!("maildir:{home}/Maildir"),
+            Layout::FsSeparateIndexControl => {
+                format!(
+                    "maildir:{home}/Maildir:LAYOUT=fs:INDEX={home}/index:CONTROL={home}/control"
+                )
+            }
+        };
+        let mut conf = format!(
+            "base_dir = {b}/run\n\
+             state_dir = {b}/state\n\
+             log_path = {b}/dovecot.log\n\
+             ssl = no\n\
+             protocols =\n\
+             first_valid_uid = 0\n\
+             mail_fsync = never\n\
+             mail_location = {location}\n\
+             userdb {{\n  driver = static\n  args = uid={mail_uid} gid={mail_gid} home={home}\n}}\n\
+             passdb {{\n  driver = static\n  args = nopassword=y\n}}\n\
+             namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n"
+        );
+        if !is_root() {
+            // Without root, every Dovecot process runs as us.
+            let user = id_name("-un");
+            let group = id_name("-gn");
+            let _ = write!(
+                conf,
+                "default_internal_user = {user}\ndefault_internal_group = {group}\n\
+                 default_login_user = {user}\n"
+            );
+        }
+        let conf_path = base.join("dovecot.conf");
+        fs::write(&conf_path, conf).expect("writing dovecot.conf");
+        let out = fs::File::create(base.join("master.out")).expect("creating master.out");
+        let master = Command::new(tool("dovecot"))
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting dovecot: {e}"));
+        let mut dovecot = Dovecot {
+            base,
+            conf: conf_path,
+            layout,
+            master,
+            mail_uid,
+            mail_gid,
+        };
+        let socket = dovecot.base.join("run/auth-userdb");
+        wait_for(
+            Duration::from_secs(10),
+            "the private dovecot to listen",
+            || {
+                if let Ok(Some(status)) = dovecot.master.try_wait() {
+                    panic!("dovecot exited at start ({status}):\n{}", dovecot.logs());
+                }
+                socket.exists().then_some(())
+            },
+        );
+        dovecot
+    }
+
+    /// A mail user with an empty home directory (INBOX is created on first use).
+    pub fn user(&self, name: &str) -> User<'_> {
+        let user = User {
+            dovecot: self,
+            name: name.to_string(),
+        };
+        let home = user.home();
+        fs::create_dir_all(&home).unwrap_or_else(|e| panic!("creating {home:?}: {e}"));
+        chown_recursive(&home, self.mail_uid, self.mail_gid);
+        user
+    }
+
+    /// uid and gid that own the mail files.
+    pub fn mail_owner(&self) -> (u32, u32) {
+        (self.mail_uid, self.mail_gid)
+    }
+
+    /// Runs `doveadm -c <conf> [-o opt]... args...`, feeding `stdin`; panics on failure.
+    pub fn doveadm(&self, opts: &[&str], args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
+        let out = self.doveadm_output(opts, args, stdin);
+        if !out.status.success() {
+            panic!(
+                "doveadm {} {} failed ({}):\n{}\n--- dovecot logs ---\n{}",
+                opts.join(" "),
+                args.join(" "),
+                out.status,
+                show(&out.stderr),
+                self.logs()
+            );
+        }
+        out.stdout
+    }
+
+    /// Like [`Dovecot::doveadm`] but returns the output whatever the exit status.
+    pub fn doveadm_output(&self, opts: &[&str], args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(tool("doveadm"));
+        cmd.arg("-c").arg(&self.conf);
+        for o in opts {
+            cmd.arg("-o").arg(o);
+        }
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("running doveadm: {e}"));
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(input).expect("writing to doveadm");
+        }
+        child.wait_with_output().expect("waiting for doveadm")
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for f in ["master.out", "dovecot.log"] {
+            if let Ok(text) = fs::read_to_string(self.base.join(f)) {
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                for line in tail.into_iter().rev() {
+                    let _ = writeln!(s, "{f}: {line}");
+                }
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let pid = self.master.id() as libc::pid_t;
+        // SAFETY: `pid` is our own child, not yet reaped, so it cannot have been reused.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..500 {
+            if let Ok(Some(_)) = self.master.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("dovecot did not stop on SIGTERM within 5 s; killing it");
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+fn id_name(flag: &str) -> String {
+    let out = Command::new("id").arg(flag).output().expect("running id");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// One message as Dovecot reports it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    pub uid: u32,
+    pub guid: String,
+    /// doveadm's spelling and order, without `\Recent`; empty when no flags.
+    pub flags: String,
+    pub size: u64,
+    pub vsize: u64,
+    pub received: i64,
+    pub saved: i64,
+    pub text: Vec<u8>,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("uid", &self.uid)
+            .field("guid", &self.guid)
+            .field("flags", &self.flags)
+            .field("size", &self.size)
+            .field("vsize", &self.vsize)
+            .field("received", &self.received)
+            .field("saved", &self.saved)
+            .field("text", &show(&self.text[..self.text.len().min(80)]))
+            .finish()
+    }
+}
+
+/// `doveadm mailbox status` of one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxStatus {
+    pub guid: String,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub messages: u32,
+}
+
+/// A user of a private Dovecot; all helpers drive doveadm.
+pub struct User<'a> {
+    dovecot: &'a Dovecot,
+    name: String,
+}
+
+impl User<'_> {
+    pub fn home(&self) -> PathBuf {
+        self.dovecot.base.join("home").join(&self.name)
+    }
+
+    /// The Maildir root (INBOX).
+    pub fn mail_root(&self) -> PathBuf {
+        self.home().join("Maildir")
+    }
+
+    /// Everything Dovecot keeps for this user: mail, index and control files.
+    pub fn store_root(&self) -> PathBuf {
+        self.home()
+    }
+
+    /// The location string to hand to mailfs.
+    pub fn location(&self) -> String {
+        let home = self.home();
+        let h = home.display();
+        match self.dovecot.layout {
+            Layout::MaildirPlusPlus => format!("maildir:{h}/Maildir"),
+            Layout::FsSeparateIndexControl => {
+                format!("maildir:{h}/Maildir:LAYOUT=fs:INDEX={h}/index:CONTROL={h}/control")
+            }
+        }
+    }
+
+    /// The directory holding a mailbox's `cur/`, `new/` and `tmp/` (ASCII names only).
+    pub fn mailbox_dir(&self, mailbox: &str) -> PathBuf {
+        assert!(
+            mailbox.is_ascii() && !mailbox.contains('&'),
+            "mUTF-7 names not supported here"
+        );
+        match (self.dovecot.layout, mailbox) {
+            (_, "INBOX") => self.mail_root(),
+            (Layout::MaildirPlusPlus, name) => self
+                .mail_root()
+                .join(format!(".{}", name.replace('/', "."))),
+            (Layout::FsSeparateIndexControl, name) => self.mail_root().join(name),
+        }
+    }
+
+    /// The directory holding a mailbox's `dovecot-uidlist` (ASCII names only).
+    pub fn control_dir(&self, mailbox: &str) -> PathBuf {
+        match self.dovecot.layout {
+            Layout::MaildirPlusPlus => self.mailbox_dir(mailbox),
+            Layout::FsSeparateIndexControl => {
+                assert!(mailbox.is_ascii(), "mUTF-7 names not supported here");
+                self.home().join("control").join(mailbox)
+            }
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Vec<u8> {
+        self.dovecot.doveadm(&[], args, None)
+    }
+
+    fn run_text(&self, args: &[&str]) -> String {
+        String::from_utf8(self.run(args)).expect("doveadm printed non-UTF-8")
+    }
+
+    pub fn create_mailbox(&self, mailbox: &str) {
+        self.run(&["mailbox", "create", "-u", &self.name, mailbox]);
+    }
+
+    /// `doveadm save`; returns the UID Dovecot gave the message. The file lands in `new/`.
+    pub fn save(&self, mailbox: &str, message: &[u8]) -> u32 {
+        self.save_with(&[], mailbox, message)
+    }
+
+    /// Saves keeping CRLF line ends as given (`mail_save_crlf=yes`).
+    pub fn save_crlf(&self, mailbox: &str, message: &[u8]) -> u32 {
+        self.save_with(&["mail_save_crlf=yes"], mailbox, message)
+    }
+
+    fn save_with(&self, opts: &[&str], mailbox: &str, message: &[u8]) -> u32 {
+        self.dovecot.doveadm(
+            opts,
+            &["save", "-u", &self.name, "-m", mailbox],
+            Some(message),
+        );
+        self.status(mailbox).uidnext - 1
+    }
+
+    /// `doveadm flags add`, e.g. `"\\Seen $Label1 work"`.
+    pub fn flags_add(&self, mailbox: &str, uid: u32, flags: &str) {
+        let uid = uid.to_string();
+        self.run(&[
+            "flags", "add", "-u", &self.name, flags, "mailbox", mailbox, "uid", &uid,
+        ]);
+    }
+
+    pub fn flags_remove(&self, mailbox: &str, uid: u32, flags: &str) {
+        let uid = uid.to_string();
+        self.run(&[
+            "flags", "remove", "-u", &self.name, flags, "mailbox", mailbox, "uid", &uid,
+        ]);
+    }
+
+    pub fn expunge(&self, mailbox: &str, uid: u32) {
+        let uid = uid.to_string();
+        self.run(&["expunge", "-u", &self.name, "mailbox", mailbox, "uid", &uid]);
+    }
+
+    pub fn force_resync(&self, mailbox: &str) {
+        self.run(&["force-resync", "-u", &self.name, mailbox]);
+    }
+
+    /// An IMAP SELECT (through `doveadm exec imap`): drops `\Recent`, which moves every file
+    /// in the mailbox's `new/` to `cur/`. ASCII mailbox names only.
+    pub fn select(&self, mailbox: &str) {
+        assert!(mailbox.is_ascii() && !mailbox.contains(['"', '\\', '&']));
+        let script = format!("a SELECT \"{mailbox}\"\r\nb LOGOUT\r\n");
+        let out = self.dovecot.doveadm_output(
+            &[],
+            &["exec", "imap", "-u", &self.name],
+            Some(script.as_bytes()),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("a OK"),
+            "IMAP SELECT {mailbox} failed:\n{text}\n{}",
+            show(&out.stderr)
+        );
+    }
+
+    /// `doveadm import` of mailbox `mailbox` from a `LAYOUT=fs` Maildir tree at `source`
+    /// (see [`super::corpus::SourceMaildir`]) into the same-named mailbox.
+    pub fn import(&self, source: &Path, mailbox: &str) {
+        let (uid, gid) = self.dovecot.mail_owner();
+        chown_recursive(source, uid, gid);
+        let src = format!("maildir:{}:LAYOUT=fs", source.display());
+        self.run(&[
+            "import", "-u", &self.name, "-s", &src, "", "mailbox", mailbox, "all",
+        ]);
+    }
+
+    /// `doveadm mailbox list`: every name, including parents that are not mailboxes.
+    pub fn list(&self) -> Vec<String> {
+        let text = self.run_text(&["mailbox", "list", "-u", &self.name]);
+        let mut names: Vec<String> = text.lines().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+
+    /// `doveadm mailbox status` of every existing (selectable) mailbox.
+    pub fn statuses(&self) -> BTreeMap<String, MailboxStatus> {
+        self.status_query("*")
+    }
+
+    pub fn status(&self, mailbox: &str) -> MailboxStatus {
+        let mut all = self.status_query(mailbox);
+        all.remove(mailbox)
+            .unwrap_or_else(|| panic!("no status for {mailbox}: {all:?}"))
+    }
+
+    fn status_query(&self, pattern: &str) -> BTreeMap<String, MailboxStatus> {
+        let fields = "guid uidvalidity uidnext messages";
+        let out = self.dovecot.doveadm(
+            &[],
+            &[
+                "-f", "tab", "mailbox", "status", "-u", &self.name, fields, pattern,
+            ],
+            None,
+        );
+        let text = String::from_utf8(out).expect("non-UTF-8 status");
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split('\t').collect();
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| *h == name)
+                .unwrap_or_else(|| panic!("no {name} column"))
+        };
+        let (c_name, c_guid, c_uv, c_next, c_msgs) = (
+            col("mailbox"),
+            col("guid"),
+            col("uidvalidity"),
+            col("uidnext"),
+            col("messages"),
+        );
+        lines
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                let v: Vec<&str> = line.split('\t').collect();
+                let num = |c: usize| {
+                    v[c].parse()
+                        .unwrap_or_else(|_| panic!("bad status {line:?}"))
+                };
+                let status = MailboxStatus {
+                    guid: v[c_guid].to_string(),
+                    uidvalidity: num(c_uv),
+                    uidnext: num(c_next),
+                    messages: num(c_msgs),
+                };
+                (v[c_name].to_string(), status)
+            })
+            .collect()
+    }
+
+    /// The UIDs of a mailbox (does not fetch `date.saved`, so it can be called any time).
+    pub fn uids(&self, mailbox: &str) -> Vec<u32> {
+        let text = self.run_text(&["fetch", "-u", &self.name, "uid", "mailbox", mailbox, "all"]);
+        text.lines()
+            .filter_map(|l| l.strip_prefix("uid: "))
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("bad uid line {v:?}")))
+            .collect()
+    }
+
+    /// The GUID of one message (for Maildir without a uidlist GUID: the file's base name).
+    pub fn fetch_guid(&self, mailbox: &str, uid: u32) -> String {
+        let uid = uid.to_string();
+        let text = self.run_text(&[
+            "fetch", "-u", &self.name, "guid", "mailbox", mailbox, "uid", &uid,
+        ]);
+        let guid = text.lines().find_map(|l| l.strip_prefix("guid: "));
+        guid.unwrap_or_else(|| panic!("no guid for {mailbox} uid {uid}: {text}"))
+            .to_string()
+    }
+
+    /// The raw stored bytes of one message.
+    pub fn text(&self, mailbox: &str, uid: u32) -> Vec<u8> {
+        let uid = uid.to_string();
+        let out = self.run(&[
+            "fetch", "-u", &self.name, "text", "mailbox", mailbox, "uid", &uid,
+        ]);
+        match out.strip_prefix(b"text:\n") {
+            Some(text) => text.to_vec(),
+            None => panic!("unexpected doveadm fetch text output: {}", show(&out)),
+        }
+    }
+
+    /// Everything about every message of `mailbox`, in one doveadm call.
+    ///
+    /// This fetches `date.saved`, which makes Dovecot cache it: call it after the last
+    /// change to the mailbox.
+    pub fn fetch(&self, mailbox: &str) -> Vec<Message> {
+        let fields = "uid guid flags size.physical size.virtual date.received.unixtime \
+                      date.saved.unixtime text";
+        let out = self.dovecot.doveadm(
+            &[],
+            &[
+                "-f", "pager", "fetch", "-u", &self.name, fields, "mailbox", mailbox, "all",
+            ],
+            None,
+        );
+        parse_fetch(&out).unwrap_or_else(|e| {
+            panic!(
+                "cannot parse doveadm fetch output for {mailbox}: {e}\n{}",
+                show(&out)
+            )
+        })
+    }
+}
+
+/// Parses `doveadm -f pager fetch 'uid guid flags size.physical ... text'`.
+///
+/// Each record is `key: value\n` lines, then `text:\n` and exactly `size.physical` bytes;
+/// records are separated by `\f\n`.
+fn parse_fetch(out: &[u8]) -> Result<Vec<Message>, String> {
+    let mut messages = Vec::new();
+    let mut rest = out;
+    while !rest.is_empty() {
+        let mut fields = BTreeMap::new();
+        loop {
+            let nl = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .ok_or("unterminated field line")?;
+            let line = std::str::from_utf8(&rest[..nl]).map_err(|e| e.to_string())?;
+            rest = &rest[nl + 1..];
+            if line == "text:" {
+                break;
+            }
+            let (key, value) = line
+                .split_once(':')
+                .ok_or(format!("bad field line {line:?}"))?;
+            fields.insert(
+                key.to_string(),
+                value.strip_prefix(' ').unwrap_or(value).to_string(),
+            );
+        }
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .cloned()
+                .ok_or(format!("no {k} in {fields:?}"))
+        };
+        let num = |k: &str| -> Result<i64, String> {
+            get(k)?
+                .parse()
+                .map_err(|_| format!("{k} is not a number in {fields:?}"))
+        };
+        let size = num("size.physical")? as usize;
+        if rest.len() < size {
+            return Err(format!(
+                "text shorter than size.physical {size} in {fields:?}"
+            ));
+        }
+        let text = rest[..size].to_vec();
+        rest = &rest[size..];
+        if !rest.is_empty() {
+            rest = rest.strip_prefix(b"\x0c\n").ok_or(format!(
+                "no \\f\\n after {size} bytes of text in {fields:?}"
+            ))?;
+        }
+        let flags: Vec<String> = get("flags")?
+            .split(' ')
+            .filter(|f| !f.is_empty() && *f != "\\Recent")
+            .map(str::to_string)
+            .collect();
+        messages.push(Message {
+            uid: num("uid")? as u32,
+            guid: get("guid")?,
+            flags: flags.join(" "),
+            size: size as u64,
+            vsize: num("size.virtual")? as u64,
+            received: num("date.received.unixtime")?,
+            saved: num("date.saved.unixtime")?,
+            text,
+        });
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_fetch;
+
+    #[test]
+    fn parse_fetch_frames_texts_by_size() {
+        let out = b"uid: 1\nguid: g1\nflags: \\Seen \\Recent $Label1\nsize.physical: 7\n\
+            size.virtual: 8\ndate.received.unixtime: 10\ndate.saved.unixtime: 11\ntext:\n\
+            a\x0c\nb\nc\x0c\x0c\nuid: 2\nguid: g2\nflags: \nsize.physical: 2\nsize.virtual: 2\n\
+            date.received.unixtime: 12\ndate.saved.unixtime: 13\ntext:\nxy";
+        let m = parse_fetch(out).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].text, b"a\x0c\nb\nc\x0c");
+        assert_eq!(m[0].flags, "\\Seen $Label1");
+        assert_eq!(
+            (m[1].uid, m[1].flags.as_str(), &m[1].text[..]),
+            (2, "", &b"xy"[..])
+        );
+        assert!(parse_fetch(b"uid: 1\nsize.physical: 5\ntext:\nab").is_err());
+    }
+}
