@@ -92,3 +92,37 @@ fn allow_other_admits_other_users() {
     assert_eq!(String::from_utf8_lossy(&allowed.stdout).trim(), "1.eml");
     shared.stop();
 }
+
+/// A second mount on a mountpoint that is already in use is refused with a message, and
+/// the first mount keeps working.
+#[test]
+fn a_busy_mountpoint_is_refused() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("life_busy");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Busy", "here"));
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let out = Command::new("timeout")
+        .arg("10")
+        .arg(crate::util::mailfs_bin())
+        .arg("mount")
+        .arg(bob.location())
+        .arg(mount.path())
+        .output()
+        .expect("running a second mailfs mount");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "second mount on a busy mountpoint: {}\n{stderr}",
+        out.status
+    );
+    assert!(stderr.contains("busy"), "message must say busy:\n{stderr}");
+    assert_eq!(
+        fs::read(mount.message("INBOX", uid)).expect("the first mount still serves"),
+        bob.text("INBOX", uid)
+    );
+    let log = mount.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
