@@ -38,6 +38,8 @@ Examples:
   mailfs ls ~/Maildir                 # mailboxes, one per line
   mailfs ls ~/Maildir INBOX           # name uid size vsize received saved guid flags
   mailfs cat ~/Maildir 'Work/Sub' 42  # message bytes, as `doveadm fetch text`
+  mailfs dump ~/Maildir/dovecot.index # index + log state, like `doveadm dump`
+  mailfs dump --json ~/Maildir/dovecot.index.log
 
 Exit status: 0 success, 1 runtime error (message on stderr), 2 usage error.";
 
@@ -84,6 +86,16 @@ enum Command {
         location: String,
         /// Mailbox name with '/' between levels (UTF-8), e.g. INBOX or Work/Sub.
         mailbox: Option<String>,
+    },
+    /// Decode one of Dovecot's files (dovecot.index*, *.log, *.log.2, *.cache,
+    /// dovecot-uidlist, dovecot-keywords), as `doveadm dump` does. An index is shown with
+    /// its log applied; it may be named even when only its log exists.
+    Dump {
+        /// The file.
+        path: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Write one message's bytes to stdout.
     Cat {
@@ -132,6 +144,7 @@ pub fn main() -> ExitCode {
         } => timeouts(attr_timeout, entry_timeout)
             .and_then(|timeouts| mount(&location, &mountpoint, timeouts, allow_other, threads)),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
+        Command::Dump { path, json } => dump(&path, json),
         Command::Cat {
             location,
             mailbox,
@@ -230,6 +243,18 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
                 )?;
             }
         }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn dump(path: &Path, json: bool) -> CliResult {
+    let value = crate::dump::dump(path)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", value.to_json())?;
+    } else {
+        out.write_all(value.to_text().as_bytes())?;
     }
     out.flush()?;
     Ok(())

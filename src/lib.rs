@@ -11,6 +11,7 @@
 //! `fuser` is used only by `fs` and `cli`.
 
 pub mod cli;
+pub mod dump;
 pub mod error;
 pub mod format;
 pub mod fs;

@@ -4,6 +4,9 @@
 //! about paths, caches or FUSE; callers add the path to an error. No function here may panic
 //! on any input: every length and offset that comes from a file is checked.
 
+pub mod cache;
+pub mod index;
+pub mod log;
 pub mod maildir;
 pub mod mutf7;
 

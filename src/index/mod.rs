@@ -2,4 +2,6 @@
 //! mailbox index views, refreshed incrementally from the last log position. Knows the
 //! formats through `crate::format`, and nothing of FUSE.
 
+pub mod reader;
 pub mod records;
+pub mod state;

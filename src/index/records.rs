@@ -32,9 +32,7 @@ pub struct Records {
 
 /// Reads the UID (bytes 0..4) of a record.
 pub fn record_uid(rec: &[u8]) -> u32 {
-    rec.get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
+    crate::format::index::record_uid(rec).unwrap_or(0)
 }
 
 impl Records {
