@@ -329,3 +329,32 @@ fn sample_fixture_store_matches_dovecot() {
     );
     mount.stop();
 }
+
+/// Dovecot caches `date.save` the first time anything fetches it; a later rename (a flag
+/// change) moves the file's ctime but not Dovecot's saved date. mailfs must answer from
+/// Dovecot's cache as doveadm does, not from ctime.
+#[test]
+fn saved_date_follows_dovecots_cache_after_a_rename() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mount_saved_cache");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Saved", "date"));
+    let saved = bob.fetch("INBOX")[0].saved;
+    wait_for(
+        Duration::from_secs(3),
+        "the clock to pass the saved second",
+        || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()?;
+            (now.as_secs() as i64 > saved).then_some(())
+        },
+    );
+    bob.flags_add("INBOX", uid, "\\Seen");
+    let m = bob.fetch("INBOX").remove(0);
+    assert_eq!(m.saved, saved, "Dovecot kept its cached date.save");
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    assert_message_matches(&mount.message("INBOX", uid), &m);
+    mount.stop();
+}

@@ -2,6 +2,8 @@
 //! mailbox index views, refreshed incrementally from the last log position. Knows the
 //! formats through `crate::format`, and nothing of FUSE.
 
+pub mod cachefile;
+pub mod pool;
 pub mod reader;
 pub mod records;
 pub mod state;

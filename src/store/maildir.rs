@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::{debug, info, warn};
+
 use lru::LruCache;
 use parking_lot::Mutex;
 
@@ -33,8 +34,12 @@ use super::{
     MessageSource,
 };
 use crate::error::{Error, Result};
+use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
 use crate::format::mutf7;
+use crate::index::cachefile::CacheSnapshot;
+use crate::index::pool::IndexPool;
+use crate::index::reader::{IndexPaths, IndexView};
 use crate::location::{Layout, Location};
 
 /// Maildir++ folder being deleted (`MAILBOX_LIST_MAILDIR_TRASH_DIR_NAME`).
@@ -47,6 +52,8 @@ struct MailboxPaths {
     mail: PathBuf,
     /// Directory holding `dovecot-uidlist` and `dovecot-keywords`.
     control: PathBuf,
+    /// Directory holding `dovecot.index*` (`None` with `INDEX=MEMORY`).
+    index: Option<PathBuf>,
 }
 
 /// The mailbox list with the on-disk location of each selectable mailbox.
@@ -73,6 +80,10 @@ pub struct MaildirStore {
     list: Mutex<Option<Arc<MailboxList>>>,
     /// Views by mailbox. Lock order: `list` before `views`; neither is held during I/O.
     views: Mutex<LruCache<MailboxName, Arc<CachedView>>>,
+    /// Dovecot's per-mailbox indexes, for the values doveadm answers from its cache.
+    indexes: IndexPool,
+    /// Index directories whose failure was logged (cleared when they work again).
+    index_problems: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl MaildirStore {
@@ -100,6 +111,8 @@ impl MaildirStore {
             loc,
             list: Mutex::new(None),
             views: Mutex::new(LruCache::new(capacity)),
+            indexes: IndexPool::new(cache_capacity.max(1)),
+            index_problems: Mutex::new(std::collections::HashSet::new()),
         };
         let list = store.mailbox_list()?;
         if !list.entries.iter().any(|e| e.selectable) {
@@ -130,12 +143,18 @@ impl MaildirStore {
         match storage {
             None => {
                 let mail = self.inbox_mail_dir();
-                let control = match (&loc.control, loc.layout) {
+                let elsewhere = |root: &Option<PathBuf>| match (root, loc.layout) {
                     (Some(c), Layout::MaildirPlusPlus) => c.join(".INBOX"),
                     (Some(c), Layout::Fs) => c.join("INBOX"),
                     (None, _) => mail.clone(),
                 };
-                MailboxPaths { mail, control }
+                let control = elsewhere(&loc.control);
+                let index = (!loc.index_in_memory).then(|| elsewhere(&loc.index));
+                MailboxPaths {
+                    mail,
+                    control,
+                    index,
+                }
             }
             Some(storage) => {
                 let rel: PathBuf = match loc.layout {
@@ -148,11 +167,16 @@ impl MaildirStore {
                     Layout::Fs => PathBuf::from(OsStr::from_bytes(storage)),
                 };
                 let mail = loc.root.join(&rel);
-                let control = loc
-                    .control
-                    .as_ref()
-                    .map_or_else(|| mail.clone(), |c| c.join(&rel));
-                MailboxPaths { mail, control }
+                let elsewhere = |root: &Option<PathBuf>| {
+                    root.as_ref().map_or_else(|| mail.clone(), |c| c.join(&rel))
+                };
+                let control = elsewhere(&loc.control);
+                let index = (!loc.index_in_memory).then(|| elsewhere(&loc.index));
+                MailboxPaths {
+                    mail,
+                    control,
+                    index,
+                }
             }
         }
     }
@@ -362,12 +386,18 @@ impl MaildirStore {
         let uidlist_path = paths.control.join("dovecot-uidlist");
         let keywords_path = paths.control.join("dovecot-keywords");
         // Stamp before reading: a change during the scan then invalidates the result.
-        let stamp = Stamp::take(vec![
+        let mut stamped = vec![
             cur.clone(),
             new.clone(),
             uidlist_path.clone(),
             keywords_path.clone(),
-        ]);
+        ];
+        if let Some(dir) = &paths.index {
+            for f in ["dovecot.index", "dovecot.index.log", "dovecot.index.cache"] {
+                stamped.push(dir.join(f));
+            }
+        }
+        let stamp = Stamp::take(stamped);
         let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
         for d in [&cur, &new] {
             match fs::metadata(d) {
@@ -426,7 +456,16 @@ impl MaildirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Keywords::default(),
             Err(e) => return Err(Error::io(&keywords_path, e)),
         };
-        let keyword_names: Vec<String> = (0..26u8).map(|i| keywords.name(i)).collect();
+        let index = self.index_for(paths);
+        let order = keyword_order(
+            &keywords,
+            index.as_ref().map(|(v, _)| &v.state.keywords[..]),
+        );
+        let keyword_names: Vec<String> = order.iter().map(|&i| keywords.name(i)).collect();
+        let cached = |uid: u32| -> Option<CachedMessage> {
+            let (view, cache) = index.as_ref()?;
+            cache.as_ref()?.message(view, uid)
+        };
 
         let mut messages = Vec::new();
         let mut missing: Vec<u32> = Vec::new();
@@ -437,8 +476,12 @@ impl MaildirStore {
                     missing.push(rec.uid);
                     continue;
                 };
-                match self.message_meta(paths, MessageKey::Uid(rec.uid), locator, Some(rec)) {
-                    Ok(m) => messages.push(m),
+                let key = MessageKey::Uid(rec.uid);
+                match self.message_meta(paths, key, locator, Some(rec), cached(rec.uid)) {
+                    Ok(mut m) => {
+                        m.keywords = remap_keywords(m.keywords, &order);
+                        messages.push(m);
+                    }
                     Err(e) if e.is_not_found() => missing.push(rec.uid),
                     Err(e) => return Err(e),
                 }
@@ -459,8 +502,11 @@ impl MaildirStore {
         let mut pending: Vec<MessageMeta> = Vec::with_capacity(files.len());
         for (base, locator) in files {
             let key = MessageKey::Pending(base.into());
-            match self.message_meta(paths, key, locator, None) {
-                Ok(m) => pending.push(m),
+            match self.message_meta(paths, key, locator, None, None) {
+                Ok(mut m) => {
+                    m.keywords = remap_keywords(m.keywords, &order);
+                    pending.push(m);
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
@@ -504,16 +550,21 @@ impl MaildirStore {
         key: MessageKey,
         locator: Vec<u8>,
         rec: Option<&fmt::UidlistRecord>,
+        cached: Option<CachedMessage>,
     ) -> Result<MessageMeta> {
+        let cached = cached.unwrap_or_default();
         let path = paths.mail.join(OsStr::from_bytes(&locator));
         let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
         let fname = &locator[4..];
         let (base, info) = fmt::split_name(fname);
         let name_flags = info.map(fmt::parse_info).unwrap_or_default();
         let size = meta.len();
-        // Virtual size lookup order as in maildir_quick_size_lookup(): file name W=,
-        // uidlist W, then (no index yet) counting the file's bare LFs.
-        let virtual_size = match fmt::base_size(base, b'W').or(rec.and_then(|r| r.virtual_size)) {
+        // Virtual size lookup order as in maildir_mail_get_virtual_size(): file name W=,
+        // uidlist W, Dovecot's cache, then counting the file's bare LFs.
+        let virtual_size = match fmt::base_size(base, b'W')
+            .or(rec.and_then(|r| r.virtual_size))
+            .or(cached.size_virtual)
+        {
             Some(v) => v,
             None if meta.is_file() => count_virtual_size(&path)?,
             None => size,
@@ -525,14 +576,43 @@ impl MaildirStore {
             key,
             size,
             virtual_size,
-            received: meta.mtime(),
-            saved: meta.ctime(),
+            // Dovecot's getters ask the cache before stat() (index_mail_get_*_date).
+            received: cached.date_received.map_or(meta.mtime(), i64::from),
+            saved: cached.date_save.map_or(meta.ctime(), i64::from),
             flags: name_flags.flags,
             keywords: name_flags.keywords,
             guid: guid.into_boxed_str(),
             owner: owner_of(&meta),
             file: locator.into_boxed_slice(),
         })
+    }
+
+    /// Dovecot's index of a mailbox and its cache, when present and readable. A broken
+    /// index is logged (once until it recovers) and ignored: for Maildir the files are the
+    /// authority, the index only holds what doveadm would answer from its cache.
+    fn index_for(&self, paths: &MailboxPaths) -> Option<(Arc<IndexView>, Option<CacheSnapshot>)> {
+        let dir = paths.index.as_ref()?;
+        match self.indexes.view(&IndexPaths::mailbox(dir)) {
+            Ok(Some(view)) => {
+                self.index_problems.lock().remove(dir);
+                let cache_path = dir.join("dovecot.index.cache");
+                let cache = CacheSnapshot::read(&cache_path, &view).unwrap_or_else(|e| {
+                    debug!("{e}; not using the cache");
+                    None
+                });
+                Some((view, cache))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                if self.index_problems.lock().insert(dir.clone()) {
+                    warn!(
+                        "{}: Dovecot's index is unusable ({e}); dates and sizes come from the                          message files alone",
+                        dir.display()
+                    );
+                }
+                None
+            }
+        }
     }
 
     fn paths_of(&self, mailbox: &MailboxName) -> Result<MailboxPaths> {
@@ -691,6 +771,33 @@ fn unique_name(
     raw
 }
 
+/// Keyword letters (0..26) in the order doveadm prints keywords: the order of the index's
+/// keyword list (the order each was first used in the mailbox), then letters the index
+/// does not know, alphabetically.
+fn keyword_order(file: &Keywords, index: Option<&[String]>) -> Vec<u8> {
+    let mut letters: Vec<u8> = (0..26).collect();
+    if let Some(index) = index {
+        let position = |i: &u8| {
+            let name = file.name(*i);
+            index
+                .iter()
+                .position(|k| k.eq_ignore_ascii_case(&name))
+                .unwrap_or(usize::MAX)
+        };
+        letters.sort_by_key(|i| (position(i), *i));
+    }
+    letters
+}
+
+/// Re-expresses a mask over keyword letters as a mask over positions in `order`.
+fn remap_keywords(mask: u32, order: &[u8]) -> u32 {
+    order
+        .iter()
+        .enumerate()
+        .filter(|(_, letter)| mask & (1 << **letter) != 0)
+        .fold(0, |acc, (pos, _)| acc | (1 << pos))
+}
+
 fn owner_of(meta: &fs::Metadata) -> FileOwner {
     FileOwner {
         uid: meta.uid(),
@@ -730,6 +837,17 @@ mod tests {
         fs::write(&p, b"a\nb\r\nc\n").unwrap();
         assert_eq!(count_virtual_size(&p).unwrap(), 9);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keywords_follow_the_index_order() {
+        let file = fmt::parse_keywords(b"0 $Label1\n1 work\n2 zz\n");
+        let index = ["zz".to_string(), "$label1".to_string()];
+        let order = keyword_order(&file, Some(&index));
+        assert_eq!(&order[..3], &[2, 0, 1]);
+        // Letters a and c set -> positions of c (0) and a (1).
+        assert_eq!(remap_keywords(0b101, &order), 0b011);
+        assert_eq!(keyword_order(&file, None)[..3], [0, 1, 2]);
     }
 
     #[test]

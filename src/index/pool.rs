@@ -1,0 +1,72 @@
+//! A bounded pool of open index readers, keyed by file identity, so that each mailbox's
+//! index is parsed once and then refreshed incrementally.
+//!
+//! Key: `(dev, ino)` of the index directory plus the file prefix. A directory replaced by
+//! another (mailbox deleted and recreated) gets a new key, so an old reader is never
+//! applied to new files.
+//!
+//! Memory: a reader holds one view; a view costs `record_size` bytes per message (12 for a
+//! typical Maildir index, 40 for mdbox) plus under 0.1 byte per message of chunk overhead
+//! (see `records`), plus the extension headers and keyword names. Views handed out share
+//! unchanged chunks with their successors. The pool keeps at most `capacity` readers (LRU).
+//!
+//! Locks: `readers` is a leaf lock held only to look up or insert an `Arc`. Each reader has
+//! its own mutex, held while it reads and applies its log (I/O); it serializes refreshes
+//! of that one index and nothing else.
+
+use std::num::NonZeroUsize;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::reader::{IndexPaths, IndexReader, IndexView};
+use crate::error::{Error, Result};
+
+type Key = (u64, u64, String);
+
+/// Open readers by index identity.
+#[derive(Debug)]
+pub struct IndexPool {
+    readers: Mutex<LruCache<Key, Arc<Mutex<IndexReader>>>>,
+}
+
+impl IndexPool {
+    /// A pool of at most `capacity` readers.
+    pub fn new(capacity: usize) -> IndexPool {
+        IndexPool {
+            readers: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// The current view of the index at `paths`, refreshed; `None` when the directory has
+    /// neither the index nor its log (Dovecot has not indexed the mailbox, or
+    /// `INDEX=MEMORY`).
+    pub fn view(&self, paths: &IndexPaths) -> Result<Option<Arc<IndexView>>> {
+        let meta = match std::fs::metadata(&paths.dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&paths.dir, e)),
+        };
+        let key = (meta.dev(), meta.ino(), paths.prefix.clone());
+        let existing = self.readers.lock().get(&key).cloned();
+        if let Some(reader) = existing {
+            let mut r = reader.lock();
+            r.refresh()?;
+            return Ok(Some(r.view()));
+        }
+        let has_files = ["", ".log"]
+            .iter()
+            .any(|ext| paths.dir.join(format!("{}{ext}", paths.prefix)).exists());
+        if !has_files {
+            return Ok(None);
+        }
+        let reader = IndexReader::open(paths.clone())?;
+        let view = reader.view();
+        self.readers.lock().put(key, Arc::new(Mutex::new(reader)));
+        Ok(Some(view))
+    }
+}
