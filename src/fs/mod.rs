@@ -278,31 +278,29 @@ impl MailFs {
                 mailbox,
                 uid_validity,
                 key,
-            } => {
-                let (view, meta) = self.message_of(mailbox, *uid_validity, key)?;
-                let _ = view;
-                Ok(Self::message_attr(ino, &meta))
-            }
+            } => self.with_message(mailbox, *uid_validity, key, |_, meta| {
+                Self::message_attr(ino, meta)
+            }),
         }
     }
 
-    /// The view and metadata of a message node; not-found after an expunge or a new
-    /// UIDVALIDITY.
-    fn message_of(
+    /// Runs `f` on the current view and metadata of a message node; not-found after an
+    /// expunge or a new UIDVALIDITY.
+    fn with_message<T>(
         &self,
         mailbox: &MailboxName,
         uid_validity: u32,
         key: &MessageKey,
-    ) -> Result<(Arc<MailboxView>, MessageMeta)> {
+        f: impl FnOnce(&Arc<MailboxView>, &MessageMeta) -> T,
+    ) -> Result<T> {
         let view = self.store.view(mailbox)?;
         if view.uid_validity != uid_validity {
             return Err(Error::not_found(format!("{mailbox}: UIDVALIDITY changed")));
         }
         let meta = view
             .get(key)
-            .cloned()
             .ok_or_else(|| Error::not_found(format!("{mailbox}: message {key:?}")))?;
-        Ok((view, meta))
+        Ok(f(&view, meta))
     }
 
     /// The entries of a folder, `.` and `..` first.
@@ -392,22 +390,21 @@ impl MailFs {
                 mailbox,
                 uid_validity,
                 key,
-            } => {
-                let (view, meta) = self.message_of(mailbox, *uid_validity, key)?;
-                let mut out = Vec::with_capacity(7);
+            } => self.with_message(mailbox, *uid_validity, key, |view, meta| {
+                let mut out = Vec::with_capacity(6);
                 if let MessageKey::Uid(uid) = key {
                     out.push(("user.mail.uid", uid.to_string().into_bytes()));
                 }
                 out.push(("user.mail.guid", meta.guid.as_bytes().to_vec()));
-                out.push(("user.mail.flags", view.flags_string(&meta).into_bytes()));
+                out.push(("user.mail.flags", view.flags_string(meta).into_bytes()));
                 out.push(("user.mail.received", meta.received.to_string().into_bytes()));
                 out.push(("user.mail.saved", meta.saved.to_string().into_bytes()));
                 out.push((
                     "user.mail.vsize",
                     meta.virtual_size.to_string().into_bytes(),
                 ));
-                Ok(out)
-            }
+                out
+            }),
         }
     }
 
@@ -491,8 +488,8 @@ impl Filesystem for MailFs {
             return;
         };
         let opened = self
-            .message_of(&mailbox, uid_validity, &key)
-            .and_then(|(view, _)| self.store.open(&view, &key));
+            .with_message(&mailbox, uid_validity, &key, |view, _| view.clone())
+            .and_then(|view| self.store.open(&view, &key));
         match opened {
             Ok(src) => {
                 let fh = self.new_handle(Handle::File(Arc::new(src)));
