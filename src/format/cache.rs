@@ -635,6 +635,7 @@ fn le_u64(data: &[u8], at: usize) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::format::index::{parse_index, record_uid};
+    use crate::format::testutil::dump_num;
 
     const MAILDIR_INDEX: &[u8] =
         include_bytes!("../../tests/fixtures/formats/maildir.dovecot.index");
@@ -1115,22 +1116,6 @@ mod tests {
     }
 
     // ---- golden files -----------------------------------------------------------------
-
-    fn dump_value<'a>(text: &'a str, key: &str) -> &'a str {
-        text.lines()
-            .find_map(|l| {
-                let rest = l.strip_prefix(key)?;
-                let rest = rest.trim_start_matches([' ', '.']);
-                rest.strip_prefix("= ")
-            })
-            .unwrap_or_else(|| panic!("no {key} in dump"))
-    }
-
-    fn dump_num(text: &str, key: &str) -> u64 {
-        let v = dump_value(text, key);
-        let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().unwrap_or_else(|_| panic!("{key}: {v}"))
-    }
 
     /// Compares the cache header, the field list, and every message's cached fields and
     /// typed values with `doveadm dump` of the index (which prints the cache too).

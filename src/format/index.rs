@@ -914,6 +914,7 @@ fn put(raw: &mut [u8], at: usize, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::testutil::{XorShift, dump_num, dump_value};
 
     const MAILDIR_INDEX: &[u8] =
         include_bytes!("../../tests/fixtures/formats/maildir.dovecot.index");
@@ -1520,24 +1521,6 @@ mod tests {
 
     // ---- golden files -----------------------------------------------------------------
 
-    /// The value after `key ..... = ` on the first line of `text` that starts with `key`.
-    fn dump_value<'a>(text: &'a str, key: &str) -> &'a str {
-        text.lines()
-            .find_map(|l| {
-                let rest = l.strip_prefix(key)?;
-                let rest = rest.trim_start_matches([' ', '.']);
-                rest.strip_prefix("= ")
-            })
-            .unwrap_or_else(|| panic!("no {key} in dump"))
-    }
-
-    /// The leading number of a dump value (`1795461289 (2026-...)` -> 1795461289).
-    fn dump_num(text: &str, key: &str) -> u64 {
-        let v = dump_value(text, key);
-        let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().unwrap_or_else(|_| panic!("{key}: {v}"))
-    }
-
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -1748,20 +1731,6 @@ mod tests {
                     data[i] ^= 1 << bit;
                 }
             }
-        }
-    }
-
-    /// Tiny deterministic xorshift64 generator for the sweeps.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
         }
     }
 

@@ -561,6 +561,7 @@ pub fn parse_keywords(data: &[u8]) -> Keywords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::testutil::XorShift;
 
     const REAL_BASE: &[u8] = b"1795458248.M283031P21282.vm,S=97,W=104";
 
@@ -1002,38 +1003,6 @@ mod tests {
         assert_eq!(parse_keywords(b"0 caf\xe9\n").name(0), "caf\u{fffd}");
         assert_eq!(parse_keywords(b"").name(25), "unknown-25");
         assert_eq!(parse_keywords(b""), Keywords::default());
-    }
-
-    /// Tiny deterministic xorshift64 generator for the sweeps.
-    struct XorShift(u64);
-
-    impl XorShift {
-        /// The next pseudo-random value.
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        /// A byte string of up to `max_len` bytes: raw bytes on odd rounds, otherwise
-        /// bytes drawn from `alphabet` so the parsers get past their first checks.
-        fn bytes(&mut self, max_len: u64, alphabet: &[u8], raw: bool) -> Vec<u8> {
-            let len = self.next() % max_len;
-            (0..len)
-                .map(|_| {
-                    let r = self.next();
-                    if raw {
-                        (r & 0xff) as u8
-                    } else {
-                        let idx = (r % alphabet.len() as u64) as usize;
-                        alphabet.get(idx).copied().unwrap_or(b' ')
-                    }
-                })
-                .collect()
-        }
     }
 
     /// Exercises every parser on one input; the point is only that none panics.

@@ -9,6 +9,8 @@ pub mod index;
 pub mod log;
 pub mod maildir;
 pub mod mutf7;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::fmt;
 

@@ -219,6 +219,7 @@ fn flush_run(run: &mut Vec<u16>, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::testutil::XorShift;
 
     /// Pairs that must map both ways, taken from Dovecot (`test-imap-utf7.c`, doc section 1.4).
     const PAIRS: &[(&str, &str)] = &[
@@ -356,26 +357,6 @@ mod tests {
                 assert!(enc.bytes().all(is_direct), "{enc}");
                 assert_eq!(decode(enc.as_bytes()).as_deref(), Ok(s.as_str()), "{enc}");
             }
-        }
-    }
-
-    /// Tiny deterministic xorshift64 generator for the sweeps.
-    struct XorShift(u64);
-
-    impl XorShift {
-        /// The next pseudo-random value.
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        /// A pseudo-random value in `0..n`.
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
         }
     }
 

@@ -469,17 +469,9 @@ impl<'s> Applier<'s> {
                 }
             }
             Record::ExtRecUpdate(payload) => {
-                let Cursor::Ext {
-                    ext,
-                    record_size,
-                    ignore,
-                } = self.cursor
-                else {
-                    return Err(corrupt(at, "extension record update without intro"));
-                };
-                if ignore {
+                let Some((ext, record_size)) = self.ext_target(at, "record update")? else {
                     return Ok(());
-                }
+                };
                 let next = self.st.next_uid();
                 let e = &self.st.exts[ext];
                 let (off, size) = (usize::from(e.record_offset), usize::from(e.record_size));
@@ -507,17 +499,9 @@ impl<'s> Applier<'s> {
                 }
             }
             Record::ExtAtomicInc(items) => {
-                let Cursor::Ext {
-                    ext,
-                    record_size,
-                    ignore,
-                } = self.cursor
-                else {
-                    return Err(corrupt(at, "extension increment without intro"));
-                };
-                if ignore {
+                let Some((ext, record_size)) = self.ext_target(at, "increment")? else {
                     return Ok(());
-                }
+                };
                 let next = self.st.next_uid();
                 let off = usize::from(self.st.exts[ext].record_offset);
                 let width = usize::from(record_size);
@@ -620,6 +604,18 @@ impl<'s> Applier<'s> {
             Record::Unknown(_) => self.unknown_records += 1,
         }
         Ok(())
+    }
+
+    /// The extension and record stride that extension record updates go to, or `None`
+    /// when the current intro said to ignore them (an outdated reset_id).
+    fn ext_target(&self, at: u64, what: &str) -> Result<Option<(usize, u16)>, FormatError> {
+        match self.cursor {
+            Cursor::None => Err(corrupt(at, format!("extension {what} without intro"))),
+            Cursor::Ext { ignore: true, .. } => Ok(None),
+            Cursor::Ext {
+                ext, record_size, ..
+            } => Ok(Some((ext, record_size))),
+        }
     }
 
     fn count_flags(&mut self, old: u8, new: u8) {
