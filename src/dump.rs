@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{cache, log, maildir};
+use crate::format::{cache, dbox, log, maildir};
 use crate::index::reader::{IndexPaths, IndexReader};
 use crate::index::records::record_uid;
 
@@ -250,7 +250,7 @@ pub fn dump(path: &Path) -> Result<Value> {
         Error::layout(
             path,
             "unknown file type (expected dovecot.index*, *.log, *.log.2, *.cache, \
-             dovecot-uidlist or dovecot-keywords)",
+             dovecot-uidlist, dovecot-keywords, or a dbox u.N / m.N)",
         )
     })?;
     let read = || std::fs::read(path).map_err(|e| Error::io(path, e));
@@ -260,7 +260,7 @@ pub fn dump(path: &Path) -> Result<Value> {
         Kind::Cache => dump_cache(path, &read()?),
         Kind::Uidlist => dump_uidlist(path, &read()?),
         Kind::Keywords => Ok(dump_keywords(&read()?)),
-        Kind::Dbox => Err(Error::layout(path, "dbox files are not supported yet")),
+        Kind::Dbox => dump_dbox(path, &read()?),
     }
 }
 
@@ -606,6 +606,54 @@ fn dump_cache(path: &Path, data: &[u8]) -> Result<Value> {
     Ok(out)
 }
 
+fn dump_dbox(path: &Path, data: &[u8]) -> Result<Value> {
+    let (header, messages, tail) = dbox::parse_file(data).map_err(|e| Error::corrupt(path, e))?;
+    let file = Value::obj()
+        .with("version", header.version)
+        .with("header_size", header.header_size)
+        .with("msg_header_size", header.msg_header_size)
+        .with("create_stamp", header.create_stamp.unwrap_or(0));
+    let list: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let md = &m.metadata;
+            let mut v = Value::obj()
+                .with("offset", m.header.offset)
+                .with("body_offset", m.header.body_offset)
+                .with("body_size", m.header.body_size)
+                .with("next_offset", m.next_offset());
+            let opt = [
+                ("guid", md.guid.clone().map(Value::Str)),
+                ("received", md.received.map(Value::from)),
+                ("virtual_size", md.virtual_size.map(Value::from)),
+                ("physical_size", md.physical_size.map(Value::from)),
+                ("pop3_uidl", md.pop3_uidl.clone().map(Value::Str)),
+                ("pop3_order", md.pop3_order.map(Value::from)),
+                ("orig_mailbox", md.orig_mailbox.clone().map(Value::Str)),
+                ("ext_refs", md.ext_refs.clone().map(Value::Str)),
+            ];
+            for (k, val) in opt {
+                if let Some(val) = val {
+                    v = v.with(k, val);
+                }
+            }
+            for (key, value) in &md.other {
+                v = v.with(&format!("{}", *key as char), value.as_str());
+            }
+            v
+        })
+        .collect();
+    let mut out = Value::obj()
+        .with("file", path.display().to_string())
+        .with("type", "dbox")
+        .with("header", file)
+        .with("messages", list);
+    if let Some(e) = tail {
+        out = out.with("tail_error", e.to_string());
+    }
+    Ok(out)
+}
+
 fn dump_uidlist(path: &Path, data: &[u8]) -> Result<Value> {
     let u = maildir::parse_uidlist(data).map_err(|e| Error::corrupt(path, e))?;
     let records: Vec<Value> = u
@@ -681,5 +729,11 @@ mod tests {
         );
         std::fs::remove_dir_all(&tmp).unwrap();
         assert!(dump(Path::new("/nonexistent/whatever.txt")).is_err());
+        let tmp2 = std::env::temp_dir().join(format!("mailfs-dump-m-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp2).unwrap();
+        std::fs::copy(dir.join("dbox-mdbox-m.1"), tmp2.join("m.1")).unwrap();
+        let m = dump(&tmp2.join("m.1")).expect("m.1").to_json();
+        std::fs::remove_dir_all(&tmp2).unwrap();
+        assert_eq!(m.matches("\"body_offset\"").count(), 7, "{m}");
     }
 }
