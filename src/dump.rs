@@ -244,9 +244,17 @@ fn kind_of(path: &Path) -> Option<Kind> {
     }
 }
 
+/// Recognises a dbox file by its first line ("2 M1e C..."), whatever its name.
+fn sniff(path: &Path) -> Option<Kind> {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    matches!(&head, [b'1' | b'2', b' ', b'M', _]).then_some(Kind::Dbox)
+}
+
 /// Decodes the file at `path` into a value tree.
 pub fn dump(path: &Path) -> Result<Value> {
-    let kind = kind_of(path).ok_or_else(|| {
+    let kind = kind_of(path).or_else(|| sniff(path)).ok_or_else(|| {
         Error::layout(
             path,
             "unknown file type (expected dovecot.index*, *.log, *.log.2, *.cache, \
