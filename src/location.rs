@@ -19,6 +19,26 @@ use crate::error::{Error, Result};
 pub enum Format {
     /// One file per message in `cur/`, `new/` (and `tmp/`).
     Maildir,
+    /// Single-dbox: one `u.<uid>` file per message, flags in the index.
+    Sdbox,
+    /// Multi-dbox: messages packed in `storage/m.<n>`, located through the map index.
+    Mdbox,
+}
+
+impl Format {
+    /// Dovecot's driver name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Maildir => "maildir",
+            Format::Sdbox => "sdbox",
+            Format::Mdbox => "mdbox",
+        }
+    }
+
+    /// True for sdbox and mdbox.
+    pub fn is_dbox(self) -> bool {
+        matches!(self, Format::Sdbox | Format::Mdbox)
+    }
 }
 
 /// How mailbox names map to directories (`LAYOUT=`).
@@ -26,7 +46,7 @@ pub enum Format {
 pub enum Layout {
     /// Maildir++: `ROOT/.Work.Sub`, INBOX is the root. Maildir's default.
     MaildirPlusPlus,
-    /// `LAYOUT=fs`: `ROOT/Work/Sub`, INBOX is the root.
+    /// `LAYOUT=fs`: `ROOT/Work/Sub` (Maildir: INBOX is the root). dbox's default.
     Fs,
 }
 
@@ -52,26 +72,58 @@ pub struct Location {
     pub control: Option<PathBuf>,
     /// `UTF-8`: names on disk are UTF-8, not modified UTF-7.
     pub utf8_names: bool,
+    /// `ALT=`: dbox alternative storage root.
+    pub alt: Option<PathBuf>,
+    /// False with `ALTNOCHECK` (a reader never fixes the `dbox-alt-root` link anyway).
+    pub alt_check: bool,
+    /// `DIRNAME=` / `FULLDIRNAME=`: directory holding the mail inside each mailbox dir
+    /// (dbox default `dbox-Mails`).
+    pub dirname: Option<String>,
+    /// True for `FULLDIRNAME=`: index and control paths include the dirname too.
+    pub full_dirname: bool,
+    /// `MAILBOXDIR=`: directory under the root holding all mailboxes (dbox default
+    /// `mailboxes`).
+    pub mailboxdir: Option<String>,
+    /// `VOLATILEDIR=`: Dovecot's lock directory (holds no data; accepted, unused).
+    pub volatile_dir: Option<PathBuf>,
+    /// `LISTINDEX=`: mailbox list index file (a cache of the tree; accepted, unused).
+    pub list_index: Option<String>,
+    /// `ITERINDEX`: list mailboxes by walking the index tree instead of the mail tree.
+    pub iter_index: bool,
+    /// `INDEXPVT=`: private (per-user) index root for shared mailboxes.
+    pub index_pvt: Option<PathBuf>,
+    /// `INDEXCACHE=`: separate root for `dovecot.index.cache`.
+    pub index_cache: Option<PathBuf>,
+    /// `SUBSCRIPTIONS=`: subscriptions file name (accepted, unused).
+    pub subscriptions: Option<String>,
+    /// `BROKENCHAR=`: escape character for names that are not valid mUTF-7.
+    pub broken_char: Option<char>,
+    /// `NO-NOSELECT`: hierarchy levels without a mailbox are not shown.
+    pub no_noselect: bool,
+    /// `NO-FS-VALIDATION` (accepted; a reader validates nothing it writes).
+    pub no_fs_validation: bool,
 }
 
-/// Keys Dovecot 2.3 accepts that this version of mailfs cannot honour yet. Refusing them is
-/// safer than silently reading the wrong directories.
-const DOVECOT_KEYS_NOT_YET_SUPPORTED: &[&str] = &[
-    "INDEXPVT",
-    "INDEXCACHE",
-    "ALT",
-    "ALTNOCHECK",
-    "SUBSCRIPTIONS",
-    "DIRNAME",
-    "FULLDIRNAME",
-    "MAILBOXDIR",
-    "VOLATILEDIR",
-    "LISTINDEX",
-    "ITERINDEX",
-    "BROKENCHAR",
-    "NO-NOSELECT",
-    "NO-FS-VALIDATION",
-];
+impl Location {
+    /// The mailbox directory under the root (`MAILBOXDIR`, dbox default `mailboxes`).
+    pub fn mailbox_root(&self) -> PathBuf {
+        match (&self.mailboxdir, self.format.is_dbox()) {
+            (Some(d), _) if !d.is_empty() => self.root.join(d),
+            (None, true) => self.root.join("mailboxes"),
+            _ => self.root.clone(),
+        }
+    }
+
+    /// The mail directory name inside each mailbox dir (`DIRNAME`, dbox default
+    /// `dbox-Mails`), if any.
+    pub fn mail_dirname(&self) -> Option<&str> {
+        match (&self.dirname, self.format.is_dbox()) {
+            (Some(d), _) if !d.is_empty() => Some(d),
+            (None, true) => Some("dbox-Mails"),
+            _ => None,
+        }
+    }
+}
 
 impl Location {
     /// Parses a location string; a string without a known `<driver>:` prefix is a bare path
@@ -101,11 +153,8 @@ impl Location {
         let root = fix_path(root).map_err(&err)?;
         let format = match driver {
             Some("maildir") => Format::Maildir,
-            Some(other @ ("sdbox" | "dbox" | "mdbox")) => {
-                return Err(err(format!(
-                    "the {other} format is not supported yet (only maildir)"
-                )));
-            }
+            Some("sdbox" | "dbox") => Format::Sdbox,
+            Some("mdbox") => Format::Mdbox,
             Some(other) => return Err(err(format!("the {other} driver is not supported"))),
             None => detect_format(&root).map_err(&err)?,
         };
@@ -113,12 +162,30 @@ impl Location {
             original: location.to_string(),
             format,
             root,
-            layout: Layout::MaildirPlusPlus,
+            layout: if format.is_dbox() {
+                Layout::Fs
+            } else {
+                Layout::MaildirPlusPlus
+            },
             inbox: None,
             index: None,
             index_in_memory: false,
             control: None,
             utf8_names: false,
+            alt: None,
+            alt_check: true,
+            dirname: None,
+            full_dirname: false,
+            mailboxdir: None,
+            volatile_dir: None,
+            list_index: None,
+            iter_index: false,
+            index_pvt: None,
+            index_cache: None,
+            subscriptions: None,
+            broken_char: None,
+            no_noselect: false,
+            no_fs_validation: false,
         };
         for field in keys {
             let (key, value) = match field.split_once('=') {
@@ -131,6 +198,13 @@ impl Location {
                     _ => Err(err(format!("key {key} needs a value ({key}=...)"))),
                 }
             };
+            let path = || -> Result<PathBuf> { fix_path(need_value()?).map_err(&err) };
+            let no_value = || -> Result<bool> {
+                match value {
+                    None => Ok(true),
+                    Some(_) => Err(err(format!("key {key} takes no value"))),
+                }
+            };
             match key {
                 "LAYOUT" => {
                     loc.layout = match need_value()? {
@@ -138,23 +212,56 @@ impl Location {
                         "fs" => Layout::Fs,
                         other => {
                             return Err(err(format!(
-                                "LAYOUT={other} is not supported (maildir++ or fs)"
+                                "LAYOUT={other} is not supported (maildir++ or fs); \
+                                 LAYOUT=index needs the mailbox list index, not read yet"
                             )));
                         }
                     }
                 }
-                "INBOX" => loc.inbox = Some(fix_path(need_value()?).map_err(&err)?),
+                "INBOX" => loc.inbox = Some(path()?),
                 "INDEX" => match need_value()? {
                     "MEMORY" => loc.index_in_memory = true,
-                    v => loc.index = Some(fix_path(v).map_err(&err)?),
+                    _ => loc.index = Some(path()?),
                 },
-                "CONTROL" => loc.control = Some(fix_path(need_value()?).map_err(&err)?),
-                "UTF-8" if value.is_none() => loc.utf8_names = true,
-                k if DOVECOT_KEYS_NOT_YET_SUPPORTED.contains(&k) => {
-                    return Err(err(format!("key {k} is not supported yet by mailfs")));
+                "CONTROL" => loc.control = Some(path()?),
+                "UTF-8" => loc.utf8_names = no_value()?,
+                "ALT" => loc.alt = Some(path()?),
+                "ALTNOCHECK" => loc.alt_check = !no_value()?,
+                "DIRNAME" => loc.dirname = Some(need_value()?.to_string()),
+                "FULLDIRNAME" => {
+                    loc.dirname = Some(need_value()?.to_string());
+                    loc.full_dirname = true;
                 }
+                // An empty MAILBOXDIR= is allowed (mailboxes directly under the root),
+                // except for mdbox, which Dovecot refuses.
+                "MAILBOXDIR" => loc.mailboxdir = Some(value.unwrap_or("").to_string()),
+                "VOLATILEDIR" => loc.volatile_dir = Some(path()?),
+                "LISTINDEX" => loc.list_index = Some(need_value()?.to_string()),
+                "ITERINDEX" => loc.iter_index = no_value()?,
+                "INDEXPVT" => loc.index_pvt = Some(path()?),
+                "INDEXCACHE" => loc.index_cache = Some(path()?),
+                "SUBSCRIPTIONS" => loc.subscriptions = Some(need_value()?.to_string()),
+                "BROKENCHAR" => {
+                    let v = need_value()?;
+                    let mut chars = v.chars();
+                    match (chars.next(), chars.next()) {
+                        (Some(c), None) => loc.broken_char = Some(c),
+                        _ => return Err(err(format!("BROKENCHAR={v} must be one character"))),
+                    }
+                }
+                "NO-NOSELECT" => loc.no_noselect = no_value()?,
+                "NO-FS-VALIDATION" => loc.no_fs_validation = no_value()?,
                 k => return Err(err(format!("unknown key {k:?}"))),
             }
+        }
+        if loc.format == Format::Mdbox && loc.mailboxdir.as_deref() == Some("") {
+            return Err(err("mdbox needs a non-empty MAILBOXDIR".into()));
+        }
+        if loc.iter_index && loc.index.is_none() {
+            return Err(err("ITERINDEX needs an explicit INDEX= directory".into()));
+        }
+        if loc.format == Format::Maildir && loc.alt.is_some() {
+            return Err(err("ALT= is for sdbox and mdbox only".into()));
         }
         Ok(loc)
     }
@@ -242,17 +349,29 @@ fn user_home(user: &str) -> Option<PathBuf> {
     Some(PathBuf::from(dir.to_string_lossy().into_owned()))
 }
 
+/// True if `dir` has an entry whose name satisfies `pred`.
+fn dir_has(dir: &Path, pred: impl Fn(&str) -> bool) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|rd| {
+        rd.flatten()
+            .any(|e| e.file_name().to_str().is_some_and(&pred))
+    })
+}
+
 /// Guesses the format of a bare path from what is on disk.
 fn detect_format(root: &Path) -> std::result::Result<Format, String> {
     let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", root.display()));
     }
-    if root.join("storage").is_dir() || root.join("mailboxes").is_dir() {
-        return Err(format!(
-            "{} looks like a dbox store (sdbox/mdbox), which is not supported yet",
-            root.display()
-        ));
+    let storage = root.join("storage");
+    if storage.join("dovecot.map.index.log").exists()
+        || storage.join("dovecot.map.index").exists()
+        || dir_has(&storage, |n| n.starts_with("m."))
+    {
+        return Ok(Format::Mdbox);
+    }
+    if root.join("mailboxes").is_dir() {
+        return Ok(Format::Sdbox);
     }
     let maildir_markers = ["cur", "new", "dovecot-uidlist", "maildirfolder"];
     if maildir_markers.iter().any(|m| root.join(m).exists()) {
@@ -270,8 +389,8 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
         return Ok(Format::Maildir);
     }
     Err(format!(
-        "cannot tell the format of {}: no cur/, new/, dovecot-uidlist or Maildir++ folder; \
-         give it explicitly, e.g. maildir:{}",
+        "cannot tell the format of {}: no cur/, new/, dovecot-uidlist, Maildir++ folder, \
+         mailboxes/ (sdbox) or storage/ (mdbox); give it explicitly, e.g. maildir:{}",
         root.display(),
         root.display()
     ))
@@ -318,8 +437,32 @@ mod tests {
         assert!(e.contains("LAYOUT=index"), "{e}");
         assert!(Location::parse("maildir:").is_err());
         assert!(Location::parse("maildir:INBOX=/x").is_err());
-        assert!(Location::parse("mdbox:/x").is_err());
         assert!(Location::parse("maildir:/home/%u").is_err());
+    }
+
+    #[test]
+    fn parses_every_dbox_key() {
+        let l = Location::parse(
+            "mdbox:/m:INDEX=/i:CONTROL=/c:ALT=/a:ALTNOCHECK:DIRNAME=d:MAILBOXDIR=mb:INBOX=/in:\
+             LAYOUT=fs:VOLATILEDIR=/v:LISTINDEX=/l/list.index:ITERINDEX:INDEXPVT=/p",
+        )
+        .unwrap();
+        assert_eq!(l.format, Format::Mdbox);
+        assert_eq!(l.alt, Some(PathBuf::from("/a")));
+        assert!(!l.alt_check && l.iter_index);
+        assert_eq!(l.mailbox_root(), PathBuf::from("/m/mb"));
+        assert_eq!(l.mail_dirname(), Some("d"));
+        assert_eq!(l.index_pvt, Some(PathBuf::from("/p")));
+        let s = Location::parse("sdbox:/s").unwrap();
+        assert_eq!((s.format, s.layout), (Format::Sdbox, Layout::Fs));
+        assert_eq!(s.mailbox_root(), PathBuf::from("/s/mailboxes"));
+        assert_eq!(s.mail_dirname(), Some("dbox-Mails"));
+        assert_eq!(Location::parse("dbox:/s").unwrap().format, Format::Sdbox);
+        let m = Location::parse("maildir:/m").unwrap();
+        assert_eq!(
+            (m.mailbox_root(), m.mail_dirname()),
+            (PathBuf::from("/m"), None)
+        );
     }
 
     #[test]

@@ -90,6 +90,21 @@ impl MaildirStore {
     /// Opens the store, refusing a root that is missing, not a directory, empty, or shows
     /// no sign of being a Maildir.
     pub fn open(loc: Location, cache_capacity: usize) -> Result<MaildirStore> {
+        // Keys that move Maildir files where this backend does not look yet: refuse them
+        // rather than show the wrong directories.
+        let unsupported = [
+            ("DIRNAME/FULLDIRNAME", loc.dirname.is_some()),
+            ("MAILBOXDIR", loc.mailboxdir.as_deref().is_some_and(|d| !d.is_empty())),
+            ("ITERINDEX", loc.iter_index),
+            ("INDEXCACHE", loc.index_cache.is_some()),
+            ("BROKENCHAR", loc.broken_char.is_some()),
+        ];
+        if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
+            return Err(Error::Location {
+                location: loc.original.clone(),
+                what: format!("{key} is not supported for maildir by mailfs yet"),
+            });
+        }
         let root = &loc.root;
         let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
         if !meta.is_dir() {

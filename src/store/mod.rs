@@ -204,5 +204,9 @@ pub fn open(location: &Location, cache_capacity: usize) -> Result<Arc<dyn MailSt
             location.clone(),
             cache_capacity,
         )?)),
+        Format::Sdbox | Format::Mdbox => Err(crate::error::Error::Location {
+            location: location.original.clone(),
+            what: format!("the {} format is not supported yet", location.format.name()),
+        }),
     }
 }
