@@ -110,8 +110,15 @@ impl Delta {
         let (app, exp) = (&self.appended, &self.expunged);
         self.changed
             .retain(|u| app.binary_search(u).is_err() && exp.binary_search(u).is_err());
-        let exp = self.expunged.clone();
-        self.appended.retain(|u| exp.binary_search(u).is_err());
+        // A message appended and expunged in the same batch was never seen by the
+        // holder of the previous view: it is neither new nor gone.
+        let both: Vec<u32> = app
+            .iter()
+            .copied()
+            .filter(|u| exp.binary_search(u).is_ok())
+            .collect();
+        self.appended.retain(|u| both.binary_search(u).is_err());
+        self.expunged.retain(|u| both.binary_search(u).is_err());
     }
 }
 
@@ -304,7 +311,7 @@ impl IndexState {
             hdr: vec![0; hdr_size as usize],
             record_offset: 0,
             record_size: rec.0,
-            record_align: rec.1.max(1),
+            record_align: rec.1,
         });
         if rec.0 > 0 {
             self.relayout(&old, None)?;
@@ -724,19 +731,35 @@ impl<'s> Applier<'s> {
         Ok(())
     }
 
-    /// Appends a keyword; creates the `keywords` extension at the end of the list if it
-    /// does not exist yet (`keywords_header_add`). Returns its index.
+    /// Appends a keyword, as `keywords_header_add()` does: creates the `keywords` extension
+    /// at the end of the list if it does not exist yet, and re-registers it -- header grown
+    /// to what the names need plus 128 spare bytes, bitmask re-sized for the new count --
+    /// whenever the names outgrow the header or the bitmask is full. Returns its index.
     fn add_keyword(&mut self, name: String) -> Result<usize, String> {
         self.st.keywords.push(name);
         let count = self.st.keywords.len();
-        match self.st.ext(KEYWORDS_EXT) {
-            None => {
-                let size = keyword_record_size(count);
-                self.st.add_ext(KEYWORDS_EXT.to_string(), 0, 0, (size, 1))?;
+        let used = keywords_header_used(&self.st.keywords);
+        let size = keyword_record_size(count);
+        let i = match self.st.ext(KEYWORDS_EXT) {
+            None => self
+                .st
+                .add_ext(KEYWORDS_EXT.to_string(), 0, (used + 128) as u32, (size, 1))?,
+            Some((i, e)) => {
+                if used > e.hdr.len() || usize::from(e.record_size) * 8 < count {
+                    let old = self.st.layout_snapshot();
+                    let e = &mut self.st.exts[i];
+                    e.hdr.resize(used + 128, 0);
+                    let old_size = e.record_size;
+                    if e.record_size != size {
+                        e.record_size = size;
+                        self.st.relayout(&old, Some((i, old_size)))?;
+                    }
+                }
+                i
             }
-            Some((_, e)) if usize::from(e.record_size) * 8 < count => self.grow_keywords()?,
-            Some(_) => {}
-        }
+        };
+        let hdr_size = self.st.exts[i].hdr.len();
+        self.st.exts[i].hdr = keywords_header_bytes(&self.st.keywords, hdr_size);
         Ok(count - 1)
     }
 
@@ -753,6 +776,31 @@ impl<'s> Applier<'s> {
         }
         Ok(())
     }
+}
+
+/// Bytes the keyword-names header needs (`struct mail_index_keyword_header`, one
+/// `mail_index_keyword_header_rec` per keyword, the NUL-terminated names), padded to 4.
+fn keywords_header_used(names: &[String]) -> usize {
+    let raw = 4 + 8 * names.len() + names.iter().map(|n| n.len() + 1).sum::<usize>();
+    raw.div_ceil(4) * 4
+}
+
+/// The keyword-names header as Dovecot lays it out, zero-padded to `hdr_size`.
+fn keywords_header_bytes(names: &[String], hdr_size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hdr_size);
+    out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    let mut name_offset = 0u32;
+    for n in names {
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&name_offset.to_le_bytes());
+        name_offset += n.len() as u32 + 1;
+    }
+    for n in names {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+    }
+    out.resize(hdr_size.max(out.len()), 0);
+    out
 }
 
 /// Keyword bitmask size (`keywords_ext_register`): one bit per keyword, plus one spare byte
@@ -787,6 +835,17 @@ mod tests {
     }
 
     #[test]
+    fn keyword_header_matches_dovecots_layout() {
+        let names = vec!["$Label1".to_string(), "work".to_string()];
+        // 4 + 2*8 + 8 + 5 = 33 -> 36.
+        assert_eq!(keywords_header_used(&names), 36);
+        let bytes = keywords_header_bytes(&names, 164);
+        assert_eq!(bytes.len(), 164);
+        let parsed = crate::format::index::parse_keywords_header(&bytes).unwrap();
+        assert_eq!(parsed, names);
+    }
+
+    #[test]
     fn delta_normalizes() {
         let mut d = Delta {
             appended: vec![5, 3, 5],
@@ -796,7 +855,7 @@ mod tests {
         };
         d.normalize();
         assert_eq!(d.appended, vec![3]);
-        assert_eq!(d.expunged, vec![5]);
+        assert!(d.expunged.is_empty(), "5 came and went within the batch");
         assert_eq!(d.changed, vec![2]);
     }
 }
