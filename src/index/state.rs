@@ -33,6 +33,9 @@ const DELETED_COUNT_AT: usize = 44;
 /// Record flag bits (`enum mail_flags`).
 const FLAG_SEEN: u8 = 0x08;
 const FLAG_DELETED: u8 = 0x04;
+/// Largest extension header Dovecot accepts (`MAIL_INDEX_EXT_HEADER_MAX_SIZE` in
+/// `mail-index-private.h`: larger sizes come from corruption).
+const EXT_HEADER_MAX_SIZE: u32 = 16 * 1024 * 1024 - 1;
 /// `MAIL_TRANSACTION_EXT_INTRO_FLAG_NO_SHRINK`.
 const INTRO_NO_SHRINK: u16 = 0x01;
 
@@ -190,7 +193,21 @@ impl IndexState {
             })
             .collect();
         let keywords = match exts.iter().find(|e| e.name == KEYWORDS_EXT) {
-            Some(k) => crate::format::index::parse_keywords_header(&k.hdr)?,
+            Some(k) => {
+                let names = crate::format::index::parse_keywords_header(&k.hdr)?;
+                // mail_index_map_parse_keywords(): every keyword needs a bit in the record.
+                if usize::from(k.record_size) * 8 < names.len() {
+                    return Err(FormatError::new(
+                        0,
+                        format!(
+                            "{} keywords do not fit into the {}-byte keyword bitmask",
+                            names.len(),
+                            k.record_size
+                        ),
+                    ));
+                }
+                names
+            }
             None => Vec::new(),
         };
         let record_size = file.header.record_size as usize;
@@ -271,8 +288,9 @@ impl IndexState {
             })
             .collect();
         self.records = self.records.relayout(record_size as usize, |src, dst| {
-            // uid and flags, then each extension's bytes at their new offset.
-            let base = src.len().min(8).min(dst.len());
+            // uid and flags, then each extension's bytes at their new offset; bytes that
+            // belong to no extension stay zero.
+            let base = src.len().min(5).min(dst.len());
             dst[..base].copy_from_slice(&src[..base]);
             for &(from, to, len) in &moves {
                 if len == 0 || from == 0 {
@@ -313,9 +331,9 @@ impl IndexState {
             record_size: rec.0,
             record_align: rec.1,
         });
-        if rec.0 > 0 {
-            self.relayout(&old, None)?;
-        }
+        // Even a header-only extension can change the record size: it is rounded up to the
+        // largest alignment of all extensions (`sync_ext_reorder`).
+        self.relayout(&old, None)?;
         Ok(self.exts.len() - 1)
     }
 }
@@ -672,6 +690,22 @@ impl<'s> Applier<'s> {
             Some(i) => self.st.exts[i].name.clone(),
             None => String::from_utf8_lossy(intro.name).into_owned(),
         };
+        // mail_index_map_ext_hdr_check(): limits Dovecot itself enforces.
+        if intro.record_size >= 32768 {
+            return Err(corrupt(at, format!("extension {name}: record size too large")));
+        }
+        if intro.hdr_size > EXT_HEADER_MAX_SIZE {
+            return Err(corrupt(
+                at,
+                format!("extension {name}: header size {} too large", intro.hdr_size),
+            ));
+        }
+        if intro.record_size > 0 && !intro.record_align.is_power_of_two() {
+            return Err(corrupt(
+                at,
+                format!("extension {name}: record alignment {}", intro.record_align),
+            ));
+        }
         if name == KEYWORDS_EXT {
             return Err(corrupt(at, "extension intro for keywords"));
         }
