@@ -211,7 +211,28 @@ impl IndexState {
             None => Vec::new(),
         };
         let record_size = file.header.record_size as usize;
-        let records = Records::from_sorted(record_size, file.records.iter().map(Vec::as_slice));
+        let mut records = Records::from_sorted(record_size, file.records.iter().map(Vec::as_slice));
+        // Bits past the last keyword mean nothing (Dovecot only ever looks up bits below
+        // the keyword count); clear them so that equal states compare equal.
+        if let Some(k) = exts.iter().find(|e| e.name == KEYWORDS_EXT)
+            && k.record_size > 0
+        {
+            let (off, size, n) = (
+                usize::from(k.record_offset),
+                usize::from(k.record_size),
+                keywords.len(),
+            );
+            if n < size * 8 {
+                records.update_range(1, u32::MAX, |rec| {
+                    if let Some(bits) = rec.get_mut(off..off + size) {
+                        for (i, b) in bits.iter_mut().enumerate() {
+                            let keep = n.saturating_sub(i * 8).min(8);
+                            *b &= if keep == 8 { 0xff } else { (1u8 << keep) - 1 };
+                        }
+                    }
+                });
+            }
+        }
         let mut base = file.base_bytes.clone();
         if base.len() < BASE_HEADER_SIZE {
             base.resize(BASE_HEADER_SIZE, 0);
@@ -692,7 +713,10 @@ impl<'s> Applier<'s> {
         };
         // mail_index_map_ext_hdr_check(): limits Dovecot itself enforces.
         if intro.record_size >= 32768 {
-            return Err(corrupt(at, format!("extension {name}: record size too large")));
+            return Err(corrupt(
+                at,
+                format!("extension {name}: record size too large"),
+            ));
         }
         if intro.hdr_size > EXT_HEADER_MAX_SIZE {
             return Err(corrupt(
