@@ -269,6 +269,32 @@ pub fn parse_message_header(
     msg_header_size: u32,
 ) -> Result<MessageHeader, FormatError> {
     let len = data.len() as u64;
+    let end = offset.saturating_add(u64::from(msg_header_size));
+    let hdr = slice(data, offset, end.min(len)).unwrap_or_default();
+    check_message_header(hdr, offset, len, msg_header_size)
+}
+
+/// Like [`parse_message_header`], for a reader that has read only the header bytes:
+/// `hdr` holds the bytes from `offset` on (at least `msg_header_size` of them when the
+/// file has them) and `file_len` is the file's size, against which the body is checked.
+pub fn parse_message_header_window(
+    hdr: &[u8],
+    offset: u64,
+    file_len: u64,
+    msg_header_size: u32,
+) -> Result<MessageHeader, FormatError> {
+    let hdr = hdr.get(..msg_header_size as usize).unwrap_or(hdr);
+    check_message_header(hdr, offset, file_len, msg_header_size)
+}
+
+/// The checks of [`parse_message_header`] on the header bytes `hdr` found at `offset` in
+/// a file of `len` bytes.
+fn check_message_header(
+    hdr: &[u8],
+    offset: u64,
+    len: u64,
+    msg_header_size: u32,
+) -> Result<MessageHeader, FormatError> {
     let err = |what: String| Err(error(offset, what));
     if msg_header_size < MESSAGE_HEADER_SIZE {
         return err(format!(
@@ -285,7 +311,7 @@ pub fn parse_message_header(
     }
     let hdr_len = u64::from(msg_header_size);
     let body_offset = match offset.checked_add(hdr_len) {
-        Some(end) if end <= len => end,
+        Some(end) if end <= len && hdr.len() as u64 == hdr_len => end,
         _ => {
             return err(format!(
                 "message header at offset {offset} needs {hdr_len} bytes but the file ends \
@@ -293,7 +319,6 @@ pub fn parse_message_header(
             ));
         }
     };
-    let hdr = slice(data, offset, body_offset).unwrap_or_default();
     let fixed = hdr.get(..MESSAGE_HEADER_SIZE as usize).unwrap_or_default();
     if fixed.iter().all(|&b| b == 0) {
         return err(format!(

@@ -16,10 +16,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
-use std::fs::{self, File};
-use std::io::Read;
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,15 +27,14 @@ use log::{debug, info, warn};
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use super::files;
 use super::stamp::Stamp;
 use super::{
-    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
-    MessageSource,
+    MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
 };
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
-use crate::format::mutf7;
 use crate::index::cachefile::CacheSnapshot;
 use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
@@ -94,7 +92,10 @@ impl MaildirStore {
         // rather than show the wrong directories.
         let unsupported = [
             ("DIRNAME/FULLDIRNAME", loc.dirname.is_some()),
-            ("MAILBOXDIR", loc.mailboxdir.as_deref().is_some_and(|d| !d.is_empty())),
+            (
+                "MAILBOXDIR",
+                loc.mailboxdir.as_deref().is_some_and(|d| !d.is_empty()),
+            ),
             ("ITERINDEX", loc.iter_index),
             ("INDEXCACHE", loc.index_cache.is_some()),
             ("BROKENCHAR", loc.broken_char.is_some()),
@@ -198,26 +199,7 @@ impl MaildirStore {
 
     /// Decodes one on-disk name level to UTF-8.
     fn decode_level(&self, level: &[u8], dir: &Path) -> String {
-        if self.loc.utf8_names {
-            if let Ok(s) = std::str::from_utf8(level) {
-                return s.to_string();
-            }
-        } else if let Ok(s) = mutf7::decode(level) {
-            return s;
-        }
-        let shown = String::from_utf8_lossy(level).into_owned();
-        warn!(
-            "{}: mailbox name level {:?} is not valid {}; shown as {:?}",
-            dir.display(),
-            shown,
-            if self.loc.utf8_names {
-                "UTF-8"
-            } else {
-                "modified UTF-7"
-            },
-            shown
-        );
-        shown
+        files::decode_level(level, self.loc.utf8_names, dir)
     }
 
     fn mailbox_list(&self) -> Result<Arc<MailboxList>> {
@@ -266,7 +248,7 @@ impl MaildirStore {
             entries.push(MailboxEntry {
                 name: name.clone(),
                 selectable: p.is_some(),
-                owner: owner_of(&meta),
+                owner: files::owner_of(&meta),
                 mtime: meta.mtime(),
             });
             if let Some(p) = p {
@@ -299,7 +281,7 @@ impl MaildirStore {
             {
                 continue;
             }
-            if !is_dir_following_links(&entry) {
+            if !files::is_dir_following_links(&entry) {
                 continue;
             }
             let storage = &b[1..];
@@ -315,7 +297,7 @@ impl MaildirStore {
                 .iter()
                 .map(|l| self.decode_level(l, root))
                 .collect();
-            let name = unique_name(found, MailboxName(levels), &raw_levels, &entry.path());
+            let name = files::unique_name(found, MailboxName(levels), &raw_levels, &entry.path());
             if name.is_inbox() {
                 warn!(
                     "{}: a Maildir++ folder named INBOX conflicts with the root INBOX; skipped",
@@ -364,7 +346,7 @@ impl MaildirStore {
             if b.starts_with(b".") || matches!(b, b"cur" | b"new" | b"tmp") {
                 continue;
             }
-            if !is_dir_following_links(&entry) {
+            if !files::is_dir_following_links(&entry) {
                 continue;
             }
             if depth == 0 && b.eq_ignore_ascii_case(b"INBOX") && self.loc.inbox.is_none() {
@@ -378,7 +360,7 @@ impl MaildirStore {
             let storage = levels.join(&b'/');
             let decoded = MailboxName(levels.iter().map(|l| self.decode_level(l, dir)).collect());
             let raw: Vec<&[u8]> = levels.iter().map(Vec::as_slice).collect();
-            let name = unique_name(found, decoded, &raw, &entry.path());
+            let name = files::unique_name(found, decoded, &raw, &entry.path());
             let paths = self.paths_for(Some(&storage));
             let selectable = paths.mail.join("cur").symlink_metadata().is_ok();
             found.insert(name, selectable.then_some(paths));
@@ -548,7 +530,7 @@ impl MaildirStore {
             messages,
             pending,
             keyword_names: Arc::new(keyword_names),
-            owner: owner_of(&dir_meta),
+            owner: files::owner_of(&dir_meta),
             mtime,
         };
         Ok(CachedView {
@@ -581,7 +563,7 @@ impl MaildirStore {
             .or(cached.size_virtual)
         {
             Some(v) => v,
-            None if meta.is_file() => count_virtual_size(&path)?,
+            None if meta.is_file() => files::count_virtual_size(&path)?,
             None => size,
         };
         let guid = rec
@@ -597,7 +579,7 @@ impl MaildirStore {
             flags: name_flags.flags,
             keywords: name_flags.keywords,
             guid: guid.into_boxed_str(),
-            owner: owner_of(&meta),
+            owner: files::owner_of(&meta),
             file: locator.into_boxed_slice(),
         })
     }
@@ -688,7 +670,7 @@ impl MailStore for MaildirStore {
         // maildir_file_do() does.
         for _ in 0..10 {
             let path = paths.mail.join(OsStr::from_bytes(&locator));
-            match open_message_file(&path) {
+            match files::open_message_file(&path) {
                 Ok((file, len)) => {
                     return Ok(MessageSource {
                         file,
@@ -725,67 +707,6 @@ impl MailStore for MaildirStore {
     }
 }
 
-/// Opens a message file without blocking on a FIFO; anything but a regular file is
-/// refused. Returns the file and its size.
-fn open_message_file(path: &Path) -> Result<(File, u64)> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::layout(path, "message is not a regular file"));
-    }
-    Ok((file, meta.len()))
-}
-
-/// Size with every LF not preceded by CR counted as two bytes (Dovecot's virtual size).
-fn count_virtual_size(path: &Path) -> Result<u64> {
-    let (mut file, _) = open_message_file(path)?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    let mut prev = 0u8;
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            return Ok(total);
-        }
-        for &c in &buf[..n] {
-            if c == b'\n' && prev != b'\r' {
-                total += 1;
-            }
-            total += 1;
-            prev = c;
-        }
-    }
-}
-
-/// Two on-disk names can decode to one UTF-8 name (Dovecot's mUTF-7 decoder accepts
-/// non-canonical spellings). The second one is then shown by its raw on-disk levels, so
-/// that neither hides the other.
-fn unique_name(
-    found: &BTreeMap<MailboxName, Option<MailboxPaths>>,
-    decoded: MailboxName,
-    raw_levels: &[&[u8]],
-    path: &Path,
-) -> MailboxName {
-    if !found.contains_key(&decoded) {
-        return decoded;
-    }
-    let raw = MailboxName(
-        raw_levels
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect(),
-    );
-    warn!(
-        "{}: its name decodes to {decoded}, which another mailbox already has; shown as {raw}",
-        path.display()
-    );
-    raw
-}
-
 /// Keyword letters (0..26) in the order doveadm prints keywords: the order of the index's
 /// keyword list (the order each was first used in the mailbox), then letters the index
 /// does not know, alphabetically.
@@ -813,23 +734,6 @@ fn remap_keywords(mask: u32, order: &[u8]) -> u32 {
         .fold(0, |acc, (pos, _)| acc | (1 << pos))
 }
 
-fn owner_of(meta: &fs::Metadata) -> FileOwner {
-    FileOwner {
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mode: (meta.mode() & 0o7777) as u16,
-    }
-}
-
-fn is_dir_following_links(entry: &fs::DirEntry) -> bool {
-    match entry.file_type() {
-        Ok(t) if t.is_dir() => true,
-        Ok(t) if t.is_symlink() => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
-        Ok(_) => false,
-        Err(_) => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
-    }
-}
-
 /// "1,2,5" for a few uids, "1,2,3,... (40 in all)" for many.
 fn summarize_uids(uids: &[u32]) -> String {
     const SHOWN: usize = 10;
@@ -843,16 +747,6 @@ fn summarize_uids(uids: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn virtual_size_counts_bare_lf_only() {
-        let dir = std::env::temp_dir().join(format!("mailfs-vsize-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("m");
-        fs::write(&p, b"a\nb\r\nc\n").unwrap();
-        assert_eq!(count_virtual_size(&p).unwrap(), 9);
-        fs::remove_dir_all(&dir).unwrap();
-    }
 
     #[test]
     fn keywords_follow_the_index_order() {
