@@ -11,6 +11,7 @@
 //! - A message Dovecot has not yet given a UID is a [`MessageKey::Pending`]: visible, but
 //!   never given a UID by mailfs.
 
+pub mod dbox;
 mod files;
 pub mod maildir;
 mod stamp;
@@ -205,9 +206,9 @@ pub fn open(location: &Location, cache_capacity: usize) -> Result<Arc<dyn MailSt
             location.clone(),
             cache_capacity,
         )?)),
-        Format::Sdbox | Format::Mdbox => Err(crate::error::Error::Location {
-            location: location.original.clone(),
-            what: format!("the {} format is not supported yet", location.format.name()),
-        }),
+        Format::Sdbox | Format::Mdbox => Ok(Arc::new(dbox::DboxStore::open(
+            location.clone(),
+            cache_capacity,
+        )?)),
     }
 }

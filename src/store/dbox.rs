@@ -1,0 +1,761 @@
+//! The dbox backends, read-only: sdbox (one `u.<uid>` file per message) and mdbox
+//! (messages packed in `storage/m.<file_id>`, found through the map index).
+//!
+//! Sources of truth, as in Dovecot 2.3.19.1 (`src/lib-storage/index/dbox-*`):
+//! - the mailbox's `dovecot.index` + log: which UIDs exist, flags, keywords, UIDVALIDITY,
+//!   next UID, mailbox GUID (`dbox-hdr` / `mdbox-hdr`), and for mdbox each message's
+//!   `map_uid` and save date (`mdbox` extension) and GUID (`guid` extension);
+//! - the mdbox map index (`storage/dovecot.map.index`): map_uid -> (file_id, offset);
+//! - the dbox files: the message bytes, and metadata (`G` guid, `R` received, `V` virtual
+//!   size);
+//! - `dovecot.index.cache`, consulted first for dates and virtual sizes, as doveadm does.
+//!
+//! Files are looked for in the primary storage first and in ALT storage second, whatever
+//! the index says (Dovecot does the same). An mdbox location that fails (the file was
+//! purged, or the bytes at the offset are not a message any more) is re-resolved through a
+//! fresh map before giving up: `doveadm purge` and `altmove` may run under the mount. An
+//! open message keeps its file descriptor, so it keeps reading the bytes it opened.
+//!
+//! Nothing here writes, locks or creates anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::warn;
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::files;
+use super::stamp::Stamp;
+use super::{
+    MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
+};
+use crate::error::{Error, Result};
+use crate::format::MailFlags;
+use crate::format::cache::CachedMessage;
+use crate::format::dbox;
+use crate::index::cachefile::CacheSnapshot;
+use crate::index::pool::IndexPool;
+use crate::index::reader::{IndexPaths, IndexView};
+use crate::location::{Format, Location};
+
+/// Where one mailbox's files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MailboxPaths {
+    /// Directory holding `u.N` (sdbox) and, without `INDEX=`, the index files.
+    mail: PathBuf,
+    /// The same directory under `ALT=`.
+    alt: Option<PathBuf>,
+    /// Directory holding `dovecot.index*`.
+    index: PathBuf,
+}
+
+#[derive(Debug)]
+struct MailboxList {
+    entries: Arc<Vec<MailboxEntry>>,
+    paths: HashMap<MailboxName, MailboxPaths>,
+    stamp: Stamp,
+}
+
+#[derive(Debug)]
+struct CachedView {
+    view: Arc<MailboxView>,
+    stamp: Stamp,
+}
+
+/// How many times an mdbox message is re-resolved through a fresh map before it counts as
+/// gone (Dovecot loops while the file id keeps changing).
+const MDBOX_RESOLVE_ATTEMPTS: usize = 5;
+
+/// Largest metadata block read (external-attachment lists can be long).
+const METADATA_MAX: u64 = 1024 * 1024;
+
+/// An sdbox or mdbox store.
+#[derive(Debug)]
+pub struct DboxStore {
+    loc: Location,
+    /// Cached mailbox list; no I/O under this lock.
+    list: Mutex<Option<Arc<MailboxList>>>,
+    /// Views by mailbox; no I/O under this lock.
+    views: Mutex<LruCache<MailboxName, Arc<CachedView>>>,
+    /// Mailbox indexes and, for mdbox, the map index.
+    indexes: IndexPool,
+}
+
+impl DboxStore {
+    /// Opens the store, refusing a root that is missing, empty, or not the claimed format.
+    pub fn open(loc: Location, cache_capacity: usize) -> Result<DboxStore> {
+        let root = &loc.root;
+        let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
+        if !meta.is_dir() {
+            return Err(Error::layout(root, "the mail root is not a directory"));
+        }
+        if fs::read_dir(root)
+            .map_err(|e| Error::io(root, e))?
+            .next()
+            .is_none()
+        {
+            return Err(Error::layout(
+                root,
+                "the mail root is empty (an unmounted network filesystem?); refusing to \
+                 present it as an empty store",
+            ));
+        }
+        if loc.mail_dirname().is_none() {
+            return Err(Error::Location {
+                location: loc.original.clone(),
+                what: "an empty DIRNAME is not supported for dbox".into(),
+            });
+        }
+        let mailbox_root = loc.mailbox_root();
+        if !mailbox_root.is_dir() {
+            return Err(Error::layout(
+                &mailbox_root,
+                format!("not a {} store: no mailbox directory", loc.format.name()),
+            ));
+        }
+        if loc.format == Format::Mdbox && !loc.root.join("storage").is_dir() {
+            return Err(Error::layout(
+                loc.root.join("storage"),
+                "not an mdbox store: no storage/ directory",
+            ));
+        }
+        let capacity = std::num::NonZeroUsize::new(cache_capacity.max(1))
+            .unwrap_or(std::num::NonZeroUsize::MIN);
+        let store = DboxStore {
+            loc,
+            list: Mutex::new(None),
+            views: Mutex::new(LruCache::new(capacity)),
+            indexes: IndexPool::new(cache_capacity.max(1) + 1),
+        };
+        let list = store.mailbox_list()?;
+        if !list.entries.iter().any(|e| e.selectable) {
+            return Err(Error::layout(
+                store.loc.mailbox_root(),
+                format!(
+                    "not a {} store: no mailbox with a {} directory",
+                    store.loc.format.name(),
+                    store.loc.mail_dirname().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(store)
+    }
+
+    fn dirname(&self) -> &str {
+        self.loc.mail_dirname().unwrap_or("dbox-Mails")
+    }
+
+    /// Paths of the mailbox whose storage name (on-disk levels joined by '/') is `rel`.
+    fn paths_for(&self, rel: &Path) -> MailboxPaths {
+        let loc = &self.loc;
+        let mailboxdir = loc
+            .mailboxdir
+            .clone()
+            .unwrap_or_else(|| "mailboxes".to_string());
+        let mail = loc.mailbox_root().join(rel).join(self.dirname());
+        let alt = loc
+            .alt
+            .as_ref()
+            .map(|a| a.join(&mailboxdir).join(rel).join(self.dirname()));
+        let index = match &loc.index {
+            Some(i) => {
+                let base = i.join(&mailboxdir).join(rel);
+                if loc.full_dirname {
+                    base.join(self.dirname())
+                } else {
+                    base
+                }
+            }
+            None => mail.clone(),
+        };
+        MailboxPaths { mail, alt, index }
+    }
+
+    /// The mdbox map index (in `INDEX/storage/` with `INDEX=`, else `ROOT/storage/`).
+    fn map_paths(&self) -> IndexPaths {
+        let base = self.loc.index.as_ref().unwrap_or(&self.loc.root);
+        IndexPaths {
+            dir: base.join("storage"),
+            prefix: "dovecot.map.index".into(),
+        }
+    }
+
+    fn mailbox_list(&self) -> Result<Arc<MailboxList>> {
+        let cached = self.list.lock().clone();
+        if let Some(list) = cached
+            && list.stamp.still_valid()
+        {
+            return Ok(list);
+        }
+        let list = Arc::new(self.scan_mailboxes()?);
+        *self.list.lock() = Some(list.clone());
+        Ok(list)
+    }
+
+    /// Walks the mailbox tree (or, with `ITERINDEX`, the index tree): a directory is a
+    /// mailbox; it is selectable when it holds the mail directory (`dbox-Mails`) -- with
+    /// `ITERINDEX`, when it holds `dovecot.index.log`.
+    fn scan_mailboxes(&self) -> Result<MailboxList> {
+        let walk_root = match (&self.loc.index, self.loc.iter_index) {
+            (Some(i), true) => i.join(
+                self.loc
+                    .mailboxdir
+                    .clone()
+                    .unwrap_or_else(|| "mailboxes".into()),
+            ),
+            _ => self.loc.mailbox_root(),
+        };
+        let mut stamp = Stamp::take(vec![walk_root.clone()]);
+        let mut found: BTreeMap<MailboxName, Option<MailboxPaths>> = BTreeMap::new();
+        let mut levels = Vec::new();
+        self.walk(&walk_root, &mut levels, &mut found, &mut stamp, 0)?;
+        let names: Vec<MailboxName> = found.keys().cloned().collect();
+        for name in names {
+            for depth in 1..name.0.len() {
+                found
+                    .entry(MailboxName(name.0[..depth].to_vec()))
+                    .or_insert(None);
+            }
+        }
+        let root_meta = fs::metadata(&self.loc.root).map_err(|e| Error::io(&self.loc.root, e))?;
+        let mut entries = Vec::with_capacity(found.len());
+        let mut paths = HashMap::new();
+        for (name, p) in found {
+            let meta = p
+                .as_ref()
+                .and_then(|p| fs::metadata(&p.mail).ok())
+                .unwrap_or_else(|| root_meta.clone());
+            if self.loc.no_noselect && p.is_none() {
+                continue;
+            }
+            entries.push(MailboxEntry {
+                name: name.clone(),
+                selectable: p.is_some(),
+                owner: files::owner_of(&meta),
+                mtime: meta.mtime(),
+            });
+            if let Some(p) = p {
+                paths.insert(name, p);
+            }
+        }
+        Ok(MailboxList {
+            entries: Arc::new(entries),
+            paths,
+            stamp,
+        })
+    }
+
+    fn walk(
+        &self,
+        dir: &Path,
+        levels: &mut Vec<Vec<u8>>,
+        found: &mut BTreeMap<MailboxName, Option<MailboxPaths>>,
+        stamp: &mut Stamp,
+        depth: usize,
+    ) -> Result<()> {
+        const MAX_DEPTH: usize = 64;
+        if depth > MAX_DEPTH {
+            warn!(
+                "{}: mailbox tree deeper than {MAX_DEPTH}; not descending",
+                dir.display()
+            );
+            return Ok(());
+        }
+        let dirname = self.dirname().as_bytes().to_vec();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let fname = entry.file_name();
+            let b = fname.as_bytes();
+            if b.starts_with(b".")
+                || b == dirname.as_slice()
+                || !files::is_dir_following_links(&entry)
+            {
+                continue;
+            }
+            levels.push(b.to_vec());
+            let rel = PathBuf::from(OsStr::from_bytes(&levels.join(&b'/')));
+            let decoded = MailboxName(
+                levels
+                    .iter()
+                    .map(|l| files::decode_level(l, self.loc.utf8_names, dir))
+                    .collect(),
+            );
+            let raw: Vec<&[u8]> = levels.iter().map(Vec::as_slice).collect();
+            let name = files::unique_name(found, decoded, &raw, &entry.path());
+            let paths = self.paths_for(&rel);
+            let selectable = if self.loc.iter_index {
+                paths.index.join("dovecot.index.log").exists() || paths.mail.is_dir()
+            } else {
+                entry.path().join(self.dirname()).is_dir()
+            };
+            found.insert(name, selectable.then_some(paths));
+            let sub = entry.path();
+            stamp.push(sub.clone());
+            self.walk(&sub, levels, found, stamp, depth + 1)?;
+            levels.pop();
+        }
+        Ok(())
+    }
+
+    fn paths_of(&self, mailbox: &MailboxName) -> Result<MailboxPaths> {
+        self.mailbox_list()?
+            .paths
+            .get(mailbox)
+            .cloned()
+            .ok_or_else(|| Error::not_found(format!("mailbox {mailbox}")))
+    }
+
+    fn build_view(&self, name: &MailboxName, paths: &MailboxPaths) -> Result<CachedView> {
+        let mut stamped = vec![
+            paths.index.join("dovecot.index"),
+            paths.index.join("dovecot.index.log"),
+            paths.index.join("dovecot.index.cache"),
+            paths.mail.clone(),
+        ];
+        if let Some(alt) = &paths.alt {
+            stamped.push(alt.clone());
+        }
+        if self.loc.format == Format::Mdbox {
+            let map = self.map_paths();
+            stamped.push(map.dir.join("dovecot.map.index.log"));
+        }
+        let stamp = Stamp::take(stamped);
+        let index = self
+            .indexes
+            .view(&IndexPaths::mailbox(&paths.index))?
+            .ok_or_else(|| {
+                Error::layout(
+                    &paths.index,
+                    "mailbox has no dovecot.index or dovecot.index.log: dbox keeps its \
+                     message list only there",
+                )
+            })?;
+        let cache = CacheSnapshot::read(&paths.index.join("dovecot.index.cache"), &index)
+            .unwrap_or_default();
+        let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
+        let messages = match self.loc.format {
+            Format::Sdbox => self.sdbox_messages(paths, &index, cache.as_ref())?,
+            _ => self.mdbox_messages(&index, cache.as_ref())?,
+        };
+        let st = &index.state;
+        let h = st.header();
+        let guid_ext = match self.loc.format {
+            Format::Sdbox => "dbox-hdr",
+            _ => "mdbox-hdr",
+        };
+        // dbox-hdr: u32 rebuild_count; mdbox-hdr: u32 map_uid_validity; then guid[16].
+        let guid = st
+            .ext(guid_ext)
+            .and_then(|(_, e)| e.hdr.get(4..20))
+            .filter(|g| g.iter().any(|b| *b != 0))
+            .map(hex);
+        let view = MailboxView {
+            name: name.clone(),
+            uid_validity: h.uid_validity,
+            uid_next: h.next_uid,
+            guid,
+            messages,
+            pending: Vec::new(),
+            keyword_names: Arc::new(st.keywords.clone()),
+            owner: files::owner_of(&dir_meta),
+            mtime: dir_meta.mtime(),
+        };
+        Ok(CachedView {
+            view: Arc::new(view),
+            stamp,
+        })
+    }
+
+    /// One `u.N` per record: its header, metadata and file times.
+    fn sdbox_messages(
+        &self,
+        paths: &MailboxPaths,
+        index: &IndexView,
+        cache: Option<&CacheSnapshot>,
+    ) -> Result<Vec<MessageMeta>> {
+        let st = &index.state;
+        let mut out = Vec::with_capacity(st.records.len());
+        for rec in st.records.iter() {
+            let uid = crate::index::records::record_uid(rec);
+            let locator = format!("u.{uid}");
+            let (file, path) = match open_primary_or_alt(paths, &locator)? {
+                Some(f) => f,
+                None => {
+                    warn!(
+                        "{}: uid {uid} is in the index but u.{uid} is in neither primary nor \
+                         ALT storage; not listed",
+                        paths.mail.display()
+                    );
+                    continue;
+                }
+            };
+            let found = read_message(&file, &path, None)?;
+            let fmeta = file.metadata().map_err(|e| Error::io(&path, e))?;
+            let cached = cache
+                .and_then(|c| c.message(index, uid))
+                .unwrap_or_default();
+            out.push(self.meta(
+                uid,
+                rec,
+                index,
+                &found,
+                &cached,
+                MetaTimes {
+                    file_mtime: fmeta.mtime(),
+                    file_ctime: fmeta.ctime(),
+                    save_date: None,
+                },
+                files::owner_of(&fmeta),
+                locator.into_bytes(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Records resolved through the map, grouped by file so each `m.N` is opened once.
+    fn mdbox_messages(
+        &self,
+        index: &IndexView,
+        cache: Option<&CacheSnapshot>,
+    ) -> Result<Vec<MessageMeta>> {
+        let st = &index.state;
+        let map = self
+            .indexes
+            .view(&self.map_paths())?
+            .ok_or_else(|| Error::layout(self.map_paths().dir, "mdbox map index missing"))?;
+        let mdbox_ext = st.ext("mdbox").map(|(_, e)| e.clone());
+        let mut out = Vec::with_capacity(st.records.len());
+        let mut open_files: HashMap<u32, Option<(File, PathBuf, fs::Metadata)>> = HashMap::new();
+        for rec in st.records.iter() {
+            let uid = crate::index::records::record_uid(rec);
+            let ext = mdbox_ext.as_ref().and_then(|e| e.slice(rec));
+            let (map_uid, save_date) = match ext {
+                Some(b) if b.len() >= 8 => (le_u32(&b[0..4]), le_u32(&b[4..8])),
+                _ => {
+                    return Err(Error::layout(
+                        &self.loc.root,
+                        format!("mdbox mailbox record for uid {uid} has no map_uid"),
+                    ));
+                }
+            };
+            let Some((file_id, offset)) = map_location(&map, map_uid) else {
+                warn!(
+                    "{}: uid {uid} points at map_uid {map_uid}, which the map does not have \
+                     (purged, or the storage needs a rebuild); not listed",
+                    self.loc.root.display()
+                );
+                continue;
+            };
+            let entry = open_files.entry(file_id).or_insert_with(|| {
+                self.open_mfile(file_id).ok().flatten().and_then(|(f, p)| {
+                    let m = f.metadata().ok()?;
+                    Some((f, p, m))
+                })
+            });
+            let Some((file, path, fmeta)) = entry else {
+                warn!(
+                    "{}: m.{file_id} (uid {uid}) is in neither primary nor ALT storage; not \
+                     listed",
+                    self.loc.root.display()
+                );
+                continue;
+            };
+            let found = read_message(file, path, Some(u64::from(offset)))?;
+            let cached = cache
+                .and_then(|c| c.message(index, uid))
+                .unwrap_or_default();
+            let mut locator = b"map:".to_vec();
+            locator.extend_from_slice(map_uid.to_string().as_bytes());
+            out.push(self.meta(
+                uid,
+                rec,
+                index,
+                &found,
+                &cached,
+                MetaTimes {
+                    file_mtime: fmeta.mtime(),
+                    file_ctime: fmeta.ctime(),
+                    save_date: (save_date != 0).then_some(i64::from(save_date)),
+                },
+                files::owner_of(fmeta),
+                locator,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Builds one message's metadata from the index record, the dbox file and the cache,
+    /// in the order Dovecot's getters consult them.
+    #[allow(clippy::too_many_arguments)]
+    fn meta(
+        &self,
+        uid: u32,
+        rec: &[u8],
+        index: &IndexView,
+        found: &Found,
+        cached: &CachedMessage,
+        times: MetaTimes,
+        owner: super::FileOwner,
+        locator: Vec<u8>,
+    ) -> MessageMeta {
+        let md = &found.metadata;
+        // dbox_mail_get_received_date: cache, then metadata R, then (none) file mtime.
+        let received = cached
+            .date_received
+            .map(i64::from)
+            .or(md.received.and_then(|r| i64::try_from(r).ok()))
+            .unwrap_or(times.file_mtime);
+        // index_mail_get_save_date: cache, then mdbox's extension, then sdbox's ctime.
+        let saved = cached
+            .date_save
+            .map(i64::from)
+            .or(times.save_date)
+            .unwrap_or(times.file_ctime);
+        let virtual_size = cached
+            .size_virtual
+            .or(md.virtual_size)
+            .unwrap_or(found.body_size);
+        let guid = match index.state.ext("guid").and_then(|(_, e)| e.slice(rec)) {
+            Some(g) if g.iter().any(|b| *b != 0) => hex(g),
+            _ => md.guid.clone().or(cached.guid.clone()).unwrap_or_default(),
+        };
+        let mut keywords = 0u32;
+        for (i, _) in index
+            .state
+            .keywords
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| index.state.record_keywords(rec).contains(&k.as_str()))
+        {
+            if i < 32 {
+                keywords |= 1 << i;
+            }
+        }
+        MessageMeta {
+            key: MessageKey::Uid(uid),
+            size: found.body_size,
+            virtual_size,
+            received,
+            saved,
+            flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
+            keywords,
+            guid: guid.into_boxed_str(),
+            owner,
+            file: locator.into_boxed_slice(),
+        }
+    }
+
+    /// Opens `m.<file_id>` in primary, then ALT storage.
+    fn open_mfile(&self, file_id: u32) -> Result<Option<(File, PathBuf)>> {
+        let name = format!("m.{file_id}");
+        let primary = self.loc.root.join("storage").join(&name);
+        match files::open_message_file(&primary) {
+            Ok((f, _)) => return Ok(Some((f, primary))),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let Some(alt) = &self.loc.alt else {
+            return Ok(None);
+        };
+        let alt = alt.join("storage").join(&name);
+        match files::open_message_file(&alt) {
+            Ok((f, _)) => Ok(Some((f, alt))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resolves an mdbox message to an open file and body range, re-resolving through a
+    /// fresh map when the file is gone or the bytes at the offset are no longer a message.
+    fn open_mdbox(&self, map_uid: u32, expected_size: u64) -> Result<MessageSource> {
+        let mut last_problem = String::new();
+        for _ in 0..MDBOX_RESOLVE_ATTEMPTS {
+            let map = self
+                .indexes
+                .view(&self.map_paths())?
+                .ok_or_else(|| Error::layout(self.map_paths().dir, "mdbox map index missing"))?;
+            let Some((file_id, offset)) = map_location(&map, map_uid) else {
+                return Err(Error::not_found(format!(
+                    "map_uid {map_uid} (expunged and purged)"
+                )));
+            };
+            let Some((file, path)) = self.open_mfile(file_id)? else {
+                last_problem = format!("m.{file_id} vanished (purge or altmove)");
+                continue;
+            };
+            match read_message(&file, &path, Some(u64::from(offset))) {
+                Ok(found) if found.body_size == expected_size => {
+                    return Ok(MessageSource {
+                        file,
+                        start: found.body_offset,
+                        len: found.body_size,
+                    });
+                }
+                Ok(found) => {
+                    last_problem = format!(
+                        "{} at offset {offset} holds {} bytes, not the {expected_size} listed",
+                        path.display(),
+                        found.body_size
+                    );
+                }
+                Err(e) => last_problem = e.to_string(),
+            }
+        }
+        Err(Error::layout(
+            self.map_paths().dir,
+            format!("map_uid {map_uid} cannot be read: {last_problem}"),
+        ))
+    }
+}
+
+/// File times and the mdbox save date, for [`DboxStore::meta`].
+struct MetaTimes {
+    file_mtime: i64,
+    file_ctime: i64,
+    save_date: Option<i64>,
+}
+
+/// What was read of one stored message.
+#[derive(Debug)]
+struct Found {
+    body_offset: u64,
+    body_size: u64,
+    metadata: dbox::Metadata,
+}
+
+/// Reads the message at `offset` (sdbox: `None`, the first message) from an open dbox
+/// file: file header, message header, and the metadata block after the body.
+fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> {
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let head = read_at(file, path, 0, 512.min(len))?;
+    let fh = dbox::parse_file_header(&head).map_err(|e| Error::corrupt(path, e))?;
+    let offset = offset.unwrap_or(u64::from(fh.header_size));
+    let hdr = read_at(
+        file,
+        path,
+        offset,
+        u64::from(fh.msg_header_size).min(len.saturating_sub(offset)),
+    )?;
+    let mh = dbox::parse_message_header_window(&hdr, offset, len, fh.msg_header_size)
+        .map_err(|e| Error::corrupt(path, e))?;
+    let meta_at = mh.metadata_offset();
+    let mut want = 4096u64;
+    loop {
+        let take = want.min(len.saturating_sub(meta_at));
+        let window = read_at(file, path, meta_at, take)?;
+        match dbox::parse_metadata(&window, 0) {
+            Ok(metadata) => {
+                return Ok(Found {
+                    body_offset: mh.body_offset,
+                    body_size: mh.body_size,
+                    metadata,
+                });
+            }
+            Err(_) if take == want && want < METADATA_MAX => want *= 8,
+            Err(mut e) => {
+                e.offset += meta_at;
+                return Err(Error::corrupt(path, e));
+            }
+        }
+    }
+}
+
+fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+/// Opens `name` in the mailbox's primary directory, then in ALT.
+fn open_primary_or_alt(paths: &MailboxPaths, name: &str) -> Result<Option<(File, PathBuf)>> {
+    for dir in std::iter::once(&paths.mail).chain(paths.alt.iter()) {
+        let path = dir.join(name);
+        match files::open_message_file(&path) {
+            Ok((f, _)) => return Ok(Some((f, path))),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// (file_id, offset) of a map_uid in the mdbox map (`map` extension: u32 file_id, u32
+/// offset, u32 size). A file_id of 0 is corruption and treated as absent.
+fn map_location(map: &IndexView, map_uid: u32) -> Option<(u32, u32)> {
+    let (_, ext) = map.state.ext("map")?;
+    let rec = map.state.records.get(map_uid)?;
+    let b = ext.slice(rec)?;
+    let file_id = le_u32(b.get(0..4)?);
+    let offset = le_u32(b.get(4..8)?);
+    (file_id != 0).then_some((file_id, offset))
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    b.try_into().map_or(0, u32::from_le_bytes)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl MailStore for DboxStore {
+    fn mailboxes(&self) -> Result<Arc<Vec<MailboxEntry>>> {
+        Ok(self.mailbox_list()?.entries.clone())
+    }
+
+    fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
+        let cached = self.views.lock().get(mailbox).cloned();
+        if let Some(c) = &cached
+            && c.stamp.still_valid()
+        {
+            return Ok(c.view.clone());
+        }
+        let paths = self.paths_of(mailbox)?;
+        let built = Arc::new(self.build_view(mailbox, &paths)?);
+        let view = built.view.clone();
+        self.views.lock().put(mailbox.clone(), built);
+        Ok(view)
+    }
+
+    fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource> {
+        let meta = view
+            .get(key)
+            .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
+        let locator = String::from_utf8_lossy(&meta.file).into_owned();
+        if let Some(map_uid) = locator.strip_prefix("map:") {
+            let map_uid: u32 = map_uid
+                .parse()
+                .map_err(|_| Error::layout(&self.loc.root, "bad mdbox locator"))?;
+            return self.open_mdbox(map_uid, meta.size);
+        }
+        let paths = self.paths_of(&view.name)?;
+        let (file, path) = open_primary_or_alt(&paths, &locator)?.ok_or_else(|| {
+            Error::not_found(format!("{}: {locator} (expunged)", paths.mail.display()))
+        })?;
+        let found = read_message(&file, &path, None)?;
+        Ok(MessageSource {
+            file,
+            start: found.body_offset,
+            len: found.body_size,
+        })
+    }
+
+    fn root(&self) -> &Path {
+        &self.loc.root
+    }
+}
