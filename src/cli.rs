@@ -225,7 +225,12 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
         }
         Some(mailbox) => {
             let view = store.view(&MailboxName::parse(mailbox))?;
+            let mut unreadable = 0usize;
             for meta in view.all() {
+                if let Some(problem) = &meta.problem {
+                    unreadable += 1;
+                    eprintln!("mailfs: {problem}");
+                }
                 let uid = match meta.key {
                     MessageKey::Uid(u) => u.to_string(),
                     MessageKey::Pending(_) => "-".into(),
@@ -241,6 +246,12 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
                     meta.guid,
                     view.flags_string(meta)
                 )?;
+            }
+            if unreadable > 0 {
+                out.flush()?;
+                return Err(CliError::Msg(format!(
+                    "{mailbox}: {unreadable} message(s) listed above cannot be read"
+                )));
             }
         }
     }

@@ -46,6 +46,11 @@ pub enum Error {
         /// What is wrong with it.
         what: String,
     },
+    /// A message that is listed but cannot be read (its stored bytes are damaged).
+    Unreadable {
+        /// What is wrong, with the file concerned.
+        what: String,
+    },
     /// A mailbox or message that does not exist (any more).
     NotFound {
         /// What was looked for.
@@ -113,6 +118,7 @@ impl fmt::Display for Error {
                 write!(f, "mail location {location:?}: {what}")
             }
             Error::NotFound { what } => write!(f, "{what}: not found"),
+            Error::Unreadable { what } => f.write_str(what),
         }
     }
 }

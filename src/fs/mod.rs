@@ -105,6 +105,9 @@ struct Listed {
     name: OsString,
     node: Node,
     attr: FileAttr,
+    /// A message that cannot be read: listed with no cacheable attributes, so that every
+    /// stat of it reaches `getattr` and fails with EIO.
+    broken: bool,
 }
 
 /// The filesystem.
@@ -258,6 +261,11 @@ impl MailFs {
         let meta = view
             .get(&key)
             .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        if let Some(problem) = &meta.problem {
+            return Err(Error::Unreadable {
+                what: problem.to_string(),
+            });
+        }
         let node = Self::message_node(&view, &Arc::new(parent.clone()), key);
         let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
         Ok((node, attr))
@@ -300,6 +308,11 @@ impl MailFs {
         let meta = view
             .get(key)
             .ok_or_else(|| Error::not_found(format!("{mailbox}: message {key:?}")))?;
+        if let Some(problem) = &meta.problem {
+            return Err(Error::Unreadable {
+                what: problem.to_string(),
+            });
+        }
         Ok(f(&view, meta))
     }
 
@@ -316,6 +329,7 @@ impl MailFs {
             name: OsString::from("."),
             node: Node::Folder(name.clone()),
             attr: self_attr,
+            broken: false,
         });
         let parent_name = Arc::new(MailboxName(
             name.0[..name.0.len().saturating_sub(1)].to_vec(),
@@ -329,6 +343,7 @@ impl MailFs {
             name: OsString::from(".."),
             node: parent_node,
             attr: parent_attr,
+            broken: false,
         });
         for (presented, child) in &folder.children {
             let node = Node::Folder(child.clone());
@@ -338,6 +353,7 @@ impl MailFs {
                     name: presented.clone(),
                     node,
                     attr,
+                    broken: false,
                 });
             }
         }
@@ -350,6 +366,7 @@ impl MailFs {
                     name: naming::message_name(&meta.key),
                     node,
                     attr,
+                    broken: meta.problem.is_some(),
                 });
             }
         }
@@ -621,7 +638,7 @@ impl Filesystem for MailFs {
         };
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             let is_dot = e.name == "." || e.name == "..";
-            let ttl = if is_dot {
+            let ttl = if is_dot || e.broken {
                 Duration::ZERO
             } else {
                 self.timeouts.entry

@@ -384,18 +384,29 @@ impl DboxStore {
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
             let locator = format!("u.{uid}");
-            let (file, path) = match open_primary_or_alt(paths, &locator)? {
-                Some(f) => f,
-                None => {
-                    warn!(
-                        "{}: uid {uid} is in the index but u.{uid} is in neither primary nor \
-                         ALT storage; not listed",
+            let (file, path) = match open_primary_or_alt(paths, &locator) {
+                Ok(Some(f)) => f,
+                Ok(None) => {
+                    let problem = format!(
+                        "{}: uid {uid} is in the index but {locator} is in neither primary \
+                         nor ALT storage",
                         paths.mail.display()
                     );
+                    out.push(Self::broken(uid, rec, locator.into_bytes(), problem));
+                    continue;
+                }
+                Err(e) => {
+                    out.push(Self::broken(uid, rec, locator.into_bytes(), e.to_string()));
                     continue;
                 }
             };
-            let found = read_message(&file, &path, None)?;
+            let found = match read_message(&file, &path, None) {
+                Ok(f) => f,
+                Err(e) => {
+                    out.push(Self::broken(uid, rec, locator.into_bytes(), e.to_string()));
+                    continue;
+                }
+            };
             let fmeta = file.metadata().map_err(|e| Error::io(&path, e))?;
             let cached = cache
                 .and_then(|c| c.message(index, uid))
@@ -444,12 +455,15 @@ impl DboxStore {
                     ));
                 }
             };
+            let mut locator = b"map:".to_vec();
+            locator.extend_from_slice(map_uid.to_string().as_bytes());
             let Some((file_id, offset)) = map_location(&map, map_uid) else {
-                warn!(
+                let problem = format!(
                     "{}: uid {uid} points at map_uid {map_uid}, which the map does not have \
-                     (purged, or the storage needs a rebuild); not listed",
+                     (purged, or the storage needs a rebuild)",
                     self.loc.root.display()
                 );
+                out.push(Self::broken(uid, rec, locator, problem));
                 continue;
             };
             let entry = open_files.entry(file_id).or_insert_with(|| {
@@ -459,19 +473,23 @@ impl DboxStore {
                 })
             });
             let Some((file, path, fmeta)) = entry else {
-                warn!(
-                    "{}: m.{file_id} (uid {uid}) is in neither primary nor ALT storage; not \
-                     listed",
-                    self.loc.root.display()
+                let problem = format!(
+                    "{}: m.{file_id} (uid {uid}) is in neither primary nor ALT storage",
+                    self.loc.root.join("storage").display()
                 );
+                out.push(Self::broken(uid, rec, locator, problem));
                 continue;
             };
-            let found = read_message(file, path, Some(u64::from(offset)))?;
+            let found = match read_message(file, path, Some(u64::from(offset))) {
+                Ok(f) => f,
+                Err(e) => {
+                    out.push(Self::broken(uid, rec, locator, e.to_string()));
+                    continue;
+                }
+            };
             let cached = cache
                 .and_then(|c| c.message(index, uid))
                 .unwrap_or_default();
-            let mut locator = b"map:".to_vec();
-            locator.extend_from_slice(map_uid.to_string().as_bytes());
             out.push(self.meta(
                 uid,
                 rec,
@@ -548,6 +566,25 @@ impl DboxStore {
             guid: guid.into_boxed_str(),
             owner,
             file: locator.into_boxed_slice(),
+            problem: None,
+        }
+    }
+
+    /// A message whose stored bytes cannot be read: listed (so the damage shows), with the
+    /// reason, and failing with EIO when read.
+    fn broken(uid: u32, rec: &[u8], locator: Vec<u8>, problem: String) -> MessageMeta {
+        MessageMeta {
+            key: MessageKey::Uid(uid),
+            size: 0,
+            virtual_size: 0,
+            received: 0,
+            saved: 0,
+            flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
+            keywords: 0,
+            guid: "".into(),
+            owner: super::FileOwner::default(),
+            file: locator.into_boxed_slice(),
+            problem: Some(problem.into()),
         }
     }
 

@@ -581,6 +581,7 @@ impl MaildirStore {
             guid: guid.into_boxed_str(),
             owner: files::owner_of(&meta),
             file: locator.into_boxed_slice(),
+            problem: None,
         })
     }
 

@@ -99,6 +99,9 @@ pub struct MessageMeta {
     pub owner: FileOwner,
     /// Backend-specific locator of the stored bytes.
     pub file: Box<[u8]>,
+    /// Why the message cannot be read (its file is missing, truncated or corrupt), if so.
+    /// Such a message is still listed, so that the damage is visible; reading it fails.
+    pub problem: Option<Arc<str>>,
 }
 
 /// Owner, group and mode bits of a stored file, presented on the mount.
