@@ -566,7 +566,7 @@ impl DboxStore {
             guid: guid.into_boxed_str(),
             owner,
             file: locator.into_boxed_slice(),
-            problem: None,
+            problem: unsupported_encoding(md, found.body_size, uid).map(Into::into),
         }
     }
 
@@ -656,6 +656,25 @@ struct MetaTimes {
     file_mtime: i64,
     file_ctime: i64,
     save_date: Option<i64>,
+}
+
+/// Stored bodies mailfs cannot turn into the message Dovecot returns yet: external
+/// attachments (`X`) and bodies stored in another form (`Z` differs from the stored size:
+/// a compression or encryption plugin). Serving the stored bytes would not be the message.
+fn unsupported_encoding(md: &dbox::Metadata, body_size: u64, uid: u32) -> Option<String> {
+    if md.ext_refs.as_deref().is_some_and(|x| !x.is_empty()) {
+        return Some(format!(
+            "uid {uid}: its attachments are stored outside the dbox file \
+             (mail_attachment_dir), which mailfs does not re-assemble yet"
+        ));
+    }
+    match md.physical_size {
+        Some(z) if z != body_size => Some(format!(
+            "uid {uid}: stored in another form ({body_size} bytes on disk for a \
+             {z}-byte message: compressed or encrypted), which mailfs does not decode yet"
+        )),
+        _ => None,
+    }
 }
 
 /// What was read of one stored message.
