@@ -255,14 +255,28 @@ impl IndexReader {
                 };
                 (state, pos, file.header.indexid)
             }
-            None => (
-                IndexState::empty(log.header.indexid),
-                LogPos {
+            None => {
+                // No snapshot: replay from the oldest log still there. After a rotation
+                // that is `.log.2`, which `.log` names as its predecessor.
+                let mut start = LogPos {
                     file_seq: log.header.file_seq,
                     offset: hdr_size,
-                },
-                log.header.indexid,
-            ),
+                };
+                if log.header.prev_file_seq != 0
+                    && let Some(log2) = OpenLog::open(&paths.log2())?
+                    && log2.header.file_seq == log.header.prev_file_seq
+                {
+                    start = LogPos {
+                        file_seq: log2.header.file_seq,
+                        offset: u64::from(log2.header.hdr_size),
+                    };
+                }
+                (
+                    IndexState::empty(log.header.indexid),
+                    start,
+                    log.header.indexid,
+                )
+            }
         };
         let mut applier_unknown = 0;
         let mut applier_state = std::mem::replace(&mut state, IndexState::empty(indexid));

@@ -180,6 +180,7 @@ impl IndexState {
 
     /// The state a `dovecot.index` snapshot holds.
     pub fn from_file(file: &IndexFile) -> Result<IndexState, FormatError> {
+        check_record_layout(file)?;
         let exts: Vec<Ext> = file
             .extensions
             .iter()
@@ -859,6 +860,48 @@ fn keywords_header_bytes(names: &[String], hdr_size: usize) -> Vec<u8> {
     }
     out.resize(hdr_size.max(out.len()), 0);
     out
+}
+
+/// Largest record Dovecot lays out: extension offsets are u16 (`sync_ext_reorder`).
+const RECORD_SIZE_MAX: u32 = 65535;
+
+/// Checks what Dovecot never writes and a reader must not trust: a record size beyond what
+/// u16 extension offsets can address, extension records outside the record, over the
+/// uid/flags bytes, or overlapping each other (`sync_ext_reorder` never overlaps them).
+fn check_record_layout(file: &IndexFile) -> Result<(), FormatError> {
+    let record_size = file.header.record_size;
+    if record_size > RECORD_SIZE_MAX {
+        return Err(FormatError::new(
+            8,
+            format!("record size {record_size} is larger than Dovecot ever lays out"),
+        ));
+    }
+    let mut areas: Vec<(u32, u32, &str)> = file
+        .extensions
+        .iter()
+        .filter(|e| e.record_size > 0)
+        .map(|e| {
+            let start = u32::from(e.record_offset);
+            (start, start + u32::from(e.record_size), e.name.as_str())
+        })
+        .collect();
+    areas.sort_unstable();
+    let mut prev_end = 5; // uid (4 bytes) and flags (1 byte)
+    let mut prev_name = "the uid and flags";
+    for (start, end, name) in areas {
+        if start < prev_end || end > record_size {
+            return Err(FormatError::new(
+                0,
+                format!(
+                    "extension {name} (record bytes {start}..{end}) overlaps {prev_name} or \
+                     leaves the {record_size}-byte record"
+                ),
+            ));
+        }
+        prev_end = end;
+        prev_name = name;
+    }
+    Ok(())
 }
 
 /// Keyword bitmask size (`keywords_ext_register`): one bit per keyword, plus one spare byte
