@@ -96,7 +96,14 @@ impl FolderTree {
 #[derive(Debug)]
 enum Handle {
     Dir(Arc<Vec<Listed>>),
-    File(Arc<MessageSource>),
+    File(Arc<OpenMessage>),
+}
+
+/// An open message: its bytes, and its attributes as they were when it was opened.
+#[derive(Debug)]
+struct OpenMessage {
+    src: MessageSource,
+    attr: FileAttr,
 }
 
 /// One directory entry with everything readdirplus needs.
@@ -479,7 +486,16 @@ impl Filesystem for MailFs {
         self.inodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // An open message answers from what was opened: it stays readable (and sized)
+        // after Dovecot expunges it, and the kernel asks with the handle before reading
+        // past the size it knows.
+        if let Some(fh) = fh
+            && let Some(Handle::File(open)) = self.handles.lock().get(&fh.0)
+        {
+            reply.attr(&self.timeouts.attr, &open.attr);
+            return;
+        }
         let Some(node) = self.node(ino) else {
             reply.error(fuser::Errno::ENOENT);
             return;
@@ -505,11 +521,13 @@ impl Filesystem for MailFs {
             return;
         };
         let opened = self
-            .with_message(&mailbox, uid_validity, &key, |view, _| view.clone())
-            .and_then(|view| self.store.open(&view, &key));
+            .with_message(&mailbox, uid_validity, &key, |view, meta| {
+                (view.clone(), Self::message_attr(ino.0, meta))
+            })
+            .and_then(|(view, attr)| Ok((self.store.open(&view, &key)?, attr)));
         match opened {
-            Ok(src) => {
-                let fh = self.new_handle(Handle::File(Arc::new(src)));
+            Ok((src, attr)) => {
+                let fh = self.new_handle(Handle::File(Arc::new(OpenMessage { src, attr })));
                 // Bytes of (mailbox, uidvalidity, uid) never change: keep the page cache.
                 // Nothing is ever written, so close() needs no FLUSH round trip.
                 reply.opened(
@@ -532,13 +550,14 @@ impl Filesystem for MailFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let src = match self.handles.lock().get(&fh.0) {
-            Some(Handle::File(src)) => src.clone(),
+        let open = match self.handles.lock().get(&fh.0) {
+            Some(Handle::File(open)) => Arc::clone(open),
             _ => {
                 reply.error(fuser::Errno::EBADF);
                 return;
             }
         };
+        let src = &open.src;
         let end = offset.saturating_add(u64::from(size)).min(src.len);
         if offset >= end {
             reply.data(&[]);

@@ -53,6 +53,8 @@ struct MailboxPaths {
     alt: Option<PathBuf>,
     /// Directory holding `dovecot.index*`.
     index: PathBuf,
+    /// Directory holding the private index (`dovecot.index.pvt*`) with `INDEXPVT=`.
+    pvt: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -163,18 +165,33 @@ impl DboxStore {
             .alt
             .as_ref()
             .map(|a| a.join(&mailboxdir).join(rel).join(self.dirname()));
-        let index = match &loc.index {
-            Some(i) => {
-                let base = i.join(&mailboxdir).join(rel);
-                if loc.full_dirname {
-                    base.join(self.dirname())
-                } else {
-                    base
-                }
+        let under = |root: &PathBuf| {
+            let base = root.join(&mailboxdir).join(rel);
+            if loc.full_dirname {
+                base.join(self.dirname())
+            } else {
+                base
             }
-            None => mail.clone(),
         };
-        MailboxPaths { mail, alt, index }
+        let index = loc.index.as_ref().map_or_else(|| mail.clone(), under);
+        let pvt = loc.index_pvt.as_ref().map(under);
+        MailboxPaths {
+            mail,
+            alt,
+            index,
+            pvt,
+        }
+    }
+
+    /// INBOX's paths with `INBOX=`: its mail (and, without `INDEX=`, its index) directly in
+    /// that directory, with no DIRNAME level.
+    fn inbox_paths(&self, inbox: &Path) -> MailboxPaths {
+        let mut p = self.paths_for(Path::new("INBOX"));
+        p.mail = inbox.to_path_buf();
+        if self.loc.index.is_none() {
+            p.index = inbox.to_path_buf();
+        }
+        p
     }
 
     /// The mdbox map index (in `INDEX/storage/` with `INDEX=`, else `ROOT/storage/`).
@@ -215,6 +232,14 @@ impl DboxStore {
         let mut found: BTreeMap<MailboxName, Option<MailboxPaths>> = BTreeMap::new();
         let mut levels = Vec::new();
         self.walk(&walk_root, &mut levels, &mut found, &mut stamp, 0)?;
+        if let Some(inbox) = &self.loc.inbox {
+            stamp.push(inbox.clone());
+            let name = MailboxName(vec!["INBOX".into()]);
+            let paths = self.inbox_paths(inbox);
+            let selectable = paths.index.join("dovecot.index.log").exists()
+                || paths.index.join("dovecot.index").exists();
+            found.insert(name, selectable.then_some(paths));
+        }
         let names: Vec<MailboxName> = found.keys().cloned().collect();
         for name in names {
             for depth in 1..name.0.len() {
@@ -321,6 +346,9 @@ impl DboxStore {
         if let Some(alt) = &paths.alt {
             stamped.push(alt.clone());
         }
+        if let Some(pvt) = &paths.pvt {
+            stamped.push(pvt.join("dovecot.index.pvt.log"));
+        }
         if self.loc.format == Format::Mdbox {
             let map = self.map_paths();
             stamped.push(map.dir.join("dovecot.map.index.log"));
@@ -339,10 +367,13 @@ impl DboxStore {
         let cache = CacheSnapshot::read(&paths.index.join("dovecot.index.cache"), &index)
             .unwrap_or_default();
         let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
-        let messages = match self.loc.format {
+        let mut messages = match self.loc.format {
             Format::Sdbox => self.sdbox_messages(paths, &index, cache.as_ref())?,
             _ => self.mdbox_messages(&index, cache.as_ref())?,
         };
+        if let Some(pvt_dir) = &paths.pvt {
+            self.apply_private_flags(pvt_dir, &mut messages)?;
+        }
         let st = &index.state;
         let h = st.header();
         let guid_ext = match self.loc.format {
@@ -370,6 +401,29 @@ impl DboxStore {
             view: Arc::new(view),
             stamp,
         })
+    }
+
+    /// `INDEXPVT=`: `\Seen` is private (`mailbox_get_private_flags_mask`). A message with a
+    /// record in the private index takes its `\Seen` from there; one without keeps the
+    /// shared flag (`index_mail_get_flags`).
+    fn apply_private_flags(&self, dir: &Path, messages: &mut [MessageMeta]) -> Result<()> {
+        let paths = IndexPaths {
+            dir: dir.to_path_buf(),
+            prefix: "dovecot.index.pvt".into(),
+        };
+        let Some(pvt) = self.indexes.view(&paths)? else {
+            return Ok(());
+        };
+        for m in messages.iter_mut() {
+            let MessageKey::Uid(uid) = m.key else {
+                continue;
+            };
+            if let Some(rec) = pvt.state.records.get(uid) {
+                let private = rec.get(4).copied().unwrap_or(0) & MailFlags::SEEN.0;
+                m.flags = MailFlags((m.flags.0 & !MailFlags::SEEN.0) | private);
+            }
+        }
+        Ok(())
     }
 
     /// One `u.N` per record: its header, metadata and file times.
@@ -539,10 +593,21 @@ impl DboxStore {
             .size_virtual
             .or(md.virtual_size)
             .unwrap_or(found.body_size);
-        let guid = match index.state.ext("guid").and_then(|(_, e)| e.slice(rec)) {
-            Some(g) if g.iter().any(|b| *b != 0) => hex(g),
-            _ => md.guid.clone().or(cached.guid.clone()).unwrap_or_default(),
-        };
+        // dbox_get_cached_metadata(GUID): the cache, then the file's G line (which keeps
+        // an imported message's original GUID string); mdbox's `guid` extension last.
+        let ext_guid = index
+            .state
+            .ext("guid")
+            .and_then(|(_, e)| e.slice(rec))
+            .filter(|g| g.iter().any(|b| *b != 0))
+            .map(hex);
+        let guid = cached
+            .guid
+            .clone()
+            .filter(|g| !g.is_empty())
+            .or(md.guid.clone())
+            .or(ext_guid)
+            .unwrap_or_default();
         let mut keywords = 0u32;
         for (i, _) in index
             .state
