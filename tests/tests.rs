@@ -25,6 +25,8 @@ mod util;
 mod harness;
 // Mounted Maildir stores (Maildir++ and LAYOUT=fs) compared with doveadm.
 mod maildir_mount;
+// Mounted sdbox and mdbox stores (ALT, INDEX=, purge under a reader, damage) vs doveadm.
+mod dbox_mount;
 // The mount never modifies the store, and refuses writes.
 mod readonly;
 // Broken stores and bad arguments: clear errors, EIO, never a panic or an empty listing.
@@ -33,3 +35,9 @@ mod bad_input;
 mod cli;
 // Start, signals and unmount; mount options.
 mod lifecycle;
+// The index engine against files real Dovecot wrote, phase by phase, fresh and refreshed.
+mod index_golden;
+// The index engine refreshing in a tight loop while doveadm writes for 30 s.
+mod index_live;
+// The index engine on truncated and bit-flipped index, log and cache files: no panic.
+mod index_hostile;

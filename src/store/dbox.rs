@@ -490,13 +490,14 @@ impl DboxStore {
         cache: Option<&CacheSnapshot>,
     ) -> Result<Vec<MessageMeta>> {
         let st = &index.state;
-        let map = self
+        let map_paths = self.map_paths();
+        let mut map = self
             .indexes
-            .view(&self.map_paths())?
-            .ok_or_else(|| Error::layout(self.map_paths().dir, "mdbox map index missing"))?;
+            .view(&map_paths)?
+            .ok_or_else(|| Error::layout(&map_paths.dir, "mdbox map index missing"))?;
         let mdbox_ext = st.ext("mdbox").map(|(_, e)| e.clone());
         let mut out = Vec::with_capacity(st.records.len());
-        let mut open_files: HashMap<u32, Option<(File, PathBuf, fs::Metadata)>> = HashMap::new();
+        let mut files = OpenMFiles::default();
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
             let ext = mdbox_ext.as_ref().and_then(|e| e.slice(rec));
@@ -511,33 +512,26 @@ impl DboxStore {
             };
             let mut locator = b"map:".to_vec();
             locator.extend_from_slice(map_uid.to_string().as_bytes());
-            let Some((file_id, offset)) = map_location(&map, map_uid) else {
-                let problem = format!(
-                    "{}: uid {uid} points at map_uid {map_uid}, which the map does not have \
-                     (purged, or the storage needs a rebuild)",
-                    self.loc.root.display()
-                );
-                out.push(Self::broken(uid, rec, locator, problem));
-                continue;
+            // A purge may have moved the message since the map was read: before calling
+            // it damaged, look again through a fresh map (as Dovecot's lookup loops).
+            let mut attempt = 0;
+            let resolved = loop {
+                match self.resolve_in(&map, &mut files, uid, map_uid) {
+                    Ok(found) => break Ok(found),
+                    Err(_) if attempt + 1 < MDBOX_RESOLVE_ATTEMPTS => {
+                        attempt += 1;
+                        files.clear();
+                        map = self.indexes.view(&map_paths)?.ok_or_else(|| {
+                            Error::layout(&map_paths.dir, "mdbox map index missing")
+                        })?;
+                    }
+                    Err(problem) => break Err(problem),
+                }
             };
-            let entry = open_files.entry(file_id).or_insert_with(|| {
-                self.open_mfile(file_id).ok().flatten().and_then(|(f, p)| {
-                    let m = f.metadata().ok()?;
-                    Some((f, p, m))
-                })
-            });
-            let Some((file, path, fmeta)) = entry else {
-                let problem = format!(
-                    "{}: m.{file_id} (uid {uid}) is in neither primary nor ALT storage",
-                    self.loc.root.join("storage").display()
-                );
-                out.push(Self::broken(uid, rec, locator, problem));
-                continue;
-            };
-            let found = match read_message(file, path, Some(u64::from(offset))) {
-                Ok(f) => f,
-                Err(e) => {
-                    out.push(Self::broken(uid, rec, locator, e.to_string()));
+            let (found, fmeta) = match resolved {
+                Ok(r) => r,
+                Err(problem) => {
+                    out.push(Self::broken(uid, rec, locator, problem));
                     continue;
                 }
             };
@@ -555,11 +549,37 @@ impl DboxStore {
                     file_ctime: fmeta.ctime(),
                     save_date: (save_date != 0).then_some(i64::from(save_date)),
                 },
-                files::owner_of(fmeta),
+                files::owner_of(&fmeta),
                 locator,
             ));
         }
         Ok(out)
+    }
+
+    /// Reads the message `map_uid` points at in `map`; `Err` says why it cannot be read.
+    fn resolve_in(
+        &self,
+        map: &IndexView,
+        files: &mut OpenMFiles,
+        uid: u32,
+        map_uid: u32,
+    ) -> std::result::Result<(Found, fs::Metadata), String> {
+        let Some((file_id, offset)) = map_location(map, map_uid) else {
+            return Err(format!(
+                "{}: uid {uid} points at map_uid {map_uid}, which the map does not have \
+                 (purged, or the storage needs a rebuild)",
+                self.loc.root.display()
+            ));
+        };
+        let Some((file, path, fmeta)) = files.get(self, file_id) else {
+            return Err(format!(
+                "{}: m.{file_id} (uid {uid}) is in neither primary nor ALT storage",
+                self.loc.root.join("storage").display()
+            ));
+        };
+        read_message(file, path, Some(u64::from(offset)))
+            .map(|found| (found, fmeta.clone()))
+            .map_err(|e| e.to_string())
     }
 
     /// Builds one message's metadata from the index record, the dbox file and the cache,
@@ -713,6 +733,27 @@ impl DboxStore {
             self.map_paths().dir,
             format!("map_uid {map_uid} cannot be read: {last_problem}"),
         ))
+    }
+}
+
+/// The `m.N` files opened while building one view, each opened once.
+#[derive(Default)]
+struct OpenMFiles(HashMap<u32, Option<(File, PathBuf, fs::Metadata)>>);
+
+impl OpenMFiles {
+    fn get(&mut self, store: &DboxStore, file_id: u32) -> Option<&(File, PathBuf, fs::Metadata)> {
+        self.0
+            .entry(file_id)
+            .or_insert_with(|| {
+                let (f, p) = store.open_mfile(file_id).ok().flatten()?;
+                let m = f.metadata().ok()?;
+                Some((f, p, m))
+            })
+            .as_ref()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 

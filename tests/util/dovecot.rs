@@ -37,6 +37,81 @@ pub enum Layout {
     /// `maildir:~/Maildir:LAYOUT=fs:INDEX=~/index:CONTROL=~/control`: nested directories,
     /// with index and control files (`dovecot-uidlist`, `dovecot-keywords`) elsewhere.
     FsSeparateIndexControl,
+    /// `mdbox:~/mdbox`: multi-dbox. Each mailbox's index is in
+    /// `~/mdbox/mailboxes/<name>/dbox-Mails/`, the map index and the `m.N` files in
+    /// `~/mdbox/storage/`.
+    Mdbox,
+    /// An sdbox or mdbox store at `~/sdbox` or `~/mdbox`, with extra location keys
+    /// ([`DboxLayout`]).
+    Dbox(DboxLayout),
+}
+
+/// Which dbox format a [`Layout::Dbox`] store uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DboxFormat {
+    /// single-dbox: one `u.<uid>` file per message in each mailbox's `dbox-Mails/`.
+    Sdbox,
+    /// multi-dbox: messages packed in `storage/m.<file_id>`, found through the map index.
+    Mdbox,
+}
+
+impl DboxFormat {
+    /// The driver name, also the store directory's name under the home.
+    pub fn name(self) -> &'static str {
+        match self {
+            DboxFormat::Sdbox => "sdbox",
+            DboxFormat::Mdbox => "mdbox",
+        }
+    }
+}
+
+/// A dbox store `<format>:~/<format><keys>`. `keys` are extra location keys, each with its
+/// leading `:` (e.g. `":ALT=~/alt:INDEX=~/index"`); `~` stands for the user's home and is
+/// spelled out in the location handed to both Dovecot and mailfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DboxLayout {
+    pub format: DboxFormat,
+    pub keys: &'static str,
+}
+
+impl DboxLayout {
+    pub const fn sdbox(keys: &'static str) -> Layout {
+        Layout::Dbox(DboxLayout {
+            format: DboxFormat::Sdbox,
+            keys,
+        })
+    }
+
+    pub const fn mdbox(keys: &'static str) -> Layout {
+        Layout::Dbox(DboxLayout {
+            format: DboxFormat::Mdbox,
+            keys,
+        })
+    }
+
+    fn location(&self, home: &str) -> String {
+        let f = self.format.name();
+        format!("{f}:{home}/{f}{}", self.keys.replace('~', home))
+    }
+
+    /// The value of a key in `keys` (`Some("")` for a key without a value), with `~`
+    /// expanded to `home`.
+    fn key(&self, home: &Path, name: &str) -> Option<String> {
+        self.keys.split(':').find_map(|field| {
+            let (k, v) = field.split_once('=').unwrap_or((field, ""));
+            (k == name).then(|| v.replace('~', &home.display().to_string()))
+        })
+    }
+
+    fn mailboxdir(&self, home: &Path) -> String {
+        self.key(home, "MAILBOXDIR")
+            .unwrap_or_else(|| "mailboxes".to_string())
+    }
+
+    fn dirname(&self, home: &Path) -> String {
+        self.key(home, "DIRNAME")
+            .unwrap_or_else(|| "dbox-Mails".to_string())
+    }
 }
 
 /// A running private Dovecot master. Stopped on drop.
@@ -72,6 +147,8 @@ impl Dovecot {
                     "maildir:{home}/Maildir:LAYOUT=fs:INDEX={home}/index:CONTROL={home}/control"
                 )
             }
+            Layout::Mdbox => format!("mdbox:{home}/mdbox"),
+            Layout::Dbox(d) => d.location(&home),
         };
         let mut conf = format!(
             "base_dir = {b}/run\n\
@@ -161,6 +238,13 @@ impl Dovecot {
             );
         }
         out.stdout
+    }
+
+    /// `doveadm dump <path>` as text (an index is shown with its log replayed, even when
+    /// the index file itself does not exist).
+    pub fn dump(&self, path: &Path) -> String {
+        let path = path.to_str().expect("UTF-8 path");
+        String::from_utf8_lossy(&self.doveadm(&[], &["dump", path], None)).into_owned()
     }
 
     /// Like [`Dovecot::doveadm`] but returns the output whatever the exit status.
@@ -273,9 +357,13 @@ impl User<'_> {
         self.dovecot.base.join("home").join(&self.name)
     }
 
-    /// The Maildir root (INBOX).
+    /// The Maildir root (INBOX); for mdbox the `mdbox` root.
     pub fn mail_root(&self) -> PathBuf {
-        self.home().join("Maildir")
+        match self.dovecot.layout {
+            Layout::Mdbox => self.home().join("mdbox"),
+            Layout::Dbox(d) => self.home().join(d.format.name()),
+            _ => self.home().join("Maildir"),
+        }
     }
 
     /// Everything Dovecot keeps for this user: mail, index and control files.
@@ -292,6 +380,8 @@ impl User<'_> {
             Layout::FsSeparateIndexControl => {
                 format!("maildir:{h}/Maildir:LAYOUT=fs:INDEX={h}/index:CONTROL={h}/control")
             }
+            Layout::Mdbox => format!("mdbox:{h}/mdbox"),
+            Layout::Dbox(d) => d.location(&h.to_string()),
         }
     }
 
@@ -302,6 +392,22 @@ impl User<'_> {
             "mUTF-7 names not supported here"
         );
         match (self.dovecot.layout, mailbox) {
+            (Layout::Mdbox, name) => self
+                .mail_root()
+                .join("mailboxes")
+                .join(name)
+                .join("dbox-Mails"),
+            (Layout::Dbox(d), name) => {
+                let home = self.home();
+                match d.key(&home, "INBOX") {
+                    Some(inbox) if name == "INBOX" => PathBuf::from(inbox),
+                    _ => self
+                        .mail_root()
+                        .join(d.mailboxdir(&home))
+                        .join(name)
+                        .join(d.dirname(&home)),
+                }
+            }
             (_, "INBOX") => self.mail_root(),
             (Layout::MaildirPlusPlus, name) => self
                 .mail_root()
@@ -313,12 +419,184 @@ impl User<'_> {
     /// The directory holding a mailbox's `dovecot-uidlist` (ASCII names only).
     pub fn control_dir(&self, mailbox: &str) -> PathBuf {
         match self.dovecot.layout {
-            Layout::MaildirPlusPlus => self.mailbox_dir(mailbox),
+            Layout::MaildirPlusPlus | Layout::Mdbox => self.mailbox_dir(mailbox),
+            Layout::Dbox(d) => self.dbox_elsewhere(d, "CONTROL", mailbox),
             Layout::FsSeparateIndexControl => {
                 assert!(mailbox.is_ascii(), "mUTF-7 names not supported here");
                 self.home().join("control").join(mailbox)
             }
         }
+    }
+
+    /// The directory holding a mailbox's `dovecot.index*` files (ASCII names only).
+    pub fn index_dir(&self, mailbox: &str) -> PathBuf {
+        match self.dovecot.layout {
+            Layout::MaildirPlusPlus | Layout::Mdbox => self.mailbox_dir(mailbox),
+            Layout::Dbox(d) => self.dbox_elsewhere(d, "INDEX", mailbox),
+            Layout::FsSeparateIndexControl => {
+                assert!(mailbox.is_ascii(), "mUTF-7 names not supported here");
+                self.home().join("index").join(mailbox)
+            }
+        }
+    }
+
+    /// dbox: `<KEY>/<MAILBOXDIR>/<name>` when the location has `KEY=`, else the mailbox's
+    /// mail directory.
+    fn dbox_elsewhere(&self, d: DboxLayout, key: &str, mailbox: &str) -> PathBuf {
+        let home = self.home();
+        match d.key(&home, key) {
+            Some(root) => {
+                assert!(mailbox.is_ascii(), "mUTF-7 names not supported here");
+                Path::new(&root).join(d.mailboxdir(&home)).join(mailbox)
+            }
+            None => self.mailbox_dir(mailbox),
+        }
+    }
+
+    /// dbox: the `ALT=` root, if the location has one.
+    pub fn alt_root(&self) -> Option<PathBuf> {
+        match self.dovecot.layout {
+            Layout::Dbox(d) => d.key(&self.home(), "ALT").map(PathBuf::from),
+            _ => None,
+        }
+    }
+
+    /// sdbox: a mailbox's mail directory under `ALT=` (ASCII names only).
+    pub fn alt_mailbox_dir(&self, mailbox: &str) -> PathBuf {
+        let Layout::Dbox(d) = self.dovecot.layout else {
+            panic!("only dbox has ALT storage");
+        };
+        assert!(mailbox.is_ascii(), "mUTF-7 names not supported here");
+        let home = self.home();
+        self.alt_root()
+            .expect("the location has no ALT=")
+            .join(d.mailboxdir(&home))
+            .join(mailbox)
+            .join(d.dirname(&home))
+    }
+
+    /// mdbox: the directories holding `m.N` files, primary first, then ALT (if any).
+    pub fn storage_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.mail_root().join("storage")];
+        dirs.extend(self.alt_root().map(|a| a.join("storage")));
+        dirs
+    }
+
+    /// The directory holding the mdbox map index (`dovecot.map.index*`) and the `m.N` files.
+    pub fn map_index_dir(&self) -> PathBuf {
+        match self.dovecot.layout {
+            Layout::Dbox(d) if d.format == DboxFormat::Mdbox => {
+                let home = self.home();
+                d.key(&home, "INDEX")
+                    .map_or_else(|| self.mail_root(), PathBuf::from)
+                    .join("storage")
+            }
+            layout => {
+                assert_eq!(layout, Layout::Mdbox, "only mdbox has a map");
+                self.mail_root().join("storage")
+            }
+        }
+    }
+
+    /// Runs `doveadm [-o opt]... <command...> -u <user> <args...>` and returns its stdout;
+    /// panics (with Dovecot's logs) on failure. `opts` are `-o key=value` settings for this
+    /// command only, e.g. `mail_index_log_rotate_max_size=1`.
+    pub fn adm(&self, opts: &[&str], command: &[&str], args: &[&str]) -> Vec<u8> {
+        let mut all: Vec<&str> = command.to_vec();
+        all.extend(["-u", self.name.as_str()]);
+        all.extend_from_slice(args);
+        self.dovecot.doveadm(opts, &all, None)
+    }
+
+    /// `doveadm save` with extra `-o` settings; does not look up the new UID (one doveadm
+    /// call instead of two).
+    pub fn save_opts(&self, opts: &[&str], mailbox: &str, message: &[u8]) {
+        self.dovecot.doveadm(
+            opts,
+            &["save", "-u", &self.name, "-m", mailbox],
+            Some(message),
+        );
+    }
+
+    /// `doveadm flags <op> <flags> mailbox <mailbox> uid <set>` with `op` one of `add`,
+    /// `remove`, `replace` and `set` a UID set such as `3`, `10:14` or `1,5:7`.
+    pub fn flags_set(&self, opts: &[&str], op: &str, mailbox: &str, set: &str, flags: &str) {
+        self.adm(
+            opts,
+            &["flags", op],
+            &[flags, "mailbox", mailbox, "uid", set],
+        );
+    }
+
+    /// `doveadm expunge mailbox <mailbox> uid <set>`.
+    pub fn expunge_set(&self, opts: &[&str], mailbox: &str, set: &str) {
+        self.adm(opts, &["expunge"], &["mailbox", mailbox, "uid", set]);
+    }
+
+    /// `doveadm index <mailbox>`: brings the index (and cache) up to date.
+    pub fn index(&self, mailbox: &str) {
+        self.adm(&[], &["index"], &[mailbox]);
+    }
+
+    /// `doveadm purge` (mdbox: removes unreferenced messages, rewrites `m.N` files).
+    pub fn purge(&self) {
+        self.adm(&[], &["purge"], &[]);
+    }
+
+    /// `doveadm copy <dest> mailbox <src> uid <set>`.
+    pub fn copy_set(&self, dest: &str, src: &str, set: &str) {
+        self.adm(&[], &["copy"], &[dest, "mailbox", src, "uid", set]);
+    }
+
+    /// UID and flags of every message, as `doveadm fetch 'uid flags'` spells them: system
+    /// flags first, then keywords in keyword-index order; `\Recent` left out.
+    pub fn fetch_flags(&self, mailbox: &str) -> Vec<(u32, Vec<String>)> {
+        let text =
+            String::from_utf8(self.adm(&[], &["fetch"], &["uid flags", "mailbox", mailbox, "all"]))
+                .expect("doveadm printed non-UTF-8");
+        let mut out: Vec<(u32, Vec<String>)> = Vec::new();
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("uid: ") {
+                let uid = v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad uid line {line:?}"));
+                out.push((uid, Vec::new()));
+            } else if let Some(v) = line.strip_prefix("flags:") {
+                let last = out.last_mut().expect("flags before uid");
+                last.1 = v
+                    .split(' ')
+                    .filter(|f| !f.is_empty() && *f != "\\Recent")
+                    .map(str::to_string)
+                    .collect();
+            }
+        }
+        out
+    }
+
+    /// UID and mdbox map refcount of every message (`doveadm fetch 'uid refcount'`).
+    pub fn fetch_refcounts(&self, mailbox: &str) -> Vec<(u32, u32)> {
+        let text = String::from_utf8(self.adm(
+            &[],
+            &["fetch"],
+            &["uid refcount", "mailbox", mailbox, "all"],
+        ))
+        .expect("doveadm printed non-UTF-8");
+        let mut out = Vec::new();
+        let mut uid = None;
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("uid: ") {
+                uid = Some(
+                    v.parse()
+                        .unwrap_or_else(|_| panic!("bad uid line {line:?}")),
+                );
+            } else if let Some(v) = line.strip_prefix("refcount: ") {
+                let n = v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad refcount {line:?}"));
+                out.push((uid.take().expect("refcount before uid"), n));
+            }
+        }
+        out
     }
 
     fn run(&self, args: &[&str]) -> Vec<u8> {

@@ -1,13 +1,19 @@
 //! Test helpers: per-test temporary directories, the requirement check ([`require!`]),
 //! polling waits, and modules for the Dovecot oracle, the mount guard, the store
-//! fingerprint, the message corpus, file-system probes and mount-vs-Dovecot comparisons.
+//! fingerprint, the message corpus, a dbox file reader, file-system probes,
+//! mount-vs-Dovecot comparisons, index-engine-vs-Dovecot comparisons, a small JSON reader
+//! and a seeded RNG.
 
 pub mod compare;
 pub mod corpus;
+pub mod dbox;
 pub mod dovecot;
 pub mod fingerprint;
 pub mod fsx;
+pub mod index_oracle;
+pub mod json;
 pub mod mount;
+pub mod rng;
 
 use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
