@@ -711,7 +711,7 @@ impl DboxStore {
                 last_problem = format!("m.{file_id} vanished (purge or altmove)");
                 continue;
             };
-            match read_message(&file, &path, Some(u64::from(offset))) {
+            match read_message_header(&file, &path, Some(u64::from(offset))) {
                 Ok(found) if found.body_size == expected_size => {
                     return Ok(MessageSource {
                         file,
@@ -786,7 +786,6 @@ fn unsupported_encoding(md: &dbox::Metadata, body_size: u64, uid: u32) -> Option
 /// What was read of one stored message.
 #[derive(Debug)]
 struct Found {
-    body_offset: u64,
     body_size: u64,
     metadata: dbox::Metadata,
 }
@@ -794,18 +793,8 @@ struct Found {
 /// Reads the message at `offset` (sdbox: `None`, the first message) from an open dbox
 /// file: file header, message header, and the metadata block after the body.
 fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> {
+    let mh = read_message_header(file, path, offset)?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let head = read_at(file, path, 0, 512.min(len))?;
-    let fh = dbox::parse_file_header(&head).map_err(|e| Error::corrupt(path, e))?;
-    let offset = offset.unwrap_or(u64::from(fh.header_size));
-    let hdr = read_at(
-        file,
-        path,
-        offset,
-        u64::from(fh.msg_header_size).min(len.saturating_sub(offset)),
-    )?;
-    let mh = dbox::parse_message_header_window(&hdr, offset, len, fh.msg_header_size)
-        .map_err(|e| Error::corrupt(path, e))?;
     let meta_at = mh.metadata_offset();
     let mut want = 4096u64;
     loop {
@@ -814,7 +803,6 @@ fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> 
         match dbox::parse_metadata(&window, 0) {
             Ok(metadata) => {
                 return Ok(Found {
-                    body_offset: mh.body_offset,
                     body_size: mh.body_size,
                     metadata,
                 });
@@ -826,6 +814,27 @@ fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> 
             }
         }
     }
+}
+
+/// The message header at `offset` (sdbox: `None`): where the body is. Enough for reading
+/// the body; [`read_message`] adds the metadata.
+fn read_message_header(
+    file: &File,
+    path: &Path,
+    offset: Option<u64>,
+) -> Result<dbox::MessageHeader> {
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let head = read_at(file, path, 0, 512.min(len))?;
+    let fh = dbox::parse_file_header(&head).map_err(|e| Error::corrupt(path, e))?;
+    let offset = offset.unwrap_or(u64::from(fh.header_size));
+    let hdr = read_at(
+        file,
+        path,
+        offset,
+        u64::from(fh.msg_header_size).min(len.saturating_sub(offset)),
+    )?;
+    dbox::parse_message_header_window(&hdr, offset, len, fh.msg_header_size)
+        .map_err(|e| Error::corrupt(path, e))
 }
 
 fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -909,7 +918,7 @@ impl MailStore for DboxStore {
         let (file, path) = open_primary_or_alt(&paths, &locator)?.ok_or_else(|| {
             Error::not_found(format!("{}: {locator} (expunged)", paths.mail.display()))
         })?;
-        let found = read_message(&file, &path, None)?;
+        let found = read_message_header(&file, &path, None)?;
         Ok(MessageSource {
             file,
             start: found.body_offset,
