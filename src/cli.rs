@@ -279,8 +279,13 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
         Err(_) => naming::parse_message_name(&OsString::from(message)),
     }
     .ok_or_else(|| CliError::Msg(format!("{message:?} is neither a UID nor a message name")))?;
-    if view.get(&key).is_none() {
-        return Err(CliError::Msg(format!("{mailbox}: no message {message}")));
+    match view.get(&key) {
+        None => return Err(CliError::Msg(format!("{mailbox}: no message {message}"))),
+        Some(meta) => {
+            if let Some(problem) = &meta.problem {
+                return Err(CliError::Msg(problem.to_string()));
+            }
+        }
     }
     let src = store.open(&view, &key)?;
     let mut out = std::io::stdout().lock();
