@@ -27,9 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::warn;
-use lru::LruCache;
-use parking_lot::Mutex;
 
+use super::cache::{Built, ListCache, MailboxList, ViewCache};
 use super::files;
 use super::stamp::Stamp;
 use super::{
@@ -57,19 +56,6 @@ struct MailboxPaths {
     pvt: Option<PathBuf>,
 }
 
-#[derive(Debug)]
-struct MailboxList {
-    entries: Arc<Vec<MailboxEntry>>,
-    paths: HashMap<MailboxName, MailboxPaths>,
-    stamp: Stamp,
-}
-
-#[derive(Debug)]
-struct CachedView {
-    view: Arc<MailboxView>,
-    stamp: Stamp,
-}
-
 /// How many times an mdbox message is re-resolved through a fresh map before it counts as
 /// gone (Dovecot loops while the file id keeps changing).
 const MDBOX_RESOLVE_ATTEMPTS: usize = 5;
@@ -82,9 +68,9 @@ const METADATA_MAX: u64 = 1024 * 1024;
 pub struct DboxStore {
     loc: Location,
     /// Cached mailbox list; no I/O under this lock.
-    list: Mutex<Option<Arc<MailboxList>>>,
+    list: ListCache<MailboxPaths>,
     /// Views by mailbox; no I/O under this lock.
-    views: Mutex<LruCache<MailboxName, Arc<CachedView>>>,
+    views: ViewCache<()>,
     /// Mailbox indexes and, for mdbox, the map index.
     indexes: IndexPool,
 }
@@ -127,12 +113,10 @@ impl DboxStore {
                 "not an mdbox store: no storage/ directory",
             ));
         }
-        let capacity = std::num::NonZeroUsize::new(cache_capacity.max(1))
-            .unwrap_or(std::num::NonZeroUsize::MIN);
         let store = DboxStore {
             loc,
-            list: Mutex::new(None),
-            views: Mutex::new(LruCache::new(capacity)),
+            list: ListCache::default(),
+            views: ViewCache::new(cache_capacity.max(1)),
             indexes: IndexPool::new(cache_capacity.max(1) + 1),
         };
         let list = store.mailbox_list()?;
@@ -203,22 +187,14 @@ impl DboxStore {
         }
     }
 
-    fn mailbox_list(&self) -> Result<Arc<MailboxList>> {
-        let cached = self.list.lock().clone();
-        if let Some(list) = cached
-            && list.stamp.still_valid()
-        {
-            return Ok(list);
-        }
-        let list = Arc::new(self.scan_mailboxes()?);
-        *self.list.lock() = Some(list.clone());
-        Ok(list)
+    fn mailbox_list(&self) -> Result<Arc<MailboxList<MailboxPaths>>> {
+        self.list.get(|| self.scan_mailboxes())
     }
 
     /// Walks the mailbox tree (or, with `ITERINDEX`, the index tree): a directory is a
     /// mailbox; it is selectable when it holds the mail directory (`dbox-Mails`) -- with
     /// `ITERINDEX`, when it holds `dovecot.index.log`.
-    fn scan_mailboxes(&self) -> Result<MailboxList> {
+    fn scan_mailboxes(&self) -> Result<MailboxList<MailboxPaths>> {
         let walk_root = match (&self.loc.index, self.loc.iter_index) {
             (Some(i), true) => i.join(
                 self.loc
@@ -240,40 +216,14 @@ impl DboxStore {
                 || paths.index.join("dovecot.index").exists();
             found.insert(name, selectable.then_some(paths));
         }
-        let names: Vec<MailboxName> = found.keys().cloned().collect();
-        for name in names {
-            for depth in 1..name.0.len() {
-                found
-                    .entry(MailboxName(name.0[..depth].to_vec()))
-                    .or_insert(None);
-            }
-        }
-        let root_meta = fs::metadata(&self.loc.root).map_err(|e| Error::io(&self.loc.root, e))?;
-        let mut entries = Vec::with_capacity(found.len());
-        let mut paths = HashMap::new();
-        for (name, p) in found {
-            let meta = p
-                .as_ref()
-                .and_then(|p| fs::metadata(&p.mail).ok())
-                .unwrap_or_else(|| root_meta.clone());
-            if self.loc.no_noselect && p.is_none() {
-                continue;
-            }
-            entries.push(MailboxEntry {
-                name: name.clone(),
-                selectable: p.is_some(),
-                owner: files::owner_of(&meta),
-                mtime: meta.mtime(),
-            });
-            if let Some(p) = p {
-                paths.insert(name, p);
-            }
-        }
-        Ok(MailboxList {
-            entries: Arc::new(entries),
-            paths,
+        // Every ancestor level of a mailbox is presented, selectable or not.
+        MailboxList::from_found(
+            found,
+            &self.loc.root,
+            |p| &p.mail,
+            self.loc.no_noselect,
             stamp,
-        })
+        )
     }
 
     fn walk(
@@ -336,7 +286,7 @@ impl DboxStore {
             .ok_or_else(|| Error::not_found(format!("mailbox {mailbox}")))
     }
 
-    fn build_view(&self, name: &MailboxName, paths: &MailboxPaths) -> Result<CachedView> {
+    fn build_view(&self, name: &MailboxName, paths: &MailboxPaths) -> Result<Built<()>> {
         let mut stamped = vec![
             paths.index.join("dovecot.index"),
             paths.index.join("dovecot.index.log"),
@@ -397,9 +347,10 @@ impl DboxStore {
             owner: files::owner_of(&dir_meta),
             mtime: dir_meta.mtime(),
         };
-        Ok(CachedView {
+        Ok(Built {
             view: Arc::new(view),
             stamp,
+            extra: (),
         })
     }
 
@@ -890,17 +841,10 @@ impl MailStore for DboxStore {
     }
 
     fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
-        let cached = self.views.lock().get(mailbox).cloned();
-        if let Some(c) = &cached
-            && c.stamp.still_valid()
-        {
-            return Ok(c.view.clone());
-        }
-        let paths = self.paths_of(mailbox)?;
-        let built = Arc::new(self.build_view(mailbox, &paths)?);
-        let view = built.view.clone();
-        self.views.lock().put(mailbox.clone(), built);
-        Ok(view)
+        self.views.get(mailbox, |_| {
+            let paths = self.paths_of(mailbox)?;
+            self.build_view(mailbox, &paths)
+        })
     }
 
     fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource> {

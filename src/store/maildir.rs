@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use log::{debug, info, warn};
 
-use lru::LruCache;
 use parking_lot::Mutex;
 
+use super::cache::{Built, ListCache, MailboxList, ViewCache};
 use super::files;
 use super::stamp::Stamp;
 use super::{
@@ -54,30 +54,14 @@ struct MailboxPaths {
     index: Option<PathBuf>,
 }
 
-/// The mailbox list with the on-disk location of each selectable mailbox.
-#[derive(Debug)]
-struct MailboxList {
-    entries: Arc<Vec<MailboxEntry>>,
-    paths: HashMap<MailboxName, MailboxPaths>,
-    stamp: Stamp,
-}
-
-#[derive(Debug)]
-struct CachedView {
-    view: Arc<MailboxView>,
-    stamp: Stamp,
-    /// UIDs in the uidlist without a file (expunged or lost), as logged.
-    missing: Vec<u32>,
-}
-
 /// A Maildir store.
 #[derive(Debug)]
 pub struct MaildirStore {
     loc: Location,
     /// Guarded data is cheap to clone (`Arc`); no I/O happens while holding this lock.
-    list: Mutex<Option<Arc<MailboxList>>>,
+    list: ListCache<MailboxPaths>,
     /// Views by mailbox. Lock order: `list` before `views`; neither is held during I/O.
-    views: Mutex<LruCache<MailboxName, Arc<CachedView>>>,
+    views: ViewCache<Vec<u32>>,
     /// Dovecot's per-mailbox indexes, for the values doveadm answers from its cache.
     indexes: IndexPool,
     /// Index directories whose failure was logged (cleared when they work again).
@@ -119,14 +103,10 @@ impl MaildirStore {
                  present it as an empty store",
             ));
         }
-        let capacity = std::num::NonZeroUsize::new(cache_capacity.max(1)).unwrap_or(
-            // cache_capacity.max(1) is never 0; this is only the type's fallback.
-            std::num::NonZeroUsize::MIN,
-        );
         let store = MaildirStore {
             loc,
-            list: Mutex::new(None),
-            views: Mutex::new(LruCache::new(capacity)),
+            list: ListCache::default(),
+            views: ViewCache::new(cache_capacity.max(1)),
             indexes: IndexPool::new(cache_capacity.max(1)),
             index_problems: Mutex::new(std::collections::HashSet::new()),
         };
@@ -202,19 +182,11 @@ impl MaildirStore {
         files::decode_level(level, self.loc.utf8_names, dir)
     }
 
-    fn mailbox_list(&self) -> Result<Arc<MailboxList>> {
-        let cached = self.list.lock().clone();
-        if let Some(list) = cached
-            && list.stamp.still_valid()
-        {
-            return Ok(list);
-        }
-        let list = Arc::new(self.scan_mailboxes()?);
-        *self.list.lock() = Some(list.clone());
-        Ok(list)
+    fn mailbox_list(&self) -> Result<Arc<MailboxList<MailboxPaths>>> {
+        self.list.get(|| self.scan_mailboxes())
     }
 
-    fn scan_mailboxes(&self) -> Result<MailboxList> {
+    fn scan_mailboxes(&self) -> Result<MailboxList<MailboxPaths>> {
         let root = &self.loc.root;
         let mut stamp = Stamp::take(vec![root.clone(), self.inbox_mail_dir()]);
         let mut found: BTreeMap<MailboxName, Option<MailboxPaths>> = BTreeMap::new();
@@ -230,36 +202,7 @@ impl MaildirStore {
             }
         }
         // Every ancestor level of a mailbox is presented, selectable or not.
-        let names: Vec<MailboxName> = found.keys().cloned().collect();
-        for name in names {
-            for depth in 1..name.0.len() {
-                let parent = MailboxName(name.0[..depth].to_vec());
-                found.entry(parent).or_insert(None);
-            }
-        }
-        let root_meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
-        let mut entries = Vec::with_capacity(found.len());
-        let mut paths = HashMap::new();
-        for (name, p) in found {
-            let meta = p
-                .as_ref()
-                .and_then(|p| fs::metadata(&p.mail).ok())
-                .unwrap_or_else(|| root_meta.clone());
-            entries.push(MailboxEntry {
-                name: name.clone(),
-                selectable: p.is_some(),
-                owner: files::owner_of(&meta),
-                mtime: meta.mtime(),
-            });
-            if let Some(p) = p {
-                paths.insert(name, p);
-            }
-        }
-        Ok(MailboxList {
-            entries: Arc::new(entries),
-            paths,
-            stamp,
-        })
+        MailboxList::from_found(found, root, |p| &p.mail, false, stamp)
     }
 
     /// Maildir++: every `ROOT/.<a>.<b>` directory is mailbox `a/b` (levels split on '.').
@@ -376,8 +319,8 @@ impl MaildirStore {
         &self,
         name: &MailboxName,
         paths: &MailboxPaths,
-        previous: Option<&CachedView>,
-    ) -> Result<CachedView> {
+        previous: Option<&Built<Vec<u32>>>,
+    ) -> Result<Built<Vec<u32>>> {
         let cur = paths.mail.join("cur");
         let new = paths.mail.join("new");
         let uidlist_path = paths.control.join("dovecot-uidlist");
@@ -485,7 +428,7 @@ impl MaildirStore {
             }
         }
         // One log line per change of the set, not one per rescan.
-        let already_logged = previous.is_some_and(|p| p.missing == missing);
+        let already_logged = previous.is_some_and(|p| p.extra == missing);
         if !missing.is_empty() && !already_logged {
             info!(
                 "{}: {} dovecot-uidlist entr{} without a message file in new/ or cur/ \
@@ -533,10 +476,11 @@ impl MaildirStore {
             owner: files::owner_of(&dir_meta),
             mtime,
         };
-        Ok(CachedView {
+        Ok(Built {
             view: Arc::new(view),
             stamp,
-            missing,
+            // UIDs in the uidlist without a file, as logged.
+            extra: missing,
         })
     }
 
@@ -647,17 +591,10 @@ impl MailStore for MaildirStore {
     }
 
     fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
-        let cached = self.views.lock().get(mailbox).cloned();
-        if let Some(c) = &cached
-            && c.stamp.still_valid()
-        {
-            return Ok(c.view.clone());
-        }
-        let paths = self.paths_of(mailbox)?;
-        let built = Arc::new(self.build_view(mailbox, &paths, cached.as_deref())?);
-        let view = built.view.clone();
-        self.views.lock().put(mailbox.clone(), built);
-        Ok(view)
+        self.views.get(mailbox, |previous| {
+            let paths = self.paths_of(mailbox)?;
+            self.build_view(mailbox, &paths, previous)
+        })
     }
 
     fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource> {

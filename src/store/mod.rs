@@ -11,6 +11,7 @@
 //! - A message Dovecot has not yet given a UID is a [`MessageKey::Pending`]: visible, but
 //!   never given a UID by mailfs.
 
+mod cache;
 pub mod dbox;
 mod files;
 pub mod maildir;

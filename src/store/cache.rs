@@ -1,0 +1,160 @@
+//! What the backends share around their caches: the mailbox list built from a directory
+//! walk, and per-mailbox views, each kept while the [`Stamp`] of the files it was built
+//! from still matches.
+//!
+//! Locks: both caches hold a leaf mutex only to clone an `Arc` out or put one in; building
+//! (I/O) happens outside it. Two threads missing the same entry may both build it; the
+//! later insert wins, which costs work, never correctness (values are immutable).
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use super::stamp::Stamp;
+use super::{MailboxEntry, MailboxName, MailboxView, files};
+use crate::error::{Error, Result};
+
+/// The mailbox list, with each selectable mailbox's backend paths `P`.
+#[derive(Debug)]
+pub(super) struct MailboxList<P> {
+    /// All entries, sorted by name, ancestors included.
+    pub entries: Arc<Vec<MailboxEntry>>,
+    /// Paths of the selectable mailboxes.
+    pub paths: HashMap<MailboxName, P>,
+    /// The directories the list was built from.
+    pub stamp: Stamp,
+}
+
+impl<P> MailboxList<P> {
+    /// Builds the list from what a walk `found` (`None` = a level that is no mailbox):
+    /// adds every missing ancestor level, and takes owner and mtime from each mailbox's
+    /// directory (`mail_dir`), or from `root` for levels without one. With `no_noselect`,
+    /// levels that are no mailbox are left out (Dovecot's `NO-NOSELECT`).
+    pub fn from_found(
+        mut found: BTreeMap<MailboxName, Option<P>>,
+        root: &Path,
+        mail_dir: impl Fn(&P) -> &Path,
+        no_noselect: bool,
+        stamp: Stamp,
+    ) -> Result<MailboxList<P>> {
+        let names: Vec<MailboxName> = found.keys().cloned().collect();
+        for name in names {
+            for depth in 1..name.0.len() {
+                found
+                    .entry(MailboxName(name.0[..depth].to_vec()))
+                    .or_insert(None);
+            }
+        }
+        let root_meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+        let mut entries = Vec::with_capacity(found.len());
+        let mut paths = HashMap::new();
+        for (name, p) in found {
+            if no_noselect && p.is_none() {
+                continue;
+            }
+            let meta = p
+                .as_ref()
+                .and_then(|p| std::fs::metadata(mail_dir(p)).ok())
+                .unwrap_or_else(|| root_meta.clone());
+            entries.push(MailboxEntry {
+                name: name.clone(),
+                selectable: p.is_some(),
+                owner: files::owner_of(&meta),
+                mtime: meta.mtime(),
+            });
+            if let Some(p) = p {
+                paths.insert(name, p);
+            }
+        }
+        Ok(MailboxList {
+            entries: Arc::new(entries),
+            paths,
+            stamp,
+        })
+    }
+}
+
+/// The current mailbox list, rebuilt when its stamp no longer matches.
+#[derive(Debug)]
+pub(super) struct ListCache<P> {
+    slot: Mutex<Option<Arc<MailboxList<P>>>>,
+}
+
+impl<P> Default for ListCache<P> {
+    fn default() -> Self {
+        ListCache {
+            slot: Mutex::new(None),
+        }
+    }
+}
+
+impl<P> ListCache<P> {
+    /// The cached list if still valid, else a fresh one from `build`.
+    pub fn get(
+        &self,
+        build: impl FnOnce() -> Result<MailboxList<P>>,
+    ) -> Result<Arc<MailboxList<P>>> {
+        let cached = self.slot.lock().clone();
+        if let Some(list) = cached
+            && list.stamp.still_valid()
+        {
+            return Ok(list);
+        }
+        let list = Arc::new(build()?);
+        *self.slot.lock() = Some(list.clone());
+        Ok(list)
+    }
+}
+
+/// A built view, the stamp of what it was built from, and backend data `E` kept for the
+/// next build (e.g. what was logged).
+#[derive(Debug)]
+pub(super) struct Built<E> {
+    /// The view.
+    pub view: Arc<MailboxView>,
+    /// The files it was built from.
+    pub stamp: Stamp,
+    /// Backend data handed to the next build of the same mailbox.
+    pub extra: E,
+}
+
+/// Views by mailbox (LRU), rebuilt when their stamps no longer match.
+#[derive(Debug)]
+pub(super) struct ViewCache<E> {
+    lru: Mutex<LruCache<MailboxName, Arc<Built<E>>>>,
+}
+
+impl<E> ViewCache<E> {
+    /// A cache of at most `capacity` views.
+    pub fn new(capacity: usize) -> ViewCache<E> {
+        ViewCache {
+            lru: Mutex::new(LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// The cached view of `mailbox` if still valid, else one from `build`, which gets the
+    /// previous build (if any) of the same mailbox.
+    pub fn get(
+        &self,
+        mailbox: &MailboxName,
+        build: impl FnOnce(Option<&Built<E>>) -> Result<Built<E>>,
+    ) -> Result<Arc<MailboxView>> {
+        let cached = self.lru.lock().get(mailbox).cloned();
+        if let Some(c) = &cached
+            && c.stamp.still_valid()
+        {
+            return Ok(c.view.clone());
+        }
+        let built = Arc::new(build(cached.as_deref())?);
+        let view = built.view.clone();
+        self.lru.lock().put(mailbox.clone(), built);
+        Ok(view)
+    }
+}
