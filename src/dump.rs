@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{cache, dbox, log, maildir};
+use crate::format::{cache, dbox, hex, log, maildir};
 use crate::index::reader::{IndexPaths, IndexReader};
 use crate::index::records::record_uid;
 
@@ -132,31 +132,18 @@ impl Value {
     }
 }
 
-impl From<u32> for Value {
-    fn from(v: u32) -> Self {
-        Value::Num(i128::from(v))
-    }
+/// Integers that fit `Value::Num` losslessly.
+macro_rules! value_from_int {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Self {
+                Value::Num(i128::from(v))
+            }
+        }
+    )*};
 }
-impl From<u64> for Value {
-    fn from(v: u64) -> Self {
-        Value::Num(i128::from(v))
-    }
-}
-impl From<u16> for Value {
-    fn from(v: u16) -> Self {
-        Value::Num(i128::from(v))
-    }
-}
-impl From<u8> for Value {
-    fn from(v: u8) -> Self {
-        Value::Num(i128::from(v))
-    }
-}
-impl From<i32> for Value {
-    fn from(v: i32) -> Self {
-        Value::Num(i128::from(v))
-    }
-}
+value_from_int!(u8, u16, u32, u64, i32);
+
 impl From<usize> for Value {
     fn from(v: usize) -> Self {
         Value::Num(v as i128)
@@ -199,15 +186,6 @@ fn json_string(out: &mut String, s: &str) {
         }
     }
     out.push('"');
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn lossy(b: &[u8]) -> String {

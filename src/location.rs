@@ -467,7 +467,6 @@ mod tests {
 
     #[test]
     fn expands_home() {
-        // SAFETY (test only): single-threaded use of the environment in this test body.
         let home = std::env::var("HOME").unwrap_or_default();
         if home.is_empty() {
             return;

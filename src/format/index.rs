@@ -46,17 +46,17 @@ const RECORD_FLAG_OLD_RECENT: u8 = 0x20;
 /// `sizeof(struct mail_index_record)` (`mail-index.h`): uid u32, flags u8, padded to 8.
 const RECORD_BASE_SIZE: u32 = 8;
 /// `MAIL_INDEX_RECORD_MIN_SIZE` (`mail-index.h`): where extension data may start.
-const RECORD_MIN_SIZE: u32 = 5;
+pub const RECORD_MIN_SIZE: u32 = 5;
 /// `sizeof(struct mail_index_ext_header)` (`mail-index-private.h`).
 const EXT_HEADER_SIZE: usize = 16;
 /// `MAIL_INDEX_EXT_NAME_MAX_LENGTH` (`mail-index-private.h`): names are shorter than this.
 const EXT_NAME_MAX_LENGTH: usize = 64;
 /// `MAIL_INDEX_EXT_HEADER_MAX_SIZE` (`mail-index-private.h`).
-const EXT_HEADER_MAX_SIZE: u32 = 1024 * 1024 * 16 - 1;
+pub const EXT_HEADER_MAX_SIZE: u32 = 1024 * 1024 * 16 - 1;
 /// `mail_index_map_ext_hdr_check_record()`: larger alignments are refused.
 const EXT_RECORD_MAX_ALIGN: u16 = 8;
 /// `mail_index_map_ext_hdr_check_record()`: record sizes must stay below this.
-const EXT_RECORD_MAX_SIZE: u16 = 32768;
+pub const EXT_RECORD_MAX_SIZE: u16 = 32768;
 /// `sizeof(struct mail_index_keyword_header)` (`mail-index-private.h`).
 const KEYWORD_HEADER_SIZE: usize = 4;
 /// `sizeof(struct mail_index_keyword_header_rec)` (`mail-index-private.h`).
@@ -914,6 +914,7 @@ fn put(raw: &mut [u8], at: usize, value: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::hex;
     use crate::format::testutil::{XorShift, dump_num, dump_value};
 
     const MAILDIR_INDEX: &[u8] =
@@ -1520,10 +1521,6 @@ mod tests {
     }
 
     // ---- golden files -----------------------------------------------------------------
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
 
     /// Compares everything `doveadm dump` prints about the index itself (not the cache)
     /// with what parse_index returns.

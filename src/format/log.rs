@@ -1004,6 +1004,7 @@ fn check_attribute_update(p: &[u8], base: u64) -> Result<(), FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::hex;
 
     // ---- byte builders -------------------------------------------------------------------
 
@@ -1942,10 +1943,6 @@ mod tests {
         ("log_file_head_offset", 68, 4),
         ("day_stamp", 84, 4),
     ];
-
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
 
     /// doveadm's `print_data()`.
     fn print_data(b: &[u8]) -> String {

@@ -202,16 +202,7 @@ impl<'a> Iterator for Lines<'a> {
 /// `str_to_uint()` (`src/lib/strnum.c`): the whole input must be 1+ ASCII digits and fit
 /// in a `u32`.
 fn parse_u32_exact(s: &[u8]) -> Option<u32> {
-    if s.is_empty() {
-        return None;
-    }
-    s.iter().try_fold(0u32, |n, &c| {
-        if c.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u32::from(c - b'0'))
-        } else {
-            None
-        }
-    })
+    parse_u64_exact(s).and_then(|n| u32::try_from(n).ok())
 }
 
 /// `str_to_uoff()` (`src/lib/strnum.c`): like [`parse_u32_exact`], for `u64`.

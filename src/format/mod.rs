@@ -45,6 +45,17 @@ impl fmt::Display for FormatError {
 
 impl std::error::Error for FormatError {}
 
+/// Lowercase hex of `bytes`, as doveadm prints GUIDs and raw values.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
 /// IMAP system flags, with Dovecot's bit values (`enum mail_flags`, `src/lib-mail/mail-types.h`
 /// at 2.3.19.1). `\Recent` (0x20) is deliberately absent: mailfs never reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

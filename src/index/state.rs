@@ -14,8 +14,10 @@
 //! (a refresh is all or nothing), so a damaged log never yields a half-applied view.
 
 use crate::format::FormatError;
+use crate::format::MailFlags;
 use crate::format::index::{
-    BASE_HEADER_SIZE, IndexFile, IndexHeader, KEYWORDS_EXT, layout_records,
+    BASE_HEADER_SIZE, EXT_HEADER_MAX_SIZE, EXT_RECORD_MAX_SIZE, IndexFile, IndexHeader,
+    KEYWORDS_EXT, RECORD_MIN_SIZE, layout_records,
 };
 use crate::format::log::{self, ExtIntro, Record};
 
@@ -30,12 +32,6 @@ const NEXT_UID_AT: usize = 28;
 const MESSAGES_COUNT_AT: usize = 32;
 const SEEN_COUNT_AT: usize = 40;
 const DELETED_COUNT_AT: usize = 44;
-/// Record flag bits (`enum mail_flags`).
-const FLAG_SEEN: u8 = 0x08;
-const FLAG_DELETED: u8 = 0x04;
-/// Largest extension header Dovecot accepts (`MAIL_INDEX_EXT_HEADER_MAX_SIZE` in
-/// `mail-index-private.h`: larger sizes come from corruption).
-const EXT_HEADER_MAX_SIZE: u32 = 16 * 1024 * 1024 - 1;
 /// `MAIL_TRANSACTION_EXT_INTRO_FLAG_NO_SHRINK`.
 const INTRO_NO_SHRINK: u16 = 0x01;
 
@@ -264,18 +260,19 @@ impl IndexState {
 
     /// Keyword names set in a record, in keyword-index order.
     pub fn record_keywords(&self, rec: &[u8]) -> Vec<&str> {
-        let Some((_, ext)) = self.ext(KEYWORDS_EXT) else {
-            return Vec::new();
-        };
-        let Some(bits) = ext.slice(rec) else {
-            return Vec::new();
-        };
-        self.keywords
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
-            .map(|(_, k)| k.as_str())
+        self.record_keyword_indexes(rec)
+            .map(|i| self.keywords[i].as_str())
             .collect()
+    }
+
+    /// Indexes (into [`IndexState::keywords`]) of the keywords set in a record, in order.
+    pub fn record_keyword_indexes<'a>(&'a self, rec: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+        let bits = self
+            .ext(KEYWORDS_EXT)
+            .and_then(|(_, ext)| ext.slice(rec))
+            .unwrap_or_default();
+        (0..self.keywords.len())
+            .filter(move |i| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
     }
 
     fn next_uid(&self) -> u32 {
@@ -312,7 +309,7 @@ impl IndexState {
         self.records = self.records.relayout(record_size as usize, |src, dst| {
             // uid and flags, then each extension's bytes at their new offset; bytes that
             // belong to no extension stay zero.
-            let base = src.len().min(5).min(dst.len());
+            let base = src.len().min(RECORD_MIN_SIZE as usize).min(dst.len());
             dst[..base].copy_from_slice(&src[..base]);
             for &(from, to, len) in &moves {
                 if len == 0 || from == 0 {
@@ -666,7 +663,10 @@ impl<'s> Applier<'s> {
     }
 
     fn count_flags(&mut self, old: u8, new: u8) {
-        for (bit, at) in [(FLAG_SEEN, SEEN_COUNT_AT), (FLAG_DELETED, DELETED_COUNT_AT)] {
+        for (bit, at) in [
+            (MailFlags::SEEN.0, SEEN_COUNT_AT),
+            (MailFlags::DELETED.0, DELETED_COUNT_AT),
+        ] {
             let c = get_u32(&self.st.base, at);
             let c = match (old & bit != 0, new & bit != 0) {
                 (false, true) => c.saturating_add(1),
@@ -713,7 +713,7 @@ impl<'s> Applier<'s> {
             None => String::from_utf8_lossy(intro.name).into_owned(),
         };
         // mail_index_map_ext_hdr_check(): limits Dovecot itself enforces.
-        if intro.record_size >= 32768 {
+        if intro.record_size >= EXT_RECORD_MAX_SIZE {
             return Err(corrupt(
                 at,
                 format!("extension {name}: record size too large"),
@@ -886,7 +886,7 @@ fn check_record_layout(file: &IndexFile) -> Result<(), FormatError> {
         })
         .collect();
     areas.sort_unstable();
-    let mut prev_end = 5; // uid (4 bytes) and flags (1 byte)
+    let mut prev_end = RECORD_MIN_SIZE; // uid (4 bytes) and flags (1 byte)
     let mut prev_name = "the uid and flags";
     for (start, end, name) in areas {
         if start < prev_end || end > record_size {

@@ -26,8 +26,6 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use log::warn;
-
 use super::cache::{Built, ListCache, MailboxList, ViewCache};
 use super::files;
 use super::stamp::Stamp;
@@ -35,9 +33,8 @@ use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
 };
 use crate::error::{Error, Result};
-use crate::format::MailFlags;
-use crate::format::cache::CachedMessage;
 use crate::format::dbox;
+use crate::format::{MailFlags, hex};
 use crate::index::cachefile::CacheSnapshot;
 use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
@@ -78,22 +75,7 @@ pub struct DboxStore {
 impl DboxStore {
     /// Opens the store, refusing a root that is missing, empty, or not the claimed format.
     pub fn open(loc: Location, cache_capacity: usize) -> Result<DboxStore> {
-        let root = &loc.root;
-        let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
-        if !meta.is_dir() {
-            return Err(Error::layout(root, "the mail root is not a directory"));
-        }
-        if fs::read_dir(root)
-            .map_err(|e| Error::io(root, e))?
-            .next()
-            .is_none()
-        {
-            return Err(Error::layout(
-                root,
-                "the mail root is empty (an unmounted network filesystem?); refusing to \
-                 present it as an empty store",
-            ));
-        }
+        files::check_store_root(&loc.root)?;
         if loc.mail_dirname().is_none() {
             return Err(Error::Location {
                 location: loc.original.clone(),
@@ -234,12 +216,7 @@ impl DboxStore {
         stamp: &mut Stamp,
         depth: usize,
     ) -> Result<()> {
-        const MAX_DEPTH: usize = 64;
-        if depth > MAX_DEPTH {
-            warn!(
-                "{}: mailbox tree deeper than {MAX_DEPTH}; not descending",
-                dir.display()
-            );
+        if files::too_deep(dir, depth) {
             return Ok(());
         }
         let dirname = self.dirname().as_bytes().to_vec();
@@ -413,22 +390,17 @@ impl DboxStore {
                 }
             };
             let fmeta = file.metadata().map_err(|e| Error::io(&path, e))?;
-            let cached = cache
-                .and_then(|c| c.message(index, uid))
-                .unwrap_or_default();
-            out.push(self.meta(
-                uid,
-                rec,
+            out.push(Self::meta(
                 index,
-                &found,
-                &cached,
-                MetaTimes {
-                    file_mtime: fmeta.mtime(),
-                    file_ctime: fmeta.ctime(),
+                cache,
+                Stored {
+                    uid,
+                    rec,
+                    found,
+                    file: &fmeta,
                     save_date: None,
+                    locator: locator.into_bytes(),
                 },
-                files::owner_of(&fmeta),
-                locator.into_bytes(),
             ));
         }
         Ok(out)
@@ -486,22 +458,17 @@ impl DboxStore {
                     continue;
                 }
             };
-            let cached = cache
-                .and_then(|c| c.message(index, uid))
-                .unwrap_or_default();
-            out.push(self.meta(
-                uid,
-                rec,
+            out.push(Self::meta(
                 index,
-                &found,
-                &cached,
-                MetaTimes {
-                    file_mtime: fmeta.mtime(),
-                    file_ctime: fmeta.ctime(),
+                cache,
+                Stored {
+                    uid,
+                    rec,
+                    found,
+                    file: &fmeta,
                     save_date: (save_date != 0).then_some(i64::from(save_date)),
+                    locator,
                 },
-                files::owner_of(&fmeta),
-                locator,
             ));
         }
         Ok(out)
@@ -535,31 +502,31 @@ impl DboxStore {
 
     /// Builds one message's metadata from the index record, the dbox file and the cache,
     /// in the order Dovecot's getters consult them.
-    #[allow(clippy::too_many_arguments)]
-    fn meta(
-        &self,
-        uid: u32,
-        rec: &[u8],
-        index: &IndexView,
-        found: &Found,
-        cached: &CachedMessage,
-        times: MetaTimes,
-        owner: super::FileOwner,
-        locator: Vec<u8>,
-    ) -> MessageMeta {
+    fn meta(index: &IndexView, cache: Option<&CacheSnapshot>, stored: Stored<'_>) -> MessageMeta {
+        let Stored {
+            uid,
+            rec,
+            found,
+            file,
+            save_date,
+            locator,
+        } = stored;
+        let cached = cache
+            .and_then(|c| c.message(index, uid))
+            .unwrap_or_default();
         let md = &found.metadata;
         // dbox_mail_get_received_date: cache, then metadata R, then (none) file mtime.
         let received = cached
             .date_received
             .map(i64::from)
             .or(md.received.and_then(|r| i64::try_from(r).ok()))
-            .unwrap_or(times.file_mtime);
+            .unwrap_or(file.mtime());
         // index_mail_get_save_date: cache, then mdbox's extension, then sdbox's ctime.
         let saved = cached
             .date_save
             .map(i64::from)
-            .or(times.save_date)
-            .unwrap_or(times.file_ctime);
+            .or(save_date)
+            .unwrap_or(file.ctime());
         let virtual_size = cached
             .size_virtual
             .or(md.virtual_size)
@@ -579,18 +546,12 @@ impl DboxStore {
             .or(md.guid.clone())
             .or(ext_guid)
             .unwrap_or_default();
-        let mut keywords = 0u32;
-        for (i, _) in index
+        // Bit i = keyword i of the index list, which is also the view's keyword table.
+        let keywords = index
             .state
-            .keywords
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| index.state.record_keywords(rec).contains(&k.as_str()))
-        {
-            if i < 32 {
-                keywords |= 1 << i;
-            }
-        }
+            .record_keyword_indexes(rec)
+            .filter(|i| *i < 32)
+            .fold(0u32, |mask, i| mask | (1 << i));
         MessageMeta {
             key: MessageKey::Uid(uid),
             size: found.body_size,
@@ -600,7 +561,7 @@ impl DboxStore {
             flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
             keywords,
             guid: guid.into_boxed_str(),
-            owner,
+            owner: files::owner_of(file),
             file: locator.into_boxed_slice(),
             problem: unsupported_encoding(md, found.body_size, uid).map(Into::into),
         }
@@ -708,11 +669,19 @@ impl OpenMFiles {
     }
 }
 
-/// File times and the mdbox save date, for [`DboxStore::meta`].
-struct MetaTimes {
-    file_mtime: i64,
-    file_ctime: i64,
+/// What was read of one stored message, for [`DboxStore::meta`].
+struct Stored<'a> {
+    uid: u32,
+    /// Its index record.
+    rec: &'a [u8],
+    /// Header and metadata from its dbox file.
+    found: Found,
+    /// The dbox file's metadata (times, owner).
+    file: &'a fs::Metadata,
+    /// mdbox's save date from the `mdbox` extension, if set.
     save_date: Option<i64>,
+    /// Where the bytes are (`u.N` or `map:<map_uid>`).
+    locator: Vec<u8>,
 }
 
 /// Stored bodies mailfs cannot turn into the message Dovecot returns yet: external
@@ -829,10 +798,6 @@ fn map_location(map: &IndexView, map_uid: u32) -> Option<(u32, u32)> {
 
 fn le_u32(b: &[u8]) -> u32 {
     b.try_into().map_or(0, u32::from_le_bytes)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl MailStore for DboxStore {

@@ -49,6 +49,43 @@ pub fn count_virtual_size(path: &Path) -> Result<u64> {
     }
 }
 
+/// Refuses a store root that is missing, not a directory, or empty. An empty root is
+/// what an unmounted network filesystem looks like: presenting it as an empty store would
+/// hide the problem.
+pub fn check_store_root(root: &Path) -> Result<()> {
+    let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::layout(root, "the mail root is not a directory"));
+    }
+    if fs::read_dir(root)
+        .map_err(|e| Error::io(root, e))?
+        .next()
+        .is_none()
+    {
+        return Err(Error::layout(
+            root,
+            "the mail root is empty (an unmounted network filesystem?); refusing to \
+             present it as an empty store",
+        ));
+    }
+    Ok(())
+}
+
+/// How deep a mailbox tree walk descends (a guard against symlink loops).
+const MAX_TREE_DEPTH: usize = 64;
+
+/// True (and logged) when a tree walk at `depth` should not descend into `dir`.
+pub fn too_deep(dir: &Path, depth: usize) -> bool {
+    if depth > MAX_TREE_DEPTH {
+        warn!(
+            "{}: mailbox tree deeper than {MAX_TREE_DEPTH}; not descending",
+            dir.display()
+        );
+        return true;
+    }
+    false
+}
+
 /// Decodes one on-disk mailbox name level to UTF-8: modified UTF-7, or UTF-8 with the
 /// location's `UTF-8` key. A level that does not decode is shown as it is (lossily) and
 /// logged.

@@ -90,19 +90,7 @@ impl MaildirStore {
                 what: format!("{key} is not supported for maildir by mailfs yet"),
             });
         }
-        let root = &loc.root;
-        let meta = fs::metadata(root).map_err(|e| Error::io(root, e))?;
-        if !meta.is_dir() {
-            return Err(Error::layout(root, "the mail root is not a directory"));
-        }
-        let mut entries = fs::read_dir(root).map_err(|e| Error::io(root, e))?;
-        if entries.next().is_none() {
-            return Err(Error::layout(
-                root,
-                "the mail root is empty (an unmounted network filesystem?); refusing to \
-                 present it as an empty store",
-            ));
-        }
+        files::check_store_root(&loc.root)?;
         let store = MaildirStore {
             loc,
             list: ListCache::default(),
@@ -136,24 +124,18 @@ impl MaildirStore {
     /// layout's separator) is `storage`; `None` storage means INBOX.
     fn paths_for(&self, storage: Option<&[u8]>) -> MailboxPaths {
         let loc = &self.loc;
-        match storage {
+        // `rel` names the mailbox under the CONTROL= and INDEX= roots; INBOX's mail is
+        // INBOX= or the root itself, but elsewhere it is `.INBOX` / `INBOX`.
+        let (mail, rel) = match storage {
             None => {
-                let mail = self.inbox_mail_dir();
-                let elsewhere = |root: &Option<PathBuf>| match (root, loc.layout) {
-                    (Some(c), Layout::MaildirPlusPlus) => c.join(".INBOX"),
-                    (Some(c), Layout::Fs) => c.join("INBOX"),
-                    (None, _) => mail.clone(),
+                let rel = match loc.layout {
+                    Layout::MaildirPlusPlus => ".INBOX",
+                    Layout::Fs => "INBOX",
                 };
-                let control = elsewhere(&loc.control);
-                let index = (!loc.index_in_memory).then(|| elsewhere(&loc.index));
-                MailboxPaths {
-                    mail,
-                    control,
-                    index,
-                }
+                (self.inbox_mail_dir(), PathBuf::from(rel))
             }
             Some(storage) => {
-                let rel: PathBuf = match loc.layout {
+                let rel = match loc.layout {
                     Layout::MaildirPlusPlus => {
                         let mut n = Vec::with_capacity(storage.len() + 1);
                         n.push(b'.');
@@ -162,18 +144,17 @@ impl MaildirStore {
                     }
                     Layout::Fs => PathBuf::from(OsStr::from_bytes(storage)),
                 };
-                let mail = loc.root.join(&rel);
-                let elsewhere = |root: &Option<PathBuf>| {
-                    root.as_ref().map_or_else(|| mail.clone(), |c| c.join(&rel))
-                };
-                let control = elsewhere(&loc.control);
-                let index = (!loc.index_in_memory).then(|| elsewhere(&loc.index));
-                MailboxPaths {
-                    mail,
-                    control,
-                    index,
-                }
+                (loc.root.join(&rel), rel)
             }
+        };
+        let elsewhere =
+            |root: &Option<PathBuf>| root.as_ref().map_or_else(|| mail.clone(), |c| c.join(&rel));
+        let control = elsewhere(&loc.control);
+        let index = (!loc.index_in_memory).then(|| elsewhere(&loc.index));
+        MailboxPaths {
+            mail,
+            control,
+            index,
         }
     }
 
@@ -274,12 +255,7 @@ impl MaildirStore {
         stamp: &mut Stamp,
         depth: usize,
     ) -> Result<()> {
-        const MAX_DEPTH: usize = 64;
-        if depth > MAX_DEPTH {
-            warn!(
-                "{}: mailbox tree deeper than {MAX_DEPTH}; not descending",
-                dir.display()
-            );
+        if files::too_deep(dir, depth) {
             return Ok(());
         }
         for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
