@@ -14,7 +14,7 @@ use log::{error, info, warn};
 
 use crate::error::{Error, Result};
 use crate::fs::{CacheTimeouts, MailFs, naming};
-use crate::location::Location;
+use crate::location::Spec;
 use crate::store::{self, MailStore, MailboxName, MessageKey};
 
 /// Exit code for runtime errors.
@@ -33,6 +33,10 @@ Examples:
 
   # LAYOUT=fs with index and control files elsewhere:
   mailfs mount maildir:/srv/mail/bob:LAYOUT=fs:INDEX=/var/idx/bob:CONTROL=/var/ctl/bob /mnt/bob
+
+  # Every user of a multi-user tree (formats detected per user):
+  mailfs mount '/var/vmail/%2.256Nu/%u' /mnt/all
+  mailfs mount 'mdbox:/srv/mail/%d/%n:INDEX=/idx/%d/%n' /mnt/all
 
   # Without FUSE, for scripts:
   mailfs ls ~/Maildir                 # mailboxes, one per line
@@ -60,8 +64,9 @@ enum Command {
     /// Mount LOCATION at MOUNTPOINT and serve it in the foreground until unmounted, SIGINT
     /// or SIGTERM.
     Mount {
-        /// Dovecot mail_location (maildir:/path[:LAYOUT=fs][:INBOX=..][:INDEX=..]
-        /// [:CONTROL=..]) or a bare path.
+        /// Dovecot mail_location (maildir:/path, sdbox:/path, mdbox:/path, with keys such
+        /// as :LAYOUT=fs :INDEX=.. :CONTROL=.. :ALT=..) or a bare path; %u, %n, %d make it
+        /// a multi-user tree (/var/vmail/%2.256Nu/%u).
         location: String,
         /// An empty directory to mount on.
         mountpoint: PathBuf,
@@ -210,8 +215,7 @@ fn timeouts(attr: f64, entry: f64) -> std::result::Result<CacheTimeouts, CliErro
 }
 
 fn open_store(location: &str) -> Result<Arc<dyn MailStore>> {
-    let loc = Location::parse(location)?;
-    store::open(&loc, VIEW_CACHE_CAPACITY)
+    store::open(&Spec::parse(location)?, VIEW_CACHE_CAPACITY)
 }
 
 fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
@@ -219,8 +223,32 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match mailbox {
         None => {
-            for entry in store.mailboxes()?.iter() {
+            // A multi-user tree: each user, then that user's mailboxes as `user/name`.
+            let depth = store.scope_depth();
+            let mut failed = 0usize;
+            for entry in store.mailboxes(&MailboxName(Vec::new()))?.iter() {
                 writeln!(out, "{}", entry.name)?;
+                if depth == 0 || entry.name.0.len() != depth {
+                    continue;
+                }
+                match store.mailboxes(&entry.name) {
+                    Ok(list) => {
+                        for e in list.iter().filter(|e| e.name.0.len() > depth) {
+                            writeln!(out, "{}", e.name)?;
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        out.flush()?;
+                        eprintln!("mailfs: {}: {e}", entry.name);
+                    }
+                }
+            }
+            if failed > 0 {
+                out.flush()?;
+                return Err(CliError::Msg(format!(
+                    "{failed} user(s) could not be listed"
+                )));
             }
         }
         Some(mailbox) => {
@@ -287,7 +315,7 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
             }
         }
     }
-    let src = store.open(&view, &key)?;
+    let src = store.open(&MailboxName::parse(mailbox), &view, &key)?;
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 128 * 1024];
     let mut pos = 0u64;

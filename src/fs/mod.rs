@@ -21,6 +21,7 @@ pub mod naming;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use log::debug;
+use lru::LruCache;
 use parking_lot::Mutex;
 
 use self::errno::ErrorReporter;
@@ -40,6 +42,9 @@ use self::inode::{InodeTable, Node, ROOT_INO};
 use crate::error::{Error, Result};
 use crate::store::{FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta};
 use crate::store::{MessageKey, MessageSource};
+
+/// Folder trees kept built (one per scope: the whole store, or one per user).
+const TREES_CACHED: NonZeroUsize = NonZeroUsize::new(64).expect("non-zero");
 
 /// Kernel cache timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +130,8 @@ pub struct MailFs {
     inodes: InodeTable,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
-    tree: Mutex<Option<Arc<FolderTree>>>,
+    /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
+    trees: Mutex<LruCache<MailboxName, Arc<FolderTree>>>,
     errors: ErrorReporter,
     /// Owner and mtime shown for the root and for levels without a directory.
     root_owner: FileOwner,
@@ -157,7 +163,7 @@ impl MailFs {
             inodes: InodeTable::default(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            tree: Mutex::new(None),
+            trees: Mutex::new(LruCache::new(TREES_CACHED)),
             errors: ErrorReporter::default(),
             root_owner: FileOwner {
                 uid: meta.uid(),
@@ -168,16 +174,29 @@ impl MailFs {
         })
     }
 
-    fn tree(&self) -> Result<Arc<FolderTree>> {
-        let source = self.store.mailboxes()?;
-        if let Some(t) = self.tree.lock().as_ref()
+    /// The folder tree of the scope `folder` belongs to, rebuilt when the store's list
+    /// for that scope changed.
+    fn tree(&self, folder: &MailboxName) -> Result<Arc<FolderTree>> {
+        let depth = self.store.scope_depth().min(folder.0.len());
+        let scope = MailboxName(folder.0[..depth].to_vec());
+        let source = self.store.mailboxes(&scope)?;
+        if let Some(t) = self.trees.lock().get(&scope)
             && Arc::ptr_eq(&t.source, &source)
         {
             return Ok(t.clone());
         }
         let tree = Arc::new(FolderTree::build(source));
-        *self.tree.lock() = Some(tree.clone());
+        self.trees.lock().put(scope, tree.clone());
         Ok(tree)
+    }
+
+    /// 2 + subdirectories; 1 ("unknown", as btrfs reports) for a scope's top folder (a
+    /// user), whose children are not known where its parent lists it.
+    fn folder_nlink(&self, folder: &Folder) -> u32 {
+        match &folder.entry {
+            Some(e) if e.name.0.len() == self.store.scope_depth() => 1,
+            _ => 2 + folder.children.len() as u32,
+        }
     }
 
     fn folder_attr(&self, ino: u64, folder: &Folder) -> FileAttr {
@@ -196,7 +215,7 @@ impl MailFs {
             crtime: t,
             kind: FileType::Directory,
             perm: read_only(owner.mode) | 0o500,
-            nlink: 2 + folder.children.len() as u32,
+            nlink: self.folder_nlink(folder),
             uid: owner.uid,
             gid: owner.gid,
             rdev: 0,
@@ -244,7 +263,7 @@ impl MailFs {
 
     /// Resolves `name` inside folder `parent` (without counting a lookup).
     fn resolve(&self, parent: &MailboxName, name: &OsStr) -> Result<(Node, FileAttr)> {
-        let tree = self.tree()?;
+        let tree = self.tree(parent)?;
         let folder = tree
             .folders
             .get(parent)
@@ -282,7 +301,7 @@ impl MailFs {
     fn attr_of(&self, ino: u64, node: &Node) -> Result<FileAttr> {
         match node {
             Node::Folder(name) => {
-                let tree = self.tree()?;
+                let tree = self.tree(name)?;
                 let folder = tree
                     .folders
                     .get(name)
@@ -325,7 +344,7 @@ impl MailFs {
 
     /// The entries of a folder, `.` and `..` first.
     fn list(&self, ino: u64, name: &Arc<MailboxName>) -> Result<Vec<Listed>> {
-        let tree = self.tree()?;
+        let tree = self.tree(name)?;
         let folder = tree
             .folders
             .get(name)
@@ -384,14 +403,17 @@ impl MailFs {
     fn xattrs(&self, node: &Node) -> Result<Vec<(&'static str, Vec<u8>)>> {
         match node {
             Node::Folder(name) => {
-                let tree = self.tree()?;
+                let tree = self.tree(name)?;
                 let folder = tree
                     .folders
                     .get(name)
                     .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
                 let mut out = Vec::new();
-                if !name.0.is_empty() {
-                    out.push(("user.mailbox.name", name.to_string().into_bytes()));
+                // The mailbox's own name, without the scope (user) levels above it.
+                let depth = self.store.scope_depth();
+                if name.0.len() > depth {
+                    let own = MailboxName(name.0[depth..].to_vec());
+                    out.push(("user.mailbox.name", own.to_string().into_bytes()));
                 }
                 if let Some(view) = self.folder_view(folder)? {
                     if let Some(guid) = &view.guid {
@@ -524,7 +546,7 @@ impl Filesystem for MailFs {
             .with_message(&mailbox, uid_validity, &key, |view, meta| {
                 (view.clone(), Self::message_attr(ino.0, meta))
             })
-            .and_then(|(view, attr)| Ok((self.store.open(&view, &key)?, attr)));
+            .and_then(|(view, attr)| Ok((self.store.open(&mailbox, &view, &key)?, attr)));
         match opened {
             Ok((src, attr)) => {
                 let fh = self.new_handle(Handle::File(Arc::new(OpenMessage { src, attr })));

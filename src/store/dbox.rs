@@ -801,7 +801,7 @@ fn le_u32(b: &[u8]) -> u32 {
 }
 
 impl MailStore for DboxStore {
-    fn mailboxes(&self) -> Result<Arc<Vec<MailboxEntry>>> {
+    fn mailboxes(&self, _scope: &MailboxName) -> Result<Arc<Vec<MailboxEntry>>> {
         Ok(self.mailbox_list()?.entries.clone())
     }
 
@@ -812,7 +812,14 @@ impl MailStore for DboxStore {
         })
     }
 
-    fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource> {
+    /// `view.name` is this store's own name of the mailbox (a multi-user store passes the
+    /// name with the user level in `_mailbox`).
+    fn open(
+        &self,
+        _mailbox: &MailboxName,
+        view: &MailboxView,
+        key: &MessageKey,
+    ) -> Result<MessageSource> {
         let meta = view
             .get(key)
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;

@@ -562,7 +562,7 @@ impl MaildirStore {
 }
 
 impl MailStore for MaildirStore {
-    fn mailboxes(&self) -> Result<Arc<Vec<MailboxEntry>>> {
+    fn mailboxes(&self, _scope: &MailboxName) -> Result<Arc<Vec<MailboxEntry>>> {
         Ok(self.mailbox_list()?.entries.clone())
     }
 
@@ -573,7 +573,14 @@ impl MailStore for MaildirStore {
         })
     }
 
-    fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource> {
+    /// `view.name` is this store's own name of the mailbox (a multi-user store passes the
+    /// name with the user level in `_mailbox`).
+    fn open(
+        &self,
+        _mailbox: &MailboxName,
+        view: &MailboxView,
+        key: &MessageKey,
+    ) -> Result<MessageSource> {
         let meta = view
             .get(key)
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;

@@ -16,6 +16,7 @@ pub mod dbox;
 mod files;
 pub mod maildir;
 mod stamp;
+pub mod users;
 
 use std::fmt;
 use std::fs::File;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::format::MailFlags;
-use crate::location::{Format, Location};
+use crate::location::{Format, Location, Spec};
 
 /// A mailbox's name: its hierarchy levels in UTF-8 (never modified UTF-7), e.g.
 /// `["Work", "Sub"]`. INBOX is `["INBOX"]`.
@@ -192,27 +193,59 @@ pub struct MessageSource {
 }
 
 /// A storage engine.
+///
+/// Scopes: a store may list its mailboxes in independent parts, selected by the first
+/// [`MailStore::scope_depth`] levels of a name (a multi-user tree has one scope per user, so
+/// that listing users never opens their stores). A single store has one scope, the root.
 pub trait MailStore: Send + Sync + fmt::Debug {
-    /// All mailboxes, including non-selectable hierarchy levels, sorted by name.
-    fn mailboxes(&self) -> Result<Arc<Vec<MailboxEntry>>>;
+    /// How many leading name levels select a scope (0: the whole store is one).
+    fn scope_depth(&self) -> usize {
+        0
+    }
+    /// The mailboxes of one scope, sorted by name, including non-selectable hierarchy
+    /// levels. `scope` is cut to [`MailStore::scope_depth`] levels; a shorter one lists the
+    /// levels above the scopes (e.g. the users). The same `Arc` comes back while nothing
+    /// changed.
+    fn mailboxes(&self, scope: &MailboxName) -> Result<Arc<Vec<MailboxEntry>>>;
     /// A current snapshot of one mailbox (cached while the store is unchanged).
     fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>>;
-    /// Opens a message of a view for reading.
-    fn open(&self, view: &MailboxView, key: &MessageKey) -> Result<MessageSource>;
+    /// Opens a message of `view`, the view [`MailStore::view`] gave for `mailbox`.
+    fn open(
+        &self,
+        mailbox: &MailboxName,
+        view: &MailboxView,
+        key: &MessageKey,
+    ) -> Result<MessageSource>;
     /// Where the store lives, for messages and statfs.
     fn root(&self) -> &std::path::Path;
 }
 
+/// Multi-user stores open at most this many users' stores at once.
+pub const USERS_CACHED: usize = 32;
+
 /// Opens the store a location names, checking that it exists and has the claimed format.
-pub fn open(location: &Location, cache_capacity: usize) -> Result<Arc<dyn MailStore>> {
+/// `views` bounds the parsed mailbox views kept in memory (for a multi-user tree, over all
+/// users together).
+pub fn open(spec: &Spec, views: usize) -> Result<Arc<dyn MailStore>> {
+    match spec {
+        Spec::Single(location) => open_single(location, views),
+        Spec::Users(template) => Ok(Arc::new(users::UsersStore::open(
+            template.clone(),
+            USERS_CACHED,
+            views.div_ceil(USERS_CACHED),
+        )?)),
+    }
+}
+
+/// Opens one user's store.
+fn open_single(location: &Location, views: usize) -> Result<Arc<dyn MailStore>> {
     match location.format {
         Format::Maildir => Ok(Arc::new(maildir::MaildirStore::open(
             location.clone(),
-            cache_capacity,
+            views,
         )?)),
-        Format::Sdbox | Format::Mdbox => Ok(Arc::new(dbox::DboxStore::open(
-            location.clone(),
-            cache_capacity,
-        )?)),
+        Format::Sdbox | Format::Mdbox => {
+            Ok(Arc::new(dbox::DboxStore::open(location.clone(), views)?))
+        }
     }
 }

@@ -9,10 +9,36 @@
 //! Only parsing and home-directory lookup happen here; whether the store really has the
 //! claimed format is checked by the store backend when it opens the root.
 
+mod md5;
+pub mod template;
+
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+pub use template::Template;
+
+/// What a LOCATION argument names: one user's store, or a tree of users.
+#[derive(Debug, Clone)]
+pub enum Spec {
+    /// One store.
+    Single(Box<Location>),
+    /// A multi-user template (`%u`, `%n`, `%d`, ...): one store per user found on disk.
+    Users(Template),
+}
+
+impl Spec {
+    /// Parses a LOCATION: a template if it has variables, else a single location (`%%`
+    /// standing for '%').
+    pub fn parse(location: &str) -> Result<Spec> {
+        match Template::parse(location)? {
+            Some(t) => Ok(Spec::Users(t)),
+            None => Ok(Spec::Single(Box::new(Location::parse(
+                &location.replace("%%", "%"),
+            )?))),
+        }
+    }
+}
 
 /// A storage format mailfs can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,16 +159,7 @@ impl Location {
             location: location.to_string(),
             what,
         };
-        if location.contains('%') {
-            return Err(err(
-                "'%' variables (multi-user templates) are not supported yet; give one user's path"
-                    .into(),
-            ));
-        }
-        let (driver, rest) = match location.split_once(':') {
-            Some((d, rest)) if is_driver(d) => (Some(d), rest),
-            _ => (None, location),
-        };
+        let (driver, rest) = driver_and_rest(location);
         let fields = split_fields(rest);
         let Some((root, keys)) = fields.split_first() else {
             return Err(err("no mail root directory given".into()));
@@ -264,6 +281,14 @@ impl Location {
             return Err(err("ALT= is for sdbox and mdbox only".into()));
         }
         Ok(loc)
+    }
+}
+
+/// Splits `<driver>:<rest>`; a string without a known driver is all rest (a bare path).
+fn driver_and_rest(location: &str) -> (Option<&str>, &str) {
+    match location.split_once(':') {
+        Some((d, rest)) if is_driver(d) => (Some(d), rest),
+        _ => (None, location),
     }
 }
 
@@ -437,7 +462,14 @@ mod tests {
         assert!(e.contains("LAYOUT=index"), "{e}");
         assert!(Location::parse("maildir:").is_err());
         assert!(Location::parse("maildir:INBOX=/x").is_err());
-        assert!(Location::parse("maildir:/home/%u").is_err());
+        assert!(matches!(
+            Spec::parse("maildir:/home/%u").unwrap(),
+            Spec::Users(_)
+        ));
+        assert!(matches!(
+            Spec::parse("maildir:/home/100%%").unwrap(),
+            Spec::Single(l) if l.root == Path::new("/home/100%")
+        ));
     }
 
     #[test]
