@@ -2,12 +2,14 @@
 //! have the properties those tests rely on, and the helpers can fail.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::util::TestDir;
-use crate::util::corpus::{KEYWORDS, new_and_cur, populate_varied};
-use crate::util::dovecot::{Dovecot, Layout, User};
+use crate::util::corpus::{KEYWORDS, email, new_and_cur, populate_varied};
+use crate::util::dovecot::{Dovecot, Layout, User, Users};
 use crate::util::fingerprint::Fingerprint;
+use crate::util::fsx::walk;
+use crate::util::{TestDir, name_of};
 
 /// Checks that hold for the varied store in either layout.
 fn assert_varied_store_shape(user: &User<'_>, scratch: &std::path::Path) {
@@ -163,4 +165,119 @@ fn fingerprint_notices_every_kind_of_change() {
         .set_modified(dir_mtime)
         .unwrap();
     before.assert_same(&Fingerprint::of(&store), "restored");
+}
+
+/// The per-user passwd-file userdb of [`Dovecot::start_users`]: Dovecot expands every
+/// variable of each user's location (the `%2.256Nu` hash bucket, `%d`, `%n`, in keys too),
+/// keeps the `:` keys, and lays each user's mail out there in that user's format; the
+/// multi-user doveadm helper reaches exactly the users asked for and writes as the mail
+/// user; the doveadm-based [`User`] helpers work.
+#[test]
+fn per_user_locations_are_expanded_by_dovecot() {
+    require!(Dovecot);
+    let dir = TestDir::new("harness_per_user");
+    let (mail, idx) = (dir.join("mail"), dir.join("idx"));
+    let (m, i) = (mail.display(), idx.display());
+    let hashed = format!("{m}/%2.256Nu/%u");
+    let users: Vec<(String, String)> = [
+        ("user07", format!("maildir:{hashed}")),
+        ("bob", format!("sdbox:{hashed}")),
+        ("carol", format!("mdbox:{hashed}")),
+        ("u1@a.test", format!("mdbox:{m}/%d/%n:INDEX={i}/%d/%n")),
+    ]
+    .map(|(u, l)| (u.to_string(), l))
+    .into();
+    let dovecot = Dovecot::start_users(&dir, &users);
+    dovecot.mail_owned_dir(&dir, "mail");
+    dovecot.mail_owned_dir(&dir, "idx");
+    let [user07, bob, carol, u1] = <[User<'_>; 4]>::try_from(dovecot.users()).ok().unwrap();
+
+    // Expansion: the MD5-based bucket (byte 7 of MD5("user07") is 0x37), the domain and
+    // user parts, and the INDEX key after a ':' inside the passwd-file's extra field.
+    assert_eq!(user07.location(), format!("maildir:{m}/37/user07"));
+    assert_eq!(
+        u1.location(),
+        format!("mdbox:{m}/a.test/u1:INDEX={i}/a.test/u1")
+    );
+    assert_eq!(u1.mail_root(), mail.join("a.test/u1"));
+    for user in [&user07, &bob, &carol] {
+        let root = user.mail_root();
+        let bucket = name_of(root.parent().expect("bucket"));
+        assert!(
+            bucket.len() == 2 && bucket.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')),
+            "{}: bucket {bucket:?} is not two lowercase hex digits",
+            user.name()
+        );
+        assert_eq!(root, mail.join(&bucket).join(user.name()));
+    }
+
+    // -F reaches exactly the listed users, -A all of them.
+    let two = vec![user07.name().to_string(), bob.name().to_string()];
+    let first = email(1, "To two users", "Hello.");
+    dovecot.doveadm_users(Users::Only(&two), &[], &["save"], &[], Some(&first));
+    let second = email(2, "To everyone", "Hello all.");
+    dovecot.doveadm_users(Users::All, &[], &["save"], &[], Some(&second));
+    for user in [&user07, &bob, &carol, &u1] {
+        let expected = if two.iter().any(|n| n == user.name()) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(
+            user.status("INBOX").messages,
+            expected,
+            "messages of {}",
+            user.name()
+        );
+    }
+    dovecot.doveadm_users(
+        Users::All,
+        &[],
+        &["flags", "add"],
+        &["\\Seen work", "mailbox", "INBOX", "uid", "1"],
+        None,
+    );
+    user07.flags_add("INBOX", 2, "\\Flagged");
+    bob.expunge("INBOX", 2);
+    assert_eq!(user07.fetch_flags("INBOX")[1].1, ["\\Flagged"]);
+    assert_eq!(bob.uids("INBOX"), [1]);
+    assert_eq!(carol.fetch("INBOX")[0].flags, "\\Seen work");
+    assert_eq!(u1.fetch("INBOX")[0].text, second);
+
+    // Each user's format on disk, where the expansion says.
+    assert!(user07.mail_root().join("new").is_dir() && user07.mail_root().join("cur").is_dir());
+    assert!(
+        bob.mail_root()
+            .join("mailboxes/INBOX/dbox-Mails/u.1")
+            .is_file()
+    );
+    assert!(carol.mail_root().join("storage/m.1").is_file());
+    assert!(u1.mail_root().join("storage/m.1").is_file());
+    let u1_index = idx.join("a.test/u1");
+    assert!(u1_index.join("mailboxes/INBOX/dovecot.index.log").is_file());
+    assert!(u1_index.join("storage/dovecot.map.index.log").is_file());
+    let stray: Vec<_> = walk(&u1.mail_root())
+        .into_iter()
+        .filter(|p| name_of(p).starts_with("dovecot."))
+        .collect();
+    assert!(stray.is_empty(), "index files in the mail root: {stray:?}");
+
+    // Everything was written as the mail user, none of it as root.
+    let (uid, gid) = dovecot.mail_owner();
+    for p in walk(&mail).into_iter().chain(walk(&idx)) {
+        let meta = fs::symlink_metadata(&p).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "owner of {p:?}");
+    }
+
+    // A user that failed fails the helper, even where doveadm would exit 0.
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        dovecot.doveadm_users(
+            Users::Only(&two),
+            &[],
+            &["flags", "add"],
+            &["\\Seen", "mailbox", "Nope", "uid", "1"],
+            None,
+        )
+    }));
+    assert!(r.is_err(), "flags add on a missing mailbox did not fail");
 }

@@ -25,6 +25,8 @@ mod util;
 mod harness;
 // Mounted Maildir stores (Maildir++ and LAYOUT=fs) compared with doveadm.
 mod maildir_mount;
+// Multi-user templates (%u, %n, %d, %2.256Nu): one directory per user, each vs doveadm.
+mod multi_user;
 // Mounted sdbox and mdbox stores (ALT, INDEX=, purge under a reader, damage) vs doveadm.
 mod dbox_mount;
 // The mount never modifies the store, and refuses writes.

@@ -26,14 +26,21 @@ pub const MAILBOX_XATTRS: [&str; 3] = [
     "user.mailbox.uidnext",
 ];
 
-/// How much [`assert_mount_matches_dovecot`] compared.
+/// How much [`assert_tree_matches_dovecot`] compared.
 #[derive(Debug, Default)]
 pub struct Compared {
     pub mailboxes: usize,
     pub messages: usize,
 }
 
-/// Compares the whole mount with doveadm:
+/// Compares the whole mount with doveadm ([`assert_tree_matches_dovecot`] of its root).
+#[track_caller]
+pub fn assert_mount_matches_dovecot(mount: &Mount, user: &User<'_>) -> Compared {
+    assert_tree_matches_dovecot(mount.path(), user)
+}
+
+/// Compares the tree below `root` (a single-user mount's root, or one user's directory in
+/// a multi-user mount) with `user`'s mail as doveadm reports it:
 /// - the directory tree is exactly the mailbox names and their parent levels;
 /// - each mailbox's xattrs equal `doveadm mailbox status`;
 /// - each mailbox lists exactly `<uid>.eml` for doveadm's UIDs (and its child mailboxes);
@@ -41,7 +48,7 @@ pub struct Compared {
 ///
 /// Fetches `date.saved`, so call it after the last change to the store.
 #[track_caller]
-pub fn assert_mount_matches_dovecot(mount: &Mount, user: &User<'_>) -> Compared {
+pub fn assert_tree_matches_dovecot(root: &Path, user: &User<'_>) -> Compared {
     let statuses = user.statuses();
     assert!(!statuses.is_empty(), "doveadm reports no mailboxes at all");
 
@@ -53,7 +60,7 @@ pub fn assert_mount_matches_dovecot(mount: &Mount, user: &User<'_>) -> Compared 
             expected_dirs.insert(levels[..n].iter().collect::<PathBuf>());
         }
     }
-    let everything = walk(mount.path());
+    let everything = walk(root);
     for p in &everything {
         assert!(
             !name_of(p).contains(':'),
@@ -63,20 +70,20 @@ pub fn assert_mount_matches_dovecot(mount: &Mount, user: &User<'_>) -> Compared 
     let actual_dirs: BTreeSet<PathBuf> = everything
         .into_iter()
         .filter(|p| p.is_dir())
-        .map(|p| {
-            p.strip_prefix(mount.path())
-                .expect("below mount")
-                .to_path_buf()
-        })
+        .map(|p| p.strip_prefix(root).expect("below the root").to_path_buf())
         .collect();
     assert_eq!(
-        actual_dirs, expected_dirs,
-        "directories in the mount vs doveadm mailbox list"
+        actual_dirs,
+        expected_dirs,
+        "directories in the mount below {} vs doveadm mailbox list",
+        root.display()
     );
 
     let mut compared = Compared::default();
     for (name, status) in &statuses {
-        let dir = mount.mailbox(name);
+        let dir = name
+            .split('/')
+            .fold(root.to_path_buf(), |p, level| p.join(level));
         for (attr, expected) in [
             ("user.mailbox.guid", status.guid.clone()),
             ("user.mailbox.uidvalidity", status.uidvalidity.to_string()),

@@ -18,6 +18,22 @@
 //!   saves messages that have flags straight into `cur/`.
 //! - By default Dovecot stores LF line ends even when given CRLF;
 //!   `-o mail_save_crlf=yes` keeps CRLF ([`User::save_crlf`]).
+//! - `-o key=value` is not variable-expanded: `-o mail_location=.../%u` means a literal `%u`.
+//!
+//! And about the passwd-file userdb of [`Dovecot::start_users`] (one mail location per user):
+//! - An entry is `name:password:uid:gid:gecos:home:shell:extra fields`. Everything after the
+//!   seventh `:` is the extra fields, colons included, so `userdb_mail=sdbox:/m/%u:INDEX=/i/%u`
+//!   arrives whole; extra fields are separated by spaces.
+//! - Extra fields are variable-expanded per user with all modifiers (`%2.256Nu`, `%d`, `%n`);
+//!   the home field is not (a `%u` there stays literal). `doveadm user -f mail NAME` shows
+//!   the expanded location ([`User::location`]).
+//! - `-A` (every userdb user) and `-F FILE` (the users listed in FILE) run one mail command
+//!   for many users in one doveadm process ([`Dovecot::doveadm_users`]). The exit status can
+//!   be 0 although some users failed, so the helper also fails on errors logged on stderr.
+//! - Do not use `doveadm import` with `-A`/`-F`: it does not expand `%u` in the source
+//!   location, and when run as root it writes the first user's mail (and the shared source's
+//!   index files) as root, mode 0700, which the mail user then cannot read: later commands
+//!   fail with "Permission denied" and "Index is read-only". `import -u` is fine.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,6 +60,12 @@ pub enum Layout {
     /// An sdbox or mdbox store at `~/sdbox` or `~/mdbox`, with extra location keys
     /// ([`DboxLayout`]).
     Dbox(DboxLayout),
+    /// Each user has a mail location of its own, given to [`Dovecot::start_users`], which
+    /// Dovecot expands per user (`%u`, `%2.256Nu`, ...). Homes are `<base>/home/<user>`; the
+    /// mail is wherever the location says. The [`User`] helpers that compute paths from the
+    /// layout (`mailbox_dir`, `index_dir`, ...) panic for it; [`User::location`] and
+    /// [`User::mail_root`] ask Dovecot, and the doveadm-based helpers all work.
+    PerUser,
 }
 
 /// Which dbox format a [`Layout::Dbox`] store uses.
@@ -119,14 +141,44 @@ pub struct Dovecot {
     base: PathBuf,
     conf: PathBuf,
     layout: Layout,
+    /// [`Layout::PerUser`]: the users in the passwd-file, in the order given.
+    users: Vec<String>,
     master: Child,
     mail_uid: u32,
     mail_gid: u32,
 }
 
+/// Which users a multi-user doveadm command ([`Dovecot::doveadm_users`]) runs for.
+#[derive(Debug, Clone, Copy)]
+pub enum Users<'a> {
+    /// `-A`: every user the userdb lists.
+    All,
+    /// `-F <file>`: exactly these.
+    Only(&'a [String]),
+}
+
 impl Dovecot {
     /// Writes a config below `dir` and starts a master; returns once its auth socket exists.
+    /// All users share one `mail_location` (a static userdb, any user name works).
     pub fn start(dir: &TestDir, layout: Layout) -> Dovecot {
+        assert_ne!(layout, Layout::PerUser, "use Dovecot::start_users");
+        Dovecot::start_with(dir, layout, &[])
+    }
+
+    /// Starts a master whose users each have their own mail location ([`Layout::PerUser`]):
+    /// a passwd-file userdb with one entry per `(name, location)`, the location in a
+    /// `userdb_mail=` extra field. Dovecot expands the location's variables per user
+    /// (`%u`, `%n`, `%d`, `%2.256Nu`, ...), in every key too. Only these users exist, and
+    /// `-A` means all of them. Each gets an empty home `<base>/home/<name>`.
+    ///
+    /// Dovecot creates missing mail directories as the mail user, so the directories the
+    /// locations point into must be writable by it ([`Dovecot::mail_owned_dir`]).
+    pub fn start_users(dir: &TestDir, users: &[(String, String)]) -> Dovecot {
+        assert!(!users.is_empty(), "start_users needs users");
+        Dovecot::start_with(dir, Layout::PerUser, users)
+    }
+
+    fn start_with(dir: &TestDir, layout: Layout, users: &[(String, String)]) -> Dovecot {
         let base = dir.mkdir("dovecot");
         for sub in ["run", "state", "home"] {
             fs::create_dir_all(base.join(sub)).expect("creating dovecot dirs");
@@ -141,14 +193,44 @@ impl Dovecot {
         let b = base.display();
         let home = format!("{b}/home/%u");
         let location = match layout {
-            Layout::MaildirPlusPlus => format!("maildir:{home}/Maildir"),
-            Layout::FsSeparateIndexControl => {
-                format!(
-                    "maildir:{home}/Maildir:LAYOUT=fs:INDEX={home}/index:CONTROL={home}/control"
-                )
+            Layout::MaildirPlusPlus => Some(format!("maildir:{home}/Maildir")),
+            Layout::FsSeparateIndexControl => Some(format!(
+                "maildir:{home}/Maildir:LAYOUT=fs:INDEX={home}/index:CONTROL={home}/control"
+            )),
+            Layout::Mdbox => Some(format!("mdbox:{home}/mdbox")),
+            Layout::Dbox(d) => Some(d.location(&home)),
+            Layout::PerUser => None,
+        };
+        let userdb = match &location {
+            Some(_) => {
+                format!("driver = static\n  args = uid={mail_uid} gid={mail_gid} home={home}")
             }
-            Layout::Mdbox => format!("mdbox:{home}/mdbox"),
-            Layout::Dbox(d) => d.location(&home),
+            None => {
+                let passwd = base.join("passwd");
+                let mut entries = String::new();
+                for (name, location) in users {
+                    assert!(
+                        !name.is_empty()
+                            && !name.contains([':', '/', '%'])
+                            && !name.contains(char::is_whitespace),
+                        "user name {name:?} cannot go in a passwd-file"
+                    );
+                    assert!(
+                        !location.contains(char::is_whitespace),
+                        "a passwd-file extra field cannot hold whitespace: {location:?}"
+                    );
+                    let _ = writeln!(
+                        entries,
+                        "{name}::{mail_uid}:{mail_gid}::{b}/home/{name}::userdb_mail={location}"
+                    );
+                    let user_home = base.join("home").join(name);
+                    fs::create_dir_all(&user_home)
+                        .unwrap_or_else(|e| panic!("creating {user_home:?}: {e}"));
+                    chown_recursive(&user_home, mail_uid, mail_gid);
+                }
+                fs::write(&passwd, entries).expect("writing the passwd-file");
+                format!("driver = passwd-file\n  args = {}", passwd.display())
+            }
         };
         let mut conf = format!(
             "base_dir = {b}/run\n\
@@ -157,9 +239,14 @@ impl Dovecot {
              ssl = no\n\
              protocols =\n\
              first_valid_uid = 0\n\
-             mail_fsync = never\n\
-             mail_location = {location}\n\
-             userdb {{\n  driver = static\n  args = uid={mail_uid} gid={mail_gid} home={home}\n}}\n\
+             mail_fsync = never\n"
+        );
+        if let Some(location) = &location {
+            let _ = writeln!(conf, "mail_location = {location}");
+        }
+        let _ = write!(
+            conf,
+            "userdb {{\n  {userdb}\n}}\n\
              passdb {{\n  driver = static\n  args = nopassword=y\n}}\n\
              namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n"
         );
@@ -189,6 +276,7 @@ impl Dovecot {
             base,
             conf: conf_path,
             layout,
+            users: users.iter().map(|(name, _)| name.clone()).collect(),
             master,
             mail_uid,
             mail_gid,
@@ -207,8 +295,16 @@ impl Dovecot {
         dovecot
     }
 
-    /// A mail user with an empty home directory (INBOX is created on first use).
+    /// A mail user with an empty home directory (INBOX is created on first use). With
+    /// [`Layout::PerUser`] only the users given to [`Dovecot::start_users`] exist.
     pub fn user(&self, name: &str) -> User<'_> {
+        if self.layout == Layout::PerUser {
+            assert!(
+                self.users.iter().any(|u| u == name),
+                "{name:?} is not in the passwd-file; the users are {:?}",
+                self.users
+            );
+        }
         let user = User {
             dovecot: self,
             name: name.to_string(),
@@ -219,9 +315,73 @@ impl Dovecot {
         user
     }
 
+    /// [`Layout::PerUser`]: every user given to [`Dovecot::start_users`], in that order.
+    pub fn users(&self) -> Vec<User<'_>> {
+        self.users.iter().map(|name| self.user(name)).collect()
+    }
+
     /// uid and gid that own the mail files.
     pub fn mail_owner(&self) -> (u32, u32) {
         (self.mail_uid, self.mail_gid)
+    }
+
+    /// Creates `<dir>/<rel>` (mode 0755) owned by the mail user, so that Dovecot can create
+    /// the users' mail directories inside it.
+    pub fn mail_owned_dir(&self, dir: &TestDir, rel: &str) -> PathBuf {
+        let path = dir.mkdir(rel);
+        chown_recursive(&path, self.mail_uid, self.mail_gid);
+        path
+    }
+
+    /// Runs one mail command for many users in one process:
+    /// `doveadm [-o opt]... <command...> (-A | -F <file>) <args...>`, feeding `stdin` (the
+    /// same input to every user, e.g. `save`). Panics if doveadm fails or logs an error for
+    /// any user (it can exit 0 after a user failed). Not for `import` (see the module notes).
+    pub fn doveadm_users(
+        &self,
+        users: Users<'_>,
+        opts: &[&str],
+        command: &[&str],
+        args: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Vec<u8> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static FILES: AtomicUsize = AtomicUsize::new(0);
+        assert!(
+            command.first() != Some(&"import"),
+            "doveadm import -A/-F writes the first user's mail as root; use User::import"
+        );
+        let file;
+        let who: Vec<&str> = match users {
+            Users::All => vec!["-A"],
+            Users::Only(names) => {
+                assert!(!names.is_empty(), "doveadm -F with no users does nothing");
+                let n = FILES.fetch_add(1, Ordering::Relaxed);
+                file = self.base.join(format!("users.{n}"));
+                let text: String = names.iter().map(|u| format!("{u}\n")).collect();
+                fs::write(&file, text).unwrap_or_else(|e| panic!("writing {file:?}: {e}"));
+                vec!["-F", file.to_str().expect("UTF-8 path")]
+            }
+        };
+        let mut all: Vec<&str> = command.to_vec();
+        all.extend(who);
+        all.extend_from_slice(args);
+        let out = self.doveadm_output(opts, &all, stdin);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let failed = stderr
+            .lines()
+            .any(|l| l.contains("Error:") || l.contains("Fatal:") || l.contains("Panic:"));
+        if !out.status.success() || failed {
+            panic!(
+                "doveadm {} {} ({users:?}) failed ({}):\n{}\n--- dovecot logs ---\n{}",
+                opts.join(" "),
+                all.join(" "),
+                out.status,
+                show(&out.stderr),
+                self.logs()
+            );
+        }
+        out.stdout
     }
 
     /// Runs `doveadm -c <conf> [-o opt]... args...`, feeding `stdin`; panics on failure.
@@ -357,9 +517,22 @@ impl User<'_> {
         self.dovecot.base.join("home").join(&self.name)
     }
 
-    /// The Maildir root (INBOX); for mdbox the `mdbox` root.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Maildir root (INBOX); for mdbox the `mdbox` root. [`Layout::PerUser`]: the path
+    /// of the location Dovecot expanded for this user (up to its first `:` key).
     pub fn mail_root(&self) -> PathBuf {
         match self.dovecot.layout {
+            Layout::PerUser => {
+                let location = self.location();
+                let path = ["maildir:", "sdbox:", "mdbox:"]
+                    .iter()
+                    .find_map(|driver| location.strip_prefix(driver))
+                    .unwrap_or(&location);
+                PathBuf::from(path.split(':').next().expect("split yields one"))
+            }
             Layout::Mdbox => self.home().join("mdbox"),
             Layout::Dbox(d) => self.home().join(d.format.name()),
             _ => self.home().join("Maildir"),
@@ -368,14 +541,17 @@ impl User<'_> {
 
     /// Everything Dovecot keeps for this user: mail, index and control files.
     pub fn store_root(&self) -> PathBuf {
+        self.not_per_user("store_root");
         self.home()
     }
 
-    /// The location string to hand to mailfs.
+    /// The location string to hand to mailfs. [`Layout::PerUser`]: the user's location as
+    /// Dovecot expands it (`doveadm user -f mail`).
     pub fn location(&self) -> String {
         let home = self.home();
         let h = home.display();
         match self.dovecot.layout {
+            Layout::PerUser => self.userdb_field("mail"),
             Layout::MaildirPlusPlus => format!("maildir:{h}/Maildir"),
             Layout::FsSeparateIndexControl => {
                 format!("maildir:{h}/Maildir:LAYOUT=fs:INDEX={h}/index:CONTROL={h}/control")
@@ -385,8 +561,26 @@ impl User<'_> {
         }
     }
 
+    /// A field of this user's userdb entry as Dovecot returns it, variables expanded
+    /// (`doveadm user -f <field> <name>`).
+    pub fn userdb_field(&self, field: &str) -> String {
+        let out = self.run_text(&["user", "-f", field, &self.name]);
+        out.strip_suffix('\n').unwrap_or(&out).to_string()
+    }
+
+    /// Panics for [`Layout::PerUser`], whose paths only Dovecot knows.
+    fn not_per_user(&self, what: &str) {
+        assert_ne!(
+            self.dovecot.layout,
+            Layout::PerUser,
+            "User::{what} computes paths from a shared layout; with per-user locations use \
+             User::mail_root or User::location"
+        );
+    }
+
     /// The directory holding a mailbox's `cur/`, `new/` and `tmp/` (ASCII names only).
     pub fn mailbox_dir(&self, mailbox: &str) -> PathBuf {
+        self.not_per_user("mailbox_dir");
         assert!(
             mailbox.is_ascii() && !mailbox.contains('&'),
             "mUTF-7 names not supported here"
@@ -413,11 +607,13 @@ impl User<'_> {
                 .mail_root()
                 .join(format!(".{}", name.replace('/', "."))),
             (Layout::FsSeparateIndexControl, name) => self.mail_root().join(name),
+            (Layout::PerUser, _) => unreachable!("refused above"),
         }
     }
 
     /// The directory holding a mailbox's `dovecot-uidlist` (ASCII names only).
     pub fn control_dir(&self, mailbox: &str) -> PathBuf {
+        self.not_per_user("control_dir");
         match self.dovecot.layout {
             Layout::MaildirPlusPlus | Layout::Mdbox => self.mailbox_dir(mailbox),
             Layout::Dbox(d) => self.dbox_elsewhere(d, "CONTROL", mailbox),
@@ -425,11 +621,13 @@ impl User<'_> {
                 assert!(mailbox.is_ascii(), "mUTF-7 names not supported here");
                 self.home().join("control").join(mailbox)
             }
+            Layout::PerUser => unreachable!("refused above"),
         }
     }
 
     /// The directory holding a mailbox's `dovecot.index*` files (ASCII names only).
     pub fn index_dir(&self, mailbox: &str) -> PathBuf {
+        self.not_per_user("index_dir");
         match self.dovecot.layout {
             Layout::MaildirPlusPlus | Layout::Mdbox => self.mailbox_dir(mailbox),
             Layout::Dbox(d) => self.dbox_elsewhere(d, "INDEX", mailbox),
@@ -437,6 +635,7 @@ impl User<'_> {
                 assert!(mailbox.is_ascii(), "mUTF-7 names not supported here");
                 self.home().join("index").join(mailbox)
             }
+            Layout::PerUser => unreachable!("refused above"),
         }
     }
 
@@ -455,6 +654,7 @@ impl User<'_> {
 
     /// dbox: the `ALT=` root, if the location has one.
     pub fn alt_root(&self) -> Option<PathBuf> {
+        self.not_per_user("alt_root");
         match self.dovecot.layout {
             Layout::Dbox(d) => d.key(&self.home(), "ALT").map(PathBuf::from),
             _ => None,
@@ -484,6 +684,7 @@ impl User<'_> {
 
     /// The directory holding the mdbox map index (`dovecot.map.index*`) and the `m.N` files.
     pub fn map_index_dir(&self) -> PathBuf {
+        self.not_per_user("map_index_dir");
         match self.dovecot.layout {
             Layout::Dbox(d) if d.format == DboxFormat::Mdbox => {
                 let home = self.home();
