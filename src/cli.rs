@@ -12,7 +12,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use log::{error, info, warn};
 
+use crate::coherence::{WatchMode, Watcher};
 use crate::error::{Error, Result};
+use crate::fs::notify::{self, NotifyStats};
 use crate::fs::{CacheTimeouts, MailFs, naming};
 use crate::location::Spec;
 use crate::store::{self, MailStore, MailboxName, MessageKey};
@@ -70,12 +72,24 @@ enum Command {
         location: String,
         /// An empty directory to mount on.
         mountpoint: PathBuf,
-        /// Seconds the kernel may cache attributes.
+        /// Seconds the kernel may cache attributes [default: 60 with a watcher, 1 with
+        /// --watch off].
+        #[arg(long, value_name = "S")]
+        attr_timeout: Option<f64>,
+        /// Seconds the kernel may cache name lookups, found or not [default: 60 with a
+        /// watcher, 1 with --watch off].
+        #[arg(long, value_name = "S")]
+        entry_timeout: Option<f64>,
+        /// How store changes reach the kernel's caches: inotify (local filesystems), poll
+        /// (stat every --poll-interval; for NFS, GlusterFS and other network or FUSE
+        /// filesystems, where inotify misses other clients' writes), off (only the
+        /// timeouts bound staleness), or auto (poll on network/FUSE filesystems, else
+        /// inotify).
+        #[arg(long, value_enum, default_value_t = WatchArg::Auto)]
+        watch: WatchArg,
+        /// Seconds between polls with --watch poll.
         #[arg(long, default_value_t = 1.0, value_name = "S")]
-        attr_timeout: f64,
-        /// Seconds the kernel may cache name lookups.
-        #[arg(long, default_value_t = 1.0, value_name = "S")]
-        entry_timeout: f64,
+        poll_interval: f64,
         /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf
         /// unless root). Store permissions still apply.
         #[arg(long)]
@@ -113,6 +127,20 @@ enum Command {
     },
 }
 
+/// `--watch` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WatchArg {
+    Auto,
+    Inotify,
+    Poll,
+    Off,
+}
+
+/// Kernel cache timeout when a watcher invalidates explicitly.
+const WATCHED_TIMEOUT: f64 = 60.0;
+/// Kernel cache timeout with `--watch off`: the only bound on staleness.
+const UNWATCHED_TIMEOUT: f64 = 1.0;
+
 fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -144,10 +172,22 @@ pub fn main() -> ExitCode {
             mountpoint,
             attr_timeout,
             entry_timeout,
+            watch,
+            poll_interval,
             allow_other,
             threads,
-        } => timeouts(attr_timeout, entry_timeout)
-            .and_then(|timeouts| mount(&location, &mountpoint, timeouts, allow_other, threads)),
+        } => mount(
+            &location,
+            &mountpoint,
+            MountOptions {
+                attr_timeout,
+                entry_timeout,
+                watch,
+                poll_interval,
+                allow_other,
+                threads,
+            },
+        ),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
         Command::Dump { path, json } => dump(&path, json),
         Command::Cat {
@@ -360,16 +400,98 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
     Ok(abs)
 }
 
-fn mount(
-    location: &str,
-    mountpoint: &Path,
-    timeouts: CacheTimeouts,
+/// `mailfs mount` options, as given.
+#[derive(Debug)]
+struct MountOptions {
+    attr_timeout: Option<f64>,
+    entry_timeout: Option<f64>,
+    watch: WatchArg,
+    poll_interval: f64,
     allow_other: bool,
     threads: usize,
-) -> CliResult {
+}
+
+/// The watch mode for `arg` on a store at `root` (`None`: off).
+fn watch_mode(
+    arg: WatchArg,
+    poll_interval: f64,
+    root: &Path,
+) -> std::result::Result<Option<WatchMode>, CliError> {
+    let interval = Duration::try_from_secs_f64(poll_interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| CliError::Msg("--poll-interval must be a number of seconds > 0".into()))?;
+    Ok(match arg {
+        WatchArg::Off => None,
+        WatchArg::Inotify => Some(WatchMode::Inotify),
+        WatchArg::Poll => Some(WatchMode::Poll(interval)),
+        WatchArg::Auto => match remote_filesystem(root) {
+            Some(kind) => {
+                info!(
+                    "{} is on {kind}: inotify cannot see other clients' writes there; polling                      every {poll_interval} s (--watch poll)",
+                    root.display()
+                );
+                Some(WatchMode::Poll(interval))
+            }
+            None => Some(WatchMode::Inotify),
+        },
+    })
+}
+
+/// The kind of network or FUSE filesystem `path` is on, if it is one.
+fn remote_filesystem(path: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: all-zero bytes are a valid `statfs`.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    // Magic numbers from linux/magic.h (and the filesystems' own headers).
+    match st.f_type as u32 {
+        0x6969 => Some("NFS"),
+        0x517B => Some("SMB"),
+        0xFF53_4D42 => Some("CIFS"),
+        0xFE53_4D42 => Some("SMB2"),
+        0x6573_5546 => Some("a FUSE filesystem (GlusterFS, sshfs, ...)"),
+        0x00C3_6400 => Some("CephFS"),
+        0x0102_1997 => Some("9p"),
+        0x5346_414F => Some("AFS"),
+        0x0116_1970 => Some("GFS2"),
+        0x7461_636F => Some("OCFS2"),
+        0x0BD0_0BD0 => Some("Lustre"),
+        _ => None,
+    }
+}
+
+fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
+    // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
+    // notifier, the FUSE workers) is started after this and inherits the blocked mask.
+    let signals = block_termination_signals();
     let store = open_store(location)?;
     let mountpoint = check_mountpoint(mountpoint)?;
-    let fs = MailFs::new(store.clone(), timeouts)?;
+    let mode = watch_mode(opts.watch, opts.poll_interval, store.root())?;
+    let default_timeout = if mode.is_some() {
+        WATCHED_TIMEOUT
+    } else {
+        UNWATCHED_TIMEOUT
+    };
+    let timeouts = timeouts(
+        opts.attr_timeout.unwrap_or(default_timeout),
+        opts.entry_timeout.unwrap_or(default_timeout),
+    )?;
+    let (changes_tx, changes_rx) = std::sync::mpsc::channel();
+    let watcher = match mode {
+        Some(mode) => Some(Arc::new(
+            Watcher::start(store.clone(), mode, changes_tx)
+                .map_err(|e| CliError::Msg(format!("starting the store watcher: {e}")))?,
+        )),
+        None => None,
+    };
+    let fs = MailFs::new(store.clone(), timeouts, watcher.clone())?;
+    let inodes = fs.inodes();
+    let (allow_other, threads) = (opts.allow_other, opts.threads);
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -388,9 +510,6 @@ fn mount(
     config.n_threads = Some(threads.max(1));
     config.clone_fd = true;
 
-    // Signals are taken by one thread with sigwait(); every other thread (including the
-    // FUSE workers spawned below) inherits the blocked mask.
-    let signals = block_termination_signals();
     let mut session = fuser::Session::new(fs, &mountpoint, &config)
         .map_err(|e| CliError::Msg(format!("mounting on {}: {e}", mountpoint.display())))?;
     info!(
@@ -399,6 +518,25 @@ fn mount(
         location,
         mountpoint.display()
     );
+    info!(
+        "{}; kernel caches entries {:?} and attributes {:?}",
+        match mode {
+            Some(WatchMode::Inotify) => "watching the store with inotify".to_string(),
+            Some(WatchMode::Poll(d)) => format!("polling the store every {d:?}"),
+            None => "not watching the store (--watch off)".to_string(),
+        },
+        timeouts.entry,
+        timeouts.attr
+    );
+    if watcher.is_some() {
+        notify::spawn(
+            changes_rx,
+            session.notifier(),
+            inodes,
+            Arc::new(NotifyStats::default()),
+        )
+        .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;
+    }
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.clone();
     std::thread::Builder::new()

@@ -4,6 +4,7 @@
 //!
 //! - [`cli`]: arguments, exit codes, mounting and signal handling;
 //! - [`fs`]: the FUSE presentation (directories, `<uid>.eml` files, xattrs, inode numbers);
+//! - [`coherence`]: watches the store and reports what changed since the kernel saw it;
 //! - [`store`]: one engine per storage format, producing immutable mailbox views;
 //! - [`location`]: Dovecot `mail_location` strings;
 //! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O).
@@ -11,6 +12,7 @@
 //! `fuser` is used only by `fs` and `cli`.
 
 pub mod cli;
+pub mod coherence;
 pub mod dump;
 pub mod error;
 pub mod format;

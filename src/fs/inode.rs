@@ -146,6 +146,20 @@ impl InodeTable {
         }
     }
 
+    /// The inode number of `node` if the kernel currently holds it (has looked it up and
+    /// not forgotten it).
+    pub fn known(&self, node: &Node) -> Option<u64> {
+        let slots = self.slots.lock();
+        let mut ino = node.hash();
+        loop {
+            match slots.get(&ino) {
+                Some(slot) if slot.node == *node => return Some(ino),
+                Some(_) => ino = next_probe(ino),
+                None => return None,
+            }
+        }
+    }
+
     /// Records one kernel lookup of `node` and returns its inode number.
     pub fn remember(&self, node: &Node) -> u64 {
         let mut slots = self.slots.lock();
@@ -179,10 +193,11 @@ impl InodeTable {
         self.slots.lock().get(&ino).map(|s| s.node.clone())
     }
 
-    /// Drops `n` lookups; the node is removed at zero. The root is never removed.
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// Drops `n` lookups; the node is removed at zero (and returned). The root is never
+    /// removed.
+    pub fn forget(&self, ino: u64, n: u64) -> Option<Node> {
         if ino == ROOT_INO {
-            return;
+            return None;
         }
         let mut slots = self.slots.lock();
         if let Entry::Occupied(mut e) = slots.entry(ino) {
@@ -195,9 +210,10 @@ impl InodeTable {
             }
             slot.lookups = slot.lookups.saturating_sub(n);
             if slot.lookups == 0 {
-                e.remove();
+                return Some(e.remove().node);
             }
         }
+        None
     }
 
     /// Number of nodes held (for tests and statistics).
@@ -253,10 +269,12 @@ mod tests {
         let n = msg("INBOX", 1, 9);
         let ino = t.remember(&n);
         t.remember(&n);
-        t.forget(ino, 1);
-        assert_eq!(t.get(ino), Some(n));
-        t.forget(ino, 1);
+        assert_eq!(t.forget(ino, 1), None);
+        assert_eq!(t.get(ino), Some(n.clone()));
+        assert_eq!(t.known(&n), Some(ino));
+        assert_eq!(t.forget(ino, 1), Some(n.clone()));
         assert_eq!(t.get(ino), None);
+        assert_eq!(t.known(&n), None);
         t.forget(ROOT_INO, 100);
         assert!(t.get(ROOT_INO).is_some());
     }

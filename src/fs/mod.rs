@@ -18,6 +18,7 @@
 pub mod errno;
 pub mod inode;
 pub mod naming;
+pub mod notify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -39,9 +40,10 @@ use parking_lot::Mutex;
 
 use self::errno::ErrorReporter;
 use self::inode::{InodeTable, Node, ROOT_INO};
+use crate::coherence::{Snapshot, Watcher};
 use crate::error::{Error, Result};
 use crate::store::{FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta};
-use crate::store::{MessageKey, MessageSource};
+use crate::store::{MessageKey, MessageSource, Target};
 
 /// Folder trees kept built (one per scope: the whole store, or one per user).
 const TREES_CACHED: NonZeroUsize = NonZeroUsize::new(64).expect("non-zero");
@@ -49,7 +51,7 @@ const TREES_CACHED: NonZeroUsize = NonZeroUsize::new(64).expect("non-zero");
 /// Kernel cache timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheTimeouts {
-    /// How long the kernel may trust a name -> inode answer.
+    /// How long the kernel may trust a name -> inode answer, or a "no such name" answer.
     pub entry: Duration,
     /// How long the kernel may trust attributes.
     pub attr: Duration,
@@ -97,11 +99,20 @@ impl FolderTree {
     }
 }
 
-/// An open directory (a snapshot of its entries) or message.
+/// An open directory or message.
 #[derive(Debug)]
 enum Handle {
-    Dir(Arc<Vec<Listed>>),
+    Dir(Arc<OpenDir>),
     File(Arc<OpenMessage>),
+}
+
+/// An open directory: its entries, listed at the first `readdir` (with a kernel-cached
+/// listing, `opendir` is often all the kernel asks for).
+#[derive(Debug)]
+struct OpenDir {
+    ino: u64,
+    name: Arc<MailboxName>,
+    listing: std::sync::OnceLock<Arc<Vec<Listed>>>,
 }
 
 /// An open message: its bytes, and its attributes as they were when it was opened.
@@ -127,7 +138,9 @@ struct Listed {
 pub struct MailFs {
     store: Arc<dyn MailStore>,
     timeouts: CacheTimeouts,
-    inodes: InodeTable,
+    inodes: Arc<InodeTable>,
+    /// Keeps the kernel's caches in step with the store, when watching.
+    watcher: Option<Arc<Watcher>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
@@ -146,21 +159,48 @@ fn to_time(secs: i64) -> SystemTime {
     }
 }
 
+/// The attributes of a negative entry: only `ino` 0 matters to the kernel.
+fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 /// Read-only presentation of a mode: write bits cleared.
 fn read_only(mode: u16) -> u16 {
     mode & !0o222 & 0o7777
 }
 
 impl MailFs {
-    /// Wraps a store.
-    pub fn new(store: Arc<dyn MailStore>, timeouts: CacheTimeouts) -> Result<MailFs> {
+    /// Wraps a store. With a `watcher`, everything presented is registered with it, and
+    /// directory listings are cached by the kernel until the notifier invalidates them.
+    pub fn new(
+        store: Arc<dyn MailStore>,
+        timeouts: CacheTimeouts,
+        watcher: Option<Arc<Watcher>>,
+    ) -> Result<MailFs> {
         use std::os::unix::fs::MetadataExt;
         let root = store.root().to_path_buf();
         let meta = std::fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
         Ok(MailFs {
             store,
             timeouts,
-            inodes: InodeTable::default(),
+            inodes: Arc::new(InodeTable::default()),
+            watcher,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
@@ -180,6 +220,12 @@ impl MailFs {
         let depth = self.store.scope_depth().min(folder.0.len());
         let scope = MailboxName(folder.0[..depth].to_vec());
         let source = self.store.mailboxes(&scope)?;
+        if let Some(w) = &self.watcher {
+            w.watch(
+                &Target::Scope(scope.clone()),
+                Snapshot::Scope(source.clone()),
+            );
+        }
         if let Some(t) = self.trees.lock().get(&scope)
             && Arc::ptr_eq(&t.source, &source)
         {
@@ -256,9 +302,26 @@ impl MailFs {
     /// The view of a selectable folder, or `None` for a plain hierarchy level.
     fn folder_view(&self, folder: &Folder) -> Result<Option<Arc<MailboxView>>> {
         match &folder.entry {
-            Some(e) if e.selectable => Ok(Some(self.store.view(&e.name)?)),
+            Some(e) if e.selectable => Ok(Some(self.view(&e.name)?)),
             _ => Ok(None),
         }
+    }
+
+    /// The store's current view of `mailbox`, registered with the watcher.
+    fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
+        let view = self.store.view(mailbox)?;
+        if let Some(w) = &self.watcher {
+            w.watch(
+                &Target::Mailbox(mailbox.clone()),
+                Snapshot::Mailbox(view.clone()),
+            );
+        }
+        Ok(view)
+    }
+
+    /// The inode table, shared with the notifier thread.
+    pub fn inodes(&self) -> Arc<InodeTable> {
+        self.inodes.clone()
     }
 
     /// Resolves `name` inside folder `parent` (without counting a lookup).
@@ -327,7 +390,7 @@ impl MailFs {
         key: &MessageKey,
         f: impl FnOnce(&Arc<MailboxView>, &MessageMeta) -> T,
     ) -> Result<T> {
-        let view = self.store.view(mailbox)?;
+        let view = self.view(mailbox)?;
         if view.uid_validity != uid_validity {
             return Err(Error::not_found(format!("{mailbox}: UIDVALIDITY changed")));
         }
@@ -458,6 +521,20 @@ impl MailFs {
         self.inodes.get(ino.0)
     }
 
+    /// The listing of an open directory, made at its first use.
+    fn dir_listing(&self, fh: FileHandle) -> std::result::Result<Arc<Vec<Listed>>, fuser::Errno> {
+        let Some(Handle::Dir(dir)) = self.handles.lock().get(&fh.0).map(clone_handle) else {
+            return Err(fuser::Errno::EBADF);
+        };
+        if let Some(l) = dir.listing.get() {
+            return Ok(l.clone());
+        }
+        match self.list(dir.ino, &dir.name) {
+            Ok(l) => Ok(dir.listing.get_or_init(|| Arc::new(l)).clone()),
+            Err(e) => Err(self.errors.errno("readdir", &e)),
+        }
+    }
+
     fn new_handle(&self, h: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, h);
@@ -500,12 +577,23 @@ impl Filesystem for MailFs {
                 attr.ino = INodeNo(self.inodes.remember(&node));
                 reply.entry(&self.timeouts.entry, &attr, Generation(0));
             }
+            // "No such name" is cached like a name (a negative dentry, inode 0) for the
+            // entry timeout; the notifier drops it when the name appears.
+            Err(e) if e.is_not_found() && !self.timeouts.entry.is_zero() => {
+                reply.entry(&self.timeouts.entry, &negative_attr(), Generation(0));
+            }
             Err(e) => reply.error(self.errors.errno("lookup", &e)),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.inodes.forget(ino.0, nlookup);
+        // The kernel holds nothing below a folder it forgot: stop watching it.
+        if let Some(Node::Folder(name)) = self.inodes.forget(ino.0, nlookup)
+            && let Some(w) = &self.watcher
+        {
+            w.unwatch(&Target::Mailbox((*name).clone()));
+            w.unwatch(&Target::Scope((*name).clone()));
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -636,10 +724,30 @@ impl Filesystem for MailFs {
             reply.error(fuser::Errno::ENOTDIR);
             return;
         };
-        match self.list(ino.0, &name) {
-            Ok(listing) => {
-                let fh = self.new_handle(Handle::Dir(Arc::new(listing)));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+        // Check now that the folder can be listed (errors belong to opendir); list at the
+        // first readdir.
+        let checked = self.tree(&name).and_then(|tree| {
+            let folder = tree
+                .folders
+                .get(&*name)
+                .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
+            self.folder_view(folder).map(|_| ())
+        });
+        match checked {
+            Ok(()) => {
+                let fh = self.new_handle(Handle::Dir(Arc::new(OpenDir {
+                    ino: ino.0,
+                    name,
+                    listing: std::sync::OnceLock::new(),
+                })));
+                // With a watcher the kernel may keep the listing: the notifier drops it
+                // (inval_inode) whenever it changes.
+                let flags = if self.watcher.is_some() {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags);
             }
             Err(e) => reply.error(self.errors.errno("opendir", &e)),
         }
@@ -653,9 +761,12 @@ impl Filesystem for MailFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(Handle::Dir(listing)) = self.handles.lock().get(&fh.0).map(clone_handle) else {
-            reply.error(fuser::Errno::EBADF);
-            return;
+        let listing = match self.dir_listing(fh) {
+            Ok(l) => l,
+            Err(errno) => {
+                reply.error(errno);
+                return;
+            }
         };
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             if reply.add(e.attr.ino, (i + 1) as u64, e.attr.kind, &e.name) {
@@ -673,9 +784,12 @@ impl Filesystem for MailFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(Handle::Dir(listing)) = self.handles.lock().get(&fh.0).map(clone_handle) else {
-            reply.error(fuser::Errno::EBADF);
-            return;
+        let listing = match self.dir_listing(fh) {
+            Ok(l) => l,
+            Err(errno) => {
+                reply.error(errno);
+                return;
+            }
         };
         for (i, e) in listing.iter().enumerate().skip(offset as usize) {
             let is_dot = e.name == "." || e.name == "..";

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lru::LruCache;
@@ -111,6 +111,17 @@ impl<P> ListCache<P> {
     }
 }
 
+impl<P> ListCache<P> {
+    /// The paths the current list was built from (empty before the first build).
+    pub fn watch_paths(&self) -> Vec<PathBuf> {
+        self.slot
+            .lock()
+            .as_ref()
+            .map(|l| l.stamp.paths().to_vec())
+            .unwrap_or_default()
+    }
+}
+
 /// A built view, the stamp of what it was built from, and backend data `E` kept for the
 /// next build (e.g. what was logged).
 #[derive(Debug)]
@@ -137,6 +148,15 @@ impl<E> ViewCache<E> {
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
             )),
         }
+    }
+
+    /// The paths the cached view of `mailbox` was built from (empty when not cached).
+    pub fn watch_paths(&self, mailbox: &MailboxName) -> Vec<PathBuf> {
+        self.lru
+            .lock()
+            .peek(mailbox)
+            .map(|b| b.stamp.paths().to_vec())
+            .unwrap_or_default()
     }
 
     /// The cached view of `mailbox` if still valid, else one from `build`, which gets the

@@ -31,6 +31,7 @@ use super::files;
 use super::stamp::Stamp;
 use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
+    Target,
 };
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
@@ -625,6 +626,13 @@ impl MailStore for MaildirStore {
 
     fn root(&self) -> &Path {
         &self.loc.root
+    }
+
+    fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {
+        match target {
+            Target::Scope(_) => self.list.watch_paths(),
+            Target::Mailbox(name) => self.views.watch_paths(name),
+        }
     }
 }
 

@@ -18,8 +18,11 @@ pub mod maildir;
 mod stamp;
 pub mod users;
 
+pub use stamp::recheck_all;
+
 use std::fmt;
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -218,6 +221,28 @@ pub trait MailStore: Send + Sync + fmt::Debug {
     ) -> Result<MessageSource>;
     /// Where the store lives, for messages and statfs.
     fn root(&self) -> &std::path::Path;
+    /// The files and directories whose changes can change what [`MailStore::mailboxes`]
+    /// (for a [`Target::Scope`]) or [`MailStore::view`] (for a [`Target::Mailbox`]) last
+    /// returned: what a watcher must watch. Empty when nothing was built yet.
+    fn watch_paths(&self, target: &Target) -> Vec<PathBuf>;
+}
+
+/// Something a watcher keeps current: one scope's mailbox list, or one mailbox's view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The mailbox list of a scope (see [`MailStore::scope_depth`]).
+    Scope(MailboxName),
+    /// One mailbox's view.
+    Mailbox(MailboxName),
+}
+
+impl Target {
+    /// The scope or mailbox name.
+    pub fn name(&self) -> &MailboxName {
+        match self {
+            Target::Scope(n) | Target::Mailbox(n) => n,
+        }
+    }
 }
 
 /// Multi-user stores open at most this many users' stores at once.

@@ -9,6 +9,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -20,6 +21,15 @@ pub const SETTLE: Duration = Duration::from_millis(50);
 /// of requests (`ls -l`, `cat *`) costs one check, not one per file. This bounds how late a
 /// change can be noticed, on top of the kernel's own cache timeouts.
 pub const RECHECK_AFTER: Duration = Duration::from_millis(20);
+
+/// Bumped by a watcher that saw the store change: stamps checked before the bump are
+/// re-checked at their next use, however recent their last check ([`RECHECK_AFTER`]).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every stamp re-`stat` its files at its next use (a watcher saw a change).
+pub fn recheck_all() {
+    GENERATION.fetch_add(1, Ordering::Release);
+}
 
 /// What `stat` said about one path (all zero when it did not exist).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,8 +62,9 @@ pub struct Stamp {
     paths: Vec<PathBuf>,
     stamps: Vec<FileStamp>,
     tentative: bool,
-    /// When the stamps last matched the files (None: never checked since taken).
-    last_match: Mutex<Option<Instant>>,
+    /// When the stamps last matched the files, and the [`GENERATION`] then (None: never
+    /// checked since taken).
+    last_match: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Stamp {
@@ -85,6 +96,11 @@ impl Stamp {
         self.paths.push(path);
     }
 
+    /// The stamped paths (files and directories), for a watcher.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
     /// True while nothing stamped has changed and the stamp is not tentative. Within
     /// [`RECHECK_AFTER`] of the last successful check, answers without `stat`.
     pub fn still_valid(&self) -> bool {
@@ -92,7 +108,9 @@ impl Stamp {
             return false;
         }
         let now = Instant::now();
-        if let Some(at) = *self.last_match.lock()
+        let generation = GENERATION.load(Ordering::Acquire);
+        if let Some((at, seen)) = *self.last_match.lock()
+            && seen == generation
             && now.duration_since(at) < RECHECK_AFTER
         {
             return true;
@@ -103,7 +121,7 @@ impl Stamp {
             .zip(&self.stamps)
             .all(|(p, s)| FileStamp::take(p) == *s);
         if valid {
-            *self.last_match.lock() = Some(now);
+            *self.last_match.lock() = Some((now, generation));
         }
         valid
     }
@@ -125,7 +143,8 @@ mod tests {
         let s = Stamp::take(vec![f.clone(), dir.join("missing")]);
         assert!(s.still_valid());
         std::fs::write(&f, b"ab").unwrap();
-        std::thread::sleep(RECHECK_AFTER);
+        // Within RECHECK_AFTER the old answer stands, unless a watcher asks for a recheck.
+        recheck_all();
         assert!(!s.still_valid());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -26,7 +26,9 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::stamp::Stamp;
-use super::{MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource, files};
+use super::{
+    MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource, Target, files,
+};
 use crate::error::{Error, Result};
 use crate::location::template::Bindings;
 use crate::location::{Location, Template};
@@ -259,5 +261,29 @@ impl MailStore for UsersStore {
 
     fn root(&self) -> &Path {
         self.template.base()
+    }
+
+    fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {
+        let (user, inner) = match target {
+            Target::Scope(scope) => match scope.0.first() {
+                None => {
+                    return self
+                        .users
+                        .lock()
+                        .as_ref()
+                        .map(|l| l.stamp.paths().to_vec())
+                        .unwrap_or_default();
+                }
+                Some(user) => (user.as_str(), Target::Scope(MailboxName(Vec::new()))),
+            },
+            Target::Mailbox(name) => match Self::split(name) {
+                Ok((user, rest)) => (user, Target::Mailbox(rest)),
+                Err(_) => return Vec::new(),
+            },
+        };
+        let store = self.stores.lock().peek(user).cloned();
+        store
+            .map(|s| s.store.watch_paths(&inner))
+            .unwrap_or_default()
     }
 }

@@ -1,0 +1,498 @@
+//! Coherence: notices when the store changes under what the kernel was shown, and says
+//! exactly what changed, so that the FUSE layer can invalidate the kernel's caches
+//! explicitly and keep long cache timeouts.
+//!
+//! The FUSE layer registers every scope list and mailbox view it presents
+//! ([`Watcher::watch`]); the first one presented becomes the target's *baseline*. The
+//! watcher thread re-checks a target when something it depends on changes (inotify on the
+//! directories its stamps cover, or a stat-based poll on every target each interval), and if
+//! the store now returns a different snapshot it sends a [`Change`] holding the baseline and
+//! the new snapshot, then makes the new snapshot the baseline. So every transition the
+//! kernel could have cached is reported at least once, whatever requests did in between.
+//!
+//! This layer knows the store and nothing of FUSE or inode numbers. It never calls into the
+//! kernel: changes go through a channel to the FUSE layer's notifier thread.
+//!
+//! Locks: `Shared::targets` and `Shared::added` are leaves, held only to read or replace an
+//! `Arc`; store calls happen outside them.
+
+pub mod diff;
+mod inotify;
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use parking_lot::Mutex;
+
+use self::inotify::{Fired, Inotify, Wake, wait_readable};
+use crate::store::{self, MailStore, MailboxEntry, MailboxName, MailboxView, Target};
+
+/// How the store is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// inotify on the directories Dovecot writes: immediate, local filesystems only.
+    Inotify,
+    /// `stat` every watched target each interval: works where inotify cannot see other
+    /// clients' writes (NFS, GlusterFS and other FUSE or network filesystems).
+    Poll(Duration),
+}
+
+/// Events within this long of the first are handled together (a Dovecot save is a burst:
+/// message file, uidlist or index log, cache).
+const DEBOUNCE: Duration = Duration::from_millis(2);
+
+/// A target that changed is checked once more this long after (a change within the
+/// timestamp granularity of the last one can leave the same stamp).
+const SETTLE_RECHECK: Duration = Duration::from_millis(60);
+
+/// What the kernel may have cached for a target: the snapshot last reported.
+#[derive(Debug, Clone)]
+pub enum Snapshot {
+    /// A scope's mailbox list.
+    Scope(Arc<Vec<MailboxEntry>>),
+    /// A mailbox's view.
+    Mailbox(Arc<MailboxView>),
+}
+
+impl Snapshot {
+    fn same(&self, other: &Snapshot) -> bool {
+        match (self, other) {
+            (Snapshot::Scope(a), Snapshot::Scope(b)) => Arc::ptr_eq(a, b),
+            (Snapshot::Mailbox(a), Snapshot::Mailbox(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// One change the kernel must hear about.
+#[derive(Debug)]
+pub enum Change {
+    /// A scope's mailbox list changed (mailboxes created, deleted, renamed, or their
+    /// attributes changed).
+    Scope {
+        /// The scope.
+        scope: MailboxName,
+        /// The list the kernel may have seen.
+        old: Arc<Vec<MailboxEntry>>,
+        /// The list now.
+        new: Arc<Vec<MailboxEntry>>,
+    },
+    /// A mailbox's view changed, or the mailbox is gone (`new` is `None`).
+    Mailbox {
+        /// The mailbox.
+        name: MailboxName,
+        /// The view the kernel may have seen.
+        old: Arc<MailboxView>,
+        /// The view now.
+        new: Option<Arc<MailboxView>>,
+    },
+}
+
+/// Counters for the status report.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Targets re-checked.
+    pub checks: AtomicU64,
+    /// Changes sent.
+    pub changes: AtomicU64,
+    /// Poll rounds (poll mode).
+    pub polls: AtomicU64,
+    /// Total time spent in poll rounds, nanoseconds.
+    pub poll_nanos: AtomicU64,
+    /// Re-checks that failed (logged).
+    pub errors: AtomicU64,
+    /// inotify queue overflows (everything re-checked).
+    pub overflows: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn MailStore>,
+    targets: Mutex<HashMap<Target, Snapshot>>,
+    /// Targets registered since the thread last looked (it sets up their watches).
+    added: Mutex<Vec<Target>>,
+    wake: Wake,
+    stop: AtomicBool,
+    stats: Stats,
+}
+
+/// The watcher thread's handle. Dropping it stops the thread.
+#[derive(Debug)]
+pub struct Watcher {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    mode: WatchMode,
+}
+
+impl Watcher {
+    /// Starts watching `store` in `mode`; changes go to `sink`.
+    pub fn start(
+        store: Arc<dyn MailStore>,
+        mode: WatchMode,
+        sink: Sender<Change>,
+    ) -> std::io::Result<Watcher> {
+        let inotify = match mode {
+            WatchMode::Inotify => Some(Inotify::new()?),
+            WatchMode::Poll(_) => None,
+        };
+        let shared = Arc::new(Shared {
+            store,
+            targets: Mutex::new(HashMap::new()),
+            added: Mutex::new(Vec::new()),
+            wake: Wake::new()?,
+            stop: AtomicBool::new(false),
+            stats: Stats::default(),
+        });
+        let mut worker = Worker {
+            shared: shared.clone(),
+            sink,
+            inotify,
+            poll_every: match mode {
+                WatchMode::Poll(d) => Some(d),
+                WatchMode::Inotify => None,
+            },
+            dir_wd: HashMap::new(),
+            wd_dir: HashMap::new(),
+            wd_targets: HashMap::new(),
+            target_dirs: HashMap::new(),
+            settle: HashMap::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("watcher".into())
+            .spawn(move || worker.run())?;
+        Ok(Watcher {
+            shared,
+            thread: Some(thread),
+            mode,
+        })
+    }
+
+    /// The mode in force.
+    pub fn mode(&self) -> WatchMode {
+        self.mode
+    }
+
+    /// Registers `target` with the snapshot just presented for it, unless it is already
+    /// watched (then the earlier baseline stays: it may still be in the kernel's caches).
+    pub fn watch(&self, target: &Target, presented: Snapshot) {
+        {
+            let mut targets = self.shared.targets.lock();
+            if targets.contains_key(target) {
+                return;
+            }
+            targets.insert(target.clone(), presented);
+        }
+        self.shared.added.lock().push(target.clone());
+        self.shared.wake.wake();
+    }
+
+    /// Stops watching `target` (the kernel forgot everything below it).
+    pub fn unwatch(&self, target: &Target) {
+        if self.shared.targets.lock().remove(target).is_some() {
+            self.shared.wake.wake();
+        }
+    }
+
+    /// Number of targets watched.
+    pub fn watched(&self) -> usize {
+        self.shared.targets.lock().len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The watcher thread's state (owned by that thread alone).
+struct Worker {
+    shared: Arc<Shared>,
+    sink: Sender<Change>,
+    inotify: Option<Inotify>,
+    poll_every: Option<Duration>,
+    dir_wd: HashMap<PathBuf, i32>,
+    wd_dir: HashMap<i32, PathBuf>,
+    wd_targets: HashMap<i32, HashSet<Target>>,
+    target_dirs: HashMap<Target, Vec<PathBuf>>,
+    /// Targets due for a settle re-check, and when.
+    settle: HashMap<Target, Instant>,
+}
+
+impl Worker {
+    fn run(&mut self) {
+        let mut next_poll = self.poll_every.map(|d| Instant::now() + d);
+        loop {
+            if self.shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let now = Instant::now();
+            let deadline = self.settle.values().copied().chain(next_poll).min();
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            let mut fds = vec![self.shared.wake.as_raw_fd()];
+            if let Some(i) = &self.inotify {
+                fds.push(i.as_raw_fd());
+            }
+            let ready = match wait_readable(&fds, timeout) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("watcher: poll failed: {e}; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            if self.shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            self.shared.wake.drain();
+            let mut dirty: HashSet<Target> = HashSet::new();
+
+            let added = std::mem::take(&mut *self.shared.added.lock());
+            for t in added {
+                self.sync_watches(&t);
+            }
+            if ready.get(1).copied().unwrap_or(false) {
+                self.read_events(&mut dirty);
+            }
+            let now = Instant::now();
+            if let (Some(at), Some(every)) = (next_poll, self.poll_every)
+                && now >= at
+            {
+                dirty.extend(self.shared.targets.lock().keys().cloned());
+                next_poll = Some(now + every);
+                self.shared.stats.polls.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                self.check_all(dirty.drain().collect());
+                let spent = started.elapsed();
+                self.shared
+                    .stats
+                    .poll_nanos
+                    .fetch_add(spent.as_nanos() as u64, Ordering::Relaxed);
+                debug!(
+                    "poll: {} targets in {:.3} ms",
+                    self.shared.targets.lock().len(),
+                    spent.as_secs_f64() * 1e3
+                );
+            }
+            let due: Vec<Target> = self
+                .settle
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in due {
+                self.settle.remove(&t);
+                dirty.insert(t);
+            }
+            if !dirty.is_empty() {
+                self.check_all(dirty.into_iter().collect());
+            }
+        }
+    }
+
+    /// Reads inotify events (with a short debounce) and marks the targets they concern.
+    fn read_events(&mut self, dirty: &mut HashSet<Target>) {
+        let Some(ino) = &self.inotify else { return };
+        let mut fired = Fired::default();
+        let until = Instant::now() + DEBOUNCE;
+        loop {
+            if let Err(e) = ino.read(&mut fired) {
+                warn!("watcher: reading inotify events: {e}");
+                break;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match wait_readable(&[ino.as_raw_fd()], Some(left)) {
+                Ok(r) if r[0] => continue,
+                _ => break,
+            }
+        }
+        if fired.overflow {
+            self.shared.stats.overflows.fetch_add(1, Ordering::Relaxed);
+            info!("watcher: inotify queue overflowed; re-checking everything");
+            dirty.extend(self.shared.targets.lock().keys().cloned());
+        }
+        for wd in fired.changed.iter().chain(fired.dropped.iter()) {
+            if let Some(ts) = self.wd_targets.get(wd) {
+                dirty.extend(ts.iter().cloned());
+            }
+        }
+        for wd in fired.dropped {
+            // The directory went away (or was replaced); the re-check re-adds watches for
+            // whatever exists now.
+            if let Some(dir) = self.wd_dir.remove(&wd) {
+                self.dir_wd.remove(&dir);
+            }
+            self.wd_targets.remove(&wd);
+        }
+    }
+
+    fn check_all(&mut self, targets: Vec<Target>) {
+        store::recheck_all();
+        for t in targets {
+            self.check(&t);
+        }
+    }
+
+    /// Re-checks one target against its baseline; reports and re-baselines on a change.
+    fn check(&mut self, target: &Target) {
+        let Some(baseline) = self.shared.targets.lock().get(target).cloned() else {
+            self.drop_watches(target);
+            return;
+        };
+        self.shared.stats.checks.fetch_add(1, Ordering::Relaxed);
+        let store = &self.shared.store;
+        let now = match target {
+            Target::Scope(scope) => store.mailboxes(scope).map(Snapshot::Scope),
+            Target::Mailbox(name) => store.view(name).map(Snapshot::Mailbox),
+        };
+        match now {
+            Ok(now) if !now.same(&baseline) => {
+                let change = match (&baseline, &now) {
+                    (Snapshot::Scope(old), Snapshot::Scope(new)) => Change::Scope {
+                        scope: target.name().clone(),
+                        old: old.clone(),
+                        new: new.clone(),
+                    },
+                    (Snapshot::Mailbox(old), Snapshot::Mailbox(new)) => Change::Mailbox {
+                        name: target.name().clone(),
+                        old: old.clone(),
+                        new: Some(new.clone()),
+                    },
+                    _ => return,
+                };
+                self.shared.targets.lock().insert(target.clone(), now);
+                self.send(change);
+                self.settle
+                    .insert(target.clone(), Instant::now() + SETTLE_RECHECK);
+            }
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                if let (Target::Mailbox(name), Snapshot::Mailbox(old)) = (target, &baseline) {
+                    self.send(Change::Mailbox {
+                        name: name.clone(),
+                        old: old.clone(),
+                        new: None,
+                    });
+                }
+                self.shared.targets.lock().remove(target);
+                self.drop_watches(target);
+                return;
+            }
+            Err(e) => {
+                self.shared.stats.errors.fetch_add(1, Ordering::Relaxed);
+                debug!("watcher: re-checking {target:?}: {e}");
+            }
+        }
+        self.sync_watches(target);
+    }
+
+    fn send(&self, change: Change) {
+        self.shared.stats.changes.fetch_add(1, Ordering::Relaxed);
+        // The receiver is gone only while shutting down.
+        let _ = self.sink.send(change);
+    }
+
+    /// Makes the inotify watches of `target` match the paths its snapshot depends on now.
+    fn sync_watches(&mut self, target: &Target) {
+        if self.inotify.is_none() {
+            return;
+        }
+        let mut dirs: Vec<PathBuf> = self
+            .shared
+            .store
+            .watch_paths(target)
+            .iter()
+            .filter_map(|p| watch_dir_of(p))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        // Nothing known (the store dropped the snapshot from its cache): keep what we had.
+        if dirs.is_empty() || self.target_dirs.get(target) == Some(&dirs) {
+            return;
+        }
+        let old = self.target_dirs.remove(target).unwrap_or_default();
+        for d in &old {
+            if !dirs.contains(d) {
+                self.release_dir(d, target);
+            }
+        }
+        for d in &dirs {
+            let added = match (self.dir_wd.get(d), &self.inotify) {
+                (Some(wd), _) => Ok(*wd),
+                (None, Some(ino)) => ino.add(d).inspect(|&wd| {
+                    self.dir_wd.insert(d.clone(), wd);
+                    self.wd_dir.insert(wd, d.clone());
+                }),
+                (None, None) => return,
+            };
+            let wd = match added {
+                Ok(wd) => wd,
+                Err(e) => {
+                    debug!("watcher: cannot watch {}: {e}", d.display());
+                    continue;
+                }
+            };
+            self.wd_targets
+                .entry(wd)
+                .or_default()
+                .insert(target.clone());
+        }
+        self.target_dirs.insert(target.clone(), dirs);
+    }
+
+    fn drop_watches(&mut self, target: &Target) {
+        self.settle.remove(target);
+        for d in self.target_dirs.remove(target).unwrap_or_default() {
+            self.release_dir(&d, target);
+        }
+    }
+
+    /// Removes `target` from `dir`'s watch; removes the watch when nothing needs it.
+    fn release_dir(&mut self, dir: &Path, target: &Target) {
+        let Some(&wd) = self.dir_wd.get(dir) else {
+            return;
+        };
+        let empty = self.wd_targets.get_mut(&wd).is_none_or(|ts| {
+            ts.remove(target);
+            ts.is_empty()
+        });
+        if empty {
+            self.wd_targets.remove(&wd);
+            self.dir_wd.remove(dir);
+            self.wd_dir.remove(&wd);
+            if let Some(ino) = &self.inotify {
+                ino.remove(wd);
+            }
+        }
+    }
+}
+
+/// The directory to watch for a stamped path: itself if it is a directory, else its parent
+/// (a file's changes are events of its directory).
+fn watch_dir_of(p: &Path) -> Option<PathBuf> {
+    if std::fs::metadata(p).is_ok_and(|m| m.is_dir()) {
+        return Some(p.to_path_buf());
+    }
+    p.parent()
+        .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir()))
+        .map(Path::to_path_buf)
+}

@@ -1,0 +1,182 @@
+//! The notifier thread: turns the coherence layer's [`Change`]s into kernel invalidations
+//! (`FUSE_NOTIFY_INVAL_ENTRY`, `FUSE_NOTIFY_INVAL_INODE`, `FUSE_NOTIFY_DELETE`).
+//!
+//! Rules (libfuse's, for not deadlocking the kernel against ourselves):
+//! - never called from a request handler: only this thread talks to the kernel unasked;
+//! - no lock is held while calling the kernel (inode numbers are looked up first, and the
+//!   inode table's lock is released before each call);
+//! - only entries the kernel has looked up are named: a node missing from the inode table
+//!   has nothing cached (a cached dentry holds a lookup count).
+//!
+//! What each change becomes:
+//! - message gone (expunged, or UIDVALIDITY changed): `delete(dir, ino, name)`, which also
+//!   tells inotify watchers of the mount;
+//! - message new: `inval_entry(dir, name)`, dropping a cached negative lookup;
+//! - message changed (flags, keywords, dates): `inval_inode(ino, -1)`, attributes only (the
+//!   bytes of a UID never change, so its page cache stays);
+//! - mailbox created / deleted / renamed: `inval_entry` / `delete` on its parent;
+//! - every directory whose listing or attributes changed: `inval_inode(dir, 0)`, which drops
+//!   its attributes and its cached readdir pages.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+
+use fuser::{INodeNo, Notifier};
+use log::debug;
+
+use super::inode::{InodeTable, Node};
+use super::naming;
+use crate::coherence::Change;
+use crate::coherence::diff::{ListDiff, ViewDiff};
+use crate::store::{MailboxName, MailboxView, MessageKey};
+
+/// Counters for the status report.
+#[derive(Debug, Default)]
+pub struct NotifyStats {
+    /// Invalidations sent to the kernel (all kinds).
+    pub sent: AtomicU64,
+    /// Of those, the kernel answered with an error other than "not cached".
+    pub failed: AtomicU64,
+}
+
+/// Starts the notifier thread; it ends when the sending side of `changes` is dropped.
+pub fn spawn(
+    changes: Receiver<Change>,
+    notifier: Notifier,
+    inodes: Arc<InodeTable>,
+    stats: Arc<NotifyStats>,
+) -> std::io::Result<JoinHandle<()>> {
+    let n = Invalidator {
+        notifier,
+        inodes,
+        stats,
+    };
+    std::thread::Builder::new()
+        .name("notifier".into())
+        .spawn(move || {
+            for change in changes {
+                n.apply(change);
+            }
+        })
+}
+
+struct Invalidator {
+    notifier: Notifier,
+    inodes: Arc<InodeTable>,
+    stats: Arc<NotifyStats>,
+}
+
+impl Invalidator {
+    fn apply(&self, change: Change) {
+        match change {
+            Change::Mailbox { name, old, new } => self.mailbox(&name, &old, new.as_deref()),
+            Change::Scope { old, new, .. } => self.scope(&ListDiff::between(&old, &new)),
+        }
+    }
+
+    fn mailbox(&self, name: &MailboxName, old: &MailboxView, new: Option<&MailboxView>) {
+        let mailbox = Arc::new(name.clone());
+        let Some(dir) = self.inodes.known(&Node::Folder(mailbox.clone())) else {
+            return; // nothing below an unknown folder can be cached
+        };
+        let Some(new) = new else {
+            // Gone: its parent's scope change removes the entry; drop what it listed.
+            self.inval_inode(dir, 0);
+            return;
+        };
+        let d = ViewDiff::between(old, new);
+        if d.is_empty() {
+            return;
+        }
+        let node = |view: &MailboxView, key: &MessageKey| Node::Message {
+            mailbox: mailbox.clone(),
+            uid_validity: view.uid_validity,
+            key: key.clone(),
+        };
+        for key in &d.removed {
+            if let Some(ino) = self.inodes.known(&node(old, key)) {
+                self.delete(dir, ino, &naming::message_name(key));
+            }
+        }
+        for key in &d.added {
+            self.inval_entry(dir, &naming::message_name(key));
+        }
+        for key in &d.changed {
+            if let Some(ino) = self.inodes.known(&node(new, key)) {
+                self.inval_inode(ino, -1);
+            }
+        }
+        self.inval_inode(dir, 0);
+    }
+
+    fn scope(&self, d: &ListDiff) {
+        let mut parents: Vec<u64> = Vec::new();
+        let parent_of = |name: &MailboxName| {
+            let levels = &name.0[..name.0.len().saturating_sub(1)];
+            self.inodes
+                .known(&Node::Folder(Arc::new(MailboxName(levels.to_vec()))))
+        };
+        let last = |name: &MailboxName| naming::folder_name(name.0.last().map_or("", |s| s));
+        for name in &d.removed {
+            let Some(parent) = parent_of(name) else {
+                continue;
+            };
+            if let Some(ino) = self.inodes.known(&Node::Folder(Arc::new(name.clone()))) {
+                self.delete(parent, ino, &last(name));
+            } else {
+                self.inval_entry(parent, &last(name));
+            }
+            parents.push(parent);
+        }
+        for name in &d.added {
+            let Some(parent) = parent_of(name) else {
+                continue;
+            };
+            self.inval_entry(parent, &last(name));
+            parents.push(parent);
+        }
+        for name in &d.changed {
+            if let Some(ino) = self.inodes.known(&Node::Folder(Arc::new(name.clone()))) {
+                self.inval_inode(ino, 0);
+            }
+        }
+        parents.sort_unstable();
+        parents.dedup();
+        for p in parents {
+            self.inval_inode(p, 0);
+        }
+    }
+
+    fn delete(&self, parent: u64, child: u64, name: &OsStr) {
+        let r = self.notifier.delete(INodeNo(parent), INodeNo(child), name);
+        self.count("delete", r);
+    }
+
+    fn inval_entry(&self, parent: u64, name: &OsStr) {
+        let r = self.notifier.inval_entry(INodeNo(parent), name);
+        self.count("inval_entry", r);
+    }
+
+    /// `offset` -1: attributes only; 0: attributes and all cached data (a directory's
+    /// readdir cache).
+    fn inval_inode(&self, ino: u64, offset: i64) {
+        let r = self.notifier.inval_inode(INodeNo(ino), offset, 0);
+        self.count("inval_inode", r);
+    }
+
+    fn count(&self, what: &str, r: std::io::Result<()>) {
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        match r {
+            Ok(()) => {}
+            // Not (or no longer) cached by the kernel: nothing to invalidate.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                debug!("notify {what}: {e}");
+            }
+        }
+    }
+}
