@@ -5,14 +5,17 @@
 //! # Consistency contract
 //! Dovecot writes the store underneath us. Every request asks the store for a current view;
 //! the store revalidates its cached views by `stat` (see `store::stamp`), so a change made
-//! by Dovecot is seen by the next request that reaches us. What the *kernel* caches is
-//! bounded by `--entry-timeout`/`--attr-timeout` (1 s by default): within that time a
-//! listing or `stat` can still show the previous state. Message bytes are immutable for a
-//! given `(mailbox, uidvalidity, uid)`, so their page cache is kept (`FOPEN_KEEP_CACHE`);
-//! an open message stays readable after Dovecot expunges it (we hold the file open).
+//! by Dovecot is seen by the next request that reaches us. What the *kernel* caches (names,
+//! negative lookups, attributes, and with a watcher whole listings) is bounded by
+//! `--entry-timeout`/`--attr-timeout`, and, with a watcher, invalidated explicitly by the
+//! notifier thread (`notify`) as soon as the watcher reports a change; everything presented
+//! is registered with the watcher for that. Message bytes are immutable for a given
+//! `(mailbox, uidvalidity, uid)`, so their page cache is kept (`FOPEN_KEEP_CACHE`); an open
+//! message stays readable after Dovecot expunges it (we hold the file open).
+//! `docs/semantics.md` states the guarantees.
 //!
 //! # Locks
-//! `InodeTable::slots`, `MailFs::handles` and `MailFs::tree` are independent leaf locks:
+//! `InodeTable::slots`, `MailFs::handles` and `MailFs::trees` are independent leaf locks:
 //! none is held while taking another, doing I/O, or replying to the kernel.
 
 pub mod errno;
