@@ -14,8 +14,9 @@ use log::{error, info, warn};
 
 use crate::coherence::{WatchMode, Watcher};
 use crate::error::{Error, Result};
+use crate::fs::naming::{self, Naming};
 use crate::fs::notify::{self, NotifyStats};
-use crate::fs::{CacheTimeouts, MailFs, naming};
+use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
 use crate::store::{self, MailStore, MailboxName, MessageKey};
 
@@ -94,6 +95,10 @@ enum Command {
         /// unless root). Store permissions still apply.
         #[arg(long)]
         allow_other: bool,
+        /// Also escape the characters SMB/CIFS cannot store in names (\\ * ? " < > |) as
+        /// %XX, reversibly, so that the mount can be re-exported over Samba.
+        #[arg(long)]
+        portable_names: bool,
         /// Threads serving FUSE requests.
         #[arg(long, default_value_t = default_threads(), value_name = "N")]
         threads: usize,
@@ -174,6 +179,7 @@ pub fn main() -> ExitCode {
             entry_timeout,
             watch,
             poll_interval,
+            portable_names,
             allow_other,
             threads,
         } => mount(
@@ -184,6 +190,7 @@ pub fn main() -> ExitCode {
                 entry_timeout,
                 watch,
                 poll_interval,
+                portable_names,
                 allow_other,
                 threads,
             },
@@ -306,7 +313,7 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
                 writeln!(
                     out,
                     "{}\t{uid}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    naming::message_name(&meta.key).to_string_lossy(),
+                    Naming::default().message_name(&meta.key).to_string_lossy(),
                     meta.size,
                     meta.virtual_size,
                     meta.received,
@@ -407,6 +414,7 @@ struct MountOptions {
     entry_timeout: Option<f64>,
     watch: WatchArg,
     poll_interval: f64,
+    portable_names: bool,
     allow_other: bool,
     threads: usize,
 }
@@ -489,7 +497,10 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         )),
         None => None,
     };
-    let fs = MailFs::new(store.clone(), timeouts, watcher.clone())?;
+    let naming = Naming {
+        portable: opts.portable_names,
+    };
+    let fs = MailFs::new(store.clone(), timeouts, naming, watcher.clone())?;
     let inodes = fs.inodes();
     let (allow_other, threads) = (opts.allow_other, opts.threads);
 
@@ -533,6 +544,7 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
             changes_rx,
             session.notifier(),
             inodes,
+            naming,
             Arc::new(NotifyStats::default()),
         )
         .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;

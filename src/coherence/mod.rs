@@ -52,6 +52,10 @@ const DEBOUNCE: Duration = Duration::from_millis(2);
 /// timestamp granularity of the last one can leave the same stamp).
 const SETTLE_RECHECK: Duration = Duration::from_millis(60);
 
+/// How often the store root itself is checked (it can vanish without any inotify event:
+/// an NFS mount dropping away, something mounted over it).
+const ROOT_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// What the kernel may have cached for a target: the snapshot last reported.
 #[derive(Debug, Clone)]
 pub enum Snapshot {
@@ -83,6 +87,12 @@ pub enum Change {
         old: Arc<Vec<MailboxEntry>>,
         /// The list now.
         new: Arc<Vec<MailboxEntry>>,
+    },
+    /// The store root became unusable (`available` false: every request now fails with
+    /// EIO, so nothing cached may be served) or usable again.
+    Root {
+        /// Whether the store can be served.
+        available: bool,
     },
     /// A mailbox's view changed, or the mailbox is gone (`new` is `None`).
     Mailbox {
@@ -163,6 +173,7 @@ impl Watcher {
             wd_targets: HashMap::new(),
             target_dirs: HashMap::new(),
             settle: HashMap::new(),
+            root_ok: true,
         };
         let thread = std::thread::Builder::new()
             .name("watcher".into())
@@ -233,17 +244,26 @@ struct Worker {
     target_dirs: HashMap<Target, Vec<PathBuf>>,
     /// Targets due for a settle re-check, and when.
     settle: HashMap<Target, Instant>,
+    /// Whether the store root was usable at the last check.
+    root_ok: bool,
 }
 
 impl Worker {
     fn run(&mut self) {
         let mut next_poll = self.poll_every.map(|d| Instant::now() + d);
+        let mut next_root_check = Instant::now() + ROOT_CHECK_EVERY;
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 return;
             }
             let now = Instant::now();
-            let deadline = self.settle.values().copied().chain(next_poll).min();
+            let deadline = self
+                .settle
+                .values()
+                .copied()
+                .chain(next_poll)
+                .chain([next_root_check])
+                .min();
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
             let mut fds = vec![self.shared.wake.as_raw_fd()];
             if let Some(i) = &self.inotify {
@@ -271,6 +291,18 @@ impl Worker {
                 self.read_events(&mut dirty);
             }
             let now = Instant::now();
+            if now >= next_root_check {
+                next_root_check = now + ROOT_CHECK_EVERY;
+                let ok = self.shared.store.check_root().is_ok();
+                if ok != self.root_ok {
+                    self.root_ok = ok;
+                    self.send(Change::Root { available: ok });
+                    if ok {
+                        // Back: whatever changed meanwhile is reported as usual.
+                        dirty.extend(self.shared.targets.lock().keys().cloned());
+                    }
+                }
+            }
             if let (Some(at), Some(every)) = (next_poll, self.poll_every)
                 && now >= at
             {

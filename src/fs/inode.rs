@@ -160,6 +160,16 @@ impl InodeTable {
         }
     }
 
+    /// The nodes the kernel holds directly below the root.
+    pub fn top_level(&self) -> Vec<(u64, Node)> {
+        self.slots
+            .lock()
+            .iter()
+            .filter(|(_, s)| matches!(&s.node, Node::Folder(n) if n.0.len() == 1))
+            .map(|(ino, s)| (*ino, s.node.clone()))
+            .collect()
+    }
+
     /// Records one kernel lookup of `node` and returns its inode number.
     pub fn remember(&self, node: &Node) -> u64 {
         let mut slots = self.slots.lock();

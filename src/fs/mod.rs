@@ -43,6 +43,7 @@ use parking_lot::Mutex;
 
 use self::errno::ErrorReporter;
 use self::inode::{InodeTable, Node, ROOT_INO};
+use self::naming::Naming;
 use crate::coherence::{Snapshot, Watcher};
 use crate::error::{Error, Result};
 use crate::store::{FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta};
@@ -77,7 +78,7 @@ struct FolderTree {
 }
 
 impl FolderTree {
-    fn build(source: Arc<Vec<MailboxEntry>>) -> FolderTree {
+    fn build(source: Arc<Vec<MailboxEntry>>, naming: Naming) -> FolderTree {
         let mut folders: HashMap<MailboxName, Folder> = HashMap::new();
         folders.insert(MailboxName(Vec::new()), Folder::default());
         for entry in source.iter() {
@@ -85,7 +86,7 @@ impl FolderTree {
             for depth in 1..=levels.len() {
                 let name = MailboxName(levels[..depth].to_vec());
                 let parent = MailboxName(levels[..depth - 1].to_vec());
-                let presented = naming::folder_name(&levels[depth - 1]);
+                let presented = naming.folder_name(&levels[depth - 1]);
                 folders
                     .entry(parent)
                     .or_default()
@@ -141,6 +142,7 @@ struct Listed {
 pub struct MailFs {
     store: Arc<dyn MailStore>,
     timeouts: CacheTimeouts,
+    naming: Naming,
     inodes: Arc<InodeTable>,
     /// Keeps the kernel's caches in step with the store, when watching.
     watcher: Option<Arc<Watcher>>,
@@ -194,6 +196,7 @@ impl MailFs {
     pub fn new(
         store: Arc<dyn MailStore>,
         timeouts: CacheTimeouts,
+        naming: Naming,
         watcher: Option<Arc<Watcher>>,
     ) -> Result<MailFs> {
         use std::os::unix::fs::MetadataExt;
@@ -202,6 +205,7 @@ impl MailFs {
         Ok(MailFs {
             store,
             timeouts,
+            naming,
             inodes: Arc::new(InodeTable::default()),
             watcher,
             handles: Mutex::new(HashMap::new()),
@@ -234,7 +238,7 @@ impl MailFs {
         {
             return Ok(t.clone());
         }
-        let tree = Arc::new(FolderTree::build(source));
+        let tree = Arc::new(FolderTree::build(source, self.naming));
         self.trees.lock().put(scope, tree.clone());
         Ok(tree)
     }
@@ -455,7 +459,7 @@ impl MailFs {
                 let node = Self::message_node(&view, name, meta.key.clone());
                 let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
                 out.push(Listed {
-                    name: naming::message_name(&meta.key),
+                    name: self.naming.message_name(&meta.key),
                     node,
                     attr,
                     broken: meta.problem.is_some(),

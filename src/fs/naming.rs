@@ -6,8 +6,12 @@
 //! - A mailbox level is its UTF-8 name, escaped.
 //!
 //! Escaping is reversible: `%` becomes `%25`; ':' (so that no name ever contains one), '/',
-//! control characters and bytes that are not UTF-8 become `%XX`. A mailbox level that would
-//! end in `.eml` gets its dot escaped (`x%2Eeml`) so it can never collide with a message.
+//! control characters and bytes that are not UTF-8 become `%XX`; with
+//! [`Naming::portable`] also `\ * ? " < > |`, which SMB/CIFS clients cannot use. A mailbox
+//! level that would end in `.eml` gets its dot escaped (`x%2Eeml`) so it can never collide
+//! with a message, and the levels `.`, `..` and the empty name (which Maildir++ names such
+//! as `.a..b` can produce) become `%2E`, `%2E%2E` and `%00`, so that no mailbox can pose as
+//! a directory link or escape the mount.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -18,31 +22,74 @@ use crate::store::MessageKey;
 const PENDING_PREFIX: &[u8] = b"pending-";
 const MESSAGE_SUFFIX: &[u8] = b".eml";
 
-fn needs_escape(c: u8) -> bool {
-    c == b'%' || c == b':' || c == b'/' || c < 0x20 || c == 0x7f
+/// How names are presented.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Naming {
+    /// Also escape the characters Windows (SMB/CIFS) forbids: `\ * ? " < > |`.
+    pub portable: bool,
+}
+
+impl Naming {
+    fn needs_escape(self, c: u8) -> bool {
+        c == b'%'
+            || c == b':'
+            || c == b'/'
+            || c < 0x20
+            || c == 0x7f
+            || (self.portable && b"\\*?\"<>|".contains(&c))
+    }
+
+    /// Escapes arbitrary bytes; invalid UTF-8 sequences are escaped byte by byte.
+    fn escape_bytes(self, raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(raw.len());
+        for chunk in raw.utf8_chunks() {
+            for &c in chunk.valid().as_bytes() {
+                if self.needs_escape(c) {
+                    push_escaped(&mut out, c);
+                } else {
+                    out.push(c);
+                }
+            }
+            for &c in chunk.invalid() {
+                push_escaped(&mut out, c);
+            }
+        }
+        out
+    }
+
+    /// The file name of a message.
+    pub fn message_name(self, key: &MessageKey) -> OsString {
+        match key {
+            MessageKey::Uid(uid) => OsString::from(format!("{uid}.eml")),
+            MessageKey::Pending(base) => {
+                let mut n = PENDING_PREFIX.to_vec();
+                n.extend(self.escape_bytes(base));
+                n.extend_from_slice(MESSAGE_SUFFIX);
+                OsString::from_vec(n)
+            }
+        }
+    }
+
+    /// The directory name of a mailbox level.
+    pub fn folder_name(self, level: &str) -> OsString {
+        match level {
+            "" => return OsString::from("%00"),
+            "." => return OsString::from("%2E"),
+            ".." => return OsString::from("%2E%2E"),
+            _ => {}
+        }
+        let mut out = self.escape_bytes(level.as_bytes());
+        if out.ends_with(MESSAGE_SUFFIX) {
+            let dot = out.len() - MESSAGE_SUFFIX.len();
+            out.splice(dot..dot + 1, *b"%2E");
+        }
+        OsString::from_vec(out)
+    }
 }
 
 fn push_escaped(out: &mut Vec<u8>, c: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
-}
-
-/// Escapes arbitrary bytes; invalid UTF-8 sequences are escaped byte by byte.
-fn escape_bytes(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len());
-    for chunk in raw.utf8_chunks() {
-        for &c in chunk.valid().as_bytes() {
-            if needs_escape(c) {
-                push_escaped(&mut out, c);
-            } else {
-                out.push(c);
-            }
-        }
-        for &c in chunk.invalid() {
-            push_escaped(&mut out, c);
-        }
-    }
-    out
 }
 
 fn unescape_bytes(s: &[u8]) -> Option<Vec<u8>> {
@@ -60,19 +107,6 @@ fn unescape_bytes(s: &[u8]) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// The file name of a message.
-pub fn message_name(key: &MessageKey) -> OsString {
-    match key {
-        MessageKey::Uid(uid) => OsString::from(format!("{uid}.eml")),
-        MessageKey::Pending(base) => {
-            let mut n = PENDING_PREFIX.to_vec();
-            n.extend(escape_bytes(base));
-            n.extend_from_slice(MESSAGE_SUFFIX);
-            OsString::from_vec(n)
-        }
-    }
 }
 
 /// The message a file name refers to, if it has the shape of one.
@@ -93,19 +127,11 @@ pub fn parse_message_name(name: &OsStr) -> Option<MessageKey> {
         .map(MessageKey::Uid)
 }
 
-/// The directory name of a mailbox level.
-pub fn folder_name(level: &str) -> OsString {
-    let mut out = escape_bytes(level.as_bytes());
-    if out.ends_with(MESSAGE_SUFFIX) {
-        let dot = out.len() - MESSAGE_SUFFIX.len();
-        out.splice(dot..dot + 1, *b"%2E");
-    }
-    OsString::from_vec(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const N: Naming = Naming { portable: false };
 
     #[test]
     fn message_names_round_trip() {
@@ -116,11 +142,11 @@ mod tests {
             MessageKey::Pending(Arc::from(&b"we:ird%\x01\xff name"[..])),
         ];
         for k in keys {
-            let n = message_name(&k);
+            let n = N.message_name(&k);
             assert!(!n.as_bytes().contains(&b':'), "{n:?}");
             assert_eq!(parse_message_name(&n), Some(k), "{n:?}");
         }
-        assert_eq!(message_name(&MessageKey::Uid(7)), OsString::from("7.eml"));
+        assert_eq!(N.message_name(&MessageKey::Uid(7)), OsString::from("7.eml"));
     }
 
     #[test]
@@ -143,12 +169,39 @@ mod tests {
     #[test]
     fn folder_names_are_escaped_and_never_look_like_messages() {
         assert_eq!(
-            folder_name("Ünïcode & more"),
+            N.folder_name("Ünïcode & more"),
             OsString::from("Ünïcode & more")
         );
-        assert_eq!(folder_name("a:b%c"), OsString::from("a%3Ab%25c"));
-        let n = folder_name("12.eml");
+        assert_eq!(N.folder_name("a:b%c"), OsString::from("a%3Ab%25c"));
+        let n = N.folder_name("12.eml");
         assert_eq!(n, OsString::from("12%2Eeml"));
         assert_eq!(parse_message_name(&n), None);
+    }
+
+    #[test]
+    fn hostile_levels_cannot_pose_as_links_or_escape() {
+        for (level, shown) in [
+            ("", "%00"),
+            (".", "%2E"),
+            ("..", "%2E%2E"),
+            ("a/b", "a%2Fb"),
+        ] {
+            assert_eq!(N.folder_name(level), OsString::from(shown), "{level:?}");
+        }
+        assert_eq!(N.folder_name("..."), OsString::from("..."));
+    }
+
+    #[test]
+    fn portable_names_escape_what_windows_forbids_reversibly() {
+        let p = Naming { portable: true };
+        let raw = "a\\b*c?d\"e<f>g|h:i";
+        let shown = p.folder_name(raw);
+        assert_eq!(shown, OsString::from("a%5Cb%2Ac%3Fd%22e%3Cf%3Eg%7Ch%3Ai"));
+        assert_eq!(unescape_bytes(shown.as_bytes()).unwrap(), raw.as_bytes());
+        assert_eq!(N.folder_name("a*b"), OsString::from("a*b"));
+        let key = MessageKey::Pending(Arc::from(&b"x*y"[..]));
+        let name = p.message_name(&key);
+        assert_eq!(name, OsString::from("pending-x%2Ay.eml"));
+        assert_eq!(parse_message_name(&name), Some(key));
     }
 }

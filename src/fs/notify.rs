@@ -27,8 +27,8 @@ use std::thread::JoinHandle;
 use fuser::{INodeNo, Notifier};
 use log::debug;
 
-use super::inode::{InodeTable, Node};
-use super::naming;
+use super::inode::{InodeTable, Node, ROOT_INO};
+use super::naming::Naming;
 use crate::coherence::Change;
 use crate::coherence::diff::{ListDiff, ViewDiff};
 use crate::store::{MailboxName, MailboxView, MessageKey};
@@ -47,11 +47,13 @@ pub fn spawn(
     changes: Receiver<Change>,
     notifier: Notifier,
     inodes: Arc<InodeTable>,
+    naming: Naming,
     stats: Arc<NotifyStats>,
 ) -> std::io::Result<JoinHandle<()>> {
     let n = Invalidator {
         notifier,
         inodes,
+        naming,
         stats,
     };
     std::thread::Builder::new()
@@ -66,6 +68,7 @@ pub fn spawn(
 struct Invalidator {
     notifier: Notifier,
     inodes: Arc<InodeTable>,
+    naming: Naming,
     stats: Arc<NotifyStats>,
 }
 
@@ -74,7 +77,21 @@ impl Invalidator {
         match change {
             Change::Mailbox { name, old, new } => self.mailbox(&name, &old, new.as_deref()),
             Change::Scope { old, new, .. } => self.scope(&ListDiff::between(&old, &new)),
+            Change::Root { .. } => self.everything(),
         }
+    }
+
+    /// Drops every top-level entry (and with it everything cached below) and the root's
+    /// listing: the next request of any path reaches mailfs.
+    fn everything(&self) {
+        for (ino, node) in self.inodes.top_level() {
+            if let Node::Folder(name) = &node
+                && let Some(level) = name.0.first()
+            {
+                self.delete(ROOT_INO, ino, &self.naming.folder_name(level));
+            }
+        }
+        self.inval_inode(ROOT_INO, 0);
     }
 
     fn mailbox(&self, name: &MailboxName, old: &MailboxView, new: Option<&MailboxView>) {
@@ -98,11 +115,11 @@ impl Invalidator {
         };
         for key in &d.removed {
             if let Some(ino) = self.inodes.known(&node(old, key)) {
-                self.delete(dir, ino, &naming::message_name(key));
+                self.delete(dir, ino, &self.naming.message_name(key));
             }
         }
         for key in &d.added {
-            self.inval_entry(dir, &naming::message_name(key));
+            self.inval_entry(dir, &self.naming.message_name(key));
         }
         for key in &d.changed {
             if let Some(ino) = self.inodes.known(&node(new, key)) {
@@ -119,7 +136,7 @@ impl Invalidator {
             self.inodes
                 .known(&Node::Folder(Arc::new(MailboxName(levels.to_vec()))))
         };
-        let last = |name: &MailboxName| naming::folder_name(name.0.last().map_or("", |s| s));
+        let last = |name: &MailboxName| self.naming.folder_name(name.0.last().map_or("", |s| s));
         for name in &d.removed {
             let Some(parent) = parent_of(name) else {
                 continue;

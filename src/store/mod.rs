@@ -14,6 +14,7 @@
 mod cache;
 pub mod dbox;
 mod files;
+mod guard;
 pub mod maildir;
 mod stamp;
 pub mod users;
@@ -225,6 +226,11 @@ pub trait MailStore: Send + Sync + fmt::Debug {
     /// (for a [`Target::Scope`]) or [`MailStore::view`] (for a [`Target::Mailbox`]) last
     /// returned: what a watcher must watch. Empty when nothing was built yet.
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf>;
+    /// Checks now (no cached answer) that the store root is still there, non-empty and on
+    /// its filesystem. Stores returned by [`open`] check it before every operation.
+    fn check_root(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Something a watcher keeps current: one scope's mailbox list, or one mailbox's view.
@@ -251,15 +257,18 @@ pub const USERS_CACHED: usize = 32;
 /// Opens the store a location names, checking that it exists and has the claimed format.
 /// `views` bounds the parsed mailbox views kept in memory (for a multi-user tree, over all
 /// users together).
+/// The store root is watched: if it disappears, empties or changes filesystem, every
+/// operation fails (EIO on the mount) until it is back.
 pub fn open(spec: &Spec, views: usize) -> Result<Arc<dyn MailStore>> {
-    match spec {
-        Spec::Single(location) => open_single(location, views),
-        Spec::Users(template) => Ok(Arc::new(users::UsersStore::open(
+    let store: Arc<dyn MailStore> = match spec {
+        Spec::Single(location) => open_single(location, views)?,
+        Spec::Users(template) => Arc::new(users::UsersStore::open(
             template.clone(),
             USERS_CACHED,
             views.div_ceil(USERS_CACHED),
-        )?)),
-    }
+        )?),
+    };
+    Ok(Arc::new(guard::Guarded::new(store)?))
 }
 
 /// Opens one user's store.

@@ -31,6 +31,11 @@ pub fn recheck_all() {
     GENERATION.fetch_add(1, Ordering::Release);
 }
 
+/// The current recheck generation (see [`recheck_all`]).
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
 /// What `stat` said about one path (all zero when it did not exist).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct FileStamp {
