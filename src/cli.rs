@@ -15,9 +15,10 @@ use log::{error, info, warn};
 use crate::coherence::{WatchMode, Watcher};
 use crate::error::{Error, Result};
 use crate::fs::naming::{self, Naming};
-use crate::fs::notify::{self, NotifyStats};
+use crate::fs::notify;
 use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
+use crate::store::locks::LockMethod;
 use crate::store::{self, MailStore, MailboxName, MessageKey};
 
 /// Exit code for runtime errors.
@@ -95,6 +96,17 @@ enum Command {
         /// unless root). Store permissions still apply.
         #[arg(long)]
         allow_other: bool,
+        /// Dovecot's lock_method, so that its locks are recognised (never taken).
+        #[arg(long, value_enum, default_value_t = LockArg::Fcntl)]
+        lock_method: LockArg,
+        /// Accepted for parity with Dovecot's mmap_disable: mailfs never uses mmap.
+        #[arg(long)]
+        mmap_disable: bool,
+        /// Open and close each file and directory before trusting its attributes, as
+        /// Dovecot's mail_nfs_storage does, so that an NFS client's attribute cache cannot
+        /// hide another server's change (one open/close per checked path).
+        #[arg(long)]
+        nfs_cache_flush: bool,
         /// Also escape the characters SMB/CIFS cannot store in names (\\ * ? " < > |) as
         /// %XX, reversibly, so that the mount can be re-exported over Samba.
         #[arg(long)]
@@ -141,6 +153,14 @@ enum WatchArg {
     Off,
 }
 
+/// `--lock-method` values (Dovecot's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LockArg {
+    Fcntl,
+    Flock,
+    Dotlock,
+}
+
 /// Kernel cache timeout when a watcher invalidates explicitly.
 const WATCHED_TIMEOUT: f64 = 60.0;
 /// Kernel cache timeout with `--watch off`: the only bound on staleness.
@@ -179,6 +199,9 @@ pub fn main() -> ExitCode {
             entry_timeout,
             watch,
             poll_interval,
+            lock_method,
+            mmap_disable: _,
+            nfs_cache_flush,
             portable_names,
             allow_other,
             threads,
@@ -190,6 +213,8 @@ pub fn main() -> ExitCode {
                 entry_timeout,
                 watch,
                 poll_interval,
+                lock_method,
+                nfs_cache_flush,
                 portable_names,
                 allow_other,
                 threads,
@@ -414,6 +439,8 @@ struct MountOptions {
     entry_timeout: Option<f64>,
     watch: WatchArg,
     poll_interval: f64,
+    lock_method: LockArg,
+    nfs_cache_flush: bool,
     portable_names: bool,
     allow_other: bool,
     threads: usize,
@@ -477,6 +504,12 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
     // notifier, the FUSE workers) is started after this and inherits the blocked mask.
     let signals = block_termination_signals();
+    store::locks::set_method(match opts.lock_method {
+        LockArg::Fcntl => LockMethod::Fcntl,
+        LockArg::Flock => LockMethod::Flock,
+        LockArg::Dotlock => LockMethod::Dotlock,
+    });
+    store::set_nfs_cache_flush(opts.nfs_cache_flush);
     let store = open_store(location)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let mode = watch_mode(opts.watch, opts.poll_interval, store.root())?;
@@ -500,8 +533,25 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     let naming = Naming {
         portable: opts.portable_names,
     };
-    let fs = MailFs::new(store.clone(), timeouts, naming, watcher.clone())?;
+    let mut fs = MailFs::new(store.clone(), timeouts, naming, watcher.clone())?;
+    fs.describe("location", location);
+    fs.describe("store_root", store.root().display().to_string());
+    fs.describe(
+        "watch",
+        match mode {
+            Some(WatchMode::Inotify) => "inotify".to_string(),
+            Some(WatchMode::Poll(d)) => format!("poll every {} s", d.as_secs_f64()),
+            None => "off".to_string(),
+        },
+    );
+    fs.describe("lock_method", store::locks::method().name());
+    fs.describe(
+        "mmap",
+        "never used (reads are pread; --mmap-disable changes nothing)",
+    );
+    fs.describe("nfs_cache_flush", opts.nfs_cache_flush.to_string());
     let inodes = fs.inodes();
+    let notify_stats = fs.notify_stats();
     let (allow_other, threads) = (opts.allow_other, opts.threads);
 
     let mut config = fuser::Config::default();
@@ -540,14 +590,8 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         timeouts.attr
     );
     if watcher.is_some() {
-        notify::spawn(
-            changes_rx,
-            session.notifier(),
-            inodes,
-            naming,
-            Arc::new(NotifyStats::default()),
-        )
-        .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;
+        notify::spawn(changes_rx, session.notifier(), inodes, naming, notify_stats)
+            .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;
     }
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.clone();

@@ -5,6 +5,7 @@
 //! unreadable message -- gives `EIO` and one warning naming the path. The same message is
 //! logged at most once a minute, so a tool retrying in a loop cannot flood the log.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fuser::Errno;
@@ -20,6 +21,7 @@ const REPEAT_AFTER: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct ErrorReporter {
     recent: Mutex<LruCache<String, Instant>>,
+    eio: AtomicU64,
 }
 
 impl Default for ErrorReporter {
@@ -28,6 +30,7 @@ impl Default for ErrorReporter {
             recent: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(256).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            eio: AtomicU64::new(0),
         }
     }
 }
@@ -54,7 +57,13 @@ impl ErrorReporter {
         if fresh {
             warn!("{line}");
         }
+        self.eio.fetch_add(1, Ordering::Relaxed);
         Errno::EIO
+    }
+
+    /// How many requests got EIO.
+    pub fn eio_count(&self) -> u64 {
+        self.eio.load(Ordering::Relaxed)
     }
 }
 

@@ -44,8 +44,10 @@ use parking_lot::Mutex;
 use self::errno::ErrorReporter;
 use self::inode::{InodeTable, Node, ROOT_INO};
 use self::naming::Naming;
+use self::notify::NotifyStats;
 use crate::coherence::{Snapshot, Watcher};
 use crate::error::{Error, Result};
+use crate::store::{self, cache};
 use crate::store::{FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta};
 use crate::store::{MessageKey, MessageSource, Target};
 
@@ -146,6 +148,10 @@ pub struct MailFs {
     inodes: Arc<InodeTable>,
     /// Keeps the kernel's caches in step with the store, when watching.
     watcher: Option<Arc<Watcher>>,
+    /// Invalidations sent by the notifier thread.
+    notify_stats: Arc<NotifyStats>,
+    /// The settings in force, for `user.mailfs.status`.
+    settings: Vec<(&'static str, String)>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
@@ -208,6 +214,8 @@ impl MailFs {
             naming,
             inodes: Arc::new(InodeTable::default()),
             watcher,
+            notify_stats: Arc::new(NotifyStats::default()),
+            settings: Vec::new(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
@@ -324,6 +332,75 @@ impl MailFs {
             );
         }
         Ok(view)
+    }
+
+    /// Records a setting for the status report (`user.mailfs.status` on the root).
+    pub fn describe(&mut self, key: &'static str, value: impl Into<String>) {
+        self.settings.push((key, value.into()));
+    }
+
+    /// The counters the notifier thread updates.
+    pub fn notify_stats(&self) -> Arc<NotifyStats> {
+        self.notify_stats.clone()
+    }
+
+    /// `user.mailfs.status`: settings in force and counters, one `key: value` per line.
+    fn status(&self) -> String {
+        use std::fmt::Write as _;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        for (k, v) in &self.settings {
+            let _ = writeln!(out, "{k}: {v}");
+        }
+        let _ = writeln!(
+            out,
+            "entry_timeout_s: {}\nattr_timeout_s: {}",
+            self.timeouts.entry.as_secs_f64(),
+            self.timeouts.attr.as_secs_f64()
+        );
+        let _ = writeln!(out, "portable_names: {}", self.naming.portable);
+        let _ = writeln!(
+            out,
+            "view_cache_hits: {}\nview_cache_misses: {}\nlist_cache_hits: {}\nlist_cache_misses: {}",
+            load(&cache::VIEW_HITS),
+            load(&cache::VIEW_BUILDS),
+            load(&cache::LIST_HITS),
+            load(&cache::LIST_BUILDS)
+        );
+        if let Some(w) = &self.watcher {
+            let st = w.stats();
+            let polls = load(&st.polls);
+            let _ = writeln!(
+                out,
+                "watched_targets: {}\nrefreshes: {}\nchanges_seen: {}\npolls: {polls}\n\
+                 poll_avg_ms: {:.3}\nwatch_errors: {}\ninotify_overflows: {}",
+                w.watched(),
+                load(&st.checks),
+                load(&st.changes),
+                if polls == 0 {
+                    0.0
+                } else {
+                    load(&st.poll_nanos) as f64 / polls as f64 / 1e6
+                },
+                load(&st.errors),
+                load(&st.overflows)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "invalidations_sent: {}\ninvalidations_failed: {}",
+            load(&self.notify_stats.sent),
+            load(&self.notify_stats.failed)
+        );
+        let _ = writeln!(
+            out,
+            "clock_skew_max_ms: {}\nwriter_locks_seen: {}\neio_returned: {}\ninodes_held: {}",
+            store::MAX_SKEW_MS.load(Ordering::Relaxed),
+            load(&store::locks::LOCKS_SEEN),
+            self.errors.eio_count(),
+            self.inodes.len()
+        );
+        out
     }
 
     /// The inode table, shared with the notifier thread.
@@ -479,6 +556,9 @@ impl MailFs {
                     .get(name)
                     .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
                 let mut out = Vec::new();
+                if name.0.is_empty() {
+                    out.push(("user.mailfs.status", self.status().into_bytes()));
+                }
                 // The mailbox's own name, without the scope (user) levels above it.
                 let depth = self.store.scope_depth();
                 if name.0.len() > depth {

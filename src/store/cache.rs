@@ -11,6 +11,7 @@ use std::num::NonZeroUsize;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -18,6 +19,15 @@ use parking_lot::Mutex;
 use super::stamp::Stamp;
 use super::{MailboxEntry, MailboxName, MailboxView, files};
 use crate::error::{Error, Result};
+
+/// Views answered from the cache, and views built (all stores of the process).
+pub static VIEW_HITS: AtomicU64 = AtomicU64::new(0);
+/// See [`VIEW_HITS`].
+pub static VIEW_BUILDS: AtomicU64 = AtomicU64::new(0);
+/// Mailbox lists answered from the cache, and lists built.
+pub static LIST_HITS: AtomicU64 = AtomicU64::new(0);
+/// See [`LIST_HITS`].
+pub static LIST_BUILDS: AtomicU64 = AtomicU64::new(0);
 
 /// The mailbox list, with each selectable mailbox's backend paths `P`.
 #[derive(Debug)]
@@ -103,8 +113,10 @@ impl<P> ListCache<P> {
         if let Some(list) = cached
             && list.stamp.still_valid()
         {
+            LIST_HITS.fetch_add(1, Ordering::Relaxed);
             return Ok(list);
         }
+        LIST_BUILDS.fetch_add(1, Ordering::Relaxed);
         let list = Arc::new(build()?);
         *self.slot.lock() = Some(list.clone());
         Ok(list)
@@ -170,8 +182,10 @@ impl<E> ViewCache<E> {
         if let Some(c) = &cached
             && c.stamp.still_valid()
         {
+            VIEW_HITS.fetch_add(1, Ordering::Relaxed);
             return Ok(c.view.clone());
         }
+        VIEW_BUILDS.fetch_add(1, Ordering::Relaxed);
         let built = Arc::new(build(cached.as_deref())?);
         let view = built.view.clone();
         self.lru.lock().put(mailbox.clone(), built);

@@ -27,12 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::cache::{Built, ListCache, MailboxList, ViewCache};
-use super::files;
 use super::stamp::Stamp;
 use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
     Target,
 };
+use super::{files, locks};
 use crate::error::{Error, Result};
 use crate::format::dbox;
 use crate::format::{MailFlags, hex};
@@ -281,7 +281,12 @@ impl DboxStore {
             let map = self.map_paths();
             stamped.push(map.dir.join("dovecot.map.index.log"));
         }
-        let stamp = Stamp::take(stamped);
+        let mut stamp = Stamp::take(stamped);
+        // A sync in progress (the log's lock held): read the complete transactions, and
+        // read again next time.
+        if locks::writer_holds(&paths.index.join("dovecot.index.log")) {
+            stamp.mark_tentative();
+        }
         let index = self
             .indexes
             .view(&IndexPaths::mailbox(&paths.index))?

@@ -27,12 +27,12 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use super::cache::{Built, ListCache, MailboxList, ViewCache};
-use super::files;
 use super::stamp::Stamp;
 use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
     Target,
 };
+use super::{files, locks};
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
@@ -314,7 +314,12 @@ impl MaildirStore {
                 stamped.push(dir.join(f));
             }
         }
-        let stamp = Stamp::take(stamped);
+        let mut stamp = Stamp::take(stamped);
+        // A Dovecot sync holding the uidlist lock may be between renaming files and
+        // writing the uidlist: read anyway, but read again next time.
+        if locks::dotlock_held(&uidlist_path) {
+            stamp.mark_tentative();
+        }
         let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
         for d in [&cur, &new] {
             match fs::metadata(d) {

@@ -11,15 +11,16 @@
 //! - A message Dovecot has not yet given a UID is a [`MessageKey::Pending`]: visible, but
 //!   never given a UID by mailfs.
 
-mod cache;
+pub mod cache;
 pub mod dbox;
 mod files;
 mod guard;
+pub mod locks;
 pub mod maildir;
 mod stamp;
 pub mod users;
 
-pub use stamp::recheck_all;
+pub use stamp::{MAX_SKEW_MS, recheck_all, set_nfs_cache_flush};
 
 use std::fmt;
 use std::fs::File;

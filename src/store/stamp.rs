@@ -9,7 +9,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -31,6 +31,42 @@ pub fn recheck_all() {
     GENERATION.fetch_add(1, Ordering::Release);
 }
 
+/// `--nfs-cache-flush`: open and close each path before `stat`ing it.
+static NFS_CACHE_FLUSH: AtomicBool = AtomicBool::new(false);
+
+/// The largest amount, in milliseconds, by which a stamped file's time was ahead of the
+/// local clock (0: never ahead by more than [`SKEW_TOLERANCE`]).
+pub static MAX_SKEW_MS: AtomicI64 = AtomicI64::new(0);
+static SKEW_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Dovecot requires the clocks of machines sharing a store to agree within a second.
+pub const SKEW_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// Makes every `stat` of a stamped path be preceded by an `open()`+`close()` of it, which
+/// on NFS revalidates the client's attribute cache (close-to-open consistency), the way
+/// Dovecot's `mail_nfs_storage` flushes it. Costs one open/close per path per check.
+pub fn set_nfs_cache_flush(on: bool) {
+    NFS_CACHE_FLUSH.store(on, Ordering::Relaxed);
+}
+
+/// Notes a file time written by Dovecot; warns once when it is in the future by more
+/// than [`SKEW_TOLERANCE`] (clock skew between the machines sharing the store).
+fn note_time(path: &std::path::Path, time_ns: i128, now_ns: i128) {
+    let ahead_ns = time_ns - now_ns;
+    if ahead_ns <= SKEW_TOLERANCE.as_nanos() as i128 {
+        return;
+    }
+    let ahead_ms = i64::try_from(ahead_ns / 1_000_000).unwrap_or(i64::MAX);
+    MAX_SKEW_MS.fetch_max(ahead_ms, Ordering::Relaxed);
+    if !SKEW_WARNED.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            "{}: modified {:.1} s in the future by this machine's clock: the clocks of the              machines sharing this store disagree (Dovecot needs them within 1 s; check              ntpd/chrony). Warned once; the largest skew seen is in user.mailfs.status",
+            path.display(),
+            ahead_ns as f64 / 1e9
+        );
+    }
+}
+
 /// The current recheck generation (see [`recheck_all`]).
 pub fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
@@ -48,6 +84,14 @@ struct FileStamp {
 
 impl FileStamp {
     fn take(path: &std::path::Path) -> FileStamp {
+        if NFS_CACHE_FLUSH.load(Ordering::Relaxed) {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Opening revalidates the attributes; the handle is closed at once.
+            let _ = std::fs::File::options()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(path);
+        }
         match std::fs::metadata(path) {
             Ok(m) => FileStamp {
                 dev: m.dev(),
@@ -86,6 +130,9 @@ impl Stamp {
             .map(|s| s.mtime_ns.max(s.ctime_ns))
             .max()
             .unwrap_or(0);
+        for (p, s) in paths.iter().zip(&stamps) {
+            note_time(p, s.mtime_ns, now_ns);
+        }
         let tentative = now_ns - newest < SETTLE.as_nanos() as i128;
         Stamp {
             paths,
@@ -99,6 +146,12 @@ impl Stamp {
     pub fn push(&mut self, path: PathBuf) {
         self.stamps.push(FileStamp::take(&path));
         self.paths.push(path);
+    }
+
+    /// Makes the stamp never valid: what was read may be mid-update (a writer held its
+    /// lock), so the next use reads again.
+    pub fn mark_tentative(&mut self) {
+        self.tentative = true;
     }
 
     /// The stamped paths (files and directories), for a watcher.
