@@ -575,6 +575,8 @@ bench_format() {
             check "$label: raw cat bytes" "$total" "$(warm_bytes)"
         fi
         measure "$label:cat:doveadm" job_dv_cat_all "$fmt"
+        # doveadm prints "text:" and a newline before each message.
+        check "$label: doveadm fetch text bytes" $((total + 6 * n)) "$(warm_bytes)"
 
         log "  grep -rl $NEEDLE (in $hits messages) and $ABSENT (in none)"
         measure "$label:grep_hit:mailfs" job_grep "$mp/INBOX" "$NEEDLE"
