@@ -1,0 +1,815 @@
+#!/usr/bin/env bash
+# Benchmarks mailfs (not a test) against the raw store and against doveadm, on one INBOX of
+# N generated messages (default 20,000) stored as Maildir, sdbox and mdbox by a private,
+# real Dovecot; writes the results as a Markdown table to docs/benchmarks.md (section
+# "Latest run") and prints it. Run `scripts/bench.sh --help` for the options.
+#
+# What happens, in one run:
+#  1. A deterministic generator (awk, own LCG, fixed seed) writes a Maildir of N messages:
+#     mostly 2-20 KB text mails (log-uniform), 0.5 % of 100 KB-1 MB with a base64
+#     attachment, 1 % containing the word $NEEDLE; received dates over two years.
+#     `doveadm import` copies it into three users of a private Dovecot, one per format
+#     (mail_location = %u:~/mail, the users are called maildir, sdbox and mdbox). The result
+#     is cached in --store-dir and reused while the parameters match (--fresh rebuilds);
+#     each run works on a copy, because the refresh measurement delivers messages and
+#     doveadm writes its cache files.
+#  2. `cargo build --release`; each store is mounted with target/release/mailfs in the
+#     background and unmounted with SIGTERM (also on error and Ctrl-C).
+#  3. Every measurement has one untimed warm-up run (page cache, Dovecot's cache file and
+#     mailfs's views are warm; its output is checked: line counts, byte totals, match
+#     counts), then --runs timed runs (default 3); the median is reported.
+#
+# Timing: wall clock from bash's $EPOCHREALTIME (microseconds, read without forking)
+# around the command, which runs in this shell (a function call, no eval, no subshell).
+# Times are seconds with 3 decimals, latencies milliseconds.
+#
+# Needs root (for /dev/fuse and the mail user), fuse3, dovecot-core and dovecot-imapd
+# (scripts/test.sh installs them), and about 4x the store size free in --store-dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+export LC_ALL=C
+# shellcheck source=lib/dovecot.sh
+. scripts/lib/dovecot.sh
+
+# Bump when the generator or the store build changes: cached stores are rebuilt.
+GEN_VERSION=1
+NEEDLE=hornbill7431 # in about 1 % of the message bodies
+ABSENT=kestrel9052  # in none
+FORMATS=(maildir sdbox mdbox)
+
+messages=20000
+store_dir=${TMPDIR:-/tmp}/mailfs-bench
+seed=1
+fresh=""
+runs=3
+samples=200
+large=""
+large_messages=100000
+large_full=""
+write=1
+keep=""
+
+usage() {
+    cat <<EOF
+Usage: scripts/bench.sh [OPTIONS]
+
+Benchmarks mailfs on a generated INBOX stored as Maildir, sdbox and mdbox, beside the raw
+store (Maildir) and doveadm; writes the table to docs/benchmarks.md and prints it.
+
+Options:
+  --messages N         messages in the INBOX (default $messages)
+  --store-dir DIR      cache of generated stores, reused while the parameters match
+                       (default $store_dir)
+  --fresh              rebuild the cached stores
+  --seed S             generator seed (default $seed)
+  --runs R             timed runs after the warm-up; the median is reported (default $runs)
+  --samples K          random messages for the single-message cat latency (default $samples)
+  --large              also an mdbox store of --large-messages messages: first ls after
+                       mount, ls -l, refresh after one delivery, RSS
+  --large-messages N   size of that store (default $large_messages)
+  --large-full         with --large: every measurement on the large store too
+  --no-write           print the table only; leave docs/benchmarks.md alone
+  --keep               keep the per-run working copy of the stores (and the mailfs logs)
+  -h, --help           this text
+
+Progress goes to stderr, the Markdown report to stdout.
+EOF
+}
+
+die() {
+    echo "bench.sh: $*" >&2
+    exit 1
+}
+log() { echo "== $*" >&2; }
+
+positive() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 needs a positive integer, not '$2'"; }
+
+args="$*" # for the report
+
+while [ $# -gt 0 ]; do
+    case $1 in
+    --messages | --store-dir | --seed | --runs | --samples | --large-messages)
+        [ $# -ge 2 ] || die "$1 needs a value"
+        case $1 in
+        --messages) positive "$1" "$2" && messages=$2 ;;
+        --store-dir) store_dir=$2 ;;
+        --seed) positive "$1" "$2" && seed=$2 ;;
+        --runs) positive "$1" "$2" && runs=$2 ;;
+        --samples) positive "$1" "$2" && samples=$2 ;;
+        --large-messages) positive "$1" "$2" && large_messages=$2 ;;
+        esac
+        shift 2
+        ;;
+    --fresh) fresh=1 && shift ;;
+    --large) large=1 && shift ;;
+    --large-full) large=1 large_full=1 && shift ;;
+    --no-write) write="" && shift ;;
+    --keep) keep=1 && shift ;;
+    -h | --help) usage && exit 0 ;;
+    *) usage >&2 && exit 2 ;;
+    esac
+done
+mkdir -p "$store_dir"
+store_dir=$(cd "$store_dir" && pwd)
+
+[ "$(id -u)" = 0 ] || die "run as root (FUSE mounts and Dovecot's mail user)"
+[ -c /dev/fuse ] || die "/dev/fuse is missing (in a container: --device /dev/fuse --cap-add SYS_ADMIN)"
+for tool in doveadm fusermount3 find grep awk; do
+    command -v "$tool" >/dev/null || die "$tool not found (scripts/test.sh installs fuse3 and dovecot)"
+done
+[ -x /usr/lib/dovecot/imap ] || die "dovecot-imapd is missing (apt-get install dovecot-imapd)"
+
+# ----------------------------------------------------------------------------------------
+# Clean-up: whatever is mounted or running is stopped, even on error or Ctrl-C.
+
+MAILFS_PID=""
+MAILFS_MP=""
+RUN_DIR=""
+
+# is_mounted DIR: DIR is a mount point (also when its FUSE daemon died: stat then fails).
+is_mounted() {
+    [ -d "$1" ] || return 1
+    [ "$(stat -c %d "$1" 2>/dev/null)" != "$(stat -c %d "$1/.." 2>/dev/null)" ]
+}
+
+unmount_mailfs() {
+    local status=0
+    if [ -n "$MAILFS_PID" ]; then
+        kill -TERM "$MAILFS_PID" 2>/dev/null || true
+        wait "$MAILFS_PID" 2>/dev/null || status=$?
+        MAILFS_PID=""
+    fi
+    if [ -n "$MAILFS_MP" ] && is_mounted "$MAILFS_MP"; then
+        fusermount3 -uz "$MAILFS_MP" 2>/dev/null || umount -l "$MAILFS_MP" 2>/dev/null || true
+    fi
+    MAILFS_MP=""
+    return "$status"
+}
+
+# remove_run_dir DIR: removes a working copy, after detaching any mount left inside it.
+remove_run_dir() {
+    local mp
+    for mp in "$1"/mnt-*; do
+        if is_mounted "$mp"; then fusermount3 -uz "$mp" 2>/dev/null || umount -l "$mp" || true; fi
+    done
+    rm -rf "$1"
+}
+
+cleanup() {
+    local status=$?
+    set +e
+    unmount_mailfs >/dev/null 2>&1
+    dovecot_stop
+    if [ -n "$RUN_DIR" ]; then
+        if [ -n "$keep" ]; then echo "kept $RUN_DIR" >&2; else remove_run_dir "$RUN_DIR"; fi
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ----------------------------------------------------------------------------------------
+# Timing. All values are integer microseconds (or kB for memory) in R[key].
+
+declare -A R=()
+WARNINGS=()
+sink=/dev/null # where a job writes its output: a file in the warm-up, /dev/null when timed
+
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+median() {
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 }
+        END { if (NR % 2) print v[(NR + 1) / 2]; else print int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+
+# measure KEY JOB ARGS...: runs JOB ARGS once untimed with its output in $RUN_DIR/warm.out
+# (for check and warm_*), then $runs times timed; R[KEY] = the median.
+measure() {
+    local key=$1 i t0 t1 times=()
+    shift
+    rm -f "$RUN_DIR/warm.out"
+    sink=$RUN_DIR/warm.out
+    "$@"
+    sink=/dev/null
+    for ((i = 0; i < runs; i++)); do
+        t0=${EPOCHREALTIME/./}
+        "$@"
+        t1=${EPOCHREALTIME/./}
+        times+=($((t1 - t0)))
+    done
+    R[$key]=$(median "${times[@]}")
+}
+
+# check WHAT EXPECTED ACTUAL: records a warning when a job's output was not as expected.
+check() {
+    if [ "$2" != "$3" ]; then
+        WARNINGS+=("$1: expected $2, got $3")
+        echo "   WARNING: $1: expected $2, got $3" >&2
+    fi
+}
+warm_lines() { wc -l <"$RUN_DIR/warm.out" | tr -d ' '; }
+warm_bytes() { wc -c <"$RUN_DIR/warm.out" | tr -d ' '; }
+
+# The jobs: what is timed. $1 is a directory (mailfs or raw) or a Dovecot user.
+job_ls() { ls -l "$1" >"$sink"; }
+job_find() { find "$1" -type f -printf '%s %T@ %p\n' >"$sink"; }
+job_cat_all() { find "$1" -type f -exec cat {} + >"$sink"; }
+job_grep() { grep -rlF -- "$2" "$1" >"$sink" || [ $? = 1 ]; }
+job_dv_ls() { dovecot_adm fetch -u "$1" 'uid size.physical date.received' mailbox INBOX all >"$sink"; }
+job_dv_cat_all() { dovecot_adm fetch -u "$1" text mailbox INBOX all >"$sink"; }
+job_dv_grep() { dovecot_adm search -u "$1" mailbox INBOX body "$2" >"$sink"; }
+
+# ----------------------------------------------------------------------------------------
+# The stores.
+
+# generate DIR N SEED: writes the Maildir DIR (cur/, new/, tmp/) of N messages and
+# DIR/../gen.meta (total_bytes=, hits=). Deterministic for (N, SEED, GEN_VERSION).
+generate() {
+    local dir=$1 n=$2 seed=$3 list
+    mkdir -p "$dir/cur" "$dir/new" "$dir/tmp"
+    list=$(dirname "$dir")/gen.list
+    awk -v n="$n" -v seed="$seed" -v dir="$dir/cur" -v list="$list" \
+        -v meta="$(dirname "$dir")/gen.meta" -v needle="$NEEDLE" -v base=1672531200 '
+    # Park-Miller "minimal standard" LCG: exact in doubles, so mawk and gawk agree.
+    function rnd() { state = (state * 16807) % 2147483647; return state / 2147483647 }
+    function pick(k) { return int(rnd() * k) }
+    function out(s) { printf "%s", s > f; w += length(s) }
+    function rfc2822(t,    days, secs, z, era, doe, yoe, y, doy, mp, d, m) {
+        days = int(t / 86400); secs = t - days * 86400
+        z = days + 719468; era = int(z / 146097); doe = z - era * 146097
+        yoe = int((doe - int(doe / 1460) + int(doe / 36524) - int(doe / 146096)) / 365)
+        y = yoe + era * 400; doy = doe - (365 * yoe + int(yoe / 4) - int(yoe / 100))
+        mp = int((5 * doy + 2) / 153); d = doy - int((153 * mp + 2) / 5) + 1
+        m = mp < 10 ? mp + 3 : mp - 9
+        if (m <= 2) y++
+        return sprintf("%s, %d %s %d %02d:%02d:%02d +0000", wday[(days + 4) % 7], d, mon[m], y,
+            int(secs / 3600), int((secs % 3600) / 60), secs % 60)
+    }
+    # text(BYTES): about BYTES of prose; the needle line halfway through when it is due.
+    function text(bytes,    stop, half, line) {
+        stop = w + bytes; half = w + int(bytes / 2)
+        while (w < stop) {
+            if (needle_due && w >= half) { line = "Our reference is " needle ", please quote it."; needle_due = 0 }
+            else if (pick(6) == 0) line = ""
+            else line = pool[pick(npool)]
+            out(line "\n")
+        }
+    }
+    BEGIN {
+        state = seed % 2147483646 + 1
+        nw = split("the of and to in is for on that with as it at be this from by are have was " \
+            "or we an will not can all your has more about our their which new one if would there " \
+            "what when up out so time them other people some into year also could its how than " \
+            "then only first over after work use two these may such should any because most under " \
+            "day well report meeting project review budget plan schedule team update customer " \
+            "contract invoice order shipment delivery account payment office server network " \
+            "release draft agenda minutes summary question answer request approval deadline " \
+            "quarter results sales marketing support ticket issue feature design document " \
+            "attached please thanks regards best morning afternoon week month monday tuesday " \
+            "wednesday thursday friday", words, " ")
+        npool = 2000
+        for (p = 0; p < npool; p++) {
+            target = 30 + pick(47); line = words[1 + pick(nw)]
+            while (length(line) < target) line = line " " words[1 + pick(nw)]
+            pool[p] = line (pick(3) ? "." : ",")
+        }
+        b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        nb = 500
+        for (p = 0; p < nb; p++) {
+            s = ""; for (k = 0; k < 76; k++) s = s substr(b64, 1 + pick(64), 1); bpool[p] = s
+        }
+        split("Thu Fri Sat Sun Mon Tue Wed", tmp, " "); for (k = 0; k < 7; k++) wday[(k + 4) % 7] = tmp[k + 1]
+        split("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec", mon, " ")
+        nfirst = split("alice bob carol dave erin frank grace heidi ivan judy mallory nina oscar " \
+            "peggy quentin rupert sybil trent ursula victor walter xena yvonne zoe", first, " ")
+        ndom = split("example.org example.net example.com mail.example.org lists.example.net", dom, " ")
+        nbuckets = n < 400 ? n : 400        # received dates: 400 steps over two years
+        span = int(2 * 365 * 86400 / nbuckets)
+        total = 0; hits = 0
+        for (i = 1; i <= n; i++) {
+            big = rnd() < 0.005
+            size = big ? 102400 + pick(1048576 - 102400) : int(2048 * exp(rnd() * log(10)))
+            needle_due = rnd() < 0.01
+            hits += needle_due
+            r = rnd(); flags = r < 0.70 ? "S" : (r < 0.80 ? "RS" : (r < 0.85 ? "FS" : ""))
+            t = base + int((i - 1) * nbuckets / n) * span
+            name = sprintf("%d.M%dP%d.bench:2,%s", t, i, seed, flags)
+            f = dir "/" name
+            w = 0
+            who = first[1 + pick(nfirst)]; d = dom[1 + pick(ndom)]
+            out(sprintf("Return-Path: <%s@%s>\n", who, d))
+            out(sprintf("Received: from mx%d.%s (mx%d.%s [192.0.2.%d])\n\tby mail.example.com with ESMTPS id %08X\n\tfor <bench@example.com>; %s\n",
+                pick(9), d, pick(9), d, 1 + pick(250), pick(2147483647), rfc2822(t)))
+            out(sprintf("From: %s%s <%s@%s>\nTo: Bench User <bench@example.com>\n",
+                toupper(substr(who, 1, 1)), substr(who, 2), who, d))
+            out(sprintf("Subject: %s\nDate: %s\nMessage-ID: <%d.%d.%d@%s>\nMIME-Version: 1.0\n",
+                substr(pool[pick(npool)], 1, 20 + pick(30)), rfc2822(t - 30 - pick(3600)), t, i, seed, d))
+            if (!big) {
+                out("Content-Type: text/plain; charset=us-ascii\nContent-Transfer-Encoding: 7bit\n\n")
+                text(size - w)
+            } else {
+                b = "=_bench_" i
+                out("Content-Type: multipart/mixed; boundary=\"" b "\"\n\nThis is a multi-part message in MIME format.\n\n")
+                out("--" b "\nContent-Type: text/plain; charset=us-ascii\n\n")
+                text(1000 + pick(3000))
+                out("\n--" b "\nContent-Type: application/pdf; name=\"report-" i ".pdf\"\n")
+                out("Content-Transfer-Encoding: base64\nContent-Disposition: attachment; filename=\"report-" i ".pdf\"\n\n")
+                while (w < size) out(bpool[pick(nb)] "\n")
+                out("--" b "--\n")
+            }
+            close(f)
+            total += w
+            print t "\t" name > list
+        }
+        printf "total_bytes=%d\nhits=%d\n", total, hits > meta
+    }'
+    # The received date is the file mtime: one touch per date step.
+    local t name prev="" batch=()
+    while IFS=$'\t' read -r t name; do
+        if [ "$t" != "$prev" ] && [ ${#batch[@]} -gt 0 ]; then
+            touch -d "@$prev" "${batch[@]}"
+            batch=()
+        fi
+        prev=$t
+        batch+=("$dir/cur/$name")
+    done <"$list"
+    [ ${#batch[@]} -eq 0 ] || touch -d "@$prev" "${batch[@]}"
+    rm -f "$list"
+}
+
+# meta_get FILE KEY: the value of KEY=value in FILE.
+meta_get() { sed -n "s/^$2=//p" "$1"; }
+
+# store_path N FORMAT...: the cache directory for these parameters.
+store_path() {
+    local n=$1
+    shift
+    local IFS=+
+    echo "$store_dir/inbox-n$n-seed$seed-g$GEN_VERSION-$*"
+}
+
+# ensure_store N FORMAT...: sets STORE to the cache directory for these parameters, after
+# building it there unless a complete one exists (and no --fresh). The store is
+# STORE/dovecot/home/<format>/mail, with STORE/meta (messages, total_bytes, hits,
+# build_seconds). Sets STORE_CACHED=1 when it was reused.
+ensure_store() {
+    local n=$1
+    shift
+    local dir fmt t0 uidnext out
+    dir=$(store_path "$n" "$@")
+    STORE=$dir STORE_CACHED=""
+    if [ -z "$fresh" ] && [ -f "$dir/meta" ]; then
+        log "reusing the cached store $dir"
+        STORE_CACHED=1
+        return
+    fi
+    log "building $n messages as $* in $dir (cached for later runs)"
+    t0=$(now_us)
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    chmod 755 "$dir"
+    log "  generating the messages"
+    generate "$dir/src" "$n" "$seed"
+    dovecot_start "$dir/dovecot" '%u:~/mail'
+    chown -R "$DOVECOT_MAIL_UID:$DOVECOT_MAIL_GID" "$dir/src"
+    for fmt in "$@"; do
+        log "  doveadm import into $fmt"
+        dovecot_user "$fmt"
+        dovecot_adm import -u "$fmt" -s "maildir:$dir/src:INDEX=MEMORY" "" mailbox INBOX all
+        if [ "$fmt" = maildir ]; then
+            # A client's SELECT moves the unflagged messages from new/ to cur/.
+            out=$(printf 'a SELECT INBOX\r\nb LOGOUT\r\n' | dovecot_adm exec imap -u "$fmt")
+            [[ $out == *$'\na OK'* ]] || die "IMAP SELECT failed for $fmt: $out"
+        fi
+        # What a client's first FETCH would leave in Dovecot's cache file.
+        dovecot_adm fetch -u "$fmt" 'uid flags size.physical size.virtual date.received date.saved guid' \
+            mailbox INBOX all >/dev/null
+        uidnext=$(dovecot_adm mailbox status -u "$fmt" uidnext INBOX | sed -n 's/.*uidnext=//p')
+        [ "$uidnext" = $((n + 1)) ] || die "$fmt: uidnext is $uidnext after importing $n messages"
+    done
+    dovecot_stop
+    rm -rf "$dir/src" "$dir/dovecot/run" "$dir/dovecot/state"
+    {
+        echo "messages=$n"
+        cat "$dir/gen.meta"
+        echo "build_seconds=$((($(now_us) - t0) / 1000000))"
+    } >"$dir/meta.tmp"
+    rm -f "$dir/gen.meta"
+    mv "$dir/meta.tmp" "$dir/meta"
+}
+
+# start_run STORE: copies the cached store's homes to a fresh working directory and starts
+# a private Dovecot on it. Sets RUN_DIR and HOME_DIR.
+start_run() {
+    local store=$1
+    RUN_DIR=$store.run
+    remove_run_dir "$RUN_DIR"
+    mkdir -p "$RUN_DIR/dovecot"
+    chmod 755 "$RUN_DIR" "$RUN_DIR/dovecot"
+    cp -a --reflink=auto "$store/dovecot/home" "$RUN_DIR/dovecot/home"
+    dovecot_start "$RUN_DIR/dovecot" '%u:~/mail'
+    HOME_DIR=$DOVECOT_DIR/home
+}
+
+end_run() {
+    dovecot_stop
+    if [ -n "$keep" ]; then echo "kept $RUN_DIR" >&2; else remove_run_dir "$RUN_DIR"; fi
+    RUN_DIR=""
+}
+
+# ----------------------------------------------------------------------------------------
+# mailfs
+
+# mount_mailfs LOCATION MOUNTPOINT [OPTION...]: mounts in the background and waits.
+mount_mailfs() {
+    local location=$1 mp=$2 i
+    shift 2
+    mkdir -p "$mp"
+    "$bin" mount "$location" "$mp" "$@" 2>>"$RUN_DIR/mailfs.log" &
+    MAILFS_PID=$! MAILFS_MP=$mp
+    for ((i = 0; i < 1000; i++)); do
+        is_mounted "$mp" && return 0
+        if ! kill -0 "$MAILFS_PID" 2>/dev/null; then
+            MAILFS_PID=""
+            tail -20 "$RUN_DIR/mailfs.log" >&2
+            die "mailfs could not mount $location"
+        fi
+        sleep 0.01
+    done
+    tail -20 "$RUN_DIR/mailfs.log" >&2
+    die "mailfs did not mount $location within 10 s"
+}
+
+remount() {
+    unmount_mailfs || die "mailfs exited with an error; see $RUN_DIR/mailfs.log"
+    mount_mailfs "$@"
+}
+
+# rss KEY: R[KEY:rss] and R[KEY:hwm] from the daemon's /proc status (kB).
+rss() {
+    R[$1:rss]=$(awk '/^VmRSS:/ { print $2 }' "/proc/$MAILFS_PID/status")
+    R[$1:hwm]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$MAILFS_PID/status")
+}
+
+# sample_uids N K: K pseudo-random UIDs in 1..N (deterministic).
+sample_uids() {
+    awk -v n="$1" -v k="$2" -v seed="$seed" 'BEGIN {
+        state = (seed * 7919) % 2147483646 + 1
+        for (i = 0; i < k; i++) { state = (state * 16807) % 2147483647; print 1 + int(state / 2147483647 * n) }
+    }'
+}
+
+# cat_latency KEY PATH...: median single-file cat in µs over all PATHs, after one warm-up
+# pass, pooling $runs passes.
+cat_latency() {
+    local key=$1 p i t0 t1 times=()
+    shift
+    for p in "$@"; do cat "$p" >/dev/null; done
+    for ((i = 0; i < runs; i++)); do
+        for p in "$@"; do
+            t0=${EPOCHREALTIME/./}
+            cat "$p" >/dev/null
+            t1=${EPOCHREALTIME/./}
+            times+=($((t1 - t0)))
+        done
+    done
+    R[$key]=$(median "${times[@]}")
+}
+
+# dv_cat_latency KEY USER UID...: the same with doveadm fetch text (one pass: each call
+# costs a doveadm process; the first UID is the warm-up).
+dv_cat_latency() {
+    local key=$1 user=$2 uid t0 t1 times=()
+    shift 2
+    dovecot_adm fetch -u "$user" text mailbox INBOX uid "$1" >/dev/null
+    for uid in "$@"; do
+        t0=${EPOCHREALTIME/./}
+        dovecot_adm fetch -u "$user" text mailbox INBOX uid "$uid" >/dev/null
+        t1=${EPOCHREALTIME/./}
+        times+=($((t1 - t0)))
+    done
+    R[$key]=$(median "${times[@]}")
+}
+
+# refresh KEY USER MOUNTPOINT: time from `doveadm save` returning until the new
+# <uid>.eml is visible through the mount (stat in a tight loop); warm-up + $runs
+# deliveries, median in R[KEY]. The mount must have --attr-timeout 0 --entry-timeout 0.
+refresh() {
+    local key=$1 user=$2 mp=$3 i uid t0 t1 deadline times=()
+    for ((i = 0; i <= runs; i++)); do
+        uid=$(dovecot_adm mailbox status -u "$user" uidnext INBOX | sed -n 's/.*uidnext=//p')
+        ls -l "$mp/INBOX" >/dev/null
+        [ ! -e "$mp/INBOX/$uid.eml" ] || die "$mp/INBOX/$uid.eml exists before its delivery"
+        printf 'From: Refresh <refresh@example.org>\nTo: bench@example.com\nSubject: Delivery %d\nMessage-ID: <refresh.%d.%d@example.org>\n\n%s\n' \
+            "$i" "$uid" "$$" "One new message, delivered while mailfs is mounted." |
+            dovecot_adm save -u "$user" -m INBOX
+        t0=${EPOCHREALTIME/./}
+        deadline=$((t0 + 10000000))
+        until [ -e "$mp/INBOX/$uid.eml" ]; do
+            if [ "${EPOCHREALTIME/./}" -gt "$deadline" ]; then
+                WARNINGS+=("$key: $uid.eml not visible 10 s after its delivery")
+                return 0
+            fi
+        done
+        t1=${EPOCHREALTIME/./}
+        [ "$i" = 0 ] || times+=($((t1 - t0)))
+    done
+    R[$key]=$(median "${times[@]}")
+}
+
+location_of() {
+    local fmt=$1
+    echo "$fmt:$HOME_DIR/$fmt/mail"
+}
+
+# bench_format LABEL FORMAT N TOTAL_BYTES HITS FULL: every measurement on one store.
+# LABEL prefixes the R keys; FULL="" limits it to ls, refresh and RSS.
+bench_format() {
+    local label=$1 fmt=$2 n=$3 total=$4 hits=$5 full=$6 i
+    local mp=$RUN_DIR/mnt-$fmt location raw="" uids paths=()
+    location=$(location_of "$fmt")
+    [ "$fmt" = maildir ] && raw=$HOME_DIR/maildir/mail/cur
+    log "$label: mailfs mount $location"
+
+    log "  first ls -l after mount"
+    local t0 t1 times=()
+    for ((i = 0; i <= runs; i++)); do
+        remount "$location" "$mp"
+        [ "$i" != 0 ] || R[$label:rss0]=$(awk '/^VmRSS:/ { print $2 }' "/proc/$MAILFS_PID/status")
+        t0=${EPOCHREALTIME/./}
+        ls -l "$mp/INBOX" >/dev/null
+        t1=${EPOCHREALTIME/./}
+        [ "$i" = 0 ] || times+=($((t1 - t0)))
+    done
+    R[$label:ls_first:mailfs]=$(median "${times[@]}")
+
+    log "  ls -l"
+    measure "$label:ls:mailfs" job_ls "$mp/INBOX"
+    check "$label: mailfs ls -l lines" $((n + 1)) "$(warm_lines)"
+    if [ -n "$raw" ]; then
+        measure "$label:ls:raw" job_ls "$raw"
+        check "$label: raw ls -l lines" $((n + 1)) "$(warm_lines)"
+    fi
+    measure "$label:ls:doveadm" job_dv_ls "$fmt"
+    check "$label: doveadm fetch uid lines" "$n" "$(grep -c '^uid: ' "$RUN_DIR/warm.out" 2>/dev/null || true)"
+    R[$label:ls_first:doveadm]=${R[$label:ls:doveadm]}
+    [ -z "$raw" ] || R[$label:ls_first:raw]=${R[$label:ls:raw]}
+
+    if [ -n "$full" ]; then
+        log "  find -printf"
+        measure "$label:find:mailfs" job_find "$mp"
+        check "$label: mailfs find lines" "$n" "$(warm_lines)"
+        if [ -n "$raw" ]; then
+            measure "$label:find:raw" job_find "$raw"
+            check "$label: raw find lines" "$n" "$(warm_lines)"
+        fi
+        R[$label:find:doveadm]=${R[$label:ls:doveadm]}
+
+        log "  cat of every message"
+        measure "$label:cat:mailfs" job_cat_all "$mp/INBOX"
+        check "$label: mailfs cat bytes" "$total" "$(warm_bytes)"
+        if [ -n "$raw" ]; then
+            measure "$label:cat:raw" job_cat_all "$raw"
+            check "$label: raw cat bytes" "$total" "$(warm_bytes)"
+        fi
+        measure "$label:cat:doveadm" job_dv_cat_all "$fmt"
+        # doveadm prints "text:" and a newline before each message.
+        check "$label: doveadm fetch text bytes" $((total + 6 * n)) "$(warm_bytes)"
+
+        log "  grep -rl $NEEDLE (in $hits messages) and $ABSENT (in none)"
+        measure "$label:grep_hit:mailfs" job_grep "$mp/INBOX" "$NEEDLE"
+        check "$label: mailfs grep matches" "$hits" "$(warm_lines)"
+        measure "$label:grep_miss:mailfs" job_grep "$mp/INBOX" "$ABSENT"
+        check "$label: mailfs grep (absent) matches" 0 "$(warm_lines)"
+        if [ -n "$raw" ]; then
+            measure "$label:grep_hit:raw" job_grep "$raw" "$NEEDLE"
+            check "$label: raw grep matches" "$hits" "$(warm_lines)"
+            measure "$label:grep_miss:raw" job_grep "$raw" "$ABSENT"
+        fi
+        measure "$label:grep_hit:doveadm" job_dv_grep "$fmt" "$NEEDLE"
+        check "$label: doveadm search matches" "$hits" "$(warm_lines)"
+        measure "$label:grep_miss:doveadm" job_dv_grep "$fmt" "$ABSENT"
+        check "$label: doveadm search (absent) matches" 0 "$(warm_lines)"
+
+        log "  single-message cat ($samples random messages)"
+        mapfile -t uids < <(sample_uids "$n" "$samples")
+        paths=()
+        for i in "${uids[@]}"; do paths+=("$mp/INBOX/$i.eml"); done
+        cat_latency "$label:cat1:mailfs" "${paths[@]}"
+        if [ -n "$raw" ]; then
+            # UID -> file: dovecot-uidlist names the base ("<base>:2,<flags>" in cur/).
+            printf '%s\n' "${uids[@]}" >"$RUN_DIR/uids"
+            ls -U "$raw" >"$RUN_DIR/cur.list"
+            mapfile -t paths < <(awk -v cur="$raw" '
+                FILENAME ~ /uids$/ { want[FNR] = $1; next }
+                FILENAME ~ /uidlist$/ { if (FNR > 1) { b = $NF; sub(/^:/, "", b); base[$1] = b }; next }
+                { f = $0; sub(/:2,.*/, "", f); file[f] = $0 }
+                END { for (i = 1; i in want; i++) print cur "/" file[base[want[i]]] }' \
+                "$RUN_DIR/uids" "$raw/../dovecot-uidlist" "$RUN_DIR/cur.list")
+            cat_latency "$label:cat1:raw" "${paths[@]}"
+        fi
+        dv_cat_latency "$label:cat1:doveadm" "$fmt" "${uids[@]}"
+    fi
+
+    rss "$label"
+    log "  refresh after one delivery (remounted with --attr-timeout 0 --entry-timeout 0)"
+    remount "$location" "$mp" --attr-timeout 0 --entry-timeout 0
+    refresh "$label:refresh:mailfs" "$fmt" "$mp"
+    unmount_mailfs || die "mailfs exited with an error; see $RUN_DIR/mailfs.log"
+    if grep -q 'ERROR\|panicked' "$RUN_DIR/mailfs.log" 2>/dev/null; then
+        WARNINGS+=("$label: mailfs logged errors: $(grep -m1 'ERROR\|panicked' "$RUN_DIR/mailfs.log")")
+    fi
+}
+
+# ----------------------------------------------------------------------------------------
+# The report.
+
+# val KEY UNIT: R[KEY] formatted (s, ms, MiB, B/msg), or an em dash.
+val() {
+    local v=${R[$1]:-}
+    [ -n "$v" ] || { echo "—"; return; }
+    case $2 in
+    s) awk -v v="$v" 'BEGIN { printf "%.3f", v / 1e6 }' ;;
+    ms) awk -v v="$v" 'BEGIN { printf "%.2f", v / 1e3 }' ;;
+    MiB) awk -v v="$v" 'BEGIN { printf "%.1f", v / 1024 }' ;;
+    esac
+}
+
+# ratio A B: R[A]/R[B], or an em dash.
+ratio() {
+    local a=${R[$1]:-} b=${R[$2]:-}
+    if [ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt 0 ]; then
+        awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }'
+    else
+        echo "—"
+    fi
+}
+
+# table_rows LABEL N: the rows of one store.
+measurements=(
+    "ls_first|first \`ls -l\` after mount ³|s"
+    "ls|\`ls -l\`|s"
+    "find|\`find -printf\` over all ³|s"
+    "cat|\`cat\` all messages|s"
+    "grep_hit|\`grep -rl\` (1 % match)|s"
+    "grep_miss|\`grep -rl\` (no match)|s"
+    "cat1|\`cat\` one message (median)|ms"
+    "refresh|refresh after one delivery ¹|ms"
+)
+
+table() {
+    local labels=("$@") m key title unit label
+    echo "| measurement | store | mailfs | raw store | mailfs/raw | doveadm | mailfs/doveadm |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for m in "${measurements[@]}"; do
+        IFS='|' read -r key title unit <<<"$m"
+        for label in "${labels[@]}"; do
+            [ -n "${R[$label:$key:mailfs]:-}" ] || continue
+            printf '| %s (%s) | %s | %s | %s | %s | %s | %s |\n' "$title" "$unit" "$label" \
+                "$(val "$label:$key:mailfs" "$unit")" "$(val "$label:$key:raw" "$unit")" \
+                "$(ratio "$label:$key:mailfs" "$label:$key:raw")" \
+                "$(val "$label:$key:doveadm" "$unit")" \
+                "$(ratio "$label:$key:mailfs" "$label:$key:doveadm")"
+        done
+    done
+    for label in "${labels[@]}"; do
+        printf '| daemon RSS ² (MiB) | %s | %s (peak %s, at mount %s) | — | — | — | — |\n' "$label" \
+            "$(val "$label:rss" MiB)" "$(val "$label:hwm" MiB)" "$(val "$label:rss0" MiB)"
+    done
+    for label in "${labels[@]}"; do
+        printf '| RSS per message ² (bytes) | %s | %s | — | — | — | — |\n' "$label" \
+            "$(awk -v r="${R[$label:rss]}" -v r0="${R[$label:rss0]}" -v n="${R[$label:n]}" \
+                'BEGIN { printf "%.0f", (r - r0) * 1024 / n }')"
+    done
+}
+
+report() {
+    local cpu mem
+    cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    echo "## Latest run"
+    echo
+    echo "Generated by \`scripts/bench.sh${*:+ $*}\`."
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); mailfs commit $commit"
+    echo "- kernel $(uname -r); CPU: $cpu × $(nproc); RAM $mem; load average at start $load"
+    echo "- Dovecot $(dovecot --version 2>/dev/null | cut -d' ' -f1); stores on $(df -T "$store_dir" | awk 'NR == 2 { print $2 }') ($store_dir)"
+    echo "- INBOX: $messages messages, $(awk -v b="$total_bytes" 'BEGIN { printf "%.1f MB", b / 1e6 }') ($hits contain \`$NEEDLE\`), seed $seed"
+    echo "- median of $runs timed runs after one untimed warm-up, warm page cache; $samples messages for \`cat\` one message"
+    echo
+    table "${main_labels[@]}"
+    if [ -n "$large" ]; then
+        echo
+        echo "Large store: $large_messages messages, $(awk -v b="$large_total" 'BEGIN { printf "%.1f MB", b / 1e6 }')${large_full:+ (--large-full)}."
+        echo
+        table "$large_label"
+    fi
+    echo
+    echo "¹ mounted with \`--attr-timeout 0 --entry-timeout 0\`, so this measures mailfs and not the"
+    echo "kernel's cache: with the default 1 s timeouts a new message can take up to 1 s longer to"
+    echo "appear. Time from \`doveadm save\` returning until \`stat\` (polled in a tight loop) finds it."
+    echo
+    echo "² VmRSS of the daemon (/proc/PID/status) after the measurements above it (the cat/grep"
+    echo "runs when they were made); peak is VmHWM; at mount is VmRSS right after mounting. Per"
+    echo "message: (RSS - RSS at mount) / messages."
+    echo
+    echo "³ The raw store has no mount and doveadm no view to build: the first-\`ls\` row repeats"
+    echo "their \`ls -l\` figures, and doveadm's \`find\` figure is its \`ls -l\` one (the same fetch)."
+    echo
+    echo "Commands (MP: the mount point; Maildir: the raw INBOX; USER: maildir, sdbox or mdbox):"
+    echo
+    echo "| measurement | mailfs | raw store (Maildir only) | doveadm |"
+    echo "|---|---|---|---|"
+    echo "| \`ls -l\` | \`ls -l MP/INBOX\` (first: right after a remount) | \`ls -l Maildir/cur\` | \`doveadm fetch -u USER 'uid size.physical date.received' mailbox INBOX all\` |"
+    printf '%s\n' "| \`find\` | \`find MP -type f -printf '%s %T@ %p\\n'\` | \`find Maildir/cur -type f -printf ...\` | (as \`ls -l\`) |"
+    echo "| \`cat\` all | \`find MP/INBOX -type f -exec cat {} +\` | \`find Maildir/cur -type f -exec cat {} +\` | \`doveadm fetch -u USER text mailbox INBOX all\` |"
+    echo "| \`grep\` | \`grep -rlF PATTERN MP/INBOX\` | \`grep -rlF PATTERN Maildir/cur\` | \`doveadm search -u USER mailbox INBOX body PATTERN\` |"
+    echo "| \`cat\` one | \`cat MP/INBOX/UID.eml\` | \`cat Maildir/cur/FILE\` | \`doveadm fetch -u USER text mailbox INBOX uid UID\` |"
+    echo
+    echo "Output goes to /dev/null. \`cat\` one: $samples random UIDs, one untimed pass, then the"
+    echo "median over $runs passes (doveadm: one pass). Timing: bash \`\$EPOCHREALTIME\` around the command."
+    echo
+    if [ ${#WARNINGS[@]} -eq 0 ]; then
+        echo "Checks: every warm-up output had the expected line count, byte total and matches."
+    else
+        echo "Checks FAILED:"
+        echo
+        printf -- '- %s\n' "${WARNINGS[@]}"
+    fi
+    echo
+    echo "Duration: cargo build ${cargo_s} s; stores ${build_s} s$([ -z "$build_cached" ] || echo " (cached; the first build took $(meta_get "$main_store/meta" build_seconds) s)"); measurements ${measure_s} s."
+}
+
+# write_doc FILE: replaces the "## Latest run" section (to the next "## " or the end).
+write_doc() {
+    local file=$1 section=$2 tmp
+    tmp=$(mktemp "$file.XXXXXX")
+    if [ -f "$file" ] && grep -q '^## Latest run' "$file"; then
+        awk -v sec="$section" '
+            /^## Latest run/ { while ((getline line < sec) > 0) print line; skip = 1; next }
+            skip && /^## / { skip = 0; print ""; }
+            !skip { print }' "$file" >"$tmp"
+    else
+        { [ ! -f "$file" ] || { cat "$file" && echo; }; cat "$section"; } >"$tmp"
+    fi
+    mv "$tmp" "$file"
+}
+
+# ----------------------------------------------------------------------------------------
+# Main
+
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+commit=$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
+
+started=$(now_us)
+log "cargo build --release"
+cargo build --release >&2
+bin=$repo/target/release/mailfs
+cargo_s=$((($(now_us) - started) / 1000000))
+
+t=$(now_us)
+ensure_store "$messages" "${FORMATS[@]}"
+main_store=$STORE
+build_cached=$STORE_CACHED
+if [ -n "$large" ]; then
+    ensure_store "$large_messages" mdbox
+    large_store=$STORE
+    [ -n "$STORE_CACHED" ] || build_cached=""
+fi
+build_s=$((($(now_us) - t) / 1000000))
+
+t=$(now_us)
+total_bytes=$(meta_get "$main_store/meta" total_bytes)
+hits=$(meta_get "$main_store/meta" hits)
+start_run "$main_store"
+main_labels=()
+for fmt in "${FORMATS[@]}"; do
+    label=$fmt
+    [ "$fmt" = maildir ] && label=Maildir
+    main_labels+=("$label")
+    R[$label:n]=$messages
+    bench_format "$label" "$fmt" "$messages" "$total_bytes" "$hits" 1
+done
+end_run
+
+large_label="mdbox $large_messages"
+if [ -n "$large" ]; then
+    large_total=$(meta_get "$large_store/meta" total_bytes)
+    start_run "$large_store"
+    R[$large_label:n]=$large_messages
+    bench_format "$large_label" mdbox "$large_messages" "$large_total" \
+        "$(meta_get "$large_store/meta" hits)" "$large_full"
+    end_run
+fi
+measure_s=$((($(now_us) - t) / 1000000))
+
+section=$(mktemp "${TMPDIR:-/tmp}/mailfs-bench-report.XXXXXX")
+report "$args" >"$section"
+cat "$section"
+if [ -n "$write" ]; then
+    write_doc docs/benchmarks.md "$section"
+    log "wrote docs/benchmarks.md"
+fi
+rm -f "$section"
