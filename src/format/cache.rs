@@ -387,7 +387,6 @@ pub fn record_fields<'a>(
     fields: &[CacheField],
 ) -> Result<Vec<(u32, &'a [u8])>, FormatError> {
     let mut out: Vec<(u32, &'a [u8])> = Vec::new();
-    let mut seen: HashSet<u32> = HashSet::new();
     let mut cur = offset;
     let mut came_from: Option<usize> = None;
     // mail_cache_track_loops(): records of one chain never overlap, so the bytes seen can
@@ -442,7 +441,7 @@ pub fn record_fields<'a>(
                 format!("cache record at {cur} overlaps a newer record of the same message"),
             ));
         }
-        collect_record(record, rec_at, fields, &mut out, &mut seen)?;
+        collect_record(record, rec_at, fields, &mut out)?;
         if prev != 0 && prev >= cur {
             return Err(FormatError::new(
                 rec_at,
@@ -462,7 +461,6 @@ fn collect_record<'a>(
     rec_at: usize,
     fields: &[CacheField],
     out: &mut Vec<(u32, &'a [u8])>,
-    seen: &mut HashSet<u32>,
 ) -> Result<(), FormatError> {
     let rec_len = record.len();
     let mut pos = RECORD_HEADER_SIZE;
@@ -515,7 +513,8 @@ fn collect_record<'a>(
                 ),
             ));
         };
-        if seen.insert(field_no) {
+        // A message has a handful of fields: a linear check beats hashing.
+        if !out.iter().any(|(n, _)| *n == field_no) {
             out.push((field_no, value));
         }
         pos = padded_end;
@@ -552,34 +551,69 @@ pub fn cached_message(
     offset: u32,
     fields: &[CacheField],
 ) -> Result<CachedMessage, FormatError> {
-    let values = record_fields(data, offset, fields)?;
-    let lookup = |name: &str, want: CacheFieldType, size: u32| {
-        let Some(no) = find_field(fields, name) else {
-            return Ok(None);
+    let ids = FieldIds::resolve(fields).map_err(|mut e| {
+        e.offset = u64::from(offset);
+        e
+    })?;
+    cached_message_with(data, offset, fields, &ids)
+}
+
+/// The field numbers of the fields in [`CachedMessage`], looked up and type-checked once
+/// per field list (see [`cached_message`] for the checks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FieldIds {
+    date_received: Option<u32>,
+    date_save: Option<u32>,
+    size_physical: Option<u32>,
+    size_virtual: Option<u32>,
+    guid: Option<u32>,
+}
+
+impl FieldIds {
+    /// Finds the fields by name and checks their registered types.
+    pub fn resolve(fields: &[CacheField]) -> Result<FieldIds, FormatError> {
+        let find = |name: &str, want: CacheFieldType, size: u32| {
+            let Some(no) = find_field(fields, name) else {
+                return Ok(None);
+            };
+            if let Some(field) = fields.get(to_usize(no))
+                && (field.field_type != want || field.size != size)
+            {
+                return Err(FormatError::new(
+                    0,
+                    format!(
+                        "cache field {name} has type {:?} size {}, but Dovecot stores it as \
+                         {want:?} size {size}; the cache is corrupted",
+                        field.field_type, field.size
+                    ),
+                ));
+            }
+            Ok(Some(no))
         };
-        let field = fields.get(to_usize(no));
-        if let Some(field) = field
-            && (field.field_type != want || field.size != size)
-        {
-            return Err(FormatError::new(
-                to_usize(offset),
-                format!(
-                    "cache field {name} has type {:?} size {}, but Dovecot stores it as \
-                     {want:?} size {size}; the cache is corrupted",
-                    field.field_type, field.size
-                ),
-            ));
-        }
-        Ok(values.iter().find(|(n, _)| *n == no).map(|(_, v)| *v))
+        let fixed = CacheFieldType::FixedSize;
+        Ok(FieldIds {
+            date_received: find("date.received", fixed, 4)?,
+            date_save: find("date.save", fixed, 4)?,
+            size_physical: find("size.physical", fixed, 8)?,
+            size_virtual: find("size.virtual", fixed, 8)?,
+            guid: find("guid", CacheFieldType::String, VARIABLE_SIZE)?,
+        })
+    }
+}
+
+/// [`cached_message`] with the field numbers resolved beforehand.
+pub fn cached_message_with(
+    data: &[u8],
+    offset: u32,
+    fields: &[CacheField],
+    ids: &FieldIds,
+) -> Result<CachedMessage, FormatError> {
+    let values = record_fields(data, offset, fields)?;
+    let value = |id: Option<u32>| {
+        let id = id?;
+        values.iter().find(|(n, _)| *n == id).map(|(_, v)| *v)
     };
-    let fixed = CacheFieldType::FixedSize;
-    let date = |name: &str| -> Result<Option<u32>, FormatError> {
-        Ok(lookup(name, fixed, 4)?.and_then(|v| le_u32(v, 0)))
-    };
-    let size = |name: &str| -> Result<Option<u64>, FormatError> {
-        Ok(lookup(name, fixed, 8)?.and_then(|v| le_u64(v, 0)))
-    };
-    let guid = match lookup("guid", CacheFieldType::String, VARIABLE_SIZE)? {
+    let guid = match value(ids.guid) {
         Some(v) => {
             let text = v.split(|&b| b == 0).next().unwrap_or_default();
             match std::str::from_utf8(text) {
@@ -595,10 +629,10 @@ pub fn cached_message(
         None => None,
     };
     Ok(CachedMessage {
-        date_received: date("date.received")?,
-        date_save: date("date.save")?,
-        size_physical: size("size.physical")?,
-        size_virtual: size("size.virtual")?,
+        date_received: value(ids.date_received).and_then(|v| le_u32(v, 0)),
+        date_save: value(ids.date_save).and_then(|v| le_u32(v, 0)),
+        size_physical: value(ids.size_physical).and_then(|v| le_u64(v, 0)),
+        size_virtual: value(ids.size_virtual).and_then(|v| le_u64(v, 0)),
         guid,
     })
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use log::debug;
 
 use crate::error::{Error, Result};
-use crate::format::cache::{self, CacheField, CachedMessage};
+use crate::format::cache::{self, CacheField, CachedMessage, FieldIds};
 
 use super::reader::IndexView;
 
@@ -24,6 +24,9 @@ use super::reader::IndexView;
 pub struct CacheSnapshot {
     data: Vec<u8>,
     fields: Vec<CacheField>,
+    /// The wanted fields' numbers; `None` when their types are wrong (a corrupted cache:
+    /// nothing is taken from it, as Dovecot would).
+    ids: Option<FieldIds>,
 }
 
 impl CacheSnapshot {
@@ -60,7 +63,12 @@ impl CacheSnapshot {
             return Ok(None);
         }
         match cache::parse_fields(&data, &header) {
-            Ok(fields) => Ok(Some(CacheSnapshot { data, fields })),
+            Ok(fields) => {
+                let ids = FieldIds::resolve(&fields)
+                    .inspect_err(|e| debug!("{}: {e}; ignoring the cache", path.display()))
+                    .ok();
+                Ok(Some(CacheSnapshot { data, fields, ids }))
+            }
             Err(e) => {
                 debug!(
                     "{}: unusable cache fields ({e}); ignoring the cache",
@@ -79,6 +87,6 @@ impl CacheSnapshot {
         if offset == 0 {
             return None;
         }
-        cache::cached_message(&self.data, offset, &self.fields).ok()
+        cache::cached_message_with(&self.data, offset, &self.fields, self.ids.as_ref()?).ok()
     }
 }

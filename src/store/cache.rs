@@ -3,8 +3,9 @@
 //! from still matches.
 //!
 //! Locks: both caches hold a leaf mutex only to clone an `Arc` out or put one in; building
-//! (I/O) happens outside it. Two threads missing the same entry may both build it; the
-//! later insert wins, which costs work, never correctness (values are immutable).
+//! (I/O) happens outside it. Views are built one at a time per mailbox (a per-mailbox
+//! gate, held during the build); two threads missing the mailbox list may both build it,
+//! and the later insert wins, which costs work, never correctness (values are immutable).
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
@@ -12,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -149,7 +151,16 @@ pub(super) struct Built<E> {
 /// Views by mailbox (LRU), rebuilt when their stamps no longer match.
 #[derive(Debug)]
 pub(super) struct ViewCache<E> {
-    lru: Mutex<LruCache<MailboxName, Arc<Built<E>>>>,
+    lru: Mutex<LruCache<MailboxName, Arc<Slot<E>>>>,
+    /// One build at a time per mailbox (see [`ViewCache::get`]).
+    gates: Mutex<HashMap<MailboxName, Arc<Mutex<()>>>>,
+}
+
+/// A cached build and when it started.
+#[derive(Debug)]
+struct Slot<E> {
+    built: Built<E>,
+    started: Instant,
 }
 
 impl<E> ViewCache<E> {
@@ -159,6 +170,7 @@ impl<E> ViewCache<E> {
             lru: Mutex::new(LruCache::new(
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
             )),
+            gates: Mutex::new(HashMap::new()),
         }
     }
 
@@ -167,28 +179,57 @@ impl<E> ViewCache<E> {
         self.lru
             .lock()
             .peek(mailbox)
-            .map(|b| b.stamp.paths().to_vec())
+            .map(|s| s.built.stamp.paths().to_vec())
             .unwrap_or_default()
     }
 
     /// The cached view of `mailbox` if still valid, else one from `build`, which gets the
     /// previous build (if any) of the same mailbox.
+    ///
+    /// Builds of one mailbox are serialized by its gate, and a caller that waited at the
+    /// gate takes the view another caller built meanwhile if that build started after it
+    /// asked: a burst of requests (FUSE threads and the watcher at once, right after a
+    /// change) costs one build, not one each. The gate is held during the build's I/O;
+    /// it is the only such lock, and only builders of the same mailbox wait on it.
     pub fn get(
         &self,
         mailbox: &MailboxName,
         build: impl FnOnce(Option<&Built<E>>) -> Result<Built<E>>,
     ) -> Result<Arc<MailboxView>> {
+        let asked = Instant::now();
         let cached = self.lru.lock().get(mailbox).cloned();
         if let Some(c) = &cached
-            && c.stamp.still_valid()
+            && c.built.stamp.still_valid()
         {
             VIEW_HITS.fetch_add(1, Ordering::Relaxed);
-            return Ok(c.view.clone());
+            return Ok(c.built.view.clone());
+        }
+        let gate = self
+            .gates
+            .lock()
+            .entry(mailbox.clone())
+            .or_default()
+            .clone();
+        let _building = gate.lock();
+        let cached = self.lru.lock().get(mailbox).cloned();
+        if let Some(c) = &cached
+            && (c.started >= asked || c.built.stamp.still_valid())
+        {
+            VIEW_HITS.fetch_add(1, Ordering::Relaxed);
+            return Ok(c.built.view.clone());
         }
         VIEW_BUILDS.fetch_add(1, Ordering::Relaxed);
-        let built = Arc::new(build(cached.as_deref())?);
+        let started = Instant::now();
+        let built = build(cached.as_deref().map(|s| &s.built))?;
+        log::debug!(
+            "view of {mailbox}: {} messages built in {:.1} ms",
+            built.view.messages.len() + built.view.pending.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
         let view = built.view.clone();
-        self.lru.lock().put(mailbox.clone(), built);
+        self.lru
+            .lock()
+            .put(mailbox.clone(), Arc::new(Slot { built, started }));
         Ok(view)
     }
 }

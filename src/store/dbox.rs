@@ -30,7 +30,7 @@ use super::cache::{Built, ListCache, MailboxList, ViewCache};
 use super::stamp::Stamp;
 use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
-    Target,
+    Target, UidCursor,
 };
 use super::{files, locks};
 use crate::error::{Error, Result};
@@ -264,7 +264,14 @@ impl DboxStore {
             .ok_or_else(|| Error::not_found(format!("mailbox {mailbox}")))
     }
 
-    fn build_view(&self, name: &MailboxName, paths: &MailboxPaths) -> Result<Built<()>> {
+    /// `previous` is the last view of the same mailbox: messages it read without trouble
+    /// are not read from their dbox files again (see [`DboxStore::reuse`]).
+    fn build_view(
+        &self,
+        name: &MailboxName,
+        paths: &MailboxPaths,
+        previous: Option<&MailboxView>,
+    ) -> Result<Built<()>> {
         let mut stamped = vec![
             paths.index.join("dovecot.index"),
             paths.index.join("dovecot.index.log"),
@@ -300,9 +307,11 @@ impl DboxStore {
         let cache = CacheSnapshot::read(&paths.index.join("dovecot.index.cache"), &index)
             .unwrap_or_default();
         let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
+        // Reusable only within one UIDVALIDITY.
+        let previous = previous.filter(|p| p.uid_validity == index.state.header().uid_validity);
         let mut messages = match self.loc.format {
-            Format::Sdbox => self.sdbox_messages(paths, &index, cache.as_ref())?,
-            _ => self.mdbox_messages(&index, cache.as_ref())?,
+            Format::Sdbox => self.sdbox_messages(paths, &index, cache.as_ref(), previous)?,
+            _ => self.mdbox_messages(&index, cache.as_ref(), previous)?,
         };
         if let Some(pvt_dir) = &paths.pvt {
             self.apply_private_flags(pvt_dir, &mut messages)?;
@@ -366,11 +375,17 @@ impl DboxStore {
         paths: &MailboxPaths,
         index: &IndexView,
         cache: Option<&CacheSnapshot>,
+        previous: Option<&MailboxView>,
     ) -> Result<Vec<MessageMeta>> {
         let st = &index.state;
+        let mut previous = UidCursor::new(previous);
         let mut out = Vec::with_capacity(st.records.len());
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
+            if let Some(m) = Self::reusable(&mut previous, uid) {
+                out.push(Self::reuse(index, cache, rec, m, None));
+                continue;
+            }
             let locator = format!("u.{uid}");
             let (file, path) = match open_primary_or_alt(paths, &locator) {
                 Ok(Some(f)) => f,
@@ -417,8 +432,10 @@ impl DboxStore {
         &self,
         index: &IndexView,
         cache: Option<&CacheSnapshot>,
+        previous: Option<&MailboxView>,
     ) -> Result<Vec<MessageMeta>> {
         let st = &index.state;
+        let mut previous = UidCursor::new(previous);
         let map_paths = self.map_paths();
         let mut map = self
             .indexes
@@ -439,6 +456,11 @@ impl DboxStore {
                     ));
                 }
             };
+            let save_date = (save_date != 0).then_some(i64::from(save_date));
+            if let Some(m) = Self::reusable(&mut previous, uid) {
+                out.push(Self::reuse(index, cache, rec, m, save_date));
+                continue;
+            }
             let mut locator = b"map:".to_vec();
             locator.extend_from_slice(map_uid.to_string().as_bytes());
             // A purge may have moved the message since the map was read: before calling
@@ -472,7 +494,7 @@ impl DboxStore {
                     rec,
                     found,
                     file: &fmeta,
-                    save_date: (save_date != 0).then_some(i64::from(save_date)),
+                    save_date,
                     locator,
                 },
             ));
@@ -552,12 +574,7 @@ impl DboxStore {
             .or(md.guid.clone())
             .or(ext_guid)
             .unwrap_or_default();
-        // Bit i = keyword i of the index list, which is also the view's keyword table.
-        let keywords = index
-            .state
-            .record_keyword_indexes(rec)
-            .filter(|i| *i < 32)
-            .fold(0u32, |mask, i| mask | (1 << i));
+        let keywords = Self::keyword_mask(index, rec);
         MessageMeta {
             key: MessageKey::Uid(uid),
             size: found.body_size,
@@ -575,6 +592,58 @@ impl DboxStore {
 
     /// A message whose stored bytes cannot be read: listed (so the damage shows), with the
     /// reason, and failing with EIO when read.
+    /// The previous view's metadata of `uid`, if it was read without trouble. What came
+    /// from the dbox file (sizes, metadata block, file times) never changes for a UID, so
+    /// a rebuild after one delivery reads one file, not every file. (A file damaged later
+    /// is still caught: `open` reads its header again.)
+    fn reusable<'a>(previous: &mut UidCursor<'a>, uid: u32) -> Option<&'a MessageMeta> {
+        previous.find(uid).filter(|m| m.problem.is_none())
+    }
+
+    /// `m` brought up to date: flags and keywords from the index record; values the cache
+    /// has now take precedence, as in [`DboxStore::meta`]; the rest is as read before.
+    fn reuse(
+        index: &IndexView,
+        cache: Option<&CacheSnapshot>,
+        rec: &[u8],
+        m: &MessageMeta,
+        save_date: Option<i64>,
+    ) -> MessageMeta {
+        let uid = crate::index::records::record_uid(rec);
+        let cached = cache
+            .and_then(|c| c.message(index, uid))
+            .unwrap_or_default();
+        MessageMeta {
+            key: MessageKey::Uid(uid),
+            size: m.size,
+            virtual_size: cached.size_virtual.unwrap_or(m.virtual_size),
+            received: cached.date_received.map_or(m.received, i64::from),
+            saved: cached
+                .date_save
+                .map(i64::from)
+                .or(save_date)
+                .unwrap_or(m.saved),
+            flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
+            keywords: Self::keyword_mask(index, rec),
+            guid: match cached.guid.filter(|g| !g.is_empty()) {
+                Some(g) => g.into_boxed_str(),
+                None => m.guid.clone(),
+            },
+            owner: m.owner,
+            file: m.file.clone(),
+            problem: None,
+        }
+    }
+
+    /// Bit i = keyword i of the index list, which is also the view's keyword table.
+    fn keyword_mask(index: &IndexView, rec: &[u8]) -> u32 {
+        index
+            .state
+            .record_keyword_indexes(rec)
+            .filter(|i| *i < 32)
+            .fold(0u32, |mask, i| mask | (1 << i))
+    }
+
     fn broken(uid: u32, rec: &[u8], locator: Vec<u8>, problem: String) -> MessageMeta {
         MessageMeta {
             key: MessageKey::Uid(uid),
@@ -812,9 +881,9 @@ impl MailStore for DboxStore {
     }
 
     fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
-        self.views.get(mailbox, |_| {
+        self.views.get(mailbox, |previous| {
             let paths = self.paths_of(mailbox)?;
-            self.build_view(mailbox, &paths)
+            self.build_view(mailbox, &paths, previous.map(|p| &*p.view))
         })
     }
 

@@ -14,7 +14,7 @@
 //!
 //! Nothing here writes, locks or creates: no `dovecot-uidlist.lock`, no `tmp/` files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -30,7 +30,7 @@ use super::cache::{Built, ListCache, MailboxList, ViewCache};
 use super::stamp::Stamp;
 use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
-    Target,
+    Target, UidCursor,
 };
 use super::{files, locks};
 use crate::error::{Error, Result};
@@ -330,8 +330,11 @@ impl MaildirStore {
             }
         }
 
-        // base name -> file locator ("cur/<name>" or "new/<name>").
-        let mut files: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        // Every file's locator ("cur/<name>" or "new/<name>") in one buffer, then
+        // base name -> locator as slices of it: no allocation per file.
+        let hint = previous.map_or(0, |p| p.view.messages.len() + p.view.pending.len());
+        let mut arena: Vec<u8> = Vec::with_capacity(hint * 48);
+        let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(hint + 16);
         for (sub, dir) in [(&b"cur"[..], &cur), (&b"new"[..], &new)] {
             let rd = match fs::read_dir(dir) {
                 Ok(rd) => rd,
@@ -350,19 +353,25 @@ impl MaildirStore {
                 if base.is_empty() {
                     continue;
                 }
-                let mut locator = Vec::with_capacity(4 + b.len());
-                locator.extend_from_slice(sub);
-                locator.push(b'/');
-                locator.extend_from_slice(b);
-                if let Some(prev) = files.insert(base.to_vec(), locator) {
-                    warn!(
-                        "{}: two files share the base name {:?} ({}); Dovecot will rename one \
-                         at its next sync",
-                        paths.mail.display(),
-                        String::from_utf8_lossy(base),
-                        String::from_utf8_lossy(&prev)
-                    );
-                }
+                let start = arena.len();
+                arena.extend_from_slice(sub);
+                arena.push(b'/');
+                arena.extend_from_slice(b);
+                spans.push((start, arena.len(), start + 4 + base.len()));
+            }
+        }
+        let mut files: files::FnvMap<&[u8], &[u8]> = files::FnvMap::default();
+        files.reserve(spans.len());
+        for &(start, end, base_end) in &spans {
+            let (base, locator) = (&arena[start + 4..base_end], &arena[start..end]);
+            if let Some(prev) = files.insert(base, locator) {
+                warn!(
+                    "{}: two files share the base name {:?} ({}); Dovecot will rename one \
+                     at its next sync",
+                    paths.mail.display(),
+                    String::from_utf8_lossy(base),
+                    String::from_utf8_lossy(prev)
+                );
             }
         }
 
@@ -389,6 +398,13 @@ impl MaildirStore {
             cache.as_ref()?.message(view, uid)
         };
 
+        // The previous view's messages, reusable within one UIDVALIDITY.
+        let uidlist_validity = uidlist.as_ref().map_or(0, |u| u.uid_validity);
+        let mut previous_messages = UidCursor::new(
+            previous
+                .map(|p| &*p.view)
+                .filter(|v| v.uid_validity == uidlist_validity),
+        );
         let mut messages = Vec::new();
         let mut missing: Vec<u32> = Vec::new();
         if let Some(list) = &uidlist {
@@ -399,7 +415,13 @@ impl MaildirStore {
                     continue;
                 };
                 let key = MessageKey::Uid(rec.uid);
-                match self.message_meta(paths, key, locator, Some(rec), cached(rec.uid)) {
+                if let Some(m) = reusable(&mut previous_messages, rec.uid, locator) {
+                    let mut m = reuse(m, cached(rec.uid));
+                    m.keywords = remap_keywords(m.keywords, &order);
+                    messages.push(m);
+                    continue;
+                }
+                match self.message_meta(paths, key, locator.to_vec(), Some(rec), cached(rec.uid)) {
                     Ok(mut m) => {
                         m.keywords = remap_keywords(m.keywords, &order);
                         messages.push(m);
@@ -424,7 +446,7 @@ impl MaildirStore {
         let mut pending: Vec<MessageMeta> = Vec::with_capacity(files.len());
         for (base, locator) in files {
             let key = MessageKey::Pending(base.into());
-            match self.message_meta(paths, key, locator, None, None) {
+            match self.message_meta(paths, key, locator.to_vec(), None, None) {
                 Ok(mut m) => {
                     m.keywords = remap_keywords(m.keywords, &order);
                     pending.push(m);
@@ -564,6 +586,30 @@ impl MaildirStore {
             }
         }
         None
+    }
+}
+
+/// The previous view's metadata of a message whose file has not moved since (same name,
+/// so same flags), if it was read without trouble: its size and times need no new `stat`.
+fn reusable<'a>(previous: &mut UidCursor<'a>, uid: u32, locator: &[u8]) -> Option<&'a MessageMeta> {
+    previous
+        .find(uid)
+        .filter(|m| m.problem.is_none() && *m.file == *locator)
+}
+
+/// `m` with what Dovecot's cache says now taking precedence (as in `message_meta`), and
+/// flags and keywords from its file name (keyword bits in the name's own order; the
+/// caller remaps them).
+fn reuse(m: &MessageMeta, cached: Option<CachedMessage>) -> MessageMeta {
+    let cached = cached.unwrap_or_default();
+    let (_, info) = fmt::split_name(&m.file[4..]);
+    let name_flags = info.map(fmt::parse_info).unwrap_or_default();
+    MessageMeta {
+        received: cached.date_received.map_or(m.received, i64::from),
+        saved: cached.date_save.map_or(m.saved, i64::from),
+        flags: name_flags.flags,
+        keywords: name_flags.keywords,
+        ..m.clone()
     }
 }
 

@@ -186,6 +186,36 @@ impl MailboxView {
     }
 }
 
+/// Finds messages of a view by ascending UID in one forward pass (for rebuilding a view
+/// from its predecessor: O(n) in sequence instead of a binary search per message).
+#[derive(Debug)]
+pub(crate) struct UidCursor<'a> {
+    messages: &'a [MessageMeta],
+    at: usize,
+}
+
+impl<'a> UidCursor<'a> {
+    /// A cursor over `view`'s UID messages (none for `None`).
+    pub(crate) fn new(view: Option<&'a MailboxView>) -> Self {
+        UidCursor {
+            messages: view.map_or(&[], |v| &v.messages[..]),
+            at: 0,
+        }
+    }
+
+    /// The message with `uid`; UIDs must be asked in ascending order.
+    pub(crate) fn find(&mut self, uid: u32) -> Option<&'a MessageMeta> {
+        let uid_of = |m: &MessageMeta| match m.key {
+            MessageKey::Uid(u) => u,
+            MessageKey::Pending(_) => u32::MAX,
+        };
+        while self.messages.get(self.at).is_some_and(|m| uid_of(m) < uid) {
+            self.at += 1;
+        }
+        self.messages.get(self.at).filter(|m| uid_of(m) == uid)
+    }
+}
+
 /// The stored bytes of one message, opened.
 #[derive(Debug)]
 pub struct MessageSource {
