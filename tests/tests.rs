@@ -43,3 +43,5 @@ mod index_golden;
 mod index_live;
 // The index engine on truncated and bit-flipped index, log and cache files: no panic.
 mod index_hostile;
+// Changes under 60 s kernel caches: shown within a bound when watched, stale with --watch off.
+mod coherence;
