@@ -9,8 +9,10 @@
 //!   has nothing cached (a cached dentry holds a lookup count).
 //!
 //! What each change becomes:
-//! - message gone (expunged, or UIDVALIDITY changed): `delete(dir, ino, name)`, which also
-//!   tells inotify watchers of the mount;
+//! - message gone (expunged, or UIDVALIDITY changed): `delete(dir, ino, name)`; an inotify
+//!   watch on the message file gets `IN_DELETE_SELF`; a watch on its directory gets nothing
+//!   (observed on Linux 6.18: the kernel's handling of FUSE_NOTIFY_DELETE does not notify
+//!   the directory's watchers);
 //! - message new: `inval_entry(dir, name)`, dropping a cached negative lookup;
 //! - message changed (flags, keywords, dates): `inval_inode(ino, -1)`, attributes only (the
 //!   bytes of a UID never change, so its page cache stays);
