@@ -16,7 +16,7 @@
 //! `\n` is not returned, and since Dovecot then treats the line as a C string, it ends at
 //! the first NUL byte.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::{FormatError, MailFlags};
 
@@ -438,7 +438,7 @@ pub fn parse_uidlist(data: &[u8]) -> Result<Uidlist, FormatError> {
     // Invariant: `slots` is in uid order; a `None` is a record superseded by a later line
     // with the same base. `by_base` maps each base to the slot of its latest record.
     let mut slots: Vec<Option<UidlistRecord>> = Vec::new();
-    let mut by_base: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut by_base: super::FnvMap<Vec<u8>, usize> = super::FnvMap::default();
     let mut last_uid = 0u32;
     for (offset, line) in lines.by_ref() {
         let record = parse_uidlist_record(line, &header, last_uid)

@@ -56,6 +56,34 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// FNV-1a: a fast hash for maps keyed by names read from disk (a Maildir's 20,000 base
+/// names per rebuild, a uidlist's records). Not for keys an attacker could choose to
+/// collide: these come from directories only the mail user can write.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` with [`Fnv`].
+pub type FnvMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 /// IMAP system flags, with Dovecot's bit values (`enum mail_flags`, `src/lib-mail/mail-types.h`
 /// at 2.3.19.1). `\Recent` (0x20) is deliberately absent: mailfs never reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -155,33 +155,7 @@ pub fn is_dir_following_links(entry: &fs::DirEntry) -> bool {
     }
 }
 
-/// FNV-1a: a fast hash for maps keyed by file names the store itself read from disk
-/// (a Maildir's 20,000 base names per rebuild). Not for keys an attacker could choose to
-/// collide: these come from directories only the mail user can write.
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl std::hash::Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A `HashMap` with [`Fnv`].
-pub type FnvMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+pub use crate::format::FnvMap;
 
 #[cfg(test)]
 mod tests {
