@@ -43,3 +43,5 @@ mod index_golden;
 mod index_live;
 // The index engine on truncated and bit-flipped index, log and cache files: no panic.
 mod index_hostile;
+// Shared-storage safety: locks, shrinking files, the root going away, skew, hostile names.
+mod safety;
