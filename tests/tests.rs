@@ -45,3 +45,5 @@ mod index_live;
 mod index_hostile;
 // Changes under 60 s kernel caches: shown within a bound when watched, stale with --watch off.
 mod coherence;
+// Shared-storage safety: locks, shrinking files, the root going away, skew, hostile names.
+mod safety;

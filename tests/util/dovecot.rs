@@ -162,7 +162,15 @@ impl Dovecot {
     /// All users share one `mail_location` (a static userdb, any user name works).
     pub fn start(dir: &TestDir, layout: Layout) -> Dovecot {
         assert_ne!(layout, Layout::PerUser, "use Dovecot::start_users");
-        Dovecot::start_with(dir, layout, &[])
+        Dovecot::start_with(dir, layout, &[], &[])
+    }
+
+    /// Like [`Dovecot::start`], with extra `key = value` lines in `dovecot.conf` (e.g.
+    /// `lock_method = flock`). Unlike `doveadm -o`, they apply to every process the master
+    /// starts, `doveadm exec imap` sessions included.
+    pub fn start_with_settings(dir: &TestDir, layout: Layout, settings: &[&str]) -> Dovecot {
+        assert_ne!(layout, Layout::PerUser, "use Dovecot::start_users");
+        Dovecot::start_with(dir, layout, &[], settings)
     }
 
     /// Starts a master whose users each have their own mail location ([`Layout::PerUser`]):
@@ -175,10 +183,15 @@ impl Dovecot {
     /// locations point into must be writable by it ([`Dovecot::mail_owned_dir`]).
     pub fn start_users(dir: &TestDir, users: &[(String, String)]) -> Dovecot {
         assert!(!users.is_empty(), "start_users needs users");
-        Dovecot::start_with(dir, Layout::PerUser, users)
+        Dovecot::start_with(dir, Layout::PerUser, users, &[])
     }
 
-    fn start_with(dir: &TestDir, layout: Layout, users: &[(String, String)]) -> Dovecot {
+    fn start_with(
+        dir: &TestDir,
+        layout: Layout,
+        users: &[(String, String)],
+        settings: &[&str],
+    ) -> Dovecot {
         let base = dir.mkdir("dovecot");
         for sub in ["run", "state", "home"] {
             fs::create_dir_all(base.join(sub)).expect("creating dovecot dirs");
@@ -243,6 +256,13 @@ impl Dovecot {
         );
         if let Some(location) = &location {
             let _ = writeln!(conf, "mail_location = {location}");
+        }
+        for setting in settings {
+            assert!(
+                setting.contains(" = ") && !setting.contains('\n'),
+                "a setting is one `key = value` line: {setting:?}"
+            );
+            let _ = writeln!(conf, "{setting}");
         }
         let _ = write!(
             conf,
@@ -405,6 +425,14 @@ impl Dovecot {
     pub fn dump(&self, path: &Path) -> String {
         let path = path.to_str().expect("UTF-8 path");
         String::from_utf8_lossy(&self.doveadm(&[], &["dump", path], None)).into_owned()
+    }
+
+    /// `doveadm -c <conf> args...`, not started: for a session the test drives itself
+    /// (e.g. `exec imap -u bob` with piped stdin and stdout).
+    pub fn doveadm_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(tool("doveadm"));
+        cmd.arg("-c").arg(&self.conf).args(args);
+        cmd
     }
 
     /// Like [`Dovecot::doveadm`] but returns the output whatever the exit status.
