@@ -463,7 +463,8 @@ fn watch_mode(
         WatchArg::Auto => match remote_filesystem(root) {
             Some(kind) => {
                 info!(
-                    "{} is on {kind}: inotify cannot see other clients' writes there; polling                      every {poll_interval} s (--watch poll)",
+                    "{} is on {kind}: inotify cannot see other clients' writes there; polling \
+                     every {poll_interval} s (--watch poll)",
                     root.display()
                 );
                 Some(WatchMode::Poll(interval))

@@ -174,6 +174,7 @@ impl Watcher {
             target_dirs: HashMap::new(),
             settle: HashMap::new(),
             root_ok: true,
+            root_transitions: 0,
         };
         let thread = std::thread::Builder::new()
             .name("watcher".into())
@@ -246,6 +247,8 @@ struct Worker {
     settle: HashMap<Target, Instant>,
     /// Whether the store root was usable at the last check.
     root_ok: bool,
+    /// [`MailStore::root_transitions`] at the last check.
+    root_transitions: u64,
 }
 
 impl Worker {
@@ -294,8 +297,12 @@ impl Worker {
             if now >= next_root_check {
                 next_root_check = now + ROOT_CHECK_EVERY;
                 let ok = self.shared.store.check_root().is_ok();
-                if ok != self.root_ok {
+                // A flip and back between two samples (seen by a request) counts too: the
+                // kernel may have cached something from either side.
+                let transitions = self.shared.store.root_transitions();
+                if ok != self.root_ok || transitions != self.root_transitions {
                     self.root_ok = ok;
+                    self.root_transitions = transitions;
                     self.send(Change::Root { available: ok });
                     if ok {
                         // Back: whatever changed meanwhile is reported as usual.

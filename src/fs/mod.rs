@@ -777,7 +777,21 @@ impl Filesystem for MailFs {
                 }
             }
         }
-        reply.data(&buf[..done]);
+        if done < buf.len() {
+            // The file shrank under the open message (a truncation, or a purge that
+            // rewrote it in place): a short reply would look like the end of the message.
+            let err = Error::Unreadable {
+                what: format!(
+                    "open message (fh {}): only {done} of {} bytes at offset {offset} are still \
+                     there; the stored file shrank",
+                    fh.0,
+                    buf.len()
+                ),
+            };
+            reply.error(self.errors.errno("read", &err));
+            return;
+        }
+        reply.data(&buf);
     }
 
     fn flush(

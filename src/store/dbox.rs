@@ -225,10 +225,9 @@ impl DboxStore {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
             let fname = entry.file_name();
             let b = fname.as_bytes();
-            if b.starts_with(b".")
-                || b == dirname.as_slice()
-                || !files::is_dir_following_links(&entry)
-            {
+            // As Dovecot's fs iteration: only `.`/`..` (never returned by read_dir) and the
+            // mail directory are skipped; a directory named `.hidden` is a mailbox.
+            if b == dirname.as_slice() || !files::is_dir_following_links(&entry) {
                 continue;
             }
             levels.push(b.to_vec());

@@ -112,8 +112,10 @@ pub fn decode_level(level: &[u8], utf8_names: bool, dir: &Path) -> String {
 }
 
 /// Two on-disk names can decode to one UTF-8 name (Dovecot's mUTF-7 decoder accepts
-/// non-canonical spellings). The second one is then shown by its raw on-disk levels, so
-/// that neither hides the other.
+/// non-canonical spellings, and invalid bytes decode lossily). The second one is then
+/// shown by its raw on-disk levels (invalid UTF-8 bytes as `\xNN`), and if that is taken
+/// too, with ` (2)`, ` (3)`, ... after its last level: every mailbox stays visible, none
+/// hides another.
 pub fn unique_name<T>(
     found: &BTreeMap<MailboxName, T>,
     decoded: MailboxName,
@@ -123,17 +125,33 @@ pub fn unique_name<T>(
     if !found.contains_key(&decoded) {
         return decoded;
     }
-    let raw = MailboxName(
-        raw_levels
-            .iter()
-            .map(|l| String::from_utf8_lossy(l).into_owned())
-            .collect(),
-    );
+    let raw = MailboxName(raw_levels.iter().map(|l| raw_text(l)).collect());
+    let mut shown = raw.clone();
+    let mut n = 2;
+    while found.contains_key(&shown) || shown == decoded {
+        shown = raw.clone();
+        if let Some(last) = shown.0.last_mut() {
+            last.push_str(&format!(" ({n})"));
+        }
+        n += 1;
+    }
     warn!(
-        "{}: its name decodes to {decoded}, which another mailbox already has; shown as {raw}",
+        "{}: its name decodes to {decoded}, which another mailbox already has; shown as {shown}",
         path.display()
     );
-    raw
+    shown
+}
+
+/// A name level's bytes as text: UTF-8 as is, anything else as `\xNN`.
+fn raw_text(level: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in level.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// Owner, group and permission bits of a file.

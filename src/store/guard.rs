@@ -12,6 +12,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use log::{info, warn};
@@ -28,6 +29,8 @@ pub struct Guarded {
     root: PathBuf,
     dev: u64,
     state: Mutex<State>,
+    /// Times the root went bad or came back, as seen by any check.
+    transitions: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -53,6 +56,7 @@ impl Guarded {
                 checked: None,
                 problem: None,
             }),
+            transitions: AtomicU64::new(0),
         })
     }
 
@@ -75,11 +79,17 @@ impl Guarded {
         let problem = root_problem(&self.root, self.dev).map(Arc::<str>::from);
         let mut st = self.state.lock();
         match (&st.problem, &problem) {
-            (None, Some(p)) => warn!(
-                "{}: {p}; every request fails with EIO until it is back",
-                self.root.display()
-            ),
-            (Some(_), None) => info!("{}: the store root is back", self.root.display()),
+            (None, Some(p)) => {
+                self.transitions.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "{}: {p}; every request fails with EIO until it is back",
+                    self.root.display()
+                );
+            }
+            (Some(_), None) => {
+                self.transitions.fetch_add(1, Ordering::Relaxed);
+                info!("{}: the store root is back", self.root.display());
+            }
             _ => {}
         }
         st.problem = problem.clone();
@@ -122,6 +132,22 @@ fn root_problem(root: &Path, dev: u64) -> Option<String> {
     }
 }
 
+impl Guarded {
+    /// `result` from the inner store, unless the root went bad meanwhile: an error or an
+    /// empty list is exactly what an emptied root produces, so before passing one on, the
+    /// root is checked again at once (not trusted for `RECHECK_AFTER`).
+    fn confirm<T>(&self, result: Result<T>, looks_empty: impl FnOnce(&T) -> bool) -> Result<T> {
+        let suspicious = match &result {
+            Ok(v) => looks_empty(v),
+            Err(_) => true,
+        };
+        if suspicious {
+            self.guard(true)?;
+        }
+        result
+    }
+}
+
 impl MailStore for Guarded {
     fn scope_depth(&self) -> usize {
         self.inner.scope_depth()
@@ -129,12 +155,14 @@ impl MailStore for Guarded {
 
     fn mailboxes(&self, scope: &MailboxName) -> Result<Arc<Vec<MailboxEntry>>> {
         self.guard(false)?;
-        self.inner.mailboxes(scope)
+        self.confirm(self.inner.mailboxes(scope), |l| l.is_empty())
     }
 
     fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
         self.guard(false)?;
-        self.inner.view(mailbox)
+        self.confirm(self.inner.view(mailbox), |v| {
+            v.messages.is_empty() && v.pending.is_empty()
+        })
     }
 
     fn open(
@@ -144,7 +172,7 @@ impl MailStore for Guarded {
         key: &MessageKey,
     ) -> Result<MessageSource> {
         self.guard(false)?;
-        self.inner.open(mailbox, view, key)
+        self.confirm(self.inner.open(mailbox, view, key), |_| false)
     }
 
     fn root(&self) -> &Path {
@@ -157,6 +185,10 @@ impl MailStore for Guarded {
 
     fn check_root(&self) -> Result<()> {
         self.guard(true)
+    }
+
+    fn root_transitions(&self) -> u64 {
+        self.transitions.load(Ordering::Relaxed)
     }
 }
 

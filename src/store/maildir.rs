@@ -263,7 +263,9 @@ impl MaildirStore {
             let entry = entry.map_err(|e| Error::io(dir, e))?;
             let fname = entry.file_name();
             let b = fname.as_bytes();
-            if b.starts_with(b".") || matches!(b, b"cur" | b"new" | b"tmp") {
+            // Dovecot's fs iteration skips only `.` and `..` (which read_dir never returns)
+            // and Maildir's own directories: `.hidden` is a mailbox here.
+            if matches!(b, b"cur" | b"new" | b"tmp") {
                 continue;
             }
             if !files::is_dir_following_links(&entry) {
@@ -504,6 +506,16 @@ impl MaildirStore {
         let (base, info) = fmt::split_name(fname);
         let name_flags = info.map(fmt::parse_info).unwrap_or_default();
         let size = meta.len();
+        // `S=` in the name is the size Dovecot stored: a file of another size was
+        // truncated or replaced, and Dovecot would refuse it too.
+        let problem = fmt::base_size(base, b'S')
+            .filter(|&s| s != size && meta.is_file())
+            .map(|s| {
+                Arc::<str>::from(format!(
+                    "{}: the file has {size} bytes but its name says S={s}; it was truncated                      or replaced",
+                    path.display()
+                ))
+            });
         // Virtual size lookup order as in maildir_mail_get_virtual_size(): file name W=,
         // uidlist W, Dovecot's cache, then counting the file's bare LFs.
         let virtual_size = match fmt::base_size(base, b'W')
@@ -529,7 +541,7 @@ impl MaildirStore {
             guid: guid.into_boxed_str(),
             owner: files::owner_of(&meta),
             file: locator.into_boxed_slice(),
-            problem: None,
+            problem,
         })
     }
 
@@ -552,7 +564,8 @@ impl MaildirStore {
             Err(e) => {
                 if self.index_problems.lock().insert(dir.clone()) {
                     warn!(
-                        "{}: Dovecot's index is unusable ({e}); dates and sizes come from the                          message files alone",
+                        "{}: Dovecot's index is unusable ({e}); dates and sizes come from the \
+                         message files alone",
                         dir.display()
                     );
                 }
@@ -644,6 +657,18 @@ impl MailStore for MaildirStore {
         for _ in 0..10 {
             let path = paths.mail.join(OsStr::from_bytes(&locator));
             match files::open_message_file(&path) {
+                Ok((file, len)) if len != meta.size => {
+                    // Message files never change size; this one was truncated or replaced.
+                    drop(file);
+                    return Err(Error::Unreadable {
+                        what: format!(
+                            "{}: {len} bytes, but the message had {} when listed; the file \
+                             was truncated or replaced",
+                            path.display(),
+                            meta.size
+                        ),
+                    });
+                }
                 Ok((file, len)) => {
                     return Ok(MessageSource {
                         file,

@@ -262,6 +262,11 @@ pub trait MailStore: Send + Sync + fmt::Debug {
     fn check_root(&self) -> Result<()> {
         Ok(())
     }
+    /// How many times the store root went bad or came back so far (as any check saw it),
+    /// so that a watcher sampling [`MailStore::check_root`] notices a flip between samples.
+    fn root_transitions(&self) -> u64 {
+        0
+    }
 }
 
 /// Something a watcher keeps current: one scope's mailbox list, or one mailbox's view.

@@ -60,7 +60,9 @@ fn note_time(path: &std::path::Path, time_ns: i128, now_ns: i128) {
     MAX_SKEW_MS.fetch_max(ahead_ms, Ordering::Relaxed);
     if !SKEW_WARNED.swap(true, Ordering::Relaxed) {
         log::warn!(
-            "{}: modified {:.1} s in the future by this machine's clock: the clocks of the              machines sharing this store disagree (Dovecot needs them within 1 s; check              ntpd/chrony). Warned once; the largest skew seen is in user.mailfs.status",
+            "{}: modified {:.1} s in the future by this machine's clock: the clocks of the \
+             machines sharing this store disagree (Dovecot needs them within 1 s; check \
+             ntpd/chrony). Warned once; the largest skew seen is in user.mailfs.status",
             path.display(),
             ahead_ns as f64 / 1e9
         );
