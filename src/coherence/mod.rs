@@ -94,7 +94,9 @@ pub enum Change {
         /// Whether the store can be served.
         available: bool,
     },
-    /// A mailbox's view changed, or the mailbox is gone (`new` is `None`).
+    /// A mailbox's view changed, or the mailbox cannot be found now (`new` is `None`:
+    /// nothing of `old` may be served any more; it may come back, and is then reported
+    /// against `old` again).
     Mailbox {
         /// The mailbox.
         name: MailboxName,
@@ -173,6 +175,7 @@ impl Watcher {
             wd_targets: HashMap::new(),
             target_dirs: HashMap::new(),
             settle: HashMap::new(),
+            gone: HashSet::new(),
             root_ok: true,
             root_transitions: 0,
         };
@@ -245,6 +248,8 @@ struct Worker {
     target_dirs: HashMap<Target, Vec<PathBuf>>,
     /// Targets due for a settle re-check, and when.
     settle: HashMap<Target, Instant>,
+    /// Mailboxes reported gone (not found) and not seen since.
+    gone: HashSet<Target>,
     /// Whether the store root was usable at the last check.
     root_ok: bool,
     /// [`MailStore::root_transitions`] at the last check.
@@ -403,6 +408,9 @@ impl Worker {
             Target::Scope(scope) => store.mailboxes(scope).map(Snapshot::Scope),
             Target::Mailbox(name) => store.view(name).map(Snapshot::Mailbox),
         };
+        if now.is_ok() {
+            self.gone.remove(target);
+        }
         match now {
             Ok(now) if !now.same(&baseline) => {
                 let change = match (&baseline, &now) {
@@ -425,15 +433,20 @@ impl Worker {
             }
             Ok(_) => {}
             Err(e) if e.is_not_found() => {
-                if let (Target::Mailbox(name), Snapshot::Mailbox(old)) = (target, &baseline) {
+                // Gone, or only for a moment (a rename or recreation in progress, an index
+                // replaced under us): report it once, and keep watching with the old
+                // baseline, so that whatever comes back is diffed against what the kernel
+                // may hold. A mailbox really gone stops being watched when the kernel
+                // forgets its directory (its parent's list change deletes the entry).
+                if let (Target::Mailbox(name), Snapshot::Mailbox(old)) = (target, &baseline)
+                    && self.gone.insert(target.clone())
+                {
                     self.send(Change::Mailbox {
                         name: name.clone(),
                         old: old.clone(),
                         new: None,
                     });
                 }
-                self.shared.targets.lock().remove(target);
-                self.drop_watches(target);
                 return;
             }
             Err(e) => {
@@ -500,6 +513,7 @@ impl Worker {
 
     fn drop_watches(&mut self, target: &Target) {
         self.settle.remove(target);
+        self.gone.remove(target);
         for d in self.target_dirs.remove(target).unwrap_or_default() {
             self.release_dir(&d, target);
         }

@@ -101,8 +101,19 @@ impl Invalidator {
         let Some(dir) = self.inodes.known(&Node::Folder(mailbox.clone())) else {
             return; // nothing below an unknown folder can be cached
         };
+        let node = |view: &MailboxView, key: &MessageKey| Node::Message {
+            mailbox: mailbox.clone(),
+            uid_validity: view.uid_validity,
+            key: key.clone(),
+        };
         let Some(new) = new else {
-            // Gone: its parent's scope change removes the entry; drop what it listed.
+            // Not found now: nothing it held may be served. (If the mailbox is really
+            // gone, its parent's list change also deletes the directory's entry.)
+            for m in old.all() {
+                if let Some(ino) = self.inodes.known(&node(old, &m.key)) {
+                    self.delete(dir, ino, &self.naming.message_name(&m.key));
+                }
+            }
             self.inval_inode(dir, 0);
             return;
         };
@@ -110,11 +121,6 @@ impl Invalidator {
         if d.is_empty() {
             return;
         }
-        let node = |view: &MailboxView, key: &MessageKey| Node::Message {
-            mailbox: mailbox.clone(),
-            uid_validity: view.uid_validity,
-            key: key.clone(),
-        };
         for key in &d.removed {
             if let Some(ino) = self.inodes.known(&node(old, key)) {
                 self.delete(dir, ino, &self.naming.message_name(key));

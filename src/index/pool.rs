@@ -3,7 +3,8 @@
 //!
 //! Key: `(dev, ino)` of the index directory plus the file prefix. A directory replaced by
 //! another (mailbox deleted and recreated) gets a new key, so an old reader is never
-//! applied to new files.
+//! applied to new files; a directory renamed (same inode, new path) gets a new reader
+//! opened at its new path.
 //!
 //! Memory: a reader holds one view; a view costs `record_size` bytes per message (12 for a
 //! typical Maildir index, 40 for mdbox) plus under 0.1 byte per message of chunk overhead
@@ -55,8 +56,12 @@ impl IndexPool {
         let existing = self.readers.lock().get(&key).cloned();
         if let Some(reader) = existing {
             let mut r = reader.lock();
-            r.refresh()?;
-            return Ok(Some(r.view()));
+            // A renamed directory keeps its inode: the reader must then follow the new
+            // path (it reopens files by path when the log rotates), so it is replaced.
+            if r.paths().dir == paths.dir {
+                r.refresh()?;
+                return Ok(Some(r.view()));
+            }
         }
         let has_files = ["", ".log"]
             .iter()

@@ -202,6 +202,7 @@ impl MaildirStore {
                 || b[0] != b'.'
                 || b == b".."
                 || b == MAILDIR_PP_TRASH.as_bytes()
+                || b.strip_prefix(b".") == Some(MAILDIR_PP_TRASH.as_bytes())
                 || b.starts_with(b".nfs")
             {
                 continue;
