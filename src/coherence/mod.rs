@@ -76,7 +76,7 @@ impl Snapshot {
 }
 
 /// One change the kernel must hear about.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Change {
     /// A scope's mailbox list changed (mailboxes created, deleted, renamed, or their
     /// attributes changed).

@@ -23,7 +23,9 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
 
 use fuser::{INodeNo, Notifier};
@@ -60,12 +62,14 @@ pub fn spawn(
     };
     std::thread::Builder::new()
         .name("notifier".into())
-        .spawn(move || {
-            for change in changes {
-                n.apply(change);
-            }
-        })
+        .spawn(move || n.run(&changes))
 }
+
+/// Each change is applied again after these delays. A request that read the store just
+/// before the change can reply after the invalidation and so put the old entry back into
+/// the kernel's caches (a lookup, a readdirplus, a listing being filled): the replays drop
+/// it again once such requests have finished. Invalidating an entry twice is harmless.
+const REPLAY_AFTER: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(500)];
 
 struct Invalidator {
     notifier: Notifier,
@@ -75,6 +79,41 @@ struct Invalidator {
 }
 
 impl Invalidator {
+    /// Applies changes as they come, and each again after [`REPLAY_AFTER`]; returns when
+    /// the sending side is gone and no replay is due.
+    fn run(&self, changes: &Receiver<Change>) {
+        // One queue per replay round; each is in time order (a fixed delay per round).
+        let mut rounds: Vec<VecDeque<(Instant, Change)>> =
+            REPLAY_AFTER.iter().map(|_| VecDeque::new()).collect();
+        loop {
+            let now = Instant::now();
+            for r in 0..rounds.len() {
+                while rounds[r].front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((_, change)) = rounds[r].pop_front() {
+                        self.apply(change.clone());
+                        if r + 1 < rounds.len() {
+                            let wait = REPLAY_AFTER[r + 1].saturating_sub(REPLAY_AFTER[r]);
+                            rounds[r + 1].push_back((now + wait, change));
+                        }
+                    }
+                }
+            }
+            let due = rounds.iter().filter_map(|q| q.front().map(|(at, _)| *at)).min();
+            let next = match due {
+                Some(at) => changes.recv_timeout(at.saturating_duration_since(now)),
+                None => changes.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match next {
+                Ok(change) => {
+                    self.apply(change.clone());
+                    rounds[0].push_back((Instant::now() + REPLAY_AFTER[0], change));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
     fn apply(&self, change: Change) {
         match change {
             Change::Mailbox { name, old, new } => self.mailbox(&name, &old, new.as_deref()),
