@@ -5,8 +5,8 @@ Used by scripts/staleness-bench.sh and scripts/glusterfs-coherence.sh; not a tes
 
   staleness_bench.py seed   --conf C --user U [--messages N] [--seed S]
   staleness_bench.py run    --conf C --user U --mount M --label L --out FILE.json
-                            [--changes N] [--seed S] [--bound-ms B] [--cap-s S]
-                            [--probe-sleep-ms P] [--linger-ms L] [--raw-mount DIR]
+                            --bound-ms B [--changes N] [--seed S] [--cap-s S]
+                            [--probe-sleep-ms P] [--linger-ms L] [--raw-a A --raw-b B]
   staleness_bench.py report --title T [--write docs/benchmarks.md] FILE.json...
 
 Changes are made by ONE long-lived IMAP session, `doveadm -c C exec imap -u U`, which is
@@ -22,10 +22,12 @@ pre-authenticated and speaks IMAP on stdin/stdout (one doveadm process per chang
      the bound in which any observation still shows the old state is a "stale read after
      the bound". If nothing is visible after --cap-s, the change is counted as never visible.
 
-With --raw-mount (the GlusterFS script), each change's observations are also made on the
-raw store seen through that directory (a second client of a shared filesystem): there
-`stat` of the message file Dovecot wrote, or of the mailbox directory, stands in for the
-mount's observations, and its time-to-visible is reported beside mailfs's.
+With --raw-a/--raw-b (scripts/glusterfs-coherence.sh: a Maildir++ store on a shared
+filesystem, Dovecot writing through client A, mailfs reading through client B), each change
+is also observed on the raw files through B, in the same probe loop: `stat` of the message
+file Dovecot created, renamed (flags) or unlinked, or of the mailbox directory, with the
+names taken from A. Its time-to-visible (the shared filesystem's own staleness) is
+reported beside mailfs's.
 """
 
 import argparse
@@ -424,49 +426,115 @@ class Workload:
                 imap.cmd('RENAME "%s" "%s"' % (old, new))
                 self.boxes[new] = self.boxes.pop(old)
                 return None
-            return "%s -> %s" % (old, new), obs, send, (new, None)
+            return "%s -> %s" % (old, new), obs, send, (new, None, old)
         raise ValueError(kind)
 
 
 # ------------------------------------------------------------------ raw-store view ---
 
 class RawStore:
-    """The store as a second client of a shared filesystem sees it (Maildir++ only): the
-    observation that corresponds to each change, made with plain stat/listdir."""
+    """The Maildir++ store as two clients of a shared filesystem see it: `a`, through which
+    Dovecot writes (authoritative for file names), and `b`, the client mailfs reads through.
+    For each change, the observation of the raw files on `b` that corresponds to it (plain
+    stat of the message file or mailbox directory Dovecot changed), to measure the shared
+    filesystem's own staleness beside mailfs's."""
 
-    def __init__(self, root):
-        self.root = root
+    def __init__(self, a, b):
+        self.a, self.b = a, b
 
-    def mdir(self, box):
-        return self.root if box == "INBOX" else os.path.join(self.root, "." + box.replace("/", "."))
+    @staticmethod
+    def rel(box):
+        return "" if box == "INBOX" else "." + box.replace("/", ".")
 
-    def find(self, box, uid):
-        """The file name of `uid` in the raw Maildir, from dovecot-uidlist (read through the
-        raw mount; Dovecot wrote it before its OK)."""
-        d = self.mdir(box)
+    def file_of(self, box, uid):
+        """`cur/<name>` or `new/<name>` of `uid`, as client A sees it (Dovecot wrote it
+        through A before its OK): dovecot-uidlist gives the base name, the listing the
+        current name."""
+        d = os.path.join(self.a, self.rel(box))
         try:
             with open(os.path.join(d, "dovecot-uidlist"), "rb") as f:
-                for line in f.read().decode(errors="replace").splitlines()[1:]:
-                    head, _, rest = line.partition(" ")
-                    if head == str(uid):
-                        m = re.search(r":(\S+)$", rest)
-                        base = m.group(1) if m else rest.split()[-1]
-                        return base
+                lines = f.read().decode(errors="replace").splitlines()[1:]
         except OSError:
             return None
-        return None
-
-    def file_state(self, box, base):
-        """(subdir, full name) of the file whose base name is `base`, by listing new/ cur/."""
-        d = self.mdir(box)
+        base = None
+        for line in lines:
+            head, _, rest = line.partition(" ")
+            if head == str(uid):
+                base = rest.split(":", 1)[1] if ":" in rest else rest.split()[-1]
+                break
+        if base is None:
+            return None
         for sub in ("cur", "new"):
             try:
                 for n in os.listdir(os.path.join(d, sub)):
                     if n == base or n.startswith(base + ":"):
-                        return os.path.join(d, sub, n)
+                        return os.path.join(self.rel(box), sub, n)
             except OSError:
                 pass
         return None
+
+    def before(self, kind, where):
+        """Caches the old state on B (as a reader of B would have it); returns a context."""
+        box, uid = where[0], where[1]
+        ctx = {"kind": kind, "box": box, "uid": uid}
+        if kind in ("create", "delete", "rename"):
+            ctx["old_dir"] = self.rel(box) if kind == "delete" else None
+            if kind == "rename":
+                ctx["old_dir"] = self.rel(where[2])
+            for rel in filter(None, [self.rel(box), ctx["old_dir"]]):
+                os.path.isdir(os.path.join(self.b, rel))
+            return ctx
+        if kind == "append":
+            for sub in ("new", "cur"):
+                try:
+                    os.listdir(os.path.join(self.b, self.rel(box), sub))
+                except OSError:
+                    pass
+            return ctx
+        ctx["old_file"] = self.file_of(box, uid)
+        if ctx["old_file"]:
+            try:
+                os.stat(os.path.join(self.b, ctx["old_file"]))
+            except OSError:
+                pass
+        return ctx
+
+    def after(self, ctx):
+        """After the change: a list of (path on B, should exist) that B must show."""
+        kind, box, uid = ctx["kind"], ctx["box"], ctx["uid"]
+        B = lambda rel: os.path.join(self.b, rel)
+        if kind == "create":
+            return [(B(self.rel(box)), True)]
+        if kind == "delete":
+            return [(B(ctx["old_dir"]), False)]
+        if kind == "rename":
+            return [(B(ctx["old_dir"]), False), (B(self.rel(box)), True)]
+        if kind == "append":
+            f = self.file_of(box, uid)
+            return [(B(f), True)] if f else []
+        if kind == "expunge":
+            return [(B(ctx["old_file"]), False)] if ctx["old_file"] else []
+        # flags, keywords: the file is renamed (old name gone, new name there); a change
+        # that left the name alone (e.g. a keyword beyond the file name's 26) has nothing.
+        new = self.file_of(box, uid)
+        old = ctx["old_file"]
+        if not old or not new or old == new:
+            return []
+        return [(B(old), False), (B(new), True)]
+
+
+def raw_done(checks):
+    for path, want in checks:
+        try:
+            os.stat(path)
+            there = True
+        except FileNotFoundError:
+            there = False
+        except OSError:
+            return False
+        if there != want:
+            return False
+    return True
 
 
 # ------------------------------------------------------------------------- run ---
@@ -510,15 +578,20 @@ def diagnose(obs):
     return " [mailfs now: " + "; ".join(out) + "]" if out else ""
 
 
-def probe_until(obs, bound_ns, cap_ns, linger_ns, sleep_s, t0):
+def probe_until(obs, bound_ns, cap_ns, linger_ns, sleep_s, t0, raw=None):
     """Probes `obs` [(observation, wanted)] from t0 on. Returns (visible_ns or None,
-    stale probes after the bound, probes, first stale detail)."""
+    stale probes after the bound, probes, first stale detail, raw_ns). `raw`, if given,
+    is a list of (path, should exist) checked on the shared filesystem's client B in the
+    same loop (raw_ns: when all first held)."""
     visible = None
     stale = 0
     probes = 0
     detail = None
+    raw_ns = None
     while True:
         t = now_ns()
+        if raw is not None and raw_ns is None and raw_done(raw):
+            raw_ns = t - t0
         states = [observe(o) for o, _ in obs]
         probes += 1
         ok = all(s == want for s, (_, want) in zip(states, obs))
@@ -531,11 +604,12 @@ def probe_until(obs, bound_ns, cap_ns, linger_ns, sleep_s, t0):
                 detail = "; ".join("%s %s: %s (want %s)" % (o[0], short(o[1]), fmt_state(s),
                                                             fmt_state(w))
                                    for s, (o, w) in zip(states, obs) if s != w)
-        end_ok = visible is not None and el > bound_ns + linger_ns
+        end_ok = (visible is not None and el > bound_ns + linger_ns
+                  and (raw is None or raw_ns is not None))
         if end_ok or el > cap_ns:
             if visible is None:
                 detail = (detail or "") + diagnose(obs)
-            return visible, stale, probes, detail
+            return visible, stale, probes, detail, raw_ns
         time.sleep(sleep_s)
 
 
@@ -570,7 +644,7 @@ def cmd_run(a):
         sys.exit("no mailboxes: run `seed` first")
     w = Workload(imap, boxes, rng, a.mount)
     MOUNT_PREFIX[0] = a.mount
-    raw = RawStore(a.raw_root) if a.raw_root else None
+    raw = RawStore(a.raw_a, a.raw_b) if a.raw_b else None
     bound_ns = int(a.bound_ms * 1e6)
     cap_ns = int(a.cap_s * 1e9)
     linger_ns = int(a.linger_ms * 1e6)
@@ -584,9 +658,7 @@ def cmd_run(a):
         # 1. the reader caches the old state
         for o, _ in obs:
             observe(o)
-        raw_before = None
-        if raw is not None:
-            raw_before = raw_pre(raw, kind, where)
+        ctx = raw.before(kind, where) if raw is not None else None
         # 2. the change
         if TRACE:
             log("trace #%d %s %s: observed by %.6f" % (i, kind, detail, time.time()))
@@ -596,15 +668,15 @@ def cmd_run(a):
             log("trace #%d: OK at %.6f" % (i, time.time()))
         if replaced is not None:
             obs = replaced
+        checks = raw.after(ctx) if raw is not None else None
         # 3-4. probe
-        raw_ms = None
-        if raw is not None:
-            raw_ms = raw_probe(raw, kind, where, raw_before, t0, cap_ns, sleep_s)
-        vis, stale, probes, sdetail = probe_until(obs, bound_ns, cap_ns, linger_ns, sleep_s, t0)
+        vis, stale, probes, sdetail, raw_ns = probe_until(obs, bound_ns, cap_ns, linger_ns,
+                                                          sleep_s, t0, checks)
+        raw_ms = None if raw_ns is None else raw_ns / 1e6
         r = {"kind": kind, "what": detail,
              "ms": None if vis is None else vis / 1e6, "stale": stale, "probes": probes}
         if raw is not None:
-            r["raw_ms"] = raw_ms
+            r["raw_ms"] = raw_ms if checks else "n/a"
         if vis is None or stale:
             r["detail"] = sdetail
             log("%s #%d %s %s: %s" % (a.label, i, kind, detail,
@@ -626,80 +698,6 @@ def cmd_run(a):
     log("%s: %d changes in %.0f s" % (a.label, len(results), out["seconds"]))
 
 
-def raw_pre(raw, kind, where):
-    """Caches the old state on the raw client; returns what to compare against."""
-    box, uid = where
-    if kind in ("create", "delete", "rename"):
-        p = raw.mdir(box) if kind != "delete" else raw.mdir(box)
-        os.path.isdir(p)
-        try:
-            os.listdir(raw.root)
-        except OSError:
-            pass
-        return p
-    if kind == "append":
-        try:
-            os.listdir(os.path.join(raw.mdir(box), "new"))
-            os.listdir(os.path.join(raw.mdir(box), "cur"))
-        except OSError:
-            pass
-        return None
-    base = raw.find(box, uid)
-    path = raw.file_state(box, base) if base else None
-    if path:
-        try:
-            os.stat(path)
-        except OSError:
-            pass
-    return path
-
-
-def raw_probe(raw, kind, where, before, t0, cap_ns, sleep_s):
-    """Time until the raw client shows the change (a stat or listing of the file or
-    directory Dovecot changed), or None after the cap."""
-    box, uid = where
-    if kind == "create" or kind == "rename":
-        target = raw.mdir(box)
-
-        def done():
-            return os.path.isdir(target)
-    elif kind == "delete":
-        target = before
-
-        def done():
-            return not os.path.lexists(target)
-    elif kind == "append":
-        # Dovecot has written the uidlist line; the file must be visible by its name.
-        base = None
-
-        def done():
-            nonlocal base
-            if base is None:
-                base = raw.find(box, uid)
-                if base is None:
-                    return False
-            return raw.file_state(box, base) is not None
-    elif kind == "expunge":
-        target = before
-
-        def done():
-            return target is None or not os.path.lexists(target)
-    else:  # flags, keywords: the old file name disappears (the flags are in the name)
-        target = before
-
-        def done():
-            return target is None or not os.path.lexists(target)
-    while True:
-        try:
-            if done():
-                return (now_ns() - t0) / 1e6
-        except OSError:
-            pass
-        if now_ns() - t0 > cap_ns:
-            return None
-        time.sleep(sleep_s)
-
-
 # ---------------------------------------------------------------------- report ---
 
 def ms(v):
@@ -709,8 +707,10 @@ def ms(v):
 
 
 def rows_for(results, key="ms"):
-    vals = sorted(r[key] for r in results if r.get(key) is not None)
-    never = sum(1 for r in results if r.get(key) is None)
+    """Sorted times of the results that have one, and how many never became visible
+    (results whose value is a string, "n/a", are in neither)."""
+    vals = sorted(r[key] for r in results if isinstance(r.get(key), (int, float)))
+    never = sum(1 for r in results if key in r and r[key] is None)
     return vals, never
 
 
@@ -767,8 +767,9 @@ def summary_table(runs):
     return "\n".join(lines)
 
 
-BEGIN = "<!-- staleness:begin (scripts/staleness-bench.sh writes this section) -->"
-END = "<!-- staleness:end -->"
+def markers(section, script):
+    return ("<!-- %s:begin (%s writes this section) -->" % (section, script),
+            "<!-- %s:end -->" % section)
 
 
 def cmd_report(a):
@@ -797,21 +798,25 @@ def cmd_report(a):
         print()
     print(text)
     if a.write:
-        section = "%s\n## %s\n\n%s\n\n%s\n%s\n" % (BEGIN, a.heading, a.preamble.strip(), text, END)
-        write_section(a.write, section)
+        begin, end = markers(a.section, a.script)
+        section = "%s\n## %s\n\n%s\n\n%s\n%s\n" % (begin, a.heading, a.preamble.strip(), text, end)
+        write_section(a.write, section, begin.split(" ")[1], end)
         log("wrote the %r section of %s" % (a.heading, a.write))
 
 
-def write_section(path, section):
+def write_section(path, section, begin_key, end):
+    """Replaces the section between the markers (found by `begin_key`, e.g.
+    "staleness:begin") in `path`, or appends it; everything else is kept."""
     try:
         with open(path) as f:
             old = f.read()
     except FileNotFoundError:
         old = "# mailfs benchmarks\n\nEach section is written by the script it names; re-run " \
               "the script to refresh it.\n"
-    if BEGIN in old and END in old:
-        pre, rest = old.split(BEGIN, 1)
-        _, post = rest.split(END, 1)
+    at = old.find("<!-- " + begin_key)
+    if at >= 0 and end in old[at:]:
+        pre, rest = old[:at], old[at:]
+        _, post = rest.split(end, 1)
         post = post.lstrip("\n")
         new = pre + section + ("\n" + post if post else "")
     else:
@@ -842,12 +847,15 @@ def main():
     r.add_argument("--cap-s", type=float, default=3.0)
     r.add_argument("--linger-ms", type=float, default=5.0)
     r.add_argument("--probe-sleep-ms", type=float, default=0.5)
-    r.add_argument("--raw-root", help="the Maildir as a second client sees it")
+    r.add_argument("--raw-a", help="the Maildir through the shared fs client Dovecot uses")
+    r.add_argument("--raw-b", help="the same Maildir through the client mailfs reads")
     r.add_argument("--imap-log", default="/dev/null")
     r.add_argument("--meta", help="JSON object merged into the output")
     p = sub.add_parser("report")
     p.add_argument("--title", default="")
     p.add_argument("--heading", default="Staleness")
+    p.add_argument("--section", default="staleness", help="marker name of the section")
+    p.add_argument("--script", default="scripts/staleness-bench.sh")
     p.add_argument("--preamble", default="")
     p.add_argument("--write")
     p.add_argument("files", nargs="+")
