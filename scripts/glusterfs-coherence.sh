@@ -158,7 +158,7 @@ mailfs_pid=""
 if grep -q "WARN\|ERROR" "$work/mailfs.log"; then
     echo "   mailfs logged $(grep -c "WARN\|ERROR" "$work/mailfs.log") warnings/errors; distinct (first 5):"
     grep "WARN\|ERROR" "$work/mailfs.log" | sed 's/^\[[^]]*\] *//' | sed 's/[0-9][0-9]*/N/g' |
-        sort | uniq -c | sort -rn | head -5 | cut -c1-220 | sed 's/^/   /'
+        sort | uniq -c | sort -rn | head -5 | cut -c1-220 | sed 's/^/   /' || true  # SIGPIPE
 fi
 dovecot_stop
 

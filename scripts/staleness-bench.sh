@@ -5,7 +5,8 @@
 #
 #   scripts/staleness-bench.sh [--changes N] [--format maildir|sdbox|mdbox] [--seed S]
 #       [--modes "inotify poll"] [--poll-interval S] [--bound-inotify-ms MS]
-#       [--bound-margin-ms MS] [--cap S] [--probe-sleep-ms MS] [--no-write] [--keep]
+#       [--bound-margin-ms MS] [--cap S] [--probe-sleep-ms MS] [--include FILE.json]...
+#       [--mix KIND=W,...] [--no-write] [--keep]
 #
 # For each mode (inotify, and poll every --poll-interval, default 0.1 s) it starts a fresh
 # user in a private Dovecot, seeds five mailboxes, mounts the user's store with mailfs, and
@@ -19,6 +20,11 @@
 # Prints one table per mode (overall and per change kind) and writes them into
 # docs/benchmarks.md between the staleness markers (other sections are kept), unless
 # --no-write. MAILFS_KEEP_TMP=1 or --keep keeps the work directory (JSON, logs).
+# --mix changes the mix of change kinds (default append=30,flags=24,keywords=12,expunge=22,
+# create=4,rename=4,delete=4), e.g. to chase one kind. RUST_LOG is passed to mailfs.
+# --include adds the results of an earlier run (its kept <mode>.json) to the report, e.g. to
+# measure the modes one at a time: --modes inotify --keep, then --modes poll --include
+# /tmp/mailfs-staleness.XXXXXX/inotify.json.
 # Needs root (FUSE), dovecot-core, dovecot-imapd, fuse3 and python3 (3.11, stdlib only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +34,9 @@ cd "$(dirname "$0")/.."
 changes=10000 format=maildir seed=1 modes="inotify poll" poll_interval=0.1
 bound_inotify=20 margin=20 cap=3 probe_sleep=0.5 write=1 keep=${MAILFS_KEEP_TMP:-}
 seed_messages=150
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+included=()
+mix=()
 while [ $# -gt 0 ]; do
     case $1 in
         --changes) changes=$2; shift 2 ;;
@@ -41,6 +49,8 @@ while [ $# -gt 0 ]; do
         --cap) cap=$2; shift 2 ;;
         --probe-sleep-ms) probe_sleep=$2; shift 2 ;;
         --seed-messages) seed_messages=$2; shift 2 ;;
+        --include) included+=("$2"); shift 2 ;;
+        --mix) mix=(--mix "$2"); shift 2 ;;
         --no-write) write=""; shift ;;
         --keep) keep=1; shift ;;
         -h | --help) usage ;;
@@ -85,6 +95,11 @@ mkdir -p "$mnt"
 
 started=$(date +%s)
 jsons=()
+for f in "${included[@]}"; do
+    [ -s "$f" ] || { echo "--include: no results in $f" >&2; exit 2; }
+    cp "$f" "$work/included-$(basename "$f")"
+    jsons+=("$work/included-$(basename "$f")")
+done
 for mode in $modes; do
     user=bench-$mode
     dovecot_user "$user"
@@ -114,7 +129,7 @@ for mode in $modes; do
     python3 scripts/staleness_bench.py run --conf "$DOVECOT_CONF" --user "$user" \
         --mount "$mnt" --label "$label" --out "$work/$mode.json" --changes "$changes" \
         --seed "$seed" --bound-ms "$bound" --cap-s "$cap" --probe-sleep-ms "$probe_sleep" \
-        --imap-log "$work/imap-$mode.log" \
+        --imap-log "$work/imap-$mode.log" "${mix[@]}" \
         --meta "{\"format\": \"$format\", \"mode\": \"$mode\"}"
     jsons+=("$work/$mode.json")
     kill -TERM "$mailfs_pid"   # mailfs unmounts and exits 0
@@ -123,7 +138,7 @@ for mode in $modes; do
     if grep -q "WARN\|ERROR" "$work/mailfs-$mode.log"; then
         echo "   mailfs logged $(grep -c "WARN\|ERROR" "$work/mailfs-$mode.log") warnings/errors; distinct (first 5):"
         grep "WARN\|ERROR" "$work/mailfs-$mode.log" | sed 's/^\[[^]]*\] *//' | sed 's/[0-9][0-9]*/N/g' |
-            sort | uniq -c | sort -rn | head -5 | cut -c1-220 | sed 's/^/   /'
+            sort | uniq -c | sort -rn | head -5 | cut -c1-220 | sed 's/^/   /' || true  # SIGPIPE
     fi
 done
 elapsed=$(($(date +%s) - started))
@@ -137,11 +152,11 @@ names, directory listings, \`user.mail.flags\`); after the tagged OK it probes e
 ${probe_sleep} ms until all show the new state (time to visible), then keeps probing past \
 the bound: any probe after the bound still showing the old state is a stale read. Mounts \
 use \`--attr-timeout 60 --entry-timeout 60\`, so only the watcher's invalidations make a \
-change visible in time. Cap: ${cap} s (\"never visible\"). Changes: append = IMAP APPEND \
+change visible in time. Cap: ${cap} s (\"never visible\"). Changes$([ ${#mix[@]} = 0 ] || echo " (mix ${mix[1]})"): append = IMAP APPEND \
 (new \`<uid>.eml\`, listing, flags xattr); flags / keywords = UID STORE +/-FLAGS of one \
 system flag / keyword (\`user.mail.flags\`); expunge = UID EXPUNGE (name gone, listing); \
 create / delete / rename = mailbox directory and its parent's listing. Total run time \
-${elapsed} s."
+${elapsed} s$([ ${#included[@]} = 0 ] || echo " for the modes run now (${modes}); the other results come from an earlier run (--include)")."
 args=(--title "Staleness ($format, $changes changes per mode)" --preamble "$preamble")
 [ -z "$write" ] || args+=(--write docs/benchmarks.md)
 python3 scripts/staleness_bench.py report "${args[@]}" "${jsons[@]}"
