@@ -804,13 +804,14 @@ def cmd_report(a):
             parts.append(head + "\n\n" + raw_table(run))
         else:
             parts.append(head + "\n\n" + table(run))
-    never = [(run["label"], r) for run in runs for r in run["results"] if r["ms"] is None]
-    if never:
-        note = ["Changes never visible within the cap (first 12 of %d):" % len(never), ""]
-        for label, r in never[:12]:
-            note.append("- %s, %s `%s`: %s" % (label, r["kind"], r["what"],
-                                             (r.get("detail") or "")[:300]))
-        parts.append("\n".join(note))
+    for run in runs:
+        never = [r for r in run["results"] if r["ms"] is None]
+        if never:
+            note = ["%s: changes never visible within the cap (%s%d):" % (
+                run["label"], "first 8 of " if len(never) > 8 else "", len(never)), ""]
+            for r in never[:8]:
+                note.append("- %s `%s`: %s" % (r["kind"], r["what"], (r.get("detail") or "")[:300]))
+            parts.append("\n".join(note))
     text = "\n\n".join(parts)
     if a.title:
         print(a.title)

@@ -7,7 +7,8 @@
 #   dovecot_adm ARGS...                 # doveadm -c <private config> ARGS...
 #   dovecot_stop                        # stop the master (also call it from an EXIT trap)
 #
-# The default MAIL_LOCATION is maildir:DIR/home/%u/Maildir. Dovecot refuses uid 0 as a mail
+# The default MAIL_LOCATION is maildir:DIR/home/%u/Maildir. Settings in $DOVECOT_EXTRA (one
+# per line) are appended to the config, after the defaults (e.g. mail_fsync = always). Dovecot refuses uid 0 as a mail
 # user, so as root the mail user is 65534 (nobody/nogroup); otherwise it is the caller.
 # Nothing here touches the system Dovecot or /etc/dovecot.
 
@@ -62,6 +63,7 @@ namespace inbox {
   separator = /
 }
 $extra
+${DOVECOT_EXTRA:-}
 EOF
     "$bin" -F -c "$DOVECOT_CONF" >"$DOVECOT_DIR/master.out" 2>&1 &
     DOVECOT_PID=$!
