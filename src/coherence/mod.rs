@@ -128,7 +128,8 @@ pub struct Stats {
 struct Shared {
     store: Arc<dyn MailStore>,
     targets: Mutex<HashMap<Target, Snapshot>>,
-    /// Targets registered since the thread last looked (it sets up their watches).
+    /// Targets registered, or shown with a snapshot other than their baseline, since the
+    /// thread last looked (it sets up their watches and checks them).
     added: Mutex<Vec<Target>>,
     wake: Wake,
     stop: AtomicBool,
@@ -196,13 +197,21 @@ impl Watcher {
 
     /// Registers `target` with the snapshot just presented for it, unless it is already
     /// watched (then the earlier baseline stays: it may still be in the kernel's caches).
+    ///
+    /// If it is watched and `presented` is not its baseline, the kernel may now hold
+    /// entries the baseline lacks (a request rebuilt the view before the watcher did): the
+    /// target is re-checked at once, so that the baseline catches up with what was shown
+    /// and a later change is diffed against it.
     pub fn watch(&self, target: &Target, presented: Snapshot) {
         {
             let mut targets = self.shared.targets.lock();
-            if targets.contains_key(target) {
-                return;
+            match targets.get(target) {
+                Some(baseline) if baseline.same(&presented) => return,
+                Some(_) => {}
+                None => {
+                    targets.insert(target.clone(), presented);
+                }
             }
-            targets.insert(target.clone(), presented);
         }
         self.shared.added.lock().push(target.clone());
         self.shared.wake.wake();
@@ -291,9 +300,14 @@ impl Worker {
             self.shared.wake.drain();
             let mut dirty: HashSet<Target> = HashSet::new();
 
+            // New targets get their watches, then one check: a change between the view
+            // being shown and the watches being in place would otherwise be missed.
+            // Known targets shown with another snapshot are checked so their baseline
+            // catches up.
             let added = std::mem::take(&mut *self.shared.added.lock());
             for t in added {
                 self.sync_watches(&t);
+                dirty.insert(t);
             }
             if ready.get(1).copied().unwrap_or(false) {
                 self.read_events(&mut dirty);

@@ -20,13 +20,13 @@
 //! - every directory whose listing or attributes changed: `inval_inode(dir, 0)`, which drops
 //!   its attributes and its cached readdir pages.
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use fuser::{INodeNo, Notifier};
 use log::debug;
@@ -98,7 +98,10 @@ impl Invalidator {
                     }
                 }
             }
-            let due = rounds.iter().filter_map(|q| q.front().map(|(at, _)| *at)).min();
+            let due = rounds
+                .iter()
+                .filter_map(|q| q.front().map(|(at, _)| *at))
+                .min();
             let next = match due {
                 Some(at) => changes.recv_timeout(at.saturating_duration_since(now)),
                 None => changes.recv().map_err(|_| RecvTimeoutError::Disconnected),
