@@ -237,7 +237,8 @@ impl MaildirStore {
                 // Dovecot may be between mkdir(.Folder) and mkdir(.Folder/cur): watch the
                 // folder itself so that its cur/ appearing invalidates this list.
                 stamp.push(paths.mail.clone());
-                warn!(
+                // Normal for a moment during every CREATE: not worth a warning.
+                debug!(
                     "{}: Maildir++ folder without cur/; shown as a plain directory",
                     entry.path().display()
                 );
