@@ -141,7 +141,6 @@ struct Shared {
 pub struct Watcher {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    mode: WatchMode,
 }
 
 impl Watcher {
@@ -186,13 +185,7 @@ impl Watcher {
         Ok(Watcher {
             shared,
             thread: Some(thread),
-            mode,
         })
-    }
-
-    /// The mode in force.
-    pub fn mode(&self) -> WatchMode {
-        self.mode
     }
 
     /// Registers `target` with the snapshot just presented for it, unless it is already
