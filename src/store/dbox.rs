@@ -382,7 +382,7 @@ impl DboxStore {
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
             if let Some(m) = Self::reusable(&mut previous, uid) {
-                out.push(Self::reuse(index, cache, rec, m, None));
+                out.push(Self::with_cache(index, cache, rec, m, None));
                 continue;
             }
             let locator = format!("u.{uid}");
@@ -457,7 +457,7 @@ impl DboxStore {
             };
             let save_date = (save_date != 0).then_some(i64::from(save_date));
             if let Some(m) = Self::reusable(&mut previous, uid) {
-                out.push(Self::reuse(index, cache, rec, m, save_date));
+                out.push(Self::with_cache(index, cache, rec, m, save_date));
                 continue;
             }
             let mut locator = b"map:".to_vec();
@@ -538,59 +538,43 @@ impl DboxStore {
             save_date,
             locator,
         } = stored;
-        let cached = cache
-            .and_then(|c| c.message(index, uid))
-            .unwrap_or_default();
         let md = &found.metadata;
+        // What the file says; the cache (and mdbox's save-date extension) take precedence
+        // in `with_cache`, as in Dovecot's getters.
         // dbox_mail_get_received_date: cache, then metadata R, then (none) file mtime.
-        let received = cached
-            .date_received
-            .map(i64::from)
-            .or(md.received.and_then(|r| i64::try_from(r).ok()))
-            .unwrap_or(file.mtime());
         // index_mail_get_save_date: cache, then mdbox's extension, then sdbox's ctime.
-        let saved = cached
-            .date_save
-            .map(i64::from)
-            .or(save_date)
-            .unwrap_or(file.ctime());
-        let virtual_size = cached
-            .size_virtual
-            .or(md.virtual_size)
-            .unwrap_or(found.body_size);
-        // dbox_get_cached_metadata(GUID): the cache, then the file's G line (which keeps
-        // an imported message's original GUID string); mdbox's `guid` extension last.
+        // dbox_get_cached_metadata(GUID): the cache, then the file's G line (which keeps an
+        // imported message's original GUID string); mdbox's `guid` extension last.
         let ext_guid = index
             .state
             .ext("guid")
             .and_then(|(_, e)| e.slice(rec))
             .filter(|g| g.iter().any(|b| *b != 0))
             .map(hex);
-        let guid = cached
-            .guid
-            .clone()
-            .filter(|g| !g.is_empty())
-            .or(md.guid.clone())
-            .or(ext_guid)
-            .unwrap_or_default();
-        let keywords = Self::keyword_mask(index, rec);
-        MessageMeta {
+        let from_file = MessageMeta {
             key: MessageKey::Uid(uid),
             size: found.body_size,
-            virtual_size,
-            received,
-            saved,
-            flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
-            keywords,
-            guid: guid.into_boxed_str(),
+            virtual_size: md.virtual_size.unwrap_or(found.body_size),
+            received: md
+                .received
+                .and_then(|r| i64::try_from(r).ok())
+                .unwrap_or(file.mtime()),
+            saved: file.ctime(),
+            flags: MailFlags::default(),
+            keywords: 0,
+            guid: md
+                .guid
+                .clone()
+                .or(ext_guid)
+                .unwrap_or_default()
+                .into_boxed_str(),
             owner: files::owner_of(file),
             file: locator.into_boxed_slice(),
             problem: unsupported_encoding(md, found.body_size, uid).map(Into::into),
-        }
+        };
+        Self::with_cache(index, cache, rec, &from_file, save_date)
     }
 
-    /// A message whose stored bytes cannot be read: listed (so the damage shows), with the
-    /// reason, and failing with EIO when read.
     /// The previous view's metadata of `uid`, if it was read without trouble. What came
     /// from the dbox file (sizes, metadata block, file times) never changes for a UID, so
     /// a rebuild after one delivery reads one file, not every file. (A file damaged later
@@ -599,9 +583,10 @@ impl DboxStore {
         previous.find(uid).filter(|m| m.problem.is_none())
     }
 
-    /// `m` brought up to date: flags and keywords from the index record; values the cache
-    /// has now take precedence, as in [`DboxStore::meta`]; the rest is as read before.
-    fn reuse(
+    /// `m` completed from the index and the cache: flags and keywords from the index
+    /// record; the cache's values (then `save_date`, mdbox's extension) take precedence
+    /// over `m`'s, which came from the dbox file (now, or for the previous view).
+    fn with_cache(
         index: &IndexView,
         cache: Option<&CacheSnapshot>,
         rec: &[u8],
@@ -630,7 +615,7 @@ impl DboxStore {
             },
             owner: m.owner,
             file: m.file.clone(),
-            problem: None,
+            problem: m.problem.clone(),
         }
     }
 
@@ -643,6 +628,8 @@ impl DboxStore {
             .fold(0u32, |mask, i| mask | (1 << i))
     }
 
+    /// A message whose stored bytes cannot be read: listed (so the damage shows), with the
+    /// reason, and failing with EIO when read.
     fn broken(uid: u32, rec: &[u8], locator: Vec<u8>, problem: String) -> MessageMeta {
         MessageMeta {
             key: MessageKey::Uid(uid),

@@ -70,10 +70,7 @@ impl Guarded {
                 && seen == generation
                 && at.elapsed() < RECHECK_AFTER
             {
-                return match &st.problem {
-                    None => Ok(()),
-                    Some(p) => Err(Error::layout(&self.root, p.to_string())),
-                };
+                return self.answer(st.problem.as_deref());
             }
         }
         let problem = root_problem(&self.root, self.dev).map(Arc::<str>::from);
@@ -94,9 +91,14 @@ impl Guarded {
         }
         st.problem = problem.clone();
         st.checked = Some((Instant::now(), generation));
+        self.answer(problem.as_deref())
+    }
+
+    /// Ok, or the layout error every operation gets while the root has `problem`.
+    fn answer(&self, problem: Option<&str>) -> Result<()> {
         match problem {
             None => Ok(()),
-            Some(p) => Err(Error::layout(&self.root, p.to_string())),
+            Some(p) => Err(Error::layout(&self.root, p)),
         }
     }
 }

@@ -248,8 +248,8 @@ impl MaildirStore {
         Ok(())
     }
 
-    /// `LAYOUT=fs`: every directory below the root (except `cur`, `new`, `tmp` and hidden
-    /// ones) is a mailbox; it is selectable when it has `cur/`.
+    /// `LAYOUT=fs`: every directory below the root (except `cur`, `new` and `tmp`; `.hidden`
+    /// ones included, as in Dovecot) is a mailbox; it is selectable when it has `cur/`.
     fn scan_fs(
         &self,
         dir: &Path,
