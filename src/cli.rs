@@ -16,6 +16,7 @@ use crate::coherence::{WatchMode, Watcher};
 use crate::error::{Error, Result};
 use crate::fs::naming::{self, Naming};
 use crate::fs::notify;
+use crate::fs::open::OpenMode;
 use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
 use crate::store::locks::LockMethod;
@@ -114,6 +115,13 @@ enum Command {
         /// Threads serving FUSE requests.
         #[arg(long, default_value_t = default_threads(), value_name = "N")]
         threads: usize,
+        /// How opening a message reaches mailfs: kernel (no request per open; the kernel
+        /// keeps message pages; an expunged message's open file may then fail with
+        /// ESTALE), held (every open holds the stored file, readable to the end after an
+        /// expunge), passthrough (held, and Maildir files are handed to the kernel where
+        /// Linux 6.9+ and CAP_SYS_ADMIN allow; else held).
+        #[arg(long, default_value = "kernel", value_name = "MODE")]
+        open_mode: OpenMode,
     },
     /// List mailboxes, or the messages of MAILBOX (TAB-separated: name uid size vsize
     /// received saved guid flags).
@@ -205,6 +213,7 @@ pub fn main() -> ExitCode {
             portable_names,
             allow_other,
             threads,
+            open_mode,
         } => mount(
             &location,
             &mountpoint,
@@ -218,6 +227,7 @@ pub fn main() -> ExitCode {
                 portable_names,
                 allow_other,
                 threads,
+                open_mode,
             },
         ),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
@@ -444,6 +454,7 @@ struct MountOptions {
     portable_names: bool,
     allow_other: bool,
     threads: usize,
+    open_mode: OpenMode,
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
@@ -534,7 +545,13 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     let naming = Naming {
         portable: opts.portable_names,
     };
-    let mut fs = MailFs::new(store.clone(), timeouts, naming, watcher.clone())?;
+    let mut fs = MailFs::new(
+        store.clone(),
+        timeouts,
+        naming,
+        watcher.clone(),
+        opts.open_mode,
+    )?;
     fs.describe("location", location);
     fs.describe("store_root", store.root().display().to_string());
     fs.describe(

@@ -757,25 +757,40 @@ fn mdbox_purge_and_altmove_under_a_streaming_reader() {
     ];
     let mount = Arc::new(Mount::start(&bob.location(), &dir.join("mnt"), &opts));
 
-    // Opened before the purge that unlinks its m.N: keeps reading its bytes. One large
-    // message that altmove + purge rewrite elsewhere; two that are expunged and purged, one
-    // read with exact-length preads, one read to EOF the way `cat` reads.
+    // With held opens (`--open-mode held`), a file opened before the purge that unlinks
+    // its m.N keeps reading its bytes. One large message that altmove + purge rewrite
+    // elsewhere; two that are expunged and purged, one read with exact-length preads, one
+    // read to EOF the way `cat` reads. The same three opened through the default mount
+    // (kernel opens) give their bytes or ESTALE, never other bytes.
+    let held_opts: Vec<&str> = opts
+        .iter()
+        .copied()
+        .chain(["--open-mode", "held"])
+        .collect();
+    let held = Mount::start(&bob.location(), &dir.join("mnt-held"), &held_opts);
     let inbox = bob.fetch("INBOX");
     let big = inbox
         .iter()
         .find(|m| m.size > 64 * 1024)
         .expect("a large message");
     let small: Vec<&Message> = inbox.iter().filter(|m| m.size < 4096).take(2).collect();
-    let open = |m: &Message| {
+    let open = |mount: &Mount, m: &Message| {
         let mut f = fs::File::open(mount.message("INBOX", m.uid))
             .unwrap_or_else(|e| panic!("opening INBOX uid {}: {e}", m.uid));
         let mut head = vec![0u8; 10];
         f.read_exact(&mut head).expect("reading the head");
         (f, head)
     };
-    let (mut open_big, big_head) = open(big);
-    let (pread_small, _) = open(small[0]);
-    let (mut cat_small, cat_head) = open(small[1]);
+    let (mut open_big, big_head) = open(&held, big);
+    let (pread_small, _) = open(&held, small[0]);
+    let (mut cat_small, cat_head) = open(&held, small[1]);
+    let kernel_opened: Vec<(&Message, fs::File, Vec<u8>)> = [big, small[0], small[1]]
+        .into_iter()
+        .map(|m| {
+            let (f, head) = open(&mount, m);
+            (m, f, head)
+        })
+        .collect();
     let old_files: Vec<PathBuf> = [big, small[0], small[1]]
         .iter()
         .map(|m| m_file_of(&files, &m.guid).0.clone())
@@ -818,7 +833,20 @@ fn mdbox_purge_and_altmove_under_a_streaming_reader() {
         cat_small.read_to_end(&mut rest).map(|_| rest),
         &small[1].text,
     );
-    drop((open_big, pread_small, cat_small));
+    drop((open_big, pread_small, cat_small, held));
+    for (m, mut f, mut bytes) in kernel_opened {
+        match f.read_to_end(&mut bytes) {
+            Ok(_) if bytes == m.text => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESTALE) => {}
+            Ok(_) => open_problems.push(format!(
+                "kernel open of uid {}: {} bytes that differ from the {} expected",
+                m.uid,
+                bytes.len(),
+                m.text.len()
+            )),
+            Err(e) => open_problems.push(format!("kernel open of uid {}: {e}", m.uid)),
+        }
+    }
 
     // Churn while readers stream.
     let gone: Arc<Mutex<HashSet<(String, u32)>>> = Arc::default();

@@ -10,8 +10,8 @@
 //! `--entry-timeout`/`--attr-timeout`, and, with a watcher, invalidated explicitly by the
 //! notifier thread (`notify`) as soon as the watcher reports a change; everything presented
 //! is registered with the watcher for that. Message bytes are immutable for a given
-//! `(mailbox, uidvalidity, uid)`, so their page cache is kept (`FOPEN_KEEP_CACHE`); an open
-//! message stays readable after Dovecot expunges it (we hold the file open).
+//! `(mailbox, uidvalidity, uid)`, so their page cache is kept; how opens reach us, and what
+//! an open file of an expunged message reads, is `--open-mode` (see `open`).
 //! `docs/semantics.md` states the guarantees.
 //!
 //! # Locks
@@ -22,12 +22,12 @@ pub mod errno;
 pub mod inode;
 pub mod naming;
 pub mod notify;
+pub mod open;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,7 +37,7 @@ use fuser::{
     KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use log::debug;
+use log::{debug, warn};
 use lru::LruCache;
 use parking_lot::Mutex;
 
@@ -45,6 +45,7 @@ use self::errno::ErrorReporter;
 use self::inode::{InodeTable, Node, ROOT_INO};
 use self::naming::Naming;
 use self::notify::NotifyStats;
+use self::open::{Backings, OpenMode, RecentSources};
 use crate::coherence::{Snapshot, Watcher};
 use crate::error::{Error, Result};
 use crate::store::{self, cache};
@@ -124,8 +125,10 @@ struct OpenDir {
 /// An open message: its bytes, and its attributes as they were when it was opened.
 #[derive(Debug)]
 struct OpenMessage {
-    src: MessageSource,
+    src: Arc<MessageSource>,
     attr: FileAttr,
+    /// Handed to the kernel (passthrough): the backing id of this inode is released with it.
+    passthrough: bool,
 }
 
 /// One directory entry with everything readdirplus needs.
@@ -154,6 +157,18 @@ pub struct MailFs {
     settings: Vec<(&'static str, String)>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// `--open-mode` as asked for; `init` settles what the kernel allows.
+    open_mode: OpenMode,
+    /// The kernel opens message files without asking (`OpenMode::Kernel`, kernel agreed).
+    kernel_opens: bool,
+    /// Passthrough still possible (cleared at the first refusal).
+    passthrough: std::sync::atomic::AtomicBool,
+    /// Stored files opened for reads by inode (kernel opens).
+    recent: RecentSources,
+    /// Backing ids of passthrough opens.
+    backings: Backings,
+    /// Reads served, for `user.mailfs.status`.
+    reads: AtomicU64,
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
     trees: Mutex<LruCache<MailboxName, Arc<FolderTree>>>,
     errors: ErrorReporter,
@@ -204,6 +219,7 @@ impl MailFs {
         timeouts: CacheTimeouts,
         naming: Naming,
         watcher: Option<Arc<Watcher>>,
+        open_mode: OpenMode,
     ) -> Result<MailFs> {
         use std::os::unix::fs::MetadataExt;
         let root = store.root().to_path_buf();
@@ -218,6 +234,12 @@ impl MailFs {
             settings: Vec::new(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            open_mode,
+            kernel_opens: false,
+            passthrough: std::sync::atomic::AtomicBool::new(false),
+            recent: RecentSources::default(),
+            backings: Backings::default(),
+            reads: AtomicU64::new(0),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
             errors: ErrorReporter::default(),
             root_owner: FileOwner {
@@ -361,6 +383,14 @@ impl MailFs {
         let _ = writeln!(out, "portable_names: {}", self.naming.portable);
         let _ = writeln!(
             out,
+            "open_mode: {}\nkernel_opens: {}\npassthrough: {}\nreads_served: {}",
+            self.open_mode.as_str(),
+            self.kernel_opens,
+            self.passthrough.load(Ordering::Relaxed),
+            load(&self.reads)
+        );
+        let _ = writeln!(
+            out,
             "view_cache_hits: {}\nview_cache_misses: {}\nlist_cache_hits: {}\nlist_cache_misses: {}",
             load(&cache::VIEW_HITS),
             load(&cache::VIEW_BUILDS),
@@ -487,6 +517,30 @@ impl MailFs {
             });
         }
         Ok(f(&view, meta))
+    }
+
+    /// The stored file of message node `ino`, for a read that comes without a handle
+    /// (kernel opens): kept from an earlier read, or opened now from the current view.
+    /// Not-found once the message is gone and no earlier read kept its file.
+    fn source_by_inode(&self, ino: u64) -> Result<Arc<MessageSource>> {
+        let node = self
+            .node(INodeNo(ino))
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        if let Some(src) = self.recent.get(ino, &node) {
+            return Ok(src);
+        }
+        let Node::Message {
+            mailbox,
+            uid_validity,
+            key,
+        } = &node
+        else {
+            return Err(Error::not_found(format!("inode {ino} is not a message")));
+        };
+        let view = self.with_message(mailbox, *uid_validity, key, |view, _| view.clone())?;
+        let src = Arc::new(self.store.open(mailbox, &view, key)?);
+        self.recent.insert(ino, node, src.clone());
+        Ok(src)
     }
 
     /// The entries of a folder, `.` and `..` first.
@@ -651,6 +705,25 @@ impl Filesystem for MailFs {
             }
         }
         let _ = config.set_max_readahead(1024 * 1024);
+        let caps = config.capabilities();
+        match self.open_mode {
+            OpenMode::Kernel if caps.contains(InitFlags::FUSE_NO_OPEN_SUPPORT) => {
+                self.kernel_opens = true;
+            }
+            OpenMode::Kernel => {
+                warn!("the kernel cannot open files without asking; every open reaches mailfs");
+            }
+            OpenMode::Held => {}
+            OpenMode::Passthrough => {
+                let agreed = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                    && config.set_max_stack_depth(1).is_ok();
+                if agreed {
+                    self.passthrough.store(true, Ordering::Relaxed);
+                } else {
+                    warn!("the kernel offers no FUSE passthrough (Linux 6.9+); using held opens");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -674,12 +747,16 @@ impl Filesystem for MailFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        // The kernel holds nothing below a folder it forgot: stop watching it.
-        if let Some(Node::Folder(name)) = self.inodes.forget(ino.0, nlookup)
-            && let Some(w) = &self.watcher
-        {
-            w.unwatch(&Target::Mailbox((*name).clone()));
-            w.unwatch(&Target::Scope((*name).clone()));
+        match self.inodes.forget(ino.0, nlookup) {
+            // The kernel holds nothing below a folder it forgot: stop watching it.
+            Some(Node::Folder(name)) => {
+                if let Some(w) = &self.watcher {
+                    w.unwatch(&Target::Mailbox((*name).clone()));
+                    w.unwatch(&Target::Scope((*name).clone()));
+                }
+            }
+            Some(Node::Message { .. }) => self.recent.remove(ino.0),
+            None => {}
         }
     }
 
@@ -717,29 +794,64 @@ impl Filesystem for MailFs {
             reply.error(fuser::Errno::EISDIR);
             return;
         };
+        if self.kernel_opens {
+            // The first open of the mount: answer it as an open would (the message is
+            // there), then ENOSYS, after which the kernel opens files by itself.
+            match self.with_message(&mailbox, uid_validity, &key, |_, _| ()) {
+                Ok(()) => reply.error(fuser::Errno::ENOSYS),
+                Err(e) => reply.error(self.errors.errno("open", &e)),
+            }
+            return;
+        }
         let opened = self
             .with_message(&mailbox, uid_validity, &key, |view, meta| {
                 (view.clone(), Self::message_attr(ino.0, meta))
             })
             .and_then(|(view, attr)| Ok((self.store.open(&mailbox, &view, &key)?, attr)));
-        match opened {
-            Ok((src, attr)) => {
-                let fh = self.new_handle(Handle::File(Arc::new(OpenMessage { src, attr })));
-                // Bytes of (mailbox, uidvalidity, uid) never change: keep the page cache.
-                // Nothing is ever written, so close() needs no FLUSH round trip.
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-                );
+        let (src, attr) = match opened {
+            Ok((src, attr)) => (Arc::new(src), attr),
+            Err(e) => {
+                reply.error(self.errors.errno("open", &e));
+                return;
             }
-            Err(e) => reply.error(self.errors.errno("open", &e)),
+        };
+        if self.passthrough.load(Ordering::Relaxed) && open::is_whole_file(&src) {
+            match self
+                .backings
+                .acquire(ino.0, || reply.open_backing(&src.file))
+            {
+                Ok(id) => {
+                    let fh = self.new_handle(Handle::File(Arc::new(OpenMessage {
+                        src,
+                        attr,
+                        passthrough: true,
+                    })));
+                    reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);
+                    return;
+                }
+                Err(e) => {
+                    warn!("FUSE passthrough refused ({e}); using held opens from now on");
+                    self.passthrough.store(false, Ordering::Relaxed);
+                }
+            }
         }
+        let fh = self.new_handle(Handle::File(Arc::new(OpenMessage {
+            src,
+            attr,
+            passthrough: false,
+        })));
+        // Bytes of (mailbox, uidvalidity, uid) never change: keep the page cache.
+        // Nothing is ever written, so close() needs no FLUSH round trip.
+        reply.opened(
+            FileHandle(fh),
+            FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+        );
     }
 
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -747,51 +859,44 @@ impl Filesystem for MailFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let open = match self.handles.lock().get(&fh.0) {
-            Some(Handle::File(open)) => Arc::clone(open),
-            _ => {
-                reply.error(fuser::Errno::EBADF);
-                return;
-            }
-        };
-        let src = &open.src;
-        let end = offset.saturating_add(u64::from(size)).min(src.len);
-        if offset >= end {
-            reply.data(&[]);
-            return;
-        }
-        let mut buf = vec![0u8; (end - offset) as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            match src
-                .file
-                .read_at(&mut buf[done..], src.start + offset + done as u64)
-            {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        // fh 0: a file the kernel opened by itself (kernel opens); handles start at 1.
+        let src = if fh.0 == 0 {
+            match self.source_by_inode(ino.0) {
+                Ok(src) => src,
+                Err(e) if e.is_not_found() => {
+                    debug!("read of inode {}: {e}; returning ESTALE", ino.0);
+                    reply.error(fuser::Errno::ESTALE);
+                    return;
+                }
                 Err(e) => {
-                    let err = Error::io(format!("open message (fh {})", fh.0), e);
-                    reply.error(self.errors.errno("read", &err));
+                    reply.error(self.errors.errno("read", &e));
                     return;
                 }
             }
-        }
-        if done < buf.len() {
-            // The file shrank under the open message (a truncation, or a purge that
-            // rewrote it in place): a short reply would look like the end of the message.
-            let err = Error::Unreadable {
-                what: format!(
-                    "open message (fh {}): only {done} of {} bytes at offset {offset} are still \
-                     there; the stored file shrank",
-                    fh.0,
-                    buf.len()
-                ),
+        } else {
+            match self.handles.lock().get(&fh.0) {
+                Some(Handle::File(open)) => open.src.clone(),
+                _ => {
+                    reply.error(fuser::Errno::EBADF);
+                    return;
+                }
+            }
+        };
+        let mut reply = Some(reply);
+        let read = open::read_message(&src, offset, size, |bytes| {
+            if let Some(r) = reply.take() {
+                r.data(bytes);
+            }
+        });
+        if let Err(e) = read
+            && let Some(r) = reply.take()
+        {
+            let e = Error::Unreadable {
+                what: format!("message at inode {} (fh {}): {e}", ino.0, fh.0),
             };
-            reply.error(self.errors.errno("read", &err));
-            return;
+            r.error(self.errors.errno("read", &e));
         }
-        reply.data(&buf);
     }
 
     fn flush(
@@ -802,21 +907,28 @@ impl Filesystem for MailFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever written, so there is nothing to flush.
-        reply.ok();
+        // Nothing is ever written, so there is nothing to flush. ENOSYS tells the kernel so
+        // for good: it sends no FLUSH at close from now on (files it opens by itself carry
+        // no FOPEN_NOFLUSH).
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.lock().remove(&fh.0);
+        let removed = self.handles.lock().remove(&fh.0);
+        if let Some(Handle::File(open)) = removed
+            && open.passthrough
+        {
+            self.backings.release(ino.0);
+        }
         reply.ok();
     }
 
