@@ -4,6 +4,7 @@
 
 use std::cmp::Ordering;
 
+use crate::store::messages;
 use crate::store::{MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta};
 
 /// The difference between two views of one mailbox.
@@ -44,8 +45,17 @@ impl ViewDiff {
             mailbox_changed,
             ..ViewDiff::default()
         };
-        merge(&old.messages, &new.messages, &mut d, |a, b| {
-            same_presentation(old, a, new, b)
+        // Chunks the two views share are the same messages: skipped unseen, so a diff after
+        // one delivery into a large mailbox costs a chunk, not the mailbox.
+        messages::merge_chunked(&old.messages, &new.messages, |a, b| match (a, b) {
+            (Some(a), None) => d.removed.push(a.key.clone()),
+            (None, Some(b)) => d.added.push(b.key.clone()),
+            (Some(a), Some(b)) => {
+                if !same_presentation(old, a, new, b) {
+                    d.changed.push(b.key.clone());
+                }
+            }
+            (None, None) => {}
         });
         merge(&old.pending, &new.pending, &mut d, |a, b| {
             same_presentation(old, a, new, b)
@@ -186,7 +196,7 @@ mod tests {
             uid_validity: uv,
             uid_next: messages.len() as u32 + 1,
             guid: None,
-            messages,
+            messages: crate::store::Messages::from_sorted(messages),
             pending: Vec::new(),
             keyword_names: Arc::new(keywords.iter().map(|s| s.to_string()).collect()),
             owner: FileOwner::default(),

@@ -367,6 +367,11 @@ impl Worker {
                 warn!("watcher: reading inotify events: {e}");
                 break;
             }
+            // Requests arriving during the debounce must not trust a stamp checked before
+            // these events (`RECHECK_AFTER`): re-stat from now on, not after the debounce.
+            if !fired.changed.is_empty() || !fired.dropped.is_empty() || fired.overflow {
+                store::recheck_all();
+            }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;

@@ -609,6 +609,15 @@ pub fn cached_message_with(
     ids: &FieldIds,
 ) -> Result<CachedMessage, FormatError> {
     let values = record_fields(data, offset, fields)?;
+    typed_values(&values, offset, ids)
+}
+
+/// The [`CachedMessage`] of one message's collected field values.
+fn typed_values(
+    values: &[(u32, &[u8])],
+    offset: u32,
+    ids: &FieldIds,
+) -> Result<CachedMessage, FormatError> {
     let value = |id: Option<u32>| {
         let id = id?;
         values.iter().find(|(n, _)| *n == id).map(|(_, v)| *v)
@@ -635,6 +644,109 @@ pub fn cached_message_with(
         size_virtual: value(ids.size_virtual).and_then(|v| le_u64(v, 0)),
         guid,
     })
+}
+
+/// Reads exactly `len` bytes of a file at `at`; `None` if they are not all there.
+pub type ReadAt<'a> = &'a dyn Fn(u64, usize) -> Option<Vec<u8>>;
+
+/// [`parse_fields`] for a file read piecewise through `read`, so that looking up a few
+/// messages costs a few reads, not the whole file. The same checks, but for the
+/// `next_offset` bound, which is the file's: a header that cannot be read is an error.
+pub fn parse_fields_at(
+    read: ReadAt<'_>,
+    header: &CacheHeader,
+) -> Result<Vec<CacheField>, FormatError> {
+    let mut offset = 0u32;
+    let mut next = header.field_header_offset;
+    let mut next_at = OFF_FIELD_HEADER_OFFSET;
+    let mut head = Vec::new();
+    while next != 0 {
+        if next <= offset {
+            return Err(FormatError::new(
+                next_at,
+                format!("field header next_offset {next} does not increase; the cache loops"),
+            ));
+        }
+        offset = next;
+        head = read(u64::from(offset), FIELDS_HEADER_SIZE).ok_or_else(|| {
+            FormatError::new(
+                next_at,
+                format!("field header offset {offset} is outside the file"),
+            )
+        })?;
+        next_at = to_usize(offset);
+        next = encoded_at(&head, 0).unwrap_or(0);
+    }
+    if offset == 0 {
+        return Err(FormatError::new(
+            OFF_FIELD_HEADER_OFFSET,
+            "cache file has no field header",
+        ));
+    }
+    let size = to_usize(le_u32(&head, 4).unwrap_or(0)).max(FIELDS_HEADER_SIZE);
+    let area = read(u64::from(offset), size).ok_or_else(|| {
+        FormatError::new(
+            to_usize(offset).saturating_add(4),
+            format!("field header size {size} at offset {offset} goes outside the file"),
+        )
+    })?;
+    // Offsets in errors are relative to the header from here on.
+    parse_field_header(&area, 0)
+}
+
+/// [`cached_message_with`] for a file read piecewise through `read`: follows the message's
+/// record chain with one read per record header and one per record, with the same checks
+/// (alignment, sizes, a strictly decreasing chain).
+pub fn cached_message_at(
+    read: ReadAt<'_>,
+    offset: u32,
+    fields: &[CacheField],
+    ids: &FieldIds,
+) -> Result<CachedMessage, FormatError> {
+    let mut records: Vec<(u32, Vec<u8>)> = Vec::new();
+    let mut cur = offset;
+    while cur != 0 {
+        let rec_at = to_usize(cur);
+        if !cur.is_multiple_of(4) {
+            return Err(FormatError::new(
+                rec_at,
+                format!("cache record offset {cur} is not 4-byte aligned"),
+            ));
+        }
+        let head = read(u64::from(cur), RECORD_HEADER_SIZE).ok_or_else(|| {
+            FormatError::new(
+                rec_at,
+                format!("cache record offset {cur} is outside the file"),
+            )
+        })?;
+        let (prev, rec_size) = (le_u32(&head, 0).unwrap_or(0), le_u32(&head, 4).unwrap_or(0));
+        let rec_len = to_usize(rec_size);
+        if rec_len < RECORD_HEADER_SIZE {
+            return Err(FormatError::new(
+                rec_at.saturating_add(4),
+                format!("cache record at {cur} has invalid size {rec_size}"),
+            ));
+        }
+        let record = read(u64::from(cur), rec_len).ok_or_else(|| {
+            FormatError::new(
+                rec_at.saturating_add(4),
+                format!("cache record at {cur} (size {rec_size}) goes outside the file"),
+            )
+        })?;
+        if prev != 0 && prev >= cur {
+            return Err(FormatError::new(
+                rec_at,
+                format!("cache record at {cur} links back to {prev}: the record chain loops"),
+            ));
+        }
+        records.push((cur, record));
+        cur = prev;
+    }
+    let mut values: Vec<(u32, &[u8])> = Vec::new();
+    for (at, record) in &records {
+        collect_record(record, to_usize(*at), fields, &mut values)?;
+    }
+    typed_values(&values, offset, ids)
 }
 
 /// The offset-encoded u32 at `at`, if the bytes are there.
@@ -1007,6 +1119,41 @@ mod tests {
     }
 
     #[test]
+    fn piecewise_reads_refuse_what_whole_reads_refuse() {
+        let (data, new_at, _) = sample();
+        let fields = fields_of(&data).unwrap();
+        let ids = FieldIds::resolve(&fields).unwrap_or_default();
+        let cuts = [
+            new_at as usize + 4,
+            new_at as usize + 9,
+            data.len() - 1,
+            data.len(),
+        ];
+        for cut in cuts {
+            let d = &data[..cut];
+            let read = |at: u64, len: usize| {
+                let at = usize::try_from(at).ok()?;
+                d.get(at..at.checked_add(len)?).map(<[u8]>::to_vec)
+            };
+            let whole = cached_message_with(d, new_at, &fields, &ids);
+            let piece = cached_message_at(&read, new_at, &fields, &ids);
+            assert_eq!(
+                whole.is_ok(),
+                piece.is_ok(),
+                "cut at {cut}: {whole:?} / {piece:?}"
+            );
+            if let (Ok(w), Ok(p)) = (whole, piece) {
+                assert_eq!(w, p);
+            }
+        }
+        let read = |at: u64, len: usize| {
+            let at = usize::try_from(at).ok()?;
+            data.get(at..at.checked_add(len)?).map(<[u8]>::to_vec)
+        };
+        assert!(cached_message_at(&read, new_at + 2, &fields, &ids).is_err());
+    }
+
+    #[test]
     fn record_errors() {
         let (data, new_at, old_at) = sample();
         let fields = fields_of(&data).unwrap();
@@ -1243,6 +1390,21 @@ mod tests {
             assert_eq!(got_names, dumped_names, "uid {:?}", record_uid(rec));
 
             let m = cached_message(cache, offset, &fields).unwrap();
+            // Read piecewise, the same values.
+            let read = |at: u64, len: usize| {
+                let at = usize::try_from(at).ok()?;
+                cache.get(at..at.checked_add(len)?).map(<[u8]>::to_vec)
+            };
+            let header = parse_cache_header(cache).unwrap();
+            let fields_at = parse_fields_at(&read, &header).unwrap();
+            assert_eq!(fields_at, fields);
+            let ids = FieldIds::resolve(&fields).unwrap();
+            assert_eq!(
+                cached_message_at(&read, offset, &fields_at, &ids).unwrap(),
+                m,
+                "piecewise read of uid {:?}",
+                record_uid(rec)
+            );
             let num = |name: &str| {
                 dumped.iter().find(|(n, _)| *n == name).map(|(_, v)| {
                     let digits: String = v.chars().take_while(char::is_ascii_digit).collect();

@@ -45,7 +45,7 @@ use self::errno::ErrorReporter;
 use self::inode::{InodeTable, Node, ROOT_INO};
 use self::naming::Naming;
 use self::notify::NotifyStats;
-use self::open::{Backings, OpenMode, RecentSources};
+use self::open::{Backings, OpenMode, Recent, RecentSources};
 use crate::coherence::{Snapshot, Watcher};
 use crate::error::{Error, Result};
 use crate::store::{self, cache};
@@ -526,8 +526,8 @@ impl MailFs {
         let node = self
             .node(INodeNo(ino))
             .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
-        if let Some(src) = self.recent.get(ino, &node) {
-            return Ok(src);
+        if let Some(recent) = self.recent.get(ino, &node) {
+            return Ok(recent.src);
         }
         let Node::Message {
             mailbox,
@@ -537,9 +537,18 @@ impl MailFs {
         else {
             return Err(Error::not_found(format!("inode {ino} is not a message")));
         };
-        let view = self.with_message(mailbox, *uid_validity, key, |view, _| view.clone())?;
+        let (view, attr) = self.with_message(mailbox, *uid_validity, key, |view, meta| {
+            (view.clone(), Self::message_attr(ino, meta))
+        })?;
         let src = Arc::new(self.store.open(mailbox, &view, key)?);
-        self.recent.insert(ino, node, src.clone());
+        self.recent.insert(
+            ino,
+            Recent {
+                node,
+                src: src.clone(),
+                attr,
+            },
+        );
         Ok(src)
     }
 
@@ -776,6 +785,12 @@ impl Filesystem for MailFs {
         };
         match self.attr_of(ino.0, &node) {
             Ok(attr) => reply.attr(&self.timeouts.attr, &attr),
+            // A message expunged while a file the kernel opened by itself still reads it
+            // (kernel opens carry no handle): the attributes it was opened with.
+            Err(e) if e.is_not_found() => match self.recent.get(ino.0, &node) {
+                Some(recent) => reply.attr(&self.timeouts.attr, &recent.attr),
+                None => reply.error(fuser::Errno::ENOENT),
+            },
             Err(e) => reply.error(self.errors.errno("getattr", &e)),
         }
     }

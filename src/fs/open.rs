@@ -23,7 +23,7 @@ use std::num::NonZeroUsize;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use fuser::BackingId;
+use fuser::{BackingId, FileAttr};
 use lru::LruCache;
 use parking_lot::Mutex;
 
@@ -67,11 +67,22 @@ impl std::str::FromStr for OpenMode {
     }
 }
 
+/// One stored file opened for reads by inode, with the node and attributes it was opened
+/// for.
+#[derive(Debug, Clone)]
+pub(super) struct Recent {
+    pub node: Node,
+    pub src: Arc<MessageSource>,
+    /// Attributes when opened: an open file of a message expunged since keeps them (as
+    /// `fstat` of an unlinked file does).
+    pub attr: FileAttr,
+}
+
 /// Stored files opened for reads that come by inode. Each entry remembers the node it was
 /// opened for: an inode number found again for another node (after probing) is a miss.
 #[derive(Debug)]
 pub(super) struct RecentSources {
-    lru: Mutex<LruCache<u64, (Node, Arc<MessageSource>)>>,
+    lru: Mutex<LruCache<u64, Recent>>,
 }
 
 impl Default for RecentSources {
@@ -83,17 +94,14 @@ impl Default for RecentSources {
 }
 
 impl RecentSources {
-    /// The source opened for `node` at `ino`, if still kept.
-    pub(super) fn get(&self, ino: u64, node: &Node) -> Option<Arc<MessageSource>> {
+    /// What was opened for `node` at `ino`, if still kept.
+    pub(super) fn get(&self, ino: u64, node: &Node) -> Option<Recent> {
         let mut lru = self.lru.lock();
-        match lru.get(&ino) {
-            Some((n, src)) if n == node => Some(src.clone()),
-            _ => None,
-        }
+        lru.get(&ino).filter(|r| r.node == *node).cloned()
     }
 
-    pub(super) fn insert(&self, ino: u64, node: Node, src: Arc<MessageSource>) {
-        self.lru.lock().put(ino, (node, src));
+    pub(super) fn insert(&self, ino: u64, recent: Recent) {
+        self.lru.lock().put(ino, recent);
     }
 
     /// Forgets `ino` (the kernel forgot the node, or it was expunged).
@@ -267,7 +275,14 @@ mod tests {
             key: MessageKey::Uid(uid),
         };
         let recent = RecentSources::default();
-        recent.insert(42, node(1), Arc::new(src));
+        recent.insert(
+            42,
+            Recent {
+                node: node(1),
+                src: Arc::new(src),
+                attr: super::super::negative_attr(),
+            },
+        );
         assert!(recent.get(42, &node(1)).is_some());
         assert!(recent.get(42, &node(2)).is_none(), "same ino, other node");
         recent.remove(42);

@@ -30,6 +30,17 @@ pub struct Records {
     len: usize,
 }
 
+/// What [`Records::delta`] found, each list in ascending UID order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordDelta {
+    /// UIDs only in the newer records.
+    pub added: Vec<u32>,
+    /// UIDs only in the older records.
+    pub removed: Vec<u32>,
+    /// UIDs in both whose record bytes differ.
+    pub changed: Vec<u32>,
+}
+
 /// Reads the UID (bytes 0..4) of a record.
 pub fn record_uid(rec: &[u8]) -> u32 {
     crate::format::index::record_uid(rec).unwrap_or(0)
@@ -220,6 +231,71 @@ impl Records {
         out
     }
 
+    /// What differs from `old` to `self`, by UID: records only in `self`, records only in
+    /// `old`, and records in both whose bytes differ (flags, keywords, any extension such
+    /// as the cache offset). Chunks the two share are skipped unseen, so the cost follows
+    /// what a refresh touched. `None` when the record layouts differ (compare everything).
+    pub fn delta(&self, old: &Records) -> Option<RecordDelta> {
+        if self.record_size != old.record_size {
+            return None;
+        }
+        let rs = self.record_size;
+        let (a, b) = (&old.chunks, &self.chunks);
+        let mut d = RecordDelta::default();
+        let (mut ci, mut cj, mut i, mut j) = (0usize, 0usize, 0usize, 0usize);
+        fn rec(c: &[Arc<Chunk>], ci: usize, i: usize, rs: usize) -> Option<&[u8]> {
+            c.get(ci).and_then(|c| c.bytes.get(i * rs..(i + 1) * rs))
+        }
+        loop {
+            if i == 0 && j == 0 && ci < a.len() && cj < b.len() && Arc::ptr_eq(&a[ci], &b[cj]) {
+                ci += 1;
+                cj += 1;
+                continue;
+            }
+            let (x, y) = (rec(a, ci, i, rs), rec(b, cj, j, rs));
+            let (take_a, take_b) = match (x, y) {
+                (None, None) => break,
+                (Some(x), None) => {
+                    d.removed.push(record_uid(x));
+                    (true, false)
+                }
+                (None, Some(y)) => {
+                    d.added.push(record_uid(y));
+                    (false, true)
+                }
+                (Some(x), Some(y)) => match record_uid(x).cmp(&record_uid(y)) {
+                    std::cmp::Ordering::Less => {
+                        d.removed.push(record_uid(x));
+                        (true, false)
+                    }
+                    std::cmp::Ordering::Greater => {
+                        d.added.push(record_uid(y));
+                        (false, true)
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if x != y {
+                            d.changed.push(record_uid(y));
+                        }
+                        (true, true)
+                    }
+                },
+            };
+            if take_a {
+                i += 1;
+                if i * rs >= a[ci].bytes.len() {
+                    (ci, i) = (ci + 1, 0);
+                }
+            }
+            if take_b {
+                j += 1;
+                if j * rs >= b[cj].bytes.len() {
+                    (cj, j) = (cj + 1, 0);
+                }
+            }
+        }
+        Some(d)
+    }
+
     /// How many chunks two record sets share (for tests of structural sharing).
     pub fn shared_chunks(&self, other: &Records) -> usize {
         self.chunks
@@ -232,6 +308,31 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delta_looks_only_at_unshared_chunks_and_finds_every_change() {
+        let old = Records::from_sorted(
+            8,
+            (1..=(4 * CHUNK as u32))
+                .map(|u| rec(u, 0))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|r| &r[..]),
+        );
+        let mut new = old.clone();
+        assert_eq!(new.delta(&old), Some(RecordDelta::default()));
+        if let Some(r) = new.get_mut(3) {
+            r[4] = 1;
+        }
+        assert!(new.remove(2 * CHUNK as u32 + 1));
+        new.push_sorted(&rec(9 * CHUNK as u32, 0));
+        let d = new.delta(&old).expect("same layout");
+        assert_eq!(d.changed, vec![3]);
+        assert_eq!(d.removed, vec![2 * CHUNK as u32 + 1]);
+        assert_eq!(d.added, vec![9 * CHUNK as u32]);
+        let other = Records::new(12);
+        assert_eq!(other.delta(&old), None);
+    }
 
     fn rec(uid: u32, flags: u8) -> [u8; 8] {
         let mut r = [0u8; 8];

@@ -32,11 +32,11 @@ use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
     Target, UidCursor,
 };
-use super::{files, locks};
+use super::{Messages, files, locks};
 use crate::error::{Error, Result};
 use crate::format::dbox;
 use crate::format::{MailFlags, hex};
-use crate::index::cachefile::CacheSnapshot;
+use crate::index::cachefile::{CacheLookup, CacheSnapshot, CachedValues};
 use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
 use crate::location::{Format, Location};
@@ -67,8 +67,9 @@ pub struct DboxStore {
     loc: Location,
     /// Cached mailbox list; no I/O under this lock.
     list: ListCache<MailboxPaths>,
-    /// Views by mailbox; no I/O under this lock.
-    views: ViewCache<()>,
+    /// Views by mailbox, each with what the next build continues from; no I/O under
+    /// this lock.
+    views: ViewCache<Continue>,
     /// Mailbox indexes and, for mdbox, the map index.
     indexes: IndexPool,
 }
@@ -269,8 +270,8 @@ impl DboxStore {
         &self,
         name: &MailboxName,
         paths: &MailboxPaths,
-        previous: Option<&MailboxView>,
-    ) -> Result<Built<()>> {
+        previous: Option<&Built<Continue>>,
+    ) -> Result<Built<Continue>> {
         let mut stamped = vec![
             paths.index.join("dovecot.index"),
             paths.index.join("dovecot.index.log"),
@@ -303,18 +304,40 @@ impl DboxStore {
                      message list only there",
                 )
             })?;
-        let cache = CacheSnapshot::read(&paths.index.join("dovecot.index.cache"), &index)
-            .unwrap_or_default();
         let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
         // Reusable only within one UIDVALIDITY.
-        let previous = previous.filter(|p| p.uid_validity == index.state.header().uid_validity);
-        let mut messages = match self.loc.format {
-            Format::Sdbox => self.sdbox_messages(paths, &index, cache.as_ref(), previous)?,
-            _ => self.mdbox_messages(&index, cache.as_ref(), previous)?,
+        let previous =
+            previous.filter(|p| p.view.uid_validity == index.state.header().uid_validity);
+        // Continue from the previous build where possible (private flags come from another
+        // index: always built in full).
+        let continued = match previous {
+            Some(p) if paths.pvt.is_none() => {
+                self.continued_messages(paths, &index, &p.view, &p.extra)?
+            }
+            _ => None,
         };
-        if let Some(pvt_dir) = &paths.pvt {
-            self.apply_private_flags(pvt_dir, &mut messages)?;
-        }
+        let (messages, broken) = match continued {
+            Some(c) => c,
+            None => {
+                let cache = CacheSnapshot::read(&paths.index.join("dovecot.index.cache"), &index)
+                    .unwrap_or_default();
+                let cache = cache.as_ref().map(|c| c as &dyn CachedValues);
+                let mut messages =
+                    self.all_messages(paths, &index, cache, previous.map(|p| &*p.view))?;
+                if let Some(pvt_dir) = &paths.pvt {
+                    self.apply_private_flags(pvt_dir, &mut messages)?;
+                }
+                let broken = messages
+                    .iter()
+                    .filter(|m| m.problem.is_some())
+                    .filter_map(|m| match m.key {
+                        MessageKey::Uid(u) => Some(u),
+                        MessageKey::Pending(_) => None,
+                    })
+                    .collect();
+                (Messages::from_sorted(messages), broken)
+            }
+        };
         let st = &index.state;
         let h = st.header();
         let guid_ext = match self.loc.format {
@@ -341,7 +364,7 @@ impl DboxStore {
         Ok(Built {
             view: Arc::new(view),
             stamp,
-            extra: (),
+            extra: Continue { index, broken },
         })
     }
 
@@ -368,124 +391,104 @@ impl DboxStore {
         Ok(())
     }
 
-    /// One `u.N` per record: its header, metadata and file times.
-    fn sdbox_messages(
+    /// Every message of the index, each from its `u.N` / `m.N` (or from `previous`, which
+    /// is reused for what never changes for a UID: see [`DboxStore::reusable`]).
+    fn all_messages(
         &self,
         paths: &MailboxPaths,
         index: &IndexView,
-        cache: Option<&CacheSnapshot>,
+        cache: Option<&dyn CachedValues>,
         previous: Option<&MailboxView>,
     ) -> Result<Vec<MessageMeta>> {
         let st = &index.state;
         let mut previous = UidCursor::new(previous);
+        let mut reader = self.stored_reader(index)?;
         let mut out = Vec::with_capacity(st.records.len());
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
-            if let Some(m) = Self::reusable(&mut previous, uid) {
-                out.push(Self::with_cache(index, cache, rec, m, None));
-                continue;
-            }
-            let locator = format!("u.{uid}");
-            let (file, path) = match open_primary_or_alt(paths, &locator) {
-                Ok(Some(f)) => f,
-                Ok(None) => {
-                    let problem = format!(
-                        "{}: uid {uid} is in the index but {locator} is in neither primary \
-                         nor ALT storage",
-                        paths.mail.display()
-                    );
-                    out.push(Self::broken(uid, rec, locator.into_bytes(), problem));
-                    continue;
-                }
-                Err(e) => {
-                    out.push(Self::broken(uid, rec, locator.into_bytes(), e.to_string()));
-                    continue;
-                }
-            };
-            let found = match read_message(&file, &path, None) {
-                Ok(f) => f,
-                Err(e) => {
-                    out.push(Self::broken(uid, rec, locator.into_bytes(), e.to_string()));
-                    continue;
-                }
-            };
-            let fmeta = file.metadata().map_err(|e| Error::io(&path, e))?;
-            out.push(Self::meta(
-                index,
-                cache,
-                Stored {
-                    uid,
-                    rec,
-                    found,
-                    file: &fmeta,
-                    save_date: None,
-                    locator: locator.into_bytes(),
-                },
-            ));
-        }
-        Ok(out)
-    }
-
-    /// Records resolved through the map, grouped by file so each `m.N` is opened once.
-    fn mdbox_messages(
-        &self,
-        index: &IndexView,
-        cache: Option<&CacheSnapshot>,
-        previous: Option<&MailboxView>,
-    ) -> Result<Vec<MessageMeta>> {
-        let st = &index.state;
-        let mut previous = UidCursor::new(previous);
-        let map_paths = self.map_paths();
-        let mut map = self
-            .indexes
-            .view(&map_paths)?
-            .ok_or_else(|| Error::layout(&map_paths.dir, "mdbox map index missing"))?;
-        let mdbox_ext = st.ext("mdbox").map(|(_, e)| e.clone());
-        let mut out = Vec::with_capacity(st.records.len());
-        let mut files = OpenMFiles::default();
-        for rec in st.records.iter() {
-            let uid = crate::index::records::record_uid(rec);
-            let ext = mdbox_ext.as_ref().and_then(|e| e.slice(rec));
-            let (map_uid, save_date) = match ext {
-                Some(b) if b.len() >= 8 => (le_u32(&b[0..4]), le_u32(&b[4..8])),
-                _ => {
-                    return Err(Error::layout(
-                        &self.loc.root,
-                        format!("mdbox mailbox record for uid {uid} has no map_uid"),
-                    ));
-                }
-            };
-            let save_date = (save_date != 0).then_some(i64::from(save_date));
+            let save_date = reader.save_date(rec)?;
             if let Some(m) = Self::reusable(&mut previous, uid) {
                 out.push(Self::with_cache(index, cache, rec, m, save_date));
                 continue;
             }
-            let mut locator = b"map:".to_vec();
-            locator.extend_from_slice(map_uid.to_string().as_bytes());
-            // A purge may have moved the message since the map was read: before calling
-            // it damaged, look again through a fresh map (as Dovecot's lookup loops).
-            let mut attempt = 0;
-            let resolved = loop {
-                match self.resolve_in(&map, &mut files, uid, map_uid) {
-                    Ok(found) => break Ok(found),
-                    Err(_) if attempt + 1 < MDBOX_RESOLVE_ATTEMPTS => {
-                        attempt += 1;
-                        files.clear();
-                        map = self.indexes.view(&map_paths)?.ok_or_else(|| {
-                            Error::layout(&map_paths.dir, "mdbox map index missing")
-                        })?;
+            out.push(self.stored_message(&mut reader, paths, index, cache, rec)?);
+        }
+        Ok(out)
+    }
+
+    /// What reading stored messages needs: for mdbox the map and the open `m.N` files.
+    fn stored_reader(&self, index: &IndexView) -> Result<StoredReader> {
+        if self.loc.format != Format::Mdbox {
+            return Ok(StoredReader::Sdbox);
+        }
+        let map_paths = self.map_paths();
+        let map = self
+            .indexes
+            .view(&map_paths)?
+            .ok_or_else(|| Error::layout(&map_paths.dir, "mdbox map index missing"))?;
+        Ok(StoredReader::Mdbox {
+            map_paths,
+            map,
+            files: OpenMFiles::default(),
+            ext: index.state.ext("mdbox").map(|(_, e)| e.clone()),
+            root: self.loc.root.clone(),
+        })
+    }
+
+    /// One message read from its stored file: sdbox's `u.N` (header, metadata, file
+    /// times), or mdbox's `m.N` entry through the map. A file that cannot be read gives a
+    /// broken message (listed, EIO when read), not an error.
+    fn stored_message(
+        &self,
+        reader: &mut StoredReader,
+        paths: &MailboxPaths,
+        index: &IndexView,
+        cache: Option<&dyn CachedValues>,
+        rec: &[u8],
+    ) -> Result<MessageMeta> {
+        let uid = crate::index::records::record_uid(rec);
+        let save_date = reader.save_date(rec)?;
+        let (locator, resolved) = match reader {
+            StoredReader::Sdbox => {
+                let locator = format!("u.{uid}").into_bytes();
+                let resolved = self.read_sdbox(paths, uid);
+                (locator, resolved)
+            }
+            StoredReader::Mdbox {
+                map_paths,
+                map,
+                files,
+                ext,
+                ..
+            } => {
+                let map_uid = ext
+                    .as_ref()
+                    .and_then(|e| e.slice(rec))
+                    .map_or(0, |b| le_u32(&b[0..4]));
+                let mut locator = b"map:".to_vec();
+                locator.extend_from_slice(map_uid.to_string().as_bytes());
+                // A purge may have moved the message since the map was read: before
+                // calling it damaged, look again through a fresh map (as Dovecot's lookup
+                // loops).
+                let mut attempt = 0;
+                let resolved = loop {
+                    match self.resolve_in(map, files, uid, map_uid) {
+                        Ok(found) => break Ok(found),
+                        Err(_) if attempt + 1 < MDBOX_RESOLVE_ATTEMPTS => {
+                            attempt += 1;
+                            files.clear();
+                            *map = self.indexes.view(map_paths)?.ok_or_else(|| {
+                                Error::layout(&map_paths.dir, "mdbox map index missing")
+                            })?;
+                        }
+                        Err(problem) => break Err(problem),
                     }
-                    Err(problem) => break Err(problem),
-                }
-            };
-            let (found, fmeta) = match resolved {
-                Ok(r) => r,
-                Err(problem) => {
-                    out.push(Self::broken(uid, rec, locator, problem));
-                    continue;
-                }
-            };
-            out.push(Self::meta(
+                };
+                (locator, resolved)
+            }
+        };
+        Ok(match resolved {
+            Ok((found, fmeta)) => Self::meta(
                 index,
                 cache,
                 Stored {
@@ -496,9 +499,98 @@ impl DboxStore {
                     save_date,
                     locator,
                 },
-            ));
+            ),
+            Err(problem) => Self::broken(uid, rec, locator, problem),
+        })
+    }
+
+    /// Reads `u.<uid>` from primary or ALT storage; `Err` says why it cannot be read.
+    fn read_sdbox(
+        &self,
+        paths: &MailboxPaths,
+        uid: u32,
+    ) -> std::result::Result<(Found, fs::Metadata), String> {
+        let locator = format!("u.{uid}");
+        let (file, path) = match open_primary_or_alt(paths, &locator) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Err(format!(
+                    "{}: uid {uid} is in the index but {locator} is in neither primary nor                      ALT storage",
+                    paths.mail.display()
+                ));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let found = read_message(&file, &path, None).map_err(|e| e.to_string())?;
+        let fmeta = file
+            .metadata()
+            .map_err(|e| Error::io(&path, e).to_string())?;
+        Ok((found, fmeta))
+    }
+
+    /// The messages of `index` made from `previous`, which was built from `from`, by
+    /// applying what changed between the two indexes: removed UIDs dropped, changed ones
+    /// re-read from the index record and the cache, new ones (and ones that were broken)
+    /// read from their files. Views share every chunk of messages nothing touched, so
+    /// this costs what changed, not the mailbox. `None` when it cannot be done that way
+    /// (another index generation or record layout, keywords renumbered): build in full.
+    fn continued_messages(
+        &self,
+        paths: &MailboxPaths,
+        index: &IndexView,
+        previous: &MailboxView,
+        from: &Continue,
+    ) -> Result<Option<(Messages, Vec<u32>)>> {
+        let (old, new) = (&from.index.state, &index.state);
+        if from.index.indexid != index.indexid
+            || old.header().uid_validity != new.header().uid_validity
+            || previous.uid_validity != new.header().uid_validity
+            || !new.keywords.starts_with(&old.keywords)
+        {
+            return Ok(None);
         }
-        Ok(out)
+        let Some(delta) = new.records.delta(&old.records) else {
+            return Ok(None);
+        };
+        let mut messages = previous.messages.clone();
+        if delta.added.is_empty() && delta.removed.is_empty() && delta.changed.is_empty() {
+            return Ok(Some((messages, from.broken.clone())));
+        }
+        for uid in &delta.removed {
+            messages.remove(*uid);
+        }
+        let cache =
+            CacheLookup::open(&paths.index.join("dovecot.index.cache"), index).unwrap_or_default();
+        let cache = cache.as_ref().map(|c| c as &dyn CachedValues);
+        let mut reader = self.stored_reader(index)?;
+        let mut from_files: Vec<u32> = delta.added.clone();
+        for uid in delta.changed.iter().chain(&from.broken) {
+            let Some(rec) = new.records.get(*uid) else {
+                continue;
+            };
+            match messages.get(*uid).filter(|m| m.problem.is_none()) {
+                Some(m) => {
+                    let save_date = reader.save_date(rec)?;
+                    let m = Self::with_cache(index, cache, rec, m, save_date);
+                    messages.upsert(m);
+                }
+                None => from_files.push(*uid),
+            }
+        }
+        from_files.sort_unstable();
+        from_files.dedup();
+        let mut broken = Vec::new();
+        for uid in from_files {
+            let Some(rec) = new.records.get(uid) else {
+                continue;
+            };
+            let m = self.stored_message(&mut reader, paths, index, cache, rec)?;
+            if m.problem.is_some() {
+                broken.push(uid);
+            }
+            messages.upsert(m);
+        }
+        Ok(Some((messages, broken)))
     }
 
     /// Reads the message `map_uid` points at in `map`; `Err` says why it cannot be read.
@@ -529,7 +621,11 @@ impl DboxStore {
 
     /// Builds one message's metadata from the index record, the dbox file and the cache,
     /// in the order Dovecot's getters consult them.
-    fn meta(index: &IndexView, cache: Option<&CacheSnapshot>, stored: Stored<'_>) -> MessageMeta {
+    fn meta(
+        index: &IndexView,
+        cache: Option<&dyn CachedValues>,
+        stored: Stored<'_>,
+    ) -> MessageMeta {
         let Stored {
             uid,
             rec,
@@ -588,7 +684,7 @@ impl DboxStore {
     /// over `m`'s, which came from the dbox file (now, or for the previous view).
     fn with_cache(
         index: &IndexView,
-        cache: Option<&CacheSnapshot>,
+        cache: Option<&dyn CachedValues>,
         rec: &[u8],
         m: &MessageMeta,
         save_date: Option<i64>,
@@ -706,6 +802,50 @@ impl DboxStore {
             self.map_paths().dir,
             format!("map_uid {map_uid} cannot be read: {last_problem}"),
         ))
+    }
+}
+
+/// What one view build continues from in the next: the index it was built from and the
+/// UIDs it holds as broken (retried at every build).
+#[derive(Debug)]
+struct Continue {
+    index: Arc<IndexView>,
+    broken: Vec<u32>,
+}
+
+/// How stored messages are read during one build.
+enum StoredReader {
+    Sdbox,
+    Mdbox {
+        map_paths: IndexPaths,
+        map: Arc<IndexView>,
+        files: OpenMFiles,
+        /// The mailbox index's `mdbox` extension (map_uid, save_date).
+        ext: Option<crate::index::state::Ext>,
+        root: PathBuf,
+    },
+}
+
+impl StoredReader {
+    /// mdbox's save date from the record's `mdbox` extension (none for sdbox); an mdbox
+    /// record without a map_uid is an error for the mailbox.
+    fn save_date(&self, rec: &[u8]) -> Result<Option<i64>> {
+        let StoredReader::Mdbox { ext, root, .. } = self else {
+            return Ok(None);
+        };
+        match ext.as_ref().and_then(|e| e.slice(rec)) {
+            Some(b) if b.len() >= 8 => {
+                let save_date = le_u32(&b[4..8]);
+                Ok((save_date != 0).then_some(i64::from(save_date)))
+            }
+            _ => Err(Error::layout(
+                root,
+                format!(
+                    "mdbox mailbox record for uid {} has no map_uid",
+                    crate::index::records::record_uid(rec)
+                ),
+            )),
+        }
     }
 }
 
@@ -869,7 +1009,7 @@ impl MailStore for DboxStore {
     fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
         self.views.get(mailbox, |previous| {
             let paths = self.paths_of(mailbox)?;
-            self.build_view(mailbox, &paths, previous.map(|p| &*p.view))
+            self.build_view(mailbox, &paths, previous)
         })
     }
 

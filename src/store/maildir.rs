@@ -32,7 +32,7 @@ use super::{
     MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
     Target, UidCursor,
 };
-use super::{files, locks};
+use super::{Messages, files, locks};
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
@@ -478,7 +478,7 @@ impl MaildirStore {
             uid_validity: uidlist.as_ref().map_or(0, |u| u.uid_validity),
             uid_next: uidlist.as_ref().map_or(0, |u| u.next_uid),
             guid: uidlist.as_ref().and_then(|u| u.mailbox_guid.clone()),
-            messages,
+            messages: Messages::from_sorted(messages),
             pending,
             keyword_names: Arc::new(keyword_names),
             owner: files::owner_of(&dir_meta),

@@ -17,9 +17,11 @@ mod files;
 mod guard;
 pub mod locks;
 pub mod maildir;
+pub mod messages;
 mod stamp;
 pub mod users;
 
+pub use messages::Messages;
 pub use stamp::{MAX_SKEW_MS, recheck_all, set_nfs_cache_flush};
 
 use std::fmt;
@@ -133,8 +135,8 @@ pub struct MailboxView {
     pub uid_next: u32,
     /// Mailbox GUID (32 hex digits), when known.
     pub guid: Option<String>,
-    /// Messages with UIDs, sorted by UID.
-    pub messages: Vec<MessageMeta>,
+    /// Messages with UIDs, sorted by UID (shared with the views built before and after).
+    pub messages: Messages,
     /// Files without UIDs yet, sorted by base name.
     pub pending: Vec<MessageMeta>,
     /// Keyword names by index (bit i of [`MessageMeta::keywords`]).
@@ -149,14 +151,7 @@ impl MailboxView {
     /// Finds a message by key.
     pub fn get(&self, key: &MessageKey) -> Option<&MessageMeta> {
         match key {
-            MessageKey::Uid(uid) => self
-                .messages
-                .binary_search_by_key(uid, |m| match m.key {
-                    MessageKey::Uid(u) => u,
-                    MessageKey::Pending(_) => 0,
-                })
-                .ok()
-                .map(|i| &self.messages[i]),
+            MessageKey::Uid(uid) => self.messages.get(*uid),
             MessageKey::Pending(base) => self
                 .pending
                 .binary_search_by(|m| match &m.key {
@@ -186,33 +181,23 @@ impl MailboxView {
     }
 }
 
-/// Finds messages of a view by ascending UID in one forward pass (for rebuilding a view
-/// from its predecessor: O(n) in sequence instead of a binary search per message).
+/// Finds messages of a previous view by UID (for rebuilding a view from its predecessor).
 #[derive(Debug)]
 pub(crate) struct UidCursor<'a> {
-    messages: &'a [MessageMeta],
-    at: usize,
+    messages: Option<&'a Messages>,
 }
 
 impl<'a> UidCursor<'a> {
     /// A cursor over `view`'s UID messages (none for `None`).
     pub(crate) fn new(view: Option<&'a MailboxView>) -> Self {
         UidCursor {
-            messages: view.map_or(&[], |v| &v.messages[..]),
-            at: 0,
+            messages: view.map(|v| &v.messages),
         }
     }
 
-    /// The message with `uid`; UIDs must be asked in ascending order.
+    /// The message with `uid`.
     pub(crate) fn find(&mut self, uid: u32) -> Option<&'a MessageMeta> {
-        let uid_of = |m: &MessageMeta| match m.key {
-            MessageKey::Uid(u) => u,
-            MessageKey::Pending(_) => u32::MAX,
-        };
-        while self.messages.get(self.at).is_some_and(|m| uid_of(m) < uid) {
-            self.at += 1;
-        }
-        self.messages.get(self.at).filter(|m| uid_of(m) == uid)
+        self.messages?.get(uid)
     }
 }
 

@@ -1,0 +1,321 @@
+//! The UID messages of a view, stored so that a view and its rebuilt successor share what
+//! did not change.
+//!
+//! Messages are kept sorted by UID in chunks of at most [`CHUNK`] behind `Arc`s (as index
+//! records are, see `index::records`). Cloning copies the chunk pointers only; replacing,
+//! removing or appending a message copies only the chunk it is in. A rebuild after one
+//! delivery into 100,000 messages therefore costs one chunk, not the mailbox; and a diff
+//! of two views skips the chunks they share without looking inside ([`Messages::chunks`]).
+//!
+//! Invariants: chunks are never empty; UIDs strictly increase across the whole list;
+//! `first_uids[i]` is the UID of `chunks[i][0]`; `len` is the total count.
+
+use std::sync::Arc;
+
+use super::{MessageKey, MessageMeta};
+
+/// Most messages in one chunk.
+pub const CHUNK: usize = 256;
+
+/// UID-sorted messages with structural sharing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Messages {
+    chunks: Vec<Arc<Vec<MessageMeta>>>,
+    first_uids: Vec<u32>,
+    len: usize,
+}
+
+/// The UID of a message (pending ones never go into [`Messages`]; they sort last).
+fn uid_of(m: &MessageMeta) -> u32 {
+    match m.key {
+        MessageKey::Uid(u) => u,
+        MessageKey::Pending(_) => u32::MAX,
+    }
+}
+
+impl Messages {
+    /// From messages sorted by UID.
+    pub fn from_sorted(messages: impl IntoIterator<Item = MessageMeta>) -> Messages {
+        let mut out = Messages::default();
+        for m in messages {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// All messages in UID order.
+    pub fn iter(&self) -> impl Iterator<Item = &MessageMeta> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// The chunks, for walks that skip what two lists share (`Arc::ptr_eq`).
+    pub fn chunks(&self) -> &[Arc<Vec<MessageMeta>>] {
+        &self.chunks
+    }
+
+    /// The highest UID, if any.
+    pub fn last_uid(&self) -> Option<u32> {
+        self.chunks.last().and_then(|c| c.last()).map(uid_of)
+    }
+
+    /// (chunk, index in chunk) of `uid`: `Ok` if present, `Err` where it would go.
+    fn locate(&self, uid: u32) -> Result<(usize, usize), (usize, usize)> {
+        let ci = match self.first_uids.binary_search(&uid) {
+            Ok(ci) => return Ok((ci, 0)),
+            Err(0) => return Err((0, 0)),
+            Err(ci) => ci - 1,
+        };
+        match self.chunks[ci].binary_search_by_key(&uid, uid_of) {
+            Ok(i) => Ok((ci, i)),
+            Err(i) => Err((ci, i)),
+        }
+    }
+
+    /// The message with `uid`.
+    pub fn get(&self, uid: u32) -> Option<&MessageMeta> {
+        let (ci, i) = self.locate(uid).ok()?;
+        self.chunks[ci].get(i)
+    }
+
+    /// Appends a message whose UID is above every present one; otherwise inserts it in
+    /// place (replacing one with the same UID).
+    pub fn push(&mut self, m: MessageMeta) {
+        let uid = uid_of(&m);
+        if self.last_uid().is_some_and(|last| last >= uid) {
+            self.upsert(m);
+            return;
+        }
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(m),
+            _ => {
+                self.first_uids.push(uid);
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(m);
+                self.chunks.push(Arc::new(chunk));
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Replaces the message with `m`'s UID, or inserts `m` where it belongs.
+    pub fn upsert(&mut self, m: MessageMeta) {
+        let uid = uid_of(&m);
+        match self.locate(uid) {
+            Ok((ci, i)) => Arc::make_mut(&mut self.chunks[ci])[i] = m,
+            Err(_) if self.chunks.is_empty() => self.push(m),
+            Err((ci, i)) => {
+                let chunk = Arc::make_mut(&mut self.chunks[ci]);
+                chunk.insert(i, m);
+                self.first_uids[ci] = uid_of(&chunk[0]);
+                self.len += 1;
+                if chunk.len() > 2 * CHUNK {
+                    let tail = chunk.split_off(CHUNK);
+                    self.first_uids.insert(ci + 1, uid_of(&tail[0]));
+                    self.chunks.insert(ci + 1, Arc::new(tail));
+                }
+            }
+        }
+    }
+
+    /// Removes the message with `uid`; false if there was none.
+    pub fn remove(&mut self, uid: u32) -> bool {
+        let Ok((ci, i)) = self.locate(uid) else {
+            return false;
+        };
+        let chunk = Arc::make_mut(&mut self.chunks[ci]);
+        chunk.remove(i);
+        self.len -= 1;
+        if chunk.is_empty() {
+            self.chunks.remove(ci);
+            self.first_uids.remove(ci);
+        } else {
+            self.first_uids[ci] = uid_of(&chunk[0]);
+        }
+        true
+    }
+
+    /// Changes the message with `uid` in place; false if there is none.
+    pub fn update(&mut self, uid: u32, f: impl FnOnce(&mut MessageMeta)) -> bool {
+        let Ok((ci, i)) = self.locate(uid) else {
+            return false;
+        };
+        f(&mut Arc::make_mut(&mut self.chunks[ci])[i]);
+        true
+    }
+}
+
+/// Walks two UID-sorted message lists in step, calling `pair(old, new)` for every UID in
+/// either (`None` on the side that lacks it), except inside chunks the two share: those are
+/// identical and skipped whole.
+pub fn merge_chunked<'a>(
+    old: &'a Messages,
+    new: &'a Messages,
+    mut pair: impl FnMut(Option<&'a MessageMeta>, Option<&'a MessageMeta>),
+) {
+    let (a, b) = (old.chunks(), new.chunks());
+    let (mut ci, mut cj) = (0usize, 0usize);
+    let (mut i, mut j) = (0usize, 0usize);
+    loop {
+        if i == 0 && j == 0 && ci < a.len() && cj < b.len() && Arc::ptr_eq(&a[ci], &b[cj]) {
+            ci += 1;
+            cj += 1;
+            continue;
+        }
+        let x = a.get(ci).and_then(|c| c.get(i));
+        let y = b.get(cj).and_then(|c| c.get(j));
+        let (take_a, take_b) = match (x, y) {
+            (None, None) => break,
+            (Some(_), None) => (true, false),
+            (None, Some(_)) => (false, true),
+            (Some(x), Some(y)) => match uid_of(x).cmp(&uid_of(y)) {
+                std::cmp::Ordering::Less => (true, false),
+                std::cmp::Ordering::Greater => (false, true),
+                std::cmp::Ordering::Equal => (true, true),
+            },
+        };
+        pair(x.filter(|_| take_a), y.filter(|_| take_b));
+        if take_a {
+            i += 1;
+            if i == a[ci].len() {
+                ci += 1;
+                i = 0;
+            }
+        }
+        if take_b {
+            j += 1;
+            if j == b[cj].len() {
+                cj += 1;
+                j = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FileOwner, MailFlags};
+
+    fn msg(uid: u32, flags: u8) -> MessageMeta {
+        MessageMeta {
+            key: MessageKey::Uid(uid),
+            size: u64::from(uid) * 10,
+            virtual_size: 0,
+            received: 0,
+            saved: 0,
+            flags: MailFlags(flags),
+            keywords: 0,
+            guid: "".into(),
+            owner: FileOwner::default(),
+            file: Box::new([]),
+            problem: None,
+        }
+    }
+
+    fn uids(m: &Messages) -> Vec<u32> {
+        m.iter().map(uid_of).collect()
+    }
+
+    fn check_invariants(m: &Messages) {
+        assert_eq!(m.len(), m.iter().count());
+        assert!(m.chunks.iter().all(|c| !c.is_empty()));
+        let u = uids(m);
+        assert!(u.windows(2).all(|w| w[0] < w[1]), "sorted");
+        for (c, f) in m.chunks.iter().zip(&m.first_uids) {
+            assert_eq!(uid_of(&c[0]), *f);
+        }
+    }
+
+    #[test]
+    fn push_get_remove_upsert_keep_order_and_counts() {
+        let mut m = Messages::from_sorted((1..=1000).map(|u| msg(u * 2, 0)));
+        check_invariants(&m);
+        assert_eq!(m.len(), 1000);
+        assert_eq!(m.get(500).map(|x| x.size), Some(5000));
+        assert!(m.get(501).is_none());
+        assert!(m.remove(2));
+        assert!(!m.remove(2));
+        m.upsert(msg(3, 1));
+        m.upsert(msg(3, 2));
+        m.push(msg(1, 0)); // below the last: inserted in place
+        check_invariants(&m);
+        assert_eq!(m.get(3).map(|x| x.flags.0), Some(2));
+        assert_eq!(&uids(&m)[..3], &[1, 3, 4]);
+        for u in (1..=1000).map(|u| u * 2) {
+            m.remove(u);
+        }
+        check_invariants(&m);
+        assert_eq!(uids(&m), vec![1, 3]);
+        assert!(m.update(3, |x| x.flags = MailFlags(7)));
+        assert!(!m.update(4, |_| {}));
+        assert_eq!(m.get(3).map(|x| x.flags.0), Some(7));
+    }
+
+    #[test]
+    fn many_inserts_in_one_chunk_split_it() {
+        let mut m = Messages::from_sorted([msg(1, 0), msg(100_000, 0)]);
+        for u in 2..3000 {
+            m.upsert(msg(u, 0));
+        }
+        check_invariants(&m);
+        assert!(m.chunks.iter().all(|c| c.len() <= 2 * CHUNK + 1));
+        assert_eq!(m.len(), 3000);
+    }
+
+    #[test]
+    fn a_change_copies_one_chunk_and_merge_skips_the_rest() {
+        let old = Messages::from_sorted((1..=10 * CHUNK as u32).map(|u| msg(u, 0)));
+        let mut new = old.clone();
+        new.update(5, |x| x.flags = MailFlags(1));
+        new.remove(7 * CHUNK as u32);
+        new.push(msg(20 * CHUNK as u32, 0));
+        let shared = old
+            .chunks()
+            .iter()
+            .filter(|a| new.chunks().iter().any(|b| Arc::ptr_eq(a, b)))
+            .count();
+        assert_eq!(shared, 8, "two of ten chunks copied");
+        let mut seen = Vec::new();
+        merge_chunked(&old, &new, |a, b| {
+            seen.push((a.map(uid_of), b.map(uid_of)));
+        });
+        // Only the two unshared chunks and the appended message are walked.
+        assert_eq!(seen.len(), 2 * CHUNK + 1);
+        let differing: Vec<_> = seen.iter().filter(|(a, b)| a != b).copied().collect();
+        assert_eq!(
+            differing,
+            vec![
+                (Some(7 * CHUNK as u32), None),
+                (None, Some(20 * CHUNK as u32))
+            ]
+        );
+    }
+
+    #[test]
+    fn merge_of_unrelated_lists_visits_every_uid() {
+        let a = Messages::from_sorted([1, 3, 5].map(|u| msg(u, 0)));
+        let b = Messages::from_sorted([2, 3, 6].map(|u| msg(u, 0)));
+        let mut seen = Vec::new();
+        merge_chunked(&a, &b, |x, y| seen.push((x.map(uid_of), y.map(uid_of))));
+        assert_eq!(
+            seen,
+            vec![
+                (Some(1), None),
+                (None, Some(2)),
+                (Some(3), Some(3)),
+                (Some(5), None),
+                (None, Some(6))
+            ]
+        );
+    }
+}
