@@ -119,7 +119,7 @@ enum Handle {
 struct OpenDir {
     ino: u64,
     name: Arc<MailboxName>,
-    listing: std::sync::OnceLock<Arc<Vec<Listed>>>,
+    listing: std::sync::OnceLock<Arc<Listing>>,
 }
 
 /// An open message: its bytes, and its attributes as they were when it was opened.
@@ -129,6 +129,15 @@ struct OpenMessage {
     attr: FileAttr,
     /// Handed to the kernel (passthrough): the backing id of this inode is released with it.
     passthrough: bool,
+}
+
+/// A directory's entries as listed at the first readdir: `.`, `..` and sub-folders kept,
+/// messages made from the view as the kernel reads them (a listing of 100,000 messages
+/// keeps one `Arc` to the view, not 100,000 entries).
+#[derive(Debug)]
+struct Listing {
+    head: Vec<Listed>,
+    messages: Option<(Arc<MailboxView>, Arc<MailboxName>)>,
 }
 
 /// One directory entry with everything readdirplus needs.
@@ -553,7 +562,7 @@ impl MailFs {
     }
 
     /// The entries of a folder, `.` and `..` first.
-    fn list(&self, ino: u64, name: &Arc<MailboxName>) -> Result<Vec<Listed>> {
+    fn list(&self, ino: u64, name: &Arc<MailboxName>) -> Result<Listing> {
         let tree = self.tree(name)?;
         let folder = tree
             .folders
@@ -593,20 +602,37 @@ impl MailFs {
                 });
             }
         }
-        if let Some(view) = self.folder_view(folder)? {
-            out.reserve(view.messages.len() + view.pending.len());
-            for meta in view.all() {
-                let node = Self::message_node(&view, name, meta.key.clone());
-                let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
-                out.push(Listed {
-                    name: self.naming.message_name(&meta.key),
-                    node,
-                    attr,
-                    broken: meta.problem.is_some(),
-                });
-            }
-        }
-        Ok(out)
+        let messages = self.folder_view(folder)?.map(|view| (view, name.clone()));
+        Ok(Listing {
+            head: out,
+            messages,
+        })
+    }
+
+    /// The entries of `listing` from position `start` on, with their positions.
+    fn entries_from<'a>(
+        &'a self,
+        listing: &'a Listing,
+        start: usize,
+    ) -> impl Iterator<Item = (usize, Listed)> + 'a {
+        let head = listing.head.len();
+        let heads = listing.head.iter().cloned().enumerate().skip(start);
+        let messages = listing.messages.iter().flat_map(move |(view, name)| {
+            view.all_from(start.saturating_sub(head))
+                .enumerate()
+                .map(move |(i, meta)| {
+                    let node = Self::message_node(view, name, meta.key.clone());
+                    let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
+                    let listed = Listed {
+                        name: self.naming.message_name(&meta.key),
+                        node,
+                        attr,
+                        broken: meta.problem.is_some(),
+                    };
+                    (head + start.saturating_sub(head) + i, listed)
+                })
+        });
+        heads.chain(messages)
     }
 
     /// The xattrs of a node, in listing order.
@@ -672,7 +698,7 @@ impl MailFs {
     }
 
     /// The listing of an open directory, made at its first use.
-    fn dir_listing(&self, fh: FileHandle) -> std::result::Result<Arc<Vec<Listed>>, fuser::Errno> {
+    fn dir_listing(&self, fh: FileHandle) -> std::result::Result<Arc<Listing>, fuser::Errno> {
         let Some(Handle::Dir(dir)) = self.handles.lock().get(&fh.0).map(clone_handle) else {
             return Err(fuser::Errno::EBADF);
         };
@@ -996,7 +1022,7 @@ impl Filesystem for MailFs {
                 return;
             }
         };
-        for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+        for (i, e) in self.entries_from(&listing, offset as usize) {
             if reply.add(e.attr.ino, (i + 1) as u64, e.attr.kind, &e.name) {
                 break;
             }
@@ -1019,7 +1045,7 @@ impl Filesystem for MailFs {
                 return;
             }
         };
-        for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+        for (i, e) in self.entries_from(&listing, offset as usize) {
             let is_dot = e.name == "." || e.name == "..";
             let ttl = if is_dot || e.broken {
                 Duration::ZERO

@@ -58,6 +58,19 @@ impl Messages {
         self.chunks.iter().flat_map(|c| c.iter())
     }
 
+    /// The messages from position `pos` on (0-based, in UID order); O(chunks) to start.
+    pub fn iter_from(&self, pos: usize) -> impl Iterator<Item = &MessageMeta> {
+        let mut ci = 0;
+        let mut skip = pos.min(self.len);
+        while ci < self.chunks.len() && skip >= self.chunks[ci].len() {
+            skip -= self.chunks[ci].len();
+            ci += 1;
+        }
+        let first: &[MessageMeta] = self.chunks.get(ci).map_or(&[], |c| &c[skip..]);
+        let rest = self.chunks.get(ci + 1..).unwrap_or_default();
+        first.iter().chain(rest.iter().flat_map(|c| c.iter()))
+    }
+
     /// The chunks, for walks that skip what two lists share (`Arc::ptr_eq`).
     pub fn chunks(&self) -> &[Arc<Vec<MessageMeta>>] {
         &self.chunks
@@ -259,6 +272,25 @@ mod tests {
         assert!(m.update(3, |x| x.flags = MailFlags(7)));
         assert!(!m.update(4, |_| {}));
         assert_eq!(m.get(3).map(|x| x.flags.0), Some(7));
+    }
+
+    #[test]
+    fn iter_from_starts_at_any_position() {
+        let m = Messages::from_sorted((1..=3 * CHUNK as u32 + 5).map(|u| msg(u, 0)));
+        for pos in [
+            0,
+            1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK,
+            3 * CHUNK + 5,
+            10_000,
+        ] {
+            let got: Vec<u32> = m.iter_from(pos).map(uid_of).collect();
+            let want: Vec<u32> = m.iter().skip(pos).map(uid_of).collect();
+            assert_eq!(got, want, "from {pos}");
+        }
     }
 
     #[test]

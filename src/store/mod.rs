@@ -163,6 +163,14 @@ impl MailboxView {
         }
     }
 
+    /// All messages from position `pos` of [`MailboxView::all`] on.
+    pub fn all_from(&self, pos: usize) -> impl Iterator<Item = &MessageMeta> {
+        let n = self.messages.len();
+        self.messages
+            .iter_from(pos.min(n))
+            .chain(self.pending.iter().skip(pos.saturating_sub(n)))
+    }
+
     /// All messages: UID ones first, then pending ones.
     pub fn all(&self) -> impl Iterator<Item = &MessageMeta> {
         self.messages.iter().chain(self.pending.iter())
