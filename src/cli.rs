@@ -525,6 +525,9 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     let store = open_store(location)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let mode = watch_mode(opts.watch, opts.poll_interval, store.root())?;
+    // Maildir views continue from inotify name journals only where inotify sees every
+    // writer: the same condition as the inotify watcher (a local filesystem).
+    store::journal::set_enabled(mode == Some(WatchMode::Inotify) && !opts.nfs_cache_flush);
     let default_timeout = if mode.is_some() {
         WATCHED_TIMEOUT
     } else {

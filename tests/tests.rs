@@ -45,5 +45,7 @@ mod index_live;
 mod index_hostile;
 // Changes under 60 s kernel caches: shown within a bound when watched, stale with --watch off.
 mod coherence;
+// Views continued by what changed (index delta, Maildir name journal) vs doveadm.
+mod incremental;
 // Shared-storage safety: locks, shrinking files, the root going away, skew, hostile names.
 mod safety;

@@ -41,6 +41,10 @@ use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
 use crate::location::{Layout, Location};
 
+mod trail;
+
+use self::trail::{Continuation, Trail, UidlistMark};
+
 /// Maildir++ folder being deleted (`MAILBOX_LIST_MAILDIR_TRASH_DIR_NAME`).
 const MAILDIR_PP_TRASH: &str = ".DOVECOT-TRASHED";
 
@@ -62,7 +66,9 @@ pub struct MaildirStore {
     /// Guarded data is cheap to clone (`Arc`); no I/O happens while holding this lock.
     list: ListCache<MailboxPaths>,
     /// Views by mailbox. Lock order: `list` before `views`; neither is held during I/O.
-    views: ViewCache<Vec<u32>>,
+    views: ViewCache<Trail>,
+    /// inotify for the name journals of views (`journal`), made at first use.
+    journals: std::sync::OnceLock<Option<Arc<super::journal::JournalHub>>>,
     /// Dovecot's per-mailbox indexes, for the values doveadm answers from its cache.
     indexes: IndexPool,
     /// Index directories whose failure was logged (cleared when they work again).
@@ -96,6 +102,7 @@ impl MaildirStore {
             loc,
             list: ListCache::default(),
             views: ViewCache::new(cache_capacity.max(1)),
+            journals: std::sync::OnceLock::new(),
             indexes: IndexPool::new(cache_capacity.max(1)),
             index_problems: Mutex::new(std::collections::HashSet::new()),
         };
@@ -300,8 +307,8 @@ impl MaildirStore {
         &self,
         name: &MailboxName,
         paths: &MailboxPaths,
-        previous: Option<&Built<Vec<u32>>>,
-    ) -> Result<Built<Vec<u32>>> {
+        previous: Option<&Built<Trail>>,
+    ) -> Result<Built<Trail>> {
         let cur = paths.mail.join("cur");
         let new = paths.mail.join("new");
         let uidlist_path = paths.control.join("dovecot-uidlist");
@@ -324,6 +331,23 @@ impl MaildirStore {
         if locks::dotlock_held(&uidlist_path) {
             stamp.mark_tentative();
         }
+        // Continue from the previous build by what its journal recorded, if it can.
+        if let Some(p) = previous
+            && let Some(c) = p.extra.take_continuation()
+        {
+            match self.continue_view(name, paths, &p.view, &p.extra, c)? {
+                Ok((view, trail)) => {
+                    return Ok(Built {
+                        view: Arc::new(view),
+                        stamp,
+                        extra: trail,
+                    });
+                }
+                Err(reason) => debug!("{}: full rescan ({reason})", paths.mail.display()),
+            }
+        }
+        // Armed before the directories are read (see `journal`).
+        let journal = self.arm_journal(&cur, &new);
         let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
         for d in [&cur, &new] {
             match fs::metadata(d) {
@@ -379,12 +403,14 @@ impl MaildirStore {
             }
         }
 
-        let uidlist = match fs::read(&uidlist_path) {
-            Ok(data) => {
-                Some(fmt::parse_uidlist(&data).map_err(|e| Error::corrupt(&uidlist_path, e))?)
+        let (uidlist, uidlist_mark) = match trail::read_uidlist(&uidlist_path)? {
+            Some((data, file)) => {
+                let list =
+                    fmt::parse_uidlist(&data).map_err(|e| Error::corrupt(&uidlist_path, e))?;
+                let mark = UidlistMark::of(&file, &data, &list);
+                (Some(list), mark)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(&uidlist_path, e)),
+            None => (None, None),
         };
         let keywords = match fs::read(&keywords_path) {
             Ok(data) => fmt::parse_keywords(&data),
@@ -436,7 +462,7 @@ impl MaildirStore {
             }
         }
         // One log line per change of the set, not one per rescan.
-        let already_logged = previous.is_some_and(|p| p.extra == missing);
+        let already_logged = previous.is_some_and(|p| p.extra.missing == missing);
         if !missing.is_empty() && !already_logged {
             info!(
                 "{}: {} dovecot-uidlist entr{} without a message file in new/ or cur/ \
@@ -447,6 +473,10 @@ impl MaildirStore {
                 summarize_uids(&missing)
             );
         }
+        let pending_files: Vec<trail::PendingFile> = files
+            .iter()
+            .map(|(b, l)| (Box::<[u8]>::from(*b), Box::<[u8]>::from(*l)))
+            .collect();
         let mut pending: Vec<MessageMeta> = Vec::with_capacity(files.len());
         for (base, locator) in files {
             let key = MessageKey::Pending(base.into());
@@ -484,11 +514,22 @@ impl MaildirStore {
             owner: files::owner_of(&dir_meta),
             mtime,
         };
+        let continuation = match (journal, uidlist_mark, &uidlist) {
+            (Some(journal), Some(mark), Some(list)) => Continuation::new(
+                journal,
+                mark,
+                trail::keywords_mark(&keywords_path),
+                order,
+                index.as_ref().map(|(v, _)| v.clone()),
+                list,
+                pending_files,
+            ),
+            _ => None,
+        };
         Ok(Built {
             view: Arc::new(view),
             stamp,
-            // UIDs in the uidlist without a file, as logged.
-            extra: missing,
+            extra: Trail::new(missing, continuation),
         })
     }
 

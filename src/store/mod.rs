@@ -15,6 +15,7 @@ pub mod cache;
 pub mod dbox;
 mod files;
 mod guard;
+pub mod journal;
 pub mod locks;
 pub mod maildir;
 pub mod messages;
