@@ -178,6 +178,8 @@ pub struct MailFs {
     backings: Backings,
     /// Reads served, for `user.mailfs.status`.
     reads: AtomicU64,
+    /// Message opens that reached mailfs, for `user.mailfs.status`.
+    opens: AtomicU64,
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
     trees: Mutex<LruCache<MailboxName, Arc<FolderTree>>>,
     errors: ErrorReporter,
@@ -249,6 +251,7 @@ impl MailFs {
             recent: RecentSources::default(),
             backings: Backings::default(),
             reads: AtomicU64::new(0),
+            opens: AtomicU64::new(0),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
             errors: ErrorReporter::default(),
             root_owner: FileOwner {
@@ -392,10 +395,11 @@ impl MailFs {
         let _ = writeln!(out, "portable_names: {}", self.naming.portable);
         let _ = writeln!(
             out,
-            "open_mode: {}\nkernel_opens: {}\npassthrough: {}\nreads_served: {}",
+            "open_mode: {}\nkernel_opens: {}\npassthrough: {}\nopens_served: {}\nreads_served: {}",
             self.open_mode.as_str(),
             self.kernel_opens,
             self.passthrough.load(Ordering::Relaxed),
+            load(&self.opens),
             load(&self.reads)
         );
         let _ = writeln!(
@@ -822,6 +826,7 @@ impl Filesystem for MailFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.opens.fetch_add(1, Ordering::Relaxed);
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             reply.error(fuser::Errno::EROFS);
             return;
