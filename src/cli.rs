@@ -526,8 +526,13 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     let mountpoint = check_mountpoint(mountpoint)?;
     let mode = watch_mode(opts.watch, opts.poll_interval, store.root())?;
     // Maildir views continue from inotify name journals only where inotify sees every
-    // writer: the same condition as the inotify watcher (a local filesystem).
-    store::journal::set_enabled(mode == Some(WatchMode::Inotify) && !opts.nfs_cache_flush);
+    // writer: a local filesystem, watched with inotify (an explicit --watch inotify on NFS
+    // must not make views trust events that other clients' writes never produce).
+    store::journal::set_enabled(
+        mode == Some(WatchMode::Inotify)
+            && !opts.nfs_cache_flush
+            && remote_filesystem(store.root()).is_none(),
+    );
     let default_timeout = if mode.is_some() {
         WATCHED_TIMEOUT
     } else {

@@ -391,8 +391,14 @@ impl MaildirStore {
                 if c.by_base.insert(base_key(&rec.base), rec.uid).is_some() {
                     return Ok(Err("an appended uidlist line repeats a known base"));
                 }
-                if let Some(locator) = c.pending.remove(rec.base.as_slice()) {
-                    touched.insert(rec.uid, locator);
+                match c.pending.remove(rec.base.as_slice()) {
+                    Some(locator) => {
+                        touched.insert(rec.uid, locator);
+                    }
+                    // Dovecot writes a file before its uidlist line, so the journal has
+                    // seen it: a line for a file never seen means a writer inotify does
+                    // not see.
+                    None => return Ok(Err("a new uidlist line for a file never seen")),
                 }
                 uidlist.last_uid = rec.uid;
                 new_records.insert(rec.uid, rec);
