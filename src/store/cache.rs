@@ -136,6 +136,11 @@ impl<P> ListCache<P> {
     }
 }
 
+/// A build this slow read a large mailbox in full: its temporaries (the message list
+/// before it was chunked, cache and index buffers, strings) were freed in many small
+/// pieces, which the allocator keeps unless asked to return them.
+const FULL_BUILD: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// A built view, the stamp of what it was built from, and backend data `E` kept for the
 /// next build (e.g. what was logged).
 #[derive(Debug)]
@@ -221,15 +226,21 @@ impl<E> ViewCache<E> {
         VIEW_BUILDS.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let built = build(cached.as_deref().map(|s| &s.built))?;
+        let took = started.elapsed();
         log::debug!(
             "view of {mailbox}: {} messages built in {:.1} ms",
             built.view.messages.len() + built.view.pending.len(),
-            started.elapsed().as_secs_f64() * 1e3
+            took.as_secs_f64() * 1e3
         );
         let view = built.view.clone();
-        self.lru
+        let replaced = self
+            .lru
             .lock()
             .put(mailbox.clone(), Arc::new(Slot { built, started }));
+        drop(replaced);
+        if took >= FULL_BUILD {
+            files::return_free_memory();
+        }
         Ok(view)
     }
 }
