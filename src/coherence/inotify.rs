@@ -73,47 +73,16 @@ impl Inotify {
 
     /// Reads every queued event without blocking.
     pub fn read(&self, fired: &mut Fired) -> io::Result<()> {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            // SAFETY: `buf` is valid for `buf.len()` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast::<libc::c_void>(),
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(()),
-                    io::ErrorKind::Interrupted => continue,
-                    _ => Err(e),
-                };
+        crate::store::journal::read_events(self.fd.as_raw_fd(), |ev, _name| {
+            if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                fired.overflow = true;
             }
-            let n = n as usize;
-            if n == 0 {
-                return Ok(());
+            if ev.mask & libc::IN_IGNORED != 0 {
+                fired.dropped.insert(ev.wd);
+            } else if ev.wd >= 0 {
+                fired.changed.insert(ev.wd);
             }
-            let header = std::mem::size_of::<libc::inotify_event>();
-            let mut at = 0;
-            while at + header <= n {
-                // SAFETY: the kernel wrote a whole `inotify_event` at `at` (events are never
-                // split across reads); read_unaligned copes with the byte buffer.
-                let ev: libc::inotify_event = unsafe {
-                    std::ptr::read_unaligned(buf[at..].as_ptr().cast::<libc::inotify_event>())
-                };
-                if ev.mask & libc::IN_Q_OVERFLOW != 0 {
-                    fired.overflow = true;
-                }
-                if ev.mask & libc::IN_IGNORED != 0 {
-                    fired.dropped.insert(ev.wd);
-                } else if ev.wd >= 0 {
-                    fired.changed.insert(ev.wd);
-                }
-                at += header + ev.len as usize;
-            }
-        }
+        })
     }
 }
 

@@ -145,72 +145,79 @@ impl JournalHub {
     /// Reads every queued event and hands it to its journal.
     pub fn drain(&self) {
         let _reading = self.reading.lock();
-        let mut buf = [0u8; 16384];
-        loop {
-            // SAFETY: buf is valid for writes of buf.len() bytes; fd is a valid descriptor.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast::<libc::c_void>(),
-                    buf.len(),
-                )
-            };
-            if n <= 0 {
-                let e = io::Error::last_os_error();
-                if n < 0 && e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                if n < 0 && e.kind() != io::ErrorKind::WouldBlock {
-                    // Nothing can be vouched for any more.
-                    for (q, _) in self.routes.lock().values() {
-                        q.lock().lost = true;
-                    }
-                }
-                return;
-            }
-            self.dispatch(&buf[..n as usize]);
-        }
-    }
-
-    fn dispatch(&self, mut bytes: &[u8]) {
-        const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
         let routes = self.routes.lock();
-        while bytes.len() >= HEADER {
-            // SAFETY: at least HEADER bytes remain; read_unaligned copes with alignment.
-            let ev: libc::inotify_event =
-                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<libc::inotify_event>()) };
-            let total = HEADER + ev.len as usize;
-            if total > bytes.len() {
-                break;
-            }
-            let raw_name = &bytes[HEADER..total];
-            let name = &raw_name[..raw_name
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(raw_name.len())];
-            bytes = &bytes[total..];
+        let read = read_events(self.fd.as_raw_fd(), |ev, name| {
             if ev.mask & libc::IN_Q_OVERFLOW != 0 {
                 for (q, _) in routes.values() {
                     q.lock().lost = true;
                 }
-                continue;
+                return;
             }
             let Some((queue, dir)) = routes.get(&ev.wd) else {
-                continue;
+                return;
             };
             let mut q = queue.lock();
             let gone =
                 libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_UNMOUNT;
             if ev.mask & gone != 0 || ev.mask & libc::IN_ISDIR != 0 || name.is_empty() {
                 q.lost = true;
-                continue;
+                return;
             }
-            let present = ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0;
             q.events.push(NameEvent {
                 dir: *dir,
-                present,
+                present: ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0,
                 name: name.to_vec(),
             });
+        });
+        if read.is_err() {
+            // Nothing can be vouched for any more.
+            for (q, _) in routes.values() {
+                q.lock().lost = true;
+            }
+        }
+    }
+}
+
+/// Reads every event queued on the non-blocking inotify descriptor `fd`, calling
+/// `each(event, name)` (the name without its NUL padding; empty for events on the watched
+/// directory itself). Returns once the queue is empty. Shared with the watcher
+/// (`coherence::inotify`).
+pub(crate) fn read_events(
+    fd: std::os::fd::RawFd,
+    mut each: impl FnMut(&libc::inotify_event, &[u8]),
+) -> io::Result<()> {
+    const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; a bad fd only fails.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<libc::c_void>(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(()),
+                io::ErrorKind::Interrupted => continue,
+                _ => Err(e),
+            };
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut bytes = &buf[..n as usize];
+        while bytes.len() >= HEADER {
+            // SAFETY: the kernel writes whole events (never split across reads) and at
+            // least HEADER bytes remain; read_unaligned copes with the byte buffer.
+            let ev: libc::inotify_event =
+                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<libc::inotify_event>()) };
+            let total = HEADER + ev.len as usize;
+            let Some(raw_name) = bytes.get(HEADER..total) else {
+                break;
+            };
+            let name = &raw_name[..raw_name
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(raw_name.len())];
+            each(&ev, name);
+            bytes = &bytes[total..];
         }
     }
 }
