@@ -156,15 +156,6 @@ impl Messages {
         }
         true
     }
-
-    /// Changes the message with `uid` in place; false if there is none.
-    pub fn update(&mut self, uid: u32, f: impl FnOnce(&mut MessageMeta)) -> bool {
-        let Ok((ci, i)) = self.locate(uid) else {
-            return false;
-        };
-        f(&mut Arc::make_mut(&mut self.chunks[ci])[i]);
-        true
-    }
 }
 
 /// Walks two UID-sorted message lists in step, calling `pair(old, new)` for every UID in
@@ -269,8 +260,8 @@ mod tests {
         }
         check_invariants(&m);
         assert_eq!(uids(&m), vec![1, 3]);
-        assert!(m.update(3, |x| x.flags = MailFlags(7)));
-        assert!(!m.update(4, |_| {}));
+        m.upsert(msg(3, 7));
+        assert_eq!(m.len(), 2, "replaced, not added");
         assert_eq!(m.get(3).map(|x| x.flags.0), Some(7));
     }
 
@@ -308,7 +299,7 @@ mod tests {
     fn a_change_copies_one_chunk_and_merge_skips_the_rest() {
         let old = Messages::from_sorted((1..=10 * CHUNK as u32).map(|u| msg(u, 0)));
         let mut new = old.clone();
-        new.update(5, |x| x.flags = MailFlags(1));
+        new.upsert(msg(5, 1));
         new.remove(7 * CHUNK as u32);
         new.push(msg(20 * CHUNK as u32, 0));
         let shared = old

@@ -327,15 +327,15 @@ impl MaildirStore {
                 if old.indexid == new.indexid && old.state.keywords == new.state.keywords => {}
             _ => return Ok(Err("the index appeared, went, or was replaced")),
         }
-        let cache = match (&paths.index, &index) {
-            (Some(dir), Some(view)) => {
-                CacheLookup::open(&dir.join("dovecot.index.cache"), view).unwrap_or_default()
-            }
-            _ => None,
-        };
+        // Opened at the first message that needs it (most builds touch none).
+        let cache: std::cell::OnceCell<Option<CacheLookup>> = std::cell::OnceCell::new();
         let cached = |uid: u32| {
             let view = index.as_ref()?;
-            cache.as_ref()?.message(view, uid)
+            let lookup = cache.get_or_init(|| {
+                let dir = paths.index.as_ref()?;
+                CacheLookup::open(&dir.join("dovecot.index.cache"), view).unwrap_or_default()
+            });
+            lookup.as_ref()?.message(view, uid)
         };
 
         let mut messages = previous.messages.clone();
