@@ -53,15 +53,7 @@ impl CacheSnapshot {
                 return Ok(None);
             }
         };
-        if header.indexid != view.indexid || header.file_seq != ext.reset_id {
-            debug!(
-                "{}: cache generation {} (indexid {}) is not the index's {} (indexid {})",
-                path.display(),
-                header.file_seq,
-                header.indexid,
-                ext.reset_id,
-                view.indexid
-            );
+        if !same_generation(path, &header, view, ext.reset_id) {
             return Ok(None);
         }
         match cache::parse_fields(&data, &header) {
@@ -91,6 +83,23 @@ impl CacheSnapshot {
         }
         cache::cached_message_with(&self.data, offset, &self.fields, self.ids.as_ref()?).ok()
     }
+}
+
+/// Whether the cache file's header belongs to `view`'s index generation: its `indexid`
+/// is the index's and its `file_seq` the `cache` extension's `reset_id` (otherwise the
+/// offsets in the index refer to another generation of the file).
+fn same_generation(path: &Path, header: &CacheHeader, view: &IndexView, reset_id: u32) -> bool {
+    let same = header.indexid == view.indexid && header.file_seq == reset_id;
+    if !same {
+        debug!(
+            "{}: cache generation {} (indexid {}) is not the index's {reset_id} (indexid {})",
+            path.display(),
+            header.file_seq,
+            header.indexid,
+            view.indexid
+        );
+    }
+    same
 }
 
 /// Cached values of single messages, however the cache file was read.
@@ -138,7 +147,7 @@ impl CacheLookup {
                 return Ok(None);
             }
         };
-        if header.indexid != view.indexid || header.file_seq != ext.reset_id {
+        if !same_generation(path, &header, view, ext.reset_id) {
             return Ok(None);
         }
         match cache::parse_fields_at(&read, &header) {

@@ -98,8 +98,12 @@ impl JournalHub {
 
     /// Arms a journal on `dirs` (each must exist). Events before this call are not in it.
     pub fn arm(self: &Arc<Self>, dirs: &[&Path]) -> io::Result<Journal> {
-        let queue = Arc::new(Mutex::new(Queue::default()));
-        let mut wds = Vec::new();
+        // Made first, so that any early return removes the watches already added (Drop).
+        let mut journal = Journal {
+            hub: self.clone(),
+            wds: Vec::new(),
+            queue: Arc::new(Mutex::new(Queue::default())),
+        };
         // Events queued before the watches exist belong to earlier journals.
         self.drain();
         for (i, dir) in dirs.iter().enumerate() {
@@ -108,38 +112,23 @@ impl JournalHub {
             // SAFETY: fd is a valid inotify descriptor and c a NUL-terminated path.
             let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
             if wd < 0 {
-                let e = io::Error::last_os_error();
-                drop(Journal {
-                    hub: self.clone(),
-                    wds,
-                    queue,
-                });
-                return Err(e);
+                return Err(io::Error::last_os_error());
             }
             // Two directories of one store can share a watch descriptor only if they are
             // the same directory; a route already taken means the journal cannot tell them
-            // apart: refuse.
+            // apart: refuse (without touching the other journal's watch).
             let mut routes = self.routes.lock();
             if routes.contains_key(&wd) {
-                drop(routes);
-                drop(Journal {
-                    hub: self.clone(),
-                    wds,
-                    queue,
-                });
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     "directory already journaled",
                 ));
             }
-            routes.insert(wd, (queue.clone(), i));
-            wds.push(wd);
+            routes.insert(wd, (journal.queue.clone(), i));
+            drop(routes);
+            journal.wds.push(wd);
         }
-        Ok(Journal {
-            hub: self.clone(),
-            wds,
-            queue,
-        })
+        Ok(journal)
     }
 
     /// Reads every queued event and hands it to its journal.

@@ -497,12 +497,7 @@ impl MaildirStore {
                 pending.len()
             );
         }
-        let mtime = [&cur, &new]
-            .iter()
-            .filter_map(|d| fs::metadata(d).ok())
-            .map(|m| m.mtime())
-            .max()
-            .unwrap_or_else(|| dir_meta.mtime());
+        let mtime = mailbox_mtime(&paths.mail, &dir_meta);
         let view = MailboxView {
             name: name.clone(),
             uid_validity: uidlist.as_ref().map_or(0, |u| u.uid_validity),
@@ -643,6 +638,17 @@ impl MaildirStore {
         }
         None
     }
+}
+
+/// A Maildir's modification time: the newest of `cur/` and `new/` (the directory's own
+/// when neither can be read).
+fn mailbox_mtime(mail: &Path, dir_meta: &fs::Metadata) -> i64 {
+    ["cur", "new"]
+        .iter()
+        .filter_map(|d| fs::metadata(mail.join(d)).ok())
+        .map(|m| m.mtime())
+        .max()
+        .unwrap_or_else(|| dir_meta.mtime())
 }
 
 /// The previous view's metadata of a message whose file has not moved since (same name,

@@ -464,12 +464,7 @@ impl MaildirStore {
             }
         }
         let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
-        let mtime = ["cur", "new"]
-            .iter()
-            .filter_map(|d| fs::metadata(paths.mail.join(d)).ok())
-            .map(|m| m.mtime())
-            .max()
-            .unwrap_or_else(|| dir_meta.mtime());
+        let mtime = super::mailbox_mtime(&paths.mail, &dir_meta);
         let view = MailboxView {
             name: name.clone(),
             uid_validity: previous.uid_validity,
