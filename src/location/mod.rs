@@ -38,6 +38,16 @@ impl Spec {
             )?))),
         }
     }
+
+    /// The directories the store is read from, as given (not resolved): a single store's
+    /// [`Location::dirs`], or for a template the directories above its variables
+    /// ([`Template::anchors`]). Everything mailfs reads lies below one of them.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        match self {
+            Spec::Single(loc) => loc.dirs(),
+            Spec::Users(t) => t.anchors(),
+        }
+    }
 }
 
 /// A storage format mailfs can read.
@@ -131,6 +141,27 @@ pub struct Location {
 }
 
 impl Location {
+    /// Every directory this location reads from: the root and the `INBOX=`, `INDEX=`,
+    /// `CONTROL=`, `ALT=`, `INDEXPVT=` and `INDEXCACHE=` roots that are set, without
+    /// repeats, in that order.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        let keys = [
+            &self.inbox,
+            &self.index,
+            &self.control,
+            &self.alt,
+            &self.index_pvt,
+            &self.index_cache,
+        ];
+        for dir in std::iter::once(&self.root).chain(keys.into_iter().flatten()) {
+            if !out.contains(dir) {
+                out.push(dir.clone());
+            }
+        }
+        out
+    }
+
     /// The mailbox directory under the root (`MAILBOXDIR`, dbox default `mailboxes`).
     pub fn mailbox_root(&self) -> PathBuf {
         match (&self.mailboxdir, self.format.is_dbox()) {
@@ -423,6 +454,18 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn dirs_lists_every_root_once() {
+        let loc = Location::parse("mdbox:/m:INDEX=/i:ALT=/a:CONTROL=/m:INDEXPVT=/p").unwrap();
+        let want: Vec<PathBuf> = ["/m", "/i", "/a", "/p"].iter().map(PathBuf::from).collect();
+        assert_eq!(loc.dirs(), want);
+        assert_eq!(
+            Spec::parse("maildir:/m").unwrap().roots(),
+            vec![PathBuf::from("/m")]
+        );
+    }
+
     use super::*;
 
     #[test]

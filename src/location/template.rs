@@ -232,6 +232,49 @@ impl Template {
         self.base.join(expand(&self.root_pieces, user))
     }
 
+    /// The directories above the variables of every path in the template: the mail root's
+    /// [`Template::base`], then for each `INBOX=`, `INDEX=`, `CONTROL=`, `ALT=`,
+    /// `INDEXPVT=` and `INDEXCACHE=` value its leading components without a variable (the
+    /// whole path when it has none). What lies below an anchor depends on the user; the
+    /// anchors themselves are the admin's.
+    pub fn anchors(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.base.clone()];
+        let (_, rest) = driver_and_rest(&self.original);
+        for field in split_fields(rest).iter().skip(1) {
+            let Some((key, value)) = field.split_once('=') else {
+                continue;
+            };
+            if !matches!(
+                key,
+                "INBOX" | "INDEX" | "CONTROL" | "ALT" | "INDEXPVT" | "INDEXCACHE"
+            ) || value.is_empty()
+                || value == "MEMORY"
+            {
+                continue;
+            }
+            let Ok(path) = fix_path(value) else { continue };
+            let text = path.to_string_lossy();
+            let has_var = |c: &str| {
+                parse_pieces(c).is_ok_and(|p| p.iter().any(|x| matches!(x, Piece::Var(_))))
+            };
+            let mut anchor = PathBuf::new();
+            for component in text.split('/') {
+                if has_var(component) {
+                    break;
+                }
+                if component.is_empty() && anchor.as_os_str().is_empty() {
+                    anchor.push("/");
+                } else if !component.is_empty() {
+                    anchor.push(component.replace("%%", "%"));
+                }
+            }
+            if anchor.is_absolute() && !out.contains(&anchor) {
+                out.push(anchor);
+            }
+        }
+        out
+    }
+
     /// The whole location for `user`, ready for `Location::parse`.
     pub fn expand(&self, user: &str) -> String {
         expand(&self.pieces, user)
@@ -667,5 +710,23 @@ mod tests {
             let t = Template::parse("~/mail/%u").unwrap().unwrap();
             assert_eq!(t.root_for("a"), PathBuf::from(format!("{home}/mail/a")));
         }
+    }
+
+    #[test]
+    fn anchors_stop_at_the_first_variable_of_each_path() {
+        let t = Template::parse(
+            "mdbox:/srv/mail/%d/%n:INDEX=/idx/%2.256Nu/%u:ALT=/alt:CONTROL=/c%%d/x%u:LAYOUT=fs",
+        )
+        .unwrap()
+        .unwrap();
+        let want: Vec<PathBuf> = ["/srv/mail", "/idx", "/alt", "/c%d"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(t.anchors(), want);
+        let t = Template::parse("maildir:/m/%u:INDEX=MEMORY")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.anchors(), vec![PathBuf::from("/m")]);
     }
 }
