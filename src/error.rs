@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use crate::format::FormatError;
 
+/// Why a path with a symbolic link in it is not read.
+pub const SYMLINK_REFUSED: &str = "is or passes through a symbolic link; mailfs follows no \
+     symbolic links inside a store (docs/semantics.md, \"Symbolic links\")";
+
 /// Result alias used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -59,8 +63,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error with the path it concerns.
+    /// Wraps an I/O error with the path it concerns. A symbolic link refused by
+    /// [`crate::sys`] becomes a layout error that says so.
     pub fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        if crate::sys::is_symlink_refusal(&source) {
+            return Error::layout(path, SYMLINK_REFUSED);
+        }
         Error::Io {
             path: path.into(),
             source,

@@ -7,7 +7,9 @@
 //! - [`coherence`]: watches the store and reports what changed since the kernel saw it;
 //! - [`store`]: one engine per storage format, producing immutable mailbox views;
 //! - [`location`]: Dovecot `mail_location` strings;
-//! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O).
+//! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O);
+//! - [`sys`]: the system calls beyond `std` (opens that refuse symbolic links, directory
+//!   streams), each `unsafe` with its SAFETY note.
 //!
 //! `fuser` is used only by `fs` and `cli`.
 
@@ -20,3 +22,4 @@ pub mod fs;
 pub mod index;
 pub mod location;
 pub mod store;
+pub mod sys;

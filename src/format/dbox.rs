@@ -784,9 +784,12 @@ fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Bytes for an error message: printable ASCII as is, the rest as `\xNN`, in quotes.
+/// What an error message says of bytes that are not what was expected: their length
+/// only. Errors never quote file contents: the file may be something other than what its
+/// name claims (a hard link to a file its owner could not read), and errors reach logs
+/// and `mailfs ls` output.
 fn show(bytes: &[u8]) -> String {
-    format!("\"{}\"", bytes.escape_ascii())
+    format!("{} other byte(s), not shown", bytes.len())
 }
 
 #[cfg(test)]

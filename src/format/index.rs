@@ -671,8 +671,8 @@ fn check_ext_name(bytes: &[u8]) -> Result<String, String> {
     let valid = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b' ');
     if !bytes.iter().all(valid) {
         return Err(format!(
-            "invalid extension name {:?} (allowed: letters, digits, '-', '_', space)",
-            String::from_utf8_lossy(bytes)
+            "invalid extension name of {} bytes (allowed: letters, digits, '-', '_', space)",
+            bytes.len()
         ));
     }
     Ok(String::from_utf8_lossy(bytes).into_owned())

@@ -300,20 +300,20 @@ fn parse_uidlist_header(line: &[u8]) -> Result<UidlistHeader, String> {
                 match key {
                     b'V' => {
                         uid_validity = parse_u32_exact(value).ok_or_else(|| {
-                            format!("invalid UID_VALIDITY {:?}", String::from_utf8_lossy(value))
+                            format!("invalid UID_VALIDITY ({} bytes, not a number)", value.len())
                         })?;
                     }
                     b'N' => {
                         next_uid = parse_u32_exact(value).ok_or_else(|| {
-                            format!("invalid NEXT_UID {:?}", String::from_utf8_lossy(value))
+                            format!("invalid NEXT_UID ({} bytes, not a number)", value.len())
                         })?;
                     }
                     b'G' => {
                         // `guid_128_from_string()`: exactly 32 hex digits, either case.
                         if value.len() != 32 || !value.iter().all(u8::is_ascii_hexdigit) {
                             return Err(format!(
-                                "invalid mailbox GUID {:?}",
-                                String::from_utf8_lossy(value)
+                                "invalid mailbox GUID ({} bytes, not 32 hex digits)",
+                                value.len()
                             ));
                         }
                         mailbox_guid = Some(String::from_utf8_lossy(value).into_owned());
@@ -387,10 +387,7 @@ fn parse_uidlist_record(
     }
     // Dovecot: v1 does not check for an empty file name; such a record matches no file.
     if rest.contains(&b'/') {
-        return Err(format!(
-            "broken filename {:?}",
-            String::from_utf8_lossy(rest)
-        ));
+        return Err("broken filename (it contains '/')".to_string());
     }
     // Same base rule as for directory entries, so that callers can match the two.
     let base = split_name(rest).0.to_vec();

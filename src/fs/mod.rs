@@ -49,7 +49,7 @@ use self::open::{Backings, OpenMode, Recent, RecentSources};
 use crate::coherence::{Snapshot, Watcher};
 use crate::error::{Error, Result};
 use crate::store::{self, cache};
-use crate::store::{FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta};
+use crate::store::{MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta, Presented};
 use crate::store::{MessageKey, MessageSource, Target};
 
 /// Folder trees kept built (one per scope: the whole store, or one per user).
@@ -78,10 +78,12 @@ struct Folder {
 struct FolderTree {
     source: Arc<Vec<MailboxEntry>>,
     folders: HashMap<MailboxName, Folder>,
+    /// How the mount root (and any level with no entry of its own) is presented.
+    root: Presented,
 }
 
 impl FolderTree {
-    fn build(source: Arc<Vec<MailboxEntry>>, naming: Naming) -> FolderTree {
+    fn build(source: Arc<Vec<MailboxEntry>>, root: Presented, naming: Naming) -> FolderTree {
         let mut folders: HashMap<MailboxName, Folder> = HashMap::new();
         folders.insert(MailboxName(Vec::new()), Folder::default());
         for entry in source.iter() {
@@ -102,7 +104,11 @@ impl FolderTree {
                 f.entry = Some(entry.clone());
             }
         }
-        FolderTree { source, folders }
+        FolderTree {
+            source,
+            folders,
+            root,
+        }
     }
 }
 
@@ -183,9 +189,6 @@ pub struct MailFs {
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
     trees: Mutex<LruCache<MailboxName, Arc<FolderTree>>>,
     errors: ErrorReporter,
-    /// Owner and mtime shown for the root and for levels without a directory.
-    root_owner: FileOwner,
-    root_mtime: i64,
 }
 
 fn to_time(secs: i64) -> SystemTime {
@@ -232,9 +235,8 @@ impl MailFs {
         watcher: Option<Arc<Watcher>>,
         open_mode: OpenMode,
     ) -> Result<MailFs> {
-        use std::os::unix::fs::MetadataExt;
-        let root = store.root().to_path_buf();
-        let meta = std::fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
+        // The root must be presentable before anything is mounted.
+        store.root_attrs()?;
         Ok(MailFs {
             store,
             timeouts,
@@ -254,12 +256,6 @@ impl MailFs {
             opens: AtomicU64::new(0),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
             errors: ErrorReporter::default(),
-            root_owner: FileOwner {
-                uid: meta.uid(),
-                gid: meta.gid(),
-                mode: (meta.mode() & 0o7777) as u16,
-            },
-            root_mtime: meta.mtime(),
         })
     }
 
@@ -280,7 +276,8 @@ impl MailFs {
         {
             return Ok(t.clone());
         }
-        let tree = Arc::new(FolderTree::build(source, self.naming));
+        let root = self.store.root_attrs()?;
+        let tree = Arc::new(FolderTree::build(source, root, self.naming));
         self.trees.lock().put(scope, tree.clone());
         Ok(tree)
     }
@@ -294,10 +291,13 @@ impl MailFs {
         }
     }
 
-    fn folder_attr(&self, ino: u64, folder: &Folder) -> FileAttr {
+    /// A folder's attributes; one with no entry of its own (the mount root) is presented
+    /// as `root`. Permission bits are what the store presents (the directories a folder
+    /// stands for folded in), write bits cleared, and nothing added.
+    fn folder_attr(&self, ino: u64, folder: &Folder, root: Presented) -> FileAttr {
         let (owner, mtime) = match &folder.entry {
             Some(e) => (e.owner, e.mtime),
-            None => (self.root_owner, self.root_mtime),
+            None => root,
         };
         let t = to_time(mtime);
         FileAttr {
@@ -309,7 +309,7 @@ impl MailFs {
             ctime: t,
             crtime: t,
             kind: FileType::Directory,
-            perm: read_only(owner.mode) | 0o500,
+            perm: read_only(owner.mode),
             nlink: self.folder_nlink(folder),
             uid: owner.uid,
             gid: owner.gid,
@@ -466,7 +466,7 @@ impl MailFs {
                 .ok_or_else(|| Error::not_found("folder"))?;
             return Ok((
                 node.clone(),
-                self.folder_attr(self.inodes.peek_ino(&node), sub),
+                self.folder_attr(self.inodes.peek_ino(&node), sub, tree.root),
             ));
         }
         let key = naming::parse_message_name(name)
@@ -496,7 +496,7 @@ impl MailFs {
                     .folders
                     .get(name)
                     .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
-                Ok(self.folder_attr(ino, folder))
+                Ok(self.folder_attr(ino, folder, tree.root))
             }
             Node::Message {
                 mailbox,
@@ -573,7 +573,7 @@ impl MailFs {
             .get(name)
             .ok_or_else(|| Error::not_found(format!("folder {name}")))?;
         let mut out = Vec::new();
-        let self_attr = self.folder_attr(ino, folder);
+        let self_attr = self.folder_attr(ino, folder, tree.root);
         out.push(Listed {
             name: OsString::from("."),
             node: Node::Folder(name.clone()),
@@ -585,7 +585,7 @@ impl MailFs {
         ));
         let parent_node = Node::Folder(parent_name.clone());
         let parent_attr = match tree.folders.get(&parent_name) {
-            Some(p) => self.folder_attr(self.inodes.peek_ino(&parent_node), p),
+            Some(p) => self.folder_attr(self.inodes.peek_ino(&parent_node), p, tree.root),
             None => self_attr,
         };
         out.push(Listed {
@@ -597,7 +597,7 @@ impl MailFs {
         for (presented, child) in &folder.children {
             let node = Node::Folder(child.clone());
             if let Some(sub) = tree.folders.get(child) {
-                let attr = self.folder_attr(self.inodes.peek_ino(&node), sub);
+                let attr = self.folder_attr(self.inodes.peek_ino(&node), sub, tree.root);
                 out.push(Listed {
                     name: presented.clone(),
                     node,
@@ -1092,16 +1092,10 @@ impl Filesystem for MailFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let root = self.store.root();
-        let c = std::ffi::CString::new(root.as_os_str().as_bytes()).unwrap_or_default();
-        // SAFETY: all-zero bytes are a valid `statvfs`.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-        if rc != 0 {
+        let Ok(st) = crate::sys::statvfs(self.store.root()) else {
             reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
             return;
-        }
+        };
         reply.statfs(
             st.f_blocks,
             st.f_bfree,
@@ -1161,6 +1155,288 @@ impl Filesystem for MailFs {
         } else {
             reply.error(fuser::Errno::ENOENT);
         }
+    }
+
+    // Everything below answers at once and logs nothing: any user who can open a file can
+    // send these requests in a loop (Python's open() sends an ioctl for isatty()), so a
+    // log line each would let them fill the disk. fuser's defaults log a warning each.
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctl is meaningful on a message or a mailbox: "not a terminal", as a
+        // regular file answers TCGETS.
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Nothing is ever written: already on disk.
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        reply.error(fuser::Errno::EINVAL);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        // ENOSYS: the kernel then treats files as always ready, and stops asking.
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        // ENOSYS: the kernel answers SEEK_DATA/SEEK_HOLE itself (no holes), for good.
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn bmap(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _blocksize: u32,
+        _idx: u64,
+        reply: fuser::ReplyBmap,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: fuser::ReplyWrite,
+    ) {
+        // ENOSYS: the kernel falls back to read + write (and remembers).
+        reply.error(fuser::Errno::ENOSYS);
+    }
+
+    // Changes: the mount is read-only (the kernel refuses most of these itself).
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(fuser::Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(fuser::Errno::EROFS);
     }
 }
 

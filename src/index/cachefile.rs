@@ -38,7 +38,7 @@ impl CacheSnapshot {
         let Some((_, ext)) = view.state.ext("cache") else {
             return Ok(None);
         };
-        let data = match std::fs::read(path) {
+        let data = match super::reader::read_whole(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),
@@ -131,7 +131,7 @@ impl CacheLookup {
         let Some((_, ext)) = view.state.ext("cache") else {
             return Ok(None);
         };
-        let file = match File::open(path) {
+        let file = match crate::sys::open_file(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),

@@ -16,7 +16,6 @@
 //! of that one index and nothing else.
 
 use std::num::NonZeroUsize;
-use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 
 use lru::LruCache;
@@ -47,12 +46,18 @@ impl IndexPool {
     /// neither the index nor its log (Dovecot has not indexed the mailbox, or
     /// `INDEX=MEMORY`).
     pub fn view(&self, paths: &IndexPaths) -> Result<Option<Arc<IndexView>>> {
-        let meta = match std::fs::metadata(&paths.dir) {
-            Ok(m) => m,
+        let meta = match crate::sys::lstat(&paths.dir) {
+            Ok(m) if m.is_dir() => m,
+            Ok(_) => {
+                return Err(Error::layout(
+                    &paths.dir,
+                    "expected a directory, found something else",
+                ));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&paths.dir, e)),
         };
-        let key = (meta.dev(), meta.ino(), paths.prefix.clone());
+        let key = (meta.dev, meta.ino, paths.prefix.clone());
         let existing = self.readers.lock().get(&key).cloned();
         if let Some(reader) = existing {
             let mut r = reader.lock();
@@ -63,9 +68,9 @@ impl IndexPool {
                 return Ok(Some(r.view()));
             }
         }
-        let has_files = ["", ".log"]
-            .iter()
-            .any(|ext| paths.dir.join(format!("{}{ext}", paths.prefix)).exists());
+        let has_files = ["", ".log"].iter().any(|ext| {
+            crate::sys::lstat(&paths.dir.join(format!("{}{ext}", paths.prefix))).is_ok()
+        });
         if !has_files {
             return Ok(None);
         }

@@ -89,7 +89,7 @@ struct OpenLog {
 
 impl OpenLog {
     fn open(path: &Path) -> Result<Option<OpenLog>> {
-        let file = match File::open(path) {
+        let file = match crate::sys::open_file(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),
@@ -202,7 +202,7 @@ impl IndexReader {
 
     fn try_open(paths: &IndexPaths) -> std::result::Result<IndexReader, LoadError> {
         let index_path = paths.index();
-        let snapshot = match std::fs::read(&index_path) {
+        let snapshot = match read_whole(&index_path) {
             Ok(data) => Some(parse_index(&data).map_err(|e| Error::corrupt(&index_path, e))?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&index_path, e).into()),
@@ -339,8 +339,8 @@ impl IndexReader {
     /// nothing changed). On error the previous view stays current.
     pub fn refresh(&mut self) -> Result<Delta> {
         let log_path = self.paths.log();
-        let on_disk = match std::fs::metadata(&log_path) {
-            Ok(m) => Some((m.dev(), m.ino())),
+        let on_disk = match crate::sys::lstat(&log_path) {
+            Ok(m) => Some((m.dev, m.ino)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&log_path, e)),
         };
@@ -460,4 +460,12 @@ impl From<Error> for LoadError {
     fn from(e: Error) -> Self {
         LoadError::Fatal(e)
     }
+}
+
+/// A whole file, opened without following symbolic links (see [`crate::sys`]).
+pub(crate) fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    crate::sys::open_file(path)?.read_to_end(&mut data)?;
+    Ok(data)
 }

@@ -162,6 +162,48 @@ impl Location {
         out
     }
 
+    /// Resolves the symbolic links an admin may have put on the way to the store, so that
+    /// the paths built below the roots never legitimately contain one (the store layer
+    /// refuses links inside a store). Each directory of [`Location::dirs`] is resolved up
+    /// to the longest of `anchors` it lies below, and the rest kept as it is (in a
+    /// multi-user tree, what lies below an anchor belongs to the user and is not trusted);
+    /// a directory below no anchor is resolved whole. What does not exist yet is resolved
+    /// as far as it exists.
+    pub fn resolve_links(&mut self, anchors: &[PathBuf]) {
+        let resolve = |dir: &mut PathBuf| {
+            let anchor = anchors
+                .iter()
+                .filter(|a| dir.starts_with(a))
+                .max_by_key(|a| a.as_os_str().len());
+            *dir = match anchor {
+                Some(a) => {
+                    let rest = dir.strip_prefix(a).unwrap_or(Path::new("")).to_path_buf();
+                    let base = resolve_existing(a);
+                    if rest.as_os_str().is_empty() {
+                        base
+                    } else {
+                        base.join(rest)
+                    }
+                }
+                None => resolve_existing(dir),
+            };
+        };
+        resolve(&mut self.root);
+        for dir in [
+            &mut self.inbox,
+            &mut self.index,
+            &mut self.control,
+            &mut self.alt,
+            &mut self.index_pvt,
+            &mut self.index_cache,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(dir);
+        }
+    }
+
     /// The mailbox directory under the root (`MAILBOXDIR`, dbox default `mailboxes`).
     pub fn mailbox_root(&self) -> PathBuf {
         match (&self.mailboxdir, self.format.is_dbox()) {
@@ -377,6 +419,24 @@ fn fix_path(p: &str) -> std::result::Result<PathBuf, String> {
         return Ok(PathBuf::from(&s[..s.len() - 1]));
     }
     Ok(expanded)
+}
+
+/// `path` with its symbolic links resolved as far as it exists, the rest appended.
+pub fn resolve_existing(path: &Path) -> PathBuf {
+    let mut tail = Vec::new();
+    let mut head = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(head) {
+            return tail.iter().rev().fold(real, |p: PathBuf, c| p.join(c));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                tail.push(name.to_os_string());
+                head = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// Home directory of a system user, from the passwd database.

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,8 +18,8 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::stamp::Stamp;
-use super::{MailboxEntry, MailboxName, MailboxView, files};
-use crate::error::{Error, Result};
+use super::{MailboxEntry, MailboxName, MailboxView, access, files};
+use crate::error::Result;
 
 /// Views answered from the cache, and views built (all stores of the process).
 pub static VIEW_HITS: AtomicU64 = AtomicU64::new(0);
@@ -40,55 +39,80 @@ pub(super) struct MailboxList<P> {
     pub paths: HashMap<MailboxName, P>,
     /// The directories the list was built from.
     pub stamp: Stamp,
+    /// Owner, mode and mtime presented for the mount root (see [`super::access`]).
+    pub root: Presented,
+}
+
+pub use super::Presented;
+
+/// A mailbox directory a walk found.
+#[derive(Debug)]
+pub(super) struct FoundDir<P> {
+    /// Its paths when it is selectable; `None` for a level that is no mailbox.
+    pub paths: Option<P>,
+    /// How it is presented: its directory's owner and mode with the directories it
+    /// stands for folded in ([`super::access`]), and its mtime.
+    pub presented: Presented,
 }
 
 impl<P> MailboxList<P> {
-    /// Builds the list from what a walk `found` (`None` = a level that is no mailbox):
-    /// adds every missing ancestor level, and takes owner and mtime from each mailbox's
-    /// directory (`mail_dir`), or from `root` for levels without one. With `no_noselect`,
+    /// Builds the list from what a walk `found`: adds every missing ancestor level
+    /// (presented like the root: nothing on disk stands for it). With `no_noselect`,
     /// levels that are no mailbox are left out (Dovecot's `NO-NOSELECT`).
     pub fn from_found(
-        mut found: BTreeMap<MailboxName, Option<P>>,
-        root: &Path,
-        mail_dir: impl Fn(&P) -> &Path,
+        mut found: BTreeMap<MailboxName, FoundDir<P>>,
+        root: Presented,
         no_noselect: bool,
         stamp: Stamp,
-    ) -> Result<MailboxList<P>> {
+    ) -> MailboxList<P> {
         let names: Vec<MailboxName> = found.keys().cloned().collect();
         for name in names {
             for depth in 1..name.0.len() {
                 found
                     .entry(MailboxName(name.0[..depth].to_vec()))
-                    .or_insert(None);
+                    .or_insert(FoundDir {
+                        paths: None,
+                        presented: root,
+                    });
             }
         }
-        let root_meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
         let mut entries = Vec::with_capacity(found.len());
         let mut paths = HashMap::new();
-        for (name, p) in found {
-            if no_noselect && p.is_none() {
+        for (name, f) in found {
+            if no_noselect && f.paths.is_none() {
                 continue;
             }
-            let meta = p
-                .as_ref()
-                .and_then(|p| std::fs::metadata(mail_dir(p)).ok())
-                .unwrap_or_else(|| root_meta.clone());
             entries.push(MailboxEntry {
                 name: name.clone(),
-                selectable: p.is_some(),
-                owner: files::owner_of(&meta),
-                mtime: meta.mtime(),
+                selectable: f.paths.is_some(),
+                owner: f.presented.0,
+                mtime: f.presented.1,
             });
-            if let Some(p) = p {
+            if let Some(p) = f.paths {
                 paths.insert(name, p);
             }
         }
-        Ok(MailboxList {
+        MailboxList {
             entries: Arc::new(entries),
             paths,
             stamp,
-        })
+            root,
+        }
     }
+}
+
+/// How a store root is presented at the mount root: its own owner and mode, with every
+/// directory above it (each to be traversed) and `listed` (directories whose entry names
+/// the root's listing shows) folded in.
+pub(super) fn present_root(root: &Path, listed: &[&Path]) -> Result<Presented> {
+    let st = files::dir_stat(root)?;
+    let mut deps = access::ancestors(root);
+    for dir in listed {
+        if let Ok(d) = files::lstat(dir) {
+            deps.push((files::owner_of(&d), access::Need::Read));
+        }
+    }
+    Ok((access::restrict_all(files::owner_of(&st), &deps), st.mtime))
 }
 
 /// The current mailbox list, rebuilt when its stamp no longer matches.

@@ -18,7 +18,7 @@
 //!
 //! Nothing here writes, locks or creates anything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
@@ -26,11 +26,12 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::cache::{Built, ListCache, MailboxList, ViewCache};
+use super::access::{self, Need};
+use super::cache::{Built, FoundDir, ListCache, MailboxList, Presented, ViewCache, present_root};
 use super::stamp::Stamp;
 use super::{
-    MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
-    Target, UidCursor,
+    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
+    MessageSource, Target, UidCursor,
 };
 use super::{Messages, files, locks};
 use crate::error::{Error, Result};
@@ -40,6 +41,7 @@ use crate::index::cachefile::{CacheLookup, CacheSnapshot, CachedValues};
 use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
 use crate::location::{Format, Location};
+use crate::sys;
 
 /// Where one mailbox's files live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,8 @@ pub struct DboxStore {
     views: ViewCache<Continue>,
     /// Mailbox indexes and, for mdbox, the map index.
     indexes: IndexPool,
+    /// Symbolic links met where mailboxes could be (logged once each).
+    links: files::LinkLog,
 }
 
 impl DboxStore {
@@ -85,13 +89,13 @@ impl DboxStore {
             });
         }
         let mailbox_root = loc.mailbox_root();
-        if !mailbox_root.is_dir() {
+        if !files::is_real_dir(&mailbox_root) {
             return Err(Error::layout(
                 &mailbox_root,
                 format!("not a {} store: no mailbox directory", loc.format.name()),
             ));
         }
-        if loc.format == Format::Mdbox && !loc.root.join("storage").is_dir() {
+        if loc.format == Format::Mdbox && !files::is_real_dir(&loc.root.join("storage")) {
             return Err(Error::layout(
                 loc.root.join("storage"),
                 "not an mdbox store: no storage/ directory",
@@ -102,6 +106,7 @@ impl DboxStore {
             list: ListCache::default(),
             views: ViewCache::new(cache_capacity.max(1)),
             indexes: IndexPool::new(cache_capacity.max(1) + 1),
+            links: files::LinkLog::default(),
         };
         let list = store.mailbox_list()?;
         if !list.entries.iter().any(|e| e.selectable) {
@@ -175,6 +180,59 @@ impl DboxStore {
         self.list.get(|| self.scan_mailboxes())
     }
 
+    /// Directories every mailbox is also reached through: `mailboxes/` and, for mdbox,
+    /// `storage/`; and the `INDEX=`, `ALT=` and `INDEXPVT=` roots outside the store root
+    /// with their ancestors (see [`access`]).
+    fn shared_deps(&self) -> Vec<(FileOwner, Need)> {
+        let mut deps = Vec::new();
+        let mut inside = vec![self.loc.mailbox_root()];
+        if self.loc.format == Format::Mdbox {
+            inside.push(self.loc.root.join("storage"));
+        }
+        for dir in inside {
+            if let Ok(st) = files::lstat(&dir) {
+                deps.push((files::owner_of(&st), Need::Traverse));
+            }
+        }
+        for dir in [&self.loc.index, &self.loc.alt, &self.loc.index_pvt]
+            .into_iter()
+            .flatten()
+        {
+            if !dir.starts_with(&self.loc.root) {
+                deps.extend(access::outside_root(dir));
+            }
+        }
+        deps
+    }
+
+    /// How a mailbox directory `dir` (with `st`, below `chain`) is presented: its owner
+    /// and mode with the directories its listing is read from (the mail directory, the
+    /// index directory) and its ALT directory folded in; the mail directory's mtime.
+    fn present(
+        &self,
+        dir_st: &sys::Stat,
+        paths: &MailboxPaths,
+        chain: &[(FileOwner, Need)],
+    ) -> Presented {
+        let mut deps = chain.to_vec();
+        let mut mtime = dir_st.mtime;
+        if let Ok(st) = files::lstat(&paths.mail) {
+            deps.push((files::owner_of(&st), Need::List));
+            mtime = st.mtime;
+        }
+        if paths.index != paths.mail
+            && let Ok(st) = files::lstat(&paths.index)
+        {
+            deps.push((files::owner_of(&st), Need::List));
+        }
+        if let Some(alt) = &paths.alt
+            && let Ok(st) = files::lstat(alt)
+        {
+            deps.push((files::owner_of(&st), Need::Traverse));
+        }
+        (access::restrict_all(files::owner_of(dir_st), &deps), mtime)
+    }
+
     /// Walks the mailbox tree (or, with `ITERINDEX`, the index tree): a directory is a
     /// mailbox; it is selectable when it holds the mail directory (`dbox-Mails`) -- with
     /// `ITERINDEX`, when it holds `dovecot.index.log`.
@@ -189,32 +247,47 @@ impl DboxStore {
             _ => self.loc.mailbox_root(),
         };
         let mut stamp = Stamp::take(vec![walk_root.clone()]);
-        let mut found: BTreeMap<MailboxName, Option<MailboxPaths>> = BTreeMap::new();
-        let mut levels = Vec::new();
-        self.walk(&walk_root, &mut levels, &mut found, &mut stamp, 0)?;
+        let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
+        let shared = self.shared_deps();
+        let mut walk = Walk {
+            levels: Vec::new(),
+            chain: shared.clone(),
+            seen: HashSet::new(),
+        };
+        self.walk(&walk_root, &mut walk, &mut found, &mut stamp, 0)?;
         if let Some(inbox) = &self.loc.inbox {
             stamp.push(inbox.clone());
             let name = MailboxName(vec!["INBOX".into()]);
             let paths = self.inbox_paths(inbox);
-            let selectable = paths.index.join("dovecot.index.log").exists()
-                || paths.index.join("dovecot.index").exists();
-            found.insert(name, selectable.then_some(paths));
+            let selectable = files::exists_nofollow(&paths.index.join("dovecot.index.log"))
+                || files::exists_nofollow(&paths.index.join("dovecot.index"));
+            let st = files::dir_stat(inbox)?;
+            let mut chain = shared;
+            chain.extend(access::ancestors(inbox));
+            let presented = self.present(&st, &paths, &chain);
+            found.insert(
+                name,
+                FoundDir {
+                    paths: selectable.then_some(paths),
+                    presented,
+                },
+            );
         }
         // Every ancestor level of a mailbox is presented, selectable or not.
-        MailboxList::from_found(
+        let root = present_root(&self.loc.root, &[&walk_root])?;
+        Ok(MailboxList::from_found(
             found,
-            &self.loc.root,
-            |p| &p.mail,
+            root,
             self.loc.no_noselect,
             stamp,
-        )
+        ))
     }
 
     fn walk(
         &self,
         dir: &Path,
-        levels: &mut Vec<Vec<u8>>,
-        found: &mut BTreeMap<MailboxName, Option<MailboxPaths>>,
+        walk: &mut Walk,
+        found: &mut BTreeMap<MailboxName, FoundDir<MailboxPaths>>,
         stamp: &mut Stamp,
         depth: usize,
     ) -> Result<()> {
@@ -222,36 +295,43 @@ impl DboxStore {
             return Ok(());
         }
         let dirname = self.dirname().as_bytes().to_vec();
-        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let fname = entry.file_name();
+        // As Dovecot's fs iteration: only `.`/`..` (never listed) and the mail directory
+        // are skipped; a directory named `.hidden` is a mailbox.
+        let subdirs = files::subdirs(dir, &self.links, &mut walk.seen, |b| b == dirname)?;
+        for (fname, st) in subdirs {
             let b = fname.as_bytes();
-            // As Dovecot's fs iteration: only `.`/`..` (never returned by read_dir) and the
-            // mail directory are skipped; a directory named `.hidden` is a mailbox.
-            if b == dirname.as_slice() || !files::is_dir_following_links(&entry) {
-                continue;
-            }
-            levels.push(b.to_vec());
-            let rel = PathBuf::from(OsStr::from_bytes(&levels.join(&b'/')));
+            let sub = dir.join(&fname);
+            walk.levels.push(b.to_vec());
+            let rel = PathBuf::from(OsStr::from_bytes(&walk.levels.join(&b'/')));
             let decoded = MailboxName(
-                levels
+                walk.levels
                     .iter()
                     .map(|l| files::decode_level(l, self.loc.utf8_names, dir))
                     .collect(),
             );
-            let raw: Vec<&[u8]> = levels.iter().map(Vec::as_slice).collect();
-            let name = files::unique_name(found, decoded, &raw, &entry.path());
+            let raw: Vec<&[u8]> = walk.levels.iter().map(Vec::as_slice).collect();
+            let name = files::unique_name(found, decoded, &raw, &sub);
             let paths = self.paths_for(&rel);
             let selectable = if self.loc.iter_index {
-                paths.index.join("dovecot.index.log").exists() || paths.mail.is_dir()
+                files::exists_nofollow(&paths.index.join("dovecot.index.log"))
+                    || files::is_real_dir(&paths.mail)
             } else {
-                entry.path().join(self.dirname()).is_dir()
+                files::is_real_dir(&sub.join(self.dirname()))
             };
-            found.insert(name, selectable.then_some(paths));
-            let sub = entry.path();
+            let presented = self.present(&st, &paths, &walk.chain);
+            found.insert(
+                name,
+                FoundDir {
+                    paths: selectable.then_some(paths),
+                    presented,
+                },
+            );
             stamp.push(sub.clone());
-            self.walk(&sub, levels, found, stamp, depth + 1)?;
-            levels.pop();
+            walk.chain.push((files::owner_of(&st), Need::Traverse));
+            let result = self.walk(&sub, walk, found, stamp, depth + 1);
+            walk.chain.pop();
+            walk.levels.pop();
+            result?;
         }
         Ok(())
     }
@@ -304,7 +384,7 @@ impl DboxStore {
                      message list only there",
                 )
             })?;
-        let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
+        let dir_meta = files::dir_stat(&paths.mail)?;
         // Reusable only within one UIDVALIDITY.
         let previous =
             previous.filter(|p| p.view.uid_validity == index.state.header().uid_validity);
@@ -359,7 +439,7 @@ impl DboxStore {
             pending: Vec::new(),
             keyword_names: Arc::new(st.keywords.clone()),
             owner: files::owner_of(&dir_meta),
-            mtime: dir_meta.mtime(),
+            mtime: dir_meta.mtime,
         };
         Ok(Built {
             view: Arc::new(view),
@@ -664,7 +744,7 @@ impl DboxStore {
                 .or(ext_guid)
                 .unwrap_or_default()
                 .into_boxed_str(),
-            owner: files::owner_of(file),
+            owner: files::owner_of(&sys::Stat::of(file)),
             file: locator.into_boxed_slice(),
             problem: unsupported_encoding(md, found.body_size, uid).map(Into::into),
         };
@@ -803,6 +883,14 @@ impl DboxStore {
             format!("map_uid {map_uid} cannot be read: {last_problem}"),
         ))
     }
+}
+
+/// Where a mailbox walk is: the on-disk name levels, the directories above (folded into
+/// what is presented below them), and the directories entered.
+struct Walk {
+    levels: Vec<Vec<u8>>,
+    chain: Vec<(FileOwner, Need)>,
+    seen: HashSet<(u64, u64)>,
 }
 
 /// What one view build continues from in the next: the index it was built from and the
@@ -1045,6 +1133,10 @@ impl MailStore for DboxStore {
 
     fn root(&self) -> &Path {
         &self.loc.root
+    }
+
+    fn root_attrs(&self) -> Result<super::Presented> {
+        Ok(self.mailbox_list()?.root)
     }
 
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {

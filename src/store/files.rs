@@ -1,26 +1,24 @@
 //! File-system helpers shared by the backends: opening message files safely, counting
 //! virtual sizes, presenting owners, and turning on-disk mailbox names into UTF-8 ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use log::warn;
+use parking_lot::Mutex;
 
 use super::{FileOwner, MailboxName};
 use crate::error::{Error, Result};
 use crate::format::mutf7;
+use crate::sys::{self, EntryKind};
 
-/// Opens a message file without blocking on a FIFO; anything but a regular file is
-/// refused. Returns the file and its size.
+/// Opens a message file without blocking on a FIFO and without following a symbolic
+/// link anywhere in its path; anything but a regular file is refused. Returns the file
+/// and its size (from `fstat` of the descriptor opened).
 pub fn open_message_file(path: &Path) -> Result<(File, u64)> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let file = sys::open_file(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::layout(path, "message is not a regular file"));
@@ -28,9 +26,126 @@ pub fn open_message_file(path: &Path) -> Result<(File, u64)> {
     Ok((file, meta.len()))
 }
 
-/// Size with every LF not preceded by CR counted as two bytes (Dovecot's virtual size).
-pub fn count_virtual_size(path: &Path) -> Result<u64> {
-    let (mut file, _) = open_message_file(path)?;
+/// The whole of a small store file (uidlist, keywords, index), read without following
+/// symbolic links; `Ok(None)` when it does not exist.
+pub fn read_store_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut file = match sys::open_file(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(Some(data))
+}
+
+/// `lstat` of a store path (no symbolic link followed anywhere in it).
+pub fn lstat(path: &Path) -> Result<sys::Stat> {
+    sys::lstat(path).map_err(|e| Error::io(path, e))
+}
+
+/// A directory of the store: `lstat` of it must say directory (a link is refused).
+pub fn dir_stat(path: &Path) -> Result<sys::Stat> {
+    let st = lstat(path)?;
+    if !st.is_dir() {
+        return Err(Error::layout(
+            path,
+            "expected a directory, found something else",
+        ));
+    }
+    Ok(st)
+}
+
+/// True when `path` exists as a real directory (not through a link).
+pub fn is_real_dir(path: &Path) -> bool {
+    sys::lstat(path).is_ok_and(|st| st.is_dir())
+}
+
+/// True when something (anything, a link included) is at `path`.
+pub fn exists_nofollow(path: &Path) -> bool {
+    sys::lstat(path).is_ok()
+}
+
+/// Most mailboxes (and hierarchy levels) one store listing may hold; a walk that finds
+/// more fails rather than growing without bound (a hostile store can make directories
+/// cheaply; Dovecot's own `mailbox_list_index` would struggle long before this).
+pub const MAX_MAILBOXES: usize = 100_000;
+
+/// The sub-directories of `dir` a mailbox walk may enter, by name, with their `lstat`:
+/// symbolic links are never followed (each is logged once; see [`LinkLog`]), and each
+/// real directory is entered once (by device and inode), so a walk can neither leave the
+/// store nor loop. `skip` names entries that are not mailboxes.
+pub fn subdirs(
+    dir: &Path,
+    links: &LinkLog,
+    seen: &mut HashSet<(u64, u64)>,
+    mut skip: impl FnMut(&[u8]) -> bool,
+) -> Result<Vec<(std::ffi::OsString, sys::Stat)>> {
+    let handle = sys::open_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut names = Vec::new();
+    handle
+        .read(|name, kind| {
+            use std::os::unix::ffi::OsStrExt;
+            if !skip(name.as_bytes()) {
+                names.push((name.to_os_string(), kind));
+            }
+        })
+        .map_err(|e| Error::io(dir, e))?;
+    let mut out = Vec::new();
+    for (name, kind) in names {
+        match handle.kind_of(&name, kind) {
+            EntryKind::Dir => {}
+            EntryKind::Symlink => {
+                links.note(&dir.join(&name));
+                continue;
+            }
+            _ => continue,
+        }
+        let Ok(st) = handle.stat_at(&name) else {
+            continue;
+        };
+        if !st.is_dir() || !seen.insert((st.dev, st.ino)) {
+            continue;
+        }
+        if seen.len() > MAX_MAILBOXES {
+            return Err(Error::layout(
+                dir,
+                format!(
+                    "more than {MAX_MAILBOXES} mailbox directories in this store; refusing to \
+                     list it"
+                ),
+            ));
+        }
+        out.push((name, st));
+    }
+    Ok(out)
+}
+
+/// Symbolic links met where a mailbox directory could be, each logged once (a store
+/// rescanned after every change would otherwise log the same link again and again).
+#[derive(Debug, Default)]
+pub struct LinkLog {
+    logged: Mutex<HashSet<PathBuf>>,
+}
+
+impl LinkLog {
+    /// Logs `path` (a symbolic link that is not followed) unless it was logged before.
+    pub fn note(&self, path: &Path) {
+        let mut logged = self.logged.lock();
+        if logged.len() < 10_000 && logged.insert(path.to_path_buf()) {
+            warn!(
+                "{}: a symbolic link where a mailbox directory could be; not followed (mailfs \
+                 follows no symbolic links inside a store)",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Size with every LF not preceded by CR counted as two bytes (Dovecot's virtual size), of
+/// an open message file (`path` names it in errors).
+pub fn count_virtual_size_of(mut file: File, path: &Path) -> Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     let mut prev = 0u8;
@@ -71,7 +186,8 @@ pub fn check_store_root(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How deep a mailbox tree walk descends (a guard against symlink loops).
+/// How deep a mailbox tree walk descends (links are not followed, so this bounds only
+/// real nesting).
 const MAX_TREE_DEPTH: usize = 64;
 
 /// True (and logged) when a tree walk at `depth` should not descend into `dir`.
@@ -155,21 +271,11 @@ fn raw_text(level: &[u8]) -> String {
 }
 
 /// Owner, group and permission bits of a file.
-pub fn owner_of(meta: &fs::Metadata) -> FileOwner {
+pub fn owner_of(st: &sys::Stat) -> FileOwner {
     FileOwner {
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mode: (meta.mode() & 0o7777) as u16,
-    }
-}
-
-/// True for a directory, or a symlink to one.
-pub fn is_dir_following_links(entry: &fs::DirEntry) -> bool {
-    match entry.file_type() {
-        Ok(t) if t.is_dir() => true,
-        Ok(t) if t.is_symlink() => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
-        Ok(_) => false,
-        Err(_) => fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()),
+        uid: st.uid,
+        gid: st.gid,
+        mode: (st.mode & 0o7777) as u16,
     }
 }
 
@@ -198,7 +304,8 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let p = dir.join("m");
         fs::write(&p, b"a\nb\r\nc\n").unwrap();
-        assert_eq!(count_virtual_size(&p).unwrap(), 9);
+        let (f, _) = open_message_file(&p).unwrap();
+        assert_eq!(count_virtual_size_of(f, &p).unwrap(), 9);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -181,6 +181,11 @@ impl MailStore for Guarded {
         &self.root
     }
 
+    fn root_attrs(&self) -> Result<super::Presented> {
+        self.guard(false)?;
+        self.inner.root_attrs()
+    }
+
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {
         self.inner.watch_paths(target)
     }

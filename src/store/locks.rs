@@ -15,9 +15,8 @@
 //! as tentative, so the next request or the watcher reads again once the writer is done.
 //! It never waits.
 
-use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,11 +101,7 @@ fn dotlock_fresh(file: &Path) -> bool {
 
 /// `F_GETLK` for a read lock on the whole file: reports a writer's lock, acquires nothing.
 fn fcntl_held(file: &Path) -> bool {
-    let Ok(f) = File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(file)
-    else {
+    let Ok(f) = crate::sys::open_file(file) else {
         return false;
     };
     // SAFETY: all-zero bytes are a valid `flock` struct.
@@ -193,7 +188,7 @@ mod tests {
         std::fs::write(&lock, b"1:host").unwrap();
         assert!(dotlock_fresh(&f));
         let old = SystemTime::now() - DOTLOCK_STALE - Duration::from_secs(5);
-        File::options()
+        std::fs::File::options()
             .write(true)
             .open(&lock)
             .unwrap()

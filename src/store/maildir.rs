@@ -16,9 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,11 +24,12 @@ use log::{debug, info, warn};
 
 use parking_lot::Mutex;
 
-use super::cache::{Built, ListCache, MailboxList, ViewCache};
+use super::access::{self, Need};
+use super::cache::{Built, FoundDir, ListCache, MailboxList, Presented, ViewCache, present_root};
 use super::stamp::Stamp;
 use super::{
-    MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
-    Target, UidCursor,
+    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
+    MessageSource, Target, UidCursor,
 };
 use super::{Messages, files, locks};
 use crate::error::{Error, Result};
@@ -40,6 +39,7 @@ use crate::index::cachefile::CacheSnapshot;
 use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
 use crate::location::{Layout, Location};
+use crate::sys;
 
 mod trail;
 
@@ -73,6 +73,8 @@ pub struct MaildirStore {
     indexes: IndexPool,
     /// Index directories whose failure was logged (cleared when they work again).
     index_problems: Mutex<std::collections::HashSet<PathBuf>>,
+    /// Symbolic links met where mailboxes could be (logged once each).
+    links: files::LinkLog,
 }
 
 impl MaildirStore {
@@ -105,6 +107,7 @@ impl MaildirStore {
             journals: std::sync::OnceLock::new(),
             indexes: IndexPool::new(cache_capacity.max(1)),
             index_problems: Mutex::new(std::collections::HashSet::new()),
+            links: files::LinkLog::default(),
         };
         let list = store.mailbox_list()?;
         if !list.entries.iter().any(|e| e.selectable) {
@@ -178,51 +181,72 @@ impl MaildirStore {
     fn scan_mailboxes(&self) -> Result<MailboxList<MailboxPaths>> {
         let root = &self.loc.root;
         let mut stamp = Stamp::take(vec![root.clone(), self.inbox_mail_dir()]);
-        let mut found: BTreeMap<MailboxName, Option<MailboxPaths>> = BTreeMap::new();
+        let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
+        // Directories outside the root every mailbox is also read from.
+        let mut shared = Vec::new();
+        for dir in [&self.loc.control, &self.loc.index].into_iter().flatten() {
+            if !dir.starts_with(root) {
+                shared.extend(access::outside_root(dir));
+            }
+        }
         let inbox = self.paths_for(None);
-        if inbox.mail.join("cur").symlink_metadata().is_ok() {
-            found.insert(MailboxName(vec!["INBOX".into()]), Some(inbox));
+        if files::exists_nofollow(&inbox.mail.join("cur")) {
+            let st = files::dir_stat(&inbox.mail)?;
+            let mut chain = shared.clone();
+            if !inbox.mail.starts_with(root) {
+                chain.extend(access::ancestors(&inbox.mail));
+            }
+            let presented = present_mailbox(&inbox.mail, &st, &chain);
+            found.insert(
+                MailboxName(vec!["INBOX".into()]),
+                FoundDir {
+                    paths: Some(inbox),
+                    presented,
+                },
+            );
         }
         match self.loc.layout {
-            Layout::MaildirPlusPlus => self.scan_maildir_pp(&mut found, &mut stamp)?,
+            Layout::MaildirPlusPlus => self.scan_maildir_pp(&mut found, &mut stamp, &shared)?,
             Layout::Fs => {
-                let mut levels = Vec::new();
-                self.scan_fs(root, &mut levels, &mut found, &mut stamp, 0)?;
+                let mut walk = Walk {
+                    levels: Vec::new(),
+                    chain: shared,
+                    seen: std::collections::HashSet::new(),
+                };
+                self.scan_fs(root, &mut walk, &mut found, &mut stamp, 0)?;
             }
         }
         // Every ancestor level of a mailbox is presented, selectable or not.
-        MailboxList::from_found(found, root, |p| &p.mail, false, stamp)
+        let presented_root = present_root(root, &[])?;
+        Ok(MailboxList::from_found(found, presented_root, false, stamp))
     }
 
     /// Maildir++: every `ROOT/.<a>.<b>` directory is mailbox `a/b` (levels split on '.').
     fn scan_maildir_pp(
         &self,
-        found: &mut BTreeMap<MailboxName, Option<MailboxPaths>>,
+        found: &mut BTreeMap<MailboxName, FoundDir<MailboxPaths>>,
         stamp: &mut Stamp,
+        shared: &[(FileOwner, Need)],
     ) -> Result<()> {
         let root = &self.loc.root;
-        for entry in fs::read_dir(root).map_err(|e| Error::io(root, e))? {
-            let entry = entry.map_err(|e| Error::io(root, e))?;
-            let fname = entry.file_name();
-            let b = fname.as_bytes();
-            if b.len() < 2
+        let mut seen = std::collections::HashSet::new();
+        let dirs = files::subdirs(root, &self.links, &mut seen, |b| {
+            b.len() < 2
                 || b[0] != b'.'
                 || b == b".."
                 || b == MAILDIR_PP_TRASH.as_bytes()
                 || b.strip_prefix(b".") == Some(MAILDIR_PP_TRASH.as_bytes())
                 || b.starts_with(b".nfs")
-            {
-                continue;
-            }
-            if !files::is_dir_following_links(&entry) {
-                continue;
-            }
+        })?;
+        for (fname, st) in dirs {
+            let b = fname.as_bytes();
+            let path = root.join(&fname);
             let storage = &b[1..];
             let raw_levels: Vec<&[u8]> = storage.split(|c| *c == b'.').collect();
             if raw_levels.iter().any(|l| l.is_empty()) {
                 warn!(
                     "{}: Maildir++ folder name has an empty level; skipped",
-                    entry.path().display()
+                    path.display()
                 );
                 continue;
             }
@@ -230,16 +254,16 @@ impl MaildirStore {
                 .iter()
                 .map(|l| self.decode_level(l, root))
                 .collect();
-            let name = files::unique_name(found, MailboxName(levels), &raw_levels, &entry.path());
+            let name = files::unique_name(found, MailboxName(levels), &raw_levels, &path);
             if name.is_inbox() {
                 warn!(
                     "{}: a Maildir++ folder named INBOX conflicts with the root INBOX; skipped",
-                    entry.path().display()
+                    path.display()
                 );
                 continue;
             }
             let paths = self.paths_for(Some(storage));
-            let selectable = paths.mail.join("cur").symlink_metadata().is_ok();
+            let selectable = files::exists_nofollow(&paths.mail.join("cur"));
             if !selectable {
                 // Dovecot may be between mkdir(.Folder) and mkdir(.Folder/cur): watch the
                 // folder itself so that its cur/ appearing invalidates this list.
@@ -247,10 +271,17 @@ impl MaildirStore {
                 // Normal for a moment during every CREATE: not worth a warning.
                 debug!(
                     "{}: Maildir++ folder without cur/; shown as a plain directory",
-                    entry.path().display()
+                    path.display()
                 );
             }
-            found.insert(name, selectable.then_some(paths));
+            let presented = present_mailbox(&paths.mail, &st, shared);
+            found.insert(
+                name,
+                FoundDir {
+                    paths: selectable.then_some(paths),
+                    presented,
+                },
+            );
         }
         Ok(())
     }
@@ -260,45 +291,56 @@ impl MaildirStore {
     fn scan_fs(
         &self,
         dir: &Path,
-        levels: &mut Vec<Vec<u8>>,
-        found: &mut BTreeMap<MailboxName, Option<MailboxPaths>>,
+        walk: &mut Walk,
+        found: &mut BTreeMap<MailboxName, FoundDir<MailboxPaths>>,
         stamp: &mut Stamp,
         depth: usize,
     ) -> Result<()> {
         if files::too_deep(dir, depth) {
             return Ok(());
         }
-        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let fname = entry.file_name();
+        // Dovecot's fs iteration skips only `.` and `..` (which are never listed) and
+        // Maildir's own directories: `.hidden` is a mailbox here.
+        let subdirs = files::subdirs(dir, &self.links, &mut walk.seen, |b| {
+            matches!(b, b"cur" | b"new" | b"tmp")
+        })?;
+        for (fname, st) in subdirs {
             let b = fname.as_bytes();
-            // Dovecot's fs iteration skips only `.` and `..` (which read_dir never returns)
-            // and Maildir's own directories: `.hidden` is a mailbox here.
-            if matches!(b, b"cur" | b"new" | b"tmp") {
-                continue;
-            }
-            if !files::is_dir_following_links(&entry) {
-                continue;
-            }
+            let sub = dir.join(&fname);
             if depth == 0 && b.eq_ignore_ascii_case(b"INBOX") && self.loc.inbox.is_none() {
                 warn!(
                     "{}: a directory named INBOX conflicts with the root INBOX; skipped",
-                    entry.path().display()
+                    sub.display()
                 );
                 continue;
             }
-            levels.push(b.to_vec());
-            let storage = levels.join(&b'/');
-            let decoded = MailboxName(levels.iter().map(|l| self.decode_level(l, dir)).collect());
-            let raw: Vec<&[u8]> = levels.iter().map(Vec::as_slice).collect();
-            let name = files::unique_name(found, decoded, &raw, &entry.path());
+            walk.levels.push(b.to_vec());
+            let storage = walk.levels.join(&b'/');
+            let decoded = MailboxName(
+                walk.levels
+                    .iter()
+                    .map(|l| self.decode_level(l, dir))
+                    .collect(),
+            );
+            let raw: Vec<&[u8]> = walk.levels.iter().map(Vec::as_slice).collect();
+            let name = files::unique_name(found, decoded, &raw, &sub);
             let paths = self.paths_for(Some(&storage));
-            let selectable = paths.mail.join("cur").symlink_metadata().is_ok();
-            found.insert(name, selectable.then_some(paths));
-            let sub = entry.path();
+            let selectable = files::exists_nofollow(&paths.mail.join("cur"));
+            let presented = present_mailbox(&paths.mail, &st, &walk.chain);
+            found.insert(
+                name,
+                FoundDir {
+                    paths: selectable.then_some(paths),
+                    presented,
+                },
+            );
             stamp.push(sub.clone());
-            self.scan_fs(&sub, levels, found, stamp, depth + 1)?;
-            levels.pop();
+            // Everything below is reached through this directory.
+            walk.chain.push((files::owner_of(&st), Need::Traverse));
+            let result = self.scan_fs(&sub, walk, found, stamp, depth + 1);
+            walk.chain.pop();
+            walk.levels.pop();
+            result?;
         }
         Ok(())
     }
@@ -348,45 +390,36 @@ impl MaildirStore {
         }
         // Armed before the directories are read (see `journal`).
         let journal = self.arm_journal(&cur, &new);
-        let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
-        for d in [&cur, &new] {
-            match fs::metadata(d) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(Error::layout(d, "expected a directory, found a file")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && d == &new => {}
-                Err(e) => return Err(Error::io(d, e)),
-            }
-        }
+        let dir_meta = files::dir_stat(&paths.mail)?;
+        let dirs = MessageDirs::open(&cur, &new)?;
 
         // Every file's locator ("cur/<name>" or "new/<name>") in one buffer, then
         // base name -> locator as slices of it: no allocation per file.
         let hint = previous.map_or(0, |p| p.view.messages.len() + p.view.pending.len());
         let mut arena: Vec<u8> = Vec::with_capacity(hint * 48);
         let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(hint + 16);
-        for (sub, dir) in [(&b"cur"[..], &cur), (&b"new"[..], &new)] {
-            let rd = match fs::read_dir(dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir == &new => continue,
-                Err(e) => return Err(Error::io(dir, e)),
-            };
-            for entry in rd {
-                let entry = entry.map_err(|e| Error::io(dir, e))?;
-                let fname = entry.file_name();
+        for (sub, path, dir) in [
+            (&b"cur"[..], &cur, dirs.cur.as_ref()),
+            (&b"new"[..], &new, dirs.new.as_ref()),
+        ] {
+            let Some(dir) = dir else { continue };
+            dir.read(|fname, _| {
                 let b = fname.as_bytes();
                 // Dovecot ignores dot files in cur/ and new/; an empty base is not a message.
                 if b.starts_with(b".") {
-                    continue;
+                    return;
                 }
                 let (base, _) = fmt::split_name(b);
                 if base.is_empty() {
-                    continue;
+                    return;
                 }
                 let start = arena.len();
                 arena.extend_from_slice(sub);
                 arena.push(b'/');
                 arena.extend_from_slice(b);
                 spans.push((start, arena.len(), start + 4 + base.len()));
-            }
+            })
+            .map_err(|e| Error::io(path, e))?;
         }
         let mut files: files::FnvMap<&[u8], &[u8]> = files::FnvMap::default();
         files.reserve(spans.len());
@@ -412,11 +445,9 @@ impl MaildirStore {
             }
             None => (None, None),
         };
-        let keywords = match fs::read(&keywords_path) {
-            Ok(data) => fmt::parse_keywords(&data),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Keywords::default(),
-            Err(e) => return Err(Error::io(&keywords_path, e)),
-        };
+        let keywords = files::read_store_file(&keywords_path)?
+            .map(|data| fmt::parse_keywords(&data))
+            .unwrap_or_default();
         let index = self.index_for(paths);
         let order = keyword_order(
             &keywords,
@@ -451,7 +482,14 @@ impl MaildirStore {
                     messages.push(m);
                     continue;
                 }
-                match self.message_meta(paths, key, locator.to_vec(), Some(rec), cached(rec.uid)) {
+                match self.message_meta(
+                    paths,
+                    &dirs,
+                    key,
+                    locator.to_vec(),
+                    Some(rec),
+                    cached(rec.uid),
+                ) {
                     Ok(mut m) => {
                         m.keywords = remap_keywords(m.keywords, &order);
                         messages.push(m);
@@ -480,7 +518,7 @@ impl MaildirStore {
         let mut pending: Vec<MessageMeta> = Vec::with_capacity(files.len());
         for (base, locator) in files {
             let key = MessageKey::Pending(base.into());
-            match self.message_meta(paths, key, locator.to_vec(), None, None) {
+            match self.message_meta(paths, &dirs, key, locator.to_vec(), None, None) {
                 Ok(mut m) => {
                     m.keywords = remap_keywords(m.keywords, &order);
                     pending.push(m);
@@ -528,10 +566,13 @@ impl MaildirStore {
         })
     }
 
-    /// Stats one message file and gathers its metadata.
+    /// Stats one message file (in `dirs`, without following a link) and gathers its
+    /// metadata. A link or anything else that is not a regular file is listed with a
+    /// problem (reading it fails), never followed.
     fn message_meta(
         &self,
         paths: &MailboxPaths,
+        dirs: &MessageDirs,
         key: MessageKey,
         locator: Vec<u8>,
         rec: Option<&fmt::UidlistRecord>,
@@ -539,21 +580,31 @@ impl MaildirStore {
     ) -> Result<MessageMeta> {
         let cached = cached.unwrap_or_default();
         let path = paths.mail.join(OsStr::from_bytes(&locator));
-        let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let meta = dirs.stat(&locator).map_err(|e| Error::io(&path, e))?;
         let fname = &locator[4..];
         let (base, info) = fmt::split_name(fname);
         let name_flags = info.map(fmt::parse_info).unwrap_or_default();
-        let size = meta.len();
-        // `S=` in the name is the size Dovecot stored: a file of another size was
-        // truncated or replaced, and Dovecot would refuse it too.
-        let problem = fmt::base_size(base, b'S')
-            .filter(|&s| s != size && meta.is_file())
-            .map(|s| {
-                Arc::<str>::from(format!(
-                    "{}: the file has {size} bytes but its name says S={s}; it was truncated                      or replaced",
+        let size = meta.size;
+        let problem = if meta.is_symlink() {
+            Some(format!(
+                "{}: {}",
+                path.display(),
+                crate::error::SYMLINK_REFUSED
+            ))
+        } else if !meta.is_file() {
+            Some(format!("{}: not a regular file", path.display()))
+        } else {
+            // `S=` in the name is the size Dovecot stored: a file of another size was
+            // truncated or replaced, and Dovecot would refuse it too.
+            fmt::base_size(base, b'S').filter(|&s| s != size).map(|s| {
+                format!(
+                    "{}: the file has {size} bytes but its name says S={s}; it was \
+                         truncated or replaced",
                     path.display()
-                ))
-            });
+                )
+            })
+        }
+        .map(Arc::<str>::from);
         // Virtual size lookup order as in maildir_mail_get_virtual_size(): file name W=,
         // uidlist W, Dovecot's cache, then counting the file's bare LFs.
         let virtual_size = match fmt::base_size(base, b'W')
@@ -561,7 +612,10 @@ impl MaildirStore {
             .or(cached.size_virtual)
         {
             Some(v) => v,
-            None if meta.is_file() => files::count_virtual_size(&path)?,
+            None if problem.is_none() => {
+                let file = dirs.open_file(&locator).map_err(|e| Error::io(&path, e))?;
+                files::count_virtual_size_of(file, &path)?
+            }
             None => size,
         };
         let guid = rec
@@ -572,8 +626,8 @@ impl MaildirStore {
             size,
             virtual_size,
             // Dovecot's getters ask the cache before stat() (index_mail_get_*_date).
-            received: cached.date_received.map_or(meta.mtime(), i64::from),
-            saved: cached.date_save.map_or(meta.ctime(), i64::from),
+            received: cached.date_received.map_or(meta.mtime, i64::from),
+            saved: cached.date_save.map_or(meta.ctime, i64::from),
             flags: name_flags.flags,
             keywords: name_flags.keywords,
             guid: guid.into_boxed_str(),
@@ -624,31 +678,106 @@ impl MaildirStore {
     /// change, or new/ -> cur/).
     fn relocate(&self, paths: &MailboxPaths, base: &[u8]) -> Option<Vec<u8>> {
         for sub in ["cur", "new"] {
-            let dir = paths.mail.join(sub);
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for entry in rd.flatten() {
-                let fname = entry.file_name();
-                if fmt::split_name(fname.as_bytes()).0 == base {
+            let Ok(dir) = sys::open_dir(&paths.mail.join(sub)) else {
+                continue;
+            };
+            let mut found = None;
+            let _ = dir.read(|fname, _| {
+                if found.is_none() && fmt::split_name(fname.as_bytes()).0 == base {
                     let mut loc = sub.as_bytes().to_vec();
                     loc.push(b'/');
                     loc.extend_from_slice(fname.as_bytes());
-                    return Some(loc);
+                    found = Some(loc);
                 }
+            });
+            if found.is_some() {
+                return found;
             }
         }
         None
     }
 }
 
+/// Where a `LAYOUT=fs` walk is: the on-disk name levels, the directories above (folded
+/// into what is presented below them), and the directories entered.
+struct Walk {
+    levels: Vec<Vec<u8>>,
+    chain: Vec<(FileOwner, Need)>,
+    seen: std::collections::HashSet<(u64, u64)>,
+}
+
+/// A Maildir folder as presented: its directory's owner and mode with `cur/` and `new/`
+/// (which its listing is read from) and `chain` folded in; its mtime.
+fn present_mailbox(mail: &Path, st: &sys::Stat, chain: &[(FileOwner, Need)]) -> Presented {
+    let mut deps = chain.to_vec();
+    for sub in ["cur", "new"] {
+        if let Ok(s) = files::lstat(&mail.join(sub)) {
+            deps.push((files::owner_of(&s), Need::List));
+        }
+    }
+    (access::restrict_all(files::owner_of(st), &deps), st.mtime)
+}
+
 /// A Maildir's modification time: the newest of `cur/` and `new/` (the directory's own
 /// when neither can be read).
-fn mailbox_mtime(mail: &Path, dir_meta: &fs::Metadata) -> i64 {
+fn mailbox_mtime(mail: &Path, dir_meta: &sys::Stat) -> i64 {
     ["cur", "new"]
         .iter()
-        .filter_map(|d| fs::metadata(mail.join(d)).ok())
-        .map(|m| m.mtime())
+        .filter_map(|d| sys::lstat(&mail.join(d)).ok())
+        .map(|m| m.mtime)
         .max()
-        .unwrap_or_else(|| dir_meta.mtime())
+        .unwrap_or(dir_meta.mtime)
+}
+
+/// A mailbox's `cur/` and (when it exists) `new/`, open: message files are examined
+/// relative to them, so neither a link planted as a message file nor a message
+/// directory swapped for a link after the listing is ever followed.
+pub(super) struct MessageDirs {
+    cur: Option<sys::Dir>,
+    new: Option<sys::Dir>,
+}
+
+impl MessageDirs {
+    /// Opens `cur` (required) and `new` (may be missing); a link gives a layout error.
+    pub(super) fn open(cur: &Path, new: &Path) -> Result<MessageDirs> {
+        let open = |path: &Path| match sys::open_dir(path) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == new => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                Err(Error::layout(path, "expected a directory, found a file"))
+            }
+            Err(e) => Err(Error::io(path, e)),
+        };
+        Ok(MessageDirs {
+            cur: open(cur)?,
+            new: open(new)?,
+        })
+    }
+
+    /// The directory and file name of a locator (`cur/<name>`, `new/<name>`).
+    fn split<'a>(&self, locator: &'a [u8]) -> std::io::Result<(&sys::Dir, &'a OsStr)> {
+        let dir = match locator.get(..4) {
+            Some(b"cur/") => self.cur.as_ref(),
+            Some(b"new/") => self.new.as_ref(),
+            _ => None,
+        };
+        match dir {
+            Some(d) => Ok((d, OsStr::from_bytes(&locator[4..]))),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        }
+    }
+
+    /// `lstat` of a message file by locator.
+    pub(super) fn stat(&self, locator: &[u8]) -> std::io::Result<sys::Stat> {
+        let (dir, name) = self.split(locator)?;
+        dir.stat_at(name)
+    }
+
+    /// Opens a message file by locator (a link is refused).
+    fn open_file(&self, locator: &[u8]) -> std::io::Result<std::fs::File> {
+        let (dir, name) = self.split(locator)?;
+        dir.open_at(name)
+    }
 }
 
 /// The previous view's metadata of a message whose file has not moved since (same name,
@@ -751,6 +880,10 @@ impl MailStore for MaildirStore {
 
     fn root(&self) -> &Path {
         &self.loc.root
+    }
+
+    fn root_attrs(&self) -> Result<super::Presented> {
+        Ok(self.mailbox_list()?.root)
     }
 
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {

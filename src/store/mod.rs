@@ -11,6 +11,7 @@
 //! - A message Dovecot has not yet given a UID is a [`MessageKey::Pending`]: visible, but
 //!   never given a UID by mailfs.
 
+pub mod access;
 pub mod cache;
 pub mod dbox;
 mod files;
@@ -124,6 +125,10 @@ pub struct FileOwner {
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u16,
 }
+
+/// Owner and mode a directory is presented with (with the directories it stands for
+/// folded in: see [`access`]), and its mtime (unix seconds).
+pub type Presented = (FileOwner, i64);
 
 /// An immutable snapshot of one mailbox.
 #[derive(Debug, Clone)]
@@ -247,6 +252,9 @@ pub trait MailStore: Send + Sync + fmt::Debug {
     ) -> Result<MessageSource>;
     /// Where the store lives, for messages and statfs.
     fn root(&self) -> &std::path::Path;
+    /// How the mount root is presented: the root directory's owner and mode with every
+    /// directory above it, and what its listing is read from, folded in ([`access`]).
+    fn root_attrs(&self) -> Result<Presented>;
     /// The files and directories whose changes can change what [`MailStore::mailboxes`]
     /// (for a [`Target::Scope`]) or [`MailStore::view`] (for a [`Target::Mailbox`]) last
     /// returned: what a watcher must watch. Empty when nothing was built yet.
@@ -291,7 +299,13 @@ pub const USERS_CACHED: usize = 32;
 /// operation fails (EIO on the mount) until it is back.
 pub fn open(spec: &Spec, views: usize) -> Result<Arc<dyn MailStore>> {
     let store: Arc<dyn MailStore> = match spec {
-        Spec::Single(location) => open_single(location, views)?,
+        Spec::Single(location) => {
+            // The admin's links on the way to each root are resolved once; below the
+            // roots no link is ever followed.
+            let mut location = (**location).clone();
+            location.resolve_links(&[]);
+            open_single(&location, views)?
+        }
         Spec::Users(template) => Arc::new(users::UsersStore::open(
             template.clone(),
             USERS_CACHED,

@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,13 +24,17 @@ use log::{debug, warn};
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use super::access::{self, Need};
+use super::cache::{Presented, present_root};
 use super::stamp::Stamp;
 use super::{
-    MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource, Target, files,
+    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource,
+    Target, files,
 };
 use crate::error::{Error, Result};
 use crate::location::template::Bindings;
 use crate::location::{Location, Template};
+use crate::sys::{self, EntryKind};
 
 /// The users found by one scan.
 #[derive(Debug)]
@@ -42,23 +45,30 @@ struct UserList {
     roots: BTreeMap<String, PathBuf>,
     /// The directories scanned.
     stamp: Stamp,
+    /// How the mount root is presented (see [`super::access`]).
+    root: Presented,
 }
 
 /// A store's own mailbox list, and the same list as presented below the user's level.
-type Presented = (Arc<Vec<MailboxEntry>>, Arc<Vec<MailboxEntry>>);
+type UserLists = (Arc<Vec<MailboxEntry>>, Arc<Vec<MailboxEntry>>);
 
 /// One opened user store, with its mailbox list as presented (prefixed by the user).
 #[derive(Debug)]
 struct UserStore {
     store: Arc<dyn MailStore>,
     /// (the store's own list, the same list below the user's level).
-    presented: Mutex<Option<Presented>>,
+    presented: Mutex<Option<UserLists>>,
 }
 
 /// Every user of a template.
 #[derive(Debug)]
 pub struct UsersStore {
     template: Template,
+    /// The template's base with its links resolved (the admin's); below it, nothing is
+    /// followed.
+    base: PathBuf,
+    /// Links met where users could be (logged once each).
+    links: files::LinkLog,
     users: Mutex<Option<Arc<UserList>>>,
     stores: Mutex<LruCache<String, Arc<UserStore>>>,
     views_per_user: usize,
@@ -69,8 +79,11 @@ impl UsersStore {
     /// is more likely an unmounted filesystem than a tree without users).
     pub fn open(template: Template, users_cached: usize, views_per_user: usize) -> Result<Self> {
         files::check_store_root(template.base())?;
+        let base = crate::location::resolve_existing(template.base());
         Ok(UsersStore {
             template,
+            base,
+            links: files::LinkLog::default(),
             users: Mutex::new(None),
             stores: Mutex::new(LruCache::new(
                 NonZeroUsize::new(users_cached).unwrap_or(NonZeroUsize::MIN),
@@ -92,12 +105,13 @@ impl UsersStore {
         Ok(list)
     }
 
-    /// Walks the template's directories level by level.
+    /// Walks the template's directories level by level, from the resolved base. Links
+    /// below the base are never followed (each is logged once).
     fn scan(&self) -> Result<UserList> {
         let t = &self.template;
         let mut stamp = Stamp::take(Vec::new());
-        let mut frontier: Vec<(PathBuf, Bindings)> =
-            vec![(t.base().to_path_buf(), Bindings::default())];
+        let mut listed: Vec<(FileOwner, Need)> = Vec::new();
+        let mut frontier: Vec<(PathBuf, Bindings)> = vec![(self.base.clone(), Bindings::default())];
         for level in 0..t.levels() {
             let mut next = Vec::new();
             for (dir, above) in frontier {
@@ -106,24 +120,40 @@ impl UsersStore {
                     continue;
                 }
                 stamp.push(dir.clone());
-                let entries = match std::fs::read_dir(&dir) {
-                    Ok(rd) => rd,
+                let handle = match sys::open_dir(&dir) {
+                    Ok(d) => d,
                     // A literal level that does not exist: no user below it.
                     Err(e) if level > 0 && e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(Error::io(&dir, e)),
                 };
-                for entry in entries {
-                    let entry = entry.map_err(|e| Error::io(&dir, e))?;
-                    let file_name = entry.file_name();
+                // The mount root's listing shows names read here.
+                if dir != self.base
+                    && let Ok(st) = handle.stat()
+                {
+                    listed.push((files::owner_of(&st), Need::Read));
+                }
+                let mut names = Vec::new();
+                handle
+                    .read(|name, kind| names.push((name.to_os_string(), kind)))
+                    .map_err(|e| Error::io(&dir, e))?;
+                for (file_name, kind) in names {
                     let Some(name) = file_name.to_str() else {
-                        debug!("{}: not UTF-8, not a user", entry.path().display());
+                        debug!("{}: not UTF-8, not a user", dir.join(&file_name).display());
                         continue;
                     };
-                    if name.starts_with('.') || !files::is_dir_following_links(&entry) {
+                    if name.starts_with('.') {
                         continue;
                     }
+                    match handle.kind_of(&file_name, kind) {
+                        EntryKind::Dir => {}
+                        EntryKind::Symlink => {
+                            self.links.note(&dir.join(&file_name));
+                            continue;
+                        }
+                        _ => continue,
+                    }
                     for b in t.match_level(level, name, &above) {
-                        next.push((entry.path(), b));
+                        next.push((dir.join(&file_name), b));
                     }
                 }
             }
@@ -133,7 +163,7 @@ impl UsersStore {
         let mut entries = Vec::new();
         for (path, b) in frontier {
             let Some(user) = t.user_of(&b) else { continue };
-            let expected = t.root_for(&user);
+            let expected = self.root_for(&user);
             if expected != path {
                 debug!(
                     "{}: not where user {user:?} lives ({}); skipped",
@@ -149,26 +179,71 @@ impl UsersStore {
                 );
                 continue;
             }
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue; // the literal tail of the mail root does not exist: no mail yet
-            };
-            if !meta.is_dir() || roots.contains_key(&user) {
+            if roots.contains_key(&user) {
                 continue;
             }
+            let Ok(st) = sys::lstat(&path) else {
+                continue; // the literal tail of the mail root does not exist: no mail yet
+            };
+            let presented = if st.is_symlink() {
+                // Listed, so that the problem shows: opening the store refuses the link
+                // (EIO and a log line), and nobody but root may enter.
+                self.links.note(&path);
+                FileOwner {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o500,
+                }
+            } else if st.is_dir() {
+                access::restrict_all(files::owner_of(&st), &self.between(&path))
+            } else {
+                continue;
+            };
             entries.push(MailboxEntry {
                 name: MailboxName(vec![user.clone()]),
                 selectable: false,
-                owner: files::owner_of(&meta),
-                mtime: meta.mtime(),
+                owner: presented,
+                mtime: st.mtime,
             });
             roots.insert(user, path);
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let root = present_root(&self.base, &[])?;
+        let root = (access::restrict_all(root.0, &listed), root.1);
         Ok(UserList {
             entries: Arc::new(entries),
             roots,
             stamp,
+            root,
         })
+    }
+
+    /// The mail root of `user` below the resolved base.
+    fn root_for(&self, user: &str) -> PathBuf {
+        let root = self.template.root_for(user);
+        match root.strip_prefix(self.template.base()) {
+            Ok(rest) => self.base.join(rest),
+            Err(_) => root,
+        }
+    }
+
+    /// The directories strictly between the base and `path`, each to be traversed.
+    fn between(&self, path: &Path) -> Vec<(FileOwner, Need)> {
+        path.ancestors()
+            .skip(1)
+            .take_while(|d| *d != self.base && d.starts_with(&self.base))
+            .map(|d| {
+                let owner = sys::lstat(d).map_or(
+                    FileOwner {
+                        uid: 0,
+                        gid: 0,
+                        mode: 0,
+                    },
+                    |st| files::owner_of(&st),
+                );
+                (owner, Need::Traverse)
+            })
+            .collect()
     }
 
     /// The store of `user`, opened on first use.
@@ -181,13 +256,16 @@ impl UsersStore {
             return Ok(s);
         }
         let location = self.template.expand(user);
-        let loc = Location::parse(&location).map_err(|e| match e {
+        let mut loc = Location::parse(&location).map_err(|e| match e {
             Error::Location { what, .. } => Error::Location {
                 location: format!("{location} (user {user})"),
                 what,
             },
             other => other,
         })?;
+        // The admin's directories (above the template's variables) are resolved; what
+        // lies below them belongs to the user, and no link there is followed.
+        loc.resolve_links(&self.template.anchors());
         let store = Arc::new(UserStore {
             store: super::open_single(&loc, self.views_per_user)?,
             presented: Mutex::new(None),
@@ -260,7 +338,11 @@ impl MailStore for UsersStore {
     }
 
     fn root(&self) -> &Path {
-        self.template.base()
+        &self.base
+    }
+
+    fn root_attrs(&self) -> Result<Presented> {
+        Ok(self.user_list()?.root)
     }
 
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {

@@ -17,7 +17,7 @@
 //! caller rebuilds in full (and arms a new journal).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::hash::Hasher;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use log::debug;
 use parking_lot::Mutex;
 
-use super::{MailboxPaths, MaildirStore, remap_keywords, reuse};
+use super::{MailboxPaths, MaildirStore, MessageDirs, remap_keywords, reuse};
 use crate::error::{Error, Result};
 use crate::format::maildir::{self as fmt, Uidlist, UidlistRecord};
 use crate::index::cachefile::{CacheLookup, CachedValues};
@@ -146,13 +146,13 @@ impl RegionHash {
 
 /// The keywords file's identity and change time (`None`: absent).
 pub(super) fn keywords_mark(path: &Path) -> Option<(u64, u64, i64, i64, u64)> {
-    let m = fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    let m = crate::sys::lstat(path).ok()?;
+    Some((m.dev, m.ino, m.mtime, m.mtime_nsec, m.size))
 }
 
 /// The uidlist's bytes and open file, `None` if there is none.
 pub(super) fn read_uidlist(path: &Path) -> Result<Option<(Vec<u8>, File)>> {
-    let mut file = match File::open(path) {
+    let mut file = match crate::sys::open_file(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
@@ -254,7 +254,7 @@ impl MaildirStore {
         }
         // The uidlist: same file, same header, grown (or not) past what was parsed.
         let uidlist_path = paths.control.join("dovecot-uidlist");
-        let file = match File::open(&uidlist_path) {
+        let file = match crate::sys::open_file(&uidlist_path) {
             Ok(f) => f,
             Err(_) => return Ok(Err("dovecot-uidlist cannot be opened")),
         };
@@ -411,6 +411,15 @@ impl MaildirStore {
         for uid in &removed {
             messages.remove(*uid);
         }
+        // Opened only when a file must be looked at.
+        let dirs = if touched.is_empty() && c.pending.is_empty() {
+            None
+        } else {
+            Some(MessageDirs::open(
+                &paths.mail.join("cur"),
+                &paths.mail.join("new"),
+            )?)
+        };
         for (uid, locator) in touched {
             let old = messages.get(uid).cloned();
             let rec = new_records.get(&uid);
@@ -418,7 +427,8 @@ impl MaildirStore {
                 return Ok(Err("a file appeared whose uidlist line was read before"));
             }
             let key = MessageKey::Uid(uid);
-            match self.message_meta(paths, key, locator.into_vec(), rec, cached(uid)) {
+            let Some(dirs) = &dirs else { break };
+            match self.message_meta(paths, dirs, key, locator.into_vec(), rec, cached(uid)) {
                 Ok(mut m) => {
                     m.keywords = remap_keywords(m.keywords, &c.order);
                     // A rename keeps what the uidlist said of the message.
@@ -454,7 +464,8 @@ impl MaildirStore {
         let mut pending = Vec::with_capacity(c.pending.len());
         for (base, locator) in &c.pending {
             let key = MessageKey::Pending(Arc::from(&base[..]));
-            match self.message_meta(paths, key, locator.to_vec(), None, None) {
+            let Some(dirs) = &dirs else { break };
+            match self.message_meta(paths, dirs, key, locator.to_vec(), None, None) {
                 Ok(mut m) => {
                     m.keywords = remap_keywords(m.keywords, &c.order);
                     pending.push(m);
@@ -463,7 +474,7 @@ impl MaildirStore {
                 Err(e) => return Err(e),
             }
         }
-        let dir_meta = fs::metadata(&paths.mail).map_err(|e| Error::io(&paths.mail, e))?;
+        let dir_meta = crate::store::files::dir_stat(&paths.mail)?;
         let mtime = super::mailbox_mtime(&paths.mail, &dir_meta);
         let view = MailboxView {
             name: name.clone(),
