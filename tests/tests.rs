@@ -51,3 +51,6 @@ mod open_modes;
 mod incremental;
 // Shared-storage safety: locks, shrinking files, the root going away, skew, hostile names.
 mod safety;
+// A hostile mailbox owner: planted symbolic links, loops, parent directories under
+// --allow-other, each against its raw-store negative control.
+mod security;

@@ -869,7 +869,11 @@ mod tests {
             (b"2 C6b0484ac\n", 0, "missing message header size"),
             (b"2 M0\n", 0, "missing message header size"),
             (b"2 \n", 0, "missing message header size"),
-            (b"2 Qx M1g\n", 5, "invalid message header size 3 other byte(s), not shown"),
+            (
+                b"2 Qx M1g\n",
+                5,
+                "invalid message header size 3 other byte(s), not shown",
+            ),
             (b"2 M\n", 2, "invalid message header size"),
             (b"2 M100000000\n", 2, "invalid message header size"),
             (b"2 M1e C-5\n", 6, "invalid create time stamp"),
@@ -882,7 +886,10 @@ mod tests {
         }
         // Errors never quote the file's bytes (it may be something else than a dbox file).
         let e = err_what(parse_file_header(b"root:$6$secret:19000:0:99999:7:::\n"));
-        assert!(!e.what.contains("root") && !e.what.contains("secret"), "{e}");
+        assert!(
+            !e.what.contains("root") && !e.what.contains("secret"),
+            "{e}"
+        );
         let mut long = b"2 M1e Q".to_vec();
         long.resize(MAX_FILE_HEADER_LINE, b'x');
         long.push(b'\n');

@@ -14,6 +14,7 @@ pub mod index_oracle;
 pub mod json;
 pub mod mount;
 pub mod rng;
+pub mod users;
 
 use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};

@@ -43,6 +43,11 @@ impl Mount {
         &self.mountpoint
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// The directory of a mailbox (`Work/Sub` -> `MP/Work/Sub`).
     pub fn mailbox(&self, mailbox: &str) -> PathBuf {
         mailbox
