@@ -252,6 +252,41 @@ pub fn open_file(path: &Path) -> io::Result<File> {
     Ok(File::from(open_no_symlinks(path, READ_FLAGS)?))
 }
 
+/// The largest file mailfs reads whole into memory (an index, a cache, a uidlist, a log
+/// tail): a mailbox owner can make a sparse file of any size for free, and reading it
+/// whole would exhaust memory. Dovecot's own files stay far below (its cache is capped at
+/// `mail_cache_max_size`, 1 GiB by default; logs rotate at 1 MiB).
+pub const MAX_WHOLE_FILE: u64 = 1 << 30;
+
+/// The error for a file larger than [`MAX_WHOLE_FILE`].
+pub fn too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::FileTooLarge,
+        format!("larger than {} MiB; not read", MAX_WHOLE_FILE >> 20),
+    )
+}
+
+/// Reads a whole file ([`open_file`]), refusing one larger than [`MAX_WHOLE_FILE`].
+pub fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
+    read_whole_of(open_file(path)?)
+}
+
+/// Reads the rest of an open file, refusing one larger than [`MAX_WHOLE_FILE`].
+pub fn read_whole_of(file: File) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let len = file.metadata()?.len();
+    if len > MAX_WHOLE_FILE {
+        return Err(too_large());
+    }
+    let mut data = Vec::with_capacity(len as usize);
+    // take(): a file growing while read cannot push past the limit either.
+    file.take(MAX_WHOLE_FILE + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_WHOLE_FILE {
+        return Err(too_large());
+    }
+    Ok(data)
+}
+
 /// `lstat` of `path`, refusing a symbolic link in any directory above it (`ELOOP`); the
 /// last component is not followed, so a link there is reported as one.
 pub fn lstat(path: &Path) -> io::Result<Stat> {

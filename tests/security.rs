@@ -528,3 +528,77 @@ fn allow_other_honours_a_private_domain_directory() {
     ));
     mount.stop();
 }
+
+/// Sparse files cost their owner nothing: a 3 GiB `dovecot-uidlist` or index log is
+/// refused (EIO, one log line), never read whole into memory; a 3 GiB cache file is
+/// ignored (the cache is optional). The daemon's memory stays small.
+#[test]
+fn giant_sparse_files_are_refused_not_read() {
+    require!(Dovecot, Fuse, Root);
+    let dir = TestDir::new("sec_sparse");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "Hi", "there"));
+    bob.create_mailbox("Work");
+    let work_uid = bob.save("Work", &email(2, "Work", "stays readable"));
+    let uidlist = bob.control_dir("INBOX").join("dovecot-uidlist");
+    as_owner(
+        &dovecot,
+        &format!(
+            "truncate -s 3G {}",
+            sh_quote(&uidlist.display().to_string())
+        ),
+    );
+    // Negative control: the file claims 3 GiB and occupies almost nothing.
+    let meta = fs::metadata(&uidlist).unwrap();
+    assert!(meta.len() >= 3 << 30);
+    assert!(std::os::unix::fs::MetadataExt::blocks(&meta) < 1024);
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let err = fs::read_dir(mount.mailbox("INBOX"))
+        .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
+        .expect_err("a 3 GiB uidlist");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        fs::read(mount.message("Work", work_uid)).unwrap(),
+        bob.text("Work", work_uid)
+    );
+    let rss = rss_kib(&mount);
+    assert!(rss < 100 * 1024, "daemon RSS {rss} KiB");
+    let log = mount.stop();
+    assert!(log.contains("larger than"), "{log}");
+
+    let dir = TestDir::new("sec_sparse_dbox");
+    let dovecot = Dovecot::start(&dir, DboxLayout::sdbox(""));
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Hi", "there"));
+    bob.create_mailbox("Work");
+    bob.save("Work", &email(2, "Work", "log"));
+    let inbox_index = bob.index_dir("INBOX");
+    let work_index = bob.index_dir("Work");
+    as_owner(
+        &dovecot,
+        &format!(
+            "truncate -s 3G {} {}",
+            sh_quote(
+                &inbox_index
+                    .join("dovecot.index.cache")
+                    .display()
+                    .to_string()
+            ),
+            sh_quote(&work_index.join("dovecot.index.log").display().to_string()),
+        ),
+    );
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    assert_eq!(
+        fs::read(mount.message("INBOX", uid)).unwrap(),
+        bob.text("INBOX", uid),
+        "a giant cache is ignored"
+    );
+    let err = fs::read_dir(mount.mailbox("Work"))
+        .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
+        .expect_err("a 3 GiB log");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let rss = rss_kib(&mount);
+    assert!(rss < 100 * 1024, "daemon RSS {rss} KiB");
+    mount.stop();
+}

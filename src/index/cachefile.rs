@@ -38,7 +38,7 @@ impl CacheSnapshot {
         let Some((_, ext)) = view.state.ext("cache") else {
             return Ok(None);
         };
-        let data = match super::reader::read_whole(path) {
+        let data = match crate::sys::read_whole(path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),

@@ -117,6 +117,9 @@ impl OpenLog {
         if len <= offset {
             return Ok(Vec::new());
         }
+        if len - offset > crate::sys::MAX_WHOLE_FILE {
+            return Err(Error::io(&self.path, crate::sys::too_large()));
+        }
         let mut buf = vec![0u8; (len - offset) as usize];
         let n = read_at_most(&self.file, &mut buf, offset).map_err(|e| Error::io(&self.path, e))?;
         buf.truncate(n);
@@ -202,7 +205,7 @@ impl IndexReader {
 
     fn try_open(paths: &IndexPaths) -> std::result::Result<IndexReader, LoadError> {
         let index_path = paths.index();
-        let snapshot = match read_whole(&index_path) {
+        let snapshot = match crate::sys::read_whole(&index_path) {
             Ok(data) => Some(parse_index(&data).map_err(|e| Error::corrupt(&index_path, e))?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&index_path, e).into()),
@@ -460,12 +463,4 @@ impl From<Error> for LoadError {
     fn from(e: Error) -> Self {
         LoadError::Fatal(e)
     }
-}
-
-/// A whole file, opened without following symbolic links (see [`crate::sys`]).
-pub(crate) fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut data = Vec::new();
-    crate::sys::open_file(path)?.read_to_end(&mut data)?;
-    Ok(data)
 }

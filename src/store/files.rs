@@ -29,15 +29,11 @@ pub fn open_message_file(path: &Path) -> Result<(File, u64)> {
 /// The whole of a small store file (uidlist, keywords, index), read without following
 /// symbolic links; `Ok(None)` when it does not exist.
 pub fn read_store_file(path: &Path) -> Result<Option<Vec<u8>>> {
-    let mut file = match sys::open_file(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .map_err(|e| Error::io(path, e))?;
-    Ok(Some(data))
+    match sys::read_whole(path) {
+        Ok(data) => Ok(Some(data)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// `lstat` of a store path (no symbolic link followed anywhere in it).

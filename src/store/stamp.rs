@@ -87,12 +87,9 @@ struct FileStamp {
 impl FileStamp {
     fn take(path: &std::path::Path) -> FileStamp {
         if NFS_CACHE_FLUSH.load(Ordering::Relaxed) {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Opening revalidates the attributes; the handle is closed at once.
-            let _ = std::fs::File::options()
-                .read(true)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(path);
+            // Opening revalidates the attributes; the handle is closed at once. Never
+            // through a link: a link to a device could make the open itself act.
+            let _ = crate::sys::open_file(path);
         }
         match std::fs::metadata(path) {
             Ok(m) => FileStamp {

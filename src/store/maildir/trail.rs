@@ -152,14 +152,13 @@ pub(super) fn keywords_mark(path: &Path) -> Option<(u64, u64, i64, i64, u64)> {
 
 /// The uidlist's bytes and open file, `None` if there is none.
 pub(super) fn read_uidlist(path: &Path) -> Result<Option<(Vec<u8>, File)>> {
-    let mut file = match crate::sys::open_file(path) {
+    let file = match crate::sys::open_file(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)
-        .map_err(|e| Error::io(path, e))?;
+    let reader = file.try_clone().map_err(|e| Error::io(path, e))?;
+    let data = crate::sys::read_whole_of(reader).map_err(|e| Error::io(path, e))?;
     Ok(Some((data, file)))
 }
 
