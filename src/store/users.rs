@@ -15,7 +15,7 @@
 //! Locks: `users` and `stores` are leaf mutexes held only to clone an `Arc` out or put one
 //! in; scanning and opening happen outside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,6 +161,9 @@ impl UsersStore {
         }
         let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut entries = Vec::new();
+        // Owners of the directories between the base and the users (many users share
+        // each: hash buckets, domains), each looked at once per scan.
+        let mut owners: HashMap<PathBuf, FileOwner> = HashMap::new();
         for (path, b) in frontier {
             let Some(user) = t.user_of(&b) else { continue };
             let expected = self.root_for(&user);
@@ -195,7 +198,7 @@ impl UsersStore {
                     mode: 0o500,
                 }
             } else if st.is_dir() {
-                access::restrict_all(files::owner_of(&st), &self.between(&path))
+                access::restrict_all(files::owner_of(&st), &self.between(&path, &mut owners))
             } else {
                 continue;
             };
@@ -227,20 +230,27 @@ impl UsersStore {
         }
     }
 
-    /// The directories strictly between the base and `path`, each to be traversed.
-    fn between(&self, path: &Path) -> Vec<(FileOwner, Need)> {
+    /// The directories strictly between the base and `path`, each to be traversed (an
+    /// unreadable one refuses everyone). `owners` remembers what was looked at.
+    fn between(
+        &self,
+        path: &Path,
+        owners: &mut HashMap<PathBuf, FileOwner>,
+    ) -> Vec<(FileOwner, Need)> {
         path.ancestors()
             .skip(1)
             .take_while(|d| *d != self.base && d.starts_with(&self.base))
             .map(|d| {
-                let owner = sys::lstat(d).map_or(
-                    FileOwner {
-                        uid: 0,
-                        gid: 0,
-                        mode: 0,
-                    },
-                    |st| files::owner_of(&st),
-                );
+                let owner = *owners.entry(d.to_path_buf()).or_insert_with(|| {
+                    sys::lstat(d).map_or(
+                        FileOwner {
+                            uid: 0,
+                            gid: 0,
+                            mode: 0,
+                        },
+                        |st| files::owner_of(&st),
+                    )
+                });
                 (owner, Need::Traverse)
             })
             .collect()
