@@ -19,6 +19,7 @@ use crate::fs::notify;
 use crate::fs::open::OpenMode;
 use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
+use crate::logging::RateLimited;
 use crate::store::locks::LockMethod;
 use crate::store::{self, MailStore, MailboxName, MessageKey};
 
@@ -196,9 +197,15 @@ pub fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    // Every line, ours and fuser's, goes through a per-call-site rate limit: a client can
+    // provoke some of them at will (one per ioctl, one per failed request).
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()
-        .init();
+        .build();
+    let max_level = logger.filter();
+    if log::set_boxed_logger(Box::new(RateLimited::new(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
     let result = match cli.command {
         Command::Mount {
             location,

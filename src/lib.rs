@@ -7,7 +7,8 @@
 //! - [`coherence`]: watches the store and reports what changed since the kernel saw it;
 //! - [`store`]: one engine per storage format, producing immutable mailbox views;
 //! - [`location`]: Dovecot `mail_location` strings;
-//! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O).
+//! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O);
+//! - [`logging`]: the per-call-site rate limit around the logger.
 //!
 //! `fuser` is used only by `fs` and `cli`.
 
@@ -19,4 +20,5 @@ pub mod format;
 pub mod fs;
 pub mod index;
 pub mod location;
+pub mod logging;
 pub mod store;
