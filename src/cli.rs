@@ -76,14 +76,14 @@ enum Command {
         location: String,
         /// An empty directory to mount on.
         mountpoint: PathBuf,
-        /// Seconds the kernel may cache attributes [default: 60 with a watcher, 1 with
-        /// --watch off].
-        #[arg(long, value_name = "S")]
-        attr_timeout: Option<f64>,
-        /// Seconds the kernel may cache name lookups, found or not [default: 60 with a
-        /// watcher, 1 with --watch off].
-        #[arg(long, value_name = "S")]
-        entry_timeout: Option<f64>,
+        /// Seconds (>= 0) the kernel may cache attributes [default: 60 with a watcher, 1
+        /// with --watch off].
+        #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = cache_seconds)]
+        attr_timeout: Option<Duration>,
+        /// Seconds (>= 0) the kernel may cache name lookups, found or not [default: 60 with
+        /// a watcher, 1 with --watch off].
+        #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = cache_seconds)]
+        entry_timeout: Option<Duration>,
         /// How store changes reach the kernel's caches: inotify (local filesystems), poll
         /// (stat every --poll-interval; for NFS, GlusterFS and other network or FUSE
         /// filesystems, where inotify misses other clients' writes), off (only the
@@ -91,9 +91,15 @@ enum Command {
         /// inotify).
         #[arg(long, value_enum, default_value_t = WatchArg::Auto)]
         watch: WatchArg,
-        /// Seconds between polls with --watch poll.
-        #[arg(long, default_value_t = 1.0, value_name = "S")]
-        poll_interval: f64,
+        /// Seconds between polls with --watch poll (> 0, at most 86400).
+        #[arg(
+            long,
+            default_value = "1",
+            value_name = "S",
+            allow_negative_numbers = true,
+            value_parser = poll_seconds
+        )]
+        poll_interval: Duration,
         /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf
         /// unless root). Store permissions still apply.
         #[arg(long)]
@@ -171,9 +177,35 @@ enum LockArg {
 }
 
 /// Kernel cache timeout when a watcher invalidates explicitly.
-const WATCHED_TIMEOUT: f64 = 60.0;
+const WATCHED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Kernel cache timeout with `--watch off`: the only bound on staleness.
-const UNWATCHED_TIMEOUT: f64 = 1.0;
+const UNWATCHED_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest `--poll-interval`: a day (the watcher adds it to the clock).
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// `--attr-timeout`, `--entry-timeout`: a number of seconds >= 0 that a `Duration` holds.
+/// An error here is a usage error (exit 2).
+fn cache_seconds(s: &str) -> std::result::Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| "must be a number of seconds >= 0 (e.g. 1 or 0.5)".to_string())
+}
+
+/// `--poll-interval`: a number of seconds > 0 and at most [`MAX_POLL_INTERVAL`] (also not
+/// so small that it rounds to zero). An error here is a usage error (exit 2).
+fn poll_seconds(s: &str) -> std::result::Result<Duration, String> {
+    cache_seconds(s)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_POLL_INTERVAL)
+        .ok_or_else(|| {
+            format!(
+                "must be a number of seconds > 0 and at most {} (e.g. 1 or 0.5)",
+                MAX_POLL_INTERVAL.as_secs()
+            )
+        })
+}
 
 fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -291,17 +323,6 @@ impl From<std::io::Error> for CliError {
 }
 
 type CliResult = std::result::Result<(), CliError>;
-
-fn timeouts(attr: f64, entry: f64) -> std::result::Result<CacheTimeouts, CliError> {
-    let secs = |v: f64, name: &str| {
-        Duration::try_from_secs_f64(v)
-            .map_err(|_| CliError::Msg(format!("--{name} must be a number of seconds >= 0")))
-    };
-    Ok(CacheTimeouts {
-        attr: secs(attr, "attr-timeout")?,
-        entry: secs(entry, "entry-timeout")?,
-    })
-}
 
 fn open_store(location: &str) -> Result<Arc<dyn MailStore>> {
     store::open(&Spec::parse(location)?, VIEW_CACHE_CAPACITY)
@@ -452,10 +473,10 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
 /// `mailfs mount` options, as given.
 #[derive(Debug)]
 struct MountOptions {
-    attr_timeout: Option<f64>,
-    entry_timeout: Option<f64>,
+    attr_timeout: Option<Duration>,
+    entry_timeout: Option<Duration>,
     watch: WatchArg,
-    poll_interval: f64,
+    poll_interval: Duration,
     lock_method: LockArg,
     nfs_cache_flush: bool,
     portable_names: bool,
@@ -465,16 +486,8 @@ struct MountOptions {
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
-fn watch_mode(
-    arg: WatchArg,
-    poll_interval: f64,
-    root: &Path,
-) -> std::result::Result<Option<WatchMode>, CliError> {
-    let interval = Duration::try_from_secs_f64(poll_interval)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| CliError::Msg("--poll-interval must be a number of seconds > 0".into()))?;
-    Ok(match arg {
+fn watch_mode(arg: WatchArg, interval: Duration, root: &Path) -> Option<WatchMode> {
+    match arg {
         WatchArg::Off => None,
         WatchArg::Inotify => Some(WatchMode::Inotify),
         WatchArg::Poll => Some(WatchMode::Poll(interval)),
@@ -482,14 +495,15 @@ fn watch_mode(
             Some(kind) => {
                 info!(
                     "{} is on {kind}: inotify cannot see other clients' writes there; polling \
-                     every {poll_interval} s (--watch poll)",
-                    root.display()
+                     every {} s (--watch poll)",
+                    root.display(),
+                    interval.as_secs_f64()
                 );
                 Some(WatchMode::Poll(interval))
             }
             None => Some(WatchMode::Inotify),
         },
-    })
+    }
 }
 
 /// The kind of network or FUSE filesystem `path` is on, if it is one.
@@ -531,7 +545,7 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     store::set_nfs_cache_flush(opts.nfs_cache_flush);
     let store = open_store(location)?;
     let mountpoint = check_mountpoint(mountpoint)?;
-    let mode = watch_mode(opts.watch, opts.poll_interval, store.root())?;
+    let mode = watch_mode(opts.watch, opts.poll_interval, store.root());
     // Maildir views continue from inotify name journals only where inotify sees every
     // writer: a local filesystem, watched with inotify (an explicit --watch inotify on NFS
     // must not make views trust events that other clients' writes never produce).
@@ -545,10 +559,10 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     } else {
         UNWATCHED_TIMEOUT
     };
-    let timeouts = timeouts(
-        opts.attr_timeout.unwrap_or(default_timeout),
-        opts.entry_timeout.unwrap_or(default_timeout),
-    )?;
+    let timeouts = CacheTimeouts {
+        attr: opts.attr_timeout.unwrap_or(default_timeout),
+        entry: opts.entry_timeout.unwrap_or(default_timeout),
+    };
     let (changes_tx, changes_rx) = std::sync::mpsc::channel();
     let watcher = match mode {
         Some(mode) => Some(Arc::new(

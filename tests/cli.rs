@@ -299,3 +299,59 @@ fn usage_errors_exit_2() {
         );
     }
 }
+
+/// `--poll-interval`, `--attr-timeout` and `--entry-timeout` out of range (zero where it
+/// must be positive, negative, too large for a duration, not a number) are usage errors:
+/// exit 2 and a message naming the option, before anything is opened. Valid values pass
+/// the parser (the control fails later, on the missing mount point, with exit 1).
+#[test]
+fn out_of_range_durations_are_usage_errors() {
+    let dir = TestDir::new("cli_durations");
+    for sub in ["cur", "new", "tmp"] {
+        dir.mkdir(format!("Maildir/{sub}"));
+    }
+    let loc = format!("maildir:{}", dir.join("Maildir").display());
+    let mp = dir.join("no-such-mountpoint").display().to_string();
+    let control = mailfs([
+        "mount",
+        &loc,
+        &mp,
+        "--poll-interval",
+        "0.5",
+        "--attr-timeout",
+        "0",
+        "--entry-timeout",
+        "2.5",
+    ]);
+    let stderr = String::from_utf8_lossy(&control.stderr);
+    assert_eq!(control.status.code(), Some(1), "control: {stderr}");
+    assert!(stderr.contains(&mp), "control must fail on {mp}: {stderr}");
+
+    for (option, value) in [
+        ("--poll-interval", "0"),
+        ("--poll-interval", "-1"),
+        ("--poll-interval", "1e-300"),
+        ("--poll-interval", "1e300"),
+        ("--poll-interval", "x"),
+        ("--attr-timeout", "1e300"),
+        ("--attr-timeout", "-1"),
+        ("--attr-timeout", "-0.5"),
+        ("--attr-timeout", "nan"),
+        ("--entry-timeout", "1e300"),
+        ("--entry-timeout", "-1"),
+        ("--entry-timeout", "inf"),
+    ] {
+        let out = mailfs(["mount", &loc, &mp, option, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option} {value}: {stderr}");
+        assert!(
+            stderr.contains(option) && stderr.contains("seconds"),
+            "{option} {value}: the message must name the option and say what it takes: \
+             {stderr}"
+        );
+        assert!(
+            !stderr.contains("unexpected argument"),
+            "{option} {value}: a negative number must parse: {stderr}"
+        );
+    }
+}
