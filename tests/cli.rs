@@ -355,3 +355,51 @@ fn out_of_range_durations_are_usage_errors() {
         );
     }
 }
+
+/// A location starting with a word and ':' that is no driver is a misspelt format:
+/// `mailfs ls` and `mailfs mount` say so (exit 1), naming the formats, instead of "No such
+/// file or directory". Dovecot's drivers mailfs does not read say "not supported". Bare
+/// paths containing ':' (written `::`, as for Dovecot) still work (the controls): an
+/// absolute one, and a relative one whose first component looks like a word.
+#[test]
+fn an_unknown_mail_format_is_named() {
+    let dir = TestDir::new("cli_bad_driver");
+    for sub in ["cur", "new", "tmp"] {
+        dir.mkdir(format!("a:b/{sub}"));
+        dir.mkdir(format!("word:x/{sub}"));
+    }
+    let want = r#"unknown mail format "bogusfmt" (maildir, sdbox, mdbox)"#;
+    for args in [
+        vec!["ls", "bogusfmt:/p"],
+        vec!["ls", "bogusfmt:/p:LAYOUT=fs", "INBOX"],
+        vec!["cat", "bogusfmt:/p", "INBOX", "1"],
+        vec!["mount", "bogusfmt:/p", "/nonexistent-mountpoint"],
+        vec!["ls", "bogusfmt:/home/%u"],
+    ] {
+        let out = mailfs(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "mailfs {args:?}: {stderr}");
+        assert!(stderr.contains(want), "mailfs {args:?}: {stderr}");
+    }
+    let out = mailfs(["ls", "mbox:/p"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("mbox driver is not supported"), "{stderr}");
+
+    let absolute = dir.join("a::b").display().to_string();
+    let out = mailfs(["ls", &absolute]);
+    assert!(out.status.success(), "{absolute}: {}", show(&out.stderr));
+    assert_eq!(out.stdout, b"INBOX\n");
+    let relative = std::process::Command::new(crate::util::mailfs_bin())
+        .args(["ls", "./word::x"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running mailfs");
+    assert!(
+        relative.status.success(),
+        "relative ./word::x: {}",
+        show(&relative.stderr)
+    );
+    assert_eq!(relative.stdout, b"INBOX\n");
+}
