@@ -3,6 +3,7 @@
 //! empty listing.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -416,4 +417,42 @@ fn unreadable_message_makes_cat_fail_with_a_message() {
     let v = victim.display().to_string();
     assert!(stderr.contains(&v), "message must name {v}:\n{stderr}");
     assert_no_panic(&stderr);
+}
+
+/// `mailfs dump` of a file that does not exist says so (the OS error with the path), for
+/// every kind of name, instead of "unknown file type"; a directory says it is one. The
+/// control: an existing file of no known kind is still "unknown file type".
+#[test]
+fn dump_of_a_missing_file_says_it_does_not_exist() {
+    let dir = TestDir::new("bad_dump_missing");
+    let unknown = dir.join("notes.txt");
+    fs::write(&unknown, b"hello\n").unwrap();
+    let out = mailfs([OsStr::new("dump"), unknown.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "control: {stderr}");
+    assert!(stderr.contains("unknown file type"), "control: {stderr}");
+
+    for name in [
+        "nonexistent",
+        "no/dir/dovecot.index",
+        "dovecot.index",
+        "dovecot.index.log",
+        "dovecot.index.cache",
+        "dovecot-uidlist",
+        "u.1",
+    ] {
+        let path = dir.join(name);
+        let out = mailfs([OsStr::new("dump"), path.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        let p = path.display().to_string();
+        assert!(
+            stderr.contains(&format!("{p}: No such file or directory")),
+            "{name}: must say {p} does not exist: {stderr}"
+        );
+    }
+    let out = mailfs([OsStr::new("dump"), dir.path().as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a directory: {stderr}");
+    assert!(stderr.contains("Is a directory"), "a directory: {stderr}");
 }
