@@ -21,7 +21,7 @@ use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
 use crate::logging::RateLimited;
 use crate::store::locks::LockMethod;
-use crate::store::{self, MailStore, MailboxName, MessageKey};
+use crate::store::{self, MailStore, MailboxName, MailboxView, MessageKey};
 
 /// Exit code for runtime errors.
 const EXIT_RUNTIME: u8 = 1;
@@ -131,11 +131,13 @@ enum Command {
         open_mode: OpenMode,
     },
     /// List mailboxes, or the messages of MAILBOX (TAB-separated: name uid size vsize
-    /// received saved guid flags).
+    /// received saved guid flags). Names are shown as on the mount: '%', ':', '/' and
+    /// control characters in a level as %XX.
     Ls {
         /// Dovecot mail_location or bare path.
         location: String,
-        /// Mailbox name with '/' between levels (UTF-8), e.g. INBOX or Work/Sub.
+        /// Mailbox name with '/' between levels (UTF-8), e.g. INBOX or Work/Sub, as
+        /// `mailfs ls` shows it or as it is.
         mailbox: Option<String>,
     },
     /// Decode one of Dovecot's files (dovecot.index*, *.log, *.log.2, *.cache,
@@ -152,7 +154,8 @@ enum Command {
     Cat {
         /// Dovecot mail_location or bare path.
         location: String,
-        /// Mailbox name with '/' between levels (UTF-8).
+        /// Mailbox name with '/' between levels (UTF-8), as `mailfs ls` shows it or as it
+        /// is.
         mailbox: String,
         /// The message: a UID, or a file name as shown on the mount (12.eml, pending-...).
         uid: String,
@@ -328,6 +331,48 @@ fn open_store(location: &str) -> Result<Arc<dyn MailStore>> {
     store::open(&Spec::parse(location)?, VIEW_CACHE_CAPACITY)
 }
 
+/// A mailbox name as `mailfs ls` prints it: each level as the mount names its directory
+/// ([`Naming::folder_name`]: '%', ':', '/' and control characters as `%XX`, so that no name
+/// can break the one-per-line output or drive the terminal), '/' between levels.
+fn shown_name(name: &MailboxName) -> String {
+    let levels: Vec<String> = name
+        .0
+        .iter()
+        .map(|level| {
+            Naming::default()
+                .folder_name(level)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    levels.join("/")
+}
+
+/// The mailbox a MAILBOX argument names, with its view: the name as `mailfs ls` shows it
+/// (each level unescaped), else, if no mailbox has that name, the argument as it is.
+fn find_mailbox(
+    store: &dyn MailStore,
+    arg: &str,
+) -> std::result::Result<(MailboxName, Arc<MailboxView>), CliError> {
+    let literal = MailboxName::parse(arg);
+    let shown: Option<Vec<String>> = literal
+        .0
+        .iter()
+        .map(|level| {
+            naming::unescape_bytes(level.as_bytes()).and_then(|b| String::from_utf8(b).ok())
+        })
+        .collect();
+    if let Some(name) = shown.map(MailboxName).filter(|n| *n != literal) {
+        match store.view(&name) {
+            Ok(view) => return Ok((name, view)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let view = store.view(&literal)?;
+    Ok((literal, view))
+}
+
 fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
     let store = open_store(location)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -337,20 +382,20 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
             let depth = store.scope_depth();
             let mut failed = 0usize;
             for entry in store.mailboxes(&MailboxName(Vec::new()))?.iter() {
-                writeln!(out, "{}", entry.name)?;
+                writeln!(out, "{}", shown_name(&entry.name))?;
                 if depth == 0 || entry.name.0.len() != depth {
                     continue;
                 }
                 match store.mailboxes(&entry.name) {
                     Ok(list) => {
                         for e in list.iter().filter(|e| e.name.0.len() > depth) {
-                            writeln!(out, "{}", e.name)?;
+                            writeln!(out, "{}", shown_name(&e.name))?;
                         }
                     }
                     Err(e) => {
                         failed += 1;
                         out.flush()?;
-                        eprintln!("mailfs: {}: {e}", entry.name);
+                        eprintln!("mailfs: {}: {e}", shown_name(&entry.name));
                     }
                 }
             }
@@ -362,7 +407,7 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
             }
         }
         Some(mailbox) => {
-            let view = store.view(&MailboxName::parse(mailbox))?;
+            let (_, view) = find_mailbox(store.as_ref(), mailbox)?;
             let mut unreadable = 0usize;
             for meta in view.all() {
                 if let Some(problem) = &meta.problem {
@@ -373,6 +418,13 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
                     MessageKey::Uid(u) => u.to_string(),
                     MessageKey::Pending(_) => "-".into(),
                 };
+                // Names, GUIDs (a Maildir file's base name) and keywords come from files
+                // the store's owner writes: escaped as on the mount, so that a control
+                // character can neither break the line nor reach the terminal.
+                let escape = |s: &str| {
+                    String::from_utf8_lossy(&Naming::default().escape_bytes(s.as_bytes()))
+                        .into_owned()
+                };
                 writeln!(
                     out,
                     "{}\t{uid}\t{}\t{}\t{}\t{}\t{}\t{}",
@@ -381,8 +433,8 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
                     meta.virtual_size,
                     meta.received,
                     meta.saved,
-                    meta.guid,
-                    view.flags_string(meta)
+                    escape(&meta.guid),
+                    escape(&view.flags_string(meta))
                 )?;
             }
             if unreadable > 0 {
@@ -411,7 +463,7 @@ fn dump(path: &Path, json: bool) -> CliResult {
 
 fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
     let store = open_store(location)?;
-    let view = store.view(&MailboxName::parse(mailbox))?;
+    let (name, view) = find_mailbox(store.as_ref(), mailbox)?;
     let key = match message.parse::<u32>() {
         Ok(uid) => Some(MessageKey::Uid(uid)),
         Err(_) => naming::parse_message_name(&OsString::from(message)),
@@ -425,7 +477,7 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
             }
         }
     }
-    let src = store.open(&MailboxName::parse(mailbox), &view, &key)?;
+    let src = store.open(&name, &view, &key)?;
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 128 * 1024];
     let mut pos = 0u64;

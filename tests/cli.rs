@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::fs;
 use std::process::Output;
 
 use crate::util::corpus::{email, populate_varied, write_with_mtime};
@@ -402,4 +403,75 @@ fn an_unknown_mail_format_is_named() {
         show(&relative.stderr)
     );
     assert_eq!(relative.stdout, b"INBOX\n");
+}
+
+/// Mailbox and pending message names with control characters (an escape sequence, a
+/// newline, BEL), '%' and ':' on disk: `mailfs ls` prints each level escaped as the mount
+/// names its directory (`%1B`, `%0A`, `%25`, `%3A`), so the output has no control
+/// character and stays one name per line, and each printed name is accepted back by
+/// `mailfs ls LOCATION MAILBOX` and `mailfs cat` (as is the name as it is, where it differs).
+/// The GUID (a Maildir base name) and a keyword from `dovecot-keywords` are escaped alike.
+#[test]
+fn ls_escapes_control_characters_in_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TestDir::new("cli_ctl_names");
+    let root = dir.mkdir("Maildir");
+    let hostile: &[u8] = b".evil\x1b[31mred\nINBOX";
+    let base: &[u8] = b"1700000001.M1P1.host\x1b]0;owned\x07";
+    for name in [&b""[..], hostile, b".100%", b".a:b"] {
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(root.join(OsStr::from_bytes(name)).join(sub)).unwrap();
+        }
+    }
+    let mut file = base.to_vec();
+    file.extend_from_slice(b":2,Sa");
+    let body = email(1, "Hostile", "file name");
+    fs::write(
+        root.join(OsStr::from_bytes(hostile))
+            .join("cur")
+            .join(OsStr::from_bytes(&file)),
+        &body,
+    )
+    .unwrap();
+    fs::write(
+        root.join(OsStr::from_bytes(hostile))
+            .join("dovecot-keywords"),
+        b"0 evil\x1b[2J\n",
+    )
+    .unwrap();
+    let loc = format!("maildir:{}", root.display());
+
+    let listed = ok_stdout(&ls(&loc, None), "mailfs ls");
+    let text = String::from_utf8(listed).expect("UTF-8");
+    let lines: BTreeSet<&str> = text.lines().collect();
+    let want: BTreeSet<&str> = ["INBOX", "evil%1B[31mred%0AINBOX", "100%25", "a%3Ab"].into();
+    assert_eq!(lines, want, "mailfs ls printed {text:?}");
+
+    let shown_pending = "pending-1700000001.M1P1.host%1B]0;owned%07.eml";
+    let raw_name = String::from_utf8(hostile[1..].to_vec()).unwrap();
+    for mailbox in ["evil%1B[31mred%0AINBOX", raw_name.as_str()] {
+        let out = ok_stdout(&ls(&loc, Some(mailbox)), "mailfs ls MAILBOX");
+        assert!(
+            !out.iter()
+                .any(|&c| (c < 0x20 && c != b'\t' && c != b'\n') || c == 0x7f),
+            "control characters in {}",
+            show(&out)
+        );
+        let parsed = parse_ls(&out);
+        assert_eq!(parsed.len(), 1, "{mailbox:?}: {parsed:?}");
+        assert_eq!(parsed[0].name, shown_pending);
+        assert_eq!(parsed[0].uid, None);
+        assert_eq!(parsed[0].guid, "1700000001.M1P1.host%1B]0;owned%07");
+        assert_eq!(parsed[0].flags, "\\Seen evil%1B[2J");
+        let bytes = ok_stdout(&cat(&loc, mailbox, shown_pending), "mailfs cat");
+        assert_bytes_eq(&bytes, &body, "mailfs cat of the pending message");
+    }
+    for mailbox in ["100%25", "100%", "a%3Ab", "a:b"] {
+        let out = ls(&loc, Some(mailbox));
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "mailfs ls {mailbox}: {}",
+            show(&out.stderr)
+        );
+    }
 }
