@@ -692,6 +692,19 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         notify::spawn(changes_rx, session.notifier(), inodes, naming, notify_stats)
             .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;
     }
+    // The mount's device, read from the mount table (a stat of the mount point would be
+    // served by our own workers, which are not running yet): it finds the mount again if
+    // its path changes (a parent directory renamed).
+    let device = mount_table()
+        .ok()
+        .and_then(|table| table.into_iter().rev().find(|m| m.path == mountpoint))
+        .map(|m| m.dev);
+    if device.is_none() {
+        warn!(
+            "{} is not in /proc/self/mountinfo; if its path changes, signals cannot find it",
+            mountpoint.display()
+        );
+    }
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.clone();
     std::thread::Builder::new()
@@ -699,13 +712,19 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         .spawn(move || {
             let sig = wait_for_signal(&signals);
             info!("signal {sig}: unmounting {}", mp.display());
-            if let Err(e) = unmounter.unmount() {
-                warn!(
-                    "unmount of {} failed ({e}); detaching it lazily",
-                    mp.display()
-                );
-                lazy_unmount(&mp);
+            if !end_mount(&mut unmounter, &mp, device) {
+                std::process::exit(EXIT_RUNTIME.into());
             }
+            // Unmounted or detached: the session ends once the kernel lets go of the
+            // mount (at once, or when the last open file is closed). Signals stay blocked,
+            // so one more ends the process instead of being ignored.
+            let sig = wait_for_signal(&signals);
+            error!(
+                "signal {sig} again: exiting now, without waiting for the detached mount of \
+                 {} to be released",
+                mp.display()
+            );
+            std::process::exit(EXIT_RUNTIME.into());
         })
         .map_err(|e| CliError::Msg(format!("starting the signal thread: {e}")))?;
     session
@@ -742,20 +761,230 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     }
 }
 
-fn lazy_unmount(mountpoint: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
+/// Takes the mount off the namespace after a signal: unmounts it, else detaches it lazily
+/// (where it is now: found by `device` in the mount table if its path changed), else
+/// aborts the FUSE connection. Returns true when the mount is gone or detached (the session
+/// then ends by itself); false when it could not be, after logging why (the caller exits).
+fn end_mount(
+    unmounter: &mut fuser::SessionUnmounter,
+    mountpoint: &Path,
+    device: Option<(u32, u32)>,
+) -> bool {
+    let first = match unmounter.unmount() {
+        Ok(()) => return true,
+        Err(e) => e,
     };
-    // SAFETY: `c` is a valid NUL-terminated path.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc != 0 {
-        let status = std::process::Command::new("fusermount3")
-            .arg("-uz")
-            .arg(mountpoint)
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            error!("could not unmount {}", mountpoint.display());
+    // Where the mount is now. Not in the table (someone else unmounted it): done.
+    let current = match device {
+        Some(dev) => match mount_table() {
+            Ok(table) => match table.into_iter().rev().find(|m| m.dev == dev) {
+                Some(m) => m.path,
+                None => return true,
+            },
+            Err(e) => {
+                warn!("reading /proc/self/mountinfo: {e}");
+                mountpoint.to_path_buf()
+            }
+        },
+        None => mountpoint.to_path_buf(),
+    };
+    if current != mountpoint {
+        info!(
+            "unmount of {} failed ({first}): the mount is now at {}; unmounting it there",
+            mountpoint.display(),
+            current.display()
+        );
+        if umount(&current, 0).is_ok() {
+            return true;
         }
+    }
+    warn!(
+        "unmount of {} failed ({first}); detaching it lazily",
+        current.display()
+    );
+    let detached = match umount(&current, libc::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(e) => fusermount_detach(&current).map_err(|f| format!("{e}; {f}")),
+    };
+    let problem = match detached {
+        Ok(()) => return true,
+        Err(problem) => problem,
+    };
+    match device.map(abort_connection) {
+        Some(Ok(conn)) => error!(
+            "could not unmount {} ({problem}); aborted its FUSE connection ({}): it \
+             answers \"Transport endpoint is not connected\" until `umount -l {}`; exiting",
+            current.display(),
+            conn.display(),
+            current.display()
+        ),
+        Some(Err(e)) => error!(
+            "could not unmount {} ({problem}), nor abort its FUSE connection ({e}); exiting \
+             (the mount then answers \"Transport endpoint is not connected\" until \
+             `umount -l {}`)",
+            current.display(),
+            current.display()
+        ),
+        None => error!(
+            "could not unmount {} ({problem}); exiting (the mount then answers \"Transport \
+             endpoint is not connected\" until `umount -l {}`)",
+            current.display(),
+            current.display()
+        ),
+    }
+    false
+}
+
+/// `umount2(path, flags)`.
+fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `fusermount3 -uz PATH`: a lazy unmount without privileges, for the mount's owner.
+fn fusermount_detach(path: &Path) -> std::result::Result<(), String> {
+    match std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "fusermount3 -uz: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("fusermount3: {e}")),
+    }
+}
+
+/// Aborts the FUSE connection of the mount with device `dev` through fusectl; returns the
+/// connection's directory.
+fn abort_connection(dev: (u32, u32)) -> std::io::Result<PathBuf> {
+    // fusectl names a connection by the kernel's dev_t: major << 20 | minor.
+    let dir = Path::new("/sys/fs/fuse/connections").join(((dev.0 << 20) | dev.1).to_string());
+    let abort = dir.join("abort");
+    std::fs::write(&abort, b"1").map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e}{}",
+                abort.display(),
+                if Path::new("/sys/fs/fuse/connections")
+                    .read_dir()
+                    .is_ok_and(|mut d| d.next().is_none())
+                {
+                    " (is fusectl mounted? mount -t fusectl none /sys/fs/fuse/connections)"
+                } else {
+                    ""
+                }
+            ),
+        )
+    })?;
+    Ok(dir)
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountEntry {
+    /// The mounted filesystem's device, `major:minor` (field 3).
+    dev: (u32, u32),
+    /// Where it is mounted, unescaped (field 5).
+    path: PathBuf,
+    /// Its type (`fuse`, `fuse.sshfs`, ...), after the `-` separator.
+    fstype: String,
+    /// Its source (`mailfs` for ours: the fsname).
+    source: String,
+}
+
+/// This process's mount table.
+fn mount_table() -> std::io::Result<Vec<MountEntry>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
+/// Parses `/proc/self/mountinfo` (proc(5)); malformed lines are skipped.
+fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (major, minor) = fields.get(2)?.split_once(':')?;
+            let dash = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+            Some(MountEntry {
+                dev: (major.parse().ok()?, minor.parse().ok()?),
+                path: unescape_octal(fields.get(4)?),
+                fstype: unescape_octal(fields.get(dash + 1)?)
+                    .to_string_lossy()
+                    .into_owned(),
+                source: unescape_octal(fields.get(dash + 2)?)
+                    .to_string_lossy()
+                    .into_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's escapes: space, tab, newline and backslash are written `\ooo`.
+fn unescape_octal(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let digits = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], digits) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_lines() {
+        let text = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+45 27 0:40 / /tmp/a\\040b/mnt ro,nosuid - fuse mailfs ro,user_id=0
+46 27 0:41 / /x rw master:2 unbindable - fuse.sshfs me@host:/ rw
+garbage
+";
+        let table = parse_mountinfo(text);
+        assert_eq!(table.len(), 3, "{table:?}");
+        assert_eq!(
+            table[1],
+            MountEntry {
+                dev: (0, 40),
+                path: PathBuf::from("/tmp/a b/mnt"),
+                fstype: "fuse".into(),
+                source: "mailfs".into(),
+            }
+        );
+        assert_eq!(table[2].fstype, "fuse.sshfs");
+        assert_eq!(table[2].source, "me@host:/");
+        assert_eq!(
+            unescape_octal("a\\134b\\012\\9"),
+            PathBuf::from("a\\b\n\\9")
+        );
     }
 }

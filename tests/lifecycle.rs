@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::util::corpus::email;
 use crate::util::dovecot::{Dovecot, Layout};
 use crate::util::mount::Mount;
-use crate::util::{TestDir, show, wait_for};
+use crate::util::{TestDir, mounts_below, show, wait_for};
 
 #[test]
 fn sigint_unmounts_and_exits_0() {
@@ -56,6 +56,40 @@ fn sigterm_with_an_open_file_detaches_and_exits_once_it_is_closed() {
     drop(file);
     let log = mount.wait_exit();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// After a first signal the daemon may wait (a detached mount still held by an open file);
+/// a second signal must end it at once, exit 1 with a log line, never be ignored.
+#[test]
+fn a_second_signal_ends_a_daemon_that_waits_for_a_detached_mount() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("life_second_signal");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Hold me", "open"));
+    let mut mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let file = fs::File::open(mount.message("INBOX", uid)).expect("opening a message");
+    mount.signal(libc::SIGTERM);
+    wait_for(
+        Duration::from_secs(10),
+        "the mount to be detached after SIGTERM",
+        || (!mount.is_mounted()).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        mount.is_running(),
+        "control: the daemon waits for the open file:\n{}",
+        mount.log()
+    );
+    mount.signal(libc::SIGINT);
+    let (status, log) = mount.wait_any_exit();
+    assert_eq!(status.code(), Some(1), "{status}:\n{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("ERROR") && last.contains("again"),
+        "the last log line must say why it exited:\n{log}"
+    );
+    drop(file);
 }
 
 /// `--allow-other` lets another user in; without it, only the mounting user gets in.
@@ -124,5 +158,37 @@ fn a_busy_mountpoint_is_refused() {
         bob.text("INBOX", uid)
     );
     let log = mount.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// The mount point's parent renamed under a running mount (`D/p/mnt` becomes
+/// `D/q r\s/mnt`, a name the mount table escapes): the path the daemon mounted on is gone,
+/// yet SIGTERM must still unmount (the daemon finds its mount by device) and the daemon
+/// exit 0 within seconds, leaving nothing mounted.
+#[test]
+fn sigterm_unmounts_after_the_mount_points_parent_is_renamed() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("life_renamed");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Moved", "parent"));
+    let mut mount = Mount::start(&bob.location(), &dir.join("p/mnt"), &[]);
+    assert_eq!(
+        fs::read(mount.message("INBOX", uid)).unwrap(),
+        bob.text("INBOX", uid)
+    );
+    let renamed = dir.join("q r\\s");
+    fs::rename(dir.join("p"), &renamed).expect("renaming the mount point's parent");
+    let moved = renamed.join("mnt");
+    mount.moved_to(&moved);
+    assert_eq!(
+        mounts_below(dir.path()),
+        vec![moved.clone()],
+        "control: the mount moved with its parent"
+    );
+    mount.signal(libc::SIGTERM);
+    let log = mount.wait_exit();
+    let left = mounts_below(dir.path());
+    assert!(left.is_empty(), "still mounted: {left:?}\n{log}");
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -86,6 +86,39 @@ impl Mount {
         self.log()
     }
 
+    /// Tells the guard that the mount point now lives at `mountpoint` (a parent directory
+    /// was renamed): the log moved with it, and stops check this path.
+    pub fn moved_to(&mut self, mountpoint: &Path) {
+        self.mountpoint = mountpoint.to_path_buf();
+        self.log = log_path(mountpoint);
+    }
+
+    /// True while the daemon has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits (without signalling) for the daemon to exit, whatever its status; panics if it
+    /// keeps running past the deadline. Returns its status and log.
+    #[track_caller]
+    pub fn wait_any_exit(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("daemon running");
+        match wait_deadline(&mut child, DEADLINE) {
+            Some(status) => (status, self.log()),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "mailfs mount of {} did not exit within {DEADLINE:?}; stderr:\n{}",
+                    self.mountpoint.display(),
+                    self.log()
+                );
+            }
+        }
+    }
+
     /// True while the mountpoint is in the mount table.
     pub fn is_mounted(&self) -> bool {
         mounts_below(&self.mountpoint).contains(&self.mountpoint)
