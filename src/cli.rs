@@ -495,20 +495,42 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
     Ok(())
 }
 
-/// Checks the mount point before handing it to the kernel, for clear messages.
+/// Checks the mount point before handing it to the kernel, for clear messages. A dead
+/// mailfs mount left there by a killed daemon is cleared first ([`clear_dead_mount`]).
 fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError> {
     let msg = |what: &str| CliError::Msg(format!("mount point {}: {what}", mountpoint.display()));
-    let meta = std::fs::metadata(mountpoint).map_err(|e| msg(&e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(msg("not a directory"));
-    }
-    let abs = std::fs::canonicalize(mountpoint).map_err(|e| msg(&e.to_string()))?;
-    if let Some(parent) = abs.parent() {
-        let pmeta = std::fs::metadata(parent).map_err(|e| msg(&e.to_string()))?;
-        if pmeta.dev() != meta.dev() || abs == Path::new("/") {
-            return Err(msg("busy: something is already mounted there"));
+    // Each round clears one dead mount, so this ends; a few rounds cover stacked ones.
+    let mut rounds = 0;
+    let (meta, abs) = loop {
+        rounds += 1;
+        let meta = match std::fs::metadata(mountpoint) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && rounds <= 3 => {
+                clear_dead_mount(mountpoint, &e)?;
+                continue;
+            }
+            other => other.map_err(|e| msg(&e.to_string()))?,
+        };
+        if !meta.is_dir() {
+            return Err(msg("not a directory"));
         }
-    }
+        let abs = std::fs::canonicalize(mountpoint).map_err(|e| msg(&e.to_string()))?;
+        let Some(parent) = abs.parent() else {
+            return Err(msg("busy: something is already mounted there"));
+        };
+        let pmeta = std::fs::metadata(parent).map_err(|e| msg(&e.to_string()))?;
+        if pmeta.dev() == meta.dev() {
+            break (meta, abs);
+        }
+        // Something is mounted there. A killed daemon's mount may still answer stat from
+        // the kernel's attribute cache; statfs always asks the daemon.
+        match statfs_error(&abs) {
+            Some(e) if e.raw_os_error() == Some(libc::ENOTCONN) && rounds <= 3 => {
+                clear_dead_mount(mountpoint, &e)?;
+            }
+            _ => return Err(msg("busy: something is already mounted there")),
+        }
+    };
+    debug_assert!(meta.is_dir());
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -520,6 +542,87 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
             ))
         })?;
     Ok(abs)
+}
+
+/// How `statfs(path)` fails, if it does within 2 s. It runs on a helper thread: a FUSE
+/// daemon that hangs would block it for good (the thread is then left behind, and the
+/// mount counts as alive).
+fn statfs_error(path: &Path) -> Option<std::io::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("statfs".into())
+        .spawn(move || {
+            // SAFETY: all-zero bytes are a valid `statfs`.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+            let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+            let _ = tx.send((rc != 0).then(std::io::Error::last_os_error));
+        })
+        .ok()?;
+    rx.recv_timeout(Duration::from_secs(2)).ok().flatten()
+}
+
+/// Clears the dead FUSE mount (its daemon was killed or crashed: `error` is ENOTCONN) on
+/// `mountpoint` if the mount table shows it is one of ours (fsname `mailfs`), logging one
+/// line; refuses anything else with the command that clears it.
+fn clear_dead_mount(
+    mountpoint: &Path,
+    error: &std::io::Error,
+) -> std::result::Result<(), CliError> {
+    // The dead mount's root cannot be resolved; its parent can.
+    let abs = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) => {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            std::fs::canonicalize(parent).map(|p| p.join(name)).ok()
+        }
+        _ => None,
+    };
+    let p = mountpoint.display();
+    let refuse = |why: String| {
+        CliError::Msg(format!(
+            "mount point {p}: {error}: {why}; clear it with `fusermount3 -uz {p}` (or \
+             `umount -l {p}` as root) and try again"
+        ))
+    };
+    let entry = abs.as_ref().and_then(|abs| {
+        mount_table()
+            .ok()?
+            .into_iter()
+            .rev()
+            .find(|m| m.path == *abs)
+    });
+    let Some(entry) = entry else {
+        return Err(refuse("a dead mount that is not in the mount table".into()));
+    };
+    let ours = matches!(entry.fstype.as_str(), "fuse" | "fuse.mailfs") && entry.source == "mailfs";
+    if !ours {
+        return Err(refuse(format!(
+            "a dead {} mount of {:?}, not made by mailfs",
+            entry.fstype, entry.source
+        )));
+    }
+    let detached = match umount(&entry.path, libc::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(e) => fusermount_detach(&entry.path).map_err(|f| format!("{e}; {f}")),
+    };
+    match detached {
+        Ok(()) => {
+            info!(
+                "cleared a dead mailfs mount on {} (its daemon was killed or crashed)",
+                entry.path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(refuse(format!(
+            "a dead mailfs mount that could not be cleared ({e})"
+        ))),
+    }
 }
 
 /// `mailfs mount` options, as given.

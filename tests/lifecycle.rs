@@ -2,11 +2,13 @@
 //! still open), mount options accepted.
 
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::util::corpus::email;
 use crate::util::dovecot::{Dovecot, Layout};
+use crate::util::fsx::errno;
 use crate::util::mount::Mount;
 use crate::util::{TestDir, mounts_below, show, wait_for};
 
@@ -191,4 +193,145 @@ fn sigterm_unmounts_after_the_mount_points_parent_is_renamed() {
     let left = mounts_below(dir.path());
     assert!(left.is_empty(), "still mounted: {left:?}\n{log}");
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// After SIGKILL the mount stays behind, dead ("Transport endpoint is not connected"). A
+/// new `mailfs mount` on the same mount point clears it, says so in one log line, and
+/// serves again; its stop leaves nothing mounted. Twice: with the mount point's attributes
+/// still in the kernel's cache (stat succeeds, only requests that reach the daemon fail),
+/// and without (`--attr-timeout 0`: stat itself fails).
+#[test]
+fn a_new_mount_clears_the_dead_mount_of_a_killed_daemon() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("life_killed");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Again", "after a crash"));
+    for (name, opts, stat_fails) in [
+        ("cached", &[][..], false),
+        (
+            "uncached",
+            &["--attr-timeout", "0", "--entry-timeout", "0"][..],
+            true,
+        ),
+    ] {
+        let mp = dir.join(name);
+        let killed = Mount::start(&bob.location(), &mp, opts);
+        killed.signal(libc::SIGKILL);
+        let (status, _) = killed.wait_any_exit();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+        let listed = fs::read_dir(&mp);
+        assert_eq!(
+            errno(&listed),
+            Some(libc::ENOTCONN),
+            "control ({name}): the killed daemon leaves a dead mount: {listed:?}"
+        );
+        let stat = fs::metadata(&mp);
+        assert_eq!(
+            errno(&stat),
+            stat_fails.then_some(libc::ENOTCONN),
+            "control ({name}): {stat:?}"
+        );
+
+        // The dead mount itself may look ready to Mount::start's stat: wait for the log.
+        let mut mount = Mount::start(&bob.location(), &mp, opts);
+        wait_for(Duration::from_secs(10), "the new mount", || {
+            let mounted = mount.log().contains(", read-only");
+            assert!(
+                mounted || mount.is_running(),
+                "({name}) mailfs exited instead of mounting:\n{}",
+                mount.log()
+            );
+            mounted.then_some(())
+        });
+        assert_eq!(
+            fs::read(mount.message("INBOX", uid)).unwrap(),
+            bob.text("INBOX", uid)
+        );
+        let log = mount.stop();
+        let cleared: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("cleared a dead mailfs mount"))
+            .collect();
+        assert_eq!(cleared.len(), 1, "{name}: want one line about it:\n{log}");
+        assert!(cleared[0].contains(&mp.display().to_string()), "{log}");
+        let left = mounts_below(dir.path());
+        assert!(left.is_empty(), "{name}: still mounted: {left:?}\n{log}");
+    }
+}
+
+/// A dead FUSE mount that mailfs did not make (another filesystem's, here one mounted by
+/// hand and abandoned) is left alone: `mailfs mount` there exits 1 with a message giving
+/// the command that clears it.
+#[test]
+fn a_dead_foreign_mount_is_refused_with_the_command_that_clears_it() {
+    require!(Dovecot, Fuse, Root);
+    let dir = TestDir::new("life_dead_foreign");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "Not", "ours"));
+    let mp = dir.mkdir("mnt");
+    abandoned_fuse_mount(&mp, "otherfs");
+    let dead = fs::metadata(&mp);
+    assert_eq!(errno(&dead), Some(libc::ENOTCONN), "control: {dead:?}");
+
+    let out = Command::new("timeout")
+        .arg("10")
+        .arg(crate::util::mailfs_bin())
+        .arg("mount")
+        .arg(bob.location())
+        .arg(&mp)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running mailfs mount");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}\n{stderr}", out.status);
+    let m = mp.display().to_string();
+    assert!(
+        stderr.contains(&format!("fusermount3 -uz {m}")) && stderr.contains("otherfs"),
+        "the message must name the dead mount and give the command:\n{stderr}"
+    );
+    assert!(
+        mounts_below(dir.path()).contains(&mp),
+        "a foreign dead mount must be left alone"
+    );
+}
+
+/// Mounts a FUSE filesystem with fsname `source` on `mp` and closes its only descriptor
+/// without serving it: the kernel aborts the connection, and the mount stays behind dead,
+/// as a crashed FUSE daemon leaves it.
+fn abandoned_fuse_mount(mp: &std::path::Path, source: &str) {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let fuse = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .expect("opening /dev/fuse");
+    let data = CString::new(format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0",
+        fuse.as_raw_fd()
+    ))
+    .unwrap();
+    let target = CString::new(mp.as_os_str().as_bytes()).unwrap();
+    let source = CString::new(source).unwrap();
+    let fstype = CString::new("fuse").unwrap();
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            data.as_ptr().cast(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "mounting a FUSE filesystem by hand: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(fuse);
 }

@@ -26,8 +26,14 @@ impl Mount {
     /// mountpoint. stderr goes to `<mountpoint>.log`.
     #[track_caller]
     pub fn start(location: &str, mountpoint: &Path, extra: &[&str]) -> Mount {
-        fs::create_dir_all(mountpoint).expect("creating mountpoint");
-        let mountpoint = fs::canonicalize(mountpoint).expect("canonical mountpoint");
+        // A dead FUSE mount (a killed daemon's) there exists but cannot be stat'ed.
+        if let Err(e) = fs::create_dir_all(mountpoint)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            panic!("creating mountpoint {}: {e}", mountpoint.display());
+        }
+        let parent = fs::canonicalize(mountpoint.parent().expect("parent")).expect("canonical");
+        let mountpoint = parent.join(mountpoint.file_name().expect("mountpoint name"));
         let log = log_path(&mountpoint);
         let child = spawn_mount(location, &mountpoint, extra, &log);
         let mut mount = Mount {
