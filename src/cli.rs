@@ -625,6 +625,55 @@ fn clear_dead_mount(
     }
 }
 
+/// Refuses a mount point that is, is inside, or contains one of `roots` (the directories
+/// the store is read from, [`Spec::roots`]): the store would then be read through the
+/// mount itself, and every worker would block on requests to its own mount. Paths are
+/// compared resolved ([`resolve`]), so symlinks and `..` cannot hide an overlap.
+fn check_outside_store(mountpoint: &Path, roots: &[PathBuf]) -> std::result::Result<(), CliError> {
+    let mp = resolve(mountpoint);
+    for root in roots {
+        let r = resolve(root);
+        let relation = if mp == r {
+            "is"
+        } else if mp.starts_with(&r) {
+            "is inside"
+        } else if r.starts_with(&mp) {
+            "contains"
+        } else {
+            continue;
+        };
+        return Err(CliError::Msg(format!(
+            "mount point {} {relation} {}, a directory the store is read from: mailfs would \
+             read its own mount and hang; choose a mount point outside the store",
+            mp.display(),
+            r.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `path` made absolute with symlinks resolved as far as it exists: its longest ancestor
+/// that can be canonicalized, with the rest appended (a store directory Dovecot has not
+/// created yet, a dead mount point).
+fn resolve(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(mut found) = std::fs::canonicalize(at) {
+            found.extend(rest.iter().rev());
+            return found;
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                at = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 /// `mailfs mount` options, as given.
 #[derive(Debug)]
 struct MountOptions {
@@ -698,7 +747,9 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         LockArg::Dotlock => LockMethod::Dotlock,
     });
     store::set_nfs_cache_flush(opts.nfs_cache_flush);
-    let store = open_store(location)?;
+    let spec = Spec::parse(location)?;
+    check_outside_store(mountpoint, &spec.roots())?;
+    let store = store::open(&spec, VIEW_CACHE_CAPACITY)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let mode = watch_mode(opts.watch, opts.poll_interval, store.root());
     // Maildir views continue from inotify name journals only where inotify sees every
@@ -1063,6 +1114,38 @@ fn unescape_octal(s: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mount_point_overlapping_a_store_directory_is_refused() {
+        let base = std::env::temp_dir().join(format!("mailfs-cli-{}", std::process::id()));
+        let store = base.join("store");
+        std::fs::create_dir_all(store.join("inside")).unwrap();
+        std::fs::create_dir_all(base.join("other")).unwrap();
+        std::os::unix::fs::symlink(&store, base.join("link")).unwrap();
+        let roots = vec![store.clone(), base.join("other/index/not-yet")];
+        let refused = |mp: &Path| match check_outside_store(mp, &roots) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{} accepted", mp.display()),
+        };
+        let e = refused(&store.join("inside"));
+        assert!(
+            e.contains("is inside") && e.contains(&store.display().to_string()),
+            "{e}"
+        );
+        assert!(refused(&store).contains(" is "));
+        // Through a symlink, and with `..`: the resolved paths are compared.
+        assert!(refused(&base.join("link/inside")).contains("is inside"));
+        assert!(refused(&base.join("other/../store/inside")).contains("is inside"));
+        // A store directory that does not exist yet, below the mount point.
+        let e = refused(&base.join("other"));
+        assert!(e.contains("contains") && e.contains("not-yet"), "{e}");
+        assert!(refused(&base).contains("contains"));
+        // Siblings are fine.
+        std::fs::create_dir_all(base.join("sibling")).unwrap();
+        assert!(check_outside_store(&base.join("sibling"), &roots).is_ok());
+        assert!(check_outside_store(&base.join("store-2"), &roots).is_ok());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     #[test]
     fn parses_mountinfo_lines() {
