@@ -335,3 +335,49 @@ fn abandoned_fuse_mount(mp: &std::path::Path, source: &str) {
     );
     drop(fuse);
 }
+
+/// `isatty()` on an open message (Python's `open()` does one) is an ioctl that the kernel
+/// passes to mailfs. 10,000 of them must not flood the daemon's log. Two bounds: the rate
+/// limit alone keeps the growth within the budget of one call site (`logging::BUSY_BUDGET`
+/// lines of at most a few lines each, instead of one per call); and mailfs answers the
+/// ioctl itself (ENOTTY, as for a regular file), so no line mentions ioctl and the log
+/// grows by fewer than 5 lines.
+#[test]
+fn isatty_on_a_message_does_not_flood_the_log() {
+    use std::os::fd::AsRawFd;
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("life_isatty");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Not a", "terminal"));
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let file = fs::File::open(mount.message("INBOX", uid)).expect("opening a message");
+    let before = mount.log().lines().count();
+    for _ in 0..10_000 {
+        // SAFETY: `file` is open for the whole call.
+        let tty = unsafe { libc::isatty(file.as_raw_fd()) };
+        assert_eq!(tty, 0, "a message is no terminal");
+    }
+    drop(file);
+    let log = mount.log();
+    let grown: Vec<&str> = log.lines().skip(before).collect();
+    let budget = 5 * mailfs::logging::BUSY_BUDGET as usize;
+    assert!(
+        grown.len() <= budget,
+        "10,000 isatty() calls added {} log lines (rate limit: at most {budget}):\n{}",
+        grown.len(),
+        grown[..grown.len().min(12)].join("\n")
+    );
+    let ioctl: Vec<&&str> = grown
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().contains("ioctl"))
+        .collect();
+    assert!(
+        ioctl.is_empty() && grown.len() < 5,
+        "10,000 isatty() calls added {} log lines, {} mentioning ioctl:\n{}",
+        grown.len(),
+        ioctl.len(),
+        grown[..grown.len().min(12)].join("\n")
+    );
+    assert!(!mount.stop().contains("panicked"));
+}
