@@ -501,7 +501,7 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
     let msg = |what: &str| CliError::Msg(format!("mount point {}: {what}", mountpoint.display()));
     // Each round clears one dead mount, so this ends; a few rounds cover stacked ones.
     let mut rounds = 0;
-    let (meta, abs) = loop {
+    let abs = loop {
         rounds += 1;
         let meta = match std::fs::metadata(mountpoint) {
             Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && rounds <= 3 => {
@@ -519,7 +519,7 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
         };
         let pmeta = std::fs::metadata(parent).map_err(|e| msg(&e.to_string()))?;
         if pmeta.dev() == meta.dev() {
-            break (meta, abs);
+            break abs;
         }
         // Something is mounted there. A killed daemon's mount may still answer stat from
         // the kernel's attribute cache; statfs always asks the daemon.
@@ -530,7 +530,6 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
             _ => return Err(msg("busy: something is already mounted there")),
         }
     };
-    debug_assert!(meta.is_dir());
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -571,18 +570,8 @@ fn clear_dead_mount(
     mountpoint: &Path,
     error: &std::io::Error,
 ) -> std::result::Result<(), CliError> {
-    // The dead mount's root cannot be resolved; its parent can.
-    let abs = match (mountpoint.parent(), mountpoint.file_name()) {
-        (Some(parent), Some(name)) => {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            std::fs::canonicalize(parent).map(|p| p.join(name)).ok()
-        }
-        _ => None,
-    };
+    // The dead mount's root cannot be canonicalized; its parent can.
+    let abs = resolve(mountpoint);
     let p = mountpoint.display();
     let refuse = |why: String| {
         CliError::Msg(format!(
@@ -590,13 +579,9 @@ fn clear_dead_mount(
              `umount -l {p}` as root) and try again"
         ))
     };
-    let entry = abs.as_ref().and_then(|abs| {
-        mount_table()
-            .ok()?
-            .into_iter()
-            .rev()
-            .find(|m| m.path == *abs)
-    });
+    let entry = mount_table()
+        .ok()
+        .and_then(|table| table.into_iter().rev().find(|m| m.path == abs));
     let Some(entry) = entry else {
         return Err(refuse("a dead mount that is not in the mount table".into()));
     };
@@ -942,18 +927,20 @@ fn end_mount(
         },
         None => mountpoint.to_path_buf(),
     };
+    let mut last = first;
     if current != mountpoint {
         info!(
-            "unmount of {} failed ({first}): the mount is now at {}; unmounting it there",
+            "unmount of {} failed ({last}): the mount is now at {}; unmounting it there",
             mountpoint.display(),
             current.display()
         );
-        if umount(&current, 0).is_ok() {
-            return true;
+        match umount(&current, 0) {
+            Ok(()) => return true,
+            Err(e) => last = e,
         }
     }
     warn!(
-        "unmount of {} failed ({first}); detaching it lazily",
+        "unmount of {} failed ({last}); detaching it lazily",
         current.display()
     );
     let detached = match umount(&current, libc::MNT_DETACH) {
