@@ -19,8 +19,9 @@ use crate::fs::notify;
 use crate::fs::open::OpenMode;
 use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
+use crate::logging::RateLimited;
 use crate::store::locks::LockMethod;
-use crate::store::{self, MailStore, MailboxName, MessageKey};
+use crate::store::{self, MailStore, MailboxName, MailboxView, MessageKey};
 
 /// Exit code for runtime errors.
 const EXIT_RUNTIME: u8 = 1;
@@ -75,14 +76,14 @@ enum Command {
         location: String,
         /// An empty directory to mount on.
         mountpoint: PathBuf,
-        /// Seconds the kernel may cache attributes [default: 60 with a watcher, 1 with
-        /// --watch off].
-        #[arg(long, value_name = "S")]
-        attr_timeout: Option<f64>,
-        /// Seconds the kernel may cache name lookups, found or not [default: 60 with a
-        /// watcher, 1 with --watch off].
-        #[arg(long, value_name = "S")]
-        entry_timeout: Option<f64>,
+        /// Seconds (>= 0) the kernel may cache attributes [default: 60 with a watcher, 1
+        /// with --watch off].
+        #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = cache_seconds)]
+        attr_timeout: Option<Duration>,
+        /// Seconds (>= 0) the kernel may cache name lookups, found or not [default: 60 with
+        /// a watcher, 1 with --watch off].
+        #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = cache_seconds)]
+        entry_timeout: Option<Duration>,
         /// How store changes reach the kernel's caches: inotify (local filesystems), poll
         /// (stat every --poll-interval; for NFS, GlusterFS and other network or FUSE
         /// filesystems, where inotify misses other clients' writes), off (only the
@@ -90,9 +91,15 @@ enum Command {
         /// inotify).
         #[arg(long, value_enum, default_value_t = WatchArg::Auto)]
         watch: WatchArg,
-        /// Seconds between polls with --watch poll.
-        #[arg(long, default_value_t = 1.0, value_name = "S")]
-        poll_interval: f64,
+        /// Seconds between polls with --watch poll (> 0, at most 86400).
+        #[arg(
+            long,
+            default_value = "1",
+            value_name = "S",
+            allow_negative_numbers = true,
+            value_parser = poll_seconds
+        )]
+        poll_interval: Duration,
         /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf
         /// unless root). Store permissions still apply.
         #[arg(long)]
@@ -124,11 +131,13 @@ enum Command {
         open_mode: OpenMode,
     },
     /// List mailboxes, or the messages of MAILBOX (TAB-separated: name uid size vsize
-    /// received saved guid flags).
+    /// received saved guid flags). Names are shown as on the mount: '%', ':', '/' and
+    /// control characters in a level as %XX.
     Ls {
         /// Dovecot mail_location or bare path.
         location: String,
-        /// Mailbox name with '/' between levels (UTF-8), e.g. INBOX or Work/Sub.
+        /// Mailbox name with '/' between levels (UTF-8), e.g. INBOX or Work/Sub, as
+        /// `mailfs ls` shows it or as it is.
         mailbox: Option<String>,
     },
     /// Decode one of Dovecot's files (dovecot.index*, *.log, *.log.2, *.cache,
@@ -145,7 +154,8 @@ enum Command {
     Cat {
         /// Dovecot mail_location or bare path.
         location: String,
-        /// Mailbox name with '/' between levels (UTF-8).
+        /// Mailbox name with '/' between levels (UTF-8), as `mailfs ls` shows it or as it
+        /// is.
         mailbox: String,
         /// The message: a UID, or a file name as shown on the mount (12.eml, pending-...).
         uid: String,
@@ -170,9 +180,35 @@ enum LockArg {
 }
 
 /// Kernel cache timeout when a watcher invalidates explicitly.
-const WATCHED_TIMEOUT: f64 = 60.0;
+const WATCHED_TIMEOUT: Duration = Duration::from_secs(60);
 /// Kernel cache timeout with `--watch off`: the only bound on staleness.
-const UNWATCHED_TIMEOUT: f64 = 1.0;
+const UNWATCHED_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest `--poll-interval`: a day (the watcher adds it to the clock).
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(86_400);
+
+/// `--attr-timeout`, `--entry-timeout`: a number of seconds >= 0 that a `Duration` holds.
+/// An error here is a usage error (exit 2).
+fn cache_seconds(s: &str) -> std::result::Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| "must be a number of seconds >= 0 (e.g. 1 or 0.5)".to_string())
+}
+
+/// `--poll-interval`: a number of seconds > 0 and at most [`MAX_POLL_INTERVAL`] (also not
+/// so small that it rounds to zero). An error here is a usage error (exit 2).
+fn poll_seconds(s: &str) -> std::result::Result<Duration, String> {
+    cache_seconds(s)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_POLL_INTERVAL)
+        .ok_or_else(|| {
+            format!(
+                "must be a number of seconds > 0 and at most {} (e.g. 1 or 0.5)",
+                MAX_POLL_INTERVAL.as_secs()
+            )
+        })
+}
 
 fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -196,9 +232,15 @@ pub fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    // Every line, ours and fuser's, goes through a per-call-site rate limit: a client can
+    // provoke some of them at will (one per ioctl, one per failed request).
+    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_millis()
-        .init();
+        .build();
+    let max_level = logger.filter();
+    if log::set_boxed_logger(Box::new(RateLimited::new(logger))).is_ok() {
+        log::set_max_level(max_level);
+    }
     let result = match cli.command {
         Command::Mount {
             location,
@@ -285,19 +327,50 @@ impl From<std::io::Error> for CliError {
 
 type CliResult = std::result::Result<(), CliError>;
 
-fn timeouts(attr: f64, entry: f64) -> std::result::Result<CacheTimeouts, CliError> {
-    let secs = |v: f64, name: &str| {
-        Duration::try_from_secs_f64(v)
-            .map_err(|_| CliError::Msg(format!("--{name} must be a number of seconds >= 0")))
-    };
-    Ok(CacheTimeouts {
-        attr: secs(attr, "attr-timeout")?,
-        entry: secs(entry, "entry-timeout")?,
-    })
-}
-
 fn open_store(location: &str) -> Result<Arc<dyn MailStore>> {
     store::open(&Spec::parse(location)?, VIEW_CACHE_CAPACITY)
+}
+
+/// A mailbox name as `mailfs ls` prints it: each level as the mount names its directory
+/// ([`Naming::folder_name`]: '%', ':', '/' and control characters as `%XX`, so that no name
+/// can break the one-per-line output or drive the terminal), '/' between levels.
+fn shown_name(name: &MailboxName) -> String {
+    let levels: Vec<String> = name
+        .0
+        .iter()
+        .map(|level| {
+            Naming::default()
+                .folder_name(level)
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    levels.join("/")
+}
+
+/// The mailbox a MAILBOX argument names, with its view: the name as `mailfs ls` shows it
+/// (each level unescaped), else, if no mailbox has that name, the argument as it is.
+fn find_mailbox(
+    store: &dyn MailStore,
+    arg: &str,
+) -> std::result::Result<(MailboxName, Arc<MailboxView>), CliError> {
+    let literal = MailboxName::parse(arg);
+    let shown: Option<Vec<String>> = literal
+        .0
+        .iter()
+        .map(|level| {
+            naming::unescape_bytes(level.as_bytes()).and_then(|b| String::from_utf8(b).ok())
+        })
+        .collect();
+    if let Some(name) = shown.map(MailboxName).filter(|n| *n != literal) {
+        match store.view(&name) {
+            Ok(view) => return Ok((name, view)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let view = store.view(&literal)?;
+    Ok((literal, view))
 }
 
 fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
@@ -309,20 +382,20 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
             let depth = store.scope_depth();
             let mut failed = 0usize;
             for entry in store.mailboxes(&MailboxName(Vec::new()))?.iter() {
-                writeln!(out, "{}", entry.name)?;
+                writeln!(out, "{}", shown_name(&entry.name))?;
                 if depth == 0 || entry.name.0.len() != depth {
                     continue;
                 }
                 match store.mailboxes(&entry.name) {
                     Ok(list) => {
                         for e in list.iter().filter(|e| e.name.0.len() > depth) {
-                            writeln!(out, "{}", e.name)?;
+                            writeln!(out, "{}", shown_name(&e.name))?;
                         }
                     }
                     Err(e) => {
                         failed += 1;
                         out.flush()?;
-                        eprintln!("mailfs: {}: {e}", entry.name);
+                        eprintln!("mailfs: {}: {e}", shown_name(&entry.name));
                     }
                 }
             }
@@ -334,7 +407,7 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
             }
         }
         Some(mailbox) => {
-            let view = store.view(&MailboxName::parse(mailbox))?;
+            let (_, view) = find_mailbox(store.as_ref(), mailbox)?;
             let mut unreadable = 0usize;
             for meta in view.all() {
                 if let Some(problem) = &meta.problem {
@@ -345,6 +418,13 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
                     MessageKey::Uid(u) => u.to_string(),
                     MessageKey::Pending(_) => "-".into(),
                 };
+                // Names, GUIDs (a Maildir file's base name) and keywords come from files
+                // the store's owner writes: escaped as on the mount, so that a control
+                // character can neither break the line nor reach the terminal.
+                let escape = |s: &str| {
+                    String::from_utf8_lossy(&Naming::default().escape_bytes(s.as_bytes()))
+                        .into_owned()
+                };
                 writeln!(
                     out,
                     "{}\t{uid}\t{}\t{}\t{}\t{}\t{}\t{}",
@@ -353,8 +433,8 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
                     meta.virtual_size,
                     meta.received,
                     meta.saved,
-                    meta.guid,
-                    view.flags_string(meta)
+                    escape(&meta.guid),
+                    escape(&view.flags_string(meta))
                 )?;
             }
             if unreadable > 0 {
@@ -383,7 +463,7 @@ fn dump(path: &Path, json: bool) -> CliResult {
 
 fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
     let store = open_store(location)?;
-    let view = store.view(&MailboxName::parse(mailbox))?;
+    let (name, view) = find_mailbox(store.as_ref(), mailbox)?;
     let key = match message.parse::<u32>() {
         Ok(uid) => Some(MessageKey::Uid(uid)),
         Err(_) => naming::parse_message_name(&OsString::from(message)),
@@ -397,7 +477,7 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
             }
         }
     }
-    let src = store.open(&MailboxName::parse(mailbox), &view, &key)?;
+    let src = store.open(&name, &view, &key)?;
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 128 * 1024];
     let mut pos = 0u64;
@@ -415,20 +495,41 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
     Ok(())
 }
 
-/// Checks the mount point before handing it to the kernel, for clear messages.
+/// Checks the mount point before handing it to the kernel, for clear messages. A dead
+/// mailfs mount left there by a killed daemon is cleared first ([`clear_dead_mount`]).
 fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError> {
     let msg = |what: &str| CliError::Msg(format!("mount point {}: {what}", mountpoint.display()));
-    let meta = std::fs::metadata(mountpoint).map_err(|e| msg(&e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(msg("not a directory"));
-    }
-    let abs = std::fs::canonicalize(mountpoint).map_err(|e| msg(&e.to_string()))?;
-    if let Some(parent) = abs.parent() {
-        let pmeta = std::fs::metadata(parent).map_err(|e| msg(&e.to_string()))?;
-        if pmeta.dev() != meta.dev() || abs == Path::new("/") {
-            return Err(msg("busy: something is already mounted there"));
+    // Each round clears one dead mount, so this ends; a few rounds cover stacked ones.
+    let mut rounds = 0;
+    let abs = loop {
+        rounds += 1;
+        let meta = match std::fs::metadata(mountpoint) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && rounds <= 3 => {
+                clear_dead_mount(mountpoint, &e)?;
+                continue;
+            }
+            other => other.map_err(|e| msg(&e.to_string()))?,
+        };
+        if !meta.is_dir() {
+            return Err(msg("not a directory"));
         }
-    }
+        let abs = std::fs::canonicalize(mountpoint).map_err(|e| msg(&e.to_string()))?;
+        let Some(parent) = abs.parent() else {
+            return Err(msg("busy: something is already mounted there"));
+        };
+        let pmeta = std::fs::metadata(parent).map_err(|e| msg(&e.to_string()))?;
+        if pmeta.dev() == meta.dev() {
+            break abs;
+        }
+        // Something is mounted there. A killed daemon's mount may still answer stat from
+        // the kernel's attribute cache; statfs always asks the daemon.
+        match statfs_error(&abs) {
+            Some(e) if e.raw_os_error() == Some(libc::ENOTCONN) && rounds <= 3 => {
+                clear_dead_mount(mountpoint, &e)?;
+            }
+            _ => return Err(msg("busy: something is already mounted there")),
+        }
+    };
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -442,13 +543,129 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
     Ok(abs)
 }
 
+/// How `statfs(path)` fails, if it does within 2 s. It runs on a helper thread: a FUSE
+/// daemon that hangs would block it for good (the thread is then left behind, and the
+/// mount counts as alive).
+fn statfs_error(path: &Path) -> Option<std::io::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("statfs".into())
+        .spawn(move || {
+            // SAFETY: all-zero bytes are a valid `statfs`.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+            let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+            let _ = tx.send((rc != 0).then(std::io::Error::last_os_error));
+        })
+        .ok()?;
+    rx.recv_timeout(Duration::from_secs(2)).ok().flatten()
+}
+
+/// Clears the dead FUSE mount (its daemon was killed or crashed: `error` is ENOTCONN) on
+/// `mountpoint` if the mount table shows it is one of ours (fsname `mailfs`), logging one
+/// line; refuses anything else with the command that clears it.
+fn clear_dead_mount(
+    mountpoint: &Path,
+    error: &std::io::Error,
+) -> std::result::Result<(), CliError> {
+    // The dead mount's root cannot be canonicalized; its parent can.
+    let abs = resolve(mountpoint);
+    let p = mountpoint.display();
+    let refuse = |why: String| {
+        CliError::Msg(format!(
+            "mount point {p}: {error}: {why}; clear it with `fusermount3 -uz {p}` (or \
+             `umount -l {p}` as root) and try again"
+        ))
+    };
+    let entry = mount_table()
+        .ok()
+        .and_then(|table| table.into_iter().rev().find(|m| m.path == abs));
+    let Some(entry) = entry else {
+        return Err(refuse("a dead mount that is not in the mount table".into()));
+    };
+    let ours = matches!(entry.fstype.as_str(), "fuse" | "fuse.mailfs") && entry.source == "mailfs";
+    if !ours {
+        return Err(refuse(format!(
+            "a dead {} mount of {:?}, not made by mailfs",
+            entry.fstype, entry.source
+        )));
+    }
+    let detached = match umount(&entry.path, libc::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(e) => fusermount_detach(&entry.path).map_err(|f| format!("{e}; {f}")),
+    };
+    match detached {
+        Ok(()) => {
+            info!(
+                "cleared a dead mailfs mount on {} (its daemon was killed or crashed)",
+                entry.path.display()
+            );
+            Ok(())
+        }
+        Err(e) => Err(refuse(format!(
+            "a dead mailfs mount that could not be cleared ({e})"
+        ))),
+    }
+}
+
+/// Refuses a mount point that is, is inside, or contains one of `roots` (the directories
+/// the store is read from, [`Spec::roots`]): the store would then be read through the
+/// mount itself, and every worker would block on requests to its own mount. Paths are
+/// compared resolved ([`resolve`]), so symlinks and `..` cannot hide an overlap.
+fn check_outside_store(mountpoint: &Path, roots: &[PathBuf]) -> std::result::Result<(), CliError> {
+    let mp = resolve(mountpoint);
+    for root in roots {
+        let r = resolve(root);
+        let relation = if mp == r {
+            "is"
+        } else if mp.starts_with(&r) {
+            "is inside"
+        } else if r.starts_with(&mp) {
+            "contains"
+        } else {
+            continue;
+        };
+        return Err(CliError::Msg(format!(
+            "mount point {} {relation} {}, a directory the store is read from: mailfs would \
+             read its own mount and hang; choose a mount point outside the store",
+            mp.display(),
+            r.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `path` made absolute with symlinks resolved as far as it exists: its longest ancestor
+/// that can be canonicalized, with the rest appended (a store directory Dovecot has not
+/// created yet, a dead mount point).
+fn resolve(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(mut found) = std::fs::canonicalize(at) {
+            found.extend(rest.iter().rev());
+            return found;
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                at = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 /// `mailfs mount` options, as given.
 #[derive(Debug)]
 struct MountOptions {
-    attr_timeout: Option<f64>,
-    entry_timeout: Option<f64>,
+    attr_timeout: Option<Duration>,
+    entry_timeout: Option<Duration>,
     watch: WatchArg,
-    poll_interval: f64,
+    poll_interval: Duration,
     lock_method: LockArg,
     nfs_cache_flush: bool,
     portable_names: bool,
@@ -458,16 +675,8 @@ struct MountOptions {
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
-fn watch_mode(
-    arg: WatchArg,
-    poll_interval: f64,
-    root: &Path,
-) -> std::result::Result<Option<WatchMode>, CliError> {
-    let interval = Duration::try_from_secs_f64(poll_interval)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| CliError::Msg("--poll-interval must be a number of seconds > 0".into()))?;
-    Ok(match arg {
+fn watch_mode(arg: WatchArg, interval: Duration, root: &Path) -> Option<WatchMode> {
+    match arg {
         WatchArg::Off => None,
         WatchArg::Inotify => Some(WatchMode::Inotify),
         WatchArg::Poll => Some(WatchMode::Poll(interval)),
@@ -475,14 +684,15 @@ fn watch_mode(
             Some(kind) => {
                 info!(
                     "{} is on {kind}: inotify cannot see other clients' writes there; polling \
-                     every {poll_interval} s (--watch poll)",
-                    root.display()
+                     every {} s (--watch poll)",
+                    root.display(),
+                    interval.as_secs_f64()
                 );
                 Some(WatchMode::Poll(interval))
             }
             None => Some(WatchMode::Inotify),
         },
-    })
+    }
 }
 
 /// The kind of network or FUSE filesystem `path` is on, if it is one.
@@ -522,9 +732,11 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         LockArg::Dotlock => LockMethod::Dotlock,
     });
     store::set_nfs_cache_flush(opts.nfs_cache_flush);
-    let store = open_store(location)?;
+    let spec = Spec::parse(location)?;
+    check_outside_store(mountpoint, &spec.roots())?;
+    let store = store::open(&spec, VIEW_CACHE_CAPACITY)?;
     let mountpoint = check_mountpoint(mountpoint)?;
-    let mode = watch_mode(opts.watch, opts.poll_interval, store.root())?;
+    let mode = watch_mode(opts.watch, opts.poll_interval, store.root());
     // Maildir views continue from inotify name journals only where inotify sees every
     // writer: a local filesystem, watched with inotify (an explicit --watch inotify on NFS
     // must not make views trust events that other clients' writes never produce).
@@ -538,10 +750,10 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     } else {
         UNWATCHED_TIMEOUT
     };
-    let timeouts = timeouts(
-        opts.attr_timeout.unwrap_or(default_timeout),
-        opts.entry_timeout.unwrap_or(default_timeout),
-    )?;
+    let timeouts = CacheTimeouts {
+        attr: opts.attr_timeout.unwrap_or(default_timeout),
+        entry: opts.entry_timeout.unwrap_or(default_timeout),
+    };
     let (changes_tx, changes_rx) = std::sync::mpsc::channel();
     let watcher = match mode {
         Some(mode) => Some(Arc::new(
@@ -619,6 +831,19 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         notify::spawn(changes_rx, session.notifier(), inodes, naming, notify_stats)
             .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;
     }
+    // The mount's device, read from the mount table (a stat of the mount point would be
+    // served by our own workers, which are not running yet): it finds the mount again if
+    // its path changes (a parent directory renamed).
+    let device = mount_table()
+        .ok()
+        .and_then(|table| table.into_iter().rev().find(|m| m.path == mountpoint))
+        .map(|m| m.dev);
+    if device.is_none() {
+        warn!(
+            "{} is not in /proc/self/mountinfo; if its path changes, signals cannot find it",
+            mountpoint.display()
+        );
+    }
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.clone();
     std::thread::Builder::new()
@@ -626,13 +851,19 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         .spawn(move || {
             let sig = wait_for_signal(&signals);
             info!("signal {sig}: unmounting {}", mp.display());
-            if let Err(e) = unmounter.unmount() {
-                warn!(
-                    "unmount of {} failed ({e}); detaching it lazily",
-                    mp.display()
-                );
-                lazy_unmount(&mp);
+            if !end_mount(&mut unmounter, &mp, device) {
+                std::process::exit(EXIT_RUNTIME.into());
             }
+            // Unmounted or detached: the session ends once the kernel lets go of the
+            // mount (at once, or when the last open file is closed). Signals stay blocked,
+            // so one more ends the process instead of being ignored.
+            let sig = wait_for_signal(&signals);
+            error!(
+                "signal {sig} again: exiting now, without waiting for the detached mount of \
+                 {} to be released",
+                mp.display()
+            );
+            std::process::exit(EXIT_RUNTIME.into());
         })
         .map_err(|e| CliError::Msg(format!("starting the signal thread: {e}")))?;
     session
@@ -669,20 +900,264 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
     }
 }
 
-fn lazy_unmount(mountpoint: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
+/// Takes the mount off the namespace after a signal: unmounts it, else detaches it lazily
+/// (where it is now: found by `device` in the mount table if its path changed), else
+/// aborts the FUSE connection. Returns true when the mount is gone or detached (the session
+/// then ends by itself); false when it could not be, after logging why (the caller exits).
+fn end_mount(
+    unmounter: &mut fuser::SessionUnmounter,
+    mountpoint: &Path,
+    device: Option<(u32, u32)>,
+) -> bool {
+    let first = match unmounter.unmount() {
+        Ok(()) => return true,
+        Err(e) => e,
     };
-    // SAFETY: `c` is a valid NUL-terminated path.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc != 0 {
-        let status = std::process::Command::new("fusermount3")
-            .arg("-uz")
-            .arg(mountpoint)
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            error!("could not unmount {}", mountpoint.display());
+    // Where the mount is now. Not in the table (someone else unmounted it): done.
+    let current = match device {
+        Some(dev) => match mount_table() {
+            Ok(table) => match table.into_iter().rev().find(|m| m.dev == dev) {
+                Some(m) => m.path,
+                None => return true,
+            },
+            Err(e) => {
+                warn!("reading /proc/self/mountinfo: {e}");
+                mountpoint.to_path_buf()
+            }
+        },
+        None => mountpoint.to_path_buf(),
+    };
+    let mut last = first;
+    if current != mountpoint {
+        info!(
+            "unmount of {} failed ({last}): the mount is now at {}; unmounting it there",
+            mountpoint.display(),
+            current.display()
+        );
+        match umount(&current, 0) {
+            Ok(()) => return true,
+            Err(e) => last = e,
         }
+    }
+    warn!(
+        "unmount of {} failed ({last}); detaching it lazily",
+        current.display()
+    );
+    let detached = match umount(&current, libc::MNT_DETACH) {
+        Ok(()) => Ok(()),
+        Err(e) => fusermount_detach(&current).map_err(|f| format!("{e}; {f}")),
+    };
+    let problem = match detached {
+        Ok(()) => return true,
+        Err(problem) => problem,
+    };
+    match device.map(abort_connection) {
+        Some(Ok(conn)) => error!(
+            "could not unmount {} ({problem}); aborted its FUSE connection ({}): it \
+             answers \"Transport endpoint is not connected\" until `umount -l {}`; exiting",
+            current.display(),
+            conn.display(),
+            current.display()
+        ),
+        Some(Err(e)) => error!(
+            "could not unmount {} ({problem}), nor abort its FUSE connection ({e}); exiting \
+             (the mount then answers \"Transport endpoint is not connected\" until \
+             `umount -l {}`)",
+            current.display(),
+            current.display()
+        ),
+        None => error!(
+            "could not unmount {} ({problem}); exiting (the mount then answers \"Transport \
+             endpoint is not connected\" until `umount -l {}`)",
+            current.display(),
+            current.display()
+        ),
+    }
+    false
+}
+
+/// `umount2(path, flags)`.
+fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `fusermount3 -uz PATH`: a lazy unmount without privileges, for the mount's owner.
+fn fusermount_detach(path: &Path) -> std::result::Result<(), String> {
+    match std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "fusermount3 -uz: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("fusermount3: {e}")),
+    }
+}
+
+/// Aborts the FUSE connection of the mount with device `dev` through fusectl; returns the
+/// connection's directory.
+fn abort_connection(dev: (u32, u32)) -> std::io::Result<PathBuf> {
+    // fusectl names a connection by the kernel's dev_t: major << 20 | minor.
+    let dir = Path::new("/sys/fs/fuse/connections").join(((dev.0 << 20) | dev.1).to_string());
+    let abort = dir.join("abort");
+    std::fs::write(&abort, b"1").map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e}{}",
+                abort.display(),
+                if Path::new("/sys/fs/fuse/connections")
+                    .read_dir()
+                    .is_ok_and(|mut d| d.next().is_none())
+                {
+                    " (is fusectl mounted? mount -t fusectl none /sys/fs/fuse/connections)"
+                } else {
+                    ""
+                }
+            ),
+        )
+    })?;
+    Ok(dir)
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MountEntry {
+    /// The mounted filesystem's device, `major:minor` (field 3).
+    dev: (u32, u32),
+    /// Where it is mounted, unescaped (field 5).
+    path: PathBuf,
+    /// Its type (`fuse`, `fuse.sshfs`, ...), after the `-` separator.
+    fstype: String,
+    /// Its source (`mailfs` for ours: the fsname).
+    source: String,
+}
+
+/// This process's mount table.
+fn mount_table() -> std::io::Result<Vec<MountEntry>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
+/// Parses `/proc/self/mountinfo` (proc(5)); malformed lines are skipped.
+fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (major, minor) = fields.get(2)?.split_once(':')?;
+            let dash = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+            Some(MountEntry {
+                dev: (major.parse().ok()?, minor.parse().ok()?),
+                path: unescape_octal(fields.get(4)?),
+                fstype: unescape_octal(fields.get(dash + 1)?)
+                    .to_string_lossy()
+                    .into_owned(),
+                source: unescape_octal(fields.get(dash + 2)?)
+                    .to_string_lossy()
+                    .into_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's escapes: space, tab, newline and backslash are written `\ooo`.
+fn unescape_octal(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let digits = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], digits) {
+            (b'\\', Some(d)) => {
+                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mount_point_overlapping_a_store_directory_is_refused() {
+        let base = std::env::temp_dir().join(format!("mailfs-cli-{}", std::process::id()));
+        let store = base.join("store");
+        std::fs::create_dir_all(store.join("inside")).unwrap();
+        std::fs::create_dir_all(base.join("other")).unwrap();
+        std::os::unix::fs::symlink(&store, base.join("link")).unwrap();
+        let roots = vec![store.clone(), base.join("other/index/not-yet")];
+        let refused = |mp: &Path| match check_outside_store(mp, &roots) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{} accepted", mp.display()),
+        };
+        let e = refused(&store.join("inside"));
+        assert!(
+            e.contains("is inside") && e.contains(&store.display().to_string()),
+            "{e}"
+        );
+        assert!(refused(&store).contains(" is "));
+        // Through a symlink, and with `..`: the resolved paths are compared.
+        assert!(refused(&base.join("link/inside")).contains("is inside"));
+        assert!(refused(&base.join("other/../store/inside")).contains("is inside"));
+        // A store directory that does not exist yet, below the mount point.
+        let e = refused(&base.join("other"));
+        assert!(e.contains("contains") && e.contains("not-yet"), "{e}");
+        assert!(refused(&base).contains("contains"));
+        // Siblings are fine.
+        std::fs::create_dir_all(base.join("sibling")).unwrap();
+        assert!(check_outside_store(&base.join("sibling"), &roots).is_ok());
+        assert!(check_outside_store(&base.join("store-2"), &roots).is_ok());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn parses_mountinfo_lines() {
+        let text = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+45 27 0:40 / /tmp/a\\040b/mnt ro,nosuid - fuse mailfs ro,user_id=0
+46 27 0:41 / /x rw master:2 unbindable - fuse.sshfs me@host:/ rw
+garbage
+";
+        let table = parse_mountinfo(text);
+        assert_eq!(table.len(), 3, "{table:?}");
+        assert_eq!(
+            table[1],
+            MountEntry {
+                dev: (0, 40),
+                path: PathBuf::from("/tmp/a b/mnt"),
+                fstype: "fuse".into(),
+                source: "mailfs".into(),
+            }
+        );
+        assert_eq!(table[2].fstype, "fuse.sshfs");
+        assert_eq!(table[2].source, "me@host:/");
+        assert_eq!(
+            unescape_octal("a\\134b\\012\\9"),
+            PathBuf::from("a\\b\n\\9")
+        );
     }
 }

@@ -222,26 +222,46 @@ fn kind_of(path: &Path) -> Option<Kind> {
     }
 }
 
-/// Recognises a dbox file by its first line ("2 M1e C..."), whatever its name.
-fn sniff(path: &Path) -> Option<Kind> {
+/// Recognises a dbox file by its first line ("2 M1e C..."), whatever its name. A file that
+/// cannot be opened or read (missing, a directory, unreadable) is that I/O error; one too
+/// short for the line is no dbox file.
+fn sniff(path: &Path) -> Result<Option<Kind>> {
     use std::io::Read;
     let mut head = [0u8; 4];
-    std::fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
-    matches!(&head, [b'1' | b'2', b' ', b'M', _]).then_some(Kind::Dbox)
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    match file.read_exact(&mut head) {
+        Ok(()) => Ok(matches!(&head, [b'1' | b'2', b' ', b'M', _]).then_some(Kind::Dbox)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// Decodes the file at `path` into a value tree.
 pub fn dump(path: &Path) -> Result<Value> {
-    let kind = kind_of(path).or_else(|| sniff(path)).ok_or_else(|| {
-        Error::layout(
-            path,
-            "unknown file type (expected dovecot.index*, *.log, *.log.2, *.cache, \
-             dovecot-uidlist, dovecot-keywords, or a dbox u.N / m.N)",
-        )
-    })?;
+    let kind = match kind_of(path) {
+        Some(kind) => kind,
+        None => sniff(path)?.ok_or_else(|| {
+            Error::layout(
+                path,
+                "unknown file type (expected dovecot.index*, *.log, *.log.2, *.cache, \
+                 dovecot-uidlist, dovecot-keywords, or a dbox u.N / m.N)",
+            )
+        })?,
+    };
     let read = || std::fs::read(path).map_err(|e| Error::io(path, e));
     match kind {
-        Kind::Index => dump_index(path),
+        Kind::Index => {
+            // An index may be named when only its log exists; when neither does, the
+            // index's own error says so.
+            let mut log = path.as_os_str().to_owned();
+            log.push(".log");
+            if let Err(e) = std::fs::metadata(path)
+                && !Path::new(&log).exists()
+            {
+                return Err(Error::io(path, e));
+            }
+            dump_index(path)
+        }
         Kind::Log => dump_log(path, &read()?),
         Kind::Cache => dump_cache(path, &read()?),
         Kind::Uidlist => dump_uidlist(path, &read()?),

@@ -9,7 +9,8 @@
 //! - [`location`]: Dovecot `mail_location` strings;
 //! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O);
 //! - [`sys`]: the system calls beyond `std` (opens that refuse symbolic links, directory
-//!   streams), each `unsafe` with its SAFETY note.
+//!   streams), each `unsafe` with its SAFETY note;
+//! - [`logging`]: the per-call-site rate limit around the logger.
 //!
 //! `fuser` is used only by `fs` and `cli`.
 
@@ -21,5 +22,6 @@ pub mod format;
 pub mod fs;
 pub mod index;
 pub mod location;
+pub mod logging;
 pub mod store;
 pub mod sys;

@@ -3,6 +3,7 @@
 //! empty listing.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -416,4 +417,131 @@ fn unreadable_message_makes_cat_fail_with_a_message() {
     let v = victim.display().to_string();
     assert!(stderr.contains(&v), "message must name {v}:\n{stderr}");
     assert_no_panic(&stderr);
+}
+
+/// `mailfs dump` of a file that does not exist says so (the OS error with the path), for
+/// every kind of name, instead of "unknown file type"; a directory says it is one. The
+/// control: an existing file of no known kind is still "unknown file type".
+#[test]
+fn dump_of_a_missing_file_says_it_does_not_exist() {
+    let dir = TestDir::new("bad_dump_missing");
+    let unknown = dir.join("notes.txt");
+    fs::write(&unknown, b"hello\n").unwrap();
+    let out = mailfs([OsStr::new("dump"), unknown.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "control: {stderr}");
+    assert!(stderr.contains("unknown file type"), "control: {stderr}");
+
+    for name in [
+        "nonexistent",
+        "no/dir/dovecot.index",
+        "dovecot.index",
+        "dovecot.index.log",
+        "dovecot.index.cache",
+        "dovecot-uidlist",
+        "u.1",
+    ] {
+        let path = dir.join(name);
+        let out = mailfs([OsStr::new("dump"), path.as_os_str()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        let p = path.display().to_string();
+        assert!(
+            stderr.contains(&format!("{p}: No such file or directory")),
+            "{name}: must say {p} does not exist: {stderr}"
+        );
+    }
+    let out = mailfs([OsStr::new("dump"), dir.path().as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a directory: {stderr}");
+    assert!(stderr.contains("Is a directory"), "a directory: {stderr}");
+}
+
+/// A mount point that is, is inside, or contains a directory the store is read from (the
+/// mail root, INDEX=, CONTROL=) would make mailfs read its own mount and hang: refused at
+/// start-up (exit 1) with a message naming both paths, also through a symlink. The
+/// control: a sibling of the mail root mounts and serves.
+#[test]
+fn a_mount_point_inside_the_store_is_refused() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("bad_mp_in_store");
+    let dovecot = Dovecot::start(&dir, Layout::FsSeparateIndexControl);
+    let bob = dovecot.user("bob");
+    small_store(&bob);
+    let home = bob.home();
+    let root = bob.mail_root();
+    assert_eq!(root, home.join("Maildir"), "the layout this test assumes");
+    let inside_root = root.join("mnt");
+    let inside_index = home.join("index/mnt");
+    for d in [&inside_root, &inside_index] {
+        fs::create_dir(d).unwrap();
+    }
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&inside_root, &link).unwrap();
+    let index = home.join("index");
+    for (mp, store_dir) in [
+        (&inside_root, &root),
+        (&root, &root),
+        (&link, &root),
+        (&inside_index, &index),
+        (&home, &root),
+    ] {
+        let failure = mount_must_fail(&bob.location(), mp, &[]);
+        assert_eq!(failure.status.code(), Some(1), "{failure:?}");
+        let shown = fs::canonicalize(mp).unwrap().display().to_string();
+        let s = store_dir.display().to_string();
+        assert!(
+            failure.stderr.contains(&format!("mount point {shown} "))
+                && failure
+                    .stderr
+                    .contains(&format!(" {s}, a directory the store is read from")),
+            "{}: the message must name {shown} and {s}:\n{}",
+            mp.display(),
+            failure.stderr
+        );
+        assert_no_panic(&failure.stderr);
+    }
+
+    let mount = Mount::start(&bob.location(), &home.join("sibling"), &[]);
+    let uids = bob.uids("INBOX");
+    assert_eq!(
+        fs::read(mount.message("INBOX", uids[0])).expect("the sibling mount serves"),
+        bob.text("INBOX", uids[0])
+    );
+    assert_no_panic(&mount.stop());
+}
+
+/// The same for a multi-user template: a mount point inside its base (the path above the
+/// variables, where users are looked for) is refused naming both; a sibling of the base
+/// mounts.
+#[test]
+fn a_mount_point_inside_a_template_base_is_refused() {
+    require!(Fuse);
+    let dir = TestDir::new("bad_mp_in_base");
+    let base = dir.mkdir("vmail");
+    for sub in ["cur", "new", "tmp"] {
+        dir.mkdir(format!("vmail/alice/Maildir/{sub}"));
+    }
+    fs::write(
+        base.join("alice/Maildir/new/1700000001.M1P1.host"),
+        email(1, "Hello", "alice"),
+    )
+    .unwrap();
+    let template = format!("maildir:{}/%u/Maildir", base.display());
+    let inside = dir.mkdir("vmail/mnt");
+    let failure = mount_must_fail(&template, &inside, &[]);
+    assert_eq!(failure.status.code(), Some(1), "{failure:?}");
+    let (i, b) = (inside.display().to_string(), base.display().to_string());
+    assert!(
+        failure
+            .stderr
+            .contains(&format!("mount point {i} is inside {b},")),
+        "the message must name {i} and {b}:\n{}",
+        failure.stderr
+    );
+
+    let mount = Mount::start(&template, &dir.join("mnt"), &[]);
+    let names = dir_names(&mount.path().join("alice/INBOX")).expect("listing alice's INBOX");
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_no_panic(&mount.stop());
 }

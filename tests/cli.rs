@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::fs;
 use std::process::Output;
 
 use crate::util::corpus::{email, populate_varied, write_with_mtime};
@@ -296,6 +297,181 @@ fn usage_errors_exit_2() {
         assert!(
             !stderr.trim().is_empty(),
             "mailfs {args:?}: no usage message"
+        );
+    }
+}
+
+/// `--poll-interval`, `--attr-timeout` and `--entry-timeout` out of range (zero where it
+/// must be positive, negative, too large for a duration, not a number) are usage errors:
+/// exit 2 and a message naming the option, before anything is opened. Valid values pass
+/// the parser (the control fails later, on the missing mount point, with exit 1).
+#[test]
+fn out_of_range_durations_are_usage_errors() {
+    let dir = TestDir::new("cli_durations");
+    for sub in ["cur", "new", "tmp"] {
+        dir.mkdir(format!("Maildir/{sub}"));
+    }
+    let loc = format!("maildir:{}", dir.join("Maildir").display());
+    let mp = dir.join("no-such-mountpoint").display().to_string();
+    let control = mailfs([
+        "mount",
+        &loc,
+        &mp,
+        "--poll-interval",
+        "0.5",
+        "--attr-timeout",
+        "0",
+        "--entry-timeout",
+        "2.5",
+    ]);
+    let stderr = String::from_utf8_lossy(&control.stderr);
+    assert_eq!(control.status.code(), Some(1), "control: {stderr}");
+    assert!(stderr.contains(&mp), "control must fail on {mp}: {stderr}");
+
+    for (option, value) in [
+        ("--poll-interval", "0"),
+        ("--poll-interval", "-1"),
+        ("--poll-interval", "1e-300"),
+        ("--poll-interval", "1e300"),
+        ("--poll-interval", "x"),
+        ("--attr-timeout", "1e300"),
+        ("--attr-timeout", "-1"),
+        ("--attr-timeout", "-0.5"),
+        ("--attr-timeout", "nan"),
+        ("--entry-timeout", "1e300"),
+        ("--entry-timeout", "-1"),
+        ("--entry-timeout", "inf"),
+    ] {
+        let out = mailfs(["mount", &loc, &mp, option, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option} {value}: {stderr}");
+        assert!(
+            stderr.contains(option) && stderr.contains("seconds"),
+            "{option} {value}: the message must name the option and say what it takes: \
+             {stderr}"
+        );
+        assert!(
+            !stderr.contains("unexpected argument"),
+            "{option} {value}: a negative number must parse: {stderr}"
+        );
+    }
+}
+
+/// A location starting with a word and ':' that is no driver is a misspelt format:
+/// `mailfs ls` and `mailfs mount` say so (exit 1), naming the formats, instead of "No such
+/// file or directory". Dovecot's drivers mailfs does not read say "not supported". Bare
+/// paths containing ':' (written `::`, as for Dovecot) still work (the controls): an
+/// absolute one, and a relative one whose first component looks like a word.
+#[test]
+fn an_unknown_mail_format_is_named() {
+    let dir = TestDir::new("cli_bad_driver");
+    for sub in ["cur", "new", "tmp"] {
+        dir.mkdir(format!("a:b/{sub}"));
+        dir.mkdir(format!("word:x/{sub}"));
+    }
+    let want = r#"unknown mail format "bogusfmt" (maildir, sdbox, mdbox)"#;
+    for args in [
+        vec!["ls", "bogusfmt:/p"],
+        vec!["ls", "bogusfmt:/p:LAYOUT=fs", "INBOX"],
+        vec!["cat", "bogusfmt:/p", "INBOX", "1"],
+        vec!["mount", "bogusfmt:/p", "/nonexistent-mountpoint"],
+        vec!["ls", "bogusfmt:/home/%u"],
+    ] {
+        let out = mailfs(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "mailfs {args:?}: {stderr}");
+        assert!(stderr.contains(want), "mailfs {args:?}: {stderr}");
+    }
+    let out = mailfs(["ls", "mbox:/p"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("mbox driver is not supported"), "{stderr}");
+
+    let absolute = dir.join("a::b").display().to_string();
+    let out = mailfs(["ls", &absolute]);
+    assert!(out.status.success(), "{absolute}: {}", show(&out.stderr));
+    assert_eq!(out.stdout, b"INBOX\n");
+    let relative = std::process::Command::new(crate::util::mailfs_bin())
+        .args(["ls", "./word::x"])
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running mailfs");
+    assert!(
+        relative.status.success(),
+        "relative ./word::x: {}",
+        show(&relative.stderr)
+    );
+    assert_eq!(relative.stdout, b"INBOX\n");
+}
+
+/// Mailbox and pending message names with control characters (an escape sequence, a
+/// newline, BEL), '%' and ':' on disk: `mailfs ls` prints each level escaped as the mount
+/// names its directory (`%1B`, `%0A`, `%25`, `%3A`), so the output has no control
+/// character and stays one name per line, and each printed name is accepted back by
+/// `mailfs ls LOCATION MAILBOX` and `mailfs cat` (as is the name as it is, where it differs).
+/// The GUID (a Maildir base name) and a keyword from `dovecot-keywords` are escaped alike.
+#[test]
+fn ls_escapes_control_characters_in_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TestDir::new("cli_ctl_names");
+    let root = dir.mkdir("Maildir");
+    let hostile: &[u8] = b".evil\x1b[31mred\nINBOX";
+    let base: &[u8] = b"1700000001.M1P1.host\x1b]0;owned\x07";
+    for name in [&b""[..], hostile, b".100%", b".a:b"] {
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(root.join(OsStr::from_bytes(name)).join(sub)).unwrap();
+        }
+    }
+    let mut file = base.to_vec();
+    file.extend_from_slice(b":2,Sa");
+    let body = email(1, "Hostile", "file name");
+    fs::write(
+        root.join(OsStr::from_bytes(hostile))
+            .join("cur")
+            .join(OsStr::from_bytes(&file)),
+        &body,
+    )
+    .unwrap();
+    fs::write(
+        root.join(OsStr::from_bytes(hostile))
+            .join("dovecot-keywords"),
+        b"0 evil\x1b[2J\n",
+    )
+    .unwrap();
+    let loc = format!("maildir:{}", root.display());
+
+    let listed = ok_stdout(&ls(&loc, None), "mailfs ls");
+    let text = String::from_utf8(listed).expect("UTF-8");
+    let lines: BTreeSet<&str> = text.lines().collect();
+    let want: BTreeSet<&str> = ["INBOX", "evil%1B[31mred%0AINBOX", "100%25", "a%3Ab"].into();
+    assert_eq!(lines, want, "mailfs ls printed {text:?}");
+
+    let shown_pending = "pending-1700000001.M1P1.host%1B]0;owned%07.eml";
+    let raw_name = String::from_utf8(hostile[1..].to_vec()).unwrap();
+    for mailbox in ["evil%1B[31mred%0AINBOX", raw_name.as_str()] {
+        let out = ok_stdout(&ls(&loc, Some(mailbox)), "mailfs ls MAILBOX");
+        assert!(
+            !out.iter()
+                .any(|&c| (c < 0x20 && c != b'\t' && c != b'\n') || c == 0x7f),
+            "control characters in {}",
+            show(&out)
+        );
+        let parsed = parse_ls(&out);
+        assert_eq!(parsed.len(), 1, "{mailbox:?}: {parsed:?}");
+        assert_eq!(parsed[0].name, shown_pending);
+        assert_eq!(parsed[0].uid, None);
+        assert_eq!(parsed[0].guid, "1700000001.M1P1.host%1B]0;owned%07");
+        assert_eq!(parsed[0].flags, "\\Seen evil%1B[2J");
+        let bytes = ok_stdout(&cat(&loc, mailbox, shown_pending), "mailfs cat");
+        assert_bytes_eq(&bytes, &body, "mailfs cat of the pending message");
+    }
+    for mailbox in ["100%25", "100%", "a%3Ab", "a:b"] {
+        let out = ls(&loc, Some(mailbox));
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "mailfs ls {mailbox}: {}",
+            show(&out.stderr)
         );
     }
 }

@@ -39,8 +39,10 @@ impl Naming {
             || (self.portable && b"\\*?\"<>|".contains(&c))
     }
 
-    /// Escapes arbitrary bytes; invalid UTF-8 sequences are escaped byte by byte.
-    fn escape_bytes(self, raw: &[u8]) -> Vec<u8> {
+    /// Escapes arbitrary bytes: '%', ':', '/', control characters (and with
+    /// [`Naming::portable`] `\ * ? " < > |`) as `%XX`; invalid UTF-8 sequences byte by byte.
+    /// [`unescape_bytes`] reverses it.
+    pub fn escape_bytes(self, raw: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(raw.len());
         for chunk in raw.utf8_chunks() {
             for &c in chunk.valid().as_bytes() {
@@ -92,7 +94,9 @@ fn push_escaped(out: &mut Vec<u8>, c: u8) {
     out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
 }
 
-fn unescape_bytes(s: &[u8]) -> Option<Vec<u8>> {
+/// The inverse of the escaping of [`Naming::folder_name`] and pending message names: each
+/// `%XX` becomes the byte it stands for; `None` if a '%' is not followed by two hex digits.
+pub fn unescape_bytes(s: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {

@@ -31,6 +31,7 @@ impl Spec {
     /// Parses a LOCATION: a template if it has variables, else a single location (`%%`
     /// standing for '%').
     pub fn parse(location: &str) -> Result<Spec> {
+        check_driver(location)?;
         match Template::parse(location)? {
             Some(t) => Ok(Spec::Users(t)),
             None => Ok(Spec::Single(Box::new(Location::parse(
@@ -232,6 +233,7 @@ impl Location {
             location: location.to_string(),
             what,
         };
+        check_driver(location)?;
         let (driver, rest) = driver_and_rest(location);
         let fields = split_fields(rest);
         let Some((root, keys)) = fields.split_first() else {
@@ -363,6 +365,27 @@ fn driver_and_rest(location: &str) -> (Option<&str>, &str) {
         Some((d, rest)) if is_driver(d) => (Some(d), rest),
         _ => (None, location),
     }
+}
+
+/// Refuses a location that starts with a word and ':' (`bogusfmt:/p`) where the word is no
+/// driver Dovecot knows: it is a misspelt format, not a bare path. A bare path with ':' in it
+/// still parses: the part before its first ':' is then empty, holds a '/' or '~', or starts
+/// with something other than a letter (`/a:b`, `./x:y`, `~/a:b`; a ':' inside a path is
+/// written `::`, as for Dovecot).
+fn check_driver(location: &str) -> Result<()> {
+    let Some((word, _)) = location.split_once(':') else {
+        return Ok(());
+    };
+    let mut chars = word.chars();
+    let is_word = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric());
+    if !is_word || is_driver(word) {
+        return Ok(());
+    }
+    Err(Error::Location {
+        location: location.to_string(),
+        what: format!("unknown mail format {word:?} (maildir, sdbox, mdbox)"),
+    })
 }
 
 fn is_driver(s: &str) -> bool {
@@ -527,6 +550,36 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn an_unknown_driver_is_named_and_bare_paths_with_colons_still_parse() {
+        for location in ["bogusfmt:/p", "Maildir2:/p", "x:/home/%u", "foo:"] {
+            let e = Spec::parse(location).unwrap_err().to_string();
+            let word = location.split(':').next().unwrap();
+            assert!(
+                e.contains(&format!(
+                    "unknown mail format {word:?} (maildir, sdbox, mdbox)"
+                )),
+                "{location}: {e}"
+            );
+            let e = Location::parse(location).unwrap_err().to_string();
+            assert!(e.contains("unknown mail format"), "{location}: {e}");
+        }
+        // Dovecot's other drivers keep their own message.
+        let e = Spec::parse("mbox:/p").unwrap_err().to_string();
+        assert!(e.contains("mbox driver is not supported"), "{e}");
+        // Paths whose text before the first ':' is not a word are bare paths: they fail,
+        // if at all, on the path (here: it does not exist), never as a format.
+        for location in ["/a:b", "/no/such:dir", "./x:y", "~/a:b", "1x:/p", "a-b:/p"] {
+            match Spec::parse(location) {
+                Ok(_) => {}
+                Err(e) => assert!(
+                    !e.to_string().contains("unknown mail format"),
+                    "{location}: {e}"
+                ),
+            }
+        }
+    }
 
     #[test]
     fn splits_fields_like_dovecot() {

@@ -26,8 +26,14 @@ impl Mount {
     /// mountpoint. stderr goes to `<mountpoint>.log`.
     #[track_caller]
     pub fn start(location: &str, mountpoint: &Path, extra: &[&str]) -> Mount {
-        fs::create_dir_all(mountpoint).expect("creating mountpoint");
-        let mountpoint = fs::canonicalize(mountpoint).expect("canonical mountpoint");
+        // A dead FUSE mount (a killed daemon's) there exists but cannot be stat'ed.
+        if let Err(e) = fs::create_dir_all(mountpoint)
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            panic!("creating mountpoint {}: {e}", mountpoint.display());
+        }
+        let parent = fs::canonicalize(mountpoint.parent().expect("parent")).expect("canonical");
+        let mountpoint = parent.join(mountpoint.file_name().expect("mountpoint name"));
         let log = log_path(&mountpoint);
         let child = spawn_mount(location, &mountpoint, extra, &log);
         let mut mount = Mount {
@@ -89,6 +95,39 @@ impl Mount {
             panic!("{problem}");
         }
         self.log()
+    }
+
+    /// Tells the guard that the mount point now lives at `mountpoint` (a parent directory
+    /// was renamed): the log moved with it, and stops check this path.
+    pub fn moved_to(&mut self, mountpoint: &Path) {
+        self.mountpoint = mountpoint.to_path_buf();
+        self.log = log_path(mountpoint);
+    }
+
+    /// True while the daemon has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Waits (without signalling) for the daemon to exit, whatever its status; panics if it
+    /// keeps running past the deadline. Returns its status and log.
+    #[track_caller]
+    pub fn wait_any_exit(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("daemon running");
+        match wait_deadline(&mut child, DEADLINE) {
+            Some(status) => (status, self.log()),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "mailfs mount of {} did not exit within {DEADLINE:?}; stderr:\n{}",
+                    self.mountpoint.display(),
+                    self.log()
+                );
+            }
+        }
     }
 
     /// True while the mountpoint is in the mount table.
