@@ -117,17 +117,20 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// Control characters (which a mailbox owner can put in names, and so in paths) are
+    /// written as `\xNN`: errors reach terminals and logs.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Error::Corrupt { path, source } => write!(f, "{}: corrupt: {source}", path.display()),
-            Error::Layout { path, what } => write!(f, "{}: {what}", path.display()),
+        let text = match self {
+            Error::Io { path, source } => format!("{}: {source}", path.display()),
+            Error::Corrupt { path, source } => format!("{}: corrupt: {source}", path.display()),
+            Error::Layout { path, what } => format!("{}: {what}", path.display()),
             Error::Location { location, what } => {
-                write!(f, "mail location {location:?}: {what}")
+                format!("mail location {location:?}: {what}")
             }
-            Error::NotFound { what } => write!(f, "{what}: not found"),
-            Error::Unreadable { what } => f.write_str(what),
-        }
+            Error::NotFound { what } => format!("{what}: not found"),
+            Error::Unreadable { what } => what.clone(),
+        };
+        f.write_str(&crate::logging::escape_controls(&text))
     }
 }
 
@@ -138,5 +141,18 @@ impl std::error::Error for Error {
             Error::Corrupt { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_escapes_control_characters_of_names() {
+        let e = Error::layout("/srv/mail/.evil\x1b[2J\nx", "not a directory");
+        let shown = e.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("evil\\x1b[2J\\x0ax"), "{shown}");
     }
 }

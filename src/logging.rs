@@ -154,10 +154,49 @@ impl<L: Log> RateLimited<L> {
                             .build(),
                     );
                 }
-                self.inner.log(record);
+                let text = record.args().to_string();
+                if text.chars().any(is_control) {
+                    let shown = escape_controls(&text);
+                    self.inner.log(
+                        &Record::builder()
+                            .args(format_args!("{shown}"))
+                            .level(record.level())
+                            .target(record.target())
+                            .module_path(record.module_path())
+                            .file(record.file())
+                            .line(record.line())
+                            .build(),
+                    );
+                } else {
+                    self.inner.log(record);
+                }
             }
         }
     }
+}
+
+/// A control character (C0, DEL, C1): never written to a log as it is, because log lines
+/// carry names a mailbox owner chose (a folder named with an escape sequence would
+/// otherwise reach the admin's terminal, and a newline would forge a log line).
+fn is_control(c: char) -> bool {
+    c.is_control()
+}
+
+/// `text` with every control character written as `\xNN` (or `\u{NNNN}`).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_control(c) {
+            if (c as u32) < 0x100 {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            } else {
+                out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl<L: Log> Log for RateLimited<L> {
@@ -177,6 +216,30 @@ impl<L: Log> Log for RateLimited<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_controls("a\x1b[31mb\nc\u{85}d"),
+            "a\\x1b[31mb\\x0ac\\x85d"
+        );
+        assert_eq!(escape_controls("plain ü"), "plain ü");
+        let logger = RateLimited::new(Recorder::new(Level::Trace));
+        let name = "evil\x1b[2J\nforged line";
+        logger.log_at(
+            &Record::builder()
+                .args(format_args!("/srv/mail/.{name}: a mailbox"))
+                .level(Level::Warn)
+                .file(Some("src/x.rs"))
+                .line(Some(1))
+                .build(),
+            Instant::now(),
+        );
+        assert_eq!(
+            lines(&logger),
+            vec!["/srv/mail/.evil\\x1b[2J\\x0aforged line: a mailbox".to_string()]
+        );
+    }
 
     /// An inner logger that keeps every line it is given, at or above `level`.
     struct Recorder {
