@@ -602,3 +602,87 @@ fn giant_sparse_files_are_refused_not_read() {
     assert!(rss < 100 * 1024, "daemon RSS {rss} KiB");
     mount.stop();
 }
+
+/// The rest of the adversarial pass: a mailbox's `cur/` replaced by a link to a directory
+/// outside the store, a FIFO planted as a message, and, in a multi-user tree, a user's
+/// `Maildir` replaced by a link to another user's: each gives EIO (visible), never the
+/// linked-to names or bytes, and never a hang.
+#[test]
+fn linked_message_directories_fifos_and_user_roots_are_refused() {
+    require!(Dovecot, Fuse, Root);
+    let dir = TestDir::new("sec_more_links");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let (bob, carol) = (dovecot.user("bob"), dovecot.user("carol"));
+    bob.create_mailbox("Work");
+    bob.save("Work", &email(1, "Work", "moved away"));
+    let inbox_uid = bob.save("INBOX", &email(2, "Inbox", "stays"));
+    bob.select("INBOX");
+    carol.save("INBOX", &email(3, "CAROL-PRIVATE", "carol's"));
+    let outside = dir.mkdir("outside/cur");
+    fs::write(outside.join("OUTSIDE-NAME:2,S"), b"outside bytes\n").unwrap();
+    let work = bob.mailbox_dir("Work");
+    let fifo_uid = bob.status("INBOX").uidnext;
+    as_owner(
+        &dovecot,
+        &format!(
+            "rm -rf {w}/cur && ln -s {o} {w}/cur && mkfifo {i}/cur/17000900.M1.fifo:2, && \
+             printf '{fifo_uid} :17000900.M1.fifo\\n' >> {c}/dovecot-uidlist",
+            w = sh_quote(&work.display().to_string()),
+            o = sh_quote(&outside.display().to_string()),
+            i = sh_quote(&bob.mailbox_dir("INBOX").display().to_string()),
+            c = sh_quote(&bob.control_dir("INBOX").display().to_string()),
+        ),
+    );
+    // Negative control: followed, Work's cur/ shows the outside directory.
+    assert!(fs::read_dir(work.join("cur")).unwrap().next().is_some());
+
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let err = fs::read_dir(mount.mailbox("Work"))
+        .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
+        .expect_err("Work's cur/ is a link");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let started = Instant::now();
+    let err = fs::read(mount.message("INBOX", fifo_uid)).expect_err("a FIFO");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a FIFO made a read wait"
+    );
+    assert_eq!(
+        fs::read(mount.message("INBOX", inbox_uid)).unwrap(),
+        bob.text("INBOX", inbox_uid)
+    );
+    let (everything, _) = read_all(mount.path());
+    assert!(!String::from_utf8_lossy(&everything).contains("outside bytes"));
+    let log = mount.stop();
+    assert!(!log.contains("OUTSIDE-NAME"), "{log}");
+
+    // A user's Maildir swapped for a link to carol's, in a %u tree.
+    let bob_root = bob.mail_root();
+    as_owner(
+        &dovecot,
+        &format!(
+            "mv {b} {b}.old && ln -s {c} {b}",
+            b = sh_quote(&bob_root.display().to_string()),
+            c = sh_quote(&carol.mail_root().display().to_string()),
+        ),
+    );
+    let template = format!("maildir:{}/%u/Maildir", dovecot_home(&bob).display());
+    let mount = Mount::start(&template, &dir.join("mnt2"), &[]);
+    let users: Vec<String> = fs::read_dir(mount.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        users.contains(&"bob".to_string()),
+        "bob stays listed: {users:?}"
+    );
+    let err = fs::read_dir(mount.path().join("bob"))
+        .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
+        .expect_err("bob's Maildir is a link");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let (everything, _) = read_all(&mount.path().join("bob"));
+    assert!(!String::from_utf8_lossy(&everything).contains("CAROL-PRIVATE"));
+    let log = mount.stop();
+    assert!(log.contains("symbolic link"), "{log}");
+}
