@@ -21,7 +21,7 @@ use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
 use crate::logging::RateLimited;
 use crate::store::locks::LockMethod;
-use crate::store::{self, MailStore, MailboxName, MailboxView, MessageKey};
+use crate::store::{self, MailStore, MailboxName, MailboxView, MessageKey, StoreConfig};
 
 /// Exit code for runtime errors.
 const EXIT_RUNTIME: u8 = 1;
@@ -328,7 +328,13 @@ impl From<std::io::Error> for CliError {
 type CliResult = std::result::Result<(), CliError>;
 
 fn open_store(location: &str) -> Result<Arc<dyn MailStore>> {
-    store::open(&Spec::parse(location)?, VIEW_CACHE_CAPACITY)
+    store::open(
+        &Spec::parse(location)?,
+        StoreConfig {
+            views: VIEW_CACHE_CAPACITY,
+            ..StoreConfig::default()
+        },
+    )
 }
 
 /// A mailbox name as `mailfs ls` prints it: each level as the mount names its directory
@@ -726,25 +732,31 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
     // notifier, the FUSE workers) is started after this and inherits the blocked mask.
     let signals = block_termination_signals();
-    store::locks::set_method(match opts.lock_method {
-        LockArg::Fcntl => LockMethod::Fcntl,
-        LockArg::Flock => LockMethod::Flock,
-        LockArg::Dotlock => LockMethod::Dotlock,
-    });
-    store::set_nfs_cache_flush(opts.nfs_cache_flush);
     let spec = Spec::parse(location)?;
-    check_outside_store(mountpoint, &spec.roots())?;
-    let store = store::open(&spec, VIEW_CACHE_CAPACITY)?;
-    let mountpoint = check_mountpoint(mountpoint)?;
-    let mode = watch_mode(opts.watch, opts.poll_interval, store.root());
-    // Maildir views continue from inotify name journals only where inotify sees every
-    // writer: a local filesystem, watched with inotify (an explicit --watch inotify on NFS
-    // must not make views trust events that other clients' writes never produce).
-    store::journal::set_enabled(
-        mode == Some(WatchMode::Inotify)
+    let roots = spec.roots();
+    check_outside_store(mountpoint, &roots)?;
+    // The filesystem the store is on decides how it is watched (the root, or a template's
+    // base, as far as it exists).
+    let probe = crate::location::resolve_existing(&roots[0]);
+    let mode = watch_mode(opts.watch, opts.poll_interval, &probe);
+    let config = StoreConfig {
+        lock_method: match opts.lock_method {
+            LockArg::Fcntl => LockMethod::Fcntl,
+            LockArg::Flock => LockMethod::Flock,
+            LockArg::Dotlock => LockMethod::Dotlock,
+        },
+        nfs_cache_flush: opts.nfs_cache_flush,
+        // Maildir views continue from inotify name journals only where inotify sees
+        // every writer: a local filesystem, watched with inotify (an explicit --watch
+        // inotify on NFS must not make views trust events that other clients' writes
+        // never produce).
+        journals: mode == Some(WatchMode::Inotify)
             && !opts.nfs_cache_flush
-            && remote_filesystem(store.root()).is_none(),
-    );
+            && remote_filesystem(&probe).is_none(),
+        views: VIEW_CACHE_CAPACITY,
+    };
+    let store = store::open(&spec, config)?;
+    let mountpoint = check_mountpoint(mountpoint)?;
     let default_timeout = if mode.is_some() {
         WATCHED_TIMEOUT
     } else {
@@ -782,12 +794,10 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
             None => "off".to_string(),
         },
     );
-    fs.describe("lock_method", store::locks::method().name());
     fs.describe(
         "mmap",
         "never used (reads are pread; --mmap-disable changes nothing)",
     );
-    fs.describe("nfs_cache_flush", opts.nfs_cache_flush.to_string());
     let inodes = fs.inodes();
     let notify_stats = fs.notify_stats();
     let (allow_other, threads) = (opts.allow_other, opts.threads);

@@ -32,7 +32,7 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use self::inotify::{Fired, Inotify, Wake, wait_readable};
-use crate::store::{self, MailStore, MailboxEntry, MailboxName, MailboxView, Target};
+use crate::store::{MailStore, MailboxEntry, MailboxName, MailboxView, Target};
 
 /// How the store is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -370,7 +370,7 @@ impl Worker {
             // Requests arriving during the debounce must not trust a stamp checked before
             // these events (`RECHECK_AFTER`): re-stat from now on, not after the debounce.
             if !fired.changed.is_empty() || !fired.dropped.is_empty() || fired.overflow {
-                store::recheck_all();
+                self.shared.store.context().recheck_all();
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -402,7 +402,7 @@ impl Worker {
     }
 
     fn check_all(&mut self, targets: Vec<Target>) {
-        store::recheck_all();
+        self.shared.store.context().recheck_all();
         for t in targets {
             self.check(&t);
         }

@@ -48,7 +48,6 @@ use self::notify::NotifyStats;
 use self::open::{Backings, OpenMode, Recent, RecentSources};
 use crate::coherence::{Snapshot, Watcher};
 use crate::error::{Error, Result};
-use crate::store::{self, cache};
 use crate::store::{MailStore, MailboxEntry, MailboxName, MailboxView, MessageMeta, Presented};
 use crate::store::{MessageKey, MessageSource, Target};
 
@@ -402,13 +401,21 @@ impl MailFs {
             load(&self.opens),
             load(&self.reads)
         );
+        let ctx = self.store.context();
+        let stats = &ctx.stats;
+        let _ = writeln!(
+            out,
+            "lock_method: {}\nnfs_cache_flush: {}",
+            ctx.config.lock_method.name(),
+            ctx.config.nfs_cache_flush
+        );
         let _ = writeln!(
             out,
             "view_cache_hits: {}\nview_cache_misses: {}\nlist_cache_hits: {}\nlist_cache_misses: {}",
-            load(&cache::VIEW_HITS),
-            load(&cache::VIEW_BUILDS),
-            load(&cache::LIST_HITS),
-            load(&cache::LIST_BUILDS)
+            load(&stats.view_hits),
+            load(&stats.view_builds),
+            load(&stats.list_hits),
+            load(&stats.list_builds)
         );
         if let Some(w) = &self.watcher {
             let st = w.stats();
@@ -438,8 +445,8 @@ impl MailFs {
         let _ = writeln!(
             out,
             "clock_skew_max_ms: {}\nwriter_locks_seen: {}\neio_returned: {}\ninodes_held: {}",
-            store::MAX_SKEW_MS.load(Ordering::Relaxed),
-            load(&store::locks::LOCKS_SEEN),
+            stats.max_skew_ms.load(Ordering::Relaxed),
+            load(&stats.locks_seen),
             self.errors.eio_count(),
             self.inodes.len()
         );

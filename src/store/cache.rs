@@ -11,24 +11,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use super::context::StoreContext;
 use super::stamp::Stamp;
 use super::{MailboxEntry, MailboxName, MailboxView, access, files};
 use crate::error::Result;
-
-/// Views answered from the cache, and views built (all stores of the process).
-pub static VIEW_HITS: AtomicU64 = AtomicU64::new(0);
-/// See [`VIEW_HITS`].
-pub static VIEW_BUILDS: AtomicU64 = AtomicU64::new(0);
-/// Mailbox lists answered from the cache, and lists built.
-pub static LIST_HITS: AtomicU64 = AtomicU64::new(0);
-/// See [`LIST_HITS`].
-pub static LIST_BUILDS: AtomicU64 = AtomicU64::new(0);
 
 /// The mailbox list, with each selectable mailbox's backend paths `P`.
 #[derive(Debug)]
@@ -119,17 +110,19 @@ pub(super) fn present_root(root: &Path, listed: &[&Path]) -> Result<Presented> {
 #[derive(Debug)]
 pub(super) struct ListCache<P> {
     slot: Mutex<Option<Arc<MailboxList<P>>>>,
-}
-
-impl<P> Default for ListCache<P> {
-    fn default() -> Self {
-        ListCache {
-            slot: Mutex::new(None),
-        }
-    }
+    /// Where hits and builds are counted.
+    ctx: Arc<StoreContext>,
 }
 
 impl<P> ListCache<P> {
+    /// An empty cache counting in `ctx`.
+    pub fn new(ctx: &Arc<StoreContext>) -> Self {
+        ListCache {
+            slot: Mutex::new(None),
+            ctx: ctx.clone(),
+        }
+    }
+
     /// The cached list if still valid, else a fresh one from `build`.
     pub fn get(
         &self,
@@ -139,10 +132,10 @@ impl<P> ListCache<P> {
         if let Some(list) = cached
             && list.stamp.still_valid()
         {
-            LIST_HITS.fetch_add(1, Ordering::Relaxed);
+            StoreContext::count(&self.ctx.stats.list_hits);
             return Ok(list);
         }
-        LIST_BUILDS.fetch_add(1, Ordering::Relaxed);
+        StoreContext::count(&self.ctx.stats.list_builds);
         let list = Arc::new(build()?);
         *self.slot.lock() = Some(list.clone());
         Ok(list)
@@ -183,6 +176,8 @@ pub(super) struct ViewCache<E> {
     lru: Mutex<LruCache<MailboxName, Arc<Slot<E>>>>,
     /// One build at a time per mailbox (see [`ViewCache::get`]).
     gates: Mutex<HashMap<MailboxName, Arc<Mutex<()>>>>,
+    /// Where hits and builds are counted.
+    ctx: Arc<StoreContext>,
 }
 
 /// A cached build and when it started.
@@ -193,13 +188,14 @@ struct Slot<E> {
 }
 
 impl<E> ViewCache<E> {
-    /// A cache of at most `capacity` views.
-    pub fn new(capacity: usize) -> ViewCache<E> {
+    /// A cache of at most `capacity` views, counting in `ctx`.
+    pub fn new(ctx: &Arc<StoreContext>, capacity: usize) -> ViewCache<E> {
         ViewCache {
             lru: Mutex::new(LruCache::new(
                 NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
             )),
             gates: Mutex::new(HashMap::new()),
+            ctx: ctx.clone(),
         }
     }
 
@@ -230,7 +226,7 @@ impl<E> ViewCache<E> {
         if let Some(c) = &cached
             && c.built.stamp.still_valid()
         {
-            VIEW_HITS.fetch_add(1, Ordering::Relaxed);
+            StoreContext::count(&self.ctx.stats.view_hits);
             return Ok(c.built.view.clone());
         }
         let gate = self
@@ -244,10 +240,10 @@ impl<E> ViewCache<E> {
         if let Some(c) = &cached
             && (c.started >= asked || c.built.stamp.still_valid())
         {
-            VIEW_HITS.fetch_add(1, Ordering::Relaxed);
+            StoreContext::count(&self.ctx.stats.view_hits);
             return Ok(c.built.view.clone());
         }
-        VIEW_BUILDS.fetch_add(1, Ordering::Relaxed);
+        StoreContext::count(&self.ctx.stats.view_builds);
         let started = Instant::now();
         let built = build(cached.as_deref().map(|s| &s.built))?;
         let took = started.elapsed();

@@ -33,7 +33,7 @@ use super::{
     FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
     MessageSource, Target, UidCursor,
 };
-use super::{Messages, files, locks};
+use super::{Messages, StoreContext, files, locks};
 use crate::error::{Error, Result};
 use crate::format::dbox;
 use crate::format::{MailFlags, hex};
@@ -67,6 +67,8 @@ const METADATA_MAX: u64 = 1024 * 1024;
 #[derive(Debug)]
 pub struct DboxStore {
     loc: Location,
+    /// Settings and counters.
+    ctx: Arc<StoreContext>,
     /// Cached mailbox list; no I/O under this lock.
     list: ListCache<MailboxPaths>,
     /// Views by mailbox, each with what the next build continues from; no I/O under
@@ -80,7 +82,7 @@ pub struct DboxStore {
 
 impl DboxStore {
     /// Opens the store, refusing a root that is missing, empty, or not the claimed format.
-    pub fn open(loc: Location, cache_capacity: usize) -> Result<DboxStore> {
+    pub fn open(loc: Location, ctx: Arc<StoreContext>, cache_capacity: usize) -> Result<DboxStore> {
         files::check_store_root(&loc.root)?;
         if loc.mail_dirname().is_none() {
             return Err(Error::Location {
@@ -103,8 +105,9 @@ impl DboxStore {
         }
         let store = DboxStore {
             loc,
-            list: ListCache::default(),
-            views: ViewCache::new(cache_capacity.max(1)),
+            ctx: ctx.clone(),
+            list: ListCache::new(&ctx),
+            views: ViewCache::new(&ctx, cache_capacity.max(1)),
             indexes: IndexPool::new(cache_capacity.max(1) + 1),
             links: files::LinkLog::default(),
         };
@@ -246,7 +249,7 @@ impl DboxStore {
             ),
             _ => self.loc.mailbox_root(),
         };
-        let mut stamp = Stamp::take(vec![walk_root.clone()]);
+        let mut stamp = Stamp::take(&self.ctx, vec![walk_root.clone()]);
         let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
         let shared = self.shared_deps();
         let mut walk = Walk {
@@ -368,10 +371,10 @@ impl DboxStore {
             let map = self.map_paths();
             stamped.push(map.dir.join("dovecot.map.index.log"));
         }
-        let mut stamp = Stamp::take(stamped);
+        let mut stamp = Stamp::take(&self.ctx, stamped);
         // A sync in progress (the log's lock held): read the complete transactions, and
         // read again next time.
-        if locks::writer_holds(&paths.index.join("dovecot.index.log")) {
+        if locks::writer_holds(&self.ctx, &paths.index.join("dovecot.index.log")) {
             stamp.mark_tentative();
         }
         let index = self
@@ -1137,6 +1140,10 @@ impl MailStore for DboxStore {
 
     fn root_attrs(&self) -> Result<super::Presented> {
         Ok(self.mailbox_list()?.root)
+    }
+
+    fn context(&self) -> &Arc<StoreContext> {
+        &self.ctx
     }
 
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {

@@ -18,7 +18,8 @@ use std::time::Instant;
 use log::{info, warn};
 use parking_lot::Mutex;
 
-use super::stamp::{RECHECK_AFTER, generation};
+use super::StoreContext;
+use super::stamp::RECHECK_AFTER;
 use super::{MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource, Target};
 use crate::error::{Error, Result};
 
@@ -62,7 +63,7 @@ impl Guarded {
 
     /// Ok while the root is as it was at mount time.
     fn guard(&self, force: bool) -> Result<()> {
-        let generation = generation();
+        let generation = self.inner.context().generation();
         {
             let st = self.state.lock();
             if let Some((at, seen)) = st.checked
@@ -196,6 +197,10 @@ impl MailStore for Guarded {
 
     fn root_transitions(&self) -> u64 {
         self.transitions.load(Ordering::Relaxed)
+    }
+
+    fn context(&self) -> &Arc<StoreContext> {
+        self.inner.context()
     }
 }
 

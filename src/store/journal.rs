@@ -15,7 +15,7 @@
 //! caller falls back to reading the directory.
 //!
 //! Only meaningful where inotify sees every writer (a local filesystem); the store enables
-//! journals only when the watcher uses inotify (`set_enabled`).
+//! journals only when the watcher uses inotify (`StoreConfig::journals`).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -24,22 +24,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
-
-/// Lets stores keep journals (the watcher uses inotify: the store is on a local
-/// filesystem, where inotify sees every writer).
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
-}
-
-/// Whether journals may be used.
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
 
 const MASK: u32 = libc::IN_CREATE
     | libc::IN_DELETE

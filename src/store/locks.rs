@@ -18,9 +18,9 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+
+use super::context::StoreContext;
 
 /// Dovecot's `lock_method` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,44 +45,30 @@ impl LockMethod {
     }
 }
 
-static METHOD: OnceLock<LockMethod> = OnceLock::new();
-
-/// Times a writer's lock was seen while reading.
-pub static LOCKS_SEEN: AtomicU64 = AtomicU64::new(0);
-
-/// Sets the lock method Dovecot uses (once, at start-up; the default is `fcntl`).
-pub fn set_method(method: LockMethod) {
-    let _ = METHOD.set(method);
-}
-
-/// The lock method in force.
-pub fn method() -> LockMethod {
-    METHOD.get().copied().unwrap_or_default()
-}
-
 /// A dotlock older than this (and untouched) is stale: Dovecot's log and cache stale
 /// timeouts are 180 s and 300 s; holders refresh theirs every 10 s.
 const DOTLOCK_STALE: Duration = Duration::from_secs(180);
 
-/// True if a writer holds `file`'s lock (by the configured method) right now. Counts it.
-pub fn writer_holds(file: &Path) -> bool {
-    let held = match method() {
+/// True if a writer holds `file`'s lock (by the store's `lock_method`) right now. Counts
+/// it in the store's statistics.
+pub fn writer_holds(ctx: &StoreContext, file: &Path) -> bool {
+    let held = match ctx.config.lock_method {
         LockMethod::Fcntl => fcntl_held(file),
         LockMethod::Flock => flock_held(file),
         LockMethod::Dotlock => dotlock_fresh(file),
     };
     if held {
-        LOCKS_SEEN.fetch_add(1, Ordering::Relaxed);
+        StoreContext::count(&ctx.stats.locks_seen);
     }
     held
 }
 
 /// True if `<file>.lock` exists and is not stale. Dovecot always uses a dotlock for
 /// `dovecot-uidlist`, whatever `lock_method` says. Counts it.
-pub fn dotlock_held(file: &Path) -> bool {
+pub fn dotlock_held(ctx: &StoreContext, file: &Path) -> bool {
     let held = dotlock_fresh(file);
     if held {
-        LOCKS_SEEN.fetch_add(1, Ordering::Relaxed);
+        StoreContext::count(&ctx.stats.locks_seen);
     }
     held
 }

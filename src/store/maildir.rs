@@ -31,7 +31,7 @@ use super::{
     FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
     MessageSource, Target, UidCursor,
 };
-use super::{Messages, files, locks};
+use super::{Messages, StoreContext, files, locks};
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
@@ -63,6 +63,8 @@ struct MailboxPaths {
 #[derive(Debug)]
 pub struct MaildirStore {
     loc: Location,
+    /// Settings and counters.
+    ctx: Arc<StoreContext>,
     /// Guarded data is cheap to clone (`Arc`); no I/O happens while holding this lock.
     list: ListCache<MailboxPaths>,
     /// Views by mailbox. Lock order: `list` before `views`; neither is held during I/O.
@@ -80,7 +82,11 @@ pub struct MaildirStore {
 impl MaildirStore {
     /// Opens the store, refusing a root that is missing, not a directory, empty, or shows
     /// no sign of being a Maildir.
-    pub fn open(loc: Location, cache_capacity: usize) -> Result<MaildirStore> {
+    pub fn open(
+        loc: Location,
+        ctx: Arc<StoreContext>,
+        cache_capacity: usize,
+    ) -> Result<MaildirStore> {
         // Keys that move Maildir files where this backend does not look yet: refuse them
         // rather than show the wrong directories.
         let unsupported = [
@@ -102,8 +108,9 @@ impl MaildirStore {
         files::check_store_root(&loc.root)?;
         let store = MaildirStore {
             loc,
-            list: ListCache::default(),
-            views: ViewCache::new(cache_capacity.max(1)),
+            ctx: ctx.clone(),
+            list: ListCache::new(&ctx),
+            views: ViewCache::new(&ctx, cache_capacity.max(1)),
             journals: std::sync::OnceLock::new(),
             indexes: IndexPool::new(cache_capacity.max(1)),
             index_problems: Mutex::new(std::collections::HashSet::new()),
@@ -180,7 +187,7 @@ impl MaildirStore {
 
     fn scan_mailboxes(&self) -> Result<MailboxList<MailboxPaths>> {
         let root = &self.loc.root;
-        let mut stamp = Stamp::take(vec![root.clone(), self.inbox_mail_dir()]);
+        let mut stamp = Stamp::take(&self.ctx, vec![root.clone(), self.inbox_mail_dir()]);
         let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
         // Directories outside the root every mailbox is also read from.
         let mut shared = Vec::new();
@@ -367,10 +374,10 @@ impl MaildirStore {
                 stamped.push(dir.join(f));
             }
         }
-        let mut stamp = Stamp::take(stamped);
+        let mut stamp = Stamp::take(&self.ctx, stamped);
         // A Dovecot sync holding the uidlist lock may be between renaming files and
         // writing the uidlist: read anyway, but read again next time.
-        if locks::dotlock_held(&uidlist_path) {
+        if locks::dotlock_held(&self.ctx, &uidlist_path) {
             stamp.mark_tentative();
         }
         // Continue from the previous build by what its journal recorded, if it can.
@@ -884,6 +891,10 @@ impl MailStore for MaildirStore {
 
     fn root_attrs(&self) -> Result<super::Presented> {
         Ok(self.mailbox_list()?.root)
+    }
+
+    fn context(&self) -> &Arc<StoreContext> {
+        &self.ctx
     }
 
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {

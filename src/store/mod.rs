@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod cache;
+pub mod context;
 pub mod dbox;
 mod files;
 mod guard;
@@ -23,8 +24,8 @@ pub mod messages;
 mod stamp;
 pub mod users;
 
+pub use context::{StoreConfig, StoreContext, StoreStats};
 pub use messages::Messages;
-pub use stamp::{MAX_SKEW_MS, recheck_all, set_nfs_cache_flush};
 
 use std::fmt;
 use std::fs::File;
@@ -269,6 +270,8 @@ pub trait MailStore: Send + Sync + fmt::Debug {
     fn root_transitions(&self) -> u64 {
         0
     }
+    /// The settings the store was opened with and the counters it keeps.
+    fn context(&self) -> &Arc<StoreContext>;
 }
 
 /// Something a watcher keeps current: one scope's mailbox list, or one mailbox's view.
@@ -292,22 +295,25 @@ impl Target {
 /// Multi-user stores open at most this many users' stores at once.
 pub const USERS_CACHED: usize = 32;
 
-/// Opens the store a location names, checking that it exists and has the claimed format.
-/// `views` bounds the parsed mailbox views kept in memory (for a multi-user tree, over all
-/// users together).
+/// Opens the store a location names, checking that it exists and has the claimed format,
+/// with `config` (`config.views` bounds the parsed mailbox views kept in memory; for a
+/// multi-user tree, over all users together).
 /// The store root is watched: if it disappears, empties or changes filesystem, every
 /// operation fails (EIO on the mount) until it is back.
-pub fn open(spec: &Spec, views: usize) -> Result<Arc<dyn MailStore>> {
+pub fn open(spec: &Spec, config: StoreConfig) -> Result<Arc<dyn MailStore>> {
+    let views = config.views;
+    let ctx = StoreContext::new(config);
     let store: Arc<dyn MailStore> = match spec {
         Spec::Single(location) => {
             // The admin's links on the way to each root are resolved once; below the
             // roots no link is ever followed.
             let mut location = (**location).clone();
             location.resolve_links(&[]);
-            open_single(&location, views)?
+            open_single(&location, &ctx, views)?
         }
         Spec::Users(template) => Arc::new(users::UsersStore::open(
             template.clone(),
+            ctx,
             USERS_CACHED,
             views.div_ceil(USERS_CACHED),
         )?),
@@ -315,15 +321,22 @@ pub fn open(spec: &Spec, views: usize) -> Result<Arc<dyn MailStore>> {
     Ok(Arc::new(guard::Guarded::new(store)?))
 }
 
-/// Opens one user's store.
-fn open_single(location: &Location, views: usize) -> Result<Arc<dyn MailStore>> {
+/// Opens one user's store, keeping at most `views` views.
+fn open_single(
+    location: &Location,
+    ctx: &Arc<StoreContext>,
+    views: usize,
+) -> Result<Arc<dyn MailStore>> {
     match location.format {
         Format::Maildir => Ok(Arc::new(maildir::MaildirStore::open(
             location.clone(),
+            ctx.clone(),
             views,
         )?)),
-        Format::Sdbox | Format::Mdbox => {
-            Ok(Arc::new(dbox::DboxStore::open(location.clone(), views)?))
-        }
+        Format::Sdbox | Format::Mdbox => Ok(Arc::new(dbox::DboxStore::open(
+            location.clone(),
+            ctx.clone(),
+            views,
+        )?)),
     }
 }

@@ -9,10 +9,13 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+
+use super::context::StoreContext;
 
 /// How close to a change a scan must be to distrust it.
 pub const SETTLE: Duration = Duration::from_millis(50);
@@ -22,43 +25,19 @@ pub const SETTLE: Duration = Duration::from_millis(50);
 /// change can be noticed, on top of the kernel's own cache timeouts.
 pub const RECHECK_AFTER: Duration = Duration::from_millis(20);
 
-/// Bumped by a watcher that saw the store change: stamps checked before the bump are
-/// re-checked at their next use, however recent their last check ([`RECHECK_AFTER`]).
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// Makes every stamp re-`stat` its files at its next use (a watcher saw a change).
-pub fn recheck_all() {
-    GENERATION.fetch_add(1, Ordering::Release);
-}
-
-/// `--nfs-cache-flush`: open and close each path before `stat`ing it.
-static NFS_CACHE_FLUSH: AtomicBool = AtomicBool::new(false);
-
-/// The largest amount, in milliseconds, by which a stamped file's time was ahead of the
-/// local clock (0: never ahead by more than [`SKEW_TOLERANCE`]).
-pub static MAX_SKEW_MS: AtomicI64 = AtomicI64::new(0);
-static SKEW_WARNED: AtomicBool = AtomicBool::new(false);
-
 /// Dovecot requires the clocks of machines sharing a store to agree within a second.
 pub const SKEW_TOLERANCE: Duration = Duration::from_secs(1);
 
-/// Makes every `stat` of a stamped path be preceded by an `open()`+`close()` of it, which
-/// on NFS revalidates the client's attribute cache (close-to-open consistency), the way
-/// Dovecot's `mail_nfs_storage` flushes it. Costs one open/close per path per check.
-pub fn set_nfs_cache_flush(on: bool) {
-    NFS_CACHE_FLUSH.store(on, Ordering::Relaxed);
-}
-
 /// Notes a file time written by Dovecot; warns once when it is in the future by more
 /// than [`SKEW_TOLERANCE`] (clock skew between the machines sharing the store).
-fn note_time(path: &std::path::Path, time_ns: i128, now_ns: i128) {
+fn note_time(ctx: &StoreContext, path: &std::path::Path, time_ns: i128, now_ns: i128) {
     let ahead_ns = time_ns - now_ns;
     if ahead_ns <= SKEW_TOLERANCE.as_nanos() as i128 {
         return;
     }
     let ahead_ms = i64::try_from(ahead_ns / 1_000_000).unwrap_or(i64::MAX);
-    MAX_SKEW_MS.fetch_max(ahead_ms, Ordering::Relaxed);
-    if !SKEW_WARNED.swap(true, Ordering::Relaxed) {
+    ctx.stats.max_skew_ms.fetch_max(ahead_ms, Ordering::Relaxed);
+    if ctx.first_skew_warning() {
         log::warn!(
             "{}: modified {:.1} s in the future by this machine's clock: the clocks of the \
              machines sharing this store disagree (Dovecot needs them within 1 s; check \
@@ -67,11 +46,6 @@ fn note_time(path: &std::path::Path, time_ns: i128, now_ns: i128) {
             ahead_ns as f64 / 1e9
         );
     }
-}
-
-/// The current recheck generation (see [`recheck_all`]).
-pub fn generation() -> u64 {
-    GENERATION.load(Ordering::Acquire)
 }
 
 /// What `stat` said about one path (all zero when it did not exist).
@@ -85,8 +59,10 @@ struct FileStamp {
 }
 
 impl FileStamp {
-    fn take(path: &std::path::Path) -> FileStamp {
-        if NFS_CACHE_FLUSH.load(Ordering::Relaxed) {
+    /// `stat` of `path`; with `nfs_cache_flush` preceded by an `open()`+`close()` of it,
+    /// which on NFS revalidates the client's attribute cache (one open/close per check).
+    fn take(path: &std::path::Path, nfs_cache_flush: bool) -> FileStamp {
+        if nfs_cache_flush {
             // Opening revalidates the attributes; the handle is closed at once. Never
             // through a link: a link to a device could make the open itself act.
             let _ = crate::sys::open_file(path);
@@ -105,8 +81,11 @@ impl FileStamp {
 }
 
 /// Stamps of a set of paths, taken just before a scan.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stamp {
+    /// The store's settings (NFS cache flush), counters (clock skew) and recheck
+    /// generation.
+    ctx: Arc<StoreContext>,
     paths: Vec<PathBuf>,
     stamps: Vec<FileStamp>,
     tentative: bool,
@@ -118,8 +97,9 @@ pub struct Stamp {
 impl Stamp {
     /// Stamps `paths` now. Call this *before* reading them, so that a change during the read
     /// makes the stamp differ later.
-    pub fn take(paths: Vec<PathBuf>) -> Stamp {
-        let stamps: Vec<FileStamp> = paths.iter().map(|p| FileStamp::take(p)).collect();
+    pub fn take(ctx: &Arc<StoreContext>, paths: Vec<PathBuf>) -> Stamp {
+        let flush = ctx.config.nfs_cache_flush;
+        let stamps: Vec<FileStamp> = paths.iter().map(|p| FileStamp::take(p, flush)).collect();
         let now_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
@@ -130,10 +110,11 @@ impl Stamp {
             .max()
             .unwrap_or(0);
         for (p, s) in paths.iter().zip(&stamps) {
-            note_time(p, s.mtime_ns, now_ns);
+            note_time(ctx, p, s.mtime_ns, now_ns);
         }
         let tentative = now_ns - newest < SETTLE.as_nanos() as i128;
         Stamp {
+            ctx: ctx.clone(),
             paths,
             stamps,
             tentative,
@@ -143,7 +124,8 @@ impl Stamp {
 
     /// Adds a path whose stamp was not taken up front (e.g. found during the scan).
     pub fn push(&mut self, path: PathBuf) {
-        self.stamps.push(FileStamp::take(&path));
+        self.stamps
+            .push(FileStamp::take(&path, self.ctx.config.nfs_cache_flush));
         self.paths.push(path);
     }
 
@@ -165,7 +147,7 @@ impl Stamp {
             return false;
         }
         let now = Instant::now();
-        let generation = GENERATION.load(Ordering::Acquire);
+        let generation = self.ctx.generation();
         if let Some((at, seen)) = *self.last_match.lock()
             && seen == generation
             && now.duration_since(at) < RECHECK_AFTER
@@ -176,7 +158,7 @@ impl Stamp {
             .paths
             .iter()
             .zip(&self.stamps)
-            .all(|(p, s)| FileStamp::take(p) == *s);
+            .all(|(p, s)| FileStamp::take(p, self.ctx.config.nfs_cache_flush) == *s);
         if valid {
             *self.last_match.lock() = Some((now, generation));
         }
@@ -195,13 +177,17 @@ mod tests {
         let f = dir.join("f");
         std::fs::write(&f, b"a").unwrap();
         // Just written: tentative, so never "still valid".
-        assert!(!Stamp::take(vec![f.clone()]).still_valid());
+        let ctx = StoreContext::new(Default::default());
+        assert!(!Stamp::take(&ctx, vec![f.clone()]).still_valid());
         std::thread::sleep(SETTLE + Duration::from_millis(20));
-        let s = Stamp::take(vec![f.clone(), dir.join("missing")]);
+        let s = Stamp::take(&ctx, vec![f.clone(), dir.join("missing")]);
         assert!(s.still_valid());
         std::fs::write(&f, b"ab").unwrap();
-        // Within RECHECK_AFTER the old answer stands, unless a watcher asks for a recheck.
-        recheck_all();
+        // Within RECHECK_AFTER the old answer stands, unless a watcher asks for a recheck
+        // (of this store: another store's recheck does not touch it).
+        StoreContext::new(Default::default()).recheck_all();
+        assert!(s.still_valid());
+        ctx.recheck_all();
         assert!(!s.still_valid());
         std::fs::remove_dir_all(&dir).unwrap();
     }

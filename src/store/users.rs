@@ -29,7 +29,7 @@ use super::cache::{Presented, present_root};
 use super::stamp::Stamp;
 use super::{
     FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource,
-    Target, files,
+    StoreContext, Target, files,
 };
 use crate::error::{Error, Result};
 use crate::location::template::Bindings;
@@ -64,6 +64,8 @@ struct UserStore {
 #[derive(Debug)]
 pub struct UsersStore {
     template: Template,
+    /// Settings and counters, shared with every user's store.
+    ctx: Arc<StoreContext>,
     /// The template's base with its links resolved (the admin's); below it, nothing is
     /// followed.
     base: PathBuf,
@@ -77,11 +79,17 @@ pub struct UsersStore {
 impl UsersStore {
     /// Checks the template's base directory (it must exist and not be empty: an empty one
     /// is more likely an unmounted filesystem than a tree without users).
-    pub fn open(template: Template, users_cached: usize, views_per_user: usize) -> Result<Self> {
+    pub fn open(
+        template: Template,
+        ctx: Arc<StoreContext>,
+        users_cached: usize,
+        views_per_user: usize,
+    ) -> Result<Self> {
         files::check_store_root(template.base())?;
         let base = crate::location::resolve_existing(template.base());
         Ok(UsersStore {
             template,
+            ctx,
             base,
             links: files::LinkLog::default(),
             users: Mutex::new(None),
@@ -109,7 +117,7 @@ impl UsersStore {
     /// below the base are never followed (each is logged once).
     fn scan(&self) -> Result<UserList> {
         let t = &self.template;
-        let mut stamp = Stamp::take(Vec::new());
+        let mut stamp = Stamp::take(&self.ctx, Vec::new());
         let mut listed: Vec<(FileOwner, Need)> = Vec::new();
         let mut frontier: Vec<(PathBuf, Bindings)> = vec![(self.base.clone(), Bindings::default())];
         for level in 0..t.levels() {
@@ -277,7 +285,7 @@ impl UsersStore {
         // lies below them belongs to the user, and no link there is followed.
         loc.resolve_links(&self.template.anchors());
         let store = Arc::new(UserStore {
-            store: super::open_single(&loc, self.views_per_user)?,
+            store: super::open_single(&loc, &self.ctx, self.views_per_user)?,
             presented: Mutex::new(None),
         });
         self.stores.lock().put(user.to_string(), store.clone());
@@ -353,6 +361,10 @@ impl MailStore for UsersStore {
 
     fn root_attrs(&self) -> Result<Presented> {
         Ok(self.user_list()?.root)
+    }
+
+    fn context(&self) -> &Arc<StoreContext> {
+        &self.ctx
     }
 
     fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {

@@ -33,7 +33,7 @@ use crate::format::maildir::{self as fmt, Uidlist, UidlistRecord};
 use crate::index::cachefile::{CacheLookup, CachedValues};
 use crate::index::reader::{IndexPaths, IndexView};
 use crate::store::files::FnvMap;
-use crate::store::journal::{self, Journal, JournalHub};
+use crate::store::journal::{Journal, JournalHub};
 use crate::store::{MailboxName, MailboxView, MessageKey};
 
 /// What a Maildir view build leaves for the next one.
@@ -225,7 +225,7 @@ type Fallback = &'static str;
 impl MaildirStore {
     /// A journal on `cur/` and `new/`, if journals are enabled and both exist.
     pub(super) fn arm_journal(&self, cur: &Path, new: &Path) -> Option<Journal> {
-        if !journal::enabled() {
+        if !self.ctx.config.journals {
             return None;
         }
         let hub = self
