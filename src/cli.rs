@@ -487,9 +487,9 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
     let mut out = std::io::stdout().lock();
     let mut buf = vec![0u8; 128 * 1024];
     let mut pos = 0u64;
-    while pos < src.len {
-        let want = buf.len().min((src.len - pos) as usize);
-        let n = std::os::unix::fs::FileExt::read_at(&src.file, &mut buf[..want], src.start + pos)
+    while pos < src.len() {
+        let n = src
+            .read_at(&mut buf, pos)
             .map_err(|e| CliError::Msg(format!("{mailbox}/{message}: read: {e}")))?;
         if n == 0 {
             break;

@@ -185,7 +185,7 @@ mod tests {
             keywords,
             guid: "g".into(),
             owner: FileOwner::default(),
-            file: Box::new([]),
+            locator: crate::store::Locator::Sdbox,
             problem: None,
         }
     }

@@ -868,11 +868,10 @@ impl Filesystem for MailFs {
                 return;
             }
         };
-        if self.passthrough.load(Ordering::Relaxed) && open::is_whole_file(&src) {
-            match self
-                .backings
-                .acquire(ino.0, || reply.open_backing(&src.file))
-            {
+        if self.passthrough.load(Ordering::Relaxed)
+            && let Some(file) = src.whole_file()
+        {
+            match self.backings.acquire(ino.0, || reply.open_backing(file)) {
                 Ok(id) => {
                     let fh = self.new_handle(Handle::File(Arc::new(OpenMessage {
                         src,

@@ -20,7 +20,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use fuser::{BackingId, FileAttr};
@@ -146,11 +145,6 @@ impl Backings {
     }
 }
 
-/// Whether `src` is a whole stored file (so the file itself can be handed to the kernel).
-pub(super) fn is_whole_file(src: &MessageSource) -> bool {
-    src.start == 0 && src.file.metadata().is_ok_and(|m| m.len() == src.len)
-}
-
 thread_local! {
     /// Each FUSE worker's read buffer, reused from one read to the next.
     static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -165,7 +159,7 @@ pub(super) fn read_message<T>(
     size: u32,
     reply: impl FnOnce(&[u8]) -> T,
 ) -> Result<T> {
-    let end = offset.saturating_add(u64::from(size)).min(src.len);
+    let end = offset.saturating_add(u64::from(size)).min(src.len());
     if offset >= end {
         return Ok(reply(&[]));
     }
@@ -178,10 +172,7 @@ pub(super) fn read_message<T>(
         let buf = &mut buf[..want];
         let mut done = 0;
         while done < want {
-            match src
-                .file
-                .read_at(&mut buf[done..], src.start + offset + done as u64)
-            {
+            match src.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -212,7 +203,7 @@ mod tests {
             .and_then(|mut f| f.write_all(bytes))
             .expect("write");
         let file = std::fs::File::open(&tmp.0).expect("open");
-        (tmp, MessageSource { file, start, len })
+        (tmp, MessageSource::file_range(file, start, len))
     }
 
     /// A file removed on drop, under the target directory.
@@ -246,13 +237,13 @@ mod tests {
         assert_eq!(got, b"byt");
         let got = read_message(&src, 11, 10, |b| b.to_vec()).expect("read at end");
         assert!(got.is_empty());
-        assert!(!is_whole_file(&src));
+        assert!(src.whole_file().is_none());
     }
 
     #[test]
     fn a_shrunk_file_is_an_error_not_a_short_message() {
         let (t, src) = source(b"0123456789", 0, 10);
-        assert!(is_whole_file(&src));
+        assert!(src.whole_file().is_some());
         std::fs::OpenOptions::new()
             .write(true)
             .open(&t.0)
@@ -264,6 +255,19 @@ mod tests {
             read_message(&src, 0, 4, |b| b.to_vec()).expect("ok"),
             b"0123"
         );
+    }
+
+    #[test]
+    fn a_source_in_memory_reads_like_a_file_range() {
+        let src = MessageSource::memory(Arc::from(&b"From: a\n\nbody\n"[..]));
+        assert_eq!(
+            read_message(&src, 0, 4096, |b| b.to_vec()).unwrap(),
+            b"From: a\n\nbody\n"
+        );
+        assert_eq!(read_message(&src, 9, 2, |b| b.to_vec()).unwrap(), b"bo");
+        assert!(read_message(&src, 15, 10, |b| b.is_empty()).unwrap());
+        assert!(read_message(&src, 99, 10, |b| b.is_empty()).unwrap());
+        assert!(src.whole_file().is_none());
     }
 
     #[test]

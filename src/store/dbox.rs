@@ -30,7 +30,7 @@ use super::access::{self, Need};
 use super::cache::{Built, FoundDir, ListCache, MailboxList, Presented, ViewCache, present_root};
 use super::stamp::Stamp;
 use super::{
-    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
+    FileOwner, Locator, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
     MessageSource, Target, UidCursor,
 };
 use super::{Messages, StoreContext, files, locks};
@@ -533,9 +533,8 @@ impl DboxStore {
         let save_date = reader.save_date(rec)?;
         let (locator, resolved) = match reader {
             StoredReader::Sdbox => {
-                let locator = format!("u.{uid}").into_bytes();
                 let resolved = self.read_sdbox(paths, uid);
-                (locator, resolved)
+                (Locator::Sdbox, resolved)
             }
             StoredReader::Mdbox {
                 map_paths,
@@ -548,8 +547,7 @@ impl DboxStore {
                     .as_ref()
                     .and_then(|e| e.slice(rec))
                     .map_or(0, |b| le_u32(&b[0..4]));
-                let mut locator = b"map:".to_vec();
-                locator.extend_from_slice(map_uid.to_string().as_bytes());
+                let locator = Locator::Mdbox(map_uid);
                 // A purge may have moved the message since the map was read: before
                 // calling it damaged, look again through a fresh map (as Dovecot's lookup
                 // loops).
@@ -598,7 +596,8 @@ impl DboxStore {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return Err(format!(
-                    "{}: uid {uid} is in the index but {locator} is in neither primary nor                      ALT storage",
+                    "{}: uid {uid} is in the index but {locator} is in neither primary nor \
+                     ALT storage",
                     paths.mail.display()
                 ));
             }
@@ -748,7 +747,7 @@ impl DboxStore {
                 .unwrap_or_default()
                 .into_boxed_str(),
             owner: files::owner_of(&sys::Stat::of(file)),
-            file: locator.into_boxed_slice(),
+            locator,
             problem: unsupported_encoding(md, found.body_size, uid).map(Into::into),
         };
         Self::with_cache(index, cache, rec, &from_file, save_date)
@@ -793,7 +792,7 @@ impl DboxStore {
                 None => m.guid.clone(),
             },
             owner: m.owner,
-            file: m.file.clone(),
+            locator: m.locator.clone(),
             problem: m.problem.clone(),
         }
     }
@@ -809,7 +808,7 @@ impl DboxStore {
 
     /// A message whose stored bytes cannot be read: listed (so the damage shows), with the
     /// reason, and failing with EIO when read.
-    fn broken(uid: u32, rec: &[u8], locator: Vec<u8>, problem: String) -> MessageMeta {
+    fn broken(uid: u32, rec: &[u8], locator: Locator, problem: String) -> MessageMeta {
         MessageMeta {
             key: MessageKey::Uid(uid),
             size: 0,
@@ -820,7 +819,7 @@ impl DboxStore {
             keywords: 0,
             guid: "".into(),
             owner: super::FileOwner::default(),
-            file: locator.into_boxed_slice(),
+            locator,
             problem: Some(problem.into()),
         }
     }
@@ -865,11 +864,11 @@ impl DboxStore {
             };
             match read_message_header(&file, &path, Some(u64::from(offset))) {
                 Ok(found) if found.body_size == expected_size => {
-                    return Ok(MessageSource {
+                    return Ok(MessageSource::file_range(
                         file,
-                        start: found.body_offset,
-                        len: found.body_size,
-                    });
+                        found.body_offset,
+                        found.body_size,
+                    ));
                 }
                 Ok(found) => {
                     last_problem = format!(
@@ -973,7 +972,7 @@ struct Stored<'a> {
     /// mdbox's save date from the `mdbox` extension, if set.
     save_date: Option<i64>,
     /// Where the bytes are (`u.N` or `map:<map_uid>`).
-    locator: Vec<u8>,
+    locator: Locator,
 }
 
 /// Stored bodies mailfs cannot turn into the message Dovecot returns yet: external
@@ -1115,23 +1114,27 @@ impl MailStore for DboxStore {
         let meta = view
             .get(key)
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
-        let locator = String::from_utf8_lossy(&meta.file).into_owned();
-        if let Some(map_uid) = locator.strip_prefix("map:") {
-            let map_uid: u32 = map_uid
-                .parse()
-                .map_err(|_| Error::layout(&self.loc.root, "bad mdbox locator"))?;
-            return self.open_mdbox(map_uid, meta.size);
-        }
+        let uid = match (&meta.locator, key) {
+            (Locator::Mdbox(map_uid), _) => return self.open_mdbox(*map_uid, meta.size),
+            (Locator::Sdbox, MessageKey::Uid(uid)) => *uid,
+            (other, _) => {
+                return Err(Error::layout(
+                    &self.loc.root,
+                    format!("not a dbox message: {other:?}"),
+                ));
+            }
+        };
         let paths = self.paths_of(&view.name)?;
-        let (file, path) = open_primary_or_alt(&paths, &locator)?.ok_or_else(|| {
-            Error::not_found(format!("{}: {locator} (expunged)", paths.mail.display()))
+        let name = format!("u.{uid}");
+        let (file, path) = open_primary_or_alt(&paths, &name)?.ok_or_else(|| {
+            Error::not_found(format!("{}: {name} (expunged)", paths.mail.display()))
         })?;
         let found = read_message_header(&file, &path, None)?;
-        Ok(MessageSource {
+        Ok(MessageSource::file_range(
             file,
-            start: found.body_offset,
-            len: found.body_size,
-        })
+            found.body_offset,
+            found.body_size,
+        ))
     }
 
     fn root(&self) -> &Path {

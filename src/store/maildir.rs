@@ -28,7 +28,7 @@ use super::access::{self, Need};
 use super::cache::{Built, FoundDir, ListCache, MailboxList, Presented, ViewCache, present_root};
 use super::stamp::Stamp;
 use super::{
-    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
+    FileOwner, Locator, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
     MessageSource, Target, UidCursor,
 };
 use super::{Messages, StoreContext, files, locks};
@@ -639,7 +639,7 @@ impl MaildirStore {
             keywords: name_flags.keywords,
             guid: guid.into_boxed_str(),
             owner: files::owner_of(&meta),
-            file: locator.into_boxed_slice(),
+            locator: Locator::Maildir(locator.into_boxed_slice()),
             problem,
         })
     }
@@ -792,7 +792,7 @@ impl MessageDirs {
 fn reusable<'a>(previous: &mut UidCursor<'a>, uid: u32, locator: &[u8]) -> Option<&'a MessageMeta> {
     previous
         .find(uid)
-        .filter(|m| m.problem.is_none() && *m.file == *locator)
+        .filter(|m| m.problem.is_none() && m.locator.maildir() == Some(locator))
 }
 
 /// `m` with what Dovecot's cache says now taking precedence (as in `message_meta`), and
@@ -800,7 +800,8 @@ fn reusable<'a>(previous: &mut UidCursor<'a>, uid: u32, locator: &[u8]) -> Optio
 /// caller remaps them).
 fn reuse(m: &MessageMeta, cached: Option<CachedMessage>) -> MessageMeta {
     let cached = cached.unwrap_or_default();
-    let (_, info) = fmt::split_name(&m.file[4..]);
+    let name = m.locator.maildir().unwrap_or_default();
+    let (_, info) = fmt::split_name(name.get(4..).unwrap_or_default());
     let name_flags = info.map(fmt::parse_info).unwrap_or_default();
     MessageMeta {
         received: cached.date_received.map_or(m.received, i64::from),
@@ -835,7 +836,11 @@ impl MailStore for MaildirStore {
             .get(key)
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
         let paths = self.paths_of(&view.name)?;
-        let mut locator = meta.file.to_vec();
+        let mut locator = meta
+            .locator
+            .maildir()
+            .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?
+            .to_vec();
         let base = fmt::split_name(&locator[4..]).0.to_vec();
         // A flag change renames the file; retry with its new name a few times, as Dovecot's
         // maildir_file_do() does.
@@ -854,13 +859,7 @@ impl MailStore for MaildirStore {
                         ),
                     });
                 }
-                Ok((file, len)) => {
-                    return Ok(MessageSource {
-                        file,
-                        start: 0,
-                        len,
-                    });
-                }
+                Ok((file, len)) => return Ok(MessageSource::file_range(file, 0, len)),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     match self.relocate(&paths, &base) {
                         Some(l) => locator = l,

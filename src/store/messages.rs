@@ -221,7 +221,7 @@ mod tests {
             keywords: 0,
             guid: "".into(),
             owner: FileOwner::default(),
-            file: Box::new([]),
+            locator: crate::store::Locator::Sdbox,
             problem: None,
         }
     }

@@ -109,8 +109,8 @@ pub struct MessageMeta {
     pub guid: Box<str>,
     /// Owner, group and permission bits of the message file.
     pub owner: FileOwner,
-    /// Backend-specific locator of the stored bytes.
-    pub file: Box<[u8]>,
+    /// Where the stored bytes are, in the backend's terms.
+    pub locator: Locator,
     /// Why the message cannot be read (its file is missing, truncated or corrupt), if so.
     /// Such a message is still listed, so that the damage is visible; reading it fails.
     pub problem: Option<Arc<str>>,
@@ -216,15 +216,109 @@ impl<'a> UidCursor<'a> {
     }
 }
 
-/// The stored bytes of one message, opened.
+/// Where a message's stored bytes are, in its backend's terms. Typed, so that no backend
+/// parses another's bytes: each constructs and reads only its own variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locator {
+    /// Maildir: the file below the mailbox directory, `cur/<name>` or `new/<name>` (the
+    /// name changes with the flags; the base before `:` does not).
+    Maildir(Box<[u8]>),
+    /// sdbox: `u.<uid>` in the mailbox's primary or ALT directory.
+    Sdbox,
+    /// mdbox: the message's map UID, resolved through the map index to `m.<file>` and an
+    /// offset (in primary or ALT storage).
+    Mdbox(u32),
+    /// Not a local file: a remote backend addresses the message by its UID alone.
+    Remote,
+}
+
+impl Locator {
+    /// The Maildir file name (`cur/...`, `new/...`), for a Maildir locator.
+    pub fn maildir(&self) -> Option<&[u8]> {
+        match self {
+            Locator::Maildir(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// The stored bytes of one message, opened: a range of an open file (a message file, a
+/// dbox file, a remote backend's cache file) or bytes in memory. Reads never go past the
+/// message.
 #[derive(Debug)]
 pub struct MessageSource {
-    /// The open file. Reads go through `pread` at `start + offset`.
-    pub file: File,
-    /// Offset of the message inside the file.
-    pub start: u64,
-    /// Length of the message.
-    pub len: u64,
+    bytes: Bytes,
+    len: u64,
+}
+
+#[derive(Debug)]
+enum Bytes {
+    /// `len` bytes of `file` from `start` (reads are `pread`s).
+    File { file: File, start: u64 },
+    /// The message itself.
+    Memory(Arc<[u8]>),
+}
+
+impl MessageSource {
+    /// `len` bytes of `file` from `start`.
+    pub fn file_range(file: File, start: u64, len: u64) -> MessageSource {
+        MessageSource {
+            bytes: Bytes::File { file, start },
+            len,
+        }
+    }
+
+    /// A message held in memory.
+    pub fn memory(bytes: Arc<[u8]>) -> MessageSource {
+        let len = bytes.len() as u64;
+        MessageSource {
+            bytes: Bytes::Memory(bytes),
+            len,
+        }
+    }
+
+    /// The message's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty message.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads from `offset` into `buf`, never past the message's end; the count read
+    /// (0 at the end). Like `pread`, it may read less than asked.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let left = self.len.saturating_sub(offset);
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match &self.bytes {
+            Bytes::File { file, start } => {
+                std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], start + offset)
+            }
+            Bytes::Memory(bytes) => {
+                let from = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let n = want.min(bytes.len() - from);
+                buf[..n].copy_from_slice(&bytes[from..from + n]);
+                Ok(n)
+            }
+        }
+    }
+
+    /// The open file, when the message is all of it (so that the kernel can be handed the
+    /// file itself: FUSE passthrough).
+    pub fn whole_file(&self) -> Option<&File> {
+        match &self.bytes {
+            Bytes::File { file, start: 0 }
+                if file.metadata().is_ok_and(|m| m.len() == self.len) =>
+            {
+                Some(file)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A storage engine.

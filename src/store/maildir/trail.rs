@@ -345,10 +345,11 @@ impl MaildirStore {
                        touched: &BTreeMap<u32, Box<[u8]>>,
                        uid: u32|
          -> Option<Box<[u8]>> {
-            touched
-                .get(&uid)
-                .cloned()
-                .or_else(|| messages.get(uid).map(|m| m.file.clone()))
+            touched.get(&uid).cloned().or_else(|| {
+                messages
+                    .get(uid)
+                    .and_then(|m| m.locator.maildir().map(Box::from))
+            })
         };
         for ev in events {
             if ev.name.starts_with(b".") {
