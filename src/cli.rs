@@ -785,7 +785,10 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         opts.open_mode,
     )?;
     fs.describe("location", location);
-    fs.describe("store_root", store.root().display().to_string());
+    let shown_root = store
+        .local_root()
+        .map_or_else(|| location.to_string(), |r| r.display().to_string());
+    fs.describe("store_root", shown_root.clone());
     fs.describe(
         "watch",
         match mode {
@@ -823,7 +826,7 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         .map_err(|e| CliError::Msg(format!("mounting on {}: {e}", mountpoint.display())))?;
     info!(
         "mounted {} ({}) on {}, read-only",
-        store.root().display(),
+        shown_root,
         location,
         mountpoint.display()
     );

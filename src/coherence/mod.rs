@@ -32,7 +32,9 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use self::inotify::{Fired, Inotify, Wake, wait_readable};
-use crate::store::{MailStore, MailboxEntry, MailboxName, MailboxView, Target};
+use crate::store::{
+    ChangeNotifier, Feed, MailStore, MailboxEntry, MailboxName, MailboxView, Pushed, Target,
+};
 
 /// How the store is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +133,8 @@ struct Shared {
     /// Targets registered, or shown with a snapshot other than their baseline, since the
     /// thread last looked (it sets up their watches and checks them).
     added: Mutex<Vec<Target>>,
+    /// What the store pushed since the thread last looked ([`Feed::Pushed`]).
+    pushed: Mutex<Vec<Pushed>>,
     wake: Wake,
     stop: AtomicBool,
     stats: Stats,
@@ -158,6 +162,7 @@ impl Watcher {
             store,
             targets: Mutex::new(HashMap::new()),
             added: Mutex::new(Vec::new()),
+            pushed: Mutex::new(Vec::new()),
             wake: Wake::new()?,
             stop: AtomicBool::new(false),
             stats: Stats::default(),
@@ -179,6 +184,14 @@ impl Watcher {
             root_ok: true,
             root_transitions: 0,
         };
+        // A store that learns of changes by itself queues them here and wakes the thread.
+        let weak = Arc::downgrade(&shared);
+        shared.store.subscribe(ChangeNotifier::new(move |what| {
+            if let Some(shared) = weak.upgrade() {
+                shared.pushed.lock().push(what);
+                shared.wake.wake();
+            }
+        }));
         let thread = std::thread::Builder::new()
             .name("watcher".into())
             .spawn(move || worker.run())?;
@@ -301,6 +314,22 @@ impl Worker {
             for t in added {
                 self.sync_watches(&t);
                 dirty.insert(t);
+            }
+            let pushed = std::mem::take(&mut *self.shared.pushed.lock());
+            if !pushed.is_empty() {
+                // The store saw a change: stamps must not answer from before it.
+                self.shared.store.context().recheck_all();
+            }
+            for what in pushed {
+                match what {
+                    Pushed::Target(t) if self.shared.targets.lock().contains_key(&t) => {
+                        dirty.insert(t);
+                    }
+                    Pushed::Target(_) => {}
+                    Pushed::Everything => {
+                        dirty.extend(self.shared.targets.lock().keys().cloned());
+                    }
+                }
             }
             if ready.get(1).copied().unwrap_or(false) {
                 self.read_events(&mut dirty);
@@ -480,13 +509,12 @@ impl Worker {
         if self.inotify.is_none() {
             return;
         }
-        let mut dirs: Vec<PathBuf> = self
-            .shared
-            .store
-            .watch_paths(target)
-            .iter()
-            .filter_map(|p| watch_dir_of(p))
-            .collect();
+        let paths = match self.shared.store.feed(target) {
+            Feed::Paths(paths) => paths,
+            // Pushed targets need no watch; nothing known: keep what we had.
+            Feed::Pushed | Feed::Unknown => return,
+        };
+        let mut dirs: Vec<PathBuf> = paths.iter().filter_map(|p| watch_dir_of(p)).collect();
         dirs.sort();
         dirs.dedup();
         // Nothing known (the store dropped the snapshot from its cache): keep what we had.
@@ -560,4 +588,58 @@ fn watch_dir_of(p: &Path) -> Option<PathBuf> {
     p.parent()
         .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir()))
         .map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::MailFlags;
+    use crate::store::memory::MemoryStore;
+
+    /// A store that pushes its changes (no path to watch) is re-checked when it pushes:
+    /// a delivery, a flag change and an expunge each reach the sink, in inotify mode where
+    /// nothing else would wake the watcher for it.
+    #[test]
+    fn pushed_changes_are_reported() {
+        let store = Arc::new(MemoryStore::default());
+        store.create("INBOX", 7);
+        let first = store.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, tx).unwrap();
+        let inbox = MailboxName::parse("INBOX");
+        let shown = store.view(&inbox).unwrap();
+        watcher.watch(&Target::Mailbox(inbox.clone()), Snapshot::Mailbox(shown));
+        // Let the first check and its settle re-check pass: from then on only a push can
+        // wake the watcher for this mailbox.
+        let quiet = || std::thread::sleep(SETTLE_RECHECK * 4);
+        quiet();
+        assert!(rx.try_recv().is_err(), "nothing changed yet");
+        let next = || {
+            let change = rx.recv_timeout(Duration::from_secs(2)).expect("a change");
+            quiet();
+            change
+        };
+        let second = store.save("INBOX", b"Subject: b\n\ny\n", MailFlags::default());
+        let Change::Mailbox { old, new, .. } = next() else {
+            panic!("expected a mailbox change");
+        };
+        assert!(old.get(&crate::store::MessageKey::Uid(second)).is_none());
+        assert!(
+            new.unwrap()
+                .get(&crate::store::MessageKey::Uid(second))
+                .is_some()
+        );
+        store.set_flags("INBOX", first, MailFlags::SEEN);
+        assert!(matches!(next(), Change::Mailbox { .. }));
+        store.expunge("INBOX", first);
+        let Change::Mailbox { new, .. } = next() else {
+            panic!("expected a mailbox change");
+        };
+        assert!(
+            new.unwrap()
+                .get(&crate::store::MessageKey::Uid(first))
+                .is_none()
+        );
+        assert!(watcher.stats().changes.load(Ordering::Relaxed) >= 3);
+    }
 }

@@ -1098,7 +1098,8 @@ impl Filesystem for MailFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let Ok(st) = crate::sys::statvfs(self.store.root()) else {
+        let st = self.store.local_root().map(crate::sys::statvfs);
+        let Some(Ok(st)) = st else {
             reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
             return;
         };

@@ -29,11 +29,11 @@ use std::sync::Arc;
 use super::access::{self, Need};
 use super::cache::{Built, FoundDir, ListCache, MailboxList, Presented, ViewCache, present_root};
 use super::stamp::Stamp;
+use super::{Feed, Messages, StoreContext, files, locks};
 use super::{
     FileOwner, Locator, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
     MessageSource, Target, UidCursor,
 };
-use super::{Messages, StoreContext, files, locks};
 use crate::error::{Error, Result};
 use crate::format::dbox;
 use crate::format::{MailFlags, hex};
@@ -1137,8 +1137,8 @@ impl MailStore for DboxStore {
         ))
     }
 
-    fn root(&self) -> &Path {
-        &self.loc.root
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.loc.root)
     }
 
     fn root_attrs(&self) -> Result<super::Presented> {
@@ -1149,10 +1149,15 @@ impl MailStore for DboxStore {
         &self.ctx
     }
 
-    fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {
-        match target {
+    fn feed(&self, target: &Target) -> Feed {
+        let paths = match target {
             Target::Scope(_) => self.list.watch_paths(),
             Target::Mailbox(name) => self.views.watch_paths(name),
+        };
+        if paths.is_empty() {
+            Feed::Unknown
+        } else {
+            Feed::Paths(paths)
         }
     }
 }

@@ -20,7 +20,10 @@ use parking_lot::Mutex;
 
 use super::StoreContext;
 use super::stamp::RECHECK_AFTER;
-use super::{MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource, Target};
+use super::{
+    ChangeNotifier, Feed, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey,
+    MessageSource, Target,
+};
 use crate::error::{Error, Result};
 
 /// A store whose root is checked before each operation.
@@ -45,7 +48,10 @@ struct State {
 impl Guarded {
     /// Wraps `inner`, whose root must be usable now.
     pub fn new(inner: Arc<dyn MailStore>) -> Result<Guarded> {
-        let root = inner.root().to_path_buf();
+        let root = inner
+            .local_root()
+            .ok_or_else(|| Error::not_found("a local store root"))?
+            .to_path_buf();
         let dev = std::fs::metadata(&root)
             .map_err(|e| Error::io(&root, e))?
             .dev();
@@ -178,8 +184,8 @@ impl MailStore for Guarded {
         self.confirm(self.inner.open(mailbox, view, key), |_| false)
     }
 
-    fn root(&self) -> &Path {
-        &self.root
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
     }
 
     fn root_attrs(&self) -> Result<super::Presented> {
@@ -187,8 +193,12 @@ impl MailStore for Guarded {
         self.inner.root_attrs()
     }
 
-    fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {
-        self.inner.watch_paths(target)
+    fn feed(&self, target: &Target) -> Feed {
+        self.inner.feed(target)
+    }
+
+    fn subscribe(&self, notifier: ChangeNotifier) {
+        self.inner.subscribe(notifier);
     }
 
     fn check_root(&self) -> Result<()> {

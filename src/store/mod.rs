@@ -15,21 +15,24 @@ pub mod access;
 pub mod cache;
 pub mod context;
 pub mod dbox;
+pub mod feed;
 mod files;
 mod guard;
 pub mod journal;
 pub mod locks;
 pub mod maildir;
+#[cfg(test)]
+pub mod memory;
 pub mod messages;
 mod stamp;
 pub mod users;
 
 pub use context::{StoreConfig, StoreContext, StoreStats};
+pub use feed::{ChangeNotifier, Feed, Pushed};
 pub use messages::Messages;
 
 use std::fmt;
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -345,15 +348,18 @@ pub trait MailStore: Send + Sync + fmt::Debug {
         view: &MailboxView,
         key: &MessageKey,
     ) -> Result<MessageSource>;
-    /// Where the store lives, for messages and statfs.
-    fn root(&self) -> &std::path::Path;
+    /// The directory the store lives in, for statfs and messages; `None` for a store
+    /// that is not local files.
+    fn local_root(&self) -> Option<&std::path::Path>;
     /// How the mount root is presented: the root directory's owner and mode with every
     /// directory above it, and what its listing is read from, folded in ([`access`]).
     fn root_attrs(&self) -> Result<Presented>;
-    /// The files and directories whose changes can change what [`MailStore::mailboxes`]
-    /// (for a [`Target::Scope`]) or [`MailStore::view`] (for a [`Target::Mailbox`]) last
-    /// returned: what a watcher must watch. Empty when nothing was built yet.
-    fn watch_paths(&self, target: &Target) -> Vec<PathBuf>;
+    /// How a watcher hears that what [`MailStore::mailboxes`] (for a [`Target::Scope`]) or
+    /// [`MailStore::view`] (for a [`Target::Mailbox`]) last returned may have changed.
+    fn feed(&self, target: &Target) -> Feed;
+    /// Gives the store the notifier for [`Feed::Pushed`] targets. A store that never
+    /// pushes ignores it.
+    fn subscribe(&self, _notifier: ChangeNotifier) {}
     /// Checks now (no cached answer) that the store root is still there, non-empty and on
     /// its filesystem. Stores returned by [`open`] check it before every operation.
     fn check_root(&self) -> Result<()> {

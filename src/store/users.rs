@@ -28,8 +28,8 @@ use super::access::{self, Need};
 use super::cache::{Presented, present_root};
 use super::stamp::Stamp;
 use super::{
-    FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageSource,
-    StoreContext, Target, files,
+    ChangeNotifier, Feed, FileOwner, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey,
+    MessageSource, Pushed, StoreContext, Target, files,
 };
 use crate::error::{Error, Result};
 use crate::location::template::Bindings;
@@ -71,6 +71,8 @@ pub struct UsersStore {
     base: PathBuf,
     /// Links met where users could be (logged once each).
     links: files::LinkLog,
+    /// Where user stores that push changes push them (see [`MailStore::subscribe`]).
+    notifier: Mutex<Option<ChangeNotifier>>,
     users: Mutex<Option<Arc<UserList>>>,
     stores: Mutex<LruCache<String, Arc<UserStore>>>,
     views_per_user: usize,
@@ -92,6 +94,7 @@ impl UsersStore {
             ctx,
             base,
             links: files::LinkLog::default(),
+            notifier: Mutex::new(None),
             users: Mutex::new(None),
             stores: Mutex::new(LruCache::new(
                 NonZeroUsize::new(users_cached).unwrap_or(NonZeroUsize::MIN),
@@ -288,6 +291,26 @@ impl UsersStore {
             store: super::open_single(&loc, &self.ctx, self.views_per_user)?,
             presented: Mutex::new(None),
         });
+        // What the user's store pushes concerns names below the user's level.
+        if let Some(outer) = self.notifier.lock().clone() {
+            let user = user.to_string();
+            store.store.subscribe(ChangeNotifier::new(move |what| {
+                let below = |name: &MailboxName| {
+                    let mut levels = vec![user.clone()];
+                    levels.extend(name.0.iter().cloned());
+                    MailboxName(levels)
+                };
+                outer.notify(match what {
+                    Pushed::Target(Target::Scope(_)) => {
+                        Pushed::Target(Target::Scope(MailboxName(vec![user.clone()])))
+                    }
+                    Pushed::Target(Target::Mailbox(name)) => {
+                        Pushed::Target(Target::Mailbox(below(&name)))
+                    }
+                    Pushed::Everything => Pushed::Everything,
+                });
+            }));
+        }
         self.stores.lock().put(user.to_string(), store.clone());
         Ok(store)
     }
@@ -355,8 +378,8 @@ impl MailStore for UsersStore {
         self.user_store(user)?.store.open(&inner, view, key)
     }
 
-    fn root(&self) -> &Path {
-        &self.base
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.base)
     }
 
     fn root_attrs(&self) -> Result<Presented> {
@@ -367,7 +390,7 @@ impl MailStore for UsersStore {
         &self.ctx
     }
 
-    fn watch_paths(&self, target: &Target) -> Vec<PathBuf> {
+    fn feed(&self, target: &Target) -> Feed {
         let (user, inner) = match target {
             Target::Scope(scope) => match scope.0.first() {
                 None => {
@@ -375,19 +398,20 @@ impl MailStore for UsersStore {
                         .users
                         .lock()
                         .as_ref()
-                        .map(|l| l.stamp.paths().to_vec())
-                        .unwrap_or_default();
+                        .map_or(Feed::Unknown, |l| Feed::Paths(l.stamp.paths().to_vec()));
                 }
                 Some(user) => (user.as_str(), Target::Scope(MailboxName(Vec::new()))),
             },
             Target::Mailbox(name) => match Self::split(name) {
                 Ok((user, rest)) => (user, Target::Mailbox(rest)),
-                Err(_) => return Vec::new(),
+                Err(_) => return Feed::Unknown,
             },
         };
         let store = self.stores.lock().peek(user).cloned();
-        store
-            .map(|s| s.store.watch_paths(&inner))
-            .unwrap_or_default()
+        store.map_or(Feed::Unknown, |s| s.store.feed(&inner))
+    }
+
+    fn subscribe(&self, notifier: ChangeNotifier) {
+        *self.notifier.lock() = Some(notifier);
     }
 }
