@@ -779,6 +779,7 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     };
     let mut fs = MailFs::new(
         store.clone(),
+        Arc::new(crate::store::ReadOnly),
         timeouts,
         naming,
         watcher.clone(),

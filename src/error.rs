@@ -60,6 +60,40 @@ pub enum Error {
         /// What was looked for.
         what: String,
     },
+    /// A change that cannot be made, and why (one errno each: see [`Refusal`]).
+    Refused {
+        /// Why.
+        why: Refusal,
+        /// The change, and whoever refused it with their own words.
+        what: String,
+    },
+}
+
+/// Why a change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The mount is read-only (EROFS).
+    ReadOnly,
+    /// A mailbox that still has messages or children (ENOTEMPTY).
+    NotEmpty,
+    /// A directory where a message was expected (EISDIR).
+    IsDirectory,
+    /// A message where a directory was expected (ENOTDIR).
+    NotDirectory,
+    /// The target name exists (EEXIST).
+    Exists,
+    /// Not possible now (EBUSY): e.g. a message Dovecot has not given a UID yet.
+    Busy,
+    /// Not a change this mount can express (EINVAL).
+    Invalid,
+    /// Not permitted (EACCES).
+    Denied,
+    /// Over quota (EDQUOT).
+    Quota,
+    /// Between stores that are not one (EXDEV).
+    CrossesStores,
+    /// Not supported here (EOPNOTSUPP).
+    Unsupported,
 }
 
 impl Error {
@@ -87,6 +121,14 @@ impl Error {
     pub fn layout(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
         Error::Layout {
             path: path.into(),
+            what: what.into(),
+        }
+    }
+
+    /// A refused change.
+    pub fn refused(why: Refusal, what: impl Into<String>) -> Self {
+        Error::Refused {
+            why,
             what: what.into(),
         }
     }
@@ -129,6 +171,10 @@ impl fmt::Display for Error {
             }
             Error::NotFound { what } => format!("{what}: not found"),
             Error::Unreadable { what } => what.clone(),
+            Error::Refused { why, what } => match why {
+                Refusal::ReadOnly => format!("{what}: the mount is read-only"),
+                _ => format!("{what}: refused ({why:?})"),
+            },
         };
         f.write_str(&crate::logging::escape_controls(&text))
     }

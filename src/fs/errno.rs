@@ -13,7 +13,7 @@ use log::warn;
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::error::Error;
+use crate::error::{Error, Refusal};
 
 const REPEAT_AFTER: Duration = Duration::from_secs(60);
 
@@ -42,6 +42,9 @@ impl ErrorReporter {
         if err.is_not_found() {
             return Errno::ENOENT;
         }
+        if let Error::Refused { why, .. } = err {
+            return refusal_errno(*why);
+        }
         let line = format!("{op}: {err}; returning EIO");
         let now = Instant::now();
         let fresh = {
@@ -61,9 +64,37 @@ impl ErrorReporter {
         Errno::EIO
     }
 
+    /// The errno for a read by inode (a file the kernel opened by itself) that failed
+    /// with `err`: a message gone since the kernel opened it is ESTALE (its open file
+    /// cannot be served any more; documented in docs/semantics.md), logged at debug only.
+    pub fn read_by_inode_errno(&self, ino: u64, err: &Error) -> Errno {
+        if err.is_not_found() {
+            log::debug!("read of inode {ino}: {err}; returning ESTALE");
+            return Errno::ESTALE;
+        }
+        self.errno("read", err)
+    }
+
     /// How many requests got EIO.
     pub fn eio_count(&self) -> u64 {
         self.eio.load(Ordering::Relaxed)
+    }
+}
+
+/// The errno of a refusal. Refusals are answers, not faults: none is logged here.
+fn refusal_errno(why: Refusal) -> Errno {
+    match why {
+        Refusal::ReadOnly => Errno::EROFS,
+        Refusal::NotEmpty => Errno::ENOTEMPTY,
+        Refusal::IsDirectory => Errno::EISDIR,
+        Refusal::NotDirectory => Errno::ENOTDIR,
+        Refusal::Exists => Errno::EEXIST,
+        Refusal::Busy => Errno::EBUSY,
+        Refusal::Invalid => Errno::EINVAL,
+        Refusal::Denied => Errno::EACCES,
+        Refusal::Quota => Errno::EDQUOT,
+        Refusal::CrossesStores => Errno::EXDEV,
+        Refusal::Unsupported => Errno::EOPNOTSUPP,
     }
 }
 
@@ -81,5 +112,18 @@ mod tests {
         assert_eq!(r.errno("readdir", &bad), Errno::EIO);
         let denied = Error::io("/x", std::io::Error::from_raw_os_error(libc::EACCES));
         assert_eq!(r.errno("read", &denied), Errno::EIO);
+        assert_eq!(
+            r.errno("unlink", &Error::refused(Refusal::ReadOnly, "x")),
+            Errno::EROFS
+        );
+        assert_eq!(
+            r.errno("rmdir", &Error::refused(Refusal::NotEmpty, "x")),
+            Errno::ENOTEMPTY
+        );
+        assert_eq!(r.eio_count(), 2, "refusals are not faults");
+        assert_eq!(
+            r.read_by_inode_errno(9, &Error::not_found("x")),
+            Errno::ESTALE
+        );
     }
 }

@@ -22,10 +22,11 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use fuser::{BackingId, FileAttr};
+use fuser::{BackingId, FileAttr, INodeNo};
 use lru::LruCache;
 use parking_lot::Mutex;
 
+use super::MailFs;
 use super::inode::Node;
 use crate::error::{Error, Result};
 use crate::store::MessageSource;
@@ -142,6 +143,41 @@ impl Backings {
                 map.remove(&ino);
             }
         }
+    }
+}
+
+impl MailFs {
+    /// The stored file of message node `ino`, for a read that comes without a handle
+    /// (kernel opens): kept from an earlier read, or opened now from the current view.
+    /// Not-found once the message is gone and no earlier read kept its file.
+    pub(super) fn source_by_inode(&self, ino: u64) -> Result<Arc<MessageSource>> {
+        let node = self
+            .node(INodeNo(ino))
+            .ok_or_else(|| Error::not_found(format!("inode {ino}")))?;
+        if let Some(recent) = self.recent.get(ino, &node) {
+            return Ok(recent.src);
+        }
+        let Node::Message {
+            mailbox,
+            uid_validity,
+            key,
+        } = &node
+        else {
+            return Err(Error::not_found(format!("inode {ino} is not a message")));
+        };
+        let (view, attr) = self.with_message(mailbox, *uid_validity, key, |view, meta| {
+            (view.clone(), Self::message_attr(ino, meta))
+        })?;
+        let src = Arc::new(self.store.open(mailbox, &view, key)?);
+        self.recent.insert(
+            ino,
+            Recent {
+                node,
+                src: src.clone(),
+                attr,
+            },
+        );
+        Ok(src)
     }
 }
 
@@ -284,7 +320,7 @@ mod tests {
             Recent {
                 node: node(1),
                 src: Arc::new(src),
-                attr: super::super::negative_attr(),
+                attr: super::super::attrs::negative_attr(),
             },
         );
         assert!(recent.get(42, &node(1)).is_some());

@@ -26,10 +26,12 @@ pub mod memory;
 pub mod messages;
 mod stamp;
 pub mod users;
+pub mod writer;
 
 pub use context::{StoreConfig, StoreContext, StoreStats};
 pub use feed::{ChangeNotifier, Feed, Pushed};
 pub use messages::Messages;
+pub use writer::{FlagChange, MailWriter, ReadOnly};
 
 use std::fmt;
 use std::fs::File;

@@ -1,0 +1,196 @@
+//! What a node is presented with: attributes of folders and messages, and resolving a
+//! name or an inode to the current node and attributes.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{FileAttr, FileType, INodeNo};
+
+use super::MailFs;
+use super::inode::Node;
+use super::naming;
+use super::tree::Folder;
+use crate::error::{Error, Result};
+use crate::store::{MailboxName, MailboxView, MessageKey, MessageMeta, Presented};
+
+fn to_time(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+/// The attributes of a negative entry: only `ino` 0 matters to the kernel.
+pub(super) fn negative_attr() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// Read-only presentation of a mode: write bits cleared.
+fn read_only(mode: u16) -> u16 {
+    mode & !0o222 & 0o7777
+}
+
+impl MailFs {
+    /// 2 + subdirectories; 1 ("unknown", as btrfs reports) for a scope's top folder (a
+    /// user), whose children are not known where its parent lists it.
+    fn folder_nlink(&self, folder: &Folder) -> u32 {
+        match &folder.entry {
+            Some(e) if e.name.0.len() == self.store.scope_depth() => 1,
+            _ => 2 + folder.children.len() as u32,
+        }
+    }
+
+    /// A folder's attributes; one with no entry of its own (the mount root) is presented
+    /// as `root`. Permission bits are what the store presents (the directories a folder
+    /// stands for folded in), write bits cleared, and nothing added.
+    pub(super) fn folder_attr(&self, ino: u64, folder: &Folder, root: Presented) -> FileAttr {
+        let (owner, mtime) = match &folder.entry {
+            Some(e) => (e.owner, e.mtime),
+            None => root,
+        };
+        let t = to_time(mtime);
+        FileAttr {
+            ino: INodeNo(ino),
+            size: 4096,
+            blocks: 8,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            kind: FileType::Directory,
+            perm: read_only(owner.mode),
+            nlink: self.folder_nlink(folder),
+            uid: owner.uid,
+            gid: owner.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    pub(super) fn message_attr(ino: u64, meta: &MessageMeta) -> FileAttr {
+        let received = to_time(meta.received);
+        FileAttr {
+            ino: INodeNo(ino),
+            size: meta.size,
+            blocks: meta.size.div_ceil(512),
+            atime: received,
+            mtime: received,
+            ctime: to_time(meta.saved),
+            crtime: received,
+            kind: FileType::RegularFile,
+            perm: read_only(meta.owner.mode),
+            nlink: 1,
+            uid: meta.owner.uid,
+            gid: meta.owner.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    pub(super) fn message_node(
+        view: &MailboxView,
+        mailbox: &Arc<MailboxName>,
+        key: MessageKey,
+    ) -> Node {
+        Node::Message {
+            mailbox: mailbox.clone(),
+            uid_validity: view.uid_validity,
+            key,
+        }
+    }
+
+    /// Resolves `name` inside folder `parent` (without counting a lookup).
+    pub(super) fn resolve(&self, parent: &MailboxName, name: &OsStr) -> Result<(Node, FileAttr)> {
+        let tree = self.tree(parent)?;
+        let folder = tree.folder(parent)?;
+        if let Some(child) = folder.children.get(name) {
+            let node = Node::Folder(child.clone());
+            let sub = tree
+                .folders
+                .get(child)
+                .ok_or_else(|| Error::not_found("folder"))?;
+            return Ok((
+                node.clone(),
+                self.folder_attr(self.inodes.peek_ino(&node), sub, tree.root),
+            ));
+        }
+        let key = naming::parse_message_name(name)
+            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        let view = self
+            .folder_view(folder)?
+            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        let meta = view
+            .get(&key)
+            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        if let Some(problem) = &meta.problem {
+            return Err(Error::Unreadable {
+                what: problem.to_string(),
+            });
+        }
+        let node = Self::message_node(&view, &Arc::new(parent.clone()), key);
+        let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
+        Ok((node, attr))
+    }
+
+    /// Current attributes of a node, or not-found if it no longer exists.
+    pub(super) fn attr_of(&self, ino: u64, node: &Node) -> Result<FileAttr> {
+        match node {
+            Node::Folder(name) => {
+                let tree = self.tree(name)?;
+                let folder = tree.folder(name)?;
+                Ok(self.folder_attr(ino, folder, tree.root))
+            }
+            Node::Message {
+                mailbox,
+                uid_validity,
+                key,
+            } => self.with_message(mailbox, *uid_validity, key, |_, meta| {
+                Self::message_attr(ino, meta)
+            }),
+        }
+    }
+
+    /// Runs `f` on the current view and metadata of a message node; not-found after an
+    /// expunge or a new UIDVALIDITY.
+    pub(super) fn with_message<T>(
+        &self,
+        mailbox: &MailboxName,
+        uid_validity: u32,
+        key: &MessageKey,
+        f: impl FnOnce(&Arc<MailboxView>, &MessageMeta) -> T,
+    ) -> Result<T> {
+        let view = self.view(mailbox)?;
+        if view.uid_validity != uid_validity {
+            return Err(Error::not_found(format!("{mailbox}: UIDVALIDITY changed")));
+        }
+        let meta = view
+            .get(key)
+            .ok_or_else(|| Error::not_found(format!("{mailbox}: message {key:?}")))?;
+        if let Some(problem) = &meta.problem {
+            return Err(Error::Unreadable {
+                what: problem.to_string(),
+            });
+        }
+        Ok(f(&view, meta))
+    }
+}

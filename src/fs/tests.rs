@@ -1,0 +1,350 @@
+//! The FUSE layer against a store kept in memory (`store::memory`) and a writer that
+//! records what it is asked: names, attributes, listings, xattrs, reads by inode, and what
+//! each change syscall becomes, without Dovecot or a mount. The integration tests cover
+//! the same paths end to end against the real backends.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+
+use super::inode::{Node, ROOT_INO};
+use super::naming::Naming;
+use super::open::OpenMode;
+use super::{CacheTimeouts, MailFs};
+use crate::error::{Error, Result};
+use crate::format::MailFlags;
+use crate::store::memory::{MemoryStore, OWNER};
+use crate::store::{FlagChange, MailWriter, MailboxName, MessageKey, ReadOnly};
+
+/// What a [`Recorder`] was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Expunge(String, Vec<u32>),
+    Move(String, u32, String),
+    Flags(String, Vec<u32>, FlagChange),
+    Create(String),
+    Delete(String),
+    Rename(String, String),
+}
+
+/// A writer that records calls and carries out creations on the memory store, so that
+/// a `mkdir` can be looked up right after.
+#[derive(Debug)]
+struct Recorder {
+    store: Arc<MemoryStore>,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl MailWriter for Recorder {
+    fn expunge(&self, mailbox: &MailboxName, uids: &[u32]) -> Result<()> {
+        self.calls
+            .lock()
+            .push(Call::Expunge(mailbox.to_string(), uids.to_vec()));
+        Ok(())
+    }
+    fn move_message(&self, from: &MailboxName, uid: u32, to: &MailboxName) -> Result<Option<u32>> {
+        self.calls
+            .lock()
+            .push(Call::Move(from.to_string(), uid, to.to_string()));
+        Ok(None)
+    }
+    fn change_flags(&self, mailbox: &MailboxName, uids: &[u32], change: &FlagChange) -> Result<()> {
+        self.calls.lock().push(Call::Flags(
+            mailbox.to_string(),
+            uids.to_vec(),
+            change.clone(),
+        ));
+        Ok(())
+    }
+    fn save(&self, _mailbox: &MailboxName, _message: &[u8]) -> Result<Option<u32>> {
+        unreachable!("no save path through this layer yet")
+    }
+    fn create_mailbox(&self, name: &MailboxName) -> Result<()> {
+        self.calls.lock().push(Call::Create(name.to_string()));
+        self.store.create(&name.to_string(), 99);
+        Ok(())
+    }
+    fn delete_mailbox(&self, name: &MailboxName) -> Result<()> {
+        self.calls.lock().push(Call::Delete(name.to_string()));
+        Ok(())
+    }
+    fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> Result<()> {
+        self.calls
+            .lock()
+            .push(Call::Rename(from.to_string(), to.to_string()));
+        Ok(())
+    }
+}
+
+const TIMEOUTS: CacheTimeouts = CacheTimeouts {
+    entry: Duration::from_secs(60),
+    attr: Duration::from_secs(60),
+};
+
+/// A store with INBOX (two messages, the first seen), Work and Work/Sub (one message),
+/// and Empty; a filesystem over it with `writer`.
+fn setup(
+    writer: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn MailWriter>,
+) -> (Arc<MemoryStore>, MailFs) {
+    let store = Arc::new(MemoryStore::default());
+    store.create("INBOX", 7);
+    store.save("INBOX", b"Subject: one\n\nfirst\n", MailFlags::SEEN);
+    store.save(
+        "INBOX",
+        b"Subject: two\n\nsecond message\n",
+        MailFlags::default(),
+    );
+    store.create("Work/Sub", 8);
+    store.save("Work/Sub", b"Subject: deep\n\n", MailFlags::FLAGGED);
+    store.create("Empty", 9);
+    let fs = MailFs::new(
+        store.clone(),
+        writer(store.clone()),
+        TIMEOUTS,
+        Naming::default(),
+        None,
+        OpenMode::Held,
+    )
+    .unwrap();
+    (store, fs)
+}
+
+fn recording() -> (Arc<MemoryStore>, MailFs, Arc<Recorder>) {
+    let mut rec = None;
+    let (store, fs) = setup(|store| {
+        let r = Arc::new(Recorder {
+            store,
+            calls: Mutex::new(Vec::new()),
+        });
+        rec = Some(r.clone());
+        r
+    });
+    (store, fs, rec.expect("made"))
+}
+
+fn name(s: &str) -> MailboxName {
+    MailboxName::parse(s)
+}
+
+fn listed(fs: &MailFs, folder: &str) -> Vec<String> {
+    let folder = Arc::new(name(folder));
+    let node = Node::Folder(folder.clone());
+    let ino = fs.inodes.remember(&node);
+    let listing = fs.list(ino, &folder).unwrap();
+    fs.entries_from(&listing, 0)
+        .map(|(_, e)| e.name.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn names_attributes_and_listings_come_from_the_store() {
+    let (_store, fs) = setup(|_| Arc::new(ReadOnly));
+    let root = name("");
+    assert_eq!(listed(&fs, ""), [".", "..", "Empty", "INBOX", "Work"]);
+    assert_eq!(listed(&fs, "INBOX"), [".", "..", "1.eml", "2.eml"]);
+    assert_eq!(listed(&fs, "Work"), [".", "..", "Sub"]);
+    let (node, attr) = fs.resolve(&name("INBOX"), OsStr::new("2.eml")).unwrap();
+    assert!(matches!(
+        node,
+        Node::Message {
+            key: MessageKey::Uid(2),
+            ..
+        }
+    ));
+    assert_eq!(attr.size, b"Subject: two\n\nsecond message\n".len() as u64);
+    assert_eq!(attr.mtime, UNIX_EPOCH + Duration::from_secs(1_700_000_002));
+    assert_eq!(attr.perm, OWNER.mode & !0o222);
+    let (node, attr) = fs.resolve(&root, OsStr::new("Work")).unwrap();
+    assert!(matches!(node, Node::Folder(_)));
+    assert_eq!(attr.kind, fuser::FileType::Directory);
+    assert!(
+        fs.resolve(&name("INBOX"), OsStr::new("3.eml"))
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        fs.resolve(&root, OsStr::new("Nope"))
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[test]
+fn a_message_expunged_in_the_store_is_gone_from_the_mount() {
+    let (store, fs) = setup(|_| Arc::new(ReadOnly));
+    let (node, _) = fs.resolve(&name("INBOX"), OsStr::new("1.eml")).unwrap();
+    let ino = fs.inodes.remember(&node);
+    assert!(fs.attr_of(ino, &node).is_ok());
+    store.expunge("INBOX", 1);
+    assert!(fs.attr_of(ino, &node).unwrap_err().is_not_found());
+    assert_eq!(listed(&fs, "INBOX"), [".", "..", "2.eml"]);
+}
+
+#[test]
+fn xattrs_and_reads_by_inode() {
+    let (_store, fs) = setup(|_| Arc::new(ReadOnly));
+    let (node, _) = fs.resolve(&name("INBOX"), OsStr::new("1.eml")).unwrap();
+    let attrs = fs.xattrs(&node).unwrap();
+    let get = |n: &str| {
+        attrs
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(get("user.mail.uid").as_deref(), Some("1"));
+    assert_eq!(get("user.mail.flags").as_deref(), Some("\\Seen"));
+    assert_eq!(get("user.mail.guid").as_deref(), Some("guid-1"));
+    let ino = fs.inodes.remember(&node);
+    let src = fs.source_by_inode(ino).unwrap();
+    let bytes = super::open::read_message(&src, 0, 4096, |b| b.to_vec()).unwrap();
+    assert_eq!(bytes, b"Subject: one\n\nfirst\n");
+    let folder = Node::Folder(Arc::new(name("Work/Sub")));
+    let attrs = fs.xattrs(&folder).unwrap();
+    assert!(
+        attrs
+            .iter()
+            .any(|(k, v)| *k == "user.mailbox.uidvalidity" && v == b"8")
+    );
+    let root = fs.xattrs(&Node::Folder(Arc::new(name("")))).unwrap();
+    assert!(root.iter().any(|(k, _)| *k == "user.mailfs.status"));
+    assert_eq!(fs.inodes.get(ROOT_INO), Some(Node::root()));
+}
+
+#[test]
+fn changes_become_writer_calls() {
+    let (_store, fs, rec) = recording();
+    let calls = || rec.calls.lock().clone();
+    fs.remove_message(&name("INBOX"), OsStr::new("2.eml"))
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Expunge("INBOX".into(), vec![2]))
+    );
+
+    // rmdir never deletes mail, nor a folder with folders below it.
+    let refused = |r: Result<()>| match r {
+        Err(Error::Refused { why, .. }) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    use crate::error::Refusal;
+    assert_eq!(
+        refused(fs.remove_folder(&name(""), OsStr::new("INBOX"))),
+        Refusal::NotEmpty
+    );
+    assert_eq!(
+        refused(fs.remove_folder(&name(""), OsStr::new("Work"))),
+        Refusal::NotEmpty
+    );
+    fs.remove_folder(&name(""), OsStr::new("Empty")).unwrap();
+    assert_eq!(calls().last(), Some(&Call::Delete("Empty".into())));
+    assert_eq!(
+        refused(fs.remove_folder(&name("INBOX"), OsStr::new("1.eml"))),
+        Refusal::NotDirectory
+    );
+
+    // mkdir creates, and the new folder can be looked up at once.
+    let (node, attr) = fs
+        .make_folder(&name("Work"), OsStr::new("Neu %25"))
+        .unwrap();
+    assert_eq!(calls().last(), Some(&Call::Create("Work/Neu %".into())));
+    assert!(matches!(node, Node::Folder(_)));
+    assert_eq!(attr.kind, fuser::FileType::Directory);
+    for bad in ["x.eml", "a%2Fb", "%2E%2E", "%zz"] {
+        assert_eq!(
+            refused(fs.make_folder(&name(""), OsStr::new(bad)).map(|_| ())),
+            Refusal::Invalid,
+            "{bad}"
+        );
+    }
+
+    // mv: a message to another mailbox moves it; inside its mailbox it is refused.
+    fs.rename_entry(
+        &name("INBOX"),
+        OsStr::new("1.eml"),
+        &name("Work/Sub"),
+        OsStr::new("1.eml"),
+    )
+    .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Move("INBOX".into(), 1, "Work/Sub".into()))
+    );
+    assert_eq!(
+        refused(fs.rename_entry(
+            &name("INBOX"),
+            OsStr::new("1.eml"),
+            &name("INBOX"),
+            OsStr::new("5.eml")
+        )),
+        Refusal::Invalid
+    );
+    assert_eq!(
+        refused(fs.rename_entry(
+            &name("INBOX"),
+            OsStr::new("1.eml"),
+            &name("Work"),
+            OsStr::new("1.eml")
+        )),
+        Refusal::Invalid,
+        "Work is a plain level, not a mailbox"
+    );
+    fs.rename_entry(&name(""), OsStr::new("Work"), &name(""), OsStr::new("Job"))
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Rename("Work".into(), "Job".into()))
+    );
+
+    // setfattr.
+    let (node, _) = fs.resolve(&name("INBOX"), OsStr::new("1.eml")).unwrap();
+    fs.set_xattr(&node, OsStr::new("user.mail.flags"), b"\\Seen $Label1")
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Flags(
+            "INBOX".into(),
+            vec![1],
+            FlagChange::Replace(vec!["\\Seen".into(), "$Label1".into()])
+        ))
+    );
+    fs.set_xattr(&node, OsStr::new("user.mail.flags.remove"), b"\\Seen")
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Flags(
+            "INBOX".into(),
+            vec![1],
+            FlagChange::Remove(vec!["\\Seen".into()])
+        ))
+    );
+    assert_eq!(
+        refused(fs.set_xattr(&node, OsStr::new("user.mail.guid"), b"x")),
+        Refusal::Unsupported
+    );
+}
+
+#[test]
+fn a_read_only_mount_refuses_every_change_with_erofs() {
+    let (_store, fs) = setup(|_| Arc::new(ReadOnly));
+    let erofs = |r: Result<()>| fs.errors.errno("test", &r.unwrap_err());
+    assert_eq!(
+        erofs(fs.remove_message(&name("INBOX"), OsStr::new("1.eml"))),
+        fuser::Errno::EROFS
+    );
+    assert_eq!(
+        erofs(fs.remove_folder(&name(""), OsStr::new("Empty"))),
+        fuser::Errno::EROFS
+    );
+    assert_eq!(
+        erofs(fs.make_folder(&name(""), OsStr::new("New")).map(|_| ())),
+        fuser::Errno::EROFS
+    );
+    let (node, _) = fs.resolve(&name("INBOX"), OsStr::new("1.eml")).unwrap();
+    assert_eq!(
+        erofs(fs.set_xattr(&node, OsStr::new("user.mail.flags"), b"\\Seen")),
+        fuser::Errno::EROFS
+    );
+    assert_eq!(fs.errors.eio_count(), 0);
+}
