@@ -175,6 +175,7 @@ mod tests {
     use crate::store::FileOwner;
 
     fn meta(uid: u32, flags: MailFlags, keywords: u32) -> MessageMeta {
+        let keywords = crate::store::KeywordSet::from_mask(keywords);
         MessageMeta {
             key: MessageKey::Uid(uid),
             size: 10,

@@ -27,13 +27,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::access::{self, Need};
-use super::cache::{Built, FoundDir, ListCache, MailboxList, Presented, ViewCache, present_root};
+use super::cache::{Built, FoundDir, MailboxList, Presented, present_root};
+use super::cached::{Backend, Cached};
 use super::stamp::Stamp;
-use super::{Feed, Messages, StoreContext, files, locks};
 use super::{
-    FileOwner, Locator, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
-    MessageSource, Target, UidCursor,
+    FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
 };
+use super::{KeywordSet, Messages, StoreContext, files, locks};
 use crate::error::{Error, Result};
 use crate::format::dbox;
 use crate::format::{MailFlags, hex};
@@ -45,7 +45,7 @@ use crate::sys;
 
 /// Where one mailbox's files live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct MailboxPaths {
+pub(super) struct MailboxPaths {
     /// Directory holding `u.N` (sdbox) and, without `INDEX=`, the index files.
     mail: PathBuf,
     /// The same directory under `ALT=`.
@@ -69,11 +69,6 @@ pub struct DboxStore {
     loc: Location,
     /// Settings and counters.
     ctx: Arc<StoreContext>,
-    /// Cached mailbox list; no I/O under this lock.
-    list: ListCache<MailboxPaths>,
-    /// Views by mailbox, each with what the next build continues from; no I/O under
-    /// this lock.
-    views: ViewCache<Continue>,
     /// Mailbox indexes and, for mdbox, the map index.
     indexes: IndexPool,
     /// Symbolic links met where mailboxes could be (logged once each).
@@ -81,8 +76,13 @@ pub struct DboxStore {
 }
 
 impl DboxStore {
-    /// Opens the store, refusing a root that is missing, empty, or not the claimed format.
-    pub fn open(loc: Location, ctx: Arc<StoreContext>, cache_capacity: usize) -> Result<DboxStore> {
+    /// Opens the store (its list and views cached, at most `cache_capacity` views),
+    /// refusing a root that is missing, empty, or not the claimed format.
+    pub(super) fn open(
+        loc: Location,
+        ctx: Arc<StoreContext>,
+        cache_capacity: usize,
+    ) -> Result<Cached<DboxStore>> {
         files::check_store_root(&loc.root)?;
         if loc.mail_dirname().is_none() {
             return Err(Error::Location {
@@ -105,24 +105,11 @@ impl DboxStore {
         }
         let store = DboxStore {
             loc,
-            ctx: ctx.clone(),
-            list: ListCache::new(&ctx),
-            views: ViewCache::new(&ctx, cache_capacity.max(1)),
+            ctx,
             indexes: IndexPool::new(cache_capacity.max(1) + 1),
             links: files::LinkLog::default(),
         };
-        let list = store.mailbox_list()?;
-        if !list.entries.iter().any(|e| e.selectable) {
-            return Err(Error::layout(
-                store.loc.mailbox_root(),
-                format!(
-                    "not a {} store: no mailbox with a {} directory",
-                    store.loc.format.name(),
-                    store.loc.mail_dirname().unwrap_or_default()
-                ),
-            ));
-        }
-        Ok(store)
+        Cached::open(store, cache_capacity)
     }
 
     fn dirname(&self) -> &str {
@@ -177,10 +164,6 @@ impl DboxStore {
             dir: base.join("storage"),
             prefix: "dovecot.map.index".into(),
         }
-    }
-
-    fn mailbox_list(&self) -> Result<Arc<MailboxList<MailboxPaths>>> {
-        self.list.get(|| self.scan_mailboxes())
     }
 
     /// Directories every mailbox is also reached through: `mailboxes/` and, for mdbox,
@@ -337,14 +320,6 @@ impl DboxStore {
             result?;
         }
         Ok(())
-    }
-
-    fn paths_of(&self, mailbox: &MailboxName) -> Result<MailboxPaths> {
-        self.mailbox_list()?
-            .paths
-            .get(mailbox)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("mailbox {mailbox}")))
     }
 
     /// `previous` is the last view of the same mailbox: messages it read without trouble
@@ -739,7 +714,7 @@ impl DboxStore {
                 .unwrap_or(file.mtime()),
             saved: file.ctime(),
             flags: MailFlags::default(),
-            keywords: 0,
+            keywords: KeywordSet::default(),
             guid: md
                 .guid
                 .clone()
@@ -786,7 +761,7 @@ impl DboxStore {
                 .or(save_date)
                 .unwrap_or(m.saved),
             flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
-            keywords: Self::keyword_mask(index, rec),
+            keywords: Self::keyword_set(index, rec),
             guid: match cached.guid.filter(|g| !g.is_empty()) {
                 Some(g) => g.into_boxed_str(),
                 None => m.guid.clone(),
@@ -797,13 +772,10 @@ impl DboxStore {
         }
     }
 
-    /// Bit i = keyword i of the index list, which is also the view's keyword table.
-    fn keyword_mask(index: &IndexView, rec: &[u8]) -> u32 {
-        index
-            .state
-            .record_keyword_indexes(rec)
-            .filter(|i| *i < 32)
-            .fold(0u32, |mask, i| mask | (1 << i))
+    /// The record's keywords: position i = keyword i of the index list, which is also
+    /// the view's keyword table (however many there are).
+    fn keyword_set(index: &IndexView, rec: &[u8]) -> KeywordSet {
+        KeywordSet::from_positions(index.state.record_keyword_indexes(rec))
     }
 
     /// A message whose stored bytes cannot be read: listed (so the damage shows), with the
@@ -816,7 +788,7 @@ impl DboxStore {
             received: 0,
             saved: 0,
             flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
-            keywords: 0,
+            keywords: KeywordSet::default(),
             guid: "".into(),
             owner: super::FileOwner::default(),
             locator,
@@ -898,7 +870,7 @@ struct Walk {
 /// What one view build continues from in the next: the index it was built from and the
 /// UIDs it holds as broken (retried at every build).
 #[derive(Debug)]
-struct Continue {
+pub(super) struct Continue {
     index: Arc<IndexView>,
     broken: Vec<u32>,
 }
@@ -1091,23 +1063,40 @@ fn le_u32(b: &[u8]) -> u32 {
     b.try_into().map_or(0, u32::from_le_bytes)
 }
 
-impl MailStore for DboxStore {
-    fn mailboxes(&self, _scope: &MailboxName) -> Result<Arc<Vec<MailboxEntry>>> {
-        Ok(self.mailbox_list()?.entries.clone())
+impl Backend for DboxStore {
+    type Paths = MailboxPaths;
+    type Extra = Continue;
+
+    fn scan(&self) -> Result<MailboxList<MailboxPaths>> {
+        self.scan_mailboxes()
     }
 
-    fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
-        self.views.get(mailbox, |previous| {
-            let paths = self.paths_of(mailbox)?;
-            self.build_view(mailbox, &paths, previous)
-        })
+    fn check(&self, list: &MailboxList<MailboxPaths>) -> Result<()> {
+        if !list.entries.iter().any(|e| e.selectable) {
+            return Err(Error::layout(
+                self.loc.mailbox_root(),
+                format!(
+                    "not a {} store: no mailbox with a {} directory",
+                    self.loc.format.name(),
+                    self.loc.mail_dirname().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
     }
 
-    /// `view.name` is this store's own name of the mailbox (a multi-user store passes the
-    /// name with the user level in `_mailbox`).
+    fn build(
+        &self,
+        name: &MailboxName,
+        paths: &MailboxPaths,
+        previous: Option<&Built<Continue>>,
+    ) -> Result<Built<Continue>> {
+        self.build_view(name, paths, previous)
+    }
+
     fn open(
         &self,
-        _mailbox: &MailboxName,
+        paths: &MailboxPaths,
         view: &MailboxView,
         key: &MessageKey,
     ) -> Result<MessageSource> {
@@ -1124,9 +1113,8 @@ impl MailStore for DboxStore {
                 ));
             }
         };
-        let paths = self.paths_of(&view.name)?;
         let name = format!("u.{uid}");
-        let (file, path) = open_primary_or_alt(&paths, &name)?.ok_or_else(|| {
+        let (file, path) = open_primary_or_alt(paths, &name)?.ok_or_else(|| {
             Error::not_found(format!("{}: {name} (expunged)", paths.mail.display()))
         })?;
         let found = read_message_header(&file, &path, None)?;
@@ -1137,27 +1125,11 @@ impl MailStore for DboxStore {
         ))
     }
 
-    fn local_root(&self) -> Option<&Path> {
-        Some(&self.loc.root)
-    }
-
-    fn root_attrs(&self) -> Result<super::Presented> {
-        Ok(self.mailbox_list()?.root)
+    fn root(&self) -> &Path {
+        &self.loc.root
     }
 
     fn context(&self) -> &Arc<StoreContext> {
         &self.ctx
-    }
-
-    fn feed(&self, target: &Target) -> Feed {
-        let paths = match target {
-            Target::Scope(_) => self.list.watch_paths(),
-            Target::Mailbox(name) => self.views.watch_paths(name),
-        };
-        if paths.is_empty() {
-            Feed::Unknown
-        } else {
-            Feed::Paths(paths)
-        }
     }
 }

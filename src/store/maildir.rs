@@ -24,14 +24,15 @@ use log::{debug, info, warn};
 
 use parking_lot::Mutex;
 
+use super::KeywordSet;
 use super::access::{self, Need};
-use super::cache::{Built, FoundDir, ListCache, MailboxList, Presented, ViewCache, present_root};
+use super::cache::{Built, FoundDir, MailboxList, Presented, present_root};
+use super::cached::{Backend, Cached};
 use super::stamp::Stamp;
-use super::{Feed, Messages, StoreContext, files, locks};
 use super::{
-    FileOwner, Locator, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey, MessageMeta,
-    MessageSource, Target, UidCursor,
+    FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
 };
+use super::{Messages, StoreContext, files, locks};
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
@@ -50,7 +51,7 @@ const MAILDIR_PP_TRASH: &str = ".DOVECOT-TRASHED";
 
 /// Where one mailbox's files live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct MailboxPaths {
+pub(super) struct MailboxPaths {
     /// Directory holding `cur/`, `new/`, `tmp/`.
     mail: PathBuf,
     /// Directory holding `dovecot-uidlist` and `dovecot-keywords`.
@@ -65,10 +66,6 @@ pub struct MaildirStore {
     loc: Location,
     /// Settings and counters.
     ctx: Arc<StoreContext>,
-    /// Guarded data is cheap to clone (`Arc`); no I/O happens while holding this lock.
-    list: ListCache<MailboxPaths>,
-    /// Views by mailbox. Lock order: `list` before `views`; neither is held during I/O.
-    views: ViewCache<Trail>,
     /// inotify for the name journals of views (`journal`), made at first use.
     journals: std::sync::OnceLock<Option<Arc<super::journal::JournalHub>>>,
     /// Dovecot's per-mailbox indexes, for the values doveadm answers from its cache.
@@ -80,13 +77,14 @@ pub struct MaildirStore {
 }
 
 impl MaildirStore {
-    /// Opens the store, refusing a root that is missing, not a directory, empty, or shows
-    /// no sign of being a Maildir.
-    pub fn open(
+    /// Opens the store (its list and views cached, at most `cache_capacity` views),
+    /// refusing a root that is missing, not a directory, empty, or shows no sign of being
+    /// a Maildir.
+    pub(super) fn open(
         loc: Location,
         ctx: Arc<StoreContext>,
         cache_capacity: usize,
-    ) -> Result<MaildirStore> {
+    ) -> Result<Cached<MaildirStore>> {
         // Keys that move Maildir files where this backend does not look yet: refuse them
         // rather than show the wrong directories.
         let unsupported = [
@@ -108,27 +106,13 @@ impl MaildirStore {
         files::check_store_root(&loc.root)?;
         let store = MaildirStore {
             loc,
-            ctx: ctx.clone(),
-            list: ListCache::new(&ctx),
-            views: ViewCache::new(&ctx, cache_capacity.max(1)),
+            ctx,
             journals: std::sync::OnceLock::new(),
             indexes: IndexPool::new(cache_capacity.max(1)),
             index_problems: Mutex::new(std::collections::HashSet::new()),
             links: files::LinkLog::default(),
         };
-        let list = store.mailbox_list()?;
-        if !list.entries.iter().any(|e| e.selectable) {
-            return Err(Error::layout(
-                &store.loc.root,
-                match store.loc.layout {
-                    Layout::MaildirPlusPlus => {
-                        "not a Maildir: no cur/ in the root and no Maildir++ .folder with cur/"
-                    }
-                    Layout::Fs => "not a Maildir (LAYOUT=fs): no directory with a cur/ inside",
-                },
-            ));
-        }
-        Ok(store)
+        Cached::open(store, cache_capacity)
     }
 
     fn inbox_mail_dir(&self) -> PathBuf {
@@ -179,10 +163,6 @@ impl MaildirStore {
     /// Decodes one on-disk name level to UTF-8.
     fn decode_level(&self, level: &[u8], dir: &Path) -> String {
         files::decode_level(level, self.loc.utf8_names, dir)
-    }
-
-    fn mailbox_list(&self) -> Result<Arc<MailboxList<MailboxPaths>>> {
-        self.list.get(|| self.scan_mailboxes())
     }
 
     fn scan_mailboxes(&self) -> Result<MailboxList<MailboxPaths>> {
@@ -456,11 +436,18 @@ impl MaildirStore {
             .map(|data| fmt::parse_keywords(&data))
             .unwrap_or_default();
         let index = self.index_for(paths);
-        let order = keyword_order(
+        let table = Arc::new(KeywordTable::new(
             &keywords,
             index.as_ref().map(|(v, _)| &v.state.keywords[..]),
-        );
-        let keyword_names: Vec<String> = order.iter().map(|&i| keywords.name(i)).collect();
+        ));
+        // Keywords that have no letter live in Dovecot's index alone (a Maildir file name
+        // holds at most 26): added from each message's index record.
+        let index_only = |uid: u32| -> KeywordSet {
+            match &index {
+                Some((view, _)) if table.has_index_only() => table.index_only(view, uid),
+                _ => KeywordSet::default(),
+            }
+        };
         let cached = |uid: u32| -> Option<CachedMessage> {
             let (view, cache) = index.as_ref()?;
             cache.as_ref()?.message(view, uid)
@@ -485,7 +472,7 @@ impl MaildirStore {
                 let key = MessageKey::Uid(rec.uid);
                 if let Some(m) = reusable(&mut previous_messages, rec.uid, locator) {
                     let mut m = reuse(m, cached(rec.uid));
-                    m.keywords = remap_keywords(m.keywords, &order);
+                    m.keywords = table.remap(&m.keywords).union(&index_only(rec.uid));
                     messages.push(m);
                     continue;
                 }
@@ -498,7 +485,7 @@ impl MaildirStore {
                     cached(rec.uid),
                 ) {
                     Ok(mut m) => {
-                        m.keywords = remap_keywords(m.keywords, &order);
+                        m.keywords = table.remap(&m.keywords).union(&index_only(rec.uid));
                         messages.push(m);
                     }
                     Err(e) if e.is_not_found() => missing.push(rec.uid),
@@ -527,7 +514,7 @@ impl MaildirStore {
             let key = MessageKey::Pending(base.into());
             match self.message_meta(paths, &dirs, key, locator.to_vec(), None, None) {
                 Ok(mut m) => {
-                    m.keywords = remap_keywords(m.keywords, &order);
+                    m.keywords = table.remap(&m.keywords);
                     pending.push(m);
                 }
                 Err(e) if e.is_not_found() => {}
@@ -550,20 +537,24 @@ impl MaildirStore {
             guid: uidlist.as_ref().and_then(|u| u.mailbox_guid.clone()),
             messages: Messages::from_sorted(messages),
             pending,
-            keyword_names: Arc::new(keyword_names),
+            keyword_names: Arc::new(table.names.clone()),
             owner: files::owner_of(&dir_meta),
             mtime,
         };
+        // A continuation replays file-name events; keywords only the index has are not in
+        // file names, so such a mailbox is always built in full.
         let continuation = match (journal, uidlist_mark, &uidlist) {
-            (Some(journal), Some(mark), Some(list)) => Continuation::new(
-                journal,
-                mark,
-                trail::keywords_mark(&keywords_path),
-                order,
-                index.as_ref().map(|(v, _)| v.clone()),
-                list,
-                pending_files,
-            ),
+            (Some(journal), Some(mark), Some(list)) if !table.has_index_only() => {
+                Continuation::new(
+                    journal,
+                    mark,
+                    trail::keywords_mark(&keywords_path),
+                    table,
+                    index.as_ref().map(|(v, _)| v.clone()),
+                    list,
+                    pending_files,
+                )
+            }
             _ => None,
         };
         Ok(Built {
@@ -636,7 +627,7 @@ impl MaildirStore {
             received: cached.date_received.map_or(meta.mtime, i64::from),
             saved: cached.date_save.map_or(meta.ctime, i64::from),
             flags: name_flags.flags,
-            keywords: name_flags.keywords,
+            keywords: KeywordSet::from_mask(name_flags.keywords),
             guid: guid.into_boxed_str(),
             owner: files::owner_of(&meta),
             locator: Locator::Maildir(locator.into_boxed_slice()),
@@ -671,14 +662,6 @@ impl MaildirStore {
                 None
             }
         }
-    }
-
-    fn paths_of(&self, mailbox: &MailboxName) -> Result<MailboxPaths> {
-        let list = self.mailbox_list()?;
-        list.paths
-            .get(mailbox)
-            .cloned()
-            .ok_or_else(|| Error::not_found(format!("mailbox {mailbox}")))
     }
 
     /// Finds the current file of a message by base name after it was renamed (a flag
@@ -807,35 +790,53 @@ fn reuse(m: &MessageMeta, cached: Option<CachedMessage>) -> MessageMeta {
         received: cached.date_received.map_or(m.received, i64::from),
         saved: cached.date_save.map_or(m.saved, i64::from),
         flags: name_flags.flags,
-        keywords: name_flags.keywords,
+        keywords: KeywordSet::from_mask(name_flags.keywords),
         ..m.clone()
     }
 }
 
-impl MailStore for MaildirStore {
-    fn mailboxes(&self, _scope: &MailboxName) -> Result<Arc<Vec<MailboxEntry>>> {
-        Ok(self.mailbox_list()?.entries.clone())
+impl Backend for MaildirStore {
+    type Paths = MailboxPaths;
+    type Extra = Trail;
+
+    fn scan(&self) -> Result<MailboxList<MailboxPaths>> {
+        self.scan_mailboxes()
     }
 
-    fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
-        self.views.get(mailbox, |previous| {
-            let paths = self.paths_of(mailbox)?;
-            self.build_view(mailbox, &paths, previous)
-        })
+    fn check(&self, list: &MailboxList<MailboxPaths>) -> Result<()> {
+        if !list.entries.iter().any(|e| e.selectable) {
+            return Err(Error::layout(
+                &self.loc.root,
+                match self.loc.layout {
+                    Layout::MaildirPlusPlus => {
+                        "not a Maildir: no cur/ in the root and no Maildir++ .folder with cur/"
+                    }
+                    Layout::Fs => "not a Maildir (LAYOUT=fs): no directory with a cur/ inside",
+                },
+            ));
+        }
+        Ok(())
     }
 
-    /// `view.name` is this store's own name of the mailbox (a multi-user store passes the
-    /// name with the user level in `_mailbox`).
+    fn build(
+        &self,
+        name: &MailboxName,
+        paths: &MailboxPaths,
+        previous: Option<&Built<Trail>>,
+    ) -> Result<Built<Trail>> {
+        self.build_view(name, paths, previous)
+    }
+
     fn open(
         &self,
-        _mailbox: &MailboxName,
+        paths: &MailboxPaths,
         view: &MailboxView,
         key: &MessageKey,
     ) -> Result<MessageSource> {
         let meta = view
             .get(key)
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
-        let paths = self.paths_of(&view.name)?;
+        let paths = paths.clone();
         let mut locator = meta
             .locator
             .maildir()
@@ -884,56 +885,102 @@ impl MailStore for MaildirStore {
         ))
     }
 
-    fn local_root(&self) -> Option<&Path> {
-        Some(&self.loc.root)
-    }
-
-    fn root_attrs(&self) -> Result<super::Presented> {
-        Ok(self.mailbox_list()?.root)
+    fn root(&self) -> &Path {
+        &self.loc.root
     }
 
     fn context(&self) -> &Arc<StoreContext> {
         &self.ctx
     }
-
-    fn feed(&self, target: &Target) -> Feed {
-        let paths = match target {
-            Target::Scope(_) => self.list.watch_paths(),
-            Target::Mailbox(name) => self.views.watch_paths(name),
-        };
-        if paths.is_empty() {
-            Feed::Unknown
-        } else {
-            Feed::Paths(paths)
-        }
-    }
 }
 
-/// Keyword letters (0..26) in the order doveadm prints keywords: the order of the index's
-/// keyword list (the order each was first used in the mailbox), then letters the index
-/// does not know, alphabetically.
-fn keyword_order(file: &Keywords, index: Option<&[String]>) -> Vec<u8> {
-    let mut letters: Vec<u8> = (0..26).collect();
-    if let Some(index) = index {
-        let position = |i: &u8| {
-            let name = file.name(*i);
+/// A Maildir view's keyword table: the letters of `dovecot-keywords` (a file name holds
+/// at most 26) and the keywords only Dovecot's index has, in the order doveadm prints
+/// keywords: the index's keyword order (the order each was first used in the mailbox),
+/// then letters the index does not know, alphabetically.
+#[derive(Debug)]
+pub(super) struct KeywordTable {
+    /// The view position of each letter.
+    letter_pos: [usize; 26],
+    /// (index keyword number, view position) of the keywords no letter stands for.
+    index_only: Vec<(usize, usize)>,
+    /// Names by view position.
+    pub(super) names: Vec<String>,
+}
+
+impl KeywordTable {
+    fn new(file: &Keywords, index: Option<&[String]>) -> KeywordTable {
+        let letter_names: Vec<String> = (0..26).map(|l| file.name(l)).collect();
+        let index = index.unwrap_or_default();
+        let position = |name: &str| {
             index
                 .iter()
-                .position(|k| k.eq_ignore_ascii_case(&name))
+                .position(|k| k.eq_ignore_ascii_case(name))
                 .unwrap_or(usize::MAX)
         };
-        letters.sort_by_key(|i| (position(i), *i));
+        // (sort key, letter or index keyword)
+        let mut entries: Vec<((usize, usize), Result<u8, usize>)> = (0..26u8)
+            .map(|l| {
+                (
+                    (position(&letter_names[usize::from(l)]), usize::from(l)),
+                    Ok(l),
+                )
+            })
+            .collect();
+        for (i, name) in index.iter().enumerate() {
+            if !letter_names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                entries.push(((i, 0), Err(i)));
+            }
+        }
+        entries.sort_by_key(|(key, _)| *key);
+        let mut table = KeywordTable {
+            letter_pos: [0; 26],
+            index_only: Vec::new(),
+            names: Vec::with_capacity(entries.len()),
+        };
+        for (pos, (_, what)) in entries.into_iter().enumerate() {
+            match what {
+                Ok(l) => {
+                    table.letter_pos[usize::from(l)] = pos;
+                    table.names.push(letter_names[usize::from(l)].clone());
+                }
+                Err(i) => {
+                    table.index_only.push((i, pos));
+                    table.names.push(index[i].clone());
+                }
+            }
+        }
+        table
     }
-    letters
-}
 
-/// Re-expresses a mask over keyword letters as a mask over positions in `order`.
-fn remap_keywords(mask: u32, order: &[u8]) -> u32 {
-    order
-        .iter()
-        .enumerate()
-        .filter(|(_, letter)| mask & (1 << **letter) != 0)
-        .fold(0, |acc, (pos, _)| acc | (1 << pos))
+    /// Re-expresses a set of keyword letters (positions 0..26, as in a file name) as
+    /// positions in this table.
+    pub(super) fn remap(&self, letters: &KeywordSet) -> KeywordSet {
+        KeywordSet::from_positions(
+            letters
+                .iter()
+                .filter_map(|l| self.letter_pos.get(l).copied()),
+        )
+    }
+
+    /// True when the index has keywords no letter stands for.
+    pub(super) fn has_index_only(&self) -> bool {
+        !self.index_only.is_empty()
+    }
+
+    /// The keywords of `uid` that only the index has (from its index record).
+    fn index_only(&self, index: &IndexView, uid: u32) -> KeywordSet {
+        let Some(rec) = index.state.records.get(uid) else {
+            return KeywordSet::default();
+        };
+        let set: Vec<usize> = index.state.record_keyword_indexes(rec).collect();
+        KeywordSet::from_positions(
+            self.index_only
+                .iter()
+                .filter(|(i, _)| set.contains(i))
+                .map(|(_, pos)| *pos),
+        )
+    }
 }
 
 /// "1,2,5" for a few uids, "1,2,3,... (40 in all)" for many.
@@ -954,11 +1001,29 @@ mod tests {
     fn keywords_follow_the_index_order() {
         let file = fmt::parse_keywords(b"0 $Label1\n1 work\n2 zz\n");
         let index = ["zz".to_string(), "$label1".to_string()];
-        let order = keyword_order(&file, Some(&index));
-        assert_eq!(&order[..3], &[2, 0, 1]);
+        let table = KeywordTable::new(&file, Some(&index));
+        assert_eq!(&table.names[..3], &["zz", "$Label1", "work"]);
         // Letters a and c set -> positions of c (0) and a (1).
-        assert_eq!(remap_keywords(0b101, &order), 0b011);
-        assert_eq!(keyword_order(&file, None)[..3], [0, 1, 2]);
+        let letters = KeywordSet::from_mask(0b101);
+        assert_eq!(table.remap(&letters), KeywordSet::from_positions([0, 1]));
+        assert!(!table.has_index_only());
+        assert_eq!(
+            &KeywordTable::new(&file, None).names[..3],
+            &["$Label1", "work", "zz"]
+        );
+    }
+
+    #[test]
+    fn keywords_without_a_letter_come_from_the_index_in_its_order() {
+        let file = fmt::parse_keywords(b"0 a\n1 b\n");
+        let index: Vec<String> = ["b", "x", "a", "y"].iter().map(|s| s.to_string()).collect();
+        let table = KeywordTable::new(&file, Some(&index));
+        assert_eq!(&table.names[..4], &["b", "x", "a", "y"]);
+        assert!(table.has_index_only());
+        assert_eq!(
+            table.remap(&KeywordSet::from_mask(0b11)),
+            KeywordSet::from_positions([0, 2])
+        );
     }
 
     #[test]

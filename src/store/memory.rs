@@ -105,7 +105,7 @@ impl MemoryStore {
                 received: 1_700_000_000 + i64::from(uid),
                 saved: 1_700_000_000 + i64::from(uid),
                 flags,
-                keywords: 0,
+                keywords: crate::store::KeywordSet::default(),
                 guid: format!("guid-{uid}").into_boxed_str(),
                 owner: OWNER,
                 locator: Locator::Remote,

@@ -218,7 +218,7 @@ mod tests {
             received: 0,
             saved: 0,
             flags: MailFlags(flags),
-            keywords: 0,
+            keywords: crate::store::KeywordSet::default(),
             guid: "".into(),
             owner: FileOwner::default(),
             locator: crate::store::Locator::Sdbox,

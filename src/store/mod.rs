@@ -13,12 +13,14 @@
 
 pub mod access;
 pub mod cache;
+mod cached;
 pub mod context;
 pub mod dbox;
 pub mod feed;
 mod files;
 mod guard;
 pub mod journal;
+pub mod keywords;
 pub mod locks;
 pub mod maildir;
 #[cfg(test)]
@@ -30,6 +32,7 @@ pub mod writer;
 
 pub use context::{StoreConfig, StoreContext, StoreStats};
 pub use feed::{ChangeNotifier, Feed, Pushed};
+pub use keywords::KeywordSet;
 pub use messages::Messages;
 pub use writer::{FlagChange, MailWriter, ReadOnly};
 
@@ -108,8 +111,8 @@ pub struct MessageMeta {
     pub saved: i64,
     /// System flags.
     pub flags: MailFlags,
-    /// Keywords, as a mask over the view's keyword table.
-    pub keywords: u32,
+    /// Keywords, as positions in the view's keyword table.
+    pub keywords: KeywordSet,
     /// Message GUID as Dovecot reports it.
     pub guid: Box<str>,
     /// Owner, group and permission bits of the message file.
@@ -192,8 +195,8 @@ impl MailboxView {
     /// index order, separated by single spaces. Never contains `\Recent`.
     pub fn flags_string(&self, meta: &MessageMeta) -> String {
         let mut out: Vec<&str> = meta.flags.names().collect();
-        for (i, name) in self.keyword_names.iter().enumerate() {
-            if i < 32 && meta.keywords & (1 << i) != 0 {
+        for i in meta.keywords.iter() {
+            if let Some(name) = self.keyword_names.get(i) {
                 out.push(name);
             }
         }

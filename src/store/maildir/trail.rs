@@ -27,7 +27,7 @@ use std::sync::Arc;
 use log::debug;
 use parking_lot::Mutex;
 
-use super::{MailboxPaths, MaildirStore, MessageDirs, remap_keywords, reuse};
+use super::{KeywordTable, MailboxPaths, MaildirStore, MessageDirs, reuse};
 use crate::error::{Error, Result};
 use crate::format::maildir::{self as fmt, Uidlist, UidlistRecord};
 use crate::index::cachefile::{CacheLookup, CachedValues};
@@ -38,7 +38,7 @@ use crate::store::{MailboxName, MailboxView, MessageKey};
 
 /// What a Maildir view build leaves for the next one.
 #[derive(Debug)]
-pub(super) struct Trail {
+pub(in crate::store) struct Trail {
     /// UIDs in the uidlist without a file, as logged.
     pub missing: Vec<u32>,
     /// Taken by the next build (only the newest view continues).
@@ -176,7 +176,7 @@ pub(super) struct Continuation {
     journal: Journal,
     uidlist: UidlistMark,
     keywords: Option<(u64, u64, i64, i64, u64)>,
-    order: Vec<u8>,
+    table: Arc<KeywordTable>,
     index: Option<Arc<IndexView>>,
     /// Base name key -> UID, for every uidlist record.
     by_base: FnvMap<u64, u32>,
@@ -192,7 +192,7 @@ impl Continuation {
         journal: Journal,
         uidlist: UidlistMark,
         keywords: Option<(u64, u64, i64, i64, u64)>,
-        order: Vec<u8>,
+        table: Arc<KeywordTable>,
         index: Option<Arc<IndexView>>,
         list: &Uidlist,
         pending: Vec<PendingFile>,
@@ -208,7 +208,7 @@ impl Continuation {
             journal,
             uidlist,
             keywords,
-            order,
+            table,
             index,
             by_base,
             pending: pending.into_iter().collect(),
@@ -430,7 +430,7 @@ impl MaildirStore {
             let Some(dirs) = &dirs else { break };
             match self.message_meta(paths, dirs, key, locator.into_vec(), rec, cached(uid)) {
                 Ok(mut m) => {
-                    m.keywords = remap_keywords(m.keywords, &c.order);
+                    m.keywords = c.table.remap(&m.keywords);
                     // A rename keeps what the uidlist said of the message.
                     if let Some(old) = old {
                         m.guid = old.guid;
@@ -452,7 +452,7 @@ impl MaildirStore {
                     for uid in d.changed.iter().chain(&d.added) {
                         if let Some(m) = messages.get(*uid).filter(|m| m.problem.is_none()) {
                             let mut m = reuse(m, cached(*uid));
-                            m.keywords = remap_keywords(m.keywords, &c.order);
+                            m.keywords = c.table.remap(&m.keywords);
                             messages.upsert(m);
                         }
                     }
@@ -467,7 +467,7 @@ impl MaildirStore {
             let Some(dirs) = &dirs else { break };
             match self.message_meta(paths, dirs, key, locator.to_vec(), None, None) {
                 Ok(mut m) => {
-                    m.keywords = remap_keywords(m.keywords, &c.order);
+                    m.keywords = c.table.remap(&m.keywords);
                     pending.push(m);
                 }
                 Err(e) if e.is_not_found() => {}
