@@ -14,6 +14,10 @@
 //! examined relative to it ([`Dir::stat_at`]), so a directory swapped for a link after
 //! it was opened cannot redirect what is read.
 
+mod inotify;
+
+pub use inotify::{Event, Inotify, Wake, wait_readable};
+
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
