@@ -15,8 +15,12 @@
 //! it was opened cannot redirect what is read.
 
 mod inotify;
+mod mount;
+mod process;
 
 pub use inotify::{Event, Inotify, Wake, wait_readable};
+pub use mount::{fs_magic, lazy_unmount, unmount};
+pub use process::{SignalSet, block_signals, wait_signal};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
