@@ -20,7 +20,7 @@ mod process;
 
 pub use inotify::{Event, Inotify, Wake, wait_readable};
 pub use mount::{fs_magic, lazy_unmount, unmount};
-pub use process::{SignalSet, block_signals, wait_signal};
+pub use process::{SignalSet, block_signals, return_free_memory, user_home, wait_signal};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -433,6 +433,21 @@ impl Drop for DirStream {
         // SAFETY: the stream came from fdopendir and is closed exactly once, here.
         unsafe { libc::closedir(self.0) };
     }
+}
+
+/// Whether another process holds a lock on `file` that would block a read lock on all of
+/// it (a writer's `fcntl` lock): `fcntl(F_GETLK)`, which reports a conflicting lock and
+/// acquires nothing. False when the query fails.
+pub fn read_lock_conflict(file: &File) -> bool {
+    // SAFETY: all-zero bytes are a valid `flock` struct (plain integers).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start 0 and l_len 0: the whole file.
+    // SAFETY: `file` is an open descriptor and `fl` a valid in/out pointer; F_GETLK never
+    // acquires a lock.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
 }
 
 /// `statvfs(3)` of `path`: (blocks, free, available, files, free files, block size,
