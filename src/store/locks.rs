@@ -115,7 +115,7 @@ fn flock_held(file: &Path) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/locks") else {
         return false;
     };
-    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let (major, minor) = crate::sys::major_minor(meta.dev());
     let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
     table.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();

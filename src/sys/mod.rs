@@ -1,5 +1,15 @@
 //! The system calls mailfs makes beyond `std`, each wrapped once with its SAFETY note.
 //!
+//! This is the only module with `unsafe` code (`lib.rs` denies `unsafe_code` everywhere
+//! else) and the only one that calls `libc` functions (the others use its constants only:
+//! errno values, inotify masks, signal numbers); it depends on nothing else in the crate.
+//! Besides the store opens below (this file, and [`read_lock_conflict`]):
+//! - `inotify.rs`: [`Inotify`], the [`Wake`] eventfd and [`wait_readable`] (poll(2)), for
+//!   the watcher and the Maildir name journals;
+//! - `mount.rs`: [`unmount`], [`lazy_unmount`] (umount2) and [`fs_magic`] (statfs);
+//! - `process.rs`: [`block_signals`] / [`wait_signal`] (sigwait), [`user_home`]
+//!   (getpwnam_r) and [`return_free_memory`] (malloc_trim).
+//!
 //! # Opening store files without following symbolic links
 //! A store belongs to its mailbox owner, who can plant symbolic links anywhere in it; mailfs
 //! usually runs as root. So every file and directory of a store is opened with
@@ -120,6 +130,11 @@ impl Stat {
     pub fn is_symlink(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFLNK
     }
+}
+
+/// The (major, minor) numbers of device number `dev`, as `/proc` files print them.
+pub fn major_minor(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
 }
 
 fn cstring(path: &OsStr) -> io::Result<CString> {
