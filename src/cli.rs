@@ -22,6 +22,7 @@ use crate::location::Spec;
 use crate::logging::RateLimited;
 use crate::store::locks::LockMethod;
 use crate::store::{self, MailStore, MailboxName, MailboxView, MessageKey, StoreConfig};
+use crate::sys;
 
 /// Exit code for runtime errors.
 const EXIT_RUNTIME: u8 = 1;
@@ -553,17 +554,12 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
 /// daemon that hangs would block it for good (the thread is then left behind, and the
 /// mount counts as alive).
 fn statfs_error(path: &Path) -> Option<std::io::Error> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let path = path.to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("statfs".into())
         .spawn(move || {
-            // SAFETY: all-zero bytes are a valid `statfs`.
-            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-            // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-            let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-            let _ = tx.send((rc != 0).then(std::io::Error::last_os_error));
+            let _ = tx.send(sys::fs_magic(&path).err());
         })
         .ok()?;
     rx.recv_timeout(Duration::from_secs(2)).ok().flatten()
@@ -598,7 +594,7 @@ fn clear_dead_mount(
             entry.fstype, entry.source
         )));
     }
-    let detached = match umount(&entry.path, libc::MNT_DETACH) {
+    let detached = match sys::lazy_unmount(&entry.path) {
         Ok(()) => Ok(()),
         Err(e) => fusermount_detach(&entry.path).map_err(|f| format!("{e}; {f}")),
     };
@@ -703,16 +699,8 @@ fn watch_mode(arg: WatchArg, interval: Duration, root: &Path) -> Option<WatchMod
 
 /// The kind of network or FUSE filesystem `path` is on, if it is one.
 fn remote_filesystem(path: &Path) -> Option<&'static str> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: all-zero bytes are a valid `statfs`.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
     // Magic numbers from linux/magic.h (and the filesystems' own headers).
-    match st.f_type as u32 {
+    match sys::fs_magic(path).ok()? {
         0x6969 => Some("NFS"),
         0x517B => Some("SMB"),
         0xFF53_4D42 => Some("CIFS"),
@@ -731,7 +719,7 @@ fn remote_filesystem(path: &Path) -> Option<&'static str> {
 fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
     // notifier, the FUSE workers) is started after this and inherits the blocked mask.
-    let signals = block_termination_signals();
+    let signals = sys::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     let spec = Spec::parse(location)?;
     let roots = spec.roots();
     check_outside_store(mountpoint, &roots)?;
@@ -887,30 +875,12 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     Ok(())
 }
 
-fn block_termination_signals() -> libc::sigset_t {
-    // SAFETY: all-zero is a valid sigset_t to pass to sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid; pthread_sigmask only
-    // changes this thread's mask.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    set
-}
-
-fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+fn wait_for_signal(set: &sys::SignalSet) -> i32 {
     loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: `set` is an initialised sigset_t and `sig` a valid out-pointer.
-        let rc = unsafe { libc::sigwait(set, &mut sig) };
-        if rc == 0 {
-            return sig;
+        match sys::wait_signal(set) {
+            Ok(sig) => return sig,
+            Err(e) => error!("sigwait failed: {e}"),
         }
-        error!("sigwait failed: {}", std::io::Error::from_raw_os_error(rc));
     }
 }
 
@@ -948,7 +918,7 @@ fn end_mount(
             mountpoint.display(),
             current.display()
         );
-        match umount(&current, 0) {
+        match sys::unmount(&current) {
             Ok(()) => return true,
             Err(e) => last = e,
         }
@@ -957,7 +927,7 @@ fn end_mount(
         "unmount of {} failed ({last}); detaching it lazily",
         current.display()
     );
-    let detached = match umount(&current, libc::MNT_DETACH) {
+    let detached = match sys::lazy_unmount(&current) {
         Ok(()) => Ok(()),
         Err(e) => fusermount_detach(&current).map_err(|f| format!("{e}; {f}")),
     };
@@ -988,19 +958,6 @@ fn end_mount(
         ),
     }
     false
-}
-
-/// `umount2(path, flags)`.
-fn umount(path: &Path, flags: libc::c_int) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// `fusermount3 -uz PATH`: a lazy unmount without privileges, for the mount's owner.

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::{cache, dbox, hex, log, maildir};
+use crate::format::{cache, dbox, hex, le, log, maildir};
 use crate::index::reader::{IndexPaths, IndexReader};
 use crate::index::records::record_uid;
 
@@ -580,11 +580,7 @@ fn dump_cache(path: &Path, data: &[u8]) -> Result<Value> {
         {
             let mut messages = Vec::new();
             for rec in st.records.iter() {
-                let Some(off) = ext
-                    .slice(rec)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_le_bytes)
-                else {
+                let Some(off) = ext.slice(rec).and_then(le::u32_exact) else {
                     continue;
                 };
                 if off == 0 {

@@ -9,10 +9,13 @@
 //! - [`location`]: Dovecot `mail_location` strings;
 //! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O);
 //! - [`sys`]: the system calls beyond `std` (opens that refuse symbolic links, directory
-//!   streams), each `unsafe` with its SAFETY note;
+//!   streams, inotify, signals, unmounting, ...), each `unsafe` with its SAFETY note: the
+//!   only module with `unsafe` code (`unsafe_code` is denied everywhere else);
 //! - [`logging`]: the per-call-site rate limit around the logger.
 //!
 //! `fuser` is used only by `fs` and `cli`.
+
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod coherence;
@@ -24,4 +27,5 @@ pub mod index;
 pub mod location;
 pub mod logging;
 pub mod store;
+#[allow(unsafe_code)]
 pub mod sys;

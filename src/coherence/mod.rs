@@ -31,10 +31,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use self::inotify::{Fired, Inotify, Wake, wait_readable};
+use self::inotify::Fired;
 use crate::store::{
     ChangeNotifier, Feed, MailStore, MailboxEntry, MailboxName, MailboxView, Pushed, Target,
 };
+use crate::sys::{Inotify, Wake, wait_readable};
 
 /// How the store is watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,7 +393,7 @@ impl Worker {
         let mut fired = Fired::default();
         let until = Instant::now() + DEBOUNCE;
         loop {
-            if let Err(e) = ino.read(&mut fired) {
+            if let Err(e) = fired.read(ino) {
                 warn!("watcher: reading inotify events: {e}");
                 break;
             }
@@ -530,7 +531,7 @@ impl Worker {
         for d in &dirs {
             let added = match (self.dir_wd.get(d), &self.inotify) {
                 (Some(wd), _) => Ok(*wd),
-                (None, Some(ino)) => ino.add(d).inspect(|&wd| {
+                (None, Some(ino)) => ino.add_watch(d, inotify::MASK).inspect(|&wd| {
                     self.dir_wd.insert(d.clone(), wd);
                     self.wd_dir.insert(wd, d.clone());
                 }),
@@ -573,7 +574,7 @@ impl Worker {
             self.dir_wd.remove(dir);
             self.wd_dir.remove(&wd);
             if let Some(ino) = &self.inotify {
-                ino.remove(wd);
+                ino.remove_watch(wd);
             }
         }
     }

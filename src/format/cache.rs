@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 
-use super::FormatError;
+use super::{FormatError, le};
 
 /// `MAIL_CACHE_MAJOR_VERSION` (`mail-cache-private.h`).
 const MAJOR_VERSION: u8 = 1;
@@ -170,7 +170,7 @@ pub fn parse_cache_header(data: &[u8]) -> Result<CacheHeader, FormatError> {
         ));
     }
     let byte = |at: usize| data.get(at).copied().unwrap_or(0);
-    let word = |at: usize| le_u32(data, at).unwrap_or(0);
+    let word = |at: usize| le::u32_at(data, at).unwrap_or(0);
     let header = CacheHeader {
         major_version: byte(OFF_MAJOR_VERSION),
         compat_sizeof_uoff_t: byte(OFF_COMPAT_SIZEOF_UOFF_T),
@@ -264,8 +264,8 @@ pub fn parse_fields(data: &[u8], header: &CacheHeader) -> Result<Vec<CacheField>
 
 /// Decodes the field header at `at` (`struct mail_cache_header_fields` and its arrays).
 fn parse_field_header(data: &[u8], at: usize) -> Result<Vec<CacheField>, FormatError> {
-    let size = le_u32(data, at.saturating_add(4)).unwrap_or(0);
-    let count = le_u32(data, at.saturating_add(8)).unwrap_or(0);
+    let size = le::u32_at(data, at.saturating_add(4)).unwrap_or(0);
+    let count = le::u32_at(data, at.saturating_add(8)).unwrap_or(0);
     // Dovecot maps max(size, 12) bytes and only then checks size.
     let size_len = to_usize(size).max(FIELDS_HEADER_SIZE);
     let Some(area) = at.checked_add(size_len).and_then(|end| data.get(at..end)) else {
@@ -335,8 +335,8 @@ fn parse_field_header(data: &[u8], at: usize) -> Result<Vec<CacheField>, FormatE
             ));
         }
         let word_at = |base: usize| base.saturating_add(i.saturating_mul(4));
-        let last_used = le_u32(area, word_at(last_used_at)).unwrap_or(0);
-        let file_size = le_u32(area, word_at(sizes_at)).unwrap_or(0);
+        let last_used = le::u32_at(area, word_at(last_used_at)).unwrap_or(0);
+        let file_size = le::u32_at(area, word_at(sizes_at)).unwrap_or(0);
         let size = if field_type.is_fixed_size() {
             file_size
         } else {
@@ -402,8 +402,8 @@ pub fn record_fields<'a>(
                 format!("cache record offset {cur} is not 4-byte aligned"),
             ));
         }
-        let rec_size = le_u32(data, rec_at.saturating_add(4));
-        let prev = le_u32(data, rec_at);
+        let rec_size = le::u32_at(data, rec_at.saturating_add(4));
+        let prev = le::u32_at(data, rec_at);
         let (Some(prev), Some(rec_size)) = (prev, rec_size) else {
             return Err(FormatError::new(
                 blame,
@@ -466,7 +466,7 @@ fn collect_record<'a>(
     let mut pos = RECORD_HEADER_SIZE;
     while pos != rec_len {
         let at = |p: usize| rec_at.saturating_add(p);
-        let Some(field_no) = le_u32(record, pos) else {
+        let Some(field_no) = le::u32_at(record, pos) else {
             return Err(FormatError::new(
                 at(pos),
                 format!("cache record at {rec_at} has invalid size {rec_len}"),
@@ -484,7 +484,7 @@ fn collect_record<'a>(
         pos = pos.saturating_add(4);
         let mut data_size = field.size;
         if data_size == VARIABLE_SIZE {
-            let Some(size) = le_u32(record, pos) else {
+            let Some(size) = le::u32_at(record, pos) else {
                 return Err(FormatError::new(
                     at(pos),
                     format!(
@@ -638,10 +638,10 @@ fn typed_values(
         None => None,
     };
     Ok(CachedMessage {
-        date_received: value(ids.date_received).and_then(|v| le_u32(v, 0)),
-        date_save: value(ids.date_save).and_then(|v| le_u32(v, 0)),
-        size_physical: value(ids.size_physical).and_then(|v| le_u64(v, 0)),
-        size_virtual: value(ids.size_virtual).and_then(|v| le_u64(v, 0)),
+        date_received: value(ids.date_received).and_then(|v| le::u32_at(v, 0)),
+        date_save: value(ids.date_save).and_then(|v| le::u32_at(v, 0)),
+        size_physical: value(ids.size_physical).and_then(|v| le::u64_at(v, 0)),
+        size_virtual: value(ids.size_virtual).and_then(|v| le::u64_at(v, 0)),
         guid,
     })
 }
@@ -683,7 +683,7 @@ pub fn parse_fields_at(
             "cache file has no field header",
         ));
     }
-    let size = to_usize(le_u32(&head, 4).unwrap_or(0)).max(FIELDS_HEADER_SIZE);
+    let size = to_usize(le::u32_at(&head, 4).unwrap_or(0)).max(FIELDS_HEADER_SIZE);
     let area = read(u64::from(offset), size).ok_or_else(|| {
         FormatError::new(
             to_usize(offset).saturating_add(4),
@@ -719,7 +719,10 @@ pub fn cached_message_at(
                 format!("cache record offset {cur} is outside the file"),
             )
         })?;
-        let (prev, rec_size) = (le_u32(&head, 0).unwrap_or(0), le_u32(&head, 4).unwrap_or(0));
+        let (prev, rec_size) = (
+            le::u32_at(&head, 0).unwrap_or(0),
+            le::u32_at(&head, 4).unwrap_or(0),
+        );
         let rec_len = to_usize(rec_size);
         if rec_len < RECORD_HEADER_SIZE {
             return Err(FormatError::new(
@@ -763,18 +766,6 @@ fn fits(data: &[u8], at: usize, len: usize) -> bool {
 /// A file offset or size as usize (saturating on 16-bit targets).
 fn to_usize(v: u32) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
-}
-
-/// Little-endian u32 at `at`, if the bytes are there.
-fn le_u32(data: &[u8], at: usize) -> Option<u32> {
-    let bytes = data.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes(bytes.try_into().ok()?))
-}
-
-/// Little-endian u64 at `at`, if the bytes are there.
-fn le_u64(data: &[u8], at: usize) -> Option<u64> {
-    let bytes = data.get(at..at.checked_add(8)?)?;
-    Some(u64::from_le_bytes(bytes.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -1053,7 +1044,7 @@ mod tests {
         cases.push(("count huge", v, 36, "too small for 268435456"));
         let mut v = ok.clone();
         // Cut the size so the last name loses its NUL.
-        let size = u32::from_le_bytes(v[36..40].try_into().unwrap());
+        let size = le::u32_at(&v, 36).unwrap();
         patch(&mut v, 36, &(size - 1).to_le_bytes());
         cases.push((
             "no NUL",
@@ -1206,7 +1197,7 @@ mod tests {
         ));
         // A fixed field whose value does not fit: shrink the record by 4.
         let mut v = data.clone();
-        let size = u32::from_le_bytes(v[new + 4..new + 8].try_into().unwrap());
+        let size = le::u32_at(&v, new + 4).unwrap();
         patch(&mut v, new + 4, &(size - 4).to_le_bytes());
         cases.push((
             "value out",
@@ -1368,8 +1359,7 @@ mod tests {
         assert_eq!(blocks.len(), index.records.len());
         let mut out = Vec::new();
         for (block, rec) in blocks.iter().zip(&index.records) {
-            let offset =
-                u32::from_le_bytes(cache_ext.record_data(rec).unwrap().try_into().unwrap());
+            let offset = le::u32_exact(cache_ext.record_data(rec).unwrap()).unwrap();
             let mut dumped: Vec<(&str, &str)> = Vec::new();
             for line in block.lines() {
                 let Some((name, value)) =
@@ -1495,7 +1485,7 @@ mod tests {
         let (_, e) = f.find_ext("cache").unwrap();
         f.records
             .iter()
-            .map(|r| u32::from_le_bytes(e.record_data(r).unwrap().try_into().unwrap()))
+            .map(|r| le::u32_exact(e.record_data(r).unwrap()).unwrap())
             .collect()
     }
 

@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 
-use super::FormatError;
+use super::{FormatError, le};
 
 /// Size of the 2.3 base header (`struct mail_index_header`, `mail-index.h`); also
 /// `MAIL_INDEX_HEADER_MIN_SIZE`, the smallest base header Dovecot accepts.
@@ -155,7 +155,7 @@ impl IndexHeader {
     ///
     /// No validation happens here; [`parse_index`] validates.
     pub fn from_base_bytes(raw: &[u8; BASE_HEADER_SIZE]) -> IndexHeader {
-        let u32_at = |at: usize| le_u32(raw, at).unwrap_or(0);
+        let u32_at = |at: usize| le::u32_at(raw, at).unwrap_or(0);
         let mut day_first_uid = [0u32; 8];
         for (i, slot) in day_first_uid.iter_mut().enumerate() {
             *slot = u32_at(OFF_DAY_FIRST_UID.saturating_add(i.saturating_mul(4)));
@@ -163,7 +163,7 @@ impl IndexHeader {
         IndexHeader {
             major_version: raw.get(OFF_MAJOR_VERSION).copied().unwrap_or(0),
             minor_version: raw.get(OFF_MINOR_VERSION).copied().unwrap_or(0),
-            base_header_size: le_u16(raw, OFF_BASE_HEADER_SIZE).unwrap_or(0),
+            base_header_size: le::u16_at(raw, OFF_BASE_HEADER_SIZE).unwrap_or(0),
             header_size: u32_at(OFF_HEADER_SIZE),
             record_size: u32_at(OFF_RECORD_SIZE),
             compat_flags: raw.get(OFF_COMPAT_FLAGS).copied().unwrap_or(0),
@@ -304,7 +304,7 @@ impl IndexFile {
 /// The UID of a record (`struct mail_index_record.uid`, offset 0), or `None` if `record`
 /// is shorter than 4 bytes.
 pub fn record_uid(record: &[u8]) -> Option<u32> {
-    le_u32(record, 0)
+    le::u32_at(record, 0)
 }
 
 /// The flags byte of a record (`struct mail_index_record.flags`, offset 4): `enum
@@ -597,9 +597,11 @@ fn parse_extensions(
         if name_start >= header_len {
             return Err(outside("header"));
         }
-        let field16 = |rel: usize| le_u16(header_area, offset.saturating_add(rel)).unwrap_or(0);
-        let hdr_size = le_u32(header_area, offset.saturating_add(EXT_OFF_HDR_SIZE)).unwrap_or(0);
-        let reset_id = le_u32(header_area, offset.saturating_add(EXT_OFF_RESET_ID)).unwrap_or(0);
+        let field16 = |rel: usize| le::u16_at(header_area, offset.saturating_add(rel)).unwrap_or(0);
+        let hdr_size =
+            le::u32_at(header_area, offset.saturating_add(EXT_OFF_HDR_SIZE)).unwrap_or(0);
+        let reset_id =
+            le::u32_at(header_area, offset.saturating_add(EXT_OFF_RESET_ID)).unwrap_or(0);
         let record_offset = field16(EXT_OFF_RECORD_OFFSET);
         let record_size = field16(EXT_OFF_RECORD_SIZE);
         let record_align = field16(EXT_OFF_RECORD_ALIGN);
@@ -745,7 +747,7 @@ fn check_ext_header(
 /// Dovecot: with an empty name area it reads the byte before it; here an empty area is
 /// accepted only when there are no keywords.
 pub fn parse_keywords_header(data: &[u8]) -> Result<Vec<String>, FormatError> {
-    let Some(count) = le_u32(data, 0) else {
+    let Some(count) = le::u32_at(data, 0) else {
         return Err(FormatError::new(
             0,
             format!(
@@ -777,7 +779,7 @@ pub fn parse_keywords_header(data: &[u8]) -> Result<Vec<String>, FormatError> {
             .checked_mul(KEYWORD_REC_SIZE)
             .and_then(|r| r.checked_add(KEYWORD_HEADER_SIZE + 4))
             .unwrap_or(usize::MAX);
-        let name_offset = le_u32(data, name_offset_at).unwrap_or(u32::MAX);
+        let name_offset = le::u32_at(data, name_offset_at).unwrap_or(u32::MAX);
         let start = usize::try_from(name_offset).unwrap_or(usize::MAX);
         let Some(tail) = area.get(start..).filter(|t| !t.is_empty()) else {
             return Err(FormatError::new(
@@ -887,18 +889,6 @@ pub fn layout_records(exts: &[(u16, u16)]) -> Option<(Vec<u16>, u32)> {
 /// `MAIL_INDEX_HEADER_SIZE_ALIGN()`: rounds up to a multiple of 8 (saturating).
 fn align8(n: usize) -> usize {
     n.checked_add(7).map_or(usize::MAX & !7, |v| v & !7)
-}
-
-/// Little-endian u16 at `at`, if the bytes are there.
-fn le_u16(data: &[u8], at: usize) -> Option<u16> {
-    let bytes = data.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes(bytes.try_into().ok()?))
-}
-
-/// Little-endian u32 at `at`, if the bytes are there.
-fn le_u32(data: &[u8], at: usize) -> Option<u32> {
-    let bytes = data.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// Copies `value` into `raw` at `at` (does nothing if it would not fit).
@@ -1125,7 +1115,7 @@ mod tests {
         let mut data = sample();
         patch(&mut data, 1, &[0]);
         patch(&mut data, 48, &0u32.to_le_bytes());
-        let hs = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
+        let hs = le::u32_at(&data, 4).unwrap() as usize;
         data[hs + 4] = 0x28;
         let f = parse_index(&data).expect("valid");
         assert_eq!(f.header.minor_version, 3);
@@ -1140,7 +1130,7 @@ mod tests {
         // but minor 2 with it is not.
         let mut data = sample();
         patch(&mut data, 1, &[2]);
-        let hs = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
+        let hs = le::u32_at(&data, 4).unwrap() as usize;
         data[hs + 4] = 0x28;
         let f = parse_index(&data).expect("valid");
         assert_eq!(f.header.minor_version, 2);
@@ -1161,7 +1151,7 @@ mod tests {
     #[test]
     fn header_errors() {
         let base = sample();
-        let hs = u32::from_le_bytes(base[4..8].try_into().unwrap()) as usize;
+        let hs = le::u32_at(&base, 4).unwrap() as usize;
         let cases: &[(&str, usize, &[u8], u64, &str)] = &[
             ("major", 0, &[6], 0, "major version 6"),
             ("corrupted flag", 20, &[1, 0, 0, 0], 20, "CORRUPTED"),

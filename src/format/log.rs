@@ -25,8 +25,8 @@
 //! little-endian: Dovecot writes them host-endian, and [`parse_header`] refuses a log whose
 //! `compat_flags` say it was written by a big-endian host.
 
-use super::FormatError;
 use super::cache::decode_offset;
+use super::{FormatError, le};
 
 /// Mask of the record type proper (`MAIL_TRANSACTION_TYPE_MASK`); the bits above are flags.
 pub const TYPE_MASK: u32 = 0x0fff_ffff;
@@ -152,7 +152,7 @@ pub fn parse_header(data: &[u8]) -> Result<LogHeader, FormatError> {
             ),
         ));
     }
-    let hdr_size = le16(data, 2).unwrap_or(0);
+    let hdr_size = le::u16_at(data, 2).unwrap_or(0);
     let size = usize::from(hdr_size);
     if size < HEADER_MIN_SIZE {
         return Err(FormatError::new(
@@ -180,12 +180,12 @@ pub fn parse_header(data: &[u8]) -> Result<LogHeader, FormatError> {
         major_version: full[0],
         minor_version: full[1],
         hdr_size,
-        indexid: le32(&full, 4).unwrap_or(0),
-        file_seq: le32(&full, 8).unwrap_or(0),
-        prev_file_seq: le32(&full, 12).unwrap_or(0),
-        prev_file_offset: le32(&full, 16).unwrap_or(0),
-        create_stamp: le32(&full, 20).unwrap_or(0),
-        initial_modseq: le64(&full, 24).unwrap_or(0),
+        indexid: le::u32_at(&full, 4).unwrap_or(0),
+        file_seq: le::u32_at(&full, 8).unwrap_or(0),
+        prev_file_seq: le::u32_at(&full, 12).unwrap_or(0),
+        prev_file_offset: le::u32_at(&full, 16).unwrap_or(0),
+        create_stamp: le::u32_at(&full, 20).unwrap_or(0),
+        initial_modseq: le::u64_at(&full, 24).unwrap_or(0),
         compat_flags: full[32],
     };
     // MAIL_TRANSACTION_LOG_VERSION_HAVE(version, COMPAT_FLAGS): from 1.2 on.
@@ -330,12 +330,12 @@ pub fn scan(data: &[u8], start: u64) -> Result<Scan<'_>, FormatError> {
             break StopReason::Incomplete;
         };
         // `struct mail_transaction_header.type`.
-        let rec_type = le32(record, 4).unwrap_or(0);
+        let rec_type = le::u32_at(record, 4).unwrap_or(0);
         let payload = record.get(REC_HEADER_SIZE..).unwrap_or_default();
         if rec_type & TYPE_MASK == TYPE_BOUNDARY && rec_type & EXTERNAL != 0 {
             // `struct mail_transaction_boundary { u32 size; }`: the whole transaction,
             // this record included.
-            let Some(bsize) = le32(payload, 0) else {
+            let Some(bsize) = le::u32_at(payload, 0) else {
                 return Err(FormatError::new(
                     pos,
                     format!(
@@ -563,7 +563,7 @@ pub fn decode<'a>(rec: &RawRecord<'a>) -> Result<Record<'a>, FormatError> {
             let mut prev = 0u32;
             for (i, item) in items.iter().enumerate() {
                 // `struct mail_index_record { u32 uid; u8 flags; }` (+ padding).
-                let uid = le32(item, 0).unwrap_or(0);
+                let uid = le::u32_at(item, 0).unwrap_or(0);
                 if uid <= prev {
                     return Err(corrupt(
                         item_offset(base, i, 8),
@@ -587,7 +587,7 @@ pub fn decode<'a>(rec: &RawRecord<'a>) -> Result<Record<'a>, FormatError> {
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 // `struct mail_transaction_expunge_guid { u32 uid; guid_128_t guid_128; }`.
-                let uid = le32(item, 0).unwrap_or(0);
+                let uid = le::u32_at(item, 0).unwrap_or(0);
                 if uid == 0 {
                     return Err(corrupt(
                         item_offset(base, i, 20),
@@ -609,8 +609,8 @@ pub fn decode<'a>(rec: &RawRecord<'a>) -> Result<Record<'a>, FormatError> {
             for (i, item) in items.iter().enumerate() {
                 // `struct mail_transaction_flag_update { u32 uid1, uid2; u8 add_flags;
                 // u8 remove_flags; u8 modseq_inc_flag; u8 padding; }`.
-                let uid1 = le32(item, 0).unwrap_or(0);
-                let uid2 = le32(item, 4).unwrap_or(0);
+                let uid1 = le::u32_at(item, 0).unwrap_or(0);
+                let uid2 = le::u32_at(item, 4).unwrap_or(0);
                 check_range(uid1, uid2, &mut prev_uid2, item_offset(base, i, 12), kind)?;
                 out.push(FlagUpdate {
                     uid1,
@@ -627,7 +627,7 @@ pub fn decode<'a>(rec: &RawRecord<'a>) -> Result<Record<'a>, FormatError> {
         TYPE_EXT_RESET => {
             // `struct mail_transaction_ext_reset { u32 new_reset_id; u8 preserve_data;
             // u8 unused_padding[3]; }`; "old versions have only new_reset_id".
-            let Some(new_reset_id) = le32(p, 0) else {
+            let Some(new_reset_id) = le::u32_at(p, 0) else {
                 return Err(corrupt(base, "ext reset: invalid record size"));
             };
             Record::ExtReset {
@@ -647,7 +647,7 @@ pub fn decode<'a>(rec: &RawRecord<'a>) -> Result<Record<'a>, FormatError> {
             let out = items
                 .iter()
                 .map(|item| {
-                    let uid = le32(item, 0).unwrap_or(0);
+                    let uid = le::u32_at(item, 0).unwrap_or(0);
                     let diff = i32::from_le_bytes([item[4], item[5], item[6], item[7]]);
                     (uid, diff)
                 })
@@ -664,9 +664,9 @@ pub fn decode<'a>(rec: &RawRecord<'a>) -> Result<Record<'a>, FormatError> {
             let out = items
                 .iter()
                 .map(|item| {
-                    let uid = le32(item, 0).unwrap_or(0);
-                    let low = u64::from(le32(item, 4).unwrap_or(0));
-                    let high = u64::from(le32(item, 8).unwrap_or(0));
+                    let uid = le::u32_at(item, 0).unwrap_or(0);
+                    let low = u64::from(le::u32_at(item, 4).unwrap_or(0));
+                    let high = u64::from(le::u32_at(item, 8).unwrap_or(0));
                     (uid, (high << 32) | low)
                 })
                 .collect();
@@ -675,7 +675,7 @@ pub fn decode<'a>(rec: &RawRecord<'a>) -> Result<Record<'a>, FormatError> {
         // Dovecot: "There is no record content for this"; it never looks at the payload.
         TYPE_INDEX_DELETED => Record::IndexDeleted,
         TYPE_INDEX_UNDELETED => Record::IndexUndeleted,
-        TYPE_BOUNDARY => match le32(p, 0) {
+        TYPE_BOUNDARY => match le::u32_at(p, 0) {
             Some(size) => Record::Boundary { size },
             None => return Err(corrupt(base, "boundary record without its size field")),
         },
@@ -719,7 +719,7 @@ pub fn ext_rec_updates(
                     ),
                 )
             })?;
-        let uid = le32(item, 0).unwrap_or(0);
+        let uid = le::u32_at(item, 0).unwrap_or(0);
         out.push((uid, item.get(4..4 + size).unwrap_or_default()));
         i += stride;
     }
@@ -742,29 +742,6 @@ fn align4(n: usize) -> usize {
 /// Absolute offset of item `i` of `size` bytes in a payload at `base`.
 fn item_offset(base: u64, i: usize, size: usize) -> u64 {
     base.saturating_add((i as u64).saturating_mul(size as u64))
-}
-
-/// Little-endian u16 at `at`, if in bounds.
-fn le16(b: &[u8], at: usize) -> Option<u16> {
-    match b.get(at..at.checked_add(2)?)? {
-        &[x, y] => Some(u16::from_le_bytes([x, y])),
-        _ => None,
-    }
-}
-
-/// Little-endian u32 at `at`, if in bounds.
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    match b.get(at..at.checked_add(4)?)? {
-        &[a, c, d, e] => Some(u32::from_le_bytes([a, c, d, e])),
-        _ => None,
-    }
-}
-
-/// Little-endian u64 at `at`, if in bounds.
-fn le64(b: &[u8], at: usize) -> Option<u64> {
-    let lo = u64::from(le32(b, at)?);
-    let hi = u64::from(le32(b, at.checked_add(4)?)?);
-    Some((hi << 32) | lo)
 }
 
 /// Splits `p` into `N`-byte items, or reports "invalid record size" if it does not divide.
@@ -820,8 +797,8 @@ fn uid_ranges(p: &[u8], base: u64, kind: u32) -> Result<Vec<(u32, u32)>, FormatE
     let mut out = Vec::with_capacity(items.len());
     let mut prev_uid2 = None;
     for (i, item) in items.iter().enumerate() {
-        let uid1 = le32(item, 0).unwrap_or(0);
-        let uid2 = le32(item, 4).unwrap_or(0);
+        let uid1 = le::u32_at(item, 0).unwrap_or(0);
+        let uid2 = le::u32_at(item, 4).unwrap_or(0);
         check_range(uid1, uid2, &mut prev_uid2, item_offset(base, i, 8), kind)?;
         out.push((uid1, uid2));
     }
@@ -846,10 +823,10 @@ fn hdr_updates<'a>(
     let mut i = 0usize;
     while i < p.len() {
         let fields = if wide {
-            le32(p, i).zip(i.checked_add(4).and_then(|j| le32(p, j)))
+            le::u32_at(p, i).zip(i.checked_add(4).and_then(|j| le::u32_at(p, j)))
         } else {
-            le16(p, i)
-                .zip(i.checked_add(2).and_then(|j| le16(p, j)))
+            le::u16_at(p, i)
+                .zip(i.checked_add(2).and_then(|j| le::u16_at(p, j)))
                 .map(|(o, s)| (u32::from(o), u32::from(s)))
         };
         let here = base.saturating_add(i as u64);
@@ -887,8 +864,8 @@ fn ext_intros(p: &[u8], base: u64) -> Result<Vec<ExtIntro<'_>>, FormatError> {
     let mut i = 0usize;
     while let Some(fixed) = i.checked_add(FIXED).and_then(|end| p.get(i..end)) {
         let here = base.saturating_add(i as u64);
-        let ext_id = le32(fixed, 0).unwrap_or(0);
-        let name_size = le16(fixed, 18).unwrap_or(0);
+        let ext_id = le::u32_at(fixed, 0).unwrap_or(0);
+        let name_size = le::u16_at(fixed, 18).unwrap_or(0);
         let name_start = i + FIXED;
         let name = p
             .get(name_start..name_start + usize::from(name_size))
@@ -907,11 +884,11 @@ fn ext_intros(p: &[u8], base: u64) -> Result<Vec<ExtIntro<'_>>, FormatError> {
         }
         out.push(ExtIntro {
             ext_id,
-            reset_id: le32(fixed, 4).unwrap_or(0),
-            hdr_size: le32(fixed, 8).unwrap_or(0),
-            record_size: le16(fixed, 12).unwrap_or(0),
-            record_align: le16(fixed, 14).unwrap_or(0),
-            flags: le16(fixed, 16).unwrap_or(0),
+            reset_id: le::u32_at(fixed, 4).unwrap_or(0),
+            hdr_size: le::u32_at(fixed, 8).unwrap_or(0),
+            record_size: le::u16_at(fixed, 12).unwrap_or(0),
+            record_align: le::u16_at(fixed, 14).unwrap_or(0),
+            flags: le::u16_at(fixed, 16).unwrap_or(0),
             name,
         });
         i = align4(name_start + name.len());
@@ -930,7 +907,7 @@ fn name_until_nul(name: &[u8]) -> &[u8] {
 /// KEYWORD_UPDATE: `struct mail_transaction_keyword_update { u8 modify_type; u8 padding;
 /// u16 name_size; }`, `name[name_size]`, pad4, then `{u32 uid1, uid2}[]`.
 fn keyword_update(p: &[u8], base: u64, kind: u32) -> Result<Record<'_>, FormatError> {
-    let (Some(&modify_type), Some(name_size)) = (p.first(), le16(p, 2)) else {
+    let (Some(&modify_type), Some(name_size)) = (p.first(), le::u16_at(p, 2)) else {
         return Err(corrupt(base, "invalid keyword update record size"));
     };
     if name_size == 0 {
@@ -1688,7 +1665,12 @@ mod tests {
             .records
             .iter()
             .filter(|r| r.kind() == TYPE_BOUNDARY && r.is_external())
-            .map(|r| (r.offset, r.offset + u64::from(le32(r.payload, 0).unwrap())))
+            .map(|r| {
+                (
+                    r.offset,
+                    r.offset + u64::from(le::u32_at(r.payload, 0).unwrap()),
+                )
+            })
             .collect();
         let ends =
             std::iter::once(start).chain(full.records.iter().map(|r| r.offset + u64::from(r.size)));
@@ -1946,7 +1928,7 @@ mod tests {
 
     /// doveadm's `print_data()`.
     fn print_data(b: &[u8]) -> String {
-        match le32(b, 0) {
+        match le::u32_at(b, 0) {
             Some(n) if b.len() == 4 => format!("{} (dec={n})", hex(b)),
             _ => hex(b),
         }
@@ -2129,8 +2111,8 @@ mod tests {
                         let v = &rest[..size];
                         let n = match size {
                             1 => u64::from(v[0]),
-                            2 => u64::from(le16(v, 0).unwrap()),
-                            _ => u64::from(le32(v, 0).unwrap()),
+                            2 => u64::from(le::u16_at(v, 0).unwrap()),
+                            _ => u64::from(le::u32_at(v, 0).unwrap()),
                         };
                         let _ = writeln!(o, " - {name} = {n}");
                         off += size as u32;
@@ -2227,7 +2209,7 @@ mod tests {
         }
         let mut at = extra_at;
         let mut next = || {
-            let v = le32(p, at).unwrap();
+            let v = le::u32_at(p, at).unwrap();
             at += 4;
             v
         };
@@ -2335,7 +2317,7 @@ mod tests {
         let items = ext_rec_updates(r.payload, 12, r.offset + 8).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].0, 2);
-        assert_eq!(le32(items[0].1, 0), Some(2));
+        assert_eq!(le::u32_at(items[0].1, 0), Some(2));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod dbox;
 pub mod index;
+pub mod le;
 pub mod log;
 pub mod maildir;
 pub mod mutf7;

@@ -18,6 +18,7 @@ use log::debug;
 
 use crate::error::{Error, Result};
 use crate::format::cache::{self, CacheField, CacheHeader, CachedMessage, FieldIds};
+use crate::format::le;
 
 use super::reader::IndexView;
 
@@ -77,7 +78,7 @@ impl CacheSnapshot {
     pub fn message(&self, view: &IndexView, uid: u32) -> Option<CachedMessage> {
         let (_, ext) = view.state.ext("cache")?;
         let rec = view.state.records.get(uid)?;
-        let offset = u32::from_le_bytes(ext.slice(rec)?.try_into().ok()?);
+        let offset = le::u32_exact(ext.slice(rec)?)?;
         if offset == 0 {
             return None;
         }
@@ -170,7 +171,7 @@ impl CachedValues for CacheLookup {
     fn message(&self, view: &IndexView, uid: u32) -> Option<CachedMessage> {
         let (_, ext) = view.state.ext("cache")?;
         let rec = view.state.records.get(uid)?;
-        let offset = u32::from_le_bytes(ext.slice(rec)?.try_into().ok()?);
+        let offset = le::u32_exact(ext.slice(rec)?)?;
         if offset == 0 {
             return None;
         }

@@ -14,12 +14,12 @@
 //! (a refresh is all or nothing), so a damaged log never yields a half-applied view.
 
 use crate::format::FormatError;
-use crate::format::MailFlags;
 use crate::format::index::{
     BASE_HEADER_SIZE, EXT_HEADER_MAX_SIZE, EXT_RECORD_MAX_SIZE, IndexFile, IndexHeader,
     KEYWORDS_EXT, RECORD_MIN_SIZE, layout_records,
 };
 use crate::format::log::{self, ExtIntro, Record};
+use crate::format::{MailFlags, le};
 
 use super::records::{Records, record_uid};
 
@@ -119,12 +119,6 @@ impl Delta {
         self.appended.retain(|u| both.binary_search(u).is_err());
         self.expunged.retain(|u| both.binary_search(u).is_err());
     }
-}
-
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map_or(0, u32::from_le_bytes)
 }
 
 fn put_u32(b: &mut [u8], at: usize, v: u32) {
@@ -276,7 +270,7 @@ impl IndexState {
     }
 
     fn next_uid(&self) -> u32 {
-        get_u32(&self.base, NEXT_UID_AT)
+        le::u32_at(&self.base, NEXT_UID_AT).unwrap_or(0)
     }
 
     /// Lays records out again after extension sizes changed (`sync_ext_reorder`):
@@ -454,7 +448,7 @@ impl<'s> Applier<'s> {
                 }
             }
             Record::HeaderUpdate(items) => {
-                let tail = get_u32(&self.st.base, TAIL_OFFSET_AT);
+                let tail = le::u32_at(&self.st.base, TAIL_OFFSET_AT).unwrap_or(0);
                 let next = self.st.next_uid();
                 for item in items {
                     let start = item.offset as usize;
@@ -667,7 +661,7 @@ impl<'s> Applier<'s> {
             (MailFlags::SEEN.0, SEEN_COUNT_AT),
             (MailFlags::DELETED.0, DELETED_COUNT_AT),
         ] {
-            let c = get_u32(&self.st.base, at);
+            let c = le::u32_at(&self.st.base, at).unwrap_or(0);
             let c = match (old & bit != 0, new & bit != 0) {
                 (false, true) => c.saturating_add(1),
                 (true, false) => c.saturating_sub(1),

@@ -12,7 +12,6 @@
 mod md5;
 pub mod template;
 
-use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -432,7 +431,8 @@ fn fix_path(p: &str) -> std::result::Result<PathBuf, String> {
         PathBuf::from(s)
     } else if let Some(rest) = p.strip_prefix('~') {
         let (user, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        let home = user_home(user).ok_or_else(|| format!("unknown user {user:?} in {p:?}"))?;
+        let home =
+            crate::sys::user_home(user).ok_or_else(|| format!("unknown user {user:?} in {p:?}"))?;
         home.join(tail)
     } else {
         PathBuf::from(p)
@@ -460,32 +460,6 @@ pub fn resolve_existing(path: &Path) -> PathBuf {
             _ => return path.to_path_buf(),
         }
     }
-}
-
-/// Home directory of a system user, from the passwd database.
-fn user_home(user: &str) -> Option<PathBuf> {
-    let name = CString::new(user).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: all-zero bytes are a valid `passwd` (integers and null pointers).
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pwd` below, and
-    // getpwnam_r writes at most `buf.len()` bytes into it.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_dir points to a NUL-terminated string inside `buf`.
-    let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
-    Some(PathBuf::from(dir.to_string_lossy().into_owned()))
 }
 
 /// True if `dir` has an entry whose name satisfies `pred`.

@@ -259,7 +259,7 @@ impl<E> ViewCache<E> {
             .put(mailbox.clone(), Arc::new(Slot { built, started }));
         drop(replaced);
         if took >= FULL_BUILD {
-            files::return_free_memory();
+            crate::sys::return_free_memory();
         }
         Ok(view)
     }

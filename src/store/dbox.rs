@@ -36,7 +36,7 @@ use super::{
 use super::{KeywordSet, Messages, StoreContext, files, locks};
 use crate::error::{Error, Result};
 use crate::format::dbox;
-use crate::format::{MailFlags, hex};
+use crate::format::{MailFlags, hex, le};
 use crate::index::cachefile::{CacheLookup, CacheSnapshot, CachedValues};
 use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
@@ -521,7 +521,8 @@ impl DboxStore {
                 let map_uid = ext
                     .as_ref()
                     .and_then(|e| e.slice(rec))
-                    .map_or(0, |b| le_u32(&b[0..4]));
+                    .and_then(|b| le::u32_at(b, 0))
+                    .unwrap_or(0);
                 let locator = Locator::Mdbox(map_uid);
                 // A purge may have moved the message since the map was read: before
                 // calling it damaged, look again through a fresh map (as Dovecot's lookup
@@ -897,7 +898,7 @@ impl StoredReader {
         };
         match ext.as_ref().and_then(|e| e.slice(rec)) {
             Some(b) if b.len() >= 8 => {
-                let save_date = le_u32(&b[4..8]);
+                let save_date = le::u32_at(b, 4).unwrap_or(0);
                 Ok((save_date != 0).then_some(i64::from(save_date)))
             }
             _ => Err(Error::layout(
@@ -1054,13 +1055,9 @@ fn map_location(map: &IndexView, map_uid: u32) -> Option<(u32, u32)> {
     let (_, ext) = map.state.ext("map")?;
     let rec = map.state.records.get(map_uid)?;
     let b = ext.slice(rec)?;
-    let file_id = le_u32(b.get(0..4)?);
-    let offset = le_u32(b.get(4..8)?);
+    let file_id = le::u32_at(b, 0)?;
+    let offset = le::u32_at(b, 4)?;
     (file_id != 0).then_some((file_id, offset))
-}
-
-fn le_u32(b: &[u8]) -> u32 {
-    b.try_into().map_or(0, u32::from_le_bytes)
 }
 
 impl Backend for DboxStore {

@@ -277,19 +277,6 @@ pub fn owner_of(st: &sys::Stat) -> FileOwner {
 
 pub use crate::format::FnvMap;
 
-/// Returns the allocator's free pages to the system (`malloc_trim`): after a large view
-/// build, about half the daemon's resident memory is freed temporaries otherwise kept
-/// (measured: 100,000 mdbox messages, RSS 61.8 MB -> 36.4 MB). Costs a walk of the free
-/// lists, so it is called only after slow (full) builds.
-pub fn return_free_memory() {
-    // SAFETY: malloc_trim only releases free memory of the process's own allocator; it
-    // takes no pointers and is thread-safe in glibc.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,14 +18,13 @@
 //! journals only when the watcher uses inotify (`StoreConfig::journals`).
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::sys::Inotify;
 
 const MASK: u32 = libc::IN_CREATE
     | libc::IN_DELETE
@@ -58,7 +57,7 @@ struct Queue {
 /// The shared inotify instance of one store.
 #[derive(Debug)]
 pub struct JournalHub {
-    fd: OwnedFd,
+    inotify: Inotify,
     /// Watch descriptor -> (journal queue, directory index in that journal).
     routes: Mutex<HashMap<i32, Route>>,
     /// Serializes reads of the descriptor, so that events are handed out in order.
@@ -68,15 +67,8 @@ pub struct JournalHub {
 impl JournalHub {
     /// A new non-blocking instance.
     pub fn new() -> io::Result<JournalHub> {
-        // SAFETY: inotify_init1 takes flags only; a non-negative return is a new descriptor
-        // we own.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         Ok(JournalHub {
-            // SAFETY: fd was just returned by inotify_init1 and is owned by nobody else.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            inotify: Inotify::new()?,
             routes: Mutex::new(HashMap::new()),
             reading: Mutex::new(()),
         })
@@ -93,13 +85,7 @@ impl JournalHub {
         // Events queued before the watches exist belong to earlier journals.
         self.drain();
         for (i, dir) in dirs.iter().enumerate() {
-            let c = CString::new(dir.as_os_str().as_bytes())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
-            // SAFETY: fd is a valid inotify descriptor and c a NUL-terminated path.
-            let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
-            if wd < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            let wd = self.inotify.add_watch(dir, MASK)?;
             // Two directories of one store can share a watch descriptor only if they are
             // the same directory; a route already taken means the journal cannot tell them
             // apart: refuse (without touching the other journal's watch).
@@ -121,7 +107,7 @@ impl JournalHub {
     pub fn drain(&self) {
         let _reading = self.reading.lock();
         let routes = self.routes.lock();
-        let read = read_events(self.fd.as_raw_fd(), |ev, name| {
+        let read = self.inotify.read_events(|ev| {
             if ev.mask & libc::IN_Q_OVERFLOW != 0 {
                 for (q, _) in routes.values() {
                     q.lock().lost = true;
@@ -134,14 +120,14 @@ impl JournalHub {
             let mut q = queue.lock();
             let gone =
                 libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_IGNORED | libc::IN_UNMOUNT;
-            if ev.mask & gone != 0 || ev.mask & libc::IN_ISDIR != 0 || name.is_empty() {
+            if ev.mask & gone != 0 || ev.mask & libc::IN_ISDIR != 0 || ev.name.is_empty() {
                 q.lost = true;
                 return;
             }
             q.events.push(NameEvent {
                 dir: *dir,
                 present: ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0,
-                name: name.to_vec(),
+                name: ev.name.to_vec(),
             });
         });
         if read.is_err() {
@@ -149,50 +135,6 @@ impl JournalHub {
             for (q, _) in routes.values() {
                 q.lock().lost = true;
             }
-        }
-    }
-}
-
-/// Reads every event queued on the non-blocking inotify descriptor `fd`, calling
-/// `each(event, name)` (the name without its NUL padding; empty for events on the watched
-/// directory itself). Returns once the queue is empty. Shared with the watcher
-/// (`coherence::inotify`).
-pub(crate) fn read_events(
-    fd: std::os::fd::RawFd,
-    mut each: impl FnMut(&libc::inotify_event, &[u8]),
-) -> io::Result<()> {
-    const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; a bad fd only fails.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast::<libc::c_void>(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(()),
-                io::ErrorKind::Interrupted => continue,
-                _ => Err(e),
-            };
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        let mut bytes = &buf[..n as usize];
-        while bytes.len() >= HEADER {
-            // SAFETY: the kernel writes whole events (never split across reads) and at
-            // least HEADER bytes remain; read_unaligned copes with the byte buffer.
-            let ev: libc::inotify_event =
-                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<libc::inotify_event>()) };
-            let total = HEADER + ev.len as usize;
-            let Some(raw_name) = bytes.get(HEADER..total) else {
-                break;
-            };
-            let name = &raw_name[..raw_name
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(raw_name.len())];
-            each(&ev, name);
-            bytes = &bytes[total..];
         }
     }
 }
@@ -223,8 +165,7 @@ impl Drop for Journal {
         let mut routes = self.hub.routes.lock();
         for wd in &self.wds {
             routes.remove(wd);
-            // SAFETY: fd is valid; removing a watch that is already gone only fails.
-            unsafe { libc::inotify_rm_watch(self.hub.fd.as_raw_fd(), *wd) };
+            self.hub.inotify.remove_watch(*wd);
         }
     }
 }

@@ -15,7 +15,6 @@
 //! as tentative, so the next request or the watcher reads again once the writer is done.
 //! It never waits.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -90,14 +89,8 @@ fn fcntl_held(file: &Path) -> bool {
     let Ok(f) = crate::sys::open_file(file) else {
         return false;
     };
-    // SAFETY: all-zero bytes are a valid `flock` struct.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_RDLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    // SAFETY: valid fd and a valid out-pointer; F_GETLK never acquires a lock.
-    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
     // Closing `f` releases no lock of ours: we never take any.
-    rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
+    crate::sys::read_lock_conflict(&f)
 }
 
 /// An exclusive `FLOCK` on the file in `/proc/locks` (local locks only).
@@ -108,7 +101,7 @@ fn flock_held(file: &Path) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/locks") else {
         return false;
     };
-    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let (major, minor) = crate::sys::major_minor(meta.dev());
     let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
     table.lines().any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();

@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 
 use super::{KeywordTable, MailboxPaths, MaildirStore, MessageDirs, reuse};
 use crate::error::{Error, Result};
+use crate::format::le;
 use crate::format::maildir::{self as fmt, Uidlist, UidlistRecord};
 use crate::index::cachefile::{CacheLookup, CachedValues};
 use crate::index::reader::{IndexPaths, IndexView};
@@ -127,7 +128,7 @@ impl RegionHash {
         }
         let mut words = bytes.chunks_exact(8);
         for w in &mut words {
-            self.mix(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+            self.mix(le::u64_at(w, 0).unwrap_or_default());
         }
         let rest = words.remainder();
         self.carry[..rest.len()].copy_from_slice(rest);

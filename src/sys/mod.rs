@@ -1,5 +1,15 @@
 //! The system calls mailfs makes beyond `std`, each wrapped once with its SAFETY note.
 //!
+//! This is the only module with `unsafe` code (`lib.rs` denies `unsafe_code` everywhere
+//! else) and the only one that calls `libc` functions (the others use its constants only:
+//! errno values, inotify masks, signal numbers); it depends on nothing else in the crate.
+//! Besides the store opens below (this file, and [`read_lock_conflict`]):
+//! - `inotify.rs`: [`Inotify`], the [`Wake`] eventfd and [`wait_readable`] (poll(2)), for
+//!   the watcher and the Maildir name journals;
+//! - `mount.rs`: [`unmount`], [`lazy_unmount`] (umount2) and [`fs_magic`] (statfs);
+//! - `process.rs`: [`block_signals`] / [`wait_signal`] (sigwait), [`user_home`]
+//!   (getpwnam_r) and [`return_free_memory`] (malloc_trim).
+//!
 //! # Opening store files without following symbolic links
 //! A store belongs to its mailbox owner, who can plant symbolic links anywhere in it; mailfs
 //! usually runs as root. So every file and directory of a store is opened with
@@ -13,6 +23,14 @@
 //! Directories are read through their open descriptor ([`Dir::read`]) and their entries
 //! examined relative to it ([`Dir::stat_at`]), so a directory swapped for a link after
 //! it was opened cannot redirect what is read.
+
+mod inotify;
+mod mount;
+mod process;
+
+pub use inotify::{Event, Inotify, Wake, wait_readable};
+pub use mount::{fs_magic, lazy_unmount, unmount};
+pub use process::{SignalSet, block_signals, return_free_memory, user_home, wait_signal};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
@@ -112,6 +130,11 @@ impl Stat {
     pub fn is_symlink(&self) -> bool {
         self.mode & libc::S_IFMT == libc::S_IFLNK
     }
+}
+
+/// The (major, minor) numbers of device number `dev`, as `/proc` files print them.
+pub fn major_minor(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
 }
 
 fn cstring(path: &OsStr) -> io::Result<CString> {
@@ -425,6 +448,21 @@ impl Drop for DirStream {
         // SAFETY: the stream came from fdopendir and is closed exactly once, here.
         unsafe { libc::closedir(self.0) };
     }
+}
+
+/// Whether another process holds a lock on `file` that would block a read lock on all of
+/// it (a writer's `fcntl` lock): `fcntl(F_GETLK)`, which reports a conflicting lock and
+/// acquires nothing. False when the query fails.
+pub fn read_lock_conflict(file: &File) -> bool {
+    // SAFETY: all-zero bytes are a valid `flock` struct (plain integers).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_RDLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // l_start 0 and l_len 0: the whole file.
+    // SAFETY: `file` is an open descriptor and `fl` a valid in/out pointer; F_GETLK never
+    // acquires a lock.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
 }
 
 /// `statvfs(3)` of `path`: (blocks, free, available, files, free files, block size,

