@@ -358,3 +358,48 @@ fn saved_date_follows_dovecots_cache_after_a_rename() {
     assert_message_matches(&mount.message("INBOX", uid), &m);
     mount.stop();
 }
+
+/// 30 keywords on one message, 3 on another: 26 fit in Maildir file names (letters of
+/// `dovecot-keywords`), the other 4 live in Dovecot's index alone; the mount shows all of
+/// them, in doveadm's order. Also on sdbox and mdbox, where 40 keywords exceed the 32 a
+/// fixed-width mask held.
+#[test]
+fn keywords_beyond_letters_and_machine_words_match_doveadm() {
+    require!(Dovecot, Fuse);
+    let many = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("kw{i:02}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let cases: [(&str, Layout, usize); 3] = [
+        ("kw_maildir", Layout::MaildirPlusPlus, 30),
+        ("kw_sdbox", crate::util::dovecot::DboxLayout::sdbox(""), 40),
+        ("kw_mdbox", crate::util::dovecot::DboxLayout::mdbox(""), 40),
+    ];
+    for (name, layout, n) in cases {
+        let dir = TestDir::new(name);
+        let dovecot = Dovecot::start(&dir, layout);
+        let bob = dovecot.user("bob");
+        let a = bob.save("INBOX", &email(1, "Many", "keywords"));
+        let b = bob.save("INBOX", &email(2, "Few", "keywords"));
+        bob.flags_add("INBOX", a, &format!("\\Seen {}", many(n)));
+        bob.flags_add("INBOX", b, "kw29 kw01 $Label1");
+        let flags = bob.fetch_flags("INBOX");
+        let kws = flags.iter().find(|(u, _)| *u == a).map(|(_, f)| f.len());
+        assert_eq!(
+            kws,
+            Some(n + 1),
+            "{name}: doveadm shows every keyword: {flags:?}"
+        );
+        let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+        let shown = xattr_string(&mount.message("INBOX", a), "user.mail.flags");
+        assert_eq!(
+            shown.split(' ').count(),
+            n + 1,
+            "{name}: the mount shows {shown:?}"
+        );
+        assert_mount_matches_dovecot(&mount, &bob);
+        mount.stop();
+    }
+}

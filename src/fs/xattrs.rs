@@ -56,9 +56,11 @@ impl MailFs {
         );
         let _ = writeln!(
             out,
-            "view_cache_hits: {}\nview_cache_misses: {}\nlist_cache_hits: {}\nlist_cache_misses: {}",
+            "view_cache_hits: {}\nview_cache_misses: {}\nview_continuations: {}\n\
+             list_cache_hits: {}\nlist_cache_misses: {}",
             load(&stats.view_hits),
             load(&stats.view_builds),
+            load(&stats.view_continuations),
             load(&stats.list_hits),
             load(&stats.list_builds)
         );

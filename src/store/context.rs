@@ -48,6 +48,9 @@ pub struct StoreStats {
     pub list_hits: AtomicU64,
     /// Mailbox lists built.
     pub list_builds: AtomicU64,
+    /// View builds that continued from the previous build (by what changed) instead of
+    /// reading the mailbox in full.
+    pub view_continuations: AtomicU64,
     /// Times a writer's lock was seen while reading.
     pub locks_seen: AtomicU64,
     /// The largest amount, in milliseconds, by which a stamped file's time was ahead of

@@ -375,7 +375,10 @@ impl DboxStore {
             _ => None,
         };
         let (messages, broken) = match continued {
-            Some(c) => c,
+            Some(c) => {
+                StoreContext::count(&self.ctx.stats.view_continuations);
+                c
+            }
             None => {
                 let cache = CacheSnapshot::read(&paths.index.join("dovecot.index.cache"), &index)
                     .unwrap_or_default();

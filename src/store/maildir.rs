@@ -366,6 +366,7 @@ impl MaildirStore {
         {
             match self.continue_view(name, paths, &p.view, &p.extra, c)? {
                 Ok((view, trail)) => {
+                    StoreContext::count(&self.ctx.stats.view_continuations);
                     return Ok(Built {
                         view: Arc::new(view),
                         stamp,
