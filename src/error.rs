@@ -2,7 +2,7 @@
 //! log line is enough for an admin to act on it.
 //!
 //! The FUSE layer maps these to errno values in exactly one place (`fs::errno`); the CLI maps
-//! them to exit codes in exactly one place (`cli::exit_code`).
+//! them to exit codes in exactly one place (`cli::main`).
 
 use std::fmt;
 use std::io;

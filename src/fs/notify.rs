@@ -46,10 +46,34 @@ pub struct NotifyStats {
     pub failed: AtomicU64,
 }
 
+/// The kernel's caches, as the notifier tells them what changed: `fuser::Notifier` on a
+/// mount, a recorder in tests.
+pub trait KernelCaches: Send + 'static {
+    /// `FUSE_NOTIFY_DELETE`: `child`, named `name` in `parent`, is gone.
+    fn delete(&self, parent: u64, child: u64, name: &OsStr) -> std::io::Result<()>;
+    /// `FUSE_NOTIFY_INVAL_ENTRY`: forget what `name` in `parent` resolves to.
+    fn inval_entry(&self, parent: u64, name: &OsStr) -> std::io::Result<()>;
+    /// `FUSE_NOTIFY_INVAL_INODE`: `offset` -1: attributes only; 0: attributes and all
+    /// cached data (a directory's readdir cache).
+    fn inval_inode(&self, ino: u64, offset: i64) -> std::io::Result<()>;
+}
+
+impl KernelCaches for Notifier {
+    fn delete(&self, parent: u64, child: u64, name: &OsStr) -> std::io::Result<()> {
+        Notifier::delete(self, INodeNo(parent), INodeNo(child), name)
+    }
+    fn inval_entry(&self, parent: u64, name: &OsStr) -> std::io::Result<()> {
+        Notifier::inval_entry(self, INodeNo(parent), name)
+    }
+    fn inval_inode(&self, ino: u64, offset: i64) -> std::io::Result<()> {
+        Notifier::inval_inode(self, INodeNo(ino), offset, 0)
+    }
+}
+
 /// Starts the notifier thread; it ends when the sending side of `changes` is dropped.
 pub fn spawn(
     changes: Receiver<Change>,
-    notifier: Notifier,
+    notifier: impl KernelCaches,
     inodes: Arc<InodeTable>,
     naming: Naming,
     stats: Arc<NotifyStats>,
@@ -71,14 +95,14 @@ pub fn spawn(
 /// it again once such requests have finished. Invalidating an entry twice is harmless.
 const REPLAY_AFTER: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(500)];
 
-struct Invalidator {
-    notifier: Notifier,
+struct Invalidator<K: KernelCaches> {
+    notifier: K,
     inodes: Arc<InodeTable>,
     naming: Naming,
     stats: Arc<NotifyStats>,
 }
 
-impl Invalidator {
+impl<K: KernelCaches> Invalidator<K> {
     /// Applies changes as they come, and each again after [`REPLAY_AFTER`]; returns when
     /// the sending side is gone and no replay is due.
     fn run(&self, changes: &Receiver<Change>) {
@@ -218,19 +242,19 @@ impl Invalidator {
     }
 
     fn delete(&self, parent: u64, child: u64, name: &OsStr) {
-        let r = self.notifier.delete(INodeNo(parent), INodeNo(child), name);
+        let r = self.notifier.delete(parent, child, name);
         self.count("delete", r);
     }
 
     fn inval_entry(&self, parent: u64, name: &OsStr) {
-        let r = self.notifier.inval_entry(INodeNo(parent), name);
+        let r = self.notifier.inval_entry(parent, name);
         self.count("inval_entry", r);
     }
 
     /// `offset` -1: attributes only; 0: attributes and all cached data (a directory's
     /// readdir cache).
     fn inval_inode(&self, ino: u64, offset: i64) {
-        let r = self.notifier.inval_inode(INodeNo(ino), offset, 0);
+        let r = self.notifier.inval_inode(ino, offset);
         self.count("inval_inode", r);
     }
 
@@ -245,5 +269,108 @@ impl Invalidator {
                 debug!("notify {what}: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::MailFlags;
+    use crate::store::MailStore;
+    use crate::store::memory::MemoryStore;
+    use parking_lot::Mutex;
+
+    /// What the kernel was told.
+    #[derive(Debug, Default, Clone)]
+    struct Told(Arc<Mutex<Vec<String>>>);
+
+    impl KernelCaches for Told {
+        fn delete(&self, parent: u64, child: u64, name: &OsStr) -> std::io::Result<()> {
+            let name = name.to_string_lossy();
+            self.0
+                .lock()
+                .push(format!("delete {parent} {child} {name}"));
+            Ok(())
+        }
+        fn inval_entry(&self, parent: u64, name: &OsStr) -> std::io::Result<()> {
+            let name = name.to_string_lossy();
+            self.0.lock().push(format!("inval_entry {parent} {name}"));
+            Ok(())
+        }
+        fn inval_inode(&self, ino: u64, offset: i64) -> std::io::Result<()> {
+            self.0.lock().push(format!("inval_inode {ino} {offset}"));
+            Ok(())
+        }
+    }
+
+    /// A delivery, a flag change and an expunge in one change become exactly: the new
+    /// name's negative entry dropped, the changed message's attributes dropped (not its
+    /// pages), the expunged one deleted, the directory's listing dropped; messages the
+    /// kernel never looked up are not named; a mailbox created and one deleted are told
+    /// to their parent.
+    #[test]
+    fn each_change_becomes_the_invalidations_it_needs() {
+        let store = MemoryStore::default();
+        store.create("INBOX", 7);
+        for _ in 0..3 {
+            store.save("INBOX", b"x", MailFlags::default());
+        }
+        store.create("Old", 8);
+        let inbox = crate::store::MailboxName::parse("INBOX");
+        let before = store.view(&inbox).unwrap();
+        let list_before = store
+            .mailboxes(&crate::store::MailboxName(Vec::new()))
+            .unwrap();
+        let inodes = Arc::new(InodeTable::default());
+        let node = |uid| Node::Message {
+            mailbox: Arc::new(inbox.clone()),
+            uid_validity: 7,
+            key: MessageKey::Uid(uid),
+        };
+        let dir = inodes.remember(&Node::Folder(Arc::new(inbox.clone())));
+        let (one, two) = (inodes.remember(&node(1)), inodes.remember(&node(2)));
+        let old_dir = inodes.remember(&Node::Folder(Arc::new(crate::store::MailboxName::parse(
+            "Old",
+        ))));
+        store.set_flags("INBOX", 1, MailFlags::SEEN);
+        store.expunge("INBOX", 2);
+        store.expunge("INBOX", 3); // never looked up: nothing to name
+        store.save("INBOX", b"y", MailFlags::default());
+        store.delete("Old");
+        store.create("New", 9);
+        let after = store.view(&inbox).unwrap();
+        let list_after = store
+            .mailboxes(&crate::store::MailboxName(Vec::new()))
+            .unwrap();
+        let told = Told::default();
+        let inv = Invalidator {
+            notifier: told.clone(),
+            inodes,
+            naming: Naming::default(),
+            stats: Arc::new(NotifyStats::default()),
+        };
+        inv.apply(Change::Mailbox {
+            name: inbox.clone(),
+            old: before,
+            new: Some(after),
+        });
+        inv.apply(Change::Scope {
+            scope: crate::store::MailboxName(Vec::new()),
+            old: list_before,
+            new: list_after,
+        });
+        assert_eq!(
+            *told.0.lock(),
+            vec![
+                format!("delete {dir} {two} 2.eml"),
+                format!("inval_entry {dir} 4.eml"),
+                format!("inval_inode {one} -1"),
+                format!("inval_inode {dir} 0"),
+                format!("delete {ROOT_INO} {old_dir} Old"),
+                format!("inval_entry {ROOT_INO} New"),
+                format!("inval_inode {ROOT_INO} 0"),
+            ]
+        );
+        assert_eq!(inv.stats.sent.load(Ordering::Relaxed), 7);
     }
 }
