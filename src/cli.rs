@@ -15,17 +15,23 @@ use log::{error, info, warn};
 use crate::coherence::{WatchMode, Watcher};
 use crate::error::{Error, Result};
 use crate::fs::naming::{self, Naming};
-use crate::fs::notify;
+use crate::fs::notify::{self, Notice};
 use crate::fs::open::OpenMode;
 use crate::fs::{CacheTimeouts, MailFs};
 use crate::location::Spec;
 use crate::logging::RateLimited;
 use crate::store::locks::LockMethod;
-use crate::store::{self, MailStore, MailboxName, MailboxView, MessageKey, StoreConfig};
+use crate::store::{
+    self, MailStore, MailWriter, MailboxName, MailboxView, MessageKey, StoreConfig,
+};
 use crate::sys;
+use crate::write::{DoveadmWriter, Endpoint, Users};
 
 /// Exit code for runtime errors.
 const EXIT_RUNTIME: u8 = 1;
+
+/// Exit code for usage errors (clap's own).
+const EXIT_USAGE: u8 = 2;
 
 /// Views kept parsed in memory (one per mailbox).
 const VIEW_CACHE_CAPACITY: usize = 256;
@@ -130,6 +136,8 @@ enum Command {
         /// Linux 6.9+ and CAP_SYS_ADMIN allow; else held).
         #[arg(long, default_value = "kernel", value_name = "MODE")]
         open_mode: OpenMode,
+        #[command(flatten)]
+        write: WriteArgs,
     },
     /// List mailboxes, or the messages of MAILBOX (TAB-separated: name uid size vsize
     /// received saved guid flags). Names are shown as on the mount: '%', ':', '/' and
@@ -257,9 +265,11 @@ pub fn main() -> ExitCode {
             allow_other,
             threads,
             open_mode,
+            write,
         } => mount(
             &location,
             &mountpoint,
+            write,
             MountOptions {
                 attr_timeout,
                 entry_timeout,
@@ -284,6 +294,10 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(CliError::Usage(m)) => {
+            eprintln!("mailfs: {m}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
             eprintln!("mailfs: {e}");
             ExitCode::from(EXIT_RUNTIME)
@@ -296,6 +310,8 @@ pub fn main() -> ExitCode {
 enum CliError {
     Store(Error),
     Msg(String),
+    /// Options that do not go together (exit 2, as clap's own usage errors).
+    Usage(String),
     /// stdout was closed early (`mailfs cat ... | head`): not an error.
     BrokenPipe,
 }
@@ -304,7 +320,7 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::Store(e) => e.fmt(f),
-            CliError::Msg(m) => f.write_str(m),
+            CliError::Msg(m) | CliError::Usage(m) => f.write_str(m),
             CliError::BrokenPipe => f.write_str("broken pipe"),
         }
     }
@@ -661,6 +677,35 @@ fn resolve(path: &Path) -> PathBuf {
     }
 }
 
+/// Write mode: changes through the mount, carried out by Dovecot's doveadm server.
+#[derive(Debug, clap::Args)]
+struct WriteArgs {
+    /// Carry out rm, mv, cp, mkdir, rmdir, rename and setfattr through Dovecot's doveadm
+    /// server (mailfs itself never writes the store). Without it every change is EROFS.
+    #[arg(long)]
+    rw: bool,
+    /// The user whose store a single-user LOCATION is (required with --rw; a multi-user
+    /// tree's first level is the user).
+    #[arg(long, value_name = "NAME", requires = "rw")]
+    user: Option<String>,
+    /// Where the doveadm server is: its unix socket [default: doveadm-server under
+    /// `doveconf -h base_dir`], tcp:HOST:PORT (doveadm_port, as directors forward it), or
+    /// http(s)://HOST:PORT/doveadm/v1 (the HTTP API).
+    #[arg(long, value_name = "ENDPOINT", requires = "rw")]
+    doveadm: Option<String>,
+    /// A file holding doveadm_password (tcp:) or the API key (http(s):; `password:PASS`
+    /// for doveadm_password). Never on the command line.
+    #[arg(long, value_name = "FILE", requires = "rw")]
+    doveadm_secret_file: Option<PathBuf>,
+    /// The users' hierarchy separator [default: learned from each user's mailbox list,
+    /// else '/'].
+    #[arg(long, value_name = "C", requires = "rw")]
+    separator: Option<char>,
+    /// The largest message cp may write (bytes); a bigger one fails with EFBIG.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, requires = "rw")]
+    max_message_size: u64,
+}
+
 /// `mailfs mount` options, as given.
 #[derive(Debug)]
 struct MountOptions {
@@ -716,7 +761,68 @@ fn remote_filesystem(path: &Path) -> Option<&'static str> {
     }
 }
 
-fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
+/// The writer `--rw` asks for (checked: the endpoint answers and accepts us), or the
+/// read-only one.
+fn writer_for(
+    spec: &Spec,
+    store: &Arc<dyn MailStore>,
+    args: &WriteArgs,
+) -> std::result::Result<Arc<dyn MailWriter>, CliError> {
+    if !args.rw {
+        return Ok(Arc::new(crate::store::ReadOnly));
+    }
+    let users = match (spec, &args.user) {
+        (Spec::Single(_), Some(user)) => Users::One(user.clone()),
+        (Spec::Single(_), None) => {
+            return Err(CliError::Usage(
+                "--rw on a single-user location needs --user NAME (whose store it is)".into(),
+            ));
+        }
+        (Spec::Users(_), None) => Users::FirstLevel,
+        (Spec::Users(_), Some(_)) => {
+            return Err(CliError::Usage(
+                "--user is for a single-user location; in a multi-user tree the first level \
+                 is the user"
+                    .into(),
+            ));
+        }
+    };
+    let endpoint = match &args.doveadm {
+        Some(e) => Endpoint::parse(e).map_err(CliError::Usage)?,
+        None => Endpoint::default_socket().map_err(CliError::Msg)?,
+    };
+    let secret = match &args.doveadm_secret_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| {
+                    CliError::Msg(format!("--doveadm-secret-file {}: {e}", file.display()))
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    let shown = endpoint.to_string();
+    let writer = DoveadmWriter::new(endpoint, secret, users.clone(), args.separator)?;
+    // Check now that the server answers and lets us in, with a harmless command.
+    let probe_user = match &users {
+        Users::One(user) => Some(user.clone()),
+        Users::FirstLevel => store
+            .mailboxes(&MailboxName(Vec::new()))
+            .ok()
+            .and_then(|l| l.first().map(|e| e.name.to_string())),
+    };
+    if let Some(user) = probe_user {
+        writer.check(&user).map_err(|e| {
+            CliError::Msg(format!(
+                "--rw: the doveadm server {shown} does not work for us: {e}"
+            ))
+        })?;
+    }
+    Ok(Arc::new(writer))
+}
+
+fn mount(location: &str, mountpoint: &Path, write: WriteArgs, opts: MountOptions) -> CliResult {
     // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
     // notifier, the FUSE workers) is started after this and inherits the blocked mask.
     let signals = sys::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
@@ -754,20 +860,27 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         attr: opts.attr_timeout.unwrap_or(default_timeout),
         entry: opts.entry_timeout.unwrap_or(default_timeout),
     };
-    let (changes_tx, changes_rx) = std::sync::mpsc::channel();
+    let writer = writer_for(&spec, &store, &write)?;
+    let (notices_tx, notices_rx) = std::sync::mpsc::channel::<Notice>();
     let watcher = match mode {
-        Some(mode) => Some(Arc::new(
-            Watcher::start(store.clone(), mode, changes_tx)
+        Some(mode) => {
+            let tx = notices_tx.clone();
+            Some(Arc::new(
+                Watcher::start(store.clone(), mode, move |change| {
+                    let _ = tx.send(Notice::Store(change));
+                })
                 .map_err(|e| CliError::Msg(format!("starting the store watcher: {e}")))?,
-        )),
+            ))
+        }
         None => None,
     };
     let naming = Naming {
         portable: opts.portable_names,
     };
+    let rw = writer.accepts_changes();
     let mut fs = MailFs::new(
         store.clone(),
-        Arc::new(crate::store::ReadOnly),
+        writer,
         timeouts,
         naming,
         watcher.clone(),
@@ -790,6 +903,25 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         "mmap",
         "never used (reads are pread; --mmap-disable changes nothing)",
     );
+    fs.describe(
+        "writes",
+        if rw {
+            format!(
+                "through the doveadm server {}",
+                write.doveadm.as_deref().unwrap_or("(Dovecot's own socket)")
+            )
+        } else {
+            "none (read-only)".to_string()
+        },
+    );
+    if rw {
+        fs.set_notices(notices_tx.clone());
+        fs.set_staging_limits(crate::fs::staging::Limits {
+            file: write.max_message_size,
+            ..Default::default()
+        });
+    }
+    drop(notices_tx);
     let inodes = fs.inodes();
     let notify_stats = fs.notify_stats();
     let (allow_other, threads) = (opts.allow_other, opts.threads);
@@ -798,7 +930,11 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     config.mount_options = vec![
         fuser::MountOption::FSName("mailfs".into()),
         fuser::MountOption::Subtype("mailfs".into()),
-        fuser::MountOption::RO,
+        if rw {
+            fuser::MountOption::RW
+        } else {
+            fuser::MountOption::RO
+        },
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
         fuser::MountOption::NoExec,
@@ -814,10 +950,15 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
     let mut session = fuser::Session::new(fs, &mountpoint, &config)
         .map_err(|e| CliError::Msg(format!("mounting on {}: {e}", mountpoint.display())))?;
     info!(
-        "mounted {} ({}) on {}, read-only",
+        "mounted {} ({}) on {}, {}",
         shown_root,
         location,
-        mountpoint.display()
+        mountpoint.display(),
+        if rw {
+            "read-write (changes carried out by Dovecot)"
+        } else {
+            "read-only"
+        }
     );
     info!(
         "{}; kernel caches entries {:?} and attributes {:?}",
@@ -829,10 +970,8 @@ fn mount(location: &str, mountpoint: &Path, opts: MountOptions) -> CliResult {
         timeouts.entry,
         timeouts.attr
     );
-    if watcher.is_some() {
-        notify::spawn(changes_rx, session.notifier(), inodes, naming, notify_stats)
-            .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;
-    }
+    notify::spawn(notices_rx, session.notifier(), inodes, naming, notify_stats)
+        .map_err(|e| CliError::Msg(format!("starting the notifier thread: {e}")))?;
     // The mount's device, read from the mount table (a stat of the mount point would be
     // served by our own workers, which are not running yet): it finds the mount again if
     // its path changes (a parent directory renamed).

@@ -60,6 +60,14 @@ pub enum Error {
         /// What was looked for.
         what: String,
     },
+    /// A change the server that owns the store refused or failed, in its own words
+    /// (`why` `None`: it says there is no such mailbox or message). Logged, once.
+    Server {
+        /// Why, if not "not found".
+        why: Option<Refusal>,
+        /// The command and what the server said.
+        what: String,
+    },
     /// A change that cannot be made, and why (one errno each: see [`Refusal`]).
     Refused {
         /// Why.
@@ -94,6 +102,14 @@ pub enum Refusal {
     CrossesStores,
     /// Not supported here (EOPNOTSUPP).
     Unsupported,
+    /// The owner does not allow it (EPERM): e.g. deleting INBOX.
+    NotPermitted,
+    /// The owner could not do it now (EIO): unreachable, temporary failure.
+    Unavailable,
+    /// A message larger than the mount accepts (EFBIG).
+    TooLarge,
+    /// No room left to stage a message (ENOSPC).
+    NoSpace,
 }
 
 impl Error {
@@ -171,6 +187,7 @@ impl fmt::Display for Error {
             }
             Error::NotFound { what } => format!("{what}: not found"),
             Error::Unreadable { what } => what.clone(),
+            Error::Server { what, .. } => what.clone(),
             Error::Refused { why, what } => match why {
                 Refusal::ReadOnly => format!("{what}: the mount is read-only"),
                 _ => format!("{what}: refused ({why:?})"),

@@ -6,6 +6,7 @@
 //! - [`fs`]: the FUSE presentation (directories, `<uid>.eml` files, xattrs, inode numbers);
 //! - [`coherence`]: watches the store and reports what changed since the kernel saw it;
 //! - [`store`]: one engine per storage format, producing immutable mailbox views;
+//! - [`write`]: changes carried out by Dovecot (its doveadm server), beside `store`;
 //! - [`location`]: Dovecot `mail_location` strings;
 //! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O);
 //! - [`sys`]: the system calls beyond `std` (opens that refuse symbolic links, directory
@@ -29,3 +30,4 @@ pub mod logging;
 pub mod store;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod write;

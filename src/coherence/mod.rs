@@ -24,7 +24,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -149,11 +148,12 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts watching `store` in `mode`; changes go to `sink`.
+    /// Starts watching `store` in `mode`; each change is given to `sink` (on the watcher's
+    /// thread; it must not block).
     pub fn start(
         store: Arc<dyn MailStore>,
         mode: WatchMode,
-        sink: Sender<Change>,
+        sink: impl Fn(Change) + Send + 'static,
     ) -> std::io::Result<Watcher> {
         let inotify = match mode {
             WatchMode::Inotify => Some(Inotify::new()?),
@@ -170,7 +170,7 @@ impl Watcher {
         });
         let mut worker = Worker {
             shared: shared.clone(),
-            sink,
+            sink: Box::new(sink),
             inotify,
             poll_every: match mode {
                 WatchMode::Poll(d) => Some(d),
@@ -255,7 +255,7 @@ impl Drop for Watcher {
 /// The watcher thread's state (owned by that thread alone).
 struct Worker {
     shared: Arc<Shared>,
-    sink: Sender<Change>,
+    sink: Box<dyn Fn(Change) + Send>,
     inotify: Option<Inotify>,
     poll_every: Option<Duration>,
     dir_wd: HashMap<PathBuf, i32>,
@@ -502,7 +502,7 @@ impl Worker {
     fn send(&self, change: Change) {
         self.shared.stats.changes.fetch_add(1, Ordering::Relaxed);
         // The receiver is gone only while shutting down.
-        let _ = self.sink.send(change);
+        (self.sink)(change);
     }
 
     /// Makes the inotify watches of `target` match the paths its snapshot depends on now.
@@ -606,7 +606,10 @@ mod tests {
         store.create("INBOX", 7);
         let first = store.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
         let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, tx).unwrap();
+        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, move |c| {
+            let _ = tx.send(c);
+        })
+        .unwrap();
         let inbox = MailboxName::parse("INBOX");
         let shown = store.view(&inbox).unwrap();
         watcher.watch(&Target::Mailbox(inbox.clone()), Snapshot::Mailbox(shown));

@@ -1568,10 +1568,10 @@ mod tests {
             assert!(block.starts_with(&format!("{i} --")));
             assert_eq!(dump_value(block, "name"), e.name);
             assert_eq!(dump_num(block, "hdr_size"), e.data.len() as u64);
-            assert_eq!(dump_num(block, "reset_id"), e.reset_id.into());
-            assert_eq!(dump_num(block, "record_offset"), e.record_offset.into());
-            assert_eq!(dump_num(block, "record_size"), e.record_size.into());
-            assert_eq!(dump_num(block, "record_align"), e.record_align.into());
+            assert_eq!(dump_num(block, "reset_id"), u64::from(e.reset_id));
+            assert_eq!(dump_num(block, "record_offset"), u64::from(e.record_offset));
+            assert_eq!(dump_num(block, "record_size"), u64::from(e.record_size));
+            assert_eq!(dump_num(block, "record_align"), u64::from(e.record_align));
             if e.name == "map" {
                 assert_eq!(dump_value(block, "header"), hex(&e.data));
             }

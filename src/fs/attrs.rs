@@ -10,6 +10,7 @@ use fuser::{FileAttr, FileType, INodeNo};
 use super::MailFs;
 use super::inode::Node;
 use super::naming;
+use super::staging::Staged;
 use super::tree::Folder;
 use crate::error::{Error, Result};
 use crate::store::{MailboxName, MailboxView, MessageKey, MessageMeta, Presented};
@@ -121,6 +122,11 @@ impl MailFs {
 
     /// Resolves `name` inside folder `parent` (without counting a lookup).
     pub(super) fn resolve(&self, parent: &MailboxName, name: &OsStr) -> Result<(Node, FileAttr)> {
+        if let Some(staged) = self.staging.find(parent, name) {
+            let node = Node::Staged(staged.id);
+            let attr = Self::staged_attr(self.inodes.peek_ino(&node), &staged);
+            return Ok((node, attr));
+        }
         let tree = self.tree(parent)?;
         let folder = tree.folder(parent)?;
         if let Some(child) = folder.children.get(name) {
@@ -167,6 +173,33 @@ impl MailFs {
             } => self.with_message(mailbox, *uid_validity, key, |_, meta| {
                 Self::message_attr(ino, meta)
             }),
+            Node::Staged(id) => self
+                .staging
+                .get(*id)
+                .map(|s| Self::staged_attr(ino, &s))
+                .ok_or_else(|| Error::not_found(format!("staged file {id}"))),
+        }
+    }
+
+    /// A staged file: its bytes so far, owned by its creator, times of its creation.
+    pub(super) fn staged_attr(ino: u64, staged: &Staged) -> FileAttr {
+        let a = staged.attr();
+        FileAttr {
+            ino: INodeNo(ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.created,
+            mtime: a.created,
+            ctime: a.created,
+            crtime: a.created,
+            kind: FileType::RegularFile,
+            perm: 0o600,
+            nlink: 1,
+            uid: a.uid,
+            gid: a.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
         }
     }
 

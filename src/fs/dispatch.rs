@@ -20,17 +20,34 @@ use super::handles::{Handle, OpenDir, OpenMessage};
 use super::inode::{Node, ROOT_INO};
 use super::open::{self, OpenMode};
 use super::xattrs::reply_xattr_bytes;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::store::{MailboxName, Target};
 
 impl MailFs {
+    /// How long the kernel may keep a name -> node answer: a staged file is asked about
+    /// every time (it becomes a ghost, then nothing).
+    fn entry_ttl(&self, node: &Node) -> Duration {
+        match node {
+            Node::Staged(_) => Duration::ZERO,
+            _ => self.timeouts.entry,
+        }
+    }
+
+    /// How long the kernel may keep a node's attributes (a staged file grows).
+    fn attr_ttl(&self, node: &Node) -> Duration {
+        match node {
+            Node::Staged(_) => Duration::ZERO,
+            _ => self.timeouts.attr,
+        }
+    }
+
     /// The folder an inode stands for (the parent of a name in a request).
     fn folder_of(&self, ino: INodeNo) -> Result<Arc<MailboxName>> {
         match self.node(ino) {
             Some(Node::Folder(name)) => Ok(name),
-            Some(Node::Message { .. }) => Err(Error::refused(
+            Some(Node::Message { .. } | Node::Staged(_)) => Err(Error::refused(
                 crate::error::Refusal::NotDirectory,
-                format!("inode {} is a message", ino.0),
+                format!("inode {} is a file", ino.0),
             )),
             None => Err(Error::not_found(format!("inode {}", ino.0))),
         }
@@ -78,7 +95,7 @@ impl Filesystem for MailFs {
         match self.resolve(&parent_name, name) {
             Ok((node, mut attr)) => {
                 attr.ino = INodeNo(self.inodes.remember(&node));
-                reply.entry(&self.timeouts.entry, &attr, Generation(0));
+                reply.entry(&self.entry_ttl(&node), &attr, Generation(0));
             }
             // "No such name" is cached like a name (a negative dentry, inode 0) for the
             // entry timeout; the notifier drops it when the name appears.
@@ -99,7 +116,7 @@ impl Filesystem for MailFs {
                 }
             }
             Some(Node::Message { .. }) => self.recent.remove(ino.0),
-            None => {}
+            Some(Node::Staged(_)) | None => {}
         }
     }
 
@@ -118,7 +135,7 @@ impl Filesystem for MailFs {
             return;
         };
         match self.attr_of(ino.0, &node) {
-            Ok(attr) => reply.attr(&self.timeouts.attr, &attr),
+            Ok(attr) => reply.attr(&self.attr_ttl(&node), &attr),
             // A message expunged while a file the kernel opened by itself still reads it
             // (kernel opens carry no handle): the attributes it was opened with.
             Err(e) if e.is_not_found() => match self.recent.get(ino.0, &node) {
@@ -131,8 +148,24 @@ impl Filesystem for MailFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.opens.fetch_add(1, Ordering::Relaxed);
+        if let Some(Node::Staged(id)) = self.node(ino) {
+            match self.staging.get(id) {
+                Some(staged) => {
+                    self.staging.opened(&staged);
+                    let fh = self.handles.insert(Handle::Staged(staged));
+                    reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+                }
+                None => reply.error(fuser::Errno::ENOENT),
+            }
+            return;
+        }
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            reply.error(fuser::Errno::EROFS);
+            // Messages are immutable (a new one is written under a new name).
+            reply.error(if self.writable() {
+                fuser::Errno::EPERM
+            } else {
+                fuser::Errno::EROFS
+            });
             return;
         }
         let Some(Node::Message {
@@ -209,6 +242,13 @@ impl Filesystem for MailFs {
         reply: ReplyData,
     ) {
         self.reads.fetch_add(1, Ordering::Relaxed);
+        if let Some(Node::Staged(id)) = self.node(ino) {
+            match self.staging.get(id) {
+                Some(staged) => reply.data(&staged.read(offset, size)),
+                None => reply.error(fuser::Errno::ESTALE),
+            }
+            return;
+        }
         // fh 0: a file the kernel opened by itself (kernel opens); handles start at 1.
         let src = if fh.0 == 0 {
             match self.source_by_inode(ino.0) {
@@ -245,21 +285,101 @@ impl Filesystem for MailFs {
 
     fn flush(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Nothing is ever written, so there is nothing to flush. ENOSYS tells the kernel so
-        // for good: it sends no FLUSH at close from now on (files it opens by itself carry
-        // no FOPEN_NOFLUSH).
-        reply.error(fuser::Errno::ENOSYS);
+        if let Some(Node::Staged(id)) = self.node(ino) {
+            // A close of a file being written: it becomes a message now, and close()
+            // returns only once Dovecot has it.
+            let saved = match self.staging.get(id) {
+                Some(staged) => self.save_staged(&staged, req.pid()),
+                None => Ok(()),
+            };
+            match saved {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(self.errors.errno("close", &e)),
+            }
+            return;
+        }
+        if self.writable() {
+            // Files being written need their FLUSH: the kernel must keep sending it.
+            reply.ok();
+        } else {
+            // Nothing is ever written, so there is nothing to flush. ENOSYS tells the
+            // kernel so for good: it sends no FLUSH at close from now on (files it opens
+            // by itself carry no FOPEN_NOFLUSH).
+            reply.error(fuser::Errno::ENOSYS);
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        let Some(Node::Staged(id)) = self.node(ino) else {
+            // Only new files are written; messages are immutable.
+            reply.error(if self.writable() {
+                fuser::Errno::EPERM
+            } else {
+                fuser::Errno::EROFS
+            });
+            return;
+        };
+        let written = match self.staging.get(id) {
+            Some(staged) => self.staging.write(&staged, offset, data),
+            None => Err(Error::not_found(format!("staged file {id}"))),
+        };
+        match written {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(self.errors.errno("write", &e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        let made = self
+            .folder_of(parent)
+            .and_then(|p| self.create_staged(&p, name, req.uid(), req.gid()));
+        match made {
+            Ok(staged) => {
+                let node = Node::Staged(staged.id);
+                let ino = self.inodes.remember(&node);
+                let attr = Self::staged_attr(ino, &staged);
+                let fh = self.handles.insert(Handle::Staged(staged));
+                reply.created(
+                    &Duration::ZERO,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                );
+            }
+            Err(e) => reply.error(self.errors.errno("create", &e)),
+        }
     }
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -268,10 +388,16 @@ impl Filesystem for MailFs {
         reply: ReplyEmpty,
     ) {
         let removed = self.handles.remove(fh.0);
-        if let Some(Handle::File(open)) = removed
-            && open.passthrough
-        {
-            self.backings.release(ino.0);
+        match removed {
+            Some(Handle::File(open)) if open.passthrough => self.backings.release(ino.0),
+            Some(Handle::Staged(staged)) => {
+                // No FLUSH came (it always does on close(); this is the last chance).
+                if let Err(e) = self.save_staged(&staged, req.pid()) {
+                    let _ = self.errors.errno("release", &e);
+                }
+                self.staging.released(&staged);
+            }
+            _ => {}
         }
         reply.ok();
     }
@@ -294,11 +420,13 @@ impl Filesystem for MailFs {
                     listing: std::sync::OnceLock::new(),
                 })));
                 // With a watcher the kernel may keep the listing: the notifier drops it
-                // (inval_inode) whenever it changes.
-                let flags = if self.watcher.is_some() {
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
+                // (inval_inode) whenever it changes. A mount that takes changes lets the
+                // kernel keep it only within one open (each `ls` lists afresh): a change
+                // made through the mount shows in the next listing, whatever the watcher.
+                let flags = match (self.watcher.is_some(), self.writable()) {
+                    (true, false) => FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+                    (true, true) => FopenFlags::FOPEN_CACHE_DIR,
+                    (false, _) => FopenFlags::empty(),
                 };
                 reply.opened(FileHandle(fh), flags);
             }
@@ -591,11 +719,11 @@ impl Filesystem for MailFs {
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<fuser::TimeOrNow>,
         _mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<SystemTime>,
@@ -606,20 +734,76 @@ impl Filesystem for MailFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(fuser::Errno::EROFS);
+        if !self.writable() {
+            reply.error(fuser::Errno::EROFS);
+            return;
+        }
+        let Some(node) = self.node(ino) else {
+            reply.error(fuser::Errno::ENOENT);
+            return;
+        };
+        let done = match &node {
+            // A file being written may be truncated or extended (O_TRUNC, ftruncate);
+            // its times, mode and owner are taken and forgotten (the message gets
+            // Dovecot's), so that `cp -p`, `rsync -a` and `tar -x` finish cleanly.
+            Node::Staged(id) => match (self.staging.get(*id), size) {
+                (Some(staged), Some(size)) => self.staging.set_size(&staged, size),
+                (Some(_), None) => Ok(()),
+                (None, _) => Err(Error::not_found(format!("staged file {id}"))),
+            },
+            // A mailbox directory's times and mode are Dovecot's: accepted and
+            // forgotten, as `tar -x` sets them on the directories it extracts into.
+            Node::Folder(_) if size.is_none() => Ok(()),
+            Node::Folder(_) => Err(Error::refused(Refusal::IsDirectory, "truncating a folder")),
+            // Messages are immutable: their bytes, times (the received date) and mode.
+            Node::Message { .. } => Err(Error::refused(
+                Refusal::NotPermitted,
+                format!(
+                    "changing a message's {} (messages are immutable)",
+                    if size.is_some() {
+                        "size"
+                    } else if mode.is_some() || uid.is_some() || gid.is_some() {
+                        "mode or owner"
+                    } else {
+                        "times"
+                    }
+                ),
+            )),
+        };
+        match done.and_then(|()| self.attr_of(ino.0, &node)) {
+            Ok(attr) => reply.attr(&self.attr_ttl(&node), &attr),
+            Err(e) => reply.error(self.errors.errno("setattr", &e)),
+        }
     }
 
     fn mknod(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(fuser::Errno::EROFS);
+        // A regular file made without create (then opened): a staged file, as create.
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            reply.error(fuser::Errno::EPERM);
+            return;
+        }
+        let made = self
+            .folder_of(parent)
+            .and_then(|p| self.create_staged(&p, name, req.uid(), req.gid()));
+        match made {
+            Ok(staged) => {
+                self.staging.released(&staged);
+                let node = Node::Staged(staged.id);
+                let ino = self.inodes.remember(&node);
+                let attr = Self::staged_attr(ino, &staged);
+                reply.entry(&Duration::ZERO, &attr, Generation(0));
+            }
+            Err(e) => reply.error(self.errors.errno("mknod", &e)),
+        }
     }
 
     fn mkdir(
@@ -681,12 +865,17 @@ impl Filesystem for MailFs {
         name: &OsStr,
         newparent: INodeNo,
         newname: &OsStr,
-        _flags: fuser::RenameFlags,
+        flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if flags.contains(fuser::RenameFlags::RENAME_EXCHANGE) {
+            reply.error(fuser::Errno::EINVAL);
+            return;
+        }
+        let no_replace = flags.contains(fuser::RenameFlags::RENAME_NOREPLACE);
         let done = self.folder_of(parent).and_then(|from| {
             let to = self.folder_of(newparent)?;
-            self.rename_entry(&from, name, &to, newname)
+            self.rename_entry(&from, name, &to, newname, newparent.0, no_replace)
         });
         match done {
             Ok(()) => reply.ok(),
@@ -701,34 +890,6 @@ impl Filesystem for MailFs {
         _newparent: INodeNo,
         _newname: &OsStr,
         reply: ReplyEntry,
-    ) {
-        reply.error(fuser::Errno::EROFS);
-    }
-
-    fn write(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
-        _write_flags: fuser::WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: fuser::ReplyWrite,
-    ) {
-        reply.error(fuser::Errno::EROFS);
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: fuser::ReplyCreate,
     ) {
         reply.error(fuser::Errno::EROFS);
     }

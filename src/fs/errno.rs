@@ -45,14 +45,25 @@ impl ErrorReporter {
         if let Error::Refused { why, .. } = err {
             return refusal_errno(*why);
         }
-        let line = format!("{op}: {err}; returning EIO");
+        if let Error::Server { why, .. } = err {
+            // The server's own words, once: what an admin needs to act on.
+            self.log_once(&format!("{op}: {err}"));
+            return why.map_or(Errno::ENOENT, refusal_errno);
+        }
+        self.log_once(&format!("{op}: {err}; returning EIO"));
+        self.eio.fetch_add(1, Ordering::Relaxed);
+        Errno::EIO
+    }
+
+    /// Logs `line` unless the same line was logged within [`REPEAT_AFTER`].
+    fn log_once(&self, line: &str) {
         let now = Instant::now();
         let fresh = {
             let mut recent = self.recent.lock();
-            match recent.get(&line) {
+            match recent.get(line) {
                 Some(at) if now.duration_since(*at) < REPEAT_AFTER => false,
                 _ => {
-                    recent.put(line.clone(), now);
+                    recent.put(line.to_string(), now);
                     true
                 }
             }
@@ -60,8 +71,6 @@ impl ErrorReporter {
         if fresh {
             warn!("{line}");
         }
-        self.eio.fetch_add(1, Ordering::Relaxed);
-        Errno::EIO
     }
 
     /// The errno for a read by inode (a file the kernel opened by itself) that failed
@@ -95,6 +104,10 @@ fn refusal_errno(why: Refusal) -> Errno {
         Refusal::Quota => Errno::EDQUOT,
         Refusal::CrossesStores => Errno::EXDEV,
         Refusal::Unsupported => Errno::EOPNOTSUPP,
+        Refusal::NotPermitted => Errno::EPERM,
+        Refusal::Unavailable => Errno::EIO,
+        Refusal::TooLarge => Errno::EFBIG,
+        Refusal::NoSpace => Errno::ENOSPC,
     }
 }
 

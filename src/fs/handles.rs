@@ -12,11 +12,12 @@ use parking_lot::Mutex;
 use super::inode::Node;
 use crate::store::{MailboxName, MailboxView, MessageSource};
 
-/// An open directory or message.
+/// An open directory, message, or file being written.
 #[derive(Debug, Clone)]
 pub(super) enum Handle {
     Dir(Arc<OpenDir>),
     File(Arc<OpenMessage>),
+    Staged(Arc<super::staging::Staged>),
 }
 
 /// An open directory: its entries, listed at the first `readdir` (with a kernel-cached

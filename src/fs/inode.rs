@@ -35,6 +35,9 @@ pub enum Node {
         /// UID or pending base.
         key: MessageKey,
     },
+    /// A file being written into a mailbox (`cp` into the mount), by its staging id:
+    /// saved by Dovecot when closed (see `staging`).
+    Staged(u64),
 }
 
 impl Node {
@@ -75,6 +78,10 @@ impl Node {
                         h.write(base);
                     }
                 }
+            }
+            Node::Staged(id) => {
+                h.write(b"S");
+                h.write(&id.to_le_bytes());
             }
         }
         let v = h.finish();

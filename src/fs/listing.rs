@@ -51,6 +51,16 @@ impl MailFs {
                 });
             }
         }
+        for staged in self.staging.writing_in(name) {
+            let node = Node::Staged(staged.id);
+            let attr = Self::staged_attr(self.inodes.peek_ino(&node), &staged);
+            out.push(Listed {
+                name: staged.place().1,
+                node,
+                attr,
+                broken: false,
+            });
+        }
         let messages = self.folder_view(folder)?.map(|view| (view, name.clone()));
         Ok(Listing {
             head: out,

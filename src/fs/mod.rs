@@ -40,6 +40,7 @@ mod listing;
 pub mod naming;
 pub mod notify;
 pub mod open;
+pub mod staging;
 mod tree;
 mod writes;
 mod xattrs;
@@ -59,6 +60,7 @@ use self::inode::{InodeTable, Node};
 use self::naming::Naming;
 use self::notify::NotifyStats;
 use self::open::{Backings, OpenMode, RecentSources};
+use self::staging::{Limits, Staging};
 use self::tree::FolderTree;
 use crate::coherence::Watcher;
 use crate::error::Result;
@@ -109,6 +111,11 @@ pub struct MailFs {
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
     trees: Mutex<LruCache<MailboxName, Arc<FolderTree>>>,
     errors: ErrorReporter,
+    /// Files being written into mailboxes, and ghosts of those saved (`staging`).
+    staging: Staging,
+    /// The notifier thread's queue, for what a change made through the mount needs
+    /// dropped from the kernel's caches.
+    notices: Option<std::sync::mpsc::Sender<notify::Notice>>,
 }
 
 impl MailFs {
@@ -144,7 +151,25 @@ impl MailFs {
             opens: AtomicU64::new(0),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
             errors: ErrorReporter::default(),
+            staging: Staging::new(Limits::default()),
+            notices: None,
         })
+    }
+
+    /// Where the notifier thread takes notices (a change made through the mount tells
+    /// the kernel itself, and waits for it where it can).
+    pub fn set_notices(&mut self, tx: std::sync::mpsc::Sender<notify::Notice>) {
+        self.notices = Some(tx);
+    }
+
+    /// How much the mount stages of messages being written.
+    pub fn set_staging_limits(&mut self, limits: Limits) {
+        self.staging = Staging::new(limits);
+    }
+
+    /// True when changes are carried out (`--rw`).
+    fn writable(&self) -> bool {
+        self.writer.accepts_changes()
     }
 
     /// Records a setting for the status report (`user.mailfs.status` on the root).

@@ -70,9 +70,27 @@ impl KernelCaches for Notifier {
     }
 }
 
+/// What the notifier is told: a change the watcher saw in the store, or what a change made
+/// through the mount needs dropped from the kernel's caches.
+#[derive(Debug)]
+pub enum Notice {
+    /// The store changed (from the watcher, or a write through the mount).
+    Store(Change),
+    /// `name` in directory `parent` no longer means what the kernel may hold (a `mv`
+    /// made the kernel keep the name it was given; the message got another).
+    Entry {
+        /// The directory's inode.
+        parent: u64,
+        /// The name.
+        name: std::ffi::OsString,
+    },
+    /// Everything sent before has been applied: the sender, waiting, may go on.
+    Done(std::sync::mpsc::SyncSender<()>),
+}
+
 /// Starts the notifier thread; it ends when the sending side of `changes` is dropped.
 pub fn spawn(
-    changes: Receiver<Change>,
+    changes: Receiver<Notice>,
     notifier: impl KernelCaches,
     inodes: Arc<InodeTable>,
     naming: Naming,
@@ -105,7 +123,7 @@ struct Invalidator<K: KernelCaches> {
 impl<K: KernelCaches> Invalidator<K> {
     /// Applies changes as they come, and each again after [`REPLAY_AFTER`]; returns when
     /// the sending side is gone and no replay is due.
-    fn run(&self, changes: &Receiver<Change>) {
+    fn run(&self, changes: &Receiver<Notice>) {
         // One queue per replay round; each is in time order (a fixed delay per round).
         let mut rounds: Vec<VecDeque<(Instant, Change)>> =
             REPLAY_AFTER.iter().map(|_| VecDeque::new()).collect();
@@ -131,9 +149,13 @@ impl<K: KernelCaches> Invalidator<K> {
                 None => changes.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match next {
-                Ok(change) => {
+                Ok(Notice::Store(change)) => {
                     self.apply(change.clone());
                     rounds[0].push_back((Instant::now() + REPLAY_AFTER[0], change));
+                }
+                Ok(Notice::Entry { parent, name }) => self.inval_entry(parent, &name),
+                Ok(Notice::Done(ack)) => {
+                    let _ = ack.send(());
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,

@@ -265,6 +265,8 @@ fn changes_become_writer_calls() {
         OsStr::new("1.eml"),
         &name("Work/Sub"),
         OsStr::new("1.eml"),
+        0,
+        false,
     )
     .unwrap();
     assert_eq!(
@@ -276,7 +278,9 @@ fn changes_become_writer_calls() {
             &name("INBOX"),
             OsStr::new("1.eml"),
             &name("INBOX"),
-            OsStr::new("5.eml")
+            OsStr::new("5.eml"),
+            0,
+            false
         )),
         Refusal::Invalid
     );
@@ -285,13 +289,22 @@ fn changes_become_writer_calls() {
             &name("INBOX"),
             OsStr::new("1.eml"),
             &name("Work"),
-            OsStr::new("1.eml")
+            OsStr::new("1.eml"),
+            0,
+            false
         )),
         Refusal::Invalid,
         "Work is a plain level, not a mailbox"
     );
-    fs.rename_entry(&name(""), OsStr::new("Work"), &name(""), OsStr::new("Job"))
-        .unwrap();
+    fs.rename_entry(
+        &name(""),
+        OsStr::new("Work"),
+        &name(""),
+        OsStr::new("Job"),
+        0,
+        false,
+    )
+    .unwrap();
     assert_eq!(
         calls().last(),
         Some(&Call::Rename("Work".into(), "Job".into()))

@@ -5,36 +5,62 @@
 //!
 //! - `unlink(box, "12.eml")`: expunge UID 12 of `box`.
 //! - `rmdir(parent, name)`: delete that mailbox, only when it has no messages and no
-//!   sub-folders (ENOTEMPTY otherwise: `rmdir` never deletes mail).
+//!   sub-folders (ENOTEMPTY otherwise: `rmdir` never deletes mail; Dovecot checks again
+//!   atomically).
 //! - `mkdir(parent, name)`: create mailbox `parent/name`.
-//! - `rename`: a message into another mailbox moves it; a folder renames the mailbox
-//!   (with its children). A message renamed within its mailbox, or onto a name that is
-//!   not a mailbox directory, is refused.
+//! - `rename`: a message into another mailbox moves it (it appears there under the UID
+//!   Dovecot gives it); a folder renames the mailbox (with its children). A message renamed
+//!   within its mailbox, or onto a name that is not a mailbox directory, is refused, and a
+//!   rename never replaces (so never expunges) a message.
 //! - `setxattr`: `user.mail.flags` replaces a message's flags and keywords,
 //!   `user.mail.flags.add` and `user.mail.flags.remove` add and remove some (doveadm
 //!   spelling, separated by spaces).
+//! - `create`/`write`/`close`: a new message, staged until closed (`staging`), then saved.
+//!
+//! After each change the store's stamps are re-checked (the next view is current) and the
+//! notifier is told what the kernel may hold of the old state; a save waits for that
+//! (`close()` returns with the kernel's caches already dropped), changes made while the
+//! kernel holds directory locks (`rename`, `unlink`) do not (the kernel updates its own
+//! entries for those).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::FileAttr;
+use log::debug;
 
 use super::MailFs;
 use super::inode::Node;
 use super::naming::{self, Naming};
+use super::notify::Notice;
+use super::staging::{Phase, Staged};
+use crate::coherence::Change;
 use crate::error::{Error, Refusal, Result};
-use crate::store::{FlagChange, MailboxName, MessageKey};
+use crate::store::{FlagChange, MailboxName, MailboxView, MessageKey};
 
 /// The xattrs a message's flags are changed through.
 pub(super) const FLAGS: &str = "user.mail.flags";
 const FLAGS_ADD: &str = "user.mail.flags.add";
 const FLAGS_REMOVE: &str = "user.mail.flags.remove";
 
+/// How long a save waits for the kernel's caches to be dropped before it returns anyway.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
 impl MailFs {
-    /// `unlink(parent, name)`: expunges the message `name` of folder `parent`.
+    /// `unlink(parent, name)`: expunges the message `name` of folder `parent` (or forgets
+    /// a staged file or ghost of that name).
     pub(super) fn remove_message(&self, parent: &MailboxName, name: &OsStr) -> Result<()> {
+        if let Some(staged) = self.staging.find(parent, name) {
+            self.staging.unlink(&staged);
+            return Ok(());
+        }
         let (mailbox, uid) = self.message_at(parent, name)?;
-        self.writer.expunge(&mailbox, &[uid])
+        let before = self.view(&mailbox).ok();
+        self.writer.expunge(&mailbox, &[uid])?;
+        self.changed(&[(mailbox, before)], Vec::new(), false);
+        Ok(())
     }
 
     /// `rmdir(parent, name)`: deletes the mailbox `name` of `parent`, if empty.
@@ -51,13 +77,15 @@ impl MailFs {
         let has_messages = self
             .folder_view(f)?
             .is_some_and(|v| v.messages.len() + v.pending.len() > 0);
-        if has_messages || !f.children.is_empty() {
+        if has_messages || !f.children.is_empty() || !self.staging.writing_in(&folder).is_empty() {
             return Err(Error::refused(
                 Refusal::NotEmpty,
                 format!("deleting {folder}: it still has messages or folders"),
             ));
         }
-        self.writer.delete_mailbox(&folder)
+        self.writer.delete_mailbox(&folder)?;
+        self.changed(&[], Vec::new(), false);
+        Ok(())
     }
 
     /// `mkdir(parent, name)`: creates mailbox `parent/name`; its node and attributes.
@@ -73,21 +101,73 @@ impl MailFs {
                 format!("creating {}: not inside a user", name.to_string_lossy()),
             ));
         }
+        if self.resolve(parent, name).is_ok() {
+            return Err(Error::refused(
+                Refusal::Exists,
+                format!("{parent}/{}", name.to_string_lossy()),
+            ));
+        }
         let mut levels = parent.0.clone();
         levels.push(level);
         self.writer.create_mailbox(&MailboxName(levels))?;
+        self.changed(&[], Vec::new(), false);
         self.resolve(parent, name)
     }
 
-    /// `rename(from/name, to/new_name)`: moves a message to another mailbox, or renames
-    /// a mailbox.
+    /// `rename(from/name, to/new_name)`: moves a message to another mailbox, renames a
+    /// mailbox, or renames a staged file. `to_ino` is `to`'s inode; with `no_replace`
+    /// (`RENAME_NOREPLACE`) an existing target is refused. Otherwise an existing message at
+    /// the target name is never replaced (never expunged): it stays, under its name.
     pub(super) fn rename_entry(
         &self,
         from: &MailboxName,
         name: &OsStr,
         to: &MailboxName,
         new_name: &OsStr,
+        to_ino: u64,
+        no_replace: bool,
     ) -> Result<()> {
+        let target = self.resolve(to, new_name).ok().map(|(node, _)| node);
+        if no_replace && target.is_some() {
+            return Err(Error::refused(
+                Refusal::Exists,
+                format!("{to}/{}", new_name.to_string_lossy()),
+            ));
+        }
+        let is_mailbox = |name: &MailboxName| -> Result<bool> {
+            let tree = self.tree(name)?;
+            Ok(tree
+                .folder(name)?
+                .entry
+                .as_ref()
+                .is_some_and(|e| e.selectable))
+        };
+        if let Some(staged) = self.staging.find(from, name) {
+            if let Some(Node::Message { .. } | Node::Folder(_)) = target {
+                // A saved file renamed onto a message's name (`rsync` restoring `12.eml`
+                // where a message 12 is): its ghost goes (the message it became stays,
+                // under its own UID), and the message already there is left alone.
+                if staged.phase() == Phase::Saved {
+                    self.staging.unlink(&staged);
+                    self.changed(&[], vec![(to_ino, new_name.to_os_string())], false);
+                    return Ok(());
+                }
+                return Err(Error::refused(
+                    Refusal::Exists,
+                    format!(
+                        "{to}/{}: a file being written cannot take a message's name",
+                        new_name.to_string_lossy()
+                    ),
+                ));
+            }
+            if !is_mailbox(to)? {
+                return Err(Error::refused(
+                    Refusal::Invalid,
+                    format!("{to}: not a mailbox"),
+                ));
+            }
+            return self.staging.rename(&staged, Arc::new(to.clone()), new_name);
+        }
         if naming::parse_message_name(name).is_some() {
             let (mailbox, uid) = self.message_at(from, name)?;
             if mailbox == *to {
@@ -96,15 +176,22 @@ impl MailFs {
                     format!("renaming a message inside {mailbox}: names are UIDs"),
                 ));
             }
-            let tree = self.tree(to)?;
-            let target = tree.folder(to)?;
-            if !target.entry.as_ref().is_some_and(|e| e.selectable) {
+            if !is_mailbox(to)? {
                 return Err(Error::refused(
                     Refusal::Invalid,
                     format!("moving {mailbox}/{uid} to {to}: not a mailbox"),
                 ));
             }
+            let before_from = self.view(&mailbox).ok();
+            let before_to = self.view(to).ok();
             self.writer.move_message(&mailbox, uid, to)?;
+            // The kernel now holds `to/new_name` for the moved message; it has another
+            // name there (its new UID), and a message that had that name keeps it.
+            self.changed(
+                &[(mailbox, before_from), (to.clone(), before_to)],
+                vec![(to_ino, new_name.to_os_string())],
+                false,
+            );
             return Ok(());
         }
         let (node, _) = self.resolve(from, name)?;
@@ -114,9 +201,21 @@ impl MailFs {
                 name.to_string_lossy()
             )));
         };
+        if target.is_some() {
+            return Err(Error::refused(
+                Refusal::Exists,
+                format!(
+                    "{to}/{}: renaming a mailbox over another",
+                    new_name.to_string_lossy()
+                ),
+            ));
+        }
         let mut levels = to.0.clone();
         levels.push(folder_level(self.naming, new_name)?);
-        self.writer.rename_mailbox(&folder, &MailboxName(levels))
+        self.writer.rename_mailbox(&folder, &MailboxName(levels))?;
+        // Everything the kernel holds below the moved directory has other names now.
+        self.changed(&[], vec![(to_ino, new_name.to_os_string())], false);
+        Ok(())
     }
 
     /// `setxattr(node, name, value)`: a message's flags (see the module comment).
@@ -146,11 +245,123 @@ impl MailFs {
         else {
             return Err(Error::refused(
                 Refusal::Unsupported,
-                format!("setting {} on a folder", name.to_string_lossy()),
+                format!(
+                    "setting {} on something that is not a message",
+                    name.to_string_lossy()
+                ),
             ));
         };
         let uid = self.uid_of(mailbox, *uid_validity, key)?;
-        self.writer.change_flags(mailbox, &[uid], &change)
+        let before = self.view(mailbox).ok();
+        self.writer.change_flags(mailbox, &[uid], &change)?;
+        self.changed(&[((**mailbox).clone(), before)], Vec::new(), false);
+        Ok(())
+    }
+
+    /// `create(parent, name)`: a new staged file in mailbox `parent` (see `staging`),
+    /// owned by `uid`/`gid`.
+    pub(super) fn create_staged(
+        &self,
+        parent: &Arc<MailboxName>,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Arc<Staged>> {
+        if !self.writable() {
+            return Err(Error::refused(
+                Refusal::ReadOnly,
+                format!("creating {parent}/{}", name.to_string_lossy()),
+            ));
+        }
+        let tree = self.tree(parent)?;
+        if !tree
+            .folder(parent)?
+            .entry
+            .as_ref()
+            .is_some_and(|e| e.selectable)
+        {
+            return Err(Error::refused(
+                Refusal::NotPermitted,
+                format!("{parent}: not a mailbox; messages go into mailbox directories"),
+            ));
+        }
+        match self.resolve(parent, name) {
+            Ok((Node::Staged(_), _)) | Err(_) => {}
+            Ok(_) => {
+                return Err(Error::refused(
+                    Refusal::Exists,
+                    format!(
+                        "{parent}/{}: messages are immutable",
+                        name.to_string_lossy()
+                    ),
+                ));
+            }
+        }
+        Ok(self.staging.create(parent.clone(), name, uid, gid))
+    }
+
+    /// The first close of a staged file: saves it as a new message, unless the process
+    /// closing it is being killed (an interrupted copy becomes nothing). Returns when
+    /// Dovecot has it and the kernel's caches of its mailbox are dropped.
+    pub(super) fn save_staged(&self, staged: &Staged, closing_pid: u32) -> Result<()> {
+        let Some((mailbox, bytes)) = self.staging.to_save(staged) else {
+            return Ok(()); // saved already (a second close), or failed for good
+        };
+        if crate::sys::killed_by_signal(closing_pid) {
+            debug!(
+                "{mailbox}/{}: its writer (pid {closing_pid}) was killed; not saved",
+                staged.place().1.to_string_lossy()
+            );
+            self.staging.discard(staged);
+            return Ok(());
+        }
+        let before = self.view(&mailbox).ok();
+        match self.writer.save(&mailbox, &bytes) {
+            Ok(_) => {
+                self.staging.saved(staged, true);
+                self.changed(&[((*mailbox).clone(), before)], Vec::new(), true);
+                Ok(())
+            }
+            Err(e) => {
+                self.staging.saved(staged, false);
+                Err(e)
+            }
+        }
+    }
+
+    /// After a change: the store's stamps are re-checked, and the notifier told each
+    /// changed mailbox's view before and now, and the `entries` (directory inode, name)
+    /// the kernel may hold under a name that means something else now. With `wait`,
+    /// returns once the notifier has applied them (bounded by [`SETTLE_WAIT`]).
+    fn changed(
+        &self,
+        mailboxes: &[(MailboxName, Option<Arc<MailboxView>>)],
+        entries: Vec<(u64, std::ffi::OsString)>,
+        wait: bool,
+    ) {
+        self.store.context().recheck_all();
+        let Some(tx) = &self.notices else { return };
+        for (name, before) in mailboxes {
+            let (Some(old), Ok(new)) = (before, self.view(name)) else {
+                continue;
+            };
+            if !Arc::ptr_eq(old, &new) {
+                let _ = tx.send(Notice::Store(Change::Mailbox {
+                    name: name.clone(),
+                    old: old.clone(),
+                    new: Some(new),
+                }));
+            }
+        }
+        for (parent, name) in entries {
+            let _ = tx.send(Notice::Entry { parent, name });
+        }
+        if wait {
+            let (ack, done) = std::sync::mpsc::sync_channel(1);
+            if tx.send(Notice::Done(ack)).is_ok() {
+                let _ = done.recv_timeout(SETTLE_WAIT);
+            }
+        }
     }
 
     /// The mailbox and UID of message `name` in folder `parent`.
@@ -167,6 +378,10 @@ impl MailFs {
             Node::Folder(_) => Err(Error::refused(
                 Refusal::IsDirectory,
                 format!("{parent}/{}", name.to_string_lossy()),
+            )),
+            Node::Staged(_) => Err(Error::refused(
+                Refusal::Busy,
+                format!("{parent}/{}: still being written", name.to_string_lossy()),
             )),
         }
     }

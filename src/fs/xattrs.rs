@@ -152,6 +152,8 @@ impl MailFs {
                 ));
                 out
             }),
+            // A file being written has no metadata yet.
+            Node::Staged(_) => Ok(Vec::new()),
         }
     }
 }

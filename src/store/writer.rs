@@ -41,6 +41,10 @@ pub trait MailWriter: Send + Sync + fmt::Debug {
     fn delete_mailbox(&self, name: &MailboxName) -> Result<()>;
     /// Renames mailbox `from` (with its children) to `to`.
     fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> Result<()>;
+    /// False for a writer that refuses every change (a read-only mount).
+    fn accepts_changes(&self) -> bool {
+        true
+    }
 }
 
 /// The writer of a read-only mount: refuses everything.
@@ -83,5 +87,8 @@ impl MailWriter for ReadOnly {
     }
     fn rename_mailbox(&self, from: &MailboxName, to: &MailboxName) -> Result<()> {
         refuse(format!("renaming {from} to {to}"))
+    }
+    fn accepts_changes(&self) -> bool {
+        false
     }
 }

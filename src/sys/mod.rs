@@ -30,7 +30,9 @@ mod process;
 
 pub use inotify::{Event, Inotify, Wake, wait_readable};
 pub use mount::{fs_magic, lazy_unmount, unmount};
-pub use process::{SignalSet, block_signals, return_free_memory, user_home, wait_signal};
+pub use process::{
+    SignalSet, block_signals, killed_by_signal, return_free_memory, user_home, wait_signal,
+};
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;

@@ -105,3 +105,38 @@ mod tests {
         return_free_memory();
     }
 }
+
+/// Whether process `pid` is exiting because a signal killed it (`PF_EXITING` and
+/// `PF_SIGNALED` in the flags of `/proc/PID/stat`, field 9). A file a process closes as
+/// it is killed (a `cp` hit by SIGKILL mid-copy) was not finished; one closed by a normal
+/// `exit` (`cat x > file`) was. `false` when it cannot be told (no such process: it was
+/// reaped, so whatever closed the file did not die in the middle of it).
+pub fn killed_by_signal(pid: u32) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    const PF_SIGNALED: u64 = 0x400;
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name (field 2) is in parentheses and may hold spaces and ')': the
+    // fields after it start after the last ')'.
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    // After the name: state (3), ppid, pgrp, session, tty_nr, tpgid, flags (9).
+    after
+        .split_whitespace()
+        .nth(6)
+        .and_then(|f| f.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_EXITING != 0 && flags & PF_SIGNALED != 0)
+}
+
+#[cfg(test)]
+mod killed_tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_was_not_killed() {
+        assert!(!killed_by_signal(std::process::id()));
+        assert!(!killed_by_signal(u32::MAX));
+    }
+}
