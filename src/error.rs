@@ -163,6 +163,33 @@ impl Error {
         }
     }
 
+    /// The same error again (for a second caller waiting on one result): the same
+    /// variant and words; an I/O error keeps its kind.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Corrupt { path, source } => Error::Corrupt {
+                path: path.clone(),
+                source: source.clone(),
+            },
+            Error::Layout { path, what } => Error::layout(path.clone(), what.clone()),
+            Error::Location { location, what } => Error::Location {
+                location: location.clone(),
+                what: what.clone(),
+            },
+            Error::Unreadable { what } => Error::Unreadable { what: what.clone() },
+            Error::NotFound { what } => Error::not_found(what.clone()),
+            Error::Server { why, what } => Error::Server {
+                why: *why,
+                what: what.clone(),
+            },
+            Error::Refused { why, what } => Error::refused(*why, what.clone()),
+        }
+    }
+
     /// The path the error concerns, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {

@@ -7,6 +7,7 @@
 //! that fails is dropped and the command retried once on a fresh one, when it had not
 //! been sent yet.
 
+mod batch;
 mod conn;
 pub mod protocol;
 
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 
 use parking_lot::Mutex;
 
+use self::batch::Batcher;
 use self::conn::Conn;
 use self::protocol::Outcome;
 use super::http::HttpApi;
@@ -179,9 +181,31 @@ enum Transport {
     Http(HttpApi),
 }
 
+/// What changes are gathered by: one kind of change to one user's mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum BatchKey {
+    Expunge {
+        user: String,
+        mailbox: String,
+    },
+    Move {
+        user: String,
+        from: String,
+        to: String,
+    },
+    Flags {
+        user: String,
+        mailbox: String,
+        verb: &'static str,
+        flags: Vec<String>,
+    },
+}
+
 /// Changes carried out by a doveadm server.
 pub struct DoveadmWriter {
     transport: Transport,
+    /// Concurrent changes of one kind to one mailbox, carried by shared commands.
+    batches: Batcher<BatchKey>,
     users: Users,
     /// Each user's hierarchy separator, as learned from its mailbox list.
     separators: Mutex<HashMap<String, char>>,
@@ -221,6 +245,7 @@ impl DoveadmWriter {
         };
         Ok(DoveadmWriter {
             transport,
+            batches: Batcher::default(),
             users,
             separators: Mutex::new(HashMap::new()),
             separator,
@@ -409,6 +434,35 @@ fn refusal(what: &str, code: &str, reply: &Reply) -> Error {
     }
 }
 
+impl DoveadmWriter {
+    /// Runs `run` (given a UID set) for `uids`: one UID joins the batch of its kind (see
+    /// `batch`); several go in one command of their own.
+    fn gathered(
+        &self,
+        key: &BatchKey,
+        uids: &[u32],
+        run: impl Fn(String) -> Result<()>,
+    ) -> Result<()> {
+        match uids {
+            [uid] => self.batches.submit(key, *uid, |all| run(uid_set(all))),
+            _ => run(uid_set(uids)),
+        }
+    }
+}
+
+/// The UIDs of a set made by [`uid_set`].
+fn uid_numbers(set: &str) -> Vec<u32> {
+    set.split(',')
+        .flat_map(|part| match part.split_once(':') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+                (a..=b).collect::<Vec<u32>>()
+            }
+            None => part.parse().into_iter().collect(),
+        })
+        .collect()
+}
+
 /// `1,5,7:9` for a sorted list of UIDs.
 fn uid_set(uids: &[u32]) -> String {
     let mut sorted = uids.to_vec();
@@ -436,16 +490,17 @@ fn uid_set(uids: &[u32]) -> String {
 impl MailWriter for DoveadmWriter {
     fn expunge(&self, mailbox: &MailboxName, uids: &[u32]) -> Result<()> {
         let (user, name) = self.locate(mailbox)?;
-        let uids = uid_set(uids);
-        self.run(
-            &user,
-            &Cmd::Expunge {
-                mailbox: name,
-                uids,
-            },
-            None,
-        )?;
-        Ok(())
+        let key = BatchKey::Expunge {
+            user: user.clone(),
+            mailbox: name.clone(),
+        };
+        self.gathered(&key, uids, |set| {
+            let cmd = Cmd::Expunge {
+                mailbox: name.clone(),
+                uids: set,
+            };
+            self.run(&user, &cmd, None).map(|_| ())
+        })
     }
 
     fn move_message(&self, from: &MailboxName, uid: u32, to: &MailboxName) -> Result<Option<u32>> {
@@ -457,12 +512,19 @@ impl MailWriter for DoveadmWriter {
                 format!("moving {from}/{uid} to another user's {to}"),
             ));
         }
-        let cmd = Cmd::Move {
-            from: src,
-            to: dst,
-            uids: uid.to_string(),
+        let key = BatchKey::Move {
+            user: user.clone(),
+            from: src.clone(),
+            to: dst.clone(),
         };
-        self.run(&user, &cmd, None)?;
+        self.gathered(&key, &[uid], |set| {
+            let cmd = Cmd::Move {
+                from: src.clone(),
+                to: dst.clone(),
+                uids: set,
+            };
+            self.run(&user, &cmd, None).map(|_| ())
+        })?;
         Ok(None)
     }
 
@@ -509,14 +571,21 @@ impl MailWriter for DoveadmWriter {
         } else {
             flags
         };
-        let cmd = Cmd::Flags {
+        let key = BatchKey::Flags {
+            user: user.clone(),
+            mailbox: name.clone(),
             verb,
-            flags,
-            mailbox: name,
-            uids,
+            flags: flags.clone(),
         };
-        self.run(&user, &cmd, None)?;
-        Ok(())
+        self.gathered(&key, &uid_numbers(&uids), |set| {
+            let cmd = Cmd::Flags {
+                verb,
+                flags: flags.clone(),
+                mailbox: name.clone(),
+                uids: set,
+            };
+            self.run(&user, &cmd, None).map(|_| ())
+        })
     }
 
     fn save(&self, mailbox: &MailboxName, message: &[u8]) -> Result<Option<u32>> {
