@@ -48,6 +48,7 @@ large=""
 large_messages=100000
 large_full=""
 write=1
+write_messages=1000
 keep=""
 
 usage() {
@@ -69,6 +70,8 @@ Options:
                        mount, ls -l, refresh after one delivery, RSS
   --large-messages N   size of that store (default $large_messages)
   --large-full         with --large: every measurement on the large store too
+  --write-messages N   messages per write operation (rm, mv, setfattr, cp through a
+                       --rw mount, beside doveadm); 0 skips the writes (default $write_messages)
   --no-write           print the table only; leave docs/benchmarks.md alone
   --keep               keep the per-run working copy of the stores (and the mailfs logs)
   -h, --help           this text
@@ -89,7 +92,7 @@ args="$*" # for the report
 
 while [ $# -gt 0 ]; do
     case $1 in
-    --messages | --store-dir | --seed | --runs | --samples | --large-messages)
+    --messages | --store-dir | --seed | --runs | --samples | --large-messages | --write-messages)
         [ $# -ge 2 ] || die "$1 needs a value"
         case $1 in
         --messages) positive "$1" "$2" && messages=$2 ;;
@@ -98,6 +101,10 @@ while [ $# -gt 0 ]; do
         --runs) positive "$1" "$2" && runs=$2 ;;
         --samples) positive "$1" "$2" && samples=$2 ;;
         --large-messages) positive "$1" "$2" && large_messages=$2 ;;
+        --write-messages)
+            [[ $2 =~ ^[0-9]+$ ]] || die "$1 needs a number, not '$2'"
+            write_messages=$2
+            ;;
         esac
         shift 2
         ;;
@@ -110,6 +117,7 @@ while [ $# -gt 0 ]; do
     *) usage >&2 && exit 2 ;;
     esac
 done
+[ "$write_messages" -le "$messages" ] || die "--write-messages ($write_messages) exceeds --messages ($messages)"
 mkdir -p "$store_dir"
 store_dir=$(cd "$store_dir" && pwd)
 
@@ -461,6 +469,29 @@ sample_uids() {
     }'
 }
 
+# first_pass KEY LOCATION MOUNTPOINT JOB ARGS...: like measure, but every run (the checked
+# one and the $runs timed ones) right after a remount: mailfs's views and the kernel's FUSE
+# page cache are empty (the store's own files stay in the page cache, as for the raw rows).
+first_pass() {
+    local key=$1 location=$2 mp=$3 job=$4 i t0 t1 times=()
+    shift 4
+    for ((i = 0; i <= runs; i++)); do
+        remount "$location" "$mp"
+        if [ "$i" = 0 ]; then
+            rm -f "$RUN_DIR/warm.out"
+            sink=$RUN_DIR/warm.out
+            "$job" "$@"
+            sink=/dev/null
+            continue
+        fi
+        t0=${EPOCHREALTIME/./}
+        "$job" "$@"
+        t1=${EPOCHREALTIME/./}
+        times+=($((t1 - t0)))
+    done
+    R[$key]=$(median "${times[@]}")
+}
+
 # cat_latency KEY PATH...: median single-file cat in µs over all PATHs, after one warm-up
 # pass, pooling $runs passes.
 cat_latency() {
@@ -577,6 +608,13 @@ bench_format() {
         measure "$label:cat:doveadm" job_dv_cat_all "$fmt"
         # doveadm prints "text:" and a newline before each message.
         check "$label: doveadm fetch text bytes" $((total + 6 * n)) "$(warm_bytes)"
+        log "  first pass: cat of every message, grep -rl, each right after a remount"
+        first_pass "$label:cat_first:mailfs" "$location" "$mp" job_cat_all "$mp/INBOX"
+        check "$label: mailfs first-pass cat bytes" "$total" "$(warm_bytes)"
+        first_pass "$label:grep_first:mailfs" "$location" "$mp" job_grep "$mp/INBOX" "$NEEDLE"
+        check "$label: mailfs first-pass grep matches" "$hits" "$(warm_lines)"
+        R[$label:cat_first:raw]=${R[$label:cat:raw]:-}
+        R[$label:cat_first:doveadm]=${R[$label:cat:doveadm]}
         if [ -n "$raw" ]; then
             # The other --open-modes, on Maildir (where passthrough applies).
             local mode key
@@ -653,6 +691,171 @@ bench_format() {
 }
 
 # ----------------------------------------------------------------------------------------
+# Writes: rm, mv, setfattr and cp of $write_messages messages through a --rw mount (one
+# process, and xargs -P 8), beside doveadm with one command per message and with one command
+# for the whole set. One timed run each (every run changes the store); each result is
+# checked with doveadm.
+
+# box_count USER BOX: the messages in BOX, as doveadm counts them.
+box_count() { dovecot_adm mailbox status -u "$1" messages "$2" | sed -n 's/.*messages=//p'; }
+
+# flagged_count USER BOX: the flagged messages in BOX.
+flagged_count() { dovecot_adm search -u "$1" mailbox "$2" FLAGGED | wc -l | tr -d ' '; }
+
+# new_box USER MP BOX [empty]: creates BOX with doveadm, copies Src's messages into it
+# (UIDs 1..N) unless "empty", and waits until the mount at MP lists them.
+new_box() {
+    local user=$1 mp=$2 box=$3 want=$write_messages i
+    dovecot_adm mailbox create -u "$user" "$box"
+    if [ "${4:-}" = empty ]; then
+        want=0
+    else
+        dovecot_adm copy -u "$user" "$box" mailbox Src all
+    fi
+    for ((i = 0; i < 1000; i++)); do
+        [ "$(find "$mp/$box" -maxdepth 1 -name '*.eml' 2>/dev/null | wc -l)" = "$want" ] && return 0
+        sleep 0.01
+    done
+    die "$mp/$box does not list $want messages 10 s after doveadm made them"
+}
+
+# timed KEY CMD ARGS...: R[KEY] = the wall-clock time of one run of CMD ARGS.
+timed() {
+    local key=$1 t0
+    shift
+    t0=${EPOCHREALTIME/./}
+    "$@"
+    R[$key]=$((${EPOCHREALTIME/./} - t0))
+}
+
+# each_eml DIR CMD ARGS...: CMD ARGS with every *.eml in DIR appended, 25 at a time by 8
+# processes at once.
+each_eml() {
+    local dir=$1
+    shift
+    find "$dir" -maxdepth 1 -name '*.eml' -print0 | xargs -0 -P 8 -n 25 "$@"
+}
+
+wjob_rm() { rm "$1"/*.eml; }
+wjob_rm_par() { each_eml "$1" rm; }
+wjob_dv_rm_each() {
+    local u
+    for ((u = 1; u <= write_messages; u++)); do dovecot_adm expunge -u "$1" mailbox "$2" uid "$u"; done
+}
+wjob_dv_rm_one() { dovecot_adm expunge -u "$1" mailbox "$2" all; }
+wjob_mv() { mv "$1"/*.eml "$2"/; }
+wjob_mv_par() { each_eml "$1" mv -t "$2"; }
+wjob_dv_mv_each() {
+    local u
+    for ((u = 1; u <= write_messages; u++)); do dovecot_adm move -u "$1" "$3" mailbox "$2" uid "$u"; done
+}
+wjob_dv_mv_one() { dovecot_adm move -u "$1" "$3" mailbox "$2" all; }
+wjob_flag() { setfattr -n user.mail.flags.add -v '\Flagged' "$1"/*.eml; }
+wjob_flag_par() { each_eml "$1" setfattr -n user.mail.flags.add -v '\Flagged'; }
+wjob_dv_flag_each() {
+    local u
+    for ((u = 1; u <= write_messages; u++)); do
+        dovecot_adm flags add -u "$1" '\Flagged' mailbox "$2" uid "$u"
+    done
+}
+wjob_dv_flag_one() { dovecot_adm flags add -u "$1" '\Flagged' mailbox "$2" all; }
+wjob_cp() { cp "$1"/*.eml "$2"/; }
+wjob_cp_par() { each_eml "$1" cp -t "$2"; }
+wjob_dv_cp_each() {
+    local f
+    for f in "$1"/*.eml; do dovecot_adm save -u "$2" -m "$3" <"$f"; done
+}
+# doveadm import puts the source's INBOX under DEST/INBOX.
+wjob_dv_cp_one() { dovecot_adm import -u "$2" -s "maildir:$1:INDEX=MEMORY" "$3" mailbox INBOX all; }
+
+# bench_writes LABEL FORMAT: the four operations on the user FORMAT's store.
+bench_writes() {
+    local label=$1 fmt=$2 n=$write_messages location mp=$RUN_DIR/mnt-$fmt-rw
+    local src=$RUN_DIR/w-src md=$RUN_DIR/w-maildir f i=0 k
+    location=$(location_of "$fmt")
+    log "$label: writes of $n messages through mailfs mount --rw"
+    dovecot_adm mailbox create -u "$fmt" Src
+    dovecot_adm copy -u "$fmt" Src mailbox INBOX uid "1:$n"
+    [ "$(box_count "$fmt" Src)" = "$n" ] || die "$fmt: Src does not hold $n messages"
+    mount_mailfs "$location" "$mp" --rw --user "$fmt" --doveadm "$DOVECOT_DIR/run/doveadm-server"
+    # The messages to copy in: as files (for cp) and as a Maildir (for doveadm import).
+    rm -rf "$src" "$md"
+    mkdir -p "$src" "$md/cur" "$md/new" "$md/tmp"
+    cp "$mp/Src/"*.eml "$src/"
+    for f in "$src"/*.eml; do
+        i=$((i + 1))
+        cp "$f" "$md/cur/$i.bench.$fmt:2,"
+    done
+    chown -R "$DOVECOT_MAIL_UID:$DOVECOT_MAIL_GID" "$md"
+
+    log "  rm"
+    new_box "$fmt" "$mp" R1 && timed "$label:rm:seq" wjob_rm "$mp/R1"
+    new_box "$fmt" "$mp" R2 && timed "$label:rm:par" wjob_rm_par "$mp/R2"
+    new_box "$fmt" "$mp" R3 && timed "$label:rm:each" wjob_dv_rm_each "$fmt" R3
+    new_box "$fmt" "$mp" R4 && timed "$label:rm:one" wjob_dv_rm_one "$fmt" R4
+    for k in R1 R2 R3 R4; do check "$label: messages left in $k after rm" 0 "$(box_count "$fmt" $k)"; done
+
+    log "  mv to another mailbox"
+    for k in 1 2 3 4; do new_box "$fmt" "$mp" "M$k" && new_box "$fmt" "$mp" "D$k" empty; done
+    timed "$label:mv:seq" wjob_mv "$mp/M1" "$mp/D1"
+    timed "$label:mv:par" wjob_mv_par "$mp/M2" "$mp/D2"
+    timed "$label:mv:each" wjob_dv_mv_each "$fmt" M3 D3
+    timed "$label:mv:one" wjob_dv_mv_one "$fmt" M4 D4
+    for k in 1 2 3 4; do
+        check "$label: messages left in M$k after mv" 0 "$(box_count "$fmt" "M$k")"
+        check "$label: messages in D$k after mv" "$n" "$(box_count "$fmt" "D$k")"
+    done
+
+    log "  setfattr user.mail.flags.add"
+    for k in 1 2 3 4; do new_box "$fmt" "$mp" "F$k"; done
+    timed "$label:flag:seq" wjob_flag "$mp/F1"
+    timed "$label:flag:par" wjob_flag_par "$mp/F2"
+    timed "$label:flag:each" wjob_dv_flag_each "$fmt" F3
+    timed "$label:flag:one" wjob_dv_flag_one "$fmt" F4
+    for k in 1 2 3 4; do check "$label: flagged in F$k" "$n" "$(flagged_count "$fmt" "F$k")"; done
+
+    log "  cp in"
+    for k in 1 2 3; do new_box "$fmt" "$mp" "C$k" empty; done
+    timed "$label:cp:seq" wjob_cp "$src" "$mp/C1"
+    timed "$label:cp:par" wjob_cp_par "$src" "$mp/C2"
+    timed "$label:cp:each" wjob_dv_cp_each "$src" "$fmt" C3
+    timed "$label:cp:one" wjob_dv_cp_one "$md" "$fmt" C4
+    for k in C1 C2 C3 C4/INBOX; do check "$label: messages in $k after cp" "$n" "$(box_count "$fmt" "$k")"; done
+    check "$label: C1 lists its messages through the mount" "$n" \
+        "$(find "$mp/C1" -maxdepth 1 -name '*.eml' | wc -l | tr -d ' ')"
+
+    unmount_mailfs || die "mailfs exited with an error; see $RUN_DIR/mailfs.log"
+    if grep -q 'ERROR\|panicked' "$RUN_DIR/mailfs.log" 2>/dev/null; then
+        WARNINGS+=("$label writes: mailfs logged errors: $(grep -m1 'ERROR\|panicked' "$RUN_DIR/mailfs.log")")
+    fi
+    rm -rf "$src" "$md"
+}
+
+write_ops=(
+    "rm|\`rm\` (expunge)"
+    "mv|\`mv\` to another mailbox"
+    "flag|\`setfattr -n user.mail.flags.add -v '\\\\Flagged'\`"
+    "cp|\`cp\` in (save)"
+)
+
+write_table() {
+    local labels=("$@") op key title label
+    echo "| operation | store | mailfs, one process | mailfs, \`xargs -P 8\` | doveadm, a command per message | doveadm, one command | per-message doveadm ÷ mailfs | mailfs ÷ one command |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for op in "${write_ops[@]}"; do
+        IFS='|' read -r key title <<<"$op"
+        for label in "${labels[@]}"; do
+            [ -n "${R[$label:$key:seq]:-}" ] || continue
+            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$title" "$label" \
+                "$(val "$label:$key:seq" s)" "$(val "$label:$key:par" s)" \
+                "$(val "$label:$key:each" s)" "$(val "$label:$key:one" s)" \
+                "$(ratio "$label:$key:each" "$label:$key:seq")" \
+                "$(ratio "$label:$key:seq" "$label:$key:one")"
+        done
+    done
+}
+
+# ----------------------------------------------------------------------------------------
 # The report.
 
 # val KEY UNIT: R[KEY] formatted (s, ms, MiB, B/msg), or an em dash.
@@ -682,6 +885,8 @@ measurements=(
     "ls|\`ls -l\`|s"
     "find|\`find -printf\` over all ³|s"
     "cat|\`cat\` all messages|s"
+    "cat_first|\`cat\` all, first pass after mount ⁴|s"
+    "grep_first|\`grep -rl\` (1 %), first pass after mount ⁴|s"
     "cat_held|\`cat\` all, \`--open-mode held\`|s"
     "cat_passthrough|\`cat\` all, \`--open-mode passthrough\`|s"
     "grep_hit|\`grep -rl\` (1 % match)|s"
@@ -740,6 +945,20 @@ report() {
         table "$large_label"
     fi
     echo
+    if [ "$write_messages" != 0 ]; then
+        echo
+        echo "Writes: $write_messages messages per operation, one timed run each, through \`mailfs mount --rw\`"
+        echo "(the doveadm server's unix socket) and by \`doveadm\` (a process per command):"
+        echo
+        write_table "${main_labels[@]}"
+        echo
+        echo "mailfs, one process: \`rm MP/box/*.eml\`, \`mv MP/a/*.eml MP/b/\`, \`setfattr ... MP/box/*.eml\`,"
+        echo "\`cp dir/*.eml MP/box/\`; \`xargs -P 8\`: the same, 25 files per process, 8 processes at once."
+        echo "doveadm per message: \`expunge\`, \`move\`, \`flags add\` with \`uid N\`, \`save\` of one file;"
+        echo "one command: the same with \`all\`, and for \`cp\` \`doveadm import\` of a Maildir of the files."
+        echo "Every call through the mount returns after Dovecot confirmed its change."
+    fi
+    echo
     echo "¹ mounted with \`--attr-timeout 0 --entry-timeout 0\`, so this measures mailfs and not the"
     echo "kernel's cache (with the default watcher the notifier drops the kernel's cached negative"
     echo "entry as soon as mailfs sees the change). Time from \`doveadm save\` returning until \`stat\`"
@@ -751,6 +970,10 @@ report() {
     echo
     echo "³ The raw store has no mount and doveadm no view to build: the first-\`ls\` row repeats"
     echo "their \`ls -l\` figures, and doveadm's \`find\` figure is its \`ls -l\` one (the same fetch)."
+    echo
+    echo "⁴ Each run right after a remount: mailfs builds its view from nothing and the kernel's"
+    echo "FUSE page cache is empty (the store's files are in the page cache, as for the raw row,"
+    echo "which is the warm \`cat\`/\`grep\` of the raw store)."
     echo
     echo "Commands (MP: the mount point; Maildir: the raw INBOX; USER: maildir, sdbox or mdbox):"
     echo
@@ -825,6 +1048,7 @@ for fmt in "${FORMATS[@]}"; do
     main_labels+=("$label")
     R[$label:n]=$messages
     bench_format "$label" "$fmt" "$messages" "$total_bytes" "$hits" 1
+    [ "$write_messages" = 0 ] || bench_writes "$label" "$fmt"
 done
 end_run
 

@@ -10,7 +10,7 @@ use fuser::{FileAttr, FileType, INodeNo};
 use super::MailFs;
 use super::inode::Node;
 use super::naming;
-use super::staging::Staged;
+use super::staging::{Phase, Staged};
 use super::tree::Folder;
 use crate::error::{Error, Result};
 use crate::store::{MailboxName, MailboxView, MessageKey, MessageMeta, Presented};
@@ -121,12 +121,30 @@ impl MailFs {
     }
 
     /// Resolves `name` inside folder `parent` (without counting a lookup).
+    /// A file being written wins over a message of its name (it is what its writer
+    /// reads); a ghost (a file saved, or the name a message was moved to) only answers
+    /// for a name no message or folder has: it never hides a message that has, or later
+    /// gets, that name.
     pub(super) fn resolve(&self, parent: &MailboxName, name: &OsStr) -> Result<(Node, FileAttr)> {
-        if let Some(staged) = self.staging.find(parent, name) {
+        let staged = self.staging.find(parent, name);
+        let as_staged = |staged: &Staged| {
             let node = Node::Staged(staged.id);
-            let attr = Self::staged_attr(self.inodes.peek_ino(&node), &staged);
-            return Ok((node, attr));
+            let attr = Self::staged_attr(self.inodes.peek_ino(&node), staged);
+            (node, attr)
+        };
+        if let Some(s) = &staged
+            && s.phase() == Phase::Writing
+        {
+            return Ok(as_staged(s));
         }
+        match self.resolve_stored(parent, name) {
+            Err(e) if e.is_not_found() => staged.map(|s| as_staged(&s)).ok_or(e),
+            found => found,
+        }
+    }
+
+    /// Resolves `name` among the folders and messages of `parent`.
+    fn resolve_stored(&self, parent: &MailboxName, name: &OsStr) -> Result<(Node, FileAttr)> {
         let tree = self.tree(parent)?;
         let folder = tree.folder(parent)?;
         if let Some(child) = folder.children.get(name) {

@@ -205,6 +205,18 @@ impl InodeTable {
         }
     }
 
+    /// Makes inode `ino` stand for `node` from now on, keeping its lookup count: after a
+    /// rename the kernel holds the renamed inode under its new name, which may mean
+    /// another node here (a message moved to another mailbox answers there as a ghost).
+    pub fn rebind(&self, ino: u64, node: Node) {
+        if ino == ROOT_INO {
+            return;
+        }
+        if let Some(slot) = self.slots.lock().get_mut(&ino) {
+            slot.node = node;
+        }
+    }
+
     /// The node behind an inode number the kernel sent.
     pub fn get(&self, ino: u64) -> Option<Node> {
         self.slots.lock().get(&ino).map(|s| s.node.clone())

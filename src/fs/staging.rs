@@ -186,6 +186,38 @@ impl Staging {
         staged
     }
 
+    /// A ghost named `name` in `mailbox` showing `attr`, as if a file saved there had just
+    /// been released: the name a message was moved to (`mv a/12.eml b/` leaves the message
+    /// in b under the UID Dovecot gave it; `mv` then looks at `b/12.eml`). Replaces a
+    /// ghost of that name.
+    /// Returns its staging id (None if a file being written has that name: it keeps it).
+    pub fn ghost(&self, mailbox: Arc<MailboxName>, name: &OsStr, attr: StagedAttr) -> Option<u64> {
+        self.expire();
+        if let Some(old) = self.find(&mailbox, name) {
+            if old.phase() == Phase::Writing {
+                return None;
+            }
+            self.drop_file(&old);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let staged = Arc::new(Staged {
+            id,
+            place: Mutex::new((mailbox, name.to_os_string())),
+            state: Mutex::new(State {
+                data: Vec::new(),
+                size: attr.size,
+                phase: Phase::Saved,
+                created: attr.created,
+                handles: 0,
+                released: Some(Instant::now()),
+                uid: attr.uid,
+                gid: attr.gid,
+            }),
+        });
+        self.by_id.lock().insert(id, staged);
+        Some(id)
+    }
+
     /// The staged file (or ghost) with staging id `id`.
     pub fn get(&self, id: u64) -> Option<Arc<Staged>> {
         self.by_id.lock().get(&id).cloned()

@@ -361,3 +361,66 @@ fn a_read_only_mount_refuses_every_change_with_erofs() {
     );
     assert_eq!(fs.errors.eio_count(), 0);
 }
+
+/// `mv a/2.eml b/` leaves the message in b under the UID Dovecot gave it; `mv` then stats
+/// `b/2.eml` (and fails if it is not there). The target name answers as a ghost of the
+/// moved message, unlisted, until a message gets that name: then the message wins, and
+/// expunging it takes the ghost along.
+#[test]
+fn a_moved_message_answers_under_its_target_name_until_a_message_takes_it() {
+    let (store, fs, rec) = recording();
+    let empty = fs.inodes.remember(&Node::Folder(Arc::new(name("Empty"))));
+    // The kernel looked the message up (and keeps that inode under the new name).
+    let (source, _) = fs.resolve(&name("INBOX"), OsStr::new("2.eml")).unwrap();
+    let moved_ino = fs.inodes.remember(&source);
+    fs.rename_entry(
+        &name("INBOX"),
+        OsStr::new("2.eml"),
+        &name("Empty"),
+        OsStr::new("2.eml"),
+        empty,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        rec.calls.lock().last(),
+        Some(&Call::Move("INBOX".into(), 2, "Empty".into()))
+    );
+    let (node, attr) = fs.resolve(&name("Empty"), OsStr::new("2.eml")).unwrap();
+    assert!(matches!(node, Node::Staged(_)), "{node:?}");
+    assert_eq!(attr.size, b"Subject: two\n\nsecond message\n".len() as u64);
+    assert_eq!(listed(&fs, "Empty"), [".", ".."], "a ghost is not listed");
+    let held = fs.inodes.get(moved_ino).expect("still held");
+    assert_eq!(
+        fs.attr_of(moved_ino, &held).expect("the renamed inode answers").size,
+        attr.size
+    );
+
+    // A message that gets the name is what the name shows.
+    store.save("Empty", b"Subject: a\n\n", MailFlags::default());
+    store.save("Empty", b"Subject: b\n\n", MailFlags::default());
+    let (node, _) = fs.resolve(&name("Empty"), OsStr::new("2.eml")).unwrap();
+    assert!(
+        matches!(
+            node,
+            Node::Message {
+                key: MessageKey::Uid(2),
+                ..
+            }
+        ),
+        "{node:?}"
+    );
+    fs.remove_message(&name("Empty"), OsStr::new("2.eml"))
+        .unwrap();
+    assert_eq!(
+        rec.calls.lock().last(),
+        Some(&Call::Expunge("Empty".into(), vec![2]))
+    );
+    store.expunge("Empty", 2);
+    assert!(
+        fs.resolve(&name("Empty"), OsStr::new("2.eml"))
+            .unwrap_err()
+            .is_not_found(),
+        "the ghost went with the message"
+    );
+}

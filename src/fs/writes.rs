@@ -35,7 +35,7 @@ use super::MailFs;
 use super::inode::Node;
 use super::naming::{self, Naming};
 use super::notify::Notice;
-use super::staging::{Phase, Staged};
+use super::staging::{Phase, Staged, StagedAttr};
 use crate::coherence::Change;
 use crate::error::{Error, Refusal, Result};
 use crate::store::{FlagChange, MailboxName, MailboxView, MessageKey};
@@ -52,15 +52,27 @@ impl MailFs {
     /// `unlink(parent, name)`: expunges the message `name` of folder `parent` (or forgets
     /// a staged file or ghost of that name).
     pub(super) fn remove_message(&self, parent: &MailboxName, name: &OsStr) -> Result<()> {
-        if let Some(staged) = self.staging.find(parent, name) {
+        if let Some(staged) = self.staged_at(parent, name) {
             self.staging.unlink(&staged);
             return Ok(());
         }
         let (mailbox, uid) = self.message_at(parent, name)?;
         let before = self.view(&mailbox).ok();
         self.writer.expunge(&mailbox, &[uid])?;
+        // A ghost of that name (hidden by the message) must not take its place.
+        if let Some(ghost) = self.staging.find(parent, name) {
+            self.staging.unlink(&ghost);
+        }
         self.changed(&[(mailbox, before)], Vec::new(), false);
         Ok(())
+    }
+
+    /// The staged file or ghost that `parent/name` resolves to, if it is one.
+    fn staged_at(&self, parent: &MailboxName, name: &OsStr) -> Option<Arc<Staged>> {
+        match self.resolve(parent, name) {
+            Ok((Node::Staged(id), _)) => self.staging.get(id),
+            _ => None,
+        }
     }
 
     /// `rmdir(parent, name)`: deletes the mailbox `name` of `parent`, if empty.
@@ -142,7 +154,7 @@ impl MailFs {
                 .as_ref()
                 .is_some_and(|e| e.selectable))
         };
-        if let Some(staged) = self.staging.find(from, name) {
+        if let Some(staged) = self.staged_at(from, name) {
             if let Some(Node::Message { .. } | Node::Folder(_)) = target {
                 // A saved file renamed onto a message's name (`rsync` restoring `12.eml`
                 // where a message 12 is): its ghost goes (the message it became stays,
@@ -182,11 +194,31 @@ impl MailFs {
                     format!("moving {mailbox}/{uid} to {to}: not a mailbox"),
                 ));
             }
+            let (moved_node, moved) = self.resolve(from, name)?;
             let before_from = self.view(&mailbox).ok();
             let before_to = self.view(to).ok();
             self.writer.move_message(&mailbox, uid, to)?;
-            // The kernel now holds `to/new_name` for the moved message; it has another
-            // name there (its new UID), and a message that had that name keeps it.
+            // The message has another name in `to` (its new UID), and a message that had
+            // the target name keeps it. A name nothing had answers as a ghost of the
+            // moved message for a while: `mv` stats the target after renaming. The kernel
+            // holds the moved inode under that name (until the notifier drops it): the
+            // inode is the ghost now.
+            if target.is_none() {
+                let ghost = self.staging.ghost(
+                    Arc::new(to.clone()),
+                    new_name,
+                    StagedAttr {
+                        size: moved.size,
+                        created: moved.mtime,
+                        uid: moved.uid,
+                        gid: moved.gid,
+                    },
+                );
+                if let (Some(id), Some(ino)) = (ghost, self.inodes.known(&moved_node)) {
+                    self.inodes.rebind(ino, Node::Staged(id));
+                }
+            }
+            // The kernel now holds `to/new_name` for the moved message: dropped.
             self.changed(
                 &[(mailbox, before_from), (to.clone(), before_to)],
                 vec![(to_ino, new_name.to_os_string())],
