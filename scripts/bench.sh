@@ -781,9 +781,11 @@ bench_writes() {
     # The messages to copy in: as files (for cp) and as a Maildir (for doveadm import).
     rm -rf "$src" "$md"
     mkdir -p "$src" "$md/cur" "$md/new" "$md/tmp"
-    cp "$mp/Src/"*.eml "$src/"
-    for f in "$src"/*.eml; do
+    # Named apart from UID names: a saved message takes the next UID as its name, and a
+    # source file of that name would then meet an existing (immutable) message.
+    for f in "$mp/Src/"*.eml; do
         i=$((i + 1))
+        cp "$f" "$src/restored-$i.eml"
         cp "$f" "$md/cur/$i.bench.$fmt:2,"
     done
     chown -R "$DOVECOT_MAIL_UID:$DOVECOT_MAIL_GID" "$md"
@@ -834,7 +836,7 @@ bench_writes() {
 write_ops=(
     "rm|\`rm\` (expunge)"
     "mv|\`mv\` to another mailbox"
-    "flag|\`setfattr -n user.mail.flags.add -v '\\\\Flagged'\`"
+    "flag|\`setfattr -n user.mail.flags.add -v '\\Flagged'\`"
     "cp|\`cp\` in (save)"
 )
 

@@ -126,9 +126,12 @@ enum Command {
         /// %XX, reversibly, so that the mount can be re-exported over Samba.
         #[arg(long)]
         portable_names: bool,
-        /// Threads serving FUSE requests.
-        #[arg(long, default_value_t = default_threads(), value_name = "N")]
-        threads: usize,
+        /// Threads serving FUSE requests (default: the CPUs, 2 to 8; with --rw at least
+        /// 16, since a change holds its thread until Dovecot answers, and concurrent
+        /// changes to one mailbox are gathered into one command only if they arrive
+        /// together).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+        threads: Option<usize>,
         /// How opening a message reaches mailfs: kernel (no request per open; the kernel
         /// keeps message pages; an expunged message's open file may then fail with
         /// ESTALE), held (every open holds the stored file, readable to the end after an
@@ -218,6 +221,10 @@ fn poll_seconds(s: &str) -> std::result::Result<Duration, String> {
             )
         })
 }
+
+/// FUSE threads of a writable mount, at least: each change waits for Dovecot on its
+/// thread (milliseconds), and reads must go on meanwhile.
+const RW_THREADS: usize = 16;
 
 fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -717,7 +724,7 @@ struct MountOptions {
     nfs_cache_flush: bool,
     portable_names: bool,
     allow_other: bool,
-    threads: usize,
+    threads: Option<usize>,
     open_mode: OpenMode,
 }
 
@@ -924,7 +931,14 @@ fn mount(location: &str, mountpoint: &Path, write: WriteArgs, opts: MountOptions
     drop(notices_tx);
     let inodes = fs.inodes();
     let notify_stats = fs.notify_stats();
-    let (allow_other, threads) = (opts.allow_other, opts.threads);
+    let allow_other = opts.allow_other;
+    let threads = opts.threads.unwrap_or_else(|| {
+        if rw {
+            default_threads().max(RW_THREADS)
+        } else {
+            default_threads()
+        }
+    });
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![

@@ -98,8 +98,10 @@ impl Filesystem for MailFs {
                 reply.entry(&self.entry_ttl(&node), &attr, Generation(0));
             }
             // "No such name" is cached like a name (a negative dentry, inode 0) for the
-            // entry timeout; the notifier drops it when the name appears.
-            Err(e) if e.is_not_found() && !self.timeouts.entry.is_zero() => {
+            // entry timeout; the notifier drops it when the name appears. Not on a
+            // writable mount: a name made through it (a save's `<uid>.eml`, a mailbox)
+            // must be found at once, without waiting for the notifier.
+            Err(e) if e.is_not_found() && !self.timeouts.entry.is_zero() && !self.writable() => {
                 reply.entry(&self.timeouts.entry, &negative_attr(), Generation(0));
             }
             Err(e) => reply.error(self.errors.errno("lookup", &e)),
@@ -827,10 +829,10 @@ impl Filesystem for MailFs {
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let done = self
             .folder_of(parent)
-            .and_then(|parent| self.remove_message(&parent, name));
+            .and_then(|parent| self.remove_message(&parent, name, req.pid()));
         match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errors.errno("unlink", &e)),

@@ -157,7 +157,7 @@ impl MailFs {
     }
 
     /// Where the notifier thread takes notices (a change made through the mount tells
-    /// the kernel itself, and waits for it where it can).
+    /// the kernel what it may hold of the old state).
     pub fn set_notices(&mut self, tx: std::sync::mpsc::Sender<notify::Notice>) {
         self.notices = Some(tx);
     }

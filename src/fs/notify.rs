@@ -84,8 +84,6 @@ pub enum Notice {
         /// The name.
         name: std::ffi::OsString,
     },
-    /// Everything sent before has been applied: the sender, waiting, may go on.
-    Done(std::sync::mpsc::SyncSender<()>),
 }
 
 /// Starts the notifier thread; it ends when the sending side of `changes` is dropped.
@@ -154,9 +152,6 @@ impl<K: KernelCaches> Invalidator<K> {
                     rounds[0].push_back((Instant::now() + REPLAY_AFTER[0], change));
                 }
                 Ok(Notice::Entry { parent, name }) => self.inval_entry(parent, &name),
-                Ok(Notice::Done(ack)) => {
-                    let _ = ack.send(());
-                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }

@@ -133,10 +133,20 @@ impl Staged {
     }
 }
 
+/// A process's recent saves into one mailbox: the messages from UID `first_uid` on may be
+/// its own.
+#[derive(Debug, Clone, Copy)]
+struct Deliveries {
+    first_uid: u32,
+    last: Instant,
+}
+
 /// The staged files of a mount.
 #[derive(Debug, Default)]
 pub struct Staging {
     by_id: Mutex<HashMap<u64, Arc<Staged>>>,
+    /// Per (process, mailbox): its saves of the last [`GHOST_TTL`].
+    deliveries: Mutex<HashMap<(u32, MailboxName), Deliveries>>,
     next_id: AtomicU64,
     /// Bytes held by all staged files.
     total: AtomicU64,
@@ -408,6 +418,29 @@ impl Staging {
             st.data = Vec::new();
             self.total.fetch_sub(held, Ordering::Relaxed);
         }
+    }
+
+    /// Records that process `pid` saved a message into `mailbox`, whose next UID was
+    /// `uid_next` before the save.
+    pub fn delivered(&self, pid: u32, mailbox: &MailboxName, uid_next: u32) {
+        let mut all = self.deliveries.lock();
+        let now = Instant::now();
+        all.retain(|_, d| now.duration_since(d.last) <= GHOST_TTL);
+        all.entry((pid, mailbox.clone()))
+            .and_modify(|d| d.last = now)
+            .or_insert(Deliveries {
+                first_uid: uid_next,
+                last: now,
+            });
+    }
+
+    /// The first UID that may be a message process `pid` saved into `mailbox` within the
+    /// last [`GHOST_TTL`] (every message since its first save there counts).
+    pub fn delivered_since(&self, pid: u32, mailbox: &MailboxName) -> Option<u32> {
+        let all = self.deliveries.lock();
+        all.get(&(pid, mailbox.clone()))
+            .filter(|d| d.last.elapsed() <= GHOST_TTL)
+            .map(|d| d.first_uid)
     }
 
     /// Forgets ghosts released more than [`GHOST_TTL`] ago.

@@ -27,6 +27,7 @@ enum Call {
     Create(String),
     Delete(String),
     Rename(String, String),
+    Save(String, u32),
 }
 
 /// A writer that records calls and carries out creations on the memory store, so that
@@ -58,8 +59,12 @@ impl MailWriter for Recorder {
         ));
         Ok(())
     }
-    fn save(&self, _mailbox: &MailboxName, _message: &[u8]) -> Result<Option<u32>> {
-        unreachable!("no save path through this layer yet")
+    fn save(&self, mailbox: &MailboxName, message: &[u8]) -> Result<Option<u32>> {
+        let uid = self
+            .store
+            .save(&mailbox.to_string(), message, MailFlags::default());
+        self.calls.lock().push(Call::Save(mailbox.to_string(), uid));
+        Ok(Some(uid))
     }
     fn create_mailbox(&self, name: &MailboxName) -> Result<()> {
         self.calls.lock().push(Call::Create(name.to_string()));
@@ -216,7 +221,7 @@ fn xattrs_and_reads_by_inode() {
 fn changes_become_writer_calls() {
     let (_store, fs, rec) = recording();
     let calls = || rec.calls.lock().clone();
-    fs.remove_message(&name("INBOX"), OsStr::new("2.eml"))
+    fs.remove_message(&name("INBOX"), OsStr::new("2.eml"), 1)
         .unwrap();
     assert_eq!(
         calls().last(),
@@ -343,7 +348,7 @@ fn a_read_only_mount_refuses_every_change_with_erofs() {
     let (_store, fs) = setup(|_| Arc::new(ReadOnly));
     let erofs = |r: Result<()>| fs.errors.errno("test", &r.unwrap_err());
     assert_eq!(
-        erofs(fs.remove_message(&name("INBOX"), OsStr::new("1.eml"))),
+        erofs(fs.remove_message(&name("INBOX"), OsStr::new("1.eml"), 1)),
         fuser::Errno::EROFS
     );
     assert_eq!(
@@ -392,7 +397,9 @@ fn a_moved_message_answers_under_its_target_name_until_a_message_takes_it() {
     assert_eq!(listed(&fs, "Empty"), [".", ".."], "a ghost is not listed");
     let held = fs.inodes.get(moved_ino).expect("still held");
     assert_eq!(
-        fs.attr_of(moved_ino, &held).expect("the renamed inode answers").size,
+        fs.attr_of(moved_ino, &held)
+            .expect("the renamed inode answers")
+            .size,
         attr.size
     );
 
@@ -410,7 +417,7 @@ fn a_moved_message_answers_under_its_target_name_until_a_message_takes_it() {
         ),
         "{node:?}"
     );
-    fs.remove_message(&name("Empty"), OsStr::new("2.eml"))
+    fs.remove_message(&name("Empty"), OsStr::new("2.eml"), 1)
         .unwrap();
     assert_eq!(
         rec.calls.lock().last(),
@@ -422,5 +429,46 @@ fn a_moved_message_answers_under_its_target_name_until_a_message_takes_it() {
             .unwrap_err()
             .is_not_found(),
         "the ghost went with the message"
+    );
+}
+
+/// `tar -x` restoring `10.eml` then `2.eml` into a mailbox: the first becomes UID 2, and
+/// tar unlinks the `2.eml` in its way before writing its own. The process that saved a
+/// message cannot expunge it by its UID name within the minute (EBUSY); anyone else can,
+/// and the same process can still remove messages that were there before its saves.
+#[test]
+fn a_process_cannot_expunge_what_it_just_saved_under_another_name() {
+    let (_store, fs, rec) = recording();
+    let inbox = Arc::new(name("INBOX"));
+    let tar = 4242;
+    let staged = fs
+        .create_staged(&inbox, OsStr::new("10.eml"), 0, 0)
+        .unwrap();
+    fs.staging
+        .write(&staged, 0, b"Subject: restored\n\n")
+        .unwrap();
+    fs.save_staged(&staged, tar).unwrap();
+    assert_eq!(
+        rec.calls.lock().last(),
+        Some(&Call::Save("INBOX".into(), 3))
+    );
+    match fs.remove_message(&inbox, OsStr::new("3.eml"), tar) {
+        Err(Error::Refused { why, .. }) => assert_eq!(why, crate::error::Refusal::Busy),
+        other => panic!("expected EBUSY, got {other:?}"),
+    }
+    assert_eq!(
+        rec.calls.lock().last(),
+        Some(&Call::Save("INBOX".into(), 3))
+    );
+    fs.remove_message(&inbox, OsStr::new("1.eml"), tar).unwrap();
+    assert_eq!(
+        rec.calls.lock().last(),
+        Some(&Call::Expunge("INBOX".into(), vec![1]))
+    );
+    fs.remove_message(&inbox, OsStr::new("3.eml"), tar + 1)
+        .unwrap();
+    assert_eq!(
+        rec.calls.lock().last(),
+        Some(&Call::Expunge("INBOX".into(), vec![3]))
     );
 }

@@ -18,18 +18,17 @@
 //! - `create`/`write`/`close`: a new message, staged until closed (`staging`), then saved.
 //!
 //! After each change the store's stamps are re-checked (the next view is current) and the
-//! notifier is told what the kernel may hold of the old state; a save waits for that
-//! (`close()` returns with the kernel's caches already dropped), changes made while the
-//! kernel holds directory locks (`rename`, `unlink`) do not (the kernel updates its own
-//! entries for those).
+//! notifier is told what the kernel may hold of the old state, without waiting for it
+//! (see `changed`): a writable mount keeps nothing in the kernel that a change through it
+//! could make wrong (no negative entries, no directory pages), so the change is visible
+//! when the syscall returns.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fuser::FileAttr;
-use log::debug;
+use log::{debug, warn};
 
 use super::MailFs;
 use super::inode::Node;
@@ -45,25 +44,50 @@ pub(super) const FLAGS: &str = "user.mail.flags";
 const FLAGS_ADD: &str = "user.mail.flags.add";
 const FLAGS_REMOVE: &str = "user.mail.flags.remove";
 
-/// How long a save waits for the kernel's caches to be dropped before it returns anyway.
-const SETTLE_WAIT: Duration = Duration::from_secs(2);
-
 impl MailFs {
-    /// `unlink(parent, name)`: expunges the message `name` of folder `parent` (or forgets
-    /// a staged file or ghost of that name).
-    pub(super) fn remove_message(&self, parent: &MailboxName, name: &OsStr) -> Result<()> {
+    /// `unlink(parent, name)` by process `pid`: expunges the message `name` of folder
+    /// `parent` (or forgets a staged file or ghost of that name).
+    ///
+    /// A message that `pid` itself may have saved here within the last minute is not
+    /// expunged (EBUSY, and a log line): its name is its UID, given by Dovecot, and can
+    /// be one the same process is about to write. `tar -x` does exactly that: restoring
+    /// `10.eml` saves a message that becomes `2.eml`; restoring `2.eml` next, tar finds a
+    /// file of that name and unlinks it to make room, which would expunge the message it
+    /// has just restored.
+    pub(super) fn remove_message(
+        &self,
+        parent: &MailboxName,
+        name: &OsStr,
+        pid: u32,
+    ) -> Result<()> {
         if let Some(staged) = self.staged_at(parent, name) {
             self.staging.unlink(&staged);
             return Ok(());
         }
         let (mailbox, uid) = self.message_at(parent, name)?;
+        if self
+            .staging
+            .delivered_since(pid, &mailbox)
+            .is_some_and(|first| uid >= first)
+        {
+            warn!(
+                "{mailbox}/{uid}.eml: not expunged: process {pid} saved messages into \
+                 {mailbox} within the last minute and this may be one of them under the name \
+                 Dovecot gave it (tar -x unlinks files in its way; restore with rsync -a, \
+                 or into another mailbox)"
+            );
+            return Err(Error::refused(
+                Refusal::Busy,
+                format!("{mailbox}/{uid}: saved moments ago by the process removing it"),
+            ));
+        }
         let before = self.view(&mailbox).ok();
         self.writer.expunge(&mailbox, &[uid])?;
         // A ghost of that name (hidden by the message) must not take its place.
         if let Some(ghost) = self.staging.find(parent, name) {
             self.staging.unlink(&ghost);
         }
-        self.changed(&[(mailbox, before)], Vec::new(), false);
+        self.changed(&[(mailbox, before)], Vec::new());
         Ok(())
     }
 
@@ -96,7 +120,7 @@ impl MailFs {
             ));
         }
         self.writer.delete_mailbox(&folder)?;
-        self.changed(&[], Vec::new(), false);
+        self.changed(&[], Vec::new());
         Ok(())
     }
 
@@ -122,7 +146,7 @@ impl MailFs {
         let mut levels = parent.0.clone();
         levels.push(level);
         self.writer.create_mailbox(&MailboxName(levels))?;
-        self.changed(&[], Vec::new(), false);
+        self.changed(&[], Vec::new());
         self.resolve(parent, name)
     }
 
@@ -161,7 +185,7 @@ impl MailFs {
                 // under its own UID), and the message already there is left alone.
                 if staged.phase() == Phase::Saved {
                     self.staging.unlink(&staged);
-                    self.changed(&[], vec![(to_ino, new_name.to_os_string())], false);
+                    self.changed(&[], vec![(to_ino, new_name.to_os_string())]);
                     return Ok(());
                 }
                 return Err(Error::refused(
@@ -217,12 +241,15 @@ impl MailFs {
                 if let (Some(id), Some(ino)) = (ghost, self.inodes.known(&moved_node)) {
                     self.inodes.rebind(ino, Node::Staged(id));
                 }
+            } else if let (Some(node), Some(ino)) = (&target, self.inodes.known(&moved_node)) {
+                // The kernel replaced its dentry of the target with the moved inode; the
+                // name still means the message that had it.
+                self.inodes.rebind(ino, node.clone());
             }
             // The kernel now holds `to/new_name` for the moved message: dropped.
             self.changed(
                 &[(mailbox, before_from), (to.clone(), before_to)],
                 vec![(to_ino, new_name.to_os_string())],
-                false,
             );
             return Ok(());
         }
@@ -246,7 +273,7 @@ impl MailFs {
         levels.push(folder_level(self.naming, new_name)?);
         self.writer.rename_mailbox(&folder, &MailboxName(levels))?;
         // Everything the kernel holds below the moved directory has other names now.
-        self.changed(&[], vec![(to_ino, new_name.to_os_string())], false);
+        self.changed(&[], vec![(to_ino, new_name.to_os_string())]);
         Ok(())
     }
 
@@ -286,7 +313,7 @@ impl MailFs {
         let uid = self.uid_of(mailbox, *uid_validity, key)?;
         let before = self.view(mailbox).ok();
         self.writer.change_flags(mailbox, &[uid], &change)?;
-        self.changed(&[((**mailbox).clone(), before)], Vec::new(), false);
+        self.changed(&[((**mailbox).clone(), before)], Vec::new());
         Ok(())
     }
 
@@ -351,7 +378,10 @@ impl MailFs {
         match self.writer.save(&mailbox, &bytes) {
             Ok(_) => {
                 self.staging.saved(staged, true);
-                self.changed(&[((*mailbox).clone(), before)], Vec::new(), true);
+                if let Some(view) = &before {
+                    self.staging.delivered(closing_pid, &mailbox, view.uid_next);
+                }
+                self.changed(&[((*mailbox).clone(), before)], Vec::new());
                 Ok(())
             }
             Err(e) => {
@@ -363,13 +393,17 @@ impl MailFs {
 
     /// After a change: the store's stamps are re-checked, and the notifier told each
     /// changed mailbox's view before and now, and the `entries` (directory inode, name)
-    /// the kernel may hold under a name that means something else now. With `wait`,
-    /// returns once the notifier has applied them (bounded by [`SETTLE_WAIT`]).
+    /// the kernel may hold under a name that means something else now. The caller does not
+    /// wait for the notifier: its entry invalidations take the directory's lock, which a
+    /// `create` in that directory holds while it waits for a FUSE thread, so a thread
+    /// waiting here could stall them all. Read-your-writes does not depend on it: a
+    /// writable mount keeps no negative entries and no directory pages in the kernel (see
+    /// `lookup`, `opendir`), the kernel itself moves or drops the dentries of a rename or
+    /// unlink, and `rename` rebinds the inode it moved.
     fn changed(
         &self,
         mailboxes: &[(MailboxName, Option<Arc<MailboxView>>)],
         entries: Vec<(u64, std::ffi::OsString)>,
-        wait: bool,
     ) {
         self.store.context().recheck_all();
         let Some(tx) = &self.notices else { return };
@@ -387,12 +421,6 @@ impl MailFs {
         }
         for (parent, name) in entries {
             let _ = tx.send(Notice::Entry { parent, name });
-        }
-        if wait {
-            let (ack, done) = std::sync::mpsc::sync_channel(1);
-            if tx.send(Notice::Done(ack)).is_ok() {
-                let _ = done.recv_timeout(SETTLE_WAIT);
-            }
         }
     }
 

@@ -1,9 +1,11 @@
 //! Group commit: changes of one kind to one mailbox that arrive while a command for them is
-//! running are gathered and carried out by the next command together (`expunge mailbox
-//! box uid 3,7,12`), each caller still waiting for Dovecot's answer to the command that
-//! carried its change. A doveadm command costs its user's and mailbox's set-up (several
-//! milliseconds), whatever it changes; concurrent `rm`s (`xargs -P`, several shells) then
-//! cost one set-up per batch instead of one each. A lone change runs at once, unbatched.
+//! running are gathered and carried out by the next command together (`flags add \Seen
+//! mailbox box uid 3,7,12`), each caller still waiting for Dovecot's answer to the command
+//! that carried its change. A doveadm command costs its user's and mailbox's set-up (several
+//! milliseconds), whatever it changes; concurrent `setfattr`s (`xargs -P`, several shells)
+//! then cost one set-up per batch instead of one each. A lone change runs at once, unbatched.
+//! (Expunges and moves are not gathered: the kernel serialises `unlink` and `rename` in a
+//! directory, so they never arrive together.)
 //!
 //! The thread whose change starts a batch leads it: it runs the command, hands the result
 //! to the others, and passes the lead to the first change that arrived meanwhile, which

@@ -181,31 +181,23 @@ enum Transport {
     Http(HttpApi),
 }
 
-/// What changes are gathered by: one kind of change to one user's mailbox.
+/// What flag changes are gathered by: one change of flags to one user's mailbox.
+/// (Only flag changes are gathered: the kernel runs `unlink` and `rename` in one directory
+/// one at a time, under the directory's lock, so expunges and moves from one mailbox never
+/// arrive together; `setxattr` holds only its file's lock.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum BatchKey {
-    Expunge {
-        user: String,
-        mailbox: String,
-    },
-    Move {
-        user: String,
-        from: String,
-        to: String,
-    },
-    Flags {
-        user: String,
-        mailbox: String,
-        verb: &'static str,
-        flags: Vec<String>,
-    },
+struct FlagsKey {
+    user: String,
+    mailbox: String,
+    verb: &'static str,
+    flags: Vec<String>,
 }
 
 /// Changes carried out by a doveadm server.
 pub struct DoveadmWriter {
     transport: Transport,
-    /// Concurrent changes of one kind to one mailbox, carried by shared commands.
-    batches: Batcher<BatchKey>,
+    /// Concurrent flag changes to one mailbox, carried by shared commands.
+    batches: Batcher<FlagsKey>,
     users: Users,
     /// Each user's hierarchy separator, as learned from its mailbox list.
     separators: Mutex<HashMap<String, char>>,
@@ -434,35 +426,6 @@ fn refusal(what: &str, code: &str, reply: &Reply) -> Error {
     }
 }
 
-impl DoveadmWriter {
-    /// Runs `run` (given a UID set) for `uids`: one UID joins the batch of its kind (see
-    /// `batch`); several go in one command of their own.
-    fn gathered(
-        &self,
-        key: &BatchKey,
-        uids: &[u32],
-        run: impl Fn(String) -> Result<()>,
-    ) -> Result<()> {
-        match uids {
-            [uid] => self.batches.submit(key, *uid, |all| run(uid_set(all))),
-            _ => run(uid_set(uids)),
-        }
-    }
-}
-
-/// The UIDs of a set made by [`uid_set`].
-fn uid_numbers(set: &str) -> Vec<u32> {
-    set.split(',')
-        .flat_map(|part| match part.split_once(':') {
-            Some((a, b)) => {
-                let (a, b): (u32, u32) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
-                (a..=b).collect::<Vec<u32>>()
-            }
-            None => part.parse().into_iter().collect(),
-        })
-        .collect()
-}
-
 /// `1,5,7:9` for a sorted list of UIDs.
 fn uid_set(uids: &[u32]) -> String {
     let mut sorted = uids.to_vec();
@@ -490,17 +453,11 @@ fn uid_set(uids: &[u32]) -> String {
 impl MailWriter for DoveadmWriter {
     fn expunge(&self, mailbox: &MailboxName, uids: &[u32]) -> Result<()> {
         let (user, name) = self.locate(mailbox)?;
-        let key = BatchKey::Expunge {
-            user: user.clone(),
-            mailbox: name.clone(),
+        let cmd = Cmd::Expunge {
+            mailbox: name,
+            uids: uid_set(uids),
         };
-        self.gathered(&key, uids, |set| {
-            let cmd = Cmd::Expunge {
-                mailbox: name.clone(),
-                uids: set,
-            };
-            self.run(&user, &cmd, None).map(|_| ())
-        })
+        self.run(&user, &cmd, None).map(|_| ())
     }
 
     fn move_message(&self, from: &MailboxName, uid: u32, to: &MailboxName) -> Result<Option<u32>> {
@@ -512,25 +469,17 @@ impl MailWriter for DoveadmWriter {
                 format!("moving {from}/{uid} to another user's {to}"),
             ));
         }
-        let key = BatchKey::Move {
-            user: user.clone(),
-            from: src.clone(),
-            to: dst.clone(),
+        let cmd = Cmd::Move {
+            from: src,
+            to: dst,
+            uids: uid.to_string(),
         };
-        self.gathered(&key, &[uid], |set| {
-            let cmd = Cmd::Move {
-                from: src.clone(),
-                to: dst.clone(),
-                uids: set,
-            };
-            self.run(&user, &cmd, None).map(|_| ())
-        })?;
+        self.run(&user, &cmd, None)?;
         Ok(None)
     }
 
     fn change_flags(&self, mailbox: &MailboxName, uids: &[u32], change: &FlagChange) -> Result<()> {
         let (user, name) = self.locate(mailbox)?;
-        let uids = uid_set(uids);
         let (verb, flags) = match change {
             FlagChange::Replace(f) => ("replace", f.clone()),
             FlagChange::Add(f) => ("add", f.clone()),
@@ -546,7 +495,7 @@ impl MailWriter for DoveadmWriter {
                 &user,
                 &Cmd::FetchFlags {
                     mailbox: name.clone(),
-                    uids: uids.clone(),
+                    uids: uid_set(uids),
                 },
                 None,
             )?;
@@ -564,20 +513,14 @@ impl MailWriter for DoveadmWriter {
                 verb: "remove",
                 flags: all,
                 mailbox: name,
-                uids,
+                uids: uid_set(uids),
             };
             self.run(&user, &cmd, None)?;
             return Ok(());
         } else {
             flags
         };
-        let key = BatchKey::Flags {
-            user: user.clone(),
-            mailbox: name.clone(),
-            verb,
-            flags: flags.clone(),
-        };
-        self.gathered(&key, &uid_numbers(&uids), |set| {
+        let run = |set: String| {
             let cmd = Cmd::Flags {
                 verb,
                 flags: flags.clone(),
@@ -585,7 +528,20 @@ impl MailWriter for DoveadmWriter {
                 uids: set,
             };
             self.run(&user, &cmd, None).map(|_| ())
-        })
+        };
+        // One message (a `setxattr`) joins the batch of its change; several go at once.
+        match uids {
+            [uid] => {
+                let key = FlagsKey {
+                    user: user.clone(),
+                    mailbox: name.clone(),
+                    verb,
+                    flags: flags.clone(),
+                };
+                self.batches.submit(&key, *uid, |all| run(uid_set(all)))
+            }
+            _ => run(uid_set(uids)),
+        }
     }
 
     fn save(&self, mailbox: &MailboxName, message: &[u8]) -> Result<Option<u32>> {
