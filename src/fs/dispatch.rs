@@ -294,10 +294,10 @@ impl Filesystem for MailFs {
         reply: ReplyEmpty,
     ) {
         if let Some(Node::Staged(id)) = self.node(ino) {
-            // A close of a file being written: it becomes a message now, and close()
-            // returns only once Dovecot has it.
+            // A close of a file being written: if it is its writer's, the file becomes a
+            // message now, and close() returns only once Dovecot has it.
             let saved = match self.staging.get(id) {
-                Some(staged) => self.save_staged(&staged, req.pid()),
+                Some(staged) => self.flush_staged(&staged, req.pid()),
                 None => Ok(()),
             };
             match saved {
@@ -360,7 +360,7 @@ impl Filesystem for MailFs {
     ) {
         let made = self
             .folder_of(parent)
-            .and_then(|p| self.create_staged(&p, name, req.uid(), req.gid()));
+            .and_then(|p| self.create_staged(&p, name, (req.uid(), req.gid()), req.pid()));
         match made {
             Ok(staged) => {
                 let node = Node::Staged(staged.id);
@@ -381,7 +381,7 @@ impl Filesystem for MailFs {
 
     fn release(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -393,11 +393,9 @@ impl Filesystem for MailFs {
         match removed {
             Some(Handle::File(open)) if open.passthrough => self.backings.release(ino.0),
             Some(Handle::Staged(staged)) => {
-                // No FLUSH came (it always does on close(); this is the last chance).
-                if let Err(e) = self.save_staged(&staged, req.pid()) {
-                    let _ = self.errors.errno("release", &e);
+                if self.staging.released(&staged) {
+                    self.release_staged(&staged);
                 }
-                self.staging.released(&staged);
             }
             _ => {}
         }
@@ -795,7 +793,7 @@ impl Filesystem for MailFs {
         }
         let made = self
             .folder_of(parent)
-            .and_then(|p| self.create_staged(&p, name, req.uid(), req.gid()));
+            .and_then(|p| self.create_staged(&p, name, (req.uid(), req.gid()), req.pid()));
         match made {
             Ok(staged) => {
                 self.staging.released(&staged);

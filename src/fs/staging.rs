@@ -7,9 +7,16 @@
 //!   readable, writable at any offset, up to [`Limits::file`] bytes; all staged files
 //!   together up to [`Limits::total`]; beyond, the write fails with EFBIG or ENOSPC and
 //!   the file can no longer become a message).
-//! - Its first `flush` (the writer's `close()`) saves it, unless the process closing it
-//!   is being killed by a signal (an interrupted `cp`): then it is discarded. `close()`
-//!   returns only after Dovecot confirmed the save (or with its error).
+//! - It is saved when the thread (or another thread of the process) that created it
+//!   closes it with something written: `close()` returns only after Dovecot confirmed the
+//!   save (or with its error). Other closes save nothing: the shell's `cmd > file` opens,
+//!   `dup2()`s and closes the spare descriptor before `cmd` writes (a FLUSH with nothing
+//!   written yet), `( a; b ) > file` runs commands that each close an inherited
+//!   descriptor as they exit, and a child's `exec` closes the close-on-exec descriptors
+//!   it inherited while its parent is still writing. Whatever was not saved by its writer
+//!   is saved when the kernel releases the last descriptor (then `close()` does not wait
+//!   for it, and an error only reaches the log). An empty file is never saved; a file
+//!   closed by its writer as a signal kills it is discarded (an interrupted `cp`).
 //! - Saved, the file stays a *ghost* under its name for [`GHOST_TTL`] after its last
 //!   handle is released, answering lookups, `stat`, `utime`, `chmod`, `rename` and
 //!   `unlink` (`rsync` renames its temporary file after closing it; `tar` sets times
@@ -84,6 +91,17 @@ struct State {
     /// Owner of the file (the creator), presented while it is staged.
     uid: u32,
     gid: u32,
+    /// Who created it.
+    writer: Writer,
+}
+
+/// The thread that created a staged file, and its process: their closes save it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Writer {
+    /// The creating thread (a FUSE request's `pid` is its caller's thread id).
+    pub tid: u32,
+    /// Its process (thread group).
+    pub process: u32,
 }
 
 /// What `stat` shows of a staged file.
@@ -103,6 +121,11 @@ impl Staged {
     /// Its mailbox and name.
     pub fn place(&self) -> (Arc<MailboxName>, OsString) {
         self.place.lock().clone()
+    }
+
+    /// Who created it.
+    pub fn writer(&self) -> Writer {
+        self.state.lock().writer
     }
 
     /// Where it is in its life.
@@ -170,8 +193,8 @@ impl Staging {
         &self,
         mailbox: Arc<MailboxName>,
         name: &OsStr,
-        uid: u32,
-        gid: u32,
+        (uid, gid): (u32, u32),
+        writer: Writer,
     ) -> Arc<Staged> {
         self.expire();
         if let Some(old) = self.find(&mailbox, name) {
@@ -190,6 +213,7 @@ impl Staging {
                 released: None,
                 uid,
                 gid,
+                writer,
             }),
         });
         self.by_id.lock().insert(id, staged.clone());
@@ -222,6 +246,7 @@ impl Staging {
                 released: Some(Instant::now()),
                 uid: attr.uid,
                 gid: attr.gid,
+                writer: Writer::default(),
             }),
         });
         self.by_id.lock().insert(id, staged);
@@ -328,11 +353,12 @@ impl Staging {
         Ok(())
     }
 
-    /// The bytes to save, if the file is still to be saved (its first close); it is then
-    /// marked saved or failed by [`Staging::saved`].
+    /// The bytes to save, if the file is still to be saved and has any; it is then marked
+    /// saved or failed by [`Staging::saved`].
     pub fn to_save(&self, staged: &Staged) -> Option<(Arc<MailboxName>, Vec<u8>)> {
         let st = staged.state.lock();
-        (st.phase == Phase::Writing).then(|| (staged.place.lock().0.clone(), st.data.clone()))
+        (st.phase == Phase::Writing && !st.data.is_empty())
+            .then(|| (staged.place.lock().0.clone(), st.data.clone()))
     }
 
     /// Records how the save went: saved (the bytes are dropped; the size stays for
@@ -371,19 +397,24 @@ impl Staging {
         st.released = None;
     }
 
-    /// One handle fewer (a `release`). A failed file with no handle left is forgotten.
-    pub fn released(&self, staged: &Staged) {
-        let gone = {
+    /// One handle fewer (a `release`); whether it was the last. A failed file with no
+    /// handle left is forgotten.
+    pub fn released(&self, staged: &Staged) -> bool {
+        let (last, gone) = {
             let mut st = staged.state.lock();
             st.handles = st.handles.saturating_sub(1);
             if st.handles == 0 {
                 st.released = Some(Instant::now());
             }
-            st.handles == 0 && st.phase == Phase::Failed
+            (
+                st.handles == 0,
+                st.handles == 0 && st.phase == Phase::Failed,
+            )
         };
         if gone {
             self.drop_file(staged);
         }
+        last
     }
 
     /// Renames the file (within its mailbox or into another while it is being written).
@@ -420,7 +451,7 @@ impl Staging {
         }
     }
 
-    /// Records that process `pid` saved a message into `mailbox`, whose next UID was
+    /// Records that thread `pid` saved a message into `mailbox`, whose next UID was
     /// `uid_next` before the save.
     pub fn delivered(&self, pid: u32, mailbox: &MailboxName, uid_next: u32) {
         let mut all = self.deliveries.lock();
@@ -434,7 +465,7 @@ impl Staging {
             });
     }
 
-    /// The first UID that may be a message process `pid` saved into `mailbox` within the
+    /// The first UID that may be a message thread `pid` saved into `mailbox` within the
     /// last [`GHOST_TTL`] (every message since its first save there counts).
     pub fn delivered_since(&self, pid: u32, mailbox: &MailboxName) -> Option<u32> {
         let all = self.deliveries.lock();
@@ -476,7 +507,11 @@ mod tests {
     #[test]
     fn a_file_is_written_saved_once_and_kept_as_a_ghost() {
         let staging = Staging::new(Limits::default());
-        let f = staging.create(inbox(), OsStr::new("msg.eml"), 1, 1);
+        let f = staging.create(inbox(), OsStr::new("msg.eml"), (1, 1), Writer::default());
+        assert!(
+            staging.to_save(&f).is_none(),
+            "nothing written: nothing to save"
+        );
         assert_eq!(staging.write(&f, 0, b"Subject: x\n").unwrap(), 11);
         assert_eq!(staging.write(&f, 11, b"\nbody\n").unwrap(), 6);
         staging.write(&f, 0, b"s").unwrap(); // overwrite in place
@@ -497,7 +532,7 @@ mod tests {
             staging.write(&f, 0, b"x").is_err(),
             "messages are immutable"
         );
-        staging.released(&f);
+        assert!(staging.released(&f), "the last handle");
         // rsync renames its temporary file after closing it.
         staging
             .rename(&f, inbox(), OsStr::new("final.eml"))
@@ -513,7 +548,7 @@ mod tests {
             file: 10,
             total: 15,
         });
-        let a = staging.create(inbox(), OsStr::new("a"), 1, 1);
+        let a = staging.create(inbox(), OsStr::new("a"), (1, 1), Writer::default());
         let err = staging.write(&a, 0, &[b'x'; 11]).unwrap_err();
         assert!(
             matches!(
@@ -526,8 +561,8 @@ mod tests {
             "{err}"
         );
         assert!(staging.to_save(&a).is_none(), "never saved");
-        let b = staging.create(inbox(), OsStr::new("b"), 1, 1);
-        let c = staging.create(inbox(), OsStr::new("c"), 1, 1);
+        let b = staging.create(inbox(), OsStr::new("b"), (1, 1), Writer::default());
+        let c = staging.create(inbox(), OsStr::new("c"), (1, 1), Writer::default());
         staging.write(&b, 0, &[b'x'; 10]).unwrap();
         let err = staging.write(&c, 0, &[b'x'; 6]).unwrap_err();
         assert!(

@@ -442,12 +442,12 @@ fn a_process_cannot_expunge_what_it_just_saved_under_another_name() {
     let inbox = Arc::new(name("INBOX"));
     let tar = 4242;
     let staged = fs
-        .create_staged(&inbox, OsStr::new("10.eml"), 0, 0)
+        .create_staged(&inbox, OsStr::new("10.eml"), (0, 0), tar)
         .unwrap();
     fs.staging
         .write(&staged, 0, b"Subject: restored\n\n")
         .unwrap();
-    fs.save_staged(&staged, tar).unwrap();
+    fs.flush_staged(&staged, tar).unwrap();
     assert_eq!(
         rec.calls.lock().last(),
         Some(&Call::Save("INBOX".into(), 3))
@@ -471,4 +471,58 @@ fn a_process_cannot_expunge_what_it_just_saved_under_another_name() {
         rec.calls.lock().last(),
         Some(&Call::Expunge("INBOX".into(), vec![3]))
     );
+}
+
+/// A new file is saved by its writer's close: not by the shell's close of the spare
+/// descriptor it `dup2()`ed before anything was written, not by another process's close
+/// of an inherited descriptor (a child's exec, a command of `( a; b ) > file` exiting),
+/// and what no writer's close saved is saved at the last release. (The thread ids here
+/// name no live process, so each is a process of its own.)
+#[test]
+fn only_the_writers_close_or_the_last_release_saves_a_new_file() {
+    let (_store, fs, rec) = recording();
+    let inbox = Arc::new(name("INBOX"));
+    let (shell, child) = (4_000_001, 4_000_002);
+    let saves = || {
+        rec.calls
+            .lock()
+            .iter()
+            .filter(|c| matches!(c, Call::Save(..)))
+            .count()
+    };
+    let f = fs
+        .create_staged(&inbox, OsStr::new("redirected.eml"), (0, 0), shell)
+        .unwrap();
+    fs.flush_staged(&f, shell).unwrap(); // the spare descriptor, nothing written yet
+    assert_eq!(saves(), 0, "an empty close saves nothing");
+    fs.staging.write(&f, 0, b"Subject: a\n\n").unwrap();
+    fs.flush_staged(&f, child).unwrap(); // a child exits (or execs)
+    assert_eq!(saves(), 0, "another process's close saves nothing");
+    fs.staging.write(&f, 13, b"rest\n").unwrap();
+    fs.flush_staged(&f, shell).unwrap();
+    assert_eq!(saves(), 1, "the writer's close saves");
+    assert!(fs.staging.released(&f));
+    fs.release_staged(&f);
+    assert_eq!(saves(), 1, "saved once");
+
+    // The writer never closed it itself: the last release saves it.
+    let g = fs
+        .create_staged(&inbox, OsStr::new("handed-over.eml"), (0, 0), shell)
+        .unwrap();
+    fs.staging.write(&g, 0, b"Subject: b\n\n").unwrap();
+    fs.flush_staged(&g, child).unwrap();
+    assert_eq!(saves(), 1);
+    assert!(fs.staging.released(&g));
+    fs.release_staged(&g);
+    assert_eq!(saves(), 2, "the last release saves what is left");
+
+    // An empty file is never a message.
+    let e = fs
+        .create_staged(&inbox, OsStr::new("touched.eml"), (0, 0), shell)
+        .unwrap();
+    fs.flush_staged(&e, shell).unwrap();
+    assert!(fs.staging.released(&e));
+    fs.release_staged(&e);
+    assert_eq!(saves(), 2);
+    assert!(fs.staging.get(e.id).is_none(), "forgotten");
 }

@@ -34,7 +34,7 @@ use super::MailFs;
 use super::inode::Node;
 use super::naming::{self, Naming};
 use super::notify::Notice;
-use super::staging::{Phase, Staged, StagedAttr};
+use super::staging::{Phase, Staged, StagedAttr, Writer};
 use crate::coherence::Change;
 use crate::error::{Error, Refusal, Result};
 use crate::store::{FlagChange, MailboxName, MailboxView, MessageKey};
@@ -317,14 +317,14 @@ impl MailFs {
         Ok(())
     }
 
-    /// `create(parent, name)`: a new staged file in mailbox `parent` (see `staging`),
-    /// owned by `uid`/`gid`.
+    /// `create(parent, name)` by thread `tid`: a new staged file in mailbox `parent` (see
+    /// `staging`), owned by `owner` (uid, gid).
     pub(super) fn create_staged(
         &self,
         parent: &Arc<MailboxName>,
         name: &OsStr,
-        uid: u32,
-        gid: u32,
+        owner: (u32, u32),
+        tid: u32,
     ) -> Result<Arc<Staged>> {
         if !self.writable() {
             return Err(Error::refused(
@@ -356,19 +356,57 @@ impl MailFs {
                 ));
             }
         }
-        Ok(self.staging.create(parent.clone(), name, uid, gid))
+        // A create never comes from an exec, so /proc/TID can be read here (see
+        // `sys::bounded`).
+        let writer = Writer {
+            tid,
+            process: crate::sys::process_of(tid),
+        };
+        Ok(self.staging.create(parent.clone(), name, owner, writer))
     }
 
-    /// The first close of a staged file: saves it as a new message, unless the process
-    /// closing it is being killed (an interrupted copy becomes nothing). Returns when
-    /// Dovecot has it and the kernel's caches of its mailbox are dropped.
-    pub(super) fn save_staged(&self, staged: &Staged, closing_pid: u32) -> Result<()> {
-        let Some((mailbox, bytes)) = self.staging.to_save(staged) else {
-            return Ok(()); // saved already (a second close), or failed for good
-        };
-        if crate::sys::killed_by_signal(closing_pid) {
+    /// A FLUSH (a `close()`) of a staged file by thread `tid`: saves it if `tid` belongs
+    /// to the process that created it (see `staging` for why only then).
+    pub(super) fn flush_staged(&self, staged: &Staged, tid: u32) -> Result<()> {
+        let writer = staged.writer();
+        if tid != writer.tid && !crate::sys::same_process(writer.process, tid) {
+            return Ok(());
+        }
+        self.save_staged(staged, Some(tid))
+    }
+
+    /// The kernel released the last descriptor of a staged file: what its writer's close
+    /// did not save is saved now (nobody waits for it; a failure is logged). An empty file
+    /// is dropped.
+    pub(super) fn release_staged(&self, staged: &Staged) {
+        if staged.phase() != Phase::Writing {
+            return;
+        }
+        if staged.attr().size == 0 {
             debug!(
-                "{mailbox}/{}: its writer (pid {closing_pid}) was killed; not saved",
+                "{}: an empty file is not a message; not saved",
+                staged.place().1.to_string_lossy()
+            );
+            self.staging.unlink(staged);
+            return;
+        }
+        if let Err(e) = self.save_staged(staged, None) {
+            let _ = self.errors.errno("save at the last close", &e);
+        }
+    }
+
+    /// Saves a staged file as a new message, unless its writer, closing it as thread
+    /// `closing`, is being killed (an interrupted copy becomes nothing). Returns when
+    /// Dovecot has it.
+    fn save_staged(&self, staged: &Staged, closing: Option<u32>) -> Result<()> {
+        let Some((mailbox, bytes)) = self.staging.to_save(staged) else {
+            return Ok(()); // saved already, failed for good, or nothing written yet
+        };
+        if let Some(tid) = closing
+            && crate::sys::killed_by_signal(tid)
+        {
+            debug!(
+                "{mailbox}/{}: its writer (thread {tid}) was killed; not saved",
                 staged.place().1.to_string_lossy()
             );
             self.staging.discard(staged);
@@ -379,7 +417,8 @@ impl MailFs {
             Ok(_) => {
                 self.staging.saved(staged, true);
                 if let Some(view) = &before {
-                    self.staging.delivered(closing_pid, &mailbox, view.uid_next);
+                    self.staging
+                        .delivered(staged.writer().tid, &mailbox, view.uid_next);
                 }
                 self.changed(&[((*mailbox).clone(), before)], Vec::new());
                 Ok(())

@@ -3,6 +3,7 @@
 use std::ffi::{CStr, CString};
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A set of signals that [`block_signals`] blocked, for [`wait_signal`].
 #[derive(Clone, Copy)]
@@ -106,12 +107,69 @@ mod tests {
     }
 }
 
+/// How long a look at `/proc/PID` may take before [`killed_by_signal`] and
+/// [`same_process`] give up (see [`bounded`]).
+pub const PROC_LOOK_LIMIT: Duration = Duration::from_millis(200);
+
+/// Runs `look` on a thread of its own and waits at most `limit` for its answer.
+///
+/// A FUSE request can come from a process that is blocked until mailfs replies, in a
+/// state where reading its `/proc/PID` files blocks too: an `execve` closes the
+/// close-on-exec descriptors (each a FLUSH to mailfs) while holding the locks that
+/// `/proc/PID/stat` takes, so reading it from the FLUSH handler waits for the exec, which
+/// waits for the FLUSH (seen: a child's exec while its parent writes a new message hung
+/// the mount). The look is left to finish on its own thread after the deadline; it
+/// does, once mailfs has replied and the exec went on.
+pub fn bounded<T: Send + 'static>(
+    limit: Duration,
+    look: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("proc-look".into())
+        .spawn(move || {
+            let _ = tx.send(look());
+        })
+        .ok()?;
+    rx.recv_timeout(limit).ok()
+}
+
+/// Whether thread `tid` belongs to the process whose main thread is `tgid` (a FUSE
+/// request carries the calling thread's id). `false` when it cannot be told in
+/// [`PROC_LOOK_LIMIT`].
+pub fn same_process(tgid: u32, tid: u32) -> bool {
+    tgid == tid
+        || bounded(PROC_LOOK_LIMIT, move || {
+            std::fs::symlink_metadata(format!("/proc/{tgid}/task/{tid}")).is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// The process (thread group) thread `tid` belongs to, from `/proc/TID/status`; `tid`
+/// itself when that cannot be read. Only for requests that cannot come from an exec
+/// (`create`, `mknod`), see [`bounded`].
+pub fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Tgid:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(tid)
+}
+
 /// Whether process `pid` is exiting because a signal killed it (`PF_EXITING` and
 /// `PF_SIGNALED` in the flags of `/proc/PID/stat`, field 9). A file a process closes as
 /// it is killed (a `cp` hit by SIGKILL mid-copy) was not finished; one closed by a normal
 /// `exit` (`cat x > file`) was. `false` when it cannot be told (no such process: it was
-/// reaped, so whatever closed the file did not die in the middle of it).
+/// reaped, so whatever closed the file did not die in the middle of it; or the look took
+/// longer than [`PROC_LOOK_LIMIT`]: a process in the middle of an exec, not dying).
 pub fn killed_by_signal(pid: u32) -> bool {
+    bounded(PROC_LOOK_LIMIT, move || killed_by_signal_now(pid)).unwrap_or(false)
+}
+
+fn killed_by_signal_now(pid: u32) -> bool {
     const PF_EXITING: u64 = 0x4;
     const PF_SIGNALED: u64 = 0x400;
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -138,5 +196,34 @@ mod killed_tests {
     fn a_running_process_was_not_killed() {
         assert!(!killed_by_signal(std::process::id()));
         assert!(!killed_by_signal(u32::MAX));
+    }
+
+    #[test]
+    fn threads_belong_to_their_process_and_no_other() {
+        let me = std::process::id();
+        assert_eq!(process_of(me), me);
+        // SAFETY: gettid takes no arguments and cannot fail.
+        let tid = unsafe { libc::gettid() } as u32;
+        let other = std::thread::spawn(|| {
+            // SAFETY: as above.
+            unsafe { libc::gettid() as u32 }
+        });
+        let other_tid = other.join().unwrap();
+        assert_ne!(other_tid, me);
+        assert_eq!(process_of(tid), me);
+        assert!(same_process(me, tid));
+        assert!(!same_process(1, tid));
+    }
+
+    #[test]
+    fn a_look_that_takes_too_long_is_given_up() {
+        let started = std::time::Instant::now();
+        let slow = bounded(Duration::from_millis(20), || {
+            std::thread::sleep(Duration::from_millis(500));
+            1
+        });
+        assert_eq!(slow, None);
+        assert!(started.elapsed() < Duration::from_millis(400));
+        assert_eq!(bounded(Duration::from_secs(5), || 2), Some(2));
     }
 }
