@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -19,6 +19,9 @@ missing() {
     have fusermount3 || return 0
     # `doveadm exec imap` (used to move mail from new/ to cur/) needs dovecot-imapd.
     [ -x /usr/lib/dovecot/imap ] || return 0
+    # The write-mode tests restore mail with rsync and set flags with setfattr (attr).
+    have rsync || return 0
+    have setfattr || return 0
     return 1
 }
 
