@@ -54,3 +54,7 @@ mod safety;
 // A hostile mailbox owner: planted symbolic links, loops, parent directories under
 // --allow-other, each against its raw-store negative control.
 mod security;
+// Write mode (--rw): rm, mv, cp, setfattr, mkdir, rmdir, rename carried out by Dovecot's
+// doveadm server, on every format; rsync/tar restores; the read-only default; the mail_log
+// negative control; a storm against IMAP sessions; errors; the doveadm proxy path.
+mod write_mode;

@@ -148,6 +148,20 @@ pub struct Dovecot {
     mail_gid: u32,
 }
 
+/// More configuration for [`Dovecot::start_with_config`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config<'a> {
+    /// `key = value` lines, as for [`Dovecot::start_with_settings`]. A plugin setting is
+    /// spelled `plugin/NAME = VALUE` (Dovecot reads it as `plugin { NAME = VALUE }`).
+    pub settings: &'a [&'a str],
+    /// The static passdb's `args` (default `nopassword=y`), e.g.
+    /// `proxy=y host=127.0.0.1 nopassword=y` for a proxy.
+    pub passdb_args: Option<&'a str>,
+    /// Whole sections, written as given after everything else (e.g.
+    /// `service doveadm {\n inet_listener {\n port = 1234\n }\n}`).
+    pub sections: &'a [&'a str],
+}
+
 /// Which users a multi-user doveadm command ([`Dovecot::doveadm_users`]) runs for.
 #[derive(Debug, Clone, Copy)]
 pub enum Users<'a> {
@@ -162,7 +176,7 @@ impl Dovecot {
     /// All users share one `mail_location` (a static userdb, any user name works).
     pub fn start(dir: &TestDir, layout: Layout) -> Dovecot {
         assert_ne!(layout, Layout::PerUser, "use Dovecot::start_users");
-        Dovecot::start_with(dir, layout, &[], &[])
+        Dovecot::start_with(dir, layout, &[], Config::default())
     }
 
     /// Like [`Dovecot::start`], with extra `key = value` lines in `dovecot.conf` (e.g.
@@ -170,7 +184,15 @@ impl Dovecot {
     /// starts, `doveadm exec imap` sessions included.
     pub fn start_with_settings(dir: &TestDir, layout: Layout, settings: &[&str]) -> Dovecot {
         assert_ne!(layout, Layout::PerUser, "use Dovecot::start_users");
-        Dovecot::start_with(dir, layout, &[], settings)
+        Dovecot::start_with(
+            dir,
+            layout,
+            &[],
+            Config {
+                settings,
+                ..Config::default()
+            },
+        )
     }
 
     /// Starts a master whose users each have their own mail location ([`Layout::PerUser`]):
@@ -183,14 +205,14 @@ impl Dovecot {
     /// locations point into must be writable by it ([`Dovecot::mail_owned_dir`]).
     pub fn start_users(dir: &TestDir, users: &[(String, String)]) -> Dovecot {
         assert!(!users.is_empty(), "start_users needs users");
-        Dovecot::start_with(dir, Layout::PerUser, users, &[])
+        Dovecot::start_with(dir, Layout::PerUser, users, Config::default())
     }
 
     fn start_with(
         dir: &TestDir,
         layout: Layout,
         users: &[(String, String)],
-        settings: &[&str],
+        config: Config<'_>,
     ) -> Dovecot {
         let base = dir.mkdir("dovecot");
         for sub in ["run", "state", "home"] {
@@ -257,7 +279,7 @@ impl Dovecot {
         if let Some(location) = &location {
             let _ = writeln!(conf, "mail_location = {location}");
         }
-        for setting in settings {
+        for setting in config.settings {
             assert!(
                 setting.contains(" = ") && !setting.contains('\n'),
                 "a setting is one `key = value` line: {setting:?}"
@@ -267,9 +289,13 @@ impl Dovecot {
         let _ = write!(
             conf,
             "userdb {{\n  {userdb}\n}}\n\
-             passdb {{\n  driver = static\n  args = nopassword=y\n}}\n\
-             namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n"
+             passdb {{\n  driver = static\n  args = {}\n}}\n\
+             namespace inbox {{\n  inbox = yes\n  separator = /\n}}\n",
+            config.passdb_args.unwrap_or("nopassword=y")
         );
+        for section in config.sections {
+            let _ = writeln!(conf, "{section}");
+        }
         if !is_root() {
             // Without root, every Dovecot process runs as us.
             let user = id_name("-un");
@@ -313,6 +339,19 @@ impl Dovecot {
             },
         );
         dovecot
+    }
+
+    /// The doveadm server's unix socket (`<base_dir>/doveadm-server`), which `mailfs mount
+    /// --rw --doveadm` takes.
+    pub fn doveadm_socket(&self) -> PathBuf {
+        self.base.join("run/doveadm-server")
+    }
+
+    /// Everything Dovecot's processes have logged so far (`log_path`). `doveadm` run from
+    /// the command line logs to its own stderr, not here; the doveadm server's sessions
+    /// log here as `doveadm(USER)<PID><SESSION>: ...`.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.base.join("dovecot.log")).unwrap_or_default()
     }
 
     /// A mail user with an empty home directory (INBOX is created on first use). With

@@ -1,0 +1,798 @@
+//! Write mode (`mailfs mount --rw`): every change through the mount is carried out by
+//! Dovecot's own doveadm server, checked against doveadm itself.
+//!
+//! - Every operation on every format (Maildir++, LAYOUT=fs, sdbox, mdbox, mdbox with ALT):
+//!   each change checked with doveadm, read back through the mount at once (default kernel
+//!   caches), then `doveadm force-resync` of every mailbox changes nothing and the whole
+//!   mount equals doveadm.
+//! - `rsync -a` and `tar -x` restore each message exactly once; a killed `cp` and a message
+//!   over `--max-message-size` save nothing.
+//! - Without `--rw` every write is EROFS and the store does not change.
+//! - The negative control: Dovecot's mail_log shows every change as done by a doveadm
+//!   server session (a change made on the store files instead is not there).
+//! - A storm of writes through the mount against Dovecot's own IMAP sessions.
+//! - Errors: a missing endpoint, a stopped Dovecot (EIO, reads go on), a mailbox deleted
+//!   meanwhile (ENOENT), quota (EDQUOT with Dovecot's words), `--rw` without `--user`.
+//! - The cluster path: a second Dovecot proxying doveadm commands to the backend over TCP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::util::compare::assert_mount_matches_dovecot;
+use crate::util::corpus::{crlf, email, no_final_newline};
+use crate::util::dovecot::{DboxLayout, Dovecot, Layout, MailboxStatus, Message, User};
+use crate::util::fingerprint::Fingerprint;
+use crate::util::fsx::{dir_names, errno, errno_name, setxattr, xattr_string};
+use crate::util::mount::Mount;
+use crate::util::{TestDir, assert_bytes_eq, show};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// `--rw --user NAME --doveadm <the private Dovecot's socket>`, then `extra`.
+fn rw_args(dovecot: &Dovecot, user: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--rw",
+        "--user",
+        user,
+        "--doveadm",
+        dovecot
+            .doveadm_socket()
+            .to_str()
+            .expect("UTF-8 socket path"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// A read-write mount of `user`'s store at `<dir>/mnt`, default kernel caches.
+fn mount_rw(dir: &TestDir, dovecot: &Dovecot, user: &User<'_>, extra: &[&str]) -> Mount {
+    let args = rw_args(dovecot, user.name(), extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Mount::start(&user.location(), &dir.join("mnt"), &args)
+}
+
+/// Runs a command to completion, stdin closed.
+fn run(program: &str, args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+/// `cp SRC DEST`, which must succeed.
+#[track_caller]
+fn cp(src: &Path, dest: &Path) {
+    let out = run("cp", &[src.as_os_str(), dest.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "cp {} {} failed ({}): {}",
+        src.display(),
+        dest.display(),
+        out.status,
+        show(&out.stderr)
+    );
+}
+
+/// The names in a directory (panics if it cannot be listed).
+#[track_caller]
+fn names(dir: &Path) -> BTreeSet<String> {
+    dir_names(dir).unwrap_or_else(|e| panic!("listing {dir:?}: {e}"))
+}
+
+fn eml(uid: u32) -> String {
+    format!("{uid}.eml")
+}
+
+/// The flags of a doveadm/xattr spelling, as a set (the order is Dovecot's business).
+fn flag_set(flags: &str) -> BTreeSet<String> {
+    flags.split_whitespace().map(str::to_string).collect()
+}
+
+/// The flags doveadm reports for one message.
+#[track_caller]
+fn doveadm_flags(user: &User<'_>, mailbox: &str, uid: u32) -> BTreeSet<String> {
+    let all = user.fetch_flags(mailbox);
+    let (_, flags) = all
+        .iter()
+        .find(|(u, _)| *u == uid)
+        .unwrap_or_else(|| panic!("{mailbox} has no uid {uid}: {all:?}"));
+    flags.iter().cloned().collect()
+}
+
+/// `truncate(2)` by path.
+fn truncate(path: &Path, len: i64) -> io::Result<()> {
+    let p = CString::new(path.as_os_str().as_bytes()).expect("path with NUL");
+    // SAFETY: a NUL-terminated path; truncate has no other preconditions.
+    if unsafe { libc::truncate(p.as_ptr(), len) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `expected` errno, or a panic naming what was tried and what came back.
+#[track_caller]
+fn assert_errno<T>(what: &str, r: &io::Result<T>, expected: i32) {
+    assert_eq!(
+        errno(r),
+        Some(expected),
+        "{what}: expected {}, got {}",
+        errno_name(Some(expected)),
+        errno_name(errno(r))
+    );
+}
+
+/// What `doveadm save` stores for `bytes`: saved into `reference` (a mailbox the test
+/// keeps for this), and read back.
+fn stored_form(user: &User<'_>, reference: &str, bytes: &[u8]) -> Vec<u8> {
+    let uid = user.save(reference, bytes);
+    user.text(reference, uid)
+}
+
+/// Every mailbox's status and messages (uid, guid, flags, sizes, dates, text).
+type Snapshot = BTreeMap<String, (MailboxStatus, Vec<Message>)>;
+
+fn snapshot(user: &User<'_>) -> Snapshot {
+    user.statuses()
+        .into_iter()
+        .map(|(name, status)| {
+            let messages = user.fetch(&name);
+            (name, (status, messages))
+        })
+        .collect()
+}
+
+/// `doveadm force-resync` of every mailbox finds nothing to fix: every mailbox's status
+/// and every message (uid, guid, flags, text, dates) are the same after it.
+#[track_caller]
+fn assert_force_resync_changes_nothing(user: &User<'_>) {
+    let before = snapshot(user);
+    assert!(!before.is_empty());
+    for name in before.keys() {
+        user.force_resync(name);
+    }
+    let after = snapshot(user);
+    for (name, (status, messages)) in &before {
+        let (s, m) = after
+            .get(name)
+            .unwrap_or_else(|| panic!("mailbox {name} gone after force-resync"));
+        assert_eq!(s, status, "status of {name} before and after force-resync");
+        assert_eq!(
+            m, messages,
+            "messages of {name} before and after force-resync"
+        );
+    }
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>(),
+        "mailboxes before and after force-resync"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 1: every operation, every format
+
+/// The mailboxes every-operation starts with, and what is in them.
+struct Seeded {
+    /// INBOX UIDs, 5 messages.
+    inbox: Vec<u32>,
+    /// Target: one message.
+    target: Vec<u32>,
+    /// Full: one message.
+    full: u32,
+    /// Parent (one message) and Parent/Child (one message).
+    parent: u32,
+    child: u32,
+}
+
+fn seed(user: &User<'_>) -> Seeded {
+    for name in ["Target", "Ref", "Empty", "Full", "Parent", "Parent/Child"] {
+        user.create_mailbox(name);
+    }
+    let inbox = (1..=5)
+        .map(|n| user.save("INBOX", &email(n, &format!("Inbox {n}"), "hello")))
+        .collect();
+    let target = vec![user.save("Target", &email(10, "Target 1", "already here"))];
+    let full = user.save("Full", &email(11, "Full", "keeps Full from rmdir"));
+    let parent = user.save("Parent", &email(12, "Parent", "in the parent"));
+    let child = user.save("Parent/Child", &email(13, "Child", "in the child"));
+    Seeded {
+        inbox,
+        target,
+        full,
+        parent,
+        child,
+    }
+}
+
+fn every_operation(test: &str, layout: Layout) {
+    let dir = TestDir::new(test);
+    let dovecot = Dovecot::start(&dir, layout);
+    let bob = dovecot.user("bob");
+    let seeded = seed(&bob);
+    if bob.alt_root().is_some() {
+        // The messages changed below live in ALT storage.
+        bob.adm(&[], &["altmove"], &["mailbox", "INBOX", "all"]);
+        bob.adm(&[], &["altmove"], &["mailbox", "Parent/Child", "all"]);
+    }
+    let scratch = dir.mkdir("scratch");
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    let inbox = mount.mailbox("INBOX");
+    let target = mount.mailbox("Target");
+    let [u1, flagged, moved, u4, u5] = seeded.inbox[..] else {
+        panic!("5 INBOX messages: {:?}", seeded.inbox)
+    };
+    // Seen through the mount before anything changes (the kernel holds these entries).
+    assert_eq!(
+        names(&inbox),
+        seeded.inbox.iter().map(|u| eml(*u)).collect(),
+        "INBOX before"
+    );
+    for u in &seeded.inbox {
+        fs::metadata(mount.message("INBOX", *u)).expect("stat before");
+    }
+
+    // rm: expunged; at once not listed, not stat-able.
+    fs::remove_file(mount.message("INBOX", u1)).expect("rm INBOX/u1");
+    assert!(
+        !bob.uids("INBOX").contains(&u1),
+        "doveadm still has uid {u1}"
+    );
+    assert!(!names(&inbox).contains(&eml(u1)), "ls after rm shows it");
+    assert_errno(
+        "stat after rm",
+        &fs::metadata(mount.message("INBOX", u1)),
+        libc::ENOENT,
+    );
+
+    // mv to another mailbox: gone from INBOX, in Target under the UID Dovecot gave it.
+    let moved_text = bob.text("INBOX", moved);
+    let target_next = bob.status("Target").uidnext;
+    assert_ne!(target_next, moved, "the test needs the new UID to differ");
+    fs::rename(mount.message("INBOX", moved), target.join(eml(moved)))
+        .expect("mv INBOX/moved Target/");
+    assert!(
+        !bob.uids("INBOX").contains(&moved),
+        "doveadm: moved still in INBOX"
+    );
+    assert_eq!(
+        bob.uids("Target"),
+        vec![seeded.target[0], target_next],
+        "doveadm: Target after mv"
+    );
+    assert_bytes_eq(
+        &bob.text("Target", target_next),
+        &moved_text,
+        "the moved message in Target",
+    );
+    assert!(!names(&inbox).contains(&eml(moved)), "ls INBOX after mv");
+    assert_eq!(
+        names(&target),
+        [eml(seeded.target[0]), eml(target_next)].into(),
+        "ls Target after mv"
+    );
+    assert_errno(
+        "stat of the old name after mv",
+        &fs::metadata(mount.message("INBOX", moved)),
+        libc::ENOENT,
+    );
+    assert_errno(
+        "stat of the name mv gave (the message has another UID there)",
+        &fs::metadata(target.join(eml(moved))),
+        libc::ENOENT,
+    );
+    assert_bytes_eq(
+        &fs::read(target.join(eml(target_next))).expect("read the moved message"),
+        &moved_text,
+        "the moved message through the mount",
+    );
+
+    // A rename never replaces: mv onto a message that exists moves the message, and the
+    // one already there stays (under its own name, with its own bytes).
+    let kept = seeded.target[0];
+    let kept_text = bob.text("Target", kept);
+    let onto_next = bob.status("Target").uidnext;
+    fs::rename(mount.message("INBOX", u5), target.join(eml(kept))).expect("mv onto 1.eml");
+    assert_eq!(
+        bob.uids("Target"),
+        vec![kept, target_next, onto_next],
+        "doveadm: Target after mv onto an existing name"
+    );
+    assert_bytes_eq(&bob.text("Target", kept), &kept_text, "the message kept");
+    assert_bytes_eq(
+        &fs::read(target.join(eml(kept))).expect("read the kept message"),
+        &kept_text,
+        "the kept message through the mount right after",
+    );
+    assert!(!bob.uids("INBOX").contains(&u5));
+
+    // A rename within one mailbox is refused; nothing changes.
+    assert_errno(
+        "rename inside INBOX",
+        &fs::rename(mount.message("INBOX", u4), inbox.join("99.eml")),
+        libc::EINVAL,
+    );
+    assert_eq!(bob.uids("INBOX"), vec![flagged, u4]);
+
+    // setfattr: replace (with the setfattr tool), add, remove, replace with nothing.
+    let mf = mount.message("INBOX", flagged);
+    let out = run(
+        "setfattr",
+        &[
+            "-n".as_ref(),
+            "user.mail.flags".as_ref(),
+            "-v".as_ref(),
+            "\\Seen $Label1".as_ref(),
+            mf.as_os_str(),
+        ],
+    );
+    assert!(out.status.success(), "setfattr: {}", show(&out.stderr));
+    let steps: [(&str, &str, &str); 4] = [
+        ("user.mail.flags", "\\Seen $Label1", "\\Seen $Label1"),
+        (
+            "user.mail.flags.add",
+            "\\Flagged work",
+            "\\Flagged \\Seen $Label1 work",
+        ),
+        ("user.mail.flags.remove", "\\Seen $Label1", "\\Flagged work"),
+        ("user.mail.flags", "", ""),
+    ];
+    for (i, (attr, value, expected)) in steps.into_iter().enumerate() {
+        if i > 0 {
+            setxattr(&mf, attr, value.as_bytes())
+                .unwrap_or_else(|e| panic!("setxattr {attr}={value:?}: {e}"));
+        }
+        assert_eq!(
+            doveadm_flags(&bob, "INBOX", flagged),
+            flag_set(expected),
+            "doveadm flags after {attr}={value:?}"
+        );
+        assert_eq!(
+            flag_set(&xattr_string(&mf, "user.mail.flags")),
+            flag_set(expected),
+            "user.mail.flags through the mount right after {attr}={value:?}"
+        );
+    }
+    setxattr(&mf, "user.mail.flags.add", b"\\Answered $Forwarded").expect("add again");
+
+    // cp: each saved with exactly the bytes `doveadm save` stores for the same file.
+    let mut plain = email(20, "Copied in", "plain LF message");
+    plain.extend_from_slice(b"From the start of a line\n");
+    let files: [(&str, Vec<u8>); 3] = [
+        ("plain.eml", plain),
+        ("crlf.eml", crlf()),
+        ("nonl.eml", no_final_newline()),
+    ];
+    for (name, bytes) in &files {
+        let src = scratch.join(name);
+        fs::write(&src, bytes).expect("writing the source");
+        let expected = stored_form(&bob, "Ref", bytes);
+        match *name {
+            "crlf.eml" => assert!(
+                !expected.contains(&b'\r') && expected.len() < bytes.len(),
+                "doveadm save keeps CRLF here: the oracle would not show the conversion"
+            ),
+            "nonl.eml" => assert_ne!(expected.last(), Some(&b'\n')),
+            _ => {}
+        }
+        let next = bob.status("INBOX").uidnext;
+        cp(&src, &inbox);
+        assert_eq!(
+            bob.uids("INBOX").last(),
+            Some(&next),
+            "doveadm: {name} saved as uid {next}"
+        );
+        assert_bytes_eq(
+            &bob.text("INBOX", next),
+            &expected,
+            &format!("{name} as saved through the mount vs doveadm save"),
+        );
+        let listed = names(&inbox);
+        assert!(
+            listed.contains(&eml(next)) && !listed.contains(*name),
+            "ls right after cp {name}: {listed:?} (expected {next}.eml, not {name})"
+        );
+        assert_bytes_eq(
+            &fs::read(inbox.join(eml(next))).expect("read the new message"),
+            &expected,
+            &format!("{name} read through the mount right after cp"),
+        );
+    }
+
+    // mkdir: a mailbox, at the top and below another.
+    fs::create_dir(mount.path().join("NewBox")).expect("mkdir NewBox");
+    fs::create_dir(target.join("Sub")).expect("mkdir Target/Sub");
+    let list = bob.list();
+    for name in ["NewBox", "Target/Sub"] {
+        assert!(list.contains(&name.to_string()), "{name} not in {list:?}");
+        assert!(mount.mailbox(name).is_dir(), "{name} through the mount");
+    }
+    assert_eq!(bob.status("NewBox").messages, 0);
+
+    // rmdir: an empty mailbox goes; one with a message or a child stays (ENOTEMPTY).
+    fs::remove_dir(mount.mailbox("Empty")).expect("rmdir Empty");
+    assert!(!bob.list().contains(&"Empty".to_string()));
+    assert_errno(
+        "stat Empty after rmdir",
+        &fs::metadata(mount.mailbox("Empty")),
+        libc::ENOENT,
+    );
+    assert_errno(
+        "rmdir Full",
+        &fs::remove_dir(mount.mailbox("Full")),
+        libc::ENOTEMPTY,
+    );
+    assert_eq!(bob.uids("Full"), vec![seeded.full], "Full after rmdir");
+    assert_errno(
+        "rmdir Target (a child, messages)",
+        &fs::remove_dir(mount.mailbox("Target")),
+        libc::ENOTEMPTY,
+    );
+
+    // Renaming a mailbox with a child renames both; their messages go along.
+    let parent_before = bob.fetch("Parent");
+    let child_before = bob.fetch("Parent/Child");
+    assert_eq!(
+        (parent_before[0].uid, child_before[0].uid),
+        (seeded.parent, seeded.child)
+    );
+    fs::rename(mount.mailbox("Parent"), mount.path().join("Renamed")).expect("mv Parent");
+    let list = bob.list();
+    assert!(
+        list.contains(&"Renamed".to_string())
+            && list.contains(&"Renamed/Child".to_string())
+            && !list.iter().any(|n| n.starts_with("Parent")),
+        "mailbox list after the rename: {list:?}"
+    );
+    for (old, new, before) in [
+        ("Parent", "Renamed", &parent_before),
+        ("Parent/Child", "Renamed/Child", &child_before),
+    ] {
+        let after = bob.fetch(new);
+        let key = |m: &[Message]| {
+            m.iter()
+                .map(|m| (m.uid, m.guid.clone(), m.text.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&after), key(before), "{old} renamed to {new}");
+        assert_bytes_eq(
+            &fs::read(mount.message(new, before[0].uid)).expect("read after the rename"),
+            &before[0].text,
+            &format!("{new} through the mount"),
+        );
+    }
+    assert_errno(
+        "stat Parent after the rename",
+        &fs::metadata(mount.mailbox("Parent")),
+        libc::ENOENT,
+    );
+
+    // Messages are immutable: writing into, truncating or chmod'ing one is EPERM.
+    let m4 = mount.message("INBOX", u4);
+    let text4 = bob.text("INBOX", u4);
+    // (With the default --open-mode kernel the kernel opens files by itself after the
+    // first open, so the refusal of a write may come at the write, not at the open.)
+    let write_into =
+        |opts: &mut fs::OpenOptions| -> io::Result<()> { opts.open(&m4)?.write_all(b"X") };
+    let attempts: Vec<(&str, io::Result<()>)> = vec![
+        (
+            "write into it",
+            write_into(fs::OpenOptions::new().write(true)),
+        ),
+        (
+            "append to it",
+            write_into(fs::OpenOptions::new().append(true)),
+        ),
+        (
+            "write into it (O_RDWR)",
+            write_into(fs::OpenOptions::new().read(true).write(true)),
+        ),
+        (
+            "open with O_TRUNC",
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&m4)
+                .map(drop),
+        ),
+        ("truncate(2)", truncate(&m4, 0)),
+        (
+            "chmod",
+            fs::set_permissions(&m4, fs::Permissions::from_mode(0o644)),
+        ),
+    ];
+    for (what, r) in &attempts {
+        assert_errno(what, r, libc::EPERM);
+    }
+    assert_bytes_eq(
+        &bob.text("INBOX", u4),
+        &text4,
+        "the message after the attempts",
+    );
+    assert_bytes_eq(
+        &fs::read(&m4).expect("read after the attempts"),
+        &text4,
+        "the message through the mount after the attempts",
+    );
+
+    assert_force_resync_changes_nothing(&bob);
+    let compared = assert_mount_matches_dovecot(&mount, &bob);
+    assert!(compared.mailboxes >= 8, "{compared:?}");
+    mount.stop();
+}
+
+#[test]
+fn every_operation_maildirpp() {
+    require!(Dovecot, Fuse);
+    every_operation("wm_ops_pp", Layout::MaildirPlusPlus);
+}
+
+#[test]
+fn every_operation_fs_layout() {
+    require!(Dovecot, Fuse);
+    every_operation("wm_ops_fs", Layout::FsSeparateIndexControl);
+}
+
+#[test]
+fn every_operation_sdbox() {
+    require!(Dovecot, Fuse);
+    every_operation("wm_ops_sdbox", DboxLayout::sdbox(""));
+}
+
+#[test]
+fn every_operation_mdbox() {
+    require!(Dovecot, Fuse);
+    every_operation("wm_ops_mdbox", Layout::Mdbox);
+}
+
+#[test]
+fn every_operation_mdbox_alt() {
+    require!(Dovecot, Fuse);
+    every_operation("wm_ops_mdbox_alt", DboxLayout::mdbox(":ALT=~/alt"));
+}
+
+// ---------------------------------------------------------------------------------------
+// 4: the read-only default
+
+/// Without `--rw` each kind of change is EROFS and the store does not change at all.
+#[test]
+fn without_rw_every_write_is_erofs() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_readonly");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    for name in ["Target", "Empty"] {
+        bob.create_mailbox(name);
+    }
+    let uids: Vec<u32> = (1..=3)
+        .map(|n| bob.save("INBOX", &email(n, "Read-only", "x")))
+        .collect();
+    bob.save("Target", &email(9, "In Target", "x"));
+    let scratch = dir.mkdir("scratch");
+    let src = scratch.join("new.eml");
+    fs::write(&src, email(5, "New", "never saved")).expect("writing the source");
+    let before = Fingerprint::of(&bob.store_root());
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let msg = mount.message("INBOX", uids[0]);
+    let inbox = mount.mailbox("INBOX");
+    assert!(
+        msg.is_file(),
+        "{msg:?} must exist for the attempts to mean anything"
+    );
+
+    let attempts: Vec<(&str, io::Result<()>)> = vec![
+        ("rm", fs::remove_file(&msg)),
+        (
+            "mv to another mailbox",
+            fs::rename(&msg, mount.mailbox("Target").join(eml(uids[0]))),
+        ),
+        ("cp (create)", fs::write(inbox.join("new.eml"), b"x")),
+        ("mkdir", fs::create_dir(mount.path().join("NewBox"))),
+        ("rmdir", fs::remove_dir(mount.mailbox("Empty"))),
+        (
+            "rename a mailbox",
+            fs::rename(mount.mailbox("Empty"), mount.path().join("Renamed")),
+        ),
+        (
+            "setfattr user.mail.flags",
+            setxattr(&msg, "user.mail.flags", b"\\Seen"),
+        ),
+        (
+            "setfattr user.mail.flags.add",
+            setxattr(&msg, "user.mail.flags.add", b"\\Flagged"),
+        ),
+        (
+            "setfattr user.mail.flags.remove",
+            setxattr(&msg, "user.mail.flags.remove", b"\\Seen"),
+        ),
+        ("truncate(2)", truncate(&msg, 0)),
+        (
+            "open with O_TRUNC",
+            fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&msg)
+                .map(drop),
+        ),
+    ];
+    let wrong: Vec<String> = attempts
+        .iter()
+        .filter(|(_, r)| errno(r) != Some(libc::EROFS))
+        .map(|(what, r)| format!("{what}: {}", errno_name(errno(r))))
+        .collect();
+    assert!(wrong.is_empty(), "not EROFS:\n  {}", wrong.join("\n  "));
+    // The cp tool says so too.
+    let out = run("cp", &[src.as_os_str(), inbox.as_os_str()]);
+    assert!(
+        !out.status.success() && show(&out.stderr).contains("Read-only file system"),
+        "cp into a read-only mount: {} {}",
+        out.status,
+        show(&out.stderr)
+    );
+    assert!(msg.is_file(), "the message is still there");
+    mount.stop();
+    // (Before any doveadm call: doveadm itself writes index and cache files.)
+    before.assert_same(
+        &Fingerprint::of(&bob.store_root()),
+        "the store after write attempts on a read-only mount",
+    );
+    assert_eq!(bob.uids("INBOX"), uids);
+}
+
+// ---------------------------------------------------------------------------------------
+// 5: the negative control: Dovecot's log shows each change done by its doveadm server
+
+/// Dovecot's mail_log plugin logs every change made through its mail API: a change that
+/// mailfs made on the store files itself would not be there.
+const MAIL_LOG: [&str; 3] = [
+    "mail_plugins = $mail_plugins mail_log notify",
+    "plugin/mail_log_events = delete undelete expunge copy mailbox_delete mailbox_rename \
+     flag_change save mailbox_create",
+    "plugin/mail_log_fields = uid box msgid size flags",
+];
+
+/// Panics unless Dovecot's log has each of `events` (mail_log's words, e.g.
+/// `expunge: box=INBOX, uid=3`) logged by a doveadm server session of `user`: a line
+/// `doveadm(USER)<PID><SESSION>: Info: EVENT` with the event ending there or at a comma.
+/// (`doveadm` run from the command line logs to its stderr, not to this log.)
+#[track_caller]
+fn assert_done_by_doveadm_server(log: &str, user: &str, events: &[String]) {
+    let prefix = format!("doveadm({user})<");
+    let missing: Vec<&String> = events
+        .iter()
+        .filter(|event| {
+            let needle = format!(": Info: {event}");
+            !log.lines().any(|line| {
+                line.contains(&prefix)
+                    && line.find(&needle).is_some_and(|at| {
+                        let rest = &line[at + needle.len()..];
+                        rest.is_empty() || rest.starts_with(',')
+                    })
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not logged by a doveadm server session of {user}: {missing:?}\n--- dovecot.log ---\n{log}"
+    );
+}
+
+/// rm, mv, setfattr, cp, mkdir, rename and rmdir through the mount each show in Dovecot's
+/// log as done by its doveadm server for bob (the negative control is the next test).
+#[test]
+fn dovecot_logs_every_change_as_done_by_its_doveadm_server() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_mail_log");
+    let dovecot = Dovecot::start_with_settings(&dir, Layout::MaildirPlusPlus, &MAIL_LOG);
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("Target");
+    let uids: Vec<u32> = (1..=3)
+        .map(|n| bob.save("INBOX", &email(n, "Logged", "x")))
+        .collect();
+    let scratch = dir.mkdir("scratch");
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    let inbox = mount.mailbox("INBOX");
+
+    fs::remove_file(mount.message("INBOX", uids[0])).expect("rm");
+    let moved_to = bob.status("Target").uidnext;
+    fs::rename(
+        mount.message("INBOX", uids[1]),
+        mount.mailbox("Target").join(eml(uids[1])),
+    )
+    .expect("mv");
+    setxattr(
+        &mount.message("INBOX", uids[2]),
+        "user.mail.flags",
+        b"\\Seen $Label1",
+    )
+    .expect("setfattr");
+    let saved = bob.status("INBOX").uidnext;
+    let src = scratch.join("new.eml");
+    fs::write(&src, email(4, "Copied", "x")).expect("writing the source");
+    cp(&src, &inbox);
+    fs::create_dir(mount.path().join("New")).expect("mkdir");
+    fs::rename(mount.mailbox("New"), mount.path().join("New2")).expect("rename");
+    fs::remove_dir(mount.mailbox("New2")).expect("rmdir");
+    assert_eq!(bob.uids("INBOX"), vec![uids[2], saved]);
+    assert_eq!(bob.uids("Target"), vec![moved_to]);
+
+    let events = [
+        format!("expunge: box=INBOX, uid={}", uids[0]),
+        format!("copy from INBOX: box=Target, uid={moved_to}"),
+        format!("expunge: box=INBOX, uid={}", uids[1]),
+        format!("flag_change: box=INBOX, uid={}", uids[2]),
+        format!("save: box=INBOX, uid={saved}"),
+        "Mailbox created: New".to_string(),
+        "Mailbox renamed: New -> New2".to_string(),
+        "Mailbox deleted: New2".to_string(),
+    ];
+    assert_done_by_doveadm_server(&dovecot.log_text(), "bob", &events);
+    mount.stop();
+}
+
+/// The negative control of the test above: the same changes made on the store files
+/// (what a mailfs that wrote the store itself would do) are real to Dovecot, but the log
+/// check fails for each of them.
+#[test]
+fn changes_made_on_the_store_files_fail_the_log_check() {
+    require!(Dovecot);
+    let dir = TestDir::new("wm_mail_log_neg");
+    let dovecot = Dovecot::start_with_settings(&dir, Layout::MaildirPlusPlus, &MAIL_LOG);
+    let bob = dovecot.user("bob");
+    let uids: Vec<u32> = (1..=2)
+        .map(|n| bob.save("INBOX", &email(n, "Direct", "x")))
+        .collect();
+    bob.select("INBOX"); // new/ -> cur/
+    let maildir = bob.mailbox_dir("INBOX");
+    let file_of = |uid: u32| -> PathBuf {
+        let guid = bob.fetch_guid("INBOX", uid);
+        fs::read_dir(maildir.join("cur"))
+            .expect("cur/")
+            .map(|e| e.expect("entry").path())
+            .find(|p| crate::util::name_of(p).starts_with(&guid))
+            .unwrap_or_else(|| panic!("no file for uid {uid} ({guid})"))
+    };
+    // "rm": unlink the file; "setfattr": rename it with the S flag; "cp": a file in new/.
+    fs::remove_file(file_of(uids[0])).expect("unlinking the message file");
+    let f = file_of(uids[1]);
+    let flagged = PathBuf::from(format!("{}S", f.display()));
+    fs::rename(&f, &flagged).expect("renaming the message file");
+    let (uid, gid) = dovecot.mail_owner();
+    let new = maildir.join("new/1700000000.M1P1.direct");
+    fs::write(&new, email(3, "Direct save", "x")).expect("writing into new/");
+    crate::util::chown_recursive(&new, uid, gid);
+    // Dovecot sees each change...
+    let after = bob.uids("INBOX");
+    assert!(
+        after.len() == 2 && after[0] == uids[1] && after[1] > uids[1],
+        "doveadm after the changes: {after:?}"
+    );
+    let next = after[1];
+    assert_eq!(doveadm_flags(&bob, "INBOX", uids[1]), flag_set("\\Seen"));
+    // ...and the log check fails for each.
+    let log = dovecot.log_text();
+    for event in [
+        format!("expunge: box=INBOX, uid={}", uids[0]),
+        format!("flag_change: box=INBOX, uid={}", uids[1]),
+        format!("save: box=INBOX, uid={next}"),
+    ] {
+        let check = std::panic::catch_unwind(|| {
+            assert_done_by_doveadm_server(&log, "bob", std::slice::from_ref(&event))
+        });
+        assert!(
+            check.is_err(),
+            "the log check passed for {event:?} made on the store files:\n{log}"
+        );
+    }
+}
