@@ -26,7 +26,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::util::compare::assert_mount_matches_dovecot;
 use crate::util::corpus::{crlf, email, no_final_newline};
-use crate::util::dovecot::{DboxLayout, Dovecot, Layout, MailboxStatus, Message, User};
+use crate::util::dovecot::{Config, DboxLayout, Dovecot, Layout, MailboxStatus, Message, User};
 use crate::util::fingerprint::Fingerprint;
 use crate::util::fsx::{dir_names, errno, errno_name, setxattr, xattr_string};
 use crate::util::mount::Mount;
@@ -795,4 +795,201 @@ fn changes_made_on_the_store_files_fail_the_log_check() {
             "the log check passed for {event:?} made on the store files:\n{log}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// 8: the cluster path: a proxy forwards doveadm commands to the backend
+
+/// A port on 127.0.0.1 that nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// `service doveadm` with a TCP listener on 127.0.0.1:`port`.
+fn doveadm_listener(port: u16) -> String {
+    format!(
+        "service doveadm {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}"
+    )
+}
+
+#[track_caller]
+fn wait_listening(port: u16) {
+    crate::util::wait_for(
+        std::time::Duration::from_secs(10),
+        &format!("a listener on 127.0.0.1:{port}"),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(drop)
+        },
+    );
+}
+
+/// The backend holds bob's mail and serves doveadm on TCP (`doveadm_password`); a second
+/// Dovecot, whose passdb says `proxy=y host=127.0.0.1`, takes doveadm commands on its own
+/// TCP port and forwards them to the backend (`doveadm_port`). mailfs mounts the
+/// backend's store and sends its changes to the proxy: cp, rm, mv and setfattr land on the
+/// backend (its doveadm and its log say so, the proxy's log shows it forwarded them, the
+/// proxy keeps no mail) and show through the mount. A wrong secret fails the mount.
+#[test]
+fn cluster_path_through_a_doveadm_proxy() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_cluster");
+    let proxy_dir = TestDir::new("wm_cluster_proxy");
+    let (backend_port, proxy_port) = (free_port(), free_port());
+    assert_ne!(backend_port, proxy_port);
+    let listener = doveadm_listener(backend_port);
+    let mut settings = vec!["doveadm_password = secret"];
+    settings.extend(MAIL_LOG);
+    let backend = Dovecot::start_with_config(
+        &dir,
+        Layout::MaildirPlusPlus,
+        Config {
+            settings: &settings,
+            sections: &[&listener],
+            ..Config::default()
+        },
+    );
+    let backend_setting = format!("doveadm_port = {backend_port}");
+    let listener = doveadm_listener(proxy_port);
+    let proxy = Dovecot::start_with_config(
+        &proxy_dir,
+        Layout::MaildirPlusPlus,
+        Config {
+            settings: &[&backend_setting, "doveadm_password = secret"],
+            passdb_args: Some("proxy=y host=127.0.0.1 nopassword=y"),
+            sections: &[&listener],
+        },
+    );
+    wait_listening(backend_port);
+    wait_listening(proxy_port);
+    let bob = backend.user("bob");
+    bob.create_mailbox("Target");
+    let uids: Vec<u32> = (1..=3)
+        .map(|n| bob.save("INBOX", &email(n, "Clustered", "x")))
+        .collect();
+    // The proxy works for doveadm itself: `doveadm -S` to it lists the backend's mailboxes.
+    let via_proxy = proxy.doveadm(
+        &[],
+        &[
+            "mailbox",
+            "list",
+            "-S",
+            &format!("127.0.0.1:{proxy_port}"),
+            "-u",
+            "bob",
+        ],
+        None,
+    );
+    let mut listed: Vec<String> = String::from_utf8_lossy(&via_proxy)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, bob.list(), "doveadm -S through the proxy");
+
+    let secret = dir.join("doveadm.secret");
+    fs::write(&secret, "secret\n").expect("writing the secret file");
+    crate::util::set_mode(&secret, 0o600);
+    let endpoint = format!("tcp:127.0.0.1:{proxy_port}");
+    let rw = |secret: &Path| -> Vec<String> {
+        [
+            "--rw",
+            "--user",
+            "bob",
+            "--doveadm",
+            &endpoint,
+            "--doveadm-secret-file",
+            secret.to_str().expect("UTF-8"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // A wrong secret: the mount refuses to start and says why.
+    let wrong = dir.join("wrong.secret");
+    fs::write(&wrong, "not the password\n").expect("writing the wrong secret");
+    let args = rw(&wrong);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let failed =
+        crate::util::mount::mount_must_fail(&bob.location(), &dir.mkdir("mnt-wrong"), &args);
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains(&endpoint),
+        "the error names the endpoint: {}",
+        failed.stderr
+    );
+
+    let args = rw(&secret);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &args);
+    let inbox = mount.mailbox("INBOX");
+    let src = dir.mkdir("scratch").join("new.eml");
+    let bytes = email(4, "Through the proxy", "x");
+    fs::write(&src, &bytes).expect("writing the source");
+    let saved = bob.status("INBOX").uidnext;
+    cp(&src, &inbox);
+    fs::remove_file(mount.message("INBOX", uids[0])).expect("rm");
+    let moved_to = bob.status("Target").uidnext;
+    fs::rename(
+        mount.message("INBOX", uids[1]),
+        mount.mailbox("Target").join(eml(uids[1])),
+    )
+    .expect("mv");
+    setxattr(
+        &mount.message("INBOX", uids[2]),
+        "user.mail.flags",
+        b"\\Flagged $Label2",
+    )
+    .expect("setfattr");
+
+    // On the backend...
+    assert_eq!(bob.uids("INBOX"), vec![uids[2], saved], "backend INBOX");
+    assert_eq!(bob.uids("Target"), vec![moved_to], "backend Target");
+    assert_bytes_eq(&bob.text("INBOX", saved), &bytes, "the message saved");
+    assert_eq!(
+        doveadm_flags(&bob, "INBOX", uids[2]),
+        flag_set("\\Flagged $Label2")
+    );
+    // ...done by its doveadm server, which the proxy forwarded each command to.
+    let events = [
+        format!("save: box=INBOX, uid={saved}"),
+        format!("expunge: box=INBOX, uid={}", uids[0]),
+        format!("copy from INBOX: box=Target, uid={moved_to}"),
+        format!("flag_change: box=INBOX, uid={}", uids[2]),
+    ];
+    assert_done_by_doveadm_server(&backend.log_text(), "bob", &events);
+    let proxy_log = proxy.log_text();
+    let remote = format!("remote(127.0.0.1:{backend_port})");
+    for event in &events {
+        assert!(
+            proxy_log
+                .lines()
+                .any(|l| l.contains(&remote) && l.contains(event.as_str())),
+            "the proxy's log lacks {event:?} forwarded to {remote}:\n{proxy_log}"
+        );
+    }
+    let proxy_home = proxy.user("bob").home();
+    assert!(
+        crate::util::fsx::walk(&proxy_home).is_empty(),
+        "the proxy keeps mail of its own: {:?}",
+        crate::util::fsx::walk(&proxy_home)
+    );
+    // ...and through the mount.
+    assert_eq!(
+        names(&inbox),
+        [eml(uids[2]), eml(saved)].into(),
+        "ls INBOX through the mount"
+    );
+    assert_eq!(
+        flag_set(&xattr_string(
+            &mount.message("INBOX", uids[2]),
+            "user.mail.flags"
+        )),
+        flag_set("\\Flagged $Label2")
+    );
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
 }

@@ -195,6 +195,13 @@ impl Dovecot {
         )
     }
 
+    /// Like [`Dovecot::start_with_settings`], with the rest of [`Config`]: another passdb
+    /// (a proxy's `proxy=y host=...`) and whole sections (`service doveadm { ... }`).
+    pub fn start_with_config(dir: &TestDir, layout: Layout, config: Config<'_>) -> Dovecot {
+        assert_ne!(layout, Layout::PerUser, "use Dovecot::start_users");
+        Dovecot::start_with(dir, layout, &[], config)
+    }
+
     /// Starts a master whose users each have their own mail location ([`Layout::PerUser`]):
     /// a passwd-file userdb with one entry per `(name, location)`, the location in a
     /// `userdb_mail=` extra field. Dovecot expands the location's variables per user
