@@ -993,3 +993,239 @@ fn cluster_path_through_a_doveadm_proxy() {
     assert_mount_matches_dovecot(&mount, &bob);
     mount.stop();
 }
+
+// ---------------------------------------------------------------------------------------
+// 2: rsync -a and tar -x restore each message exactly once
+
+/// The messages of a restore: plain, CRLF, no final newline, a From_ line, form feeds
+/// and one over 128 KiB (written in several requests).
+fn restore_set() -> Vec<(String, Vec<u8>)> {
+    let mut set: Vec<(String, Vec<u8>)> = (1..=4)
+        .map(|n| {
+            (
+                format!("msg{n}.eml"),
+                email(100 + n, &format!("Restored {n}"), &"body line\n".repeat(n)),
+            )
+        })
+        .collect();
+    set.push(("crlf.eml".into(), crlf()));
+    set.push(("nonl.eml".into(), no_final_newline()));
+    set.push(("ff.eml".into(), crate::util::corpus::form_feeds()));
+    set.push(("large.eml".into(), crate::util::corpus::large(160)));
+    set
+}
+
+/// The texts of every message of `mailbox`, sorted.
+fn texts(user: &User<'_>, mailbox: &str) -> Vec<Vec<u8>> {
+    let mut t: Vec<Vec<u8>> = user.fetch(mailbox).into_iter().map(|m| m.text).collect();
+    t.sort();
+    t
+}
+
+/// After a restore into `mailbox`: exactly the stored forms of the source files, each
+/// once, listed as `<uid>.eml` and nothing else.
+#[track_caller]
+fn assert_restored(user: &User<'_>, mount: &Mount, mailbox: &str, expected: &[Vec<u8>]) {
+    let got = texts(user, mailbox);
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{mailbox}: {} messages for {} files",
+        got.len(),
+        expected.len()
+    );
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert_bytes_eq(
+            g,
+            e,
+            &format!("{mailbox}: message {i} (sorted) vs doveadm save"),
+        );
+    }
+    let listed = names(&mount.mailbox(mailbox));
+    let uids: BTreeSet<String> = user.uids(mailbox).into_iter().map(eml).collect();
+    assert_eq!(listed, uids, "ls {mailbox} after the restore");
+}
+
+#[test]
+fn rsync_and_tar_restore_each_message_once() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_restore");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    for name in ["Ref", "Rsynced", "Untarred"] {
+        bob.create_mailbox(name);
+    }
+    bob.save("INBOX", &email(1, "Already here", "x"));
+    let src = dir.mkdir("backup");
+    let set = restore_set();
+    let mut expected = Vec::new();
+    for (name, bytes) in &set {
+        fs::write(src.join(name), bytes).expect("writing the backup");
+        expected.push(stored_form(&bob, "Ref", bytes));
+    }
+    expected.sort();
+    let tarball = dir.join("backup.tar");
+    let out = run(
+        "tar",
+        &[
+            "-cf".as_ref(),
+            tarball.as_os_str(),
+            "-C".as_ref(),
+            src.as_os_str(),
+            ".".as_ref(),
+        ],
+    );
+    assert!(out.status.success(), "tar -c: {}", show(&out.stderr));
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+
+    // rsync -a: each file to a temporary name, closed, renamed; times and modes set.
+    let mut from = src.clone().into_os_string();
+    from.push("/");
+    let out = run(
+        "rsync",
+        &["-a".as_ref(), &from, mount.mailbox("Rsynced").as_os_str()],
+    );
+    assert!(
+        out.status.success(),
+        "rsync -a exited {}: {}{}",
+        out.status,
+        show(&out.stdout),
+        show(&out.stderr)
+    );
+    assert_restored(&bob, &mount, "Rsynced", &expected);
+
+    // tar -x: each file created, written, closed, then its times and mode set.
+    let out = run(
+        "tar",
+        &[
+            "-xf".as_ref(),
+            tarball.as_os_str(),
+            "-C".as_ref(),
+            mount.mailbox("Untarred").as_os_str(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "tar -x exited {}: {}",
+        out.status,
+        show(&out.stderr)
+    );
+    assert_restored(&bob, &mount, "Untarred", &expected);
+    assert_eq!(bob.uids("INBOX").len(), 1, "INBOX untouched");
+    assert_force_resync_changes_nothing(&bob);
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
+}
+
+// ---------------------------------------------------------------------------------------
+// 3: aborted copies save nothing
+
+/// `cp FIFO MP/INBOX/NAME`, fed `bytes` through the FIFO; returns the running cp and the
+/// FIFO's write end once the staged file holds all of `bytes`.
+fn cp_from_fifo(fifo: &Path, dest: &Path, bytes: &[u8]) -> (std::process::Child, fs::File) {
+    let out = run("mkfifo", &[fifo.as_os_str()]);
+    assert!(out.status.success(), "mkfifo: {}", show(&out.stderr));
+    let child = Command::new("cp")
+        .arg(fifo)
+        .arg(dest)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting cp");
+    let mut writer = fs::OpenOptions::new()
+        .write(true)
+        .open(fifo)
+        .expect("opening the FIFO");
+    writer.write_all(bytes).expect("feeding cp");
+    writer.flush().expect("flushing the FIFO");
+    crate::util::wait_for(
+        std::time::Duration::from_secs(10),
+        "cp to have written what it was fed",
+        || {
+            fs::metadata(dest)
+                .ok()
+                .filter(|m| m.len() == bytes.len() as u64)
+                .map(drop)
+        },
+    );
+    (child, writer)
+}
+
+/// A `cp` killed with SIGKILL in the middle of a copy (from a FIFO) saves nothing, while
+/// the same copy let finish saves one message (the control); a file over
+/// `--max-message-size` fails with EFBIG and saves nothing, one under it is saved.
+#[test]
+fn killed_and_oversized_copies_save_nothing() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_aborted");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "Already here", "x"));
+    let scratch = dir.mkdir("scratch");
+    let mount = mount_rw(&dir, &dovecot, &bob, &["--max-message-size", "1000"]);
+    let inbox = mount.mailbox("INBOX");
+    let head = email(2, "Half a message", "the first part of the body\n");
+
+    // Killed mid-copy: cp has written the first part and waits for more.
+    let killed_dest = inbox.join("killed.eml");
+    let (mut child, writer) = cp_from_fifo(&scratch.join("fifo1"), &killed_dest, &head);
+    child.kill().expect("SIGKILL cp");
+    let status = child.wait().expect("waiting for cp");
+    drop(writer);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    // A save would be done by the time the killed cp's close returned; look twice.
+    for _ in 0..2 {
+        assert_eq!(bob.uids("INBOX").len(), 1, "a killed cp saved a message");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert!(
+        !names(&inbox).contains("killed.eml"),
+        "the killed copy is still listed: {:?}",
+        names(&inbox)
+    );
+
+    // The control: the same copy, let finish, is saved.
+    let finished_dest = inbox.join("finished.eml");
+    let (child, writer) = cp_from_fifo(&scratch.join("fifo2"), &finished_dest, &head);
+    drop(writer);
+    let out = child.wait_with_output().expect("waiting for cp");
+    assert!(out.status.success(), "cp: {}", show(&out.stderr));
+    let uids = bob.uids("INBOX");
+    assert_eq!(uids.len(), 2, "the finished copy was saved");
+    assert_bytes_eq(&bob.text("INBOX", uids[1]), &head, "the finished copy");
+
+    // Over --max-message-size: EFBIG, nothing saved (cp, then the syscalls themselves).
+    let mut big = email(3, "Too big", &"x".repeat(1200));
+    big.truncate(1500);
+    let big_src = scratch.join("big.eml");
+    fs::write(&big_src, &big).expect("writing the big file");
+    let out = run("cp", &[big_src.as_os_str(), inbox.as_os_str()]);
+    assert!(
+        !out.status.success() && show(&out.stderr).contains("File too large"),
+        "cp of 1500 bytes with --max-message-size 1000: {} {}",
+        out.status,
+        show(&out.stderr)
+    );
+    let direct = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(inbox.join("big2.eml"))
+        .and_then(|mut f| f.write_all(&big));
+    assert_errno("writing 1500 bytes", &direct, libc::EFBIG);
+    assert_eq!(bob.uids("INBOX"), uids, "an oversized copy saved something");
+    // Under the limit it is saved (the limit is what refused the others).
+    let small = email(4, "Small enough", "x");
+    assert!(small.len() < 1000);
+    fs::write(inbox.join("small.eml"), &small).expect("writing a small message");
+    assert_eq!(bob.uids("INBOX").len(), 3, "the small message was saved");
+    let listed = names(&inbox);
+    assert!(
+        !listed.iter().any(|n| n.starts_with("big")),
+        "an oversized copy is still listed: {listed:?}"
+    );
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
+}
