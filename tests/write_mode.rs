@@ -23,6 +23,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::util::compare::assert_mount_matches_dovecot;
 use crate::util::corpus::{crlf, email, no_final_newline};
@@ -82,6 +84,24 @@ fn cp(src: &Path, dest: &Path) {
         out.status,
         show(&out.stderr)
     );
+}
+
+/// Creates `path`, writes `bytes` and closes it, returning the first error, the close's
+/// included (where a new message is saved; `File`'s drop would ignore it).
+fn create_write_close(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    let fd = f.into_raw_fd();
+    // SAFETY: `fd` is ours (taken from the File), closed exactly once here.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// The names in a directory (panics if it cannot be listed).
@@ -1226,6 +1246,387 @@ fn killed_and_oversized_copies_save_nothing() {
         !listed.iter().any(|n| n.starts_with("big")),
         "an oversized copy is still listed: {listed:?}"
     );
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
+}
+
+// ---------------------------------------------------------------------------------------
+// 7: errors
+
+/// Lines of the mount's log that mention `what`.
+fn log_lines(mount: &Mount, what: &str) -> Vec<String> {
+    mount
+        .log()
+        .lines()
+        .filter(|l| l.contains(what))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `--rw` that cannot work is refused at start-up: a doveadm socket that does not exist
+/// (exit 1, the endpoint named), a single-user location without `--user` and an endpoint
+/// that is none (usage errors, exit 2).
+#[test]
+fn rw_mount_refuses_to_start_without_a_working_endpoint() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_start_errors");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "x", "x"));
+    let mp = dir.mkdir("mnt");
+    let missing = dir.join("no-such-dir/doveadm-server");
+    let missing = missing.to_str().expect("UTF-8");
+    let failed = crate::util::mount::mount_must_fail(
+        &bob.location(),
+        &mp,
+        &["--rw", "--user", "bob", "--doveadm", missing],
+    );
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains(missing),
+        "the error names the endpoint: {}",
+        failed.stderr
+    );
+
+    let failed = crate::util::mount::mount_must_fail(&bob.location(), &mp, &["--rw"]);
+    assert_eq!(failed.status.code(), Some(2), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("--user"),
+        "the usage error says what is missing: {}",
+        failed.stderr
+    );
+
+    let socket = dovecot.doveadm_socket();
+    let failed = crate::util::mount::mount_must_fail(
+        &bob.location(),
+        &mp,
+        &["--rw", "--user", "bob", "--doveadm", "not/an/endpoint"],
+    );
+    assert_eq!(failed.status.code(), Some(2), "{}", failed.stderr);
+    // The control: the same mount with the real socket starts.
+    let socket = socket.to_str().expect("UTF-8");
+    let mount = Mount::start(
+        &bob.location(),
+        &mp,
+        &["--rw", "--user", "bob", "--doveadm", socket],
+    );
+    mount.stop();
+}
+
+/// A TCP endpoint for a doveadm server's unix socket: each connection accepted on
+/// 127.0.0.1 is piped to the socket, until [`Forwarder::cut`] makes the endpoint
+/// unreachable (the listener closed, every connection shut down).
+struct Forwarder {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    fn start(socket: PathBuf) -> Forwarder {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+        let port = listener.local_addr().expect("address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let acceptor = {
+            let (stop, conns) = (stop.clone(), conns.clone());
+            std::thread::spawn(move || {
+                for tcp in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return; // drops the listener: connections are refused now
+                    }
+                    let Ok(tcp) = tcp else { continue };
+                    let Ok(unix) = std::os::unix::net::UnixStream::connect(&socket) else {
+                        continue;
+                    };
+                    conns.lock().unwrap().push(tcp.try_clone().expect("clone"));
+                    let (mut tcp_r, mut unix_w) = (tcp.try_clone().expect("clone"), unix);
+                    let (mut unix_r, mut tcp_w) = (unix_w.try_clone().expect("clone"), tcp);
+                    std::thread::spawn(move || {
+                        let _ = io::copy(&mut tcp_r, &mut unix_w);
+                        let _ = unix_w.shutdown(std::net::Shutdown::Both);
+                    });
+                    std::thread::spawn(move || {
+                        let _ = io::copy(&mut unix_r, &mut tcp_w);
+                        let _ = tcp_w.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            })
+        };
+        Forwarder {
+            port,
+            stop,
+            conns,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("tcp:127.0.0.1:{}", self.port)
+    }
+
+    /// From now on the endpoint refuses connections, and the open ones are closed.
+    fn cut(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port)); // wakes accept()
+        if let Some(t) = self.acceptor.take() {
+            t.join().expect("the acceptor");
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err(),
+            "the endpoint still takes connections"
+        );
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        if self.acceptor.is_some() {
+            self.cut();
+        }
+    }
+}
+
+/// One write to try, again and again.
+type Attempt<'a> = Box<dyn Fn() -> io::Result<()> + 'a>;
+
+/// Every kind of write on a mount whose doveadm server is gone: each fails with EIO and
+/// adds exactly one log line, which `says_why` accepts; reads go on, the message keeps
+/// its flags (`flags`).
+#[track_caller]
+fn assert_writes_fail_with_eio(
+    mount: &Mount,
+    uids: &[u32],
+    text: &[u8],
+    flags: &str,
+    says_why: &dyn Fn(&str) -> bool,
+) {
+    let msg = mount.message("INBOX", uids[0]);
+    let inbox = mount.mailbox("INBOX");
+    let target = mount.mailbox("Target");
+    let new_box = mount.path().join("NewBox");
+    let new_message = email(3, "Never saved", "x");
+    let warned = log_lines(mount, " WARN ");
+    assert!(warned.is_empty(), "{}", mount.log());
+    let attempts: Vec<(&str, Attempt<'_>)> = vec![
+        ("rm", Box::new(|| fs::remove_file(&msg))),
+        (
+            "setfattr",
+            Box::new(|| setxattr(&msg, "user.mail.flags.add", b"\\Flagged")),
+        ),
+        (
+            "mv",
+            Box::new(|| fs::rename(&msg, target.join(eml(uids[0])))),
+        ),
+        ("mkdir", Box::new(|| fs::create_dir(&new_box))),
+        (
+            "cp (close)",
+            Box::new(|| create_write_close(&inbox.join("new.eml"), &new_message)),
+        ),
+    ];
+    for (n, (what, attempt)) in attempts.iter().enumerate() {
+        assert_errno(what, &attempt(), libc::EIO);
+        let lines = log_lines(mount, " WARN ");
+        assert_eq!(
+            lines.len(),
+            n + 1,
+            "one log line for each failed write (after {what}):\n{}",
+            lines.join("\n")
+        );
+        let last = lines.last().expect("a line");
+        assert!(
+            says_why(last),
+            "the log line for {what} does not say why: {last}"
+        );
+    }
+    // Reads go on.
+    assert_eq!(
+        names(&inbox),
+        uids.iter().map(|u| eml(*u)).collect(),
+        "ls with the doveadm server gone"
+    );
+    assert_bytes_eq(
+        &fs::read(&msg).expect("reading with the doveadm server gone"),
+        text,
+        "a message read with the doveadm server gone",
+    );
+    assert_eq!(xattr_string(&msg, "user.mail.flags"), flags);
+}
+
+/// The doveadm server becomes unreachable while mounted (a TCP endpoint that stops
+/// taking connections), then Dovecot itself stops under a second mount: each write fails
+/// with EIO and one log line saying why (the endpoint named; Dovecot's words when the
+/// doveadm server process the mount is connected to outlives its master), nothing
+/// changes in the store, and reads go on.
+#[test]
+fn writes_fail_with_eio_when_the_server_is_gone_and_reads_go_on() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_server_gone");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("Target");
+    let uids: Vec<u32> = (1..=2)
+        .map(|n| bob.save("INBOX", &email(n, "Stays", "x")))
+        .collect();
+    let text = bob.text("INBOX", uids[0]);
+    let store = bob.store_root();
+
+    // 1: unreachable.
+    let mut forwarder = Forwarder::start(dovecot.doveadm_socket());
+    let endpoint = forwarder.endpoint();
+    let mount = Mount::start(
+        &bob.location(),
+        &dir.join("mnt-tcp"),
+        &["--rw", "--user", "bob", "--doveadm", &endpoint],
+    );
+    let msg = mount.message("INBOX", uids[0]);
+    // A write while it is reachable works (and leaves a pooled connection).
+    setxattr(&msg, "user.mail.flags.add", b"\\Seen").expect("setfattr while reachable");
+    assert_eq!(doveadm_flags(&bob, "INBOX", uids[0]), flag_set("\\Seen"));
+    forwarder.cut();
+    let before = Fingerprint::of(&store);
+    assert_writes_fail_with_eio(&mount, &uids, &text, "\\Seen", &|line: &str| {
+        line.contains(&endpoint)
+    });
+    mount.stop();
+    before.assert_same(
+        &Fingerprint::of(&store),
+        "the store after the failed writes",
+    );
+
+    // 2: Dovecot stopped.
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    setxattr(
+        &mount.message("INBOX", uids[0]),
+        "user.mail.flags.add",
+        b"$Label1",
+    )
+    .expect("while up");
+    let socket = dovecot.doveadm_socket().display().to_string();
+    drop(bob);
+    drop(dovecot);
+    let before = Fingerprint::of(&store);
+    assert_writes_fail_with_eio(&mount, &uids, &text, "\\Seen $Label1", &|line: &str| {
+        line.contains(&socket) || line.contains("doveadm(bob)")
+    });
+    mount.stop();
+    before.assert_same(
+        &Fingerprint::of(&store),
+        "the store after the failed writes",
+    );
+}
+
+/// A message or mailbox Dovecot removed meanwhile (the mount had listed it): rm, mv and
+/// setfattr of it give ENOENT, and nothing else changes.
+#[test]
+fn changes_to_what_dovecot_removed_meanwhile_are_enoent() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_gone");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    for name in ["Doomed", "Target"] {
+        bob.create_mailbox(name);
+    }
+    let doomed: Vec<u32> = (1..=2)
+        .map(|n| bob.save("Doomed", &email(n, "Doomed", "x")))
+        .collect();
+    let inbox: Vec<u32> = (3..=5)
+        .map(|n| bob.save("INBOX", &email(n, "Inbox", "x")))
+        .collect();
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    // The mount (and the kernel) have seen them.
+    for (mb, uid) in [
+        ("Doomed", doomed[0]),
+        ("Doomed", doomed[1]),
+        ("INBOX", inbox[0]),
+    ] {
+        fs::metadata(mount.message(mb, uid)).expect("stat before");
+    }
+    bob.adm(&[], &["mailbox", "delete"], &["Doomed"]);
+    bob.expunge("INBOX", inbox[0]);
+    let cases: Vec<(&str, io::Result<()>)> = vec![
+        (
+            "rm in a deleted mailbox",
+            fs::remove_file(mount.message("Doomed", doomed[0])),
+        ),
+        (
+            "setfattr in a deleted mailbox",
+            setxattr(
+                &mount.message("Doomed", doomed[1]),
+                "user.mail.flags",
+                b"\\Seen",
+            ),
+        ),
+        (
+            "mv out of a deleted mailbox",
+            fs::rename(
+                mount.message("Doomed", doomed[1]),
+                mount.mailbox("Target").join("1.eml"),
+            ),
+        ),
+        (
+            "rm of an expunged message",
+            fs::remove_file(mount.message("INBOX", inbox[0])),
+        ),
+    ];
+    for (what, r) in &cases {
+        assert_errno(what, r, libc::ENOENT);
+    }
+    assert_eq!(bob.uids("INBOX"), inbox[1..].to_vec());
+    assert!(bob.uids("Target").is_empty());
+    assert!(!bob.list().contains(&"Doomed".to_string()));
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
+}
+
+/// Over quota (Dovecot's quota plugin, 2 messages): the save fails with EDQUOT at close,
+/// `cp` fails, the log carries Dovecot's words, nothing is saved.
+#[test]
+fn a_copy_over_quota_is_edquot_with_dovecots_words() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_quota");
+    let dovecot = Dovecot::start_with_settings(
+        &dir,
+        Layout::MaildirPlusPlus,
+        &[
+            "mail_plugins = $mail_plugins quota",
+            "plugin/quota = count:User quota",
+            "plugin/quota_rule = *:messages=2",
+            "plugin/quota_vsizes = yes",
+        ],
+    );
+    let bob = dovecot.user("bob");
+    let first = bob.save("INBOX", &email(1, "One", "x"));
+    let scratch = dir.mkdir("scratch");
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    let inbox = mount.mailbox("INBOX");
+    // Under quota: saved.
+    fs::write(inbox.join("second.eml"), email(2, "Two", "x")).expect("the second message");
+    assert_eq!(bob.uids("INBOX").len(), 2);
+    // Over quota: the close fails with EDQUOT.
+    let closed = create_write_close(&inbox.join("third.eml"), &email(3, "Three", "x"));
+    assert_errno("close of a message over quota", &closed, libc::EDQUOT);
+    let src = scratch.join("fourth.eml");
+    fs::write(&src, email(4, "Four", "x")).expect("writing the source");
+    let out = run("cp", &[src.as_os_str(), inbox.as_os_str()]);
+    assert!(
+        !out.status.success() && show(&out.stderr).contains("Disk quota exceeded"),
+        "cp over quota: {} {}",
+        out.status,
+        show(&out.stderr)
+    );
+    let lines = log_lines(&mount, "Quota exceeded");
+    assert!(
+        !lines.is_empty(),
+        "the log lacks Dovecot's words:\n{}",
+        mount.log()
+    );
+    assert_eq!(bob.uids("INBOX").len(), 2, "nothing saved over quota");
+    assert_eq!(bob.uids("INBOX")[0], first);
     assert_mount_matches_dovecot(&mount, &bob);
     mount.stop();
 }
