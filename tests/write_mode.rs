@@ -1630,3 +1630,620 @@ fn a_copy_over_quota_is_edquot_with_dovecots_words() {
     assert_mount_matches_dovecot(&mount, &bob);
     mount.stop();
 }
+
+// ---------------------------------------------------------------------------------------
+// 6: a storm of writes through the mount against Dovecot's own IMAP sessions
+
+/// A minimal IMAP session (`doveadm exec imap -u USER`), each command answered before
+/// the next.
+struct Imap {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: io::BufReader<std::process::ChildStdout>,
+    tag: usize,
+}
+
+impl Imap {
+    fn start(dovecot: &Dovecot, user: &str) -> Imap {
+        let mut child = dovecot
+            .doveadm_command(&["exec", "imap", "-u", user])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting doveadm exec imap");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut imap = Imap {
+            child,
+            stdin,
+            stdout,
+            tag: 0,
+        };
+        let greeting = imap.line();
+        assert!(greeting.starts_with("* PREAUTH"), "{greeting:?}");
+        imap
+    }
+
+    fn line(&mut self) -> String {
+        use std::io::BufRead as _;
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).expect("reading from imap");
+        assert!(n > 0, "the IMAP session ended");
+        line
+    }
+
+    /// Runs one command (with a LITERAL+ literal), returns its tagged OK line.
+    fn run(&mut self, command: &str, literal: Option<&[u8]>) -> String {
+        self.tag += 1;
+        let tag = format!("s{}", self.tag);
+        let mut bytes = match literal {
+            Some(l) => format!("{tag} {command} {{{}+}}\r\n", l.len()).into_bytes(),
+            None => format!("{tag} {command}\r\n").into_bytes(),
+        };
+        if let Some(l) = literal {
+            bytes.extend_from_slice(l);
+            bytes.extend_from_slice(b"\r\n");
+        }
+        self.stdin.write_all(&bytes).expect("writing to imap");
+        loop {
+            let line = self.line();
+            if let Some(rest) = line.strip_prefix(&format!("{tag} ")) {
+                assert!(rest.starts_with("OK"), "IMAP {command}: {line}");
+                return line;
+            }
+        }
+    }
+
+    /// APPEND; the UID Dovecot gave the message.
+    fn append(&mut self, mailbox: &str, message: &[u8]) -> u32 {
+        let line = self.run(&format!("APPEND {mailbox}"), Some(message));
+        line.split("[APPENDUID ")
+            .nth(1)
+            .and_then(|r| r.split([' ', ']']).nth(1))
+            .and_then(|u| u.parse().ok())
+            .unwrap_or_else(|| panic!("no APPENDUID in {line:?}"))
+    }
+}
+
+impl Drop for Imap {
+    fn drop(&mut self) {
+        let _ = self.stdin.write_all(b"z LOGOUT\r\n");
+        let _ = self.child.wait();
+    }
+}
+
+/// A message carrying `X-Storm: <marker>`.
+fn marked(marker: &str, n: usize) -> Vec<u8> {
+    let mut m = format!("X-Storm: {marker}\n").into_bytes();
+    m.extend(email(n, &format!("Storm {marker}"), "storm body"));
+    m
+}
+
+/// The `X-Storm` marker of a stored message.
+fn marker_of(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Storm: "))
+        .map(|m| m.trim_end().to_string())
+        .unwrap_or_else(|| panic!("a message without a marker: {}", show(text)))
+}
+
+/// The UID of the message with `marker` in `mailbox` (doveadm search on the header).
+fn uid_of_marker(user: &User<'_>, mailbox: &str, marker: &str) -> Result<u32, String> {
+    let out = user.adm(
+        &[],
+        &["search"],
+        &["mailbox", mailbox, "header", "X-Storm", marker],
+    );
+    let text = String::from_utf8_lossy(&out);
+    let uids: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    match uids[..] {
+        [uid] => Ok(uid),
+        _ => Err(format!("search for {marker} in {mailbox}: {text:?}")),
+    }
+}
+
+/// Where each marked message must end up: `Some(mailbox)` exactly once there, `None`
+/// nowhere.
+type Expected = BTreeMap<String, Option<&'static str>>;
+
+/// What one storm thread did: where its messages must be, and what failed.
+#[derive(Default)]
+struct Tally {
+    expected: Expected,
+    problems: Vec<String>,
+}
+
+impl Tally {
+    fn check<T>(&mut self, what: impl FnOnce() -> String, r: io::Result<T>) -> bool {
+        match r {
+            Ok(_) => true,
+            Err(e) => {
+                self.problems.push(format!("{}: {e}", what()));
+                false
+            }
+        }
+    }
+}
+
+/// Many writers at once: 2 threads copy marked messages in (every third with the cp
+/// tool, every fourth then removed again), one removes seeded messages, one changes
+/// flags, one moves messages between the two mailboxes, while Dovecot's own IMAP
+/// session appends, changes flags and expunges in the same mailboxes. Every write through
+/// the mount must succeed; afterwards each marked message is exactly once where it
+/// belongs (none twice, none lost, the removed ones gone), GUIDs are unique,
+/// force-resync changes nothing and the mount equals doveadm. A watchdog turns a
+/// deadlocked mount into a failure.
+fn storm(test: &str, layout: Layout) {
+    const CP_THREADS: usize = 2;
+    const CP_EACH: usize = 12;
+    const IMAP_OPS: usize = 24;
+    let dir = TestDir::new(test);
+    let dovecot = Dovecot::start(&dir, layout);
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("Other");
+    let mut expected = Expected::new();
+    let seed_in: Vec<(String, u32)> = (0..16)
+        .map(|i| {
+            let m = format!("seed-in-{i}");
+            let uid = bob.save("INBOX", &marked(&m, i));
+            (m, uid)
+        })
+        .collect();
+    let seed_ot: Vec<(String, u32)> = (0..10)
+        .map(|i| {
+            let m = format!("seed-ot-{i}");
+            let uid = bob.save("Other", &marked(&m, 100 + i));
+            (m, uid)
+        })
+        .collect();
+    let scratch = dir.mkdir("scratch");
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    // The mount has seen everything before the storm.
+    for mb in ["INBOX", "Other"] {
+        for name in names(&mount.mailbox(mb)) {
+            fs::metadata(mount.mailbox(mb).join(name)).expect("stat before");
+        }
+    }
+
+    let watchdog = Watchdog::arm(&mount, std::time::Duration::from_secs(90));
+    let tallies: Vec<Tally> = std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for t in 0..CP_THREADS {
+            let (mount, bob, scratch) = (&mount, &bob, &scratch);
+            handles.push(s.spawn(move || {
+                let mut tally = Tally::default();
+                for i in 0..CP_EACH {
+                    let marker = format!("cp-{t}-{i}");
+                    let mailbox = if i % 2 == 0 { "INBOX" } else { "Other" };
+                    let bytes = marked(&marker, 200 + t * 100 + i);
+                    let dest = mount.mailbox(mailbox).join(format!("{marker}.eml"));
+                    let copied = if i % 3 == 0 {
+                        let src = scratch.join(format!("{marker}.eml"));
+                        fs::write(&src, &bytes).expect("writing the source");
+                        let out = run("cp", &[src.as_os_str(), dest.as_os_str()]);
+                        let ok = out.status.success();
+                        if !ok {
+                            tally
+                                .problems
+                                .push(format!("cp {marker} into {mailbox}: {}", show(&out.stderr)));
+                        }
+                        ok
+                    } else {
+                        tally.check(
+                            || format!("writing {marker} into {mailbox}"),
+                            create_write_close(&dest, &bytes),
+                        )
+                    };
+                    if !copied {
+                        continue; // (where it went is unknown: the final check says)
+                    }
+                    if i % 4 == 1 {
+                        match uid_of_marker(bob, mailbox, &marker) {
+                            Ok(uid) => {
+                                if tally.check(
+                                    || format!("rm {marker} ({mailbox}/{uid})"),
+                                    fs::remove_file(mount.message(mailbox, uid)),
+                                ) {
+                                    tally.expected.insert(marker, None);
+                                }
+                            }
+                            Err(e) => tally.problems.push(e),
+                        }
+                    } else {
+                        tally.expected.insert(marker, Some(mailbox));
+                    }
+                }
+                tally
+            }));
+        }
+        // rm of the odd seeded INBOX messages.
+        let (m, seeds) = (&mount, &seed_in);
+        handles.push(s.spawn(move || {
+            let mut tally = Tally::default();
+            for (i, (marker, uid)) in seeds.iter().enumerate() {
+                if i % 2 == 1
+                    && tally.check(
+                        || format!("rm {marker} (INBOX/{uid})"),
+                        fs::remove_file(m.message("INBOX", *uid)),
+                    )
+                {
+                    tally.expected.insert(marker.clone(), None);
+                }
+            }
+            tally
+        }));
+        // setfattr on the even seeded INBOX messages (IMAP changes their flags too).
+        handles.push(s.spawn(move || {
+            let mut tally = Tally::default();
+            for round in 0..2 {
+                for (i, (marker, uid)) in seeds.iter().enumerate() {
+                    if i % 2 == 0 {
+                        let (attr, value) = if round == 0 {
+                            ("user.mail.flags.add", "\\Flagged $Storm")
+                        } else {
+                            ("user.mail.flags.remove", "\\Flagged")
+                        };
+                        tally.check(
+                            || format!("setfattr {attr} on {marker} (INBOX/{uid})"),
+                            setxattr(&m.message("INBOX", *uid), attr, value.as_bytes()),
+                        );
+                    }
+                }
+            }
+            tally
+        }));
+        // mv of the even seeded Other messages to INBOX.
+        let others = &seed_ot;
+        handles.push(s.spawn(move || {
+            let mut tally = Tally::default();
+            for (i, (marker, uid)) in others.iter().enumerate() {
+                if i % 2 == 0
+                    && tally.check(
+                        || format!("mv {marker} (Other/{uid}) to INBOX"),
+                        fs::rename(m.message("Other", *uid), m.mailbox("INBOX").join(eml(*uid))),
+                    )
+                {
+                    tally.expected.insert(marker.clone(), Some("INBOX"));
+                }
+            }
+            tally
+        }));
+        // Dovecot's own IMAP session: APPEND to both, STORE, EXPUNGE its own.
+        let dovecot = &dovecot;
+        handles.push(s.spawn(move || {
+            let mut tally = Tally::default();
+            let mut imap = Imap::start(dovecot, "bob");
+            imap.run("SELECT INBOX", None);
+            let mut mine: Vec<(String, u32)> = Vec::new();
+            for i in 0..IMAP_OPS {
+                let marker = format!("imap-{i}");
+                let msg: Vec<u8> = marked(&marker, 500 + i)
+                    .split(|&b| b == b'\n')
+                    .collect::<Vec<_>>()
+                    .join(&b"\r\n"[..]);
+                if i % 4 == 3 {
+                    imap.append("Other", &msg);
+                    tally.expected.insert(marker, Some("Other"));
+                    continue;
+                }
+                let uid = imap.append("INBOX", &msg);
+                tally.expected.insert(marker.clone(), Some("INBOX"));
+                mine.push((marker, uid));
+                let seed_uid = seeds[(i * 2) % seeds.len()].1;
+                imap.run(
+                    &format!("UID STORE {seed_uid} +FLAGS.SILENT (\\Answered $Imap)"),
+                    None,
+                );
+                if i % 3 == 2 {
+                    let (gone, uid) = mine.remove(0);
+                    imap.run(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"), None);
+                    imap.run(&format!("UID EXPUNGE {uid}"), None);
+                    tally.expected.insert(gone, None);
+                }
+            }
+            tally
+        }));
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a storm thread panicked"))
+            .collect()
+    });
+    let fired = watchdog.disarm();
+    let mut problems = Vec::new();
+    for t in tallies {
+        expected.extend(t.expected);
+        problems.extend(t.problems);
+    }
+    assert!(
+        !fired,
+        "deadlock: the storm did not finish within 90 s (the FUSE connection was aborted); \
+         write errors: {problems:#?}"
+    );
+    for (marker, _) in &seed_in {
+        expected.entry(marker.clone()).or_insert(Some("INBOX"));
+    }
+    for (marker, _) in &seed_ot {
+        expected.entry(marker.clone()).or_insert(Some("Other"));
+    }
+
+    // Every marked message exactly once where it belongs; the removed ones nowhere.
+    let mut found: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    let mut guids = BTreeMap::new();
+    for mailbox in ["INBOX", "Other"] {
+        for m in bob.fetch(mailbox) {
+            found.entry(marker_of(&m.text)).or_default().push(mailbox);
+            if let Some(other) = guids.insert(m.guid.clone(), (mailbox, m.uid)) {
+                problems.push(format!(
+                    "GUID {} twice: {other:?} and {mailbox}/{}",
+                    m.guid, m.uid
+                ));
+            }
+        }
+    }
+    for (marker, place) in &expected {
+        let got = found.remove(marker).unwrap_or_default();
+        let want: Vec<&str> = place.iter().copied().collect();
+        if got != want {
+            problems.push(format!("{marker}: expected in {want:?}, found in {got:?}"));
+        }
+    }
+    for (marker, got) in &found {
+        problems.push(format!("{marker}: not expected, found in {got:?}"));
+    }
+    assert!(
+        problems.is_empty(),
+        "the storm:\n  {}",
+        problems.join("\n  ")
+    );
+    let kept = expected.values().filter(|p| p.is_some()).count();
+    assert!(
+        kept > 40 && expected.len() > 60,
+        "{kept} of {}",
+        expected.len()
+    );
+    assert_force_resync_changes_nothing(&bob);
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
+}
+
+#[test]
+fn storm_against_imap_maildirpp() {
+    require!(Dovecot, Fuse);
+    storm("wm_storm_pp", Layout::MaildirPlusPlus);
+}
+
+#[test]
+fn storm_against_imap_mdbox() {
+    require!(Dovecot, Fuse);
+    storm("wm_storm_mdbox", Layout::Mdbox);
+}
+
+// ---------------------------------------------------------------------------------------
+// A watchdog for tests that can deadlock the mount
+
+/// The FUSE control directory of the mount at `mountpoint`
+/// (`/sys/fs/fuse/connections/<minor>`), mounting fusectl if needed (root).
+fn fuse_connection(mountpoint: &Path) -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let minor = info.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        (fields.get(4).map(Path::new) == Some(mountpoint))
+            .then(|| fields[2].split(':').nth(1).map(str::to_string))
+            .flatten()
+    })?;
+    let control = Path::new("/sys/fs/fuse/connections");
+    if !control.join(&minor).exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(control)
+            .stderr(Stdio::null())
+            .status();
+    }
+    Some(control.join(minor)).filter(|p| p.join("abort").exists())
+}
+
+/// Aborts the FUSE connection of a mount (every request then fails with ENOTCONN, and
+/// whatever waits in the kernel for mailfs is let go) unless disarmed within its limit:
+/// a deadlock becomes a test failure instead of a hang, with processes stuck in D state.
+struct Watchdog {
+    disarmed: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn arm(mount: &Mount, limit: std::time::Duration) -> Watchdog {
+        let connection = fuse_connection(mount.path());
+        let disarmed: Arc<(Mutex<bool>, std::sync::Condvar)> = Arc::default();
+        let fired = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (disarmed, fired) = (disarmed.clone(), fired.clone());
+            std::thread::spawn(move || {
+                let (lock, cv) = &*disarmed;
+                let guard = lock.lock().unwrap();
+                let (guard, timeout) = cv
+                    .wait_timeout_while(guard, limit, |disarmed| !*disarmed)
+                    .unwrap();
+                if timeout.timed_out() && !*guard {
+                    fired.store(true, Ordering::SeqCst);
+                    match &connection {
+                        Some(c) => {
+                            eprintln!(
+                                "watchdog: nothing finished within {limit:?}: aborting the FUSE \
+                                 connection {}",
+                                c.display()
+                            );
+                            let _ = fs::write(c.join("abort"), "1");
+                        }
+                        None => eprintln!(
+                            "watchdog: nothing finished within {limit:?}, and no FUSE control \
+                             directory to abort the connection with"
+                        ),
+                    }
+                }
+            })
+        };
+        Watchdog {
+            disarmed,
+            fired,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the watchdog; true if it had fired (the mount is then dead).
+    fn disarm(mut self) -> bool {
+        self.stop();
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    fn stop(&mut self) {
+        let (lock, cv) = &*self.disarmed;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A file being copied in is saved once, when its writer closes it: not when a child
+// process (fork + exec) closes its inherited descriptor
+
+/// A process writing a new message runs a program (fork + exec) before it has written
+/// the rest: the child's exec closes the descriptor it inherited (close-on-exec, as every
+/// Rust and Python file is), which the kernel sends to mailfs as a FLUSH from the child.
+/// Expected: the program runs at once, and exactly one message, with all the bytes, is
+/// saved when the writer closes the file. (A watchdog turns a hang into a failure.)
+#[test]
+fn a_child_exec_while_a_copy_is_open_neither_hangs_nor_saves_early() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_exec_flush");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let before = bob.save("INBOX", &email(1, "Already here", "x"));
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    let message = email(2, "Written in two parts", "first part\nsecond part\n");
+    let (first, second) = message.split_at(message.len() / 2);
+    let path = mount.mailbox("INBOX").join("two-parts.eml");
+
+    let watchdog = Watchdog::arm(&mount, std::time::Duration::from_secs(10));
+    let outcome = (|| -> io::Result<std::time::Duration> {
+        let mut f = fs::File::create(&path)?;
+        f.write_all(first)?;
+        let started = std::time::Instant::now();
+        let status = Command::new("true").status()?;
+        let took = started.elapsed();
+        assert!(status.success());
+        f.write_all(second)?;
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+        // SAFETY: `fd` is ours (taken from the File), closed exactly once here.
+        if unsafe { libc::close(fd) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(took)
+    })();
+    let fired = watchdog.disarm();
+    assert!(
+        !fired,
+        "deadlock: running a program while a new message was open for writing hung the \
+         mount for 10 s (the FUSE connection was aborted); outcome {outcome:?}"
+    );
+    let took = outcome.expect("writing the message in two parts around a fork + exec");
+    assert!(took.as_secs() < 5, "the exec took {took:?}");
+    let uids = bob.uids("INBOX");
+    let saved: Vec<Vec<u8>> = uids
+        .iter()
+        .filter(|u| **u != before)
+        .map(|u| bob.text("INBOX", *u))
+        .collect();
+    assert_eq!(
+        saved,
+        vec![message.clone()],
+        "expected exactly the whole message saved once; got {:?}",
+        saved.iter().map(|t| show(t)).collect::<Vec<_>>()
+    );
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
+}
+
+/// The shell's way to create a file: `cmd > MP/box/new.eml` opens the file on a spare
+/// descriptor, dup2()s it to 1 and closes the spare one (a FLUSH of the new file) before
+/// `cmd` writes anything; `( a; b ) > file` runs commands that each inherit it and exit
+/// (each exit a FLUSH). Expected: each writes exactly one message with all the bytes,
+/// and the shell reports success.
+#[test]
+fn shell_redirections_save_the_whole_message_once() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("wm_shell");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("Ref");
+    let before = bob.save("INBOX", &email(1, "Already here", "x"));
+    let body = dir.join("body.txt");
+    fs::write(&body, "from a file\n").expect("writing the body");
+    let mount = mount_rw(&dir, &dovecot, &bob, &[]);
+    let inbox = mount.mailbox("INBOX");
+    let scripts: [(&str, String, &[u8]); 2] = [
+        (
+            "echo > file",
+            format!(
+                "printf 'Subject: redirected\\n\\nhello\\n' > '{}'",
+                inbox.join("echo.eml").display()
+            ),
+            b"Subject: redirected\n\nhello\n",
+        ),
+        (
+            "( printf; cat ) > file",
+            format!(
+                "( printf 'Subject: grouped\\n\\n'; cat '{}' ) > '{}'",
+                body.display(),
+                inbox.join("grouped.eml").display()
+            ),
+            b"Subject: grouped\n\nfrom a file\n",
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (what, script, expected) in &scripts {
+        let next = bob.status("INBOX").uidnext;
+        let out = run("sh", &["-c".as_ref(), script.as_ref()]);
+        if !out.status.success() {
+            problems.push(format!(
+                "{what}: exit {}: {}",
+                out.status,
+                show(&out.stderr)
+            ));
+        }
+        let new: Vec<(u32, Vec<u8>)> = bob
+            .uids("INBOX")
+            .into_iter()
+            .filter(|u| *u >= next)
+            .map(|u| (u, bob.text("INBOX", u)))
+            .collect();
+        let want = stored_form(&bob, "Ref", expected);
+        if new.len() != 1 || new[0].1 != want {
+            problems.push(format!(
+                "{what}: expected one message {:?}, saved {:?}",
+                show(&want),
+                new.iter()
+                    .map(|(u, t)| format!("uid {u}: {:?}", show(t)))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(bob.uids("INBOX").contains(&before));
+    assert_mount_matches_dovecot(&mount, &bob);
+    mount.stop();
+}
