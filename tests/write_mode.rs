@@ -307,10 +307,13 @@ fn every_operation(test: &str, layout: Layout) {
         &fs::metadata(mount.message("INBOX", moved)),
         libc::ENOENT,
     );
-    assert_errno(
-        "stat of the name mv gave (the message has another UID there)",
-        &fs::metadata(target.join(eml(moved))),
-        libc::ENOENT,
+    // coreutils mv stats its target after the rename: the name it gave answers for the
+    // moved message (unlisted, see docs/semantics.md) although Dovecot gave it another UID.
+    let ghost = fs::metadata(target.join(eml(moved))).expect("stat of the name mv gave");
+    assert_eq!(
+        ghost.len(),
+        moved_text.len() as u64,
+        "the name mv gave shows the moved message's size"
     );
     assert_bytes_eq(
         &fs::read(target.join(eml(target_next))).expect("read the moved message"),
@@ -1845,9 +1848,20 @@ fn storm(test: &str, layout: Layout) {
                     if i % 4 == 1 {
                         match uid_of_marker(bob, mailbox, &marker) {
                             Ok(uid) => {
+                                // By an rm process, as a shell would: a thread cannot
+                                // expunge by its UID name a message it saved into that
+                                // mailbox within the minute (EBUSY, see `tar -x` in
+                                // docs/semantics.md).
+                                let path = mount.message(mailbox, uid);
+                                let out = run("rm", &[path.as_os_str()]);
+                                let removed = if out.status.success() {
+                                    Ok(())
+                                } else {
+                                    Err(io::Error::other(show(&out.stderr)))
+                                };
                                 if tally.check(
                                     || format!("rm {marker} ({mailbox}/{uid})"),
-                                    fs::remove_file(mount.message(mailbox, uid)),
+                                    removed,
                                 ) {
                                     tally.expected.insert(marker, None);
                                 }
