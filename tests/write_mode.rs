@@ -1859,10 +1859,8 @@ fn storm(test: &str, layout: Layout) {
                                 } else {
                                     Err(io::Error::other(show(&out.stderr)))
                                 };
-                                if tally.check(
-                                    || format!("rm {marker} ({mailbox}/{uid})"),
-                                    removed,
-                                ) {
+                                if tally.check(|| format!("rm {marker} ({mailbox}/{uid})"), removed)
+                                {
                                     tally.expected.insert(marker, None);
                                 }
                             }
