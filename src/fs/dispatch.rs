@@ -392,9 +392,8 @@ impl Filesystem for MailFs {
         let removed = self.handles.remove(fh.0);
         match removed {
             Some(Handle::File(open)) if open.passthrough => self.backings.release(ino.0),
-            // (`released` counts the handle off either way.) The last descriptor of a
-            // file being written: what its writer's close did
-            // not save is saved now.
+            // The last descriptor of a file being written (`released` counts the handle
+            // off either way): what its writer's close did not save is saved now.
             Some(Handle::Staged(staged)) if self.staging.released(&staged) => {
                 self.release_staged(&staged);
             }
