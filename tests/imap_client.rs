@@ -30,6 +30,9 @@ struct Server {
 /// TLS material made by `openssl` in the test: a CA and a server certificate for
 /// `localhost` / 127.0.0.1 signed by it.
 struct Pki {
+    /// This machine's non-loopback address, also in the certificate (and Dovecot listens
+    /// on it too), if it has one.
+    remote_ip: Option<String>,
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
@@ -54,6 +57,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 fn make_pki(dir: &TestDir) -> Pki {
+    let remote_ip = non_loopback_ip();
     let d = dir.mkdir("pki");
     let ec = [
         "-newkey",
@@ -88,8 +92,13 @@ fn make_pki(dir: &TestDir) -> Pki {
     openssl(&d, &req);
     std::fs::write(
         d.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName=DNS:localhost,IP:127.0.0.1{}\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+            remote_ip
+                .as_ref()
+                .map_or(String::new(), |ip| format!(",IP:{ip}"))
+        ),
     )
     .expect("writing ext.cnf");
     openssl(
@@ -115,6 +124,7 @@ fn make_pki(dir: &TestDir) -> Pki {
     // Dovecot's login processes read the key before dropping privileges, but keep it
     // readable anyway for a non-root run.
     Pki {
+        remote_ip,
         ca: d.join("ca.pem"),
         cert: d.join("server.pem"),
         key: d.join("server.key"),
@@ -140,8 +150,10 @@ fn start(dir: &TestDir, extra: &[&str], pki: Option<&Pki>) -> Server {
         settings.extend(ssl.iter().map(String::as_str));
     }
     let listener = format!(
-        "service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  \
+        "service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1{}\n    port = {port}\n  }}\n  \
          inet_listener imaps {{\n    address = 127.0.0.1\n    port = {}\n  }}\n}}",
+        pki.and_then(|p| p.remote_ip.as_ref())
+            .map_or(String::new(), |ip| format!(", {ip}")),
         if pki.is_some() { imaps_port } else { 0 }
     );
     let master = format!(
@@ -325,6 +337,28 @@ fn login_without_auth_plain() {
         String::from_utf8_lossy(&sent),
         "a1 LOGIN \"c\\\"l\\\\\" {5+}\r\np\u{e4}ss\r\n"
     );
+
+    // Without LITERAL+ the literal waits for the server's continuation request.
+    let (port, h) = fake_server("127.0.0.1:0", b"* OK [CAPABILITY IMAP4rev1] hi\r\n", |c| {
+        let _ = c.write_all(b"+ go ahead\r\n");
+        let mut rest = Vec::new();
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = c.read(&mut buf) {
+            rest.extend_from_slice(&buf[..n]);
+        }
+        let answer: &[u8] = if rest == "p\u{e4}ss\r\n".as_bytes() {
+            b"* CAPABILITY IMAP4rev1 IDLE\r\na1 OK Logged in\r\n"
+        } else {
+            b"a1 NO [AUTHENTICATIONFAILED] the literal was wrong\r\n"
+        };
+        let _ = c.write_all(answer);
+    });
+    let ep = Endpoint { port, ..ep };
+    let s = Session::connect(&ep, &creds("carol", "p\u{e4}ss"), TIMEOUT).expect("LOGIN");
+    assert!(s.capabilities().has("IDLE"));
+    s.logout();
+    let sent = h.join().expect("server");
+    assert_eq!(String::from_utf8_lossy(&sent), "a1 LOGIN \"carol\" {5}\r\n");
 }
 
 #[test]
@@ -588,9 +622,39 @@ fn qresync_reports_vanished_and_changed() {
     assert!(sel.changed[0].flags.iter().any(|f| f == "\\Flagged"));
     assert!(sel.highest_modseq.unwrap_or(0) > modseq);
     assert_eq!(sel.exists, 3);
-    // CHANGEDSINCE: only uid 3 changed since `modseq`.
+    // CHANGEDSINCE: only uid 3 changed since `modseq`; with VANISHED, uid 2 went away.
     let changed = s.fetch_meta("1:*", Some(modseq)).expect("changedsince");
     assert_eq!(changed.iter().map(|m| m.uid).collect::<Vec<_>>(), [3]);
+    let (changed, gone) = s.fetch_changes("1:*", modseq).expect("fetch_changes");
+    assert_eq!(changed.iter().map(|m| m.uid).collect::<Vec<_>>(), [3]);
+    assert!(
+        gone.contains(&2) && !gone.iter().any(|u| [1, 3, 4].contains(u)),
+        "{gone:?}"
+    );
+
+    // Changes reported during other commands are queued, not lost; under QRESYNC an
+    // expunge is VANISHED (RFC 7162 section 3.2.10).
+    s.select("INBOX", false, None).expect("select");
+    bob.expunge("INBOX", 4);
+    bob.flags_add("INBOX", 1, "\\Answered");
+    s.fetch_meta("1", None).expect("fetch");
+    let mut events = s.take_events();
+    events.extend(s.noop().expect("noop"));
+    assert!(events.contains(&Event::Vanished(vec![4])), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Fetch(f) if f.uid == Some(1) && f.modseq.is_some())),
+        "{events:?}"
+    );
+    let events = thread::scope(|scope| {
+        scope.spawn(|| {
+            thread::sleep(Duration::from_millis(300));
+            bob.expunge("INBOX", 3);
+        });
+        s.idle(Duration::from_secs(8), &|| false).expect("idle")
+    });
+    assert!(events.contains(&Event::Vanished(vec![3])), "{events:?}");
     s.logout();
 }
 
@@ -741,6 +805,18 @@ fn tls_and_starttls() {
         "capabilities not renewed after STARTTLS"
     );
     s.logout();
+
+    // Security::Plain to a non-loopback host upgrades with STARTTLS when offered.
+    if let Some(ip) = &pki.remote_ip {
+        let mut remote = st.clone();
+        remote.host = ip.clone();
+        remote.security = Security::Plain;
+        let s = Session::connect(&remote, &creds("bob", PASSWORD), TIMEOUT).expect("remote");
+        assert!(s.is_tls(), "a password went to {ip} without TLS");
+        s.logout();
+    } else {
+        eprintln!("note: no non-loopback address; the remote STARTTLS case was not run");
+    }
 
     // Not trusted: the system roots do not know the test CA.
     let mut untrusted = ep.clone();

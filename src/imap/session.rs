@@ -176,10 +176,15 @@ pub enum Event {
     Fetch(FetchUpdate),
     /// `RECENT`, `OK Still here`, ...
     Other,
+    /// Events were dropped (too many queued): resynchronise.
+    Overflow,
 }
 
 /// The most UIDs a `VANISHED` or `COPYUID` set is expanded to.
 const MAX_SET: usize = 1 << 24;
+
+/// The most unsolicited events kept for [`Session::take_events`].
+const MAX_PENDING: usize = 100_000;
 
 /// The longest slice of an IDLE wait between two `stop` checks (and reads).
 const IDLE_SLICE: Duration = Duration::from_millis(200);
@@ -248,6 +253,8 @@ pub struct Session {
     qresync: bool,
     /// Whether `FETCH X-GUID` works (unknown until tried: Dovecot does not announce it).
     xguid: Option<bool>,
+    /// Unsolicited changes seen during commands, for [`Session::take_events`].
+    pending: Vec<Event>,
     broken: bool,
 }
 
@@ -526,6 +533,12 @@ fn copyuid(code: &Code) -> Result<CopyUid, ImapError> {
     })
 }
 
+/// A command's handler for the untagged responses it does not collect: handed back, so
+/// that changes among them are queued ([`Session::take_events`]).
+fn keep(u: Untagged) -> Result<Option<Untagged>, ImapError> {
+    Ok(Some(u))
+}
+
 fn no_or_bad(command: &str, state: StatusResponse) -> ImapError {
     let code = state.code.map(|c| c.name);
     match state.status {
@@ -564,6 +577,7 @@ impl Session {
             utf8: false,
             qresync: false,
             xguid: None,
+            pending: Vec::new(),
             broken: false,
         };
         let preauth = s.greeting()?;
@@ -638,13 +652,13 @@ impl Session {
     }
 
     fn capability(&mut self) -> Result<(), ImapError> {
-        self.run("CAPABILITY", &[], None, &mut |_| Ok(()))?;
+        self.run("CAPABILITY", &[], None, &mut keep)?;
         Ok(())
     }
 
     /// STARTTLS (RFC 3501 section 6.2.1); capabilities are asked for again afterwards.
     fn starttls(&mut self, ep: &Endpoint) -> Result<(), ImapError> {
-        self.run("STARTTLS", &[], None, &mut |_| Ok(()))?;
+        self.run("STARTTLS", &[], None, &mut keep)?;
         if !self.conn.buffer().is_empty() {
             // Bytes the server sent before the handshake would be injected into the TLS
             // session's plaintext (CVE-2011-0411 style).
@@ -687,7 +701,7 @@ impl Session {
             } else {
                 [Arg::Raw("PLAIN"), Arg::AfterContinue(b64.as_bytes())]
             };
-            self.run("AUTHENTICATE", &args, None, &mut |_| Ok(()))
+            self.run("AUTHENTICATE", &args, None, &mut keep)
                 .map_err(auth_err)?;
         } else {
             if creds.authzid.is_some() {
@@ -704,7 +718,7 @@ impl Session {
                 Arg::Str(creds.user.as_bytes()),
                 Arg::Str(creds.password.as_bytes()),
             ];
-            self.run("LOGIN", &args, None, &mut |_| Ok(()))
+            self.run("LOGIN", &args, None, &mut keep)
                 .map_err(auth_err)?;
         }
         // RFC 3501 section 6.2.2/6.2.3: capabilities may change after authentication; the
@@ -742,11 +756,12 @@ impl Session {
             .collect::<Result<Vec<&str>, _>>()?
             .join(" ");
         let mut enabled = Vec::new();
-        self.run("ENABLE", &[Arg::Raw(&line)], None, &mut |u| {
-            if let Untagged::Enabled(e) = u {
+        self.run("ENABLE", &[Arg::Raw(&line)], None, &mut |u| match u {
+            Untagged::Enabled(e) => {
                 enabled.extend(e);
+                Ok(None)
             }
-            Ok(())
+            u => Ok(Some(u)),
         })?;
         for e in &enabled {
             if e.eq_ignore_ascii_case("UTF8=ACCEPT") {
@@ -782,16 +797,16 @@ impl Session {
     /// `LIST "" "*"` (RFC 3501 section 6.3.8): every mailbox, names decoded.
     pub fn list(&mut self) -> Result<Vec<ListEntry>, ImapError> {
         let mut raw = Vec::new();
-        self.run("LIST", &[Arg::Raw("\"\" \"*\"")], None, &mut |u| {
-            if let Untagged::List {
+        self.run("LIST", &[Arg::Raw("\"\" \"*\"")], None, &mut |u| match u {
+            Untagged::List {
                 attributes,
                 separator,
                 name,
-            } = u
-            {
+            } => {
                 raw.push((name, separator, attributes));
+                Ok(None)
             }
-            Ok(())
+            u => Ok(Some(u)),
         })?;
         raw.into_iter()
             .map(|(name, separator, attributes)| {
@@ -831,6 +846,8 @@ impl Session {
             // HIGHESTMODSEQ (QRESYNC, once enabled, implies it).
             args.push(Arg::Raw("(CONDSTORE)"));
         }
+        // Events of the previous mailbox mean nothing any more.
+        self.pending.clear();
         let mut sel = Selected::default();
         let mut uid_validity = None;
         let mut changed = Vec::new();
@@ -857,7 +874,7 @@ impl Session {
                 },
                 _ => {}
             }
-            Ok(())
+            Ok(None)
         })?;
         if let Some(code) = &state.code {
             sel.read_only = code.name == "READ-ONLY";
@@ -883,11 +900,12 @@ impl Session {
             "STATUS",
             &[Arg::Str(&name), Arg::Raw(items)],
             None,
-            &mut |u| {
-                if let Untagged::MailboxStatus { items, .. } = u {
+            &mut |u| match u {
+                Untagged::MailboxStatus { items, .. } => {
                     got.extend(items);
+                    Ok(None)
                 }
-                Ok(())
+                u => Ok(Some(u)),
             },
         )?;
         let find = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
@@ -905,15 +923,41 @@ impl Session {
     }
 
     /// `UID FETCH set (UID FLAGS INTERNALDATE RFC822.SIZE [X-GUID|EMAILID] [MODSEQ])
-    /// [(CHANGEDSINCE n [VANISHED])]` (RFC 3501 section 6.4.8, RFC 7162 sections 3.1.4 and
-    /// 3.2.6). Unsolicited FETCH responses (flag changes without the requested items) are
-    /// left out. `X-GUID` (Dovecot) is asked for unless the server rejected it once, or
-    /// `EMAILID` (RFC 8474) when the server announces OBJECTID.
+    /// [(CHANGEDSINCE n)]` (RFC 3501 section 6.4.8, RFC 7162 section 3.1.4). Unsolicited
+    /// FETCH responses (flag changes without the requested items) are queued as events
+    /// ([`Session::take_events`]), not returned. `X-GUID` (Dovecot) is asked for unless
+    /// the server rejected it once, or `EMAILID` (RFC 8474) when the server announces
+    /// OBJECTID.
     pub fn fetch_meta(
         &mut self,
         uid_set: &str,
         changed_since: Option<u64>,
     ) -> Result<Vec<MessageInfo>, ImapError> {
+        Ok(self.fetch_inner(uid_set, changed_since, false)?.0)
+    }
+
+    /// Like [`Session::fetch_meta`] with `(CHANGEDSINCE since VANISHED)` (RFC 7162 section
+    /// 3.2.6; QRESYNC must be enabled): the messages changed since `since`, and the UIDs of
+    /// `uid_set` expunged since then (the server may include UIDs that never existed).
+    pub fn fetch_changes(
+        &mut self,
+        uid_set: &str,
+        since: u64,
+    ) -> Result<(Vec<MessageInfo>, Vec<u32>), ImapError> {
+        if !self.qresync {
+            return Err(ImapError::Refused(
+                "CHANGEDSINCE ... VANISHED needs ENABLE QRESYNC first".into(),
+            ));
+        }
+        self.fetch_inner(uid_set, Some(since), true)
+    }
+
+    fn fetch_inner(
+        &mut self,
+        uid_set: &str,
+        changed_since: Option<u64>,
+        vanished: bool,
+    ) -> Result<(Vec<MessageInfo>, Vec<u32>), ImapError> {
         check_set(uid_set)?;
         let condstore = self.caps.has("CONDSTORE");
         if changed_since.is_some() && !condstore {
@@ -933,24 +977,31 @@ impl Session {
             }
             items.push(')');
             if let Some(n) = changed_since {
-                let vanished = if self.qresync { " VANISHED" } else { "" };
-                items.push_str(&format!(" (CHANGEDSINCE {n}{vanished})"));
+                let v = if vanished { " VANISHED" } else { "" };
+                items.push_str(&format!(" (CHANGEDSINCE {n}{v})"));
             }
             let mut out = Vec::new();
+            let mut gone = Vec::new();
             let r = self.run(
                 "UID FETCH",
                 &[Arg::Raw("FETCH"), Arg::Raw(uid_set), Arg::Raw(&items)],
                 None,
-                &mut |u| {
-                    if let Untagged::Fetch { items, .. } = u {
-                        let complete = items.iter().any(|(n, _)| n == "RFC822.SIZE");
-                        if let Some(info) = message_info(&items)?
-                            && complete
-                        {
-                            out.push(info);
-                        }
+                &mut |u| match u {
+                    Untagged::Fetch { items, .. }
+                        if items.iter().any(|(n, _)| n == "RFC822.SIZE") =>
+                    {
+                        out.extend(message_info(&items)?);
+                        Ok(None)
                     }
-                    Ok(())
+                    // RFC 7162 section 3.2.6: the answer to VANISHED is VANISHED (EARLIER).
+                    Untagged::Vanished {
+                        earlier: true,
+                        uids,
+                    } if vanished => {
+                        gone.extend(codec::expand_set(&uids, MAX_SET)?);
+                        Ok(None)
+                    }
+                    u => Ok(Some(u)),
                 },
             );
             match r {
@@ -964,7 +1015,7 @@ impl Session {
                     if guid_item == " X-GUID" {
                         self.xguid = Some(true);
                     }
-                    return Ok(out);
+                    return Ok((out, gone));
                 }
             }
         }
@@ -984,7 +1035,14 @@ impl Session {
                 Arg::Raw("(UID BODY.PEEK[])"),
             ],
             Some(&mut body),
-            &mut |_| Ok(()),
+            &mut |u| match u {
+                Untagged::Fetch { items, .. }
+                    if items.iter().any(|(n, _)| n.starts_with("BODY[")) =>
+                {
+                    Ok(None)
+                }
+                u => Ok(Some(u)),
+            },
         )?;
         if let Some(e) = body.error.take() {
             return Err(ImapError::io("writing the message to its sink", e));
@@ -997,7 +1055,8 @@ impl Session {
 
     /// `IDLE` (RFC 2177) until an `EXISTS`, `EXPUNGE`, `VANISHED` or `FETCH` arrives, `wait`
     /// passes or `stop()` is true (checked at least every 200 ms); then `DONE`. Returns
-    /// what arrived.
+    /// what arrived; returns at once, without IDLE, when earlier commands queued changes
+    /// ([`Session::take_events`]).
     pub fn idle(
         &mut self,
         wait: Duration,
@@ -1007,6 +1066,9 @@ impl Session {
             return Err(ImapError::Refused("the server has no IDLE".into()));
         }
         self.usable()?;
+        if !self.pending.is_empty() {
+            return Ok(self.take_events());
+        }
         let tag = self.send(&[Arg::Raw("IDLE")])?;
         let mut events = Vec::new();
         let deadline = Instant::now() + wait;
@@ -1089,14 +1151,11 @@ impl Session {
         event(&u)
     }
 
-    /// `NOOP` (RFC 3501 section 6.1.2): what changed in the selected mailbox.
+    /// `NOOP` (RFC 3501 section 6.1.2): what changed in the selected mailbox (with the
+    /// events queued by earlier commands, see [`Session::take_events`]).
     pub fn noop(&mut self) -> Result<Vec<Event>, ImapError> {
-        let mut events = Vec::new();
-        self.run("NOOP", &[], None, &mut |u| {
-            events.push(event(&u)?);
-            Ok(())
-        })?;
-        Ok(events)
+        self.run("NOOP", &[], None, &mut keep)?;
+        Ok(self.take_events())
     }
 
     /// `APPEND mailbox (flags) {n}` (RFC 3501 section 6.3.11), a non-synchronising literal
@@ -1113,7 +1172,7 @@ impl Session {
             "APPEND",
             &[Arg::Str(&name), Arg::Raw(&flags), Arg::Literal(bytes)],
             None,
-            &mut |_| Ok(()),
+            &mut keep,
         )?;
         Ok(state
             .code
@@ -1145,7 +1204,7 @@ impl Session {
                 Arg::Raw(&flags),
             ],
             None,
-            &mut |_| Ok(()),
+            &mut keep,
         )?;
         Ok(())
     }
@@ -1165,7 +1224,7 @@ impl Session {
             "UID EXPUNGE",
             &[Arg::Raw("EXPUNGE"), Arg::Raw(uid_set)],
             None,
-            &mut |_| Ok(()),
+            &mut keep,
         )?;
         Ok(())
     }
@@ -1200,12 +1259,13 @@ impl Session {
             None,
             &mut |u| {
                 // RFC 6851 section 4.3: COPYUID comes in an untagged OK before the expunges.
-                if let Untagged::State(StatusResponse { code: Some(c), .. }) = u
+                if let Untagged::State(StatusResponse { code: Some(c), .. }) = &u
                     && c.name == "COPYUID"
                 {
-                    code = Some(c);
+                    code = Some(c.clone());
+                    return Ok(None);
                 }
-                Ok(())
+                Ok(Some(u))
             },
         )?;
         let code = code.or(state.code.filter(|c| c.name == "COPYUID"));
@@ -1219,30 +1279,28 @@ impl Session {
     /// `CREATE` (RFC 3501 section 6.3.3).
     pub fn create(&mut self, mailbox: &str) -> Result<(), ImapError> {
         let name = self.wire_name(mailbox);
-        self.run("CREATE", &[Arg::Str(&name)], None, &mut |_| Ok(()))?;
+        self.run("CREATE", &[Arg::Str(&name)], None, &mut keep)?;
         Ok(())
     }
 
     /// `DELETE` (RFC 3501 section 6.3.4).
     pub fn delete(&mut self, mailbox: &str) -> Result<(), ImapError> {
         let name = self.wire_name(mailbox);
-        self.run("DELETE", &[Arg::Str(&name)], None, &mut |_| Ok(()))?;
+        self.run("DELETE", &[Arg::Str(&name)], None, &mut keep)?;
         Ok(())
     }
 
     /// `RENAME` (RFC 3501 section 6.3.5).
     pub fn rename(&mut self, from: &str, to: &str) -> Result<(), ImapError> {
         let (a, b) = (self.wire_name(from), self.wire_name(to));
-        self.run("RENAME", &[Arg::Str(&a), Arg::Str(&b)], None, &mut |_| {
-            Ok(())
-        })?;
+        self.run("RENAME", &[Arg::Str(&a), Arg::Str(&b)], None, &mut keep)?;
         Ok(())
     }
 
     /// `LOGOUT` (RFC 3501 section 6.1.3); errors are ignored.
     pub fn logout(mut self) {
         if !self.broken {
-            let _ = self.run("LOGOUT", &[], None, &mut |_| Ok(()));
+            let _ = self.run("LOGOUT", &[], None, &mut keep);
         }
         if let Stream::Tls(s) = self.conn.get_mut() {
             s.conn.send_close_notify();
@@ -1250,7 +1308,29 @@ impl Session {
         }
     }
 
+    /// The changes (EXISTS, EXPUNGE, VANISHED, FETCH) the server reported on its own
+    /// during earlier commands (RFC 3501 section 7: any response may carry them), oldest
+    /// first; [`Event::Overflow`] first when more than 100 000 piled up and some were
+    /// dropped. Cleared by `select`.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.pending)
+    }
+
     // --- the command machinery -------------------------------------------------------
+
+    /// Queues an unsolicited change for [`Session::take_events`].
+    fn queue(&mut self, u: &Untagged) -> Result<(), ImapError> {
+        let e = event(u)?;
+        if matches!(e, Event::Other) {
+            return Ok(());
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.clear();
+            self.pending.push(Event::Overflow);
+        }
+        self.pending.push(e);
+        Ok(())
+    }
 
     fn usable(&self) -> Result<(), ImapError> {
         if self.broken {
@@ -1312,14 +1392,16 @@ impl Session {
         &mut self,
         tag: &str,
         command: &str,
-        on: &mut dyn FnMut(Untagged) -> Result<(), ImapError>,
+        on: &mut dyn FnMut(Untagged) -> Result<Option<Untagged>, ImapError>,
     ) -> Result<(), ImapError> {
         loop {
             match self.read(None)? {
                 Response::Continue(_) => return Ok(()),
                 Response::Untagged(u) => {
                     self.note(&u);
-                    on(u)?;
+                    if let Some(u) = on(u)? {
+                        self.queue(&u)?;
+                    }
                 }
                 Response::Tagged { tag: t, state } if t == tag => {
                     return Err(match state.status {
@@ -1379,7 +1461,7 @@ impl Session {
                     line.extend_from_slice(b"\r\n");
                     self.write_all(&line)?;
                     line.clear();
-                    self.await_continue(&tag, "AUTHENTICATE", &mut |_| Ok(()))?;
+                    self.await_continue(&tag, "AUTHENTICATE", &mut keep)?;
                     line.extend_from_slice(s);
                 }
             }
@@ -1409,7 +1491,7 @@ impl Session {
             line.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
             self.write_all(line)?;
             line.clear();
-            self.await_continue(tag, "a literal", &mut |_| Ok(()))?;
+            self.await_continue(tag, "a literal", &mut keep)?;
             self.write_all(s)?;
         }
         Ok(())
@@ -1422,7 +1504,7 @@ impl Session {
         command: &str,
         args: &[Arg<'_>],
         mut sink: Option<&mut BodySink<'_>>,
-        on: &mut dyn FnMut(Untagged) -> Result<(), ImapError>,
+        on: &mut dyn FnMut(Untagged) -> Result<Option<Untagged>, ImapError>,
     ) -> Result<StatusResponse, ImapError> {
         // "UID FETCH" is sent as "UID" and the caller's "FETCH ..." arguments.
         let first = command.split(' ').next().unwrap_or(command);
@@ -1458,10 +1540,16 @@ impl Session {
                     }
                     // Keep reading to the tagged response even if `on` fails, so the
                     // session stays in step.
-                    if failed.is_none()
-                        && let Err(e) = on(u)
-                    {
-                        failed = Some(e);
+                    if failed.is_none() {
+                        match on(u) {
+                            Ok(Some(u)) => {
+                                if let Err(e) = self.queue(&u) {
+                                    failed = Some(e);
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => failed = Some(e),
+                        }
                     }
                 }
                 Response::Tagged { tag: t, state } if t == tag => {
