@@ -359,6 +359,31 @@ fn login_without_auth_plain() {
     s.logout();
     let sent = h.join().expect("server");
     assert_eq!(String::from_utf8_lossy(&sent), "a1 LOGIN \"carol\" {5}\r\n");
+
+    // A login whose OK carries no capabilities: the client asks for them (they may differ
+    // after authentication, RFC 3501 section 6.2.3).
+    let (port, h) = fake_server(
+        "127.0.0.1:0",
+        b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n",
+        |c| {
+            let _ = c.write_all(b"a1 OK Logged in\r\n");
+            let mut line = [0u8; 64];
+            let n = c.read(&mut line).unwrap_or(0);
+            if &line[..n] == b"a2 CAPABILITY\r\n" {
+                let _ = c.write_all(b"* CAPABILITY IMAP4rev1 MOVE\r\na2 OK done\r\n");
+            }
+        },
+    );
+    let ep = Endpoint { port, ..ep };
+    let s = Session::connect(&ep, &creds("carol", "pw"), TIMEOUT).expect("PLAIN");
+    assert!(
+        s.capabilities().has("MOVE"),
+        "capabilities not asked for after login"
+    );
+    assert!(!s.capabilities().has("AUTH=PLAIN"));
+    s.logout();
+    let sent = h.join().expect("server");
+    assert!(sent.starts_with(b"a1 AUTHENTICATE PLAIN "), "{sent:?}");
 }
 
 #[test]

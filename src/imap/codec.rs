@@ -692,7 +692,19 @@ impl<R: BufRead + ?Sized> Parser<'_, '_, '_, R> {
             let name = self.atom()?.to_ascii_uppercase();
             self.sp()?;
             let stream = name.starts_with("BODY[") || name.starts_with("BINARY[");
-            let value = self.value(stream)?;
+            let mut value = self.value(stream)?;
+            // A body may also come as a quoted string: it goes to the sink all the same.
+            if stream
+                && let Value::Str(bytes) = &value
+                && let Some(sink) = self.sink.as_deref_mut().filter(|s| !s.done)
+            {
+                sink.done = true;
+                sink.written = bytes.len() as u64;
+                if let Err(e) = sink.out.write_all(bytes) {
+                    sink.error = Some(e);
+                }
+                value = Value::Streamed(bytes.len() as u64);
+            }
             items.push((name, value));
         }
     }
@@ -961,6 +973,22 @@ mod tests {
             Ok(Response::Tagged { .. })
         ));
         assert_eq!(out, body);
+    }
+
+    #[test]
+    fn quoted_body_goes_to_the_sink_once() {
+        let input = b"* 1 FETCH (BODY[] \"a\\\"b\" BODY[TEXT] {2}\r\nxy)\r\n";
+        let mut out = Vec::new();
+        let mut sink = BodySink::new(&mut out);
+        let mut r: &[u8] = input;
+        let u = read_response(&mut r, Some(&mut sink)).unwrap();
+        let Response::Untagged(Untagged::Fetch { items, .. }) = u else {
+            panic!()
+        };
+        assert_eq!(items[0].1, Value::Streamed(3));
+        // The sink takes one body; a second one stays in memory.
+        assert_eq!(items[1].1, Value::Str(b"xy".to_vec()));
+        assert_eq!(out, b"a\"b");
     }
 
     #[test]

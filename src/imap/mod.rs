@@ -5,7 +5,9 @@
 //! - [`codec`]: the incremental parser of server responses (literals streamed to a sink,
 //!   every allocation bounded);
 //! - [`mutf7`]: modified UTF-7 mailbox names (RFC 3501 section 5.1.3);
-//! - [`Session`]: connect (TLS, STARTTLS, authentication), then one command at a time.
+//! - [`Session`] (`session.rs`): connect (TLS, STARTTLS, authentication), then one command
+//!   at a time; `transport.rs` (TCP, rustls), `items.rs` (command arguments checked, FETCH
+//!   items and codes read), `types.rs` (the public data).
 //!
 //! Invariants: one command is in flight at a time (no pipelining); the password is only
 //! ever written to the socket, never into an error, a log line or a `Debug` output; after
@@ -13,12 +15,16 @@
 //! response stream may be out of step.
 
 pub mod codec;
+mod items;
 pub mod mutf7;
 mod session;
+mod transport;
+mod types;
 
-pub use session::{
+pub use session::Session;
+pub use types::{
     Capabilities, CopyUid, Credentials, Endpoint, Event, FetchUpdate, ListEntry, MessageInfo,
-    Qresync, Security, Selected, Session, Status, StoreOp,
+    Qresync, Security, Selected, Status, StoreOp,
 };
 
 use std::fmt;

@@ -11,222 +11,25 @@
 //! - the socket's read timeout is the `timeout` given to [`Session::connect`], except
 //!   inside [`Session::idle`], which polls in slices of at most 200 ms.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::io::{self, BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use super::codec::{self, BodySink, Code, Response, StatusResponse, Untagged, Value};
+use super::codec::{self, BodySink, Response, StatusResponse, Untagged};
+use super::items::{MAX_SET, check_set, copyuid, event, flag_list, message_info};
+use super::transport::{Stream, connect_tcp, is_loopback, tls_wrap};
+use super::types::{
+    Capabilities, CopyUid, Credentials, Endpoint, Event, ListEntry, MessageInfo, Qresync, Security,
+    Selected, Status, StoreOp,
+};
 use super::{ImapError, escape_snippet, mutf7};
-
-/// How the connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
-    /// `imap://`: clear text; STARTTLS anyway when the host is not loopback and the server
-    /// offers it (else a password is refused unless [`Endpoint::allow_plaintext`]).
-    Plain,
-    /// `imaps://`: TLS from the first byte (RFC 8314).
-    Tls,
-    /// `imap://` with STARTTLS required (RFC 3501 section 6.2.1).
-    StartTls,
-}
-
-/// Where to connect.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub security: Security,
-    /// PEM file of the CAs to trust instead of the system's.
-    pub ca_file: Option<PathBuf>,
-    /// Allow a password over an unencrypted connection to a non-loopback host.
-    pub allow_plaintext: bool,
-}
-
-/// Who to log in as. `authzid` is the user to act as when `user` is a master/admin user
-/// (SASL PLAIN, RFC 4616 section 2). `Debug` never shows the password.
-#[derive(Clone)]
-pub struct Credentials {
-    pub user: String,
-    pub authzid: Option<String>,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("authzid", &self.authzid)
-            .field("password", &"<hidden>")
-            .finish()
-    }
-}
-
-/// The server's capabilities (RFC 3501 section 7.2.1), as last announced.
-#[derive(Debug, Clone, Default)]
-pub struct Capabilities(Vec<String>);
-
-impl Capabilities {
-    /// Whether `name` is announced (case-insensitive), e.g. `has("QRESYNC")`,
-    /// `has("AUTH=PLAIN")`.
-    pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|c| c.eq_ignore_ascii_case(name))
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(String::as_str)
-    }
-}
-
-/// One `LIST` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListEntry {
-    /// The name in UTF-8 (decoded from modified UTF-7 unless `UTF8=ACCEPT` is enabled).
-    pub name: String,
-    pub separator: Option<char>,
-    /// As sent, e.g. `\Noselect`, `\HasChildren`, `\NonExistent`.
-    pub attributes: Vec<String>,
-}
-
-/// `(QRESYNC (uidvalidity modseq))` for `SELECT` (RFC 7162 section 3.2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Qresync {
-    pub uid_validity: u32,
-    pub modseq: u64,
-}
-
-/// What `SELECT`/`EXAMINE` reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selected {
-    pub uid_validity: u32,
-    pub uid_next: Option<u32>,
-    pub exists: u32,
-    /// `None` with `[NOMODSEQ]` or without CONDSTORE.
-    pub highest_modseq: Option<u64>,
-    /// QRESYNC: `VANISHED (EARLIER)` UIDs (may include UIDs never seen by this client).
-    pub vanished: Vec<u32>,
-    /// QRESYNC: messages changed since the given modseq. Only `uid`, `flags` and `modseq`
-    /// are filled in (the server sends no more); `internal_date` and `size` are 0.
-    pub changed: Vec<MessageInfo>,
-    /// `[READ-ONLY]`.
-    pub read_only: bool,
-}
-
-/// `STATUS` of a mailbox.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Status {
-    pub messages: u32,
-    pub uid_validity: u32,
-    pub uid_next: u32,
-    /// When the server has CONDSTORE (RFC 7162 section 3.1.9).
-    pub highest_modseq: Option<u64>,
-}
-
-/// One message's metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MessageInfo {
-    pub uid: u32,
-    /// As sent (`\Seen`, `$Label1`, `\Recent` too).
-    pub flags: Vec<String>,
-    /// INTERNALDATE as unix seconds (its zone applied).
-    pub internal_date: i64,
-    /// RFC822.SIZE.
-    pub size: u64,
-    /// Dovecot's `X-GUID`, else `EMAILID` (RFC 8474).
-    pub guid: Option<String>,
-    pub modseq: Option<u64>,
-}
-
-/// `UID STORE` operation (RFC 3501 section 6.4.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOp {
-    Replace,
-    Add,
-    Remove,
-}
-
-/// `[COPYUID uidvalidity src dst]` (RFC 4315 section 3), sets expanded pairwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CopyUid {
-    pub uid_validity: u32,
-    pub src: Vec<u32>,
-    pub dst: Vec<u32>,
-}
-
-/// A `FETCH` the server sent on its own (a flag change, RFC 3501 section 7.4.2).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FetchUpdate {
-    pub seq: u32,
-    pub uid: Option<u32>,
-    pub flags: Option<Vec<String>>,
-    pub modseq: Option<u64>,
-}
-
-/// Something that changed in the selected mailbox (from IDLE or NOOP).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Exists(u32),
-    /// A sequence number (RFC 3501 section 7.4.1); not sent once QRESYNC is enabled.
-    Expunge(u32),
-    /// UIDs (RFC 7162 section 3.2.10).
-    Vanished(Vec<u32>),
-    Fetch(FetchUpdate),
-    /// `RECENT`, `OK Still here`, ...
-    Other,
-    /// Events were dropped (too many queued): resynchronise.
-    Overflow,
-}
-
-/// The most UIDs a `VANISHED` or `COPYUID` set is expanded to.
-const MAX_SET: usize = 1 << 24;
 
 /// The most unsolicited events kept for [`Session::take_events`].
 const MAX_PENDING: usize = 100_000;
 
 /// The longest slice of an IDLE wait between two `stop` checks (and reads).
 const IDLE_SLICE: Duration = Duration::from_millis(200);
-
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Stream {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(s) => &s.sock,
-        }
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
-}
 
 /// One piece of a command line.
 #[derive(Clone, Copy)]
@@ -247,6 +50,8 @@ enum Arg<'a> {
 pub struct Session {
     conn: BufReader<Stream>,
     caps: Capabilities,
+    /// How many times capabilities were announced (to tell whether a login did).
+    caps_updates: u64,
     tag: u32,
     timeout: Duration,
     utf8: bool,
@@ -256,281 +61,6 @@ pub struct Session {
     /// Unsolicited changes seen during commands, for [`Session::take_events`].
     pending: Vec<Event>,
     broken: bool,
-}
-
-fn is_loopback(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-fn tls_config(ep: &Endpoint) -> Result<Arc<rustls::ClientConfig>, ImapError> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    match &ep.ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| ImapError::Tls(format!("reading {}: {e}", path.display())))?;
-            for cert in certs {
-                let cert =
-                    cert.map_err(|e| ImapError::Tls(format!("reading {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| ImapError::Tls(format!("a CA in {}: {e}", path.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(ImapError::Tls(format!(
-                    "no certificate in {}",
-                    path.display()
-                )));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(ImapError::Tls(format!(
-                    "no system CA certificates found ({} errors)",
-                    found.errors.len()
-                )));
-            }
-        }
-    }
-    // ring, the provider ureq already uses: one crypto provider in the binary. rustls
-    // 0.23.48 deprecates it only for lacking post-quantum key exchange.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ImapError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// Wraps `tcp` in TLS and completes the handshake (so certificate errors surface here).
-fn tls_wrap(ep: &Endpoint, mut tcp: TcpStream) -> Result<Stream, ImapError> {
-    let name = rustls::pki_types::ServerName::try_from(
-        ep.host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .map_err(|e| ImapError::Tls(format!("server name {:?}: {e}", ep.host)))?;
-    let mut conn = rustls::ClientConnection::new(tls_config(ep)?, name)
-        .map_err(|e| ImapError::Tls(e.to_string()))?;
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
-            return Err(match e.kind() {
-                io::ErrorKind::InvalidData => ImapError::Tls(format!("handshake: {e}")),
-                _ => ImapError::io("TLS handshake", e),
-            });
-        }
-    }
-    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
-}
-
-fn connect_tcp(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, ImapError> {
-    let host = ep.host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = (host, ep.port)
-        .to_socket_addrs()
-        .map_err(|e| ImapError::io(&format!("resolving {}", ep.host), e))?;
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                let set = s
-                    .set_read_timeout(Some(timeout))
-                    .and_then(|()| s.set_write_timeout(Some(timeout)))
-                    .and_then(|()| s.set_nodelay(true));
-                set.map_err(|e| ImapError::io("setting socket options", e))?;
-                return Ok(s);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    let e = last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"));
-    Err(ImapError::io(
-        &format!("connecting to {}:{}", ep.host, ep.port),
-        e,
-    ))
-}
-
-/// Checks a UID set (`1:3,7,9:*`, RFC 3501 section 9 `sequence-set`) before it goes on a
-/// command line.
-fn check_set(set: &str) -> Result<(), ImapError> {
-    let ok = !set.is_empty()
-        && set.split(',').all(|part| {
-            let (a, b) = part.split_once(':').unwrap_or((part, part));
-            [a, b].iter().all(|n| {
-                *n == "*"
-                    || (!n.is_empty() && n.len() <= 10 && n.bytes().all(|c| c.is_ascii_digit()))
-            })
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(ImapError::Refused(format!(
-            "invalid UID set \"{}\"",
-            escape_snippet(set.as_bytes())
-        )))
-    }
-}
-
-/// Checks flags (`\Seen`, keywords) and builds `(f1 f2)` (RFC 3501 section 9 `flag-list`).
-fn flag_list(flags: &[&str]) -> Result<String, ImapError> {
-    for f in flags {
-        let body = f.strip_prefix('\\').unwrap_or(f);
-        let ok = !body.is_empty()
-            && body.bytes().all(|b| {
-                (0x21..0x7f).contains(&b)
-                    && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\' | b']')
-            });
-        if !ok {
-            return Err(ImapError::Refused(format!(
-                "invalid flag \"{}\"",
-                escape_snippet(f.as_bytes())
-            )));
-        }
-    }
-    Ok(format!("({})", flags.join(" ")))
-}
-
-/// Parses an INTERNALDATE `dd-Mon-yyyy hh:mm:ss +zzzz` (RFC 3501 section 9 `date-time`)
-/// into unix seconds.
-pub(crate) fn parse_internal_date(s: &str) -> Option<i64> {
-    let (date, rest) = s.trim_start().split_once(' ')?;
-    let (time, zone) = rest.split_once(' ')?;
-    let mut d = date.split('-');
-    let day: i64 = d.next()?.parse().ok()?;
-    let month = d.next()?;
-    let year: i64 = d.next()?.parse().ok()?;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as i64 + 1;
-    let mut t = time.split(':');
-    let (h, m, sec): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    let zone = zone.as_bytes();
-    if zone.len() != 5 || !zone[1..].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let sign = match zone[0] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let num = |i: usize| i64::from(zone[i] - b'0') * 10 + i64::from(zone[i + 1] - b'0');
-    let offset = sign * (num(1) * 3600 + num(3) * 60);
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    // Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + m * 60 + sec - offset)
-}
-
-fn atoms(v: &Value) -> Option<Vec<String>> {
-    v.as_list()?
-        .iter()
-        .map(|f| f.as_atom().map(str::to_string))
-        .collect()
-}
-
-/// The single number of a `MODSEQ (n)` item.
-fn modseq(v: &Value) -> Option<u64> {
-    v.as_list()?.first()?.as_u64()
-}
-
-/// Builds a [`MessageInfo`] from FETCH items; `None` without a UID.
-fn message_info(items: &[(String, Value)]) -> Result<Option<MessageInfo>, ImapError> {
-    let mut info = MessageInfo::default();
-    let mut uid = None;
-    let bad = |name: &str| ImapError::Protocol(format!("bad {name} in a FETCH response"));
-    for (name, v) in items {
-        match name.as_str() {
-            "UID" => uid = Some(v.as_u32().ok_or_else(|| bad(name))?),
-            "FLAGS" => info.flags = atoms(v).ok_or_else(|| bad(name))?,
-            "INTERNALDATE" => {
-                let s = v.as_bytes().ok_or_else(|| bad(name))?;
-                info.internal_date = std::str::from_utf8(s)
-                    .ok()
-                    .and_then(parse_internal_date)
-                    .ok_or_else(|| bad(name))?;
-            }
-            "RFC822.SIZE" => info.size = v.as_u64().ok_or_else(|| bad(name))?,
-            "X-GUID" => {
-                if let Some(g) = v.as_bytes() {
-                    info.guid = Some(String::from_utf8_lossy(g).into_owned());
-                }
-            }
-            "EMAILID" if info.guid.is_none() => {
-                let id = v
-                    .as_list()
-                    .and_then(|l| l.first())
-                    .and_then(Value::as_bytes);
-                info.guid = id.map(|g| String::from_utf8_lossy(g).into_owned());
-            }
-            "MODSEQ" => info.modseq = Some(modseq(v).ok_or_else(|| bad(name))?),
-            _ => {}
-        }
-    }
-    Ok(uid.map(|uid| MessageInfo { uid, ..info }))
-}
-
-fn event(u: &Untagged) -> Result<Event, ImapError> {
-    Ok(match u {
-        Untagged::Exists(n) => Event::Exists(*n),
-        Untagged::Expunge(n) => Event::Expunge(*n),
-        Untagged::Vanished { uids, .. } => Event::Vanished(codec::expand_set(uids, MAX_SET)?),
-        Untagged::Fetch { seq, items } => {
-            let mut f = FetchUpdate {
-                seq: *seq,
-                ..FetchUpdate::default()
-            };
-            for (name, v) in items {
-                match name.as_str() {
-                    "UID" => f.uid = v.as_u32(),
-                    "FLAGS" => f.flags = atoms(v),
-                    "MODSEQ" => f.modseq = modseq(v),
-                    _ => {}
-                }
-            }
-            Event::Fetch(f)
-        }
-        _ => Event::Other,
-    })
-}
-
-fn copyuid(code: &Code) -> Result<CopyUid, ImapError> {
-    let mut parts = code.args.split(' ');
-    let bad = || {
-        ImapError::Protocol(format!(
-            "bad COPYUID \"{}\"",
-            escape_snippet(code.args.as_bytes())
-        ))
-    };
-    let uv = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-    let src = codec::expand_set(parts.next().ok_or_else(bad)?, MAX_SET)?;
-    let dst = codec::expand_set(parts.next().ok_or_else(bad)?, MAX_SET)?;
-    if src.len() != dst.len() {
-        return Err(bad());
-    }
-    Ok(CopyUid {
-        uid_validity: uv,
-        src,
-        dst,
-    })
 }
 
 /// A command's handler for the untagged responses it does not collect: handed back, so
@@ -572,6 +102,7 @@ impl Session {
         let mut s = Session {
             conn: BufReader::with_capacity(64 * 1024, stream),
             caps: Capabilities::default(),
+            caps_updates: 0,
             tag: 0,
             timeout,
             utf8: false,
@@ -635,7 +166,7 @@ impl Session {
                 if let Some(code) = &st.code
                     && code.name == "CAPABILITY"
                 {
-                    self.caps = Capabilities(code.args.split(' ').map(str::to_string).collect());
+                    self.set_caps(code.args.split(' ').map(str::to_string).collect());
                 }
                 match st.status {
                     codec::Status::Ok => Ok(false),
@@ -683,6 +214,7 @@ impl Session {
     }
 
     fn authenticate(&mut self, creds: &Credentials) -> Result<(), ImapError> {
+        let updates_before = self.caps_updates;
         let auth_err = |e: ImapError| match e {
             ImapError::No { text, .. } | ImapError::Bad { text, .. } => ImapError::Auth(text),
             e => e,
@@ -723,7 +255,7 @@ impl Session {
         }
         // RFC 3501 section 6.2.2/6.2.3: capabilities may change after authentication; the
         // tagged OK usually carries them (recorded by `run`), else ask.
-        if !self.caps.has("IMAP4rev1") {
+        if self.caps_updates == updates_before {
             self.capability()?;
         }
         Ok(())
@@ -1373,14 +905,19 @@ impl Session {
         r
     }
 
+    fn set_caps(&mut self, caps: Vec<String>) {
+        self.caps = Capabilities(caps);
+        self.caps_updates += 1;
+    }
+
     /// Records capabilities however they arrive.
     fn note(&mut self, u: &Untagged) {
         match u {
-            Untagged::Capability(c) => self.caps = Capabilities(c.clone()),
+            Untagged::Capability(c) => self.set_caps(c.clone()),
             Untagged::State(StatusResponse {
                 code: Some(code), ..
             }) if code.name == "CAPABILITY" => {
-                self.caps = Capabilities(code.args.split(' ').map(str::to_string).collect());
+                self.set_caps(code.args.split(' ').map(str::to_string).collect());
             }
             _ => {}
         }
@@ -1556,8 +1093,7 @@ impl Session {
                     if let Some(code) = &state.code
                         && code.name == "CAPABILITY"
                     {
-                        self.caps =
-                            Capabilities(code.args.split(' ').map(str::to_string).collect());
+                        self.set_caps(code.args.split(' ').map(str::to_string).collect());
                     }
                     if let Some(e) = failed {
                         return Err(e);
@@ -1576,83 +1112,5 @@ impl Session {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn internal_dates() {
-        assert_eq!(parse_internal_date("01-Jan-1970 00:00:00 +0000"), Some(0));
-        assert_eq!(
-            parse_internal_date("17-Jul-1996 02:44:25 -0700"),
-            Some(837_596_665)
-        );
-        assert_eq!(
-            parse_internal_date(" 7-Dec-2026 04:03:41 +0100"),
-            Some(1_796_612_621)
-        );
-        assert_eq!(
-            parse_internal_date("29-Feb-2024 12:00:00 +0530"),
-            Some(1_709_188_200)
-        );
-        for bad in [
-            "",
-            "17-Jux-1996 02:44:25 -0700",
-            "17-Jul-1996 02:44:25 0700",
-            "17-Jul-1996 25:44",
-        ] {
-            assert_eq!(parse_internal_date(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn sets_and_flags_are_checked() {
-        for ok in ["1", "1:3,7", "5:*", "*"] {
-            assert!(check_set(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "1 2", "1,", "a", "1:3)", "1\r\n"] {
-            assert!(
-                matches!(check_set(bad), Err(ImapError::Refused(_))),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(
-            flag_list(&["\\Seen", "$Label1"]).unwrap(),
-            "(\\Seen $Label1)"
-        );
-        assert_eq!(flag_list(&[]).unwrap(), "()");
-        for bad in ["a b", "x)", "\\", "\"q\"", "ü"] {
-            assert!(flag_list(&[bad]).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn loopback_hosts() {
-        for h in [
-            "127.0.0.1",
-            "127.1.2.3",
-            "::1",
-            "[::1]",
-            "localhost",
-            "LOCALHOST",
-        ] {
-            assert!(is_loopback(h), "{h}");
-        }
-        for h in ["10.0.0.1", "example.org", "localhost.example.org", "::2"] {
-            assert!(!is_loopback(h), "{h}");
-        }
-    }
-
-    #[test]
-    fn credentials_debug_hides_the_password() {
-        let c = Credentials {
-            user: "bob".into(),
-            authzid: None,
-            password: "hunter2".into(),
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }
