@@ -444,9 +444,11 @@ fn fetch_meta_and_body_match_doveadm() {
     bob.flags_add("INBOX", 2, "\\Answered");
 
     let mut s = server.connect("bob");
-    let sel = s.select("INBOX", true, None).expect("examine");
+    assert!(s.select("INBOX", true, None).expect("examine").read_only);
+    // Read-write, so that a fetch that is not a PEEK would set \Seen.
+    let sel = s.select("INBOX", false, None).expect("select");
     assert_eq!(sel.exists, 5);
-    assert!(sel.read_only);
+    assert!(!sel.read_only);
     let status = bob.status("INBOX");
     assert_eq!(sel.uid_validity, status.uidvalidity);
     assert_eq!(sel.uid_next, Some(status.uidnext));

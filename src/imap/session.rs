@@ -680,7 +680,8 @@ impl Session {
             return Err(ImapError::Bye(text.clone()));
         }
         self.note(&u);
-        event(&u)
+        // An error here leaves IDLE running: the session is out of step.
+        event(&u).inspect_err(|_| self.broken = true)
     }
 
     /// `NOOP` (RFC 3501 section 6.1.2): what changed in the selected mailbox (with the
