@@ -7,6 +7,7 @@
 //! - [`coherence`]: watches the store and reports what changed since the kernel saw it;
 //! - [`store`]: one engine per storage format, producing immutable mailbox views;
 //! - [`write`]: changes carried out by Dovecot (its doveadm server), beside `store`;
+//! - [`imap`]: a blocking IMAP4rev1 client session (TLS, QRESYNC, IDLE), beside `write`;
 //! - [`location`]: Dovecot `mail_location` strings;
 //! - [`format`]: pure parsers of Dovecot's on-disk formats (no I/O);
 //! - [`sys`]: the system calls beyond `std` (opens that refuse symbolic links, directory
@@ -24,6 +25,7 @@ pub mod dump;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod imap;
 pub mod index;
 pub mod location;
 pub mod logging;

@@ -58,3 +58,5 @@ mod security;
 // doveadm server, on every format; rsync/tar restores; the read-only default; the mail_log
 // negative control; a storm against IMAP sessions; errors; the doveadm proxy path.
 mod write_mode;
+// The IMAP client library (src/imap) against Dovecot's IMAP listener and tiny bad servers.
+mod imap_client;
