@@ -35,6 +35,11 @@ const EXIT_USAGE: u8 = 2;
 
 /// Views kept parsed in memory (one per mailbox).
 const VIEW_CACHE_CAPACITY: usize = 256;
+/// How long an IMAP command may take before the server counts as unreachable (EIO).
+const IMAP_TIMEOUT: Duration = Duration::from_secs(20);
+/// IMAP sessions for reads (the change feed has one more): Dovecot allows 10 per user and
+/// address by default (`mail_max_userip_connections`).
+const IMAP_SESSIONS: usize = 4;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -72,6 +77,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the mount variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Mount LOCATION at MOUNTPOINT and serve it in the foreground until unmounted, SIGINT
@@ -141,6 +148,8 @@ enum Command {
         open_mode: OpenMode,
         #[command(flatten)]
         write: WriteArgs,
+        #[command(flatten)]
+        imap: ImapArgs,
     },
     /// List mailboxes, or the messages of MAILBOX (TAB-separated: name uid size vsize
     /// received saved guid flags). Names are shown as on the mount: '%', ':', '/' and
@@ -273,10 +282,12 @@ pub fn main() -> ExitCode {
             threads,
             open_mode,
             write,
+            imap,
         } => mount(
             &location,
             &mountpoint,
             write,
+            imap,
             MountOptions {
                 attr_timeout,
                 entry_timeout,
@@ -713,6 +724,33 @@ struct WriteArgs {
     max_message_size: u64,
 }
 
+/// An IMAP LOCATION (`imap://USER@HOST[:PORT]`, `imaps://...`).
+#[derive(Debug, clap::Args)]
+struct ImapArgs {
+    /// A file holding the IMAP password (else MAILFS_IMAP_PASSWORD). Never on the command
+    /// line.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Log in as USER (a Dovecot master user, or any SASL PLAIN authentication identity)
+    /// and read NAME's mail (the PLAIN authorization identity).
+    #[arg(long, value_name = "NAME")]
+    authzid: Option<String>,
+    /// A PEM file of the CAs an imaps:// or STARTTLS server's certificate must chain to
+    /// [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Allow sending the password unencrypted to a host that is not loopback.
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Where fetched messages are kept [default: $XDG_CACHE_HOME/mailfs, or
+    /// ~/.cache/mailfs].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The most bytes the message cache holds (least recently used go first).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    cache_size: u64,
+}
+
 /// `mailfs mount` options, as given.
 #[derive(Debug)]
 struct MountOptions {
@@ -829,10 +867,39 @@ fn writer_for(
     Ok(Arc::new(writer))
 }
 
-fn mount(location: &str, mountpoint: &Path, write: WriteArgs, opts: MountOptions) -> CliResult {
+/// What a mount serves: the store, who carries out its changes, how its changes are
+/// watched, and how its writes are described.
+struct Backend {
+    store: Arc<dyn MailStore>,
+    writer: Arc<dyn MailWriter>,
+    mode: Option<WatchMode>,
+    writes: String,
+}
+
+fn mount(
+    location: &str,
+    mountpoint: &Path,
+    write: WriteArgs,
+    imap: ImapArgs,
+    opts: MountOptions,
+) -> CliResult {
     // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
     // notifier, the FUSE workers) is started after this and inherits the blocked mask.
     let signals = sys::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
+    let backend = match crate::location::imap::ImapUrl::parse(location)? {
+        Some(url) => imap_backend(&url, &imap, &write, &opts)?,
+        None => local_backend(location, mountpoint, &write, &opts)?,
+    };
+    serve(location, mountpoint, backend, write, opts, signals)
+}
+
+/// A local store (a mail_location or a path), written through the doveadm server.
+fn local_backend(
+    location: &str,
+    mountpoint: &Path,
+    write: &WriteArgs,
+    opts: &MountOptions,
+) -> std::result::Result<Backend, CliError> {
     let spec = Spec::parse(location)?;
     let roots = spec.roots();
     check_outside_store(mountpoint, &roots)?;
@@ -857,6 +924,133 @@ fn mount(location: &str, mountpoint: &Path, write: WriteArgs, opts: MountOptions
         views: VIEW_CACHE_CAPACITY,
     };
     let store = store::open(&spec, config)?;
+    let writer = writer_for(&spec, &store, write)?;
+    let writes = if writer.accepts_changes() {
+        format!(
+            "through the doveadm server {}",
+            write.doveadm.as_deref().unwrap_or("(Dovecot's own socket)")
+        )
+    } else {
+        "none (read-only)".to_string()
+    };
+    Ok(Backend {
+        store,
+        writer,
+        mode,
+        writes,
+    })
+}
+
+/// An IMAP account: read through the server, watched by IDLE and STATUS.
+fn imap_backend(
+    url: &crate::location::imap::ImapUrl,
+    args: &ImapArgs,
+    write: &WriteArgs,
+    opts: &MountOptions,
+) -> std::result::Result<Backend, CliError> {
+    use crate::imap::{Credentials, Endpoint as ImapEndpoint, Security};
+    if write.user.is_some() || write.doveadm.is_some() || write.doveadm_secret_file.is_some() {
+        return Err(CliError::Usage(
+            "--user, --doveadm and --doveadm-secret-file are for local stores: an IMAP \
+             mount's changes are IMAP commands of its own login"
+                .into(),
+        ));
+    }
+    let password = match &args.password_file {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| CliError::Msg(format!("--password-file {}: {e}", file.display())))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        None => std::env::var("MAILFS_IMAP_PASSWORD").map_err(|_| {
+            CliError::Usage(
+                "an IMAP mount needs a password: --password-file FILE or MAILFS_IMAP_PASSWORD"
+                    .into(),
+            )
+        })?,
+    };
+    let cache_dir = match &args.cache_dir {
+        Some(d) => d.clone(),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .ok_or_else(|| CliError::Usage("no --cache-dir, XDG_CACHE_HOME or HOME".into()))?
+            .join("mailfs"),
+    };
+    let account = crate::store::imap::pool::Account {
+        endpoint: ImapEndpoint {
+            host: url.host.clone(),
+            port: url.port,
+            // imap://: STARTTLS where offered; a password in clear text only to
+            // loopback, or with --insecure-plaintext.
+            security: if url.tls {
+                Security::Tls
+            } else {
+                Security::Plain
+            },
+            ca_file: args.tls_ca.clone(),
+            allow_plaintext: args.insecure_plaintext,
+        },
+        credentials: Credentials {
+            user: url.user.clone(),
+            authzid: args.authzid.clone(),
+            password,
+        },
+        timeout: IMAP_TIMEOUT,
+    };
+    let config = crate::store::imap::ImapConfig {
+        account,
+        cache_dir,
+        cache_size: args.cache_size,
+        poll: opts.poll_interval,
+        sessions: IMAP_SESSIONS,
+    };
+    let store = crate::store::imap::ImapStore::open(
+        config,
+        crate::store::StoreContext::new(StoreConfig {
+            views: VIEW_CACHE_CAPACITY,
+            ..Default::default()
+        }),
+    )?;
+    info!("IMAP {}: logged in", store.label());
+    let mode = match opts.watch {
+        WatchArg::Off => None,
+        // The store pushes its changes (IDLE, STATUS); the watcher has no files to watch.
+        _ => Some(WatchMode::Inotify),
+    };
+    let (writer, writes): (Arc<dyn MailWriter>, String) = if write.rw {
+        (
+            Arc::new(store.writer()),
+            format!("IMAP commands as {}", store.label()),
+        )
+    } else {
+        (
+            Arc::new(crate::store::ReadOnly),
+            "none (read-only)".to_string(),
+        )
+    };
+    Ok(Backend {
+        store: Arc::new(store),
+        writer,
+        mode,
+        writes,
+    })
+}
+
+/// Mounts `backend` and serves it until unmounted or signalled.
+fn serve(
+    location: &str,
+    mountpoint: &Path,
+    backend: Backend,
+    write: WriteArgs,
+    opts: MountOptions,
+    signals: sys::SignalSet,
+) -> CliResult {
+    let Backend {
+        store,
+        writer,
+        mode,
+        writes,
+    } = backend;
     let mountpoint = check_mountpoint(mountpoint)?;
     let default_timeout = if mode.is_some() {
         WATCHED_TIMEOUT
@@ -867,7 +1061,6 @@ fn mount(location: &str, mountpoint: &Path, write: WriteArgs, opts: MountOptions
         attr: opts.attr_timeout.unwrap_or(default_timeout),
         entry: opts.entry_timeout.unwrap_or(default_timeout),
     };
-    let writer = writer_for(&spec, &store, &write)?;
     let (notices_tx, notices_rx) = std::sync::mpsc::channel::<Notice>();
     let watcher = match mode {
         Some(mode) => {
@@ -910,17 +1103,7 @@ fn mount(location: &str, mountpoint: &Path, write: WriteArgs, opts: MountOptions
         "mmap",
         "never used (reads are pread; --mmap-disable changes nothing)",
     );
-    fs.describe(
-        "writes",
-        if rw {
-            format!(
-                "through the doveadm server {}",
-                write.doveadm.as_deref().unwrap_or("(Dovecot's own socket)")
-            )
-        } else {
-            "none (read-only)".to_string()
-        },
-    );
+    fs.describe("writes", writes);
     if rw {
         fs.set_notices(notices_tx.clone());
         fs.set_staging_limits(crate::fs::staging::Limits {

@@ -60,3 +60,5 @@ mod security;
 mod write_mode;
 // The IMAP client library (src/imap) against Dovecot's IMAP listener and tiny bad servers.
 mod imap_client;
+// IMAP mounts against the private Dovecot's IMAP service: equal to doveadm, coherent.
+mod imap_mount;

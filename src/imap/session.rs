@@ -386,6 +386,7 @@ impl Session {
         let state = self.run(command, &args, None, &mut |u| {
             match u {
                 Untagged::Exists(n) => sel.exists = n,
+                Untagged::Flags(flags) => sel.flags = flags,
                 Untagged::Vanished { uids, .. } => {
                     sel.vanished.extend(codec::expand_set(&uids, MAX_SET)?)
                 }

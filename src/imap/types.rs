@@ -96,6 +96,10 @@ pub struct Selected {
     pub changed: Vec<MessageInfo>,
     /// `[READ-ONLY]`.
     pub read_only: bool,
+    /// The untagged `FLAGS` list (RFC 3501 section 7.2.6): the flags and keywords defined
+    /// in the mailbox, in the server's order (Dovecot's: system flags, then keywords in
+    /// the mailbox's keyword index order).
+    pub flags: Vec<String>,
 }
 
 /// `STATUS` of a mailbox.

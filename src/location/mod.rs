@@ -9,6 +9,7 @@
 //! Only parsing and home-directory lookup happen here; whether the store really has the
 //! claimed format is checked by the store backend when it opens the root.
 
+pub mod imap;
 mod md5;
 pub mod template;
 
@@ -380,6 +381,14 @@ fn check_driver(location: &str) -> Result<()> {
         && chars.all(|c| c.is_ascii_alphanumeric());
     if !is_word || is_driver(word) {
         return Ok(());
+    }
+    if word.eq_ignore_ascii_case("imap") || word.eq_ignore_ascii_case("imaps") {
+        return Err(Error::Location {
+            location: location.to_string(),
+            what: "an IMAP account is mounted (`mailfs mount imap://USER@HOST[:PORT] MP`); \
+                   ls and cat read local stores"
+                .to_string(),
+        });
     }
     Err(Error::Location {
         location: location.to_string(),

@@ -19,6 +19,7 @@ pub mod dbox;
 pub mod feed;
 mod files;
 mod guard;
+pub mod imap;
 pub mod journal;
 pub mod keywords;
 pub mod locks;

@@ -71,6 +71,13 @@ pub fn user_home(user: &str) -> Option<PathBuf> {
     Some(PathBuf::from(dir.to_string_lossy().into_owned()))
 }
 
+/// The effective user and group of this process (`geteuid`, `getegid`): the owner a
+/// backend without files of its own (IMAP) presents.
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid take no arguments and cannot fail.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
 /// Returns the allocator's free pages to the system (`malloc_trim`): after a large view
 /// build, about half the daemon's resident memory is freed temporaries otherwise kept
 /// (measured: 100,000 mdbox messages, RSS 61.8 MB -> 36.4 MB). Costs a walk of the free

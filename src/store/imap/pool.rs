@@ -1,0 +1,239 @@
+//! A small pool of IMAP sessions to one account, so that one slow fetch does not block a
+//! listing. A session that failed is dropped, never reused; a new one is connected on
+//! demand, with a backoff after failures so that an unreachable server costs one attempt
+//! per backoff period, not one per request.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Refusal, Result};
+use crate::imap::{Credentials, Endpoint, ImapError, Session};
+
+/// How an account is reached.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The server.
+    pub endpoint: Endpoint,
+    /// The login.
+    pub credentials: Credentials,
+    /// Connect, read and write timeout of every command.
+    pub timeout: Duration,
+}
+
+impl Account {
+    /// `user@host:port`, for messages and the cache's name (never the password).
+    pub fn label(&self) -> String {
+        let user = match &self.credentials.authzid {
+            Some(z) => format!("{z} (as {})", self.credentials.user),
+            None => self.credentials.user.clone(),
+        };
+        format!("{user}@{}:{}", self.endpoint.host, self.endpoint.port)
+    }
+}
+
+/// A session of the pool and the mailbox it has selected (read-only).
+pub struct Pooled {
+    /// The session.
+    pub session: Session,
+    /// The server name of the mailbox it examined last, if any.
+    pub selected: Option<String>,
+}
+
+impl std::fmt::Debug for Pooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pooled")
+            .field("selected", &self.selected)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    idle: Vec<Pooled>,
+    /// Sessions handed out or being connected.
+    busy: usize,
+    /// No connection attempt before this (after a failure).
+    retry_at: Option<Instant>,
+    failures: u32,
+}
+
+/// The pool.
+#[derive(Debug)]
+pub struct Pool {
+    account: Arc<Account>,
+    max: usize,
+    state: Mutex<State>,
+    freed: Condvar,
+}
+
+/// Longest wait between connection attempts after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// An IMAP error in the store's terms: a NO becomes what it says (no such mailbox,
+/// permission, quota), a message gone is not found, anything else means the server could
+/// not be used (EIO; the log line carries the server's words).
+pub fn store_error(account: &str, what: &str, e: ImapError) -> Error {
+    let text = format!("IMAP {account}: {what}: {e}");
+    match &e {
+        ImapError::No { code, .. } => match code.as_deref().map(str::to_ascii_uppercase) {
+            Some(c) if c == "NONEXISTENT" || c == "TRYCREATE" => Error::not_found(text),
+            Some(c) if c == "NOPERM" => Error::refused(Refusal::Denied, text),
+            Some(c) if c == "OVERQUOTA" || c == "LIMIT" => Error::refused(Refusal::Quota, text),
+            Some(c) if c == "ALREADYEXISTS" => Error::refused(Refusal::Exists, text),
+            _ => Error::Server {
+                why: Some(Refusal::Unavailable),
+                what: text,
+            },
+        },
+        ImapError::NotFound(_) => Error::not_found(text),
+        _ => Error::Server {
+            why: Some(Refusal::Unavailable),
+            what: text,
+        },
+    }
+}
+
+/// Whether an error leaves the session unusable (it is then dropped, not pooled).
+fn breaks_session(e: &ImapError) -> bool {
+    !matches!(e, ImapError::No { .. } | ImapError::Bad { .. })
+}
+
+impl Pool {
+    /// A pool of at most `max` sessions to `account`.
+    pub fn new(account: Arc<Account>, max: usize) -> Pool {
+        Pool {
+            account,
+            max: max.max(1),
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// The account.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
+    }
+
+    /// Connects one session now, with QRESYNC enabled where the server offers it (ENABLE
+    /// holds for one session: RFC 5161).
+    pub fn connect(&self) -> std::result::Result<Session, ImapError> {
+        let mut session = Session::connect(
+            &self.account.endpoint,
+            &self.account.credentials,
+            self.account.timeout,
+        )?;
+        if session.capabilities().has("QRESYNC") {
+            session.enable(&["QRESYNC"])?;
+        }
+        Ok(session)
+    }
+
+    /// Runs `f` on a session of the pool (connecting one if none is idle and fewer than
+    /// the maximum exist; waiting otherwise). `what` names the work for errors.
+    pub fn with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Pooled) -> std::result::Result<T, ImapError>,
+    ) -> Result<T> {
+        let label = self.account.label();
+        let mut pooled = self.take(&label)?;
+        let result = f(&mut pooled);
+        // News of other sessions' changes that came with the answers: the change feed has
+        // its own session for those; here they would only pile up.
+        let _ = pooled.session.take_events();
+        match result {
+            Ok(v) => {
+                self.give_back(Some(pooled));
+                Ok(v)
+            }
+            Err(e) => {
+                let broken = breaks_session(&e);
+                if broken {
+                    warn!("IMAP {label}: {what}: {e}; the session is dropped");
+                    self.give_back(None);
+                } else {
+                    self.give_back(Some(pooled));
+                }
+                Err(store_error(&label, what, e))
+            }
+        }
+    }
+
+    fn take(&self, label: &str) -> Result<Pooled> {
+        let deadline = Instant::now() + self.account.timeout;
+        let mut st = self.state.lock();
+        loop {
+            if let Some(p) = st.idle.pop() {
+                st.busy += 1;
+                return Ok(p);
+            }
+            if st.busy < self.max {
+                if let Some(at) = st.retry_at
+                    && Instant::now() < at
+                {
+                    return Err(Error::Server {
+                        why: Some(Refusal::Unavailable),
+                        what: format!(
+                            "IMAP {label}: unreachable (next attempt in {:.1} s)",
+                            at.saturating_duration_since(Instant::now()).as_secs_f64()
+                        ),
+                    });
+                }
+                st.busy += 1;
+                drop(st);
+                let connected = self.connect();
+                let mut st = self.state.lock();
+                return match connected {
+                    Ok(session) => {
+                        if st.failures > 0 {
+                            info!("IMAP {label}: connected again");
+                        }
+                        st.failures = 0;
+                        st.retry_at = None;
+                        Ok(Pooled {
+                            session,
+                            selected: None,
+                        })
+                    }
+                    Err(e) => {
+                        st.busy -= 1;
+                        st.failures += 1;
+                        let backoff = Duration::from_millis(500)
+                            .saturating_mul(1 << st.failures.min(6))
+                            .min(MAX_BACKOFF);
+                        st.retry_at = Some(Instant::now() + backoff);
+                        self.freed.notify_one();
+                        Err(store_error(label, "connecting", e))
+                    }
+                };
+            }
+            if self.freed.wait_until(&mut st, deadline).timed_out() {
+                return Err(Error::Server {
+                    why: Some(Refusal::Unavailable),
+                    what: format!(
+                        "IMAP {label}: all {} sessions busy for {:?}",
+                        self.max, self.account.timeout
+                    ),
+                });
+            }
+        }
+    }
+
+    fn give_back(&self, pooled: Option<Pooled>) {
+        let mut st = self.state.lock();
+        st.busy -= 1;
+        if let Some(p) = pooled {
+            st.idle.push(p);
+        }
+        self.freed.notify_one();
+    }
+
+    /// Drops every idle session (after the server went away, so that the next request
+    /// connects afresh).
+    pub fn drop_idle(&self) {
+        self.state.lock().idle.clear();
+    }
+}

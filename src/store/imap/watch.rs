@@ -1,0 +1,184 @@
+//! The IMAP store's change feed: one session of its own, in IDLE on INBOX (RFC 2177: the
+//! server reports that mailbox's new messages, expunges and flag changes as they happen),
+//! and every poll interval a STATUS of each other viewed mailbox (with HIGHESTMODSEQ where
+//! the server has CONDSTORE, so that flag changes show too; without it, viewed mailboxes
+//! are re-read every interval) and a LIST. What changed is marked stale and pushed to the
+//! coherence watcher, which rebuilds the view and tells the kernel.
+//!
+//! The thread ends when the store is dropped. A lost connection is reconnected with a
+//! backoff; after a reconnection every view is marked stale (changes may have been missed).
+
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::{Inner, InnerRef};
+use crate::imap::{Event, Session};
+use crate::store::MailboxName;
+
+/// Starts the watcher thread.
+pub(super) fn start(inner: InnerRef) {
+    let spawned = std::thread::Builder::new()
+        .name("imap-watch".into())
+        .spawn(move || run(inner));
+    if let Err(e) = spawned {
+        warn!("IMAP: cannot start the watcher thread ({e}); changes are not seen");
+    }
+}
+
+fn run(weak: InnerRef) {
+    let mut session: Option<Session> = None;
+    let mut failures = 0u32;
+    let mut next_round = Instant::now();
+    let mut inbox_seen: Option<InboxState> = None;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let poll = inner.config.poll;
+        if session.is_none() {
+            match inner.pool.connect() {
+                Ok(s) => {
+                    if failures > 0 {
+                        info!("IMAP {}: watcher connected again", inner.label());
+                        // What happened meanwhile is unknown.
+                        everything_changed(&inner);
+                    }
+                    failures = 0;
+                    inbox_seen = None;
+                    session = Some(s);
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        warn!("IMAP {}: watcher cannot connect: {e}", inner.label());
+                    }
+                    inner.pool.drop_idle();
+                    let backoff = Duration::from_millis(250)
+                        .saturating_mul(1 << failures.min(7))
+                        .min(Duration::from_secs(30));
+                    drop(inner);
+                    std::thread::sleep(backoff);
+                    continue;
+                }
+            }
+        }
+        let s = session.as_mut().expect("connected above");
+        let result = round(&inner, &weak, s, poll, &mut next_round, &mut inbox_seen);
+        if let Err(e) = result {
+            warn!("IMAP {}: watcher: {e}; reconnecting", inner.label());
+            session = None;
+            failures = 1;
+            inner.pool.drop_idle();
+        }
+    }
+}
+
+/// One IDLE on INBOX (until something happens or the next check is due), then, when due,
+/// the checks of the other mailboxes and of the list.
+fn round(
+    inner: &Inner,
+    weak: &InnerRef,
+    s: &mut Session,
+    poll: Duration,
+    next_round: &mut Instant,
+    inbox_seen: &mut Option<InboxState>,
+) -> Result<(), crate::imap::ImapError> {
+    let inbox = MailboxName(vec!["INBOX".to_string()]);
+    let has_idle = s.capabilities().has("IDLE");
+    if has_idle {
+        // IDLE reports what happens from now on; what happened since the last IDLE ended
+        // (during the other checks) shows in what EXAMINE reports.
+        let selected = s.select("INBOX", true, None)?;
+        let now = InboxState {
+            uid_validity: selected.uid_validity,
+            uid_next: selected.uid_next,
+            exists: selected.exists,
+            highest_modseq: selected.highest_modseq,
+        };
+        if inbox_seen.as_ref().is_some_and(|seen| *seen != now) {
+            inner.changed(&inbox);
+        }
+        *inbox_seen = Some(now);
+        let wait = next_round.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            let gone = || weak.strong_count() == 0;
+            let events = s.idle(wait, &gone)?;
+            if events.iter().any(|e| !matches!(e, Event::Other)) {
+                debug!("IMAP {}: IDLE: {events:?}", inner.label());
+                // (The next EXAMINE then differs from the last one too: one more refresh,
+                // which also covers what changes between this event and that EXAMINE.)
+                inner.changed(&inbox);
+            }
+            if Instant::now() < *next_round {
+                return Ok(());
+            }
+        }
+    } else {
+        std::thread::sleep(next_round.saturating_duration_since(Instant::now()));
+    }
+    *next_round = Instant::now() + poll;
+    check_mailboxes(inner, s, has_idle)?;
+    check_list(inner, s)?;
+    Ok(())
+}
+
+/// What EXAMINE INBOX reported last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InboxState {
+    uid_validity: u32,
+    uid_next: Option<u32>,
+    exists: u32,
+    highest_modseq: Option<u64>,
+}
+
+/// STATUS of each viewed mailbox (INBOX too when there is no IDLE) against its view.
+fn check_mailboxes(
+    inner: &Inner,
+    s: &mut Session,
+    has_idle: bool,
+) -> Result<(), crate::imap::ImapError> {
+    let condstore = s.capabilities().has("CONDSTORE") || s.capabilities().has("QRESYNC");
+    for (name, server, view, modseq) in inner.viewed() {
+        if has_idle && name.is_inbox() {
+            continue;
+        }
+        let status = s.status(&server)?;
+        let same = status.uid_validity == view.uid_validity
+            && status.uid_next == view.uid_next
+            && status.messages as usize == view.messages.len()
+            && condstore
+            && modseq.is_some()
+            && status.highest_modseq == modseq;
+        if !same {
+            debug!("IMAP {}: {server} changed ({status:?})", inner.label());
+            inner.changed(&name);
+        }
+    }
+    Ok(())
+}
+
+/// LIST against the known mailboxes.
+fn check_list(inner: &Inner, s: &mut Session) -> Result<(), crate::imap::ImapError> {
+    let listed: std::collections::HashSet<String> = s
+        .list()?
+        .into_iter()
+        .filter(|e| {
+            !e.attributes
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case("\\NonExistent"))
+        })
+        .map(|e| e.name)
+        .collect();
+    if listed != inner.listed() {
+        debug!("IMAP {}: the mailbox list changed", inner.label());
+        inner.list_changed();
+    }
+    Ok(())
+}
+
+fn everything_changed(inner: &Inner) {
+    let names: Vec<MailboxName> = inner.state.lock().mailboxes.keys().cloned().collect();
+    inner.list_changed();
+    for name in names {
+        inner.changed(&name);
+    }
+}
