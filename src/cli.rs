@@ -101,9 +101,11 @@ enum Command {
         /// How store changes reach the kernel's caches: inotify (local filesystems), poll
         /// (stat every --poll-interval; for NFS, GlusterFS and other network or FUSE
         /// filesystems, where inotify misses other clients' writes), off (only the
-        /// timeouts bound staleness), or auto (poll on network/FUSE filesystems, else
-        /// inotify).
-        #[arg(long, value_enum, default_value_t = WatchArg::Auto)]
+        /// timeouts bound staleness), auto (poll on network/FUSE filesystems, else
+        /// inotify), or imap://USER@HOST[:PORT] / imaps://... (a single user's local
+        /// store: Dovecot reports the changes over the user's IMAP session, IDLE and
+        /// STATUS; the --password-file, --authzid and --tls-ca options apply).
+        #[arg(long, default_value = "auto", value_name = "HOW", value_parser = watch_arg)]
         watch: WatchArg,
         /// Seconds between polls with --watch poll (> 0, at most 86400).
         #[arg(
@@ -184,12 +186,29 @@ enum Command {
 }
 
 /// `--watch` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum WatchArg {
     Auto,
     Inotify,
     Poll,
     Off,
+    /// Changes heard from Dovecot over this IMAP account (a local store only).
+    Imap(crate::location::imap::ImapUrl),
+}
+
+/// Parses `--watch`: auto, inotify, poll, off, or an imap:// / imaps:// URL.
+fn watch_arg(s: &str) -> std::result::Result<WatchArg, String> {
+    match s {
+        "auto" => Ok(WatchArg::Auto),
+        "inotify" => Ok(WatchArg::Inotify),
+        "poll" => Ok(WatchArg::Poll),
+        "off" => Ok(WatchArg::Off),
+        _ => match crate::location::imap::ImapUrl::parse(s) {
+            Ok(Some(url)) => Ok(WatchArg::Imap(url)),
+            Ok(None) => Err("auto, inotify, poll, off or imap[s]://USER@HOST[:PORT]".into()),
+            Err(e) => Err(e.to_string()),
+        },
+    }
 }
 
 /// `--lock-method` values (Dovecot's names).
@@ -767,9 +786,10 @@ struct MountOptions {
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
-fn watch_mode(arg: WatchArg, interval: Duration, root: &Path) -> Option<WatchMode> {
+fn watch_mode(arg: &WatchArg, interval: Duration, root: &Path) -> Option<WatchMode> {
     match arg {
         WatchArg::Off => None,
+        WatchArg::Imap(_) => Some(WatchMode::Pushed),
         WatchArg::Inotify => Some(WatchMode::Inotify),
         WatchArg::Poll => Some(WatchMode::Poll(interval)),
         WatchArg::Auto => match remote_filesystem(root) {
@@ -888,7 +908,7 @@ fn mount(
     let signals = sys::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     let backend = match crate::location::imap::ImapUrl::parse(location)? {
         Some(url) => imap_backend(&url, &imap, &write, &opts)?,
-        None => local_backend(location, mountpoint, &write, &opts)?,
+        None => local_backend(location, mountpoint, &write, &imap, &opts)?,
     };
     serve(location, mountpoint, backend, write, opts, signals)
 }
@@ -898,6 +918,7 @@ fn local_backend(
     location: &str,
     mountpoint: &Path,
     write: &WriteArgs,
+    imap: &ImapArgs,
     opts: &MountOptions,
 ) -> std::result::Result<Backend, CliError> {
     let spec = Spec::parse(location)?;
@@ -906,7 +927,7 @@ fn local_backend(
     // The filesystem the store is on decides how it is watched (the root, or a template's
     // base, as far as it exists).
     let probe = crate::location::resolve_existing(&roots[0]);
-    let mode = watch_mode(opts.watch, opts.poll_interval, &probe);
+    let mode = watch_mode(&opts.watch, opts.poll_interval, &probe);
     let config = StoreConfig {
         lock_method: match opts.lock_method {
             LockArg::Fcntl => LockMethod::Fcntl,
@@ -923,7 +944,23 @@ fn local_backend(
             && remote_filesystem(&probe).is_none(),
         views: VIEW_CACHE_CAPACITY,
     };
-    let store = store::open(&spec, config)?;
+    let mut store = store::open(&spec, config)?;
+    if let WatchArg::Imap(url) = &opts.watch {
+        if !matches!(spec, Spec::Single(_)) {
+            return Err(CliError::Usage(
+                "--watch imap:// follows one user's store; a multi-user tree is watched with \
+                 inotify or poll"
+                    .into(),
+            ));
+        }
+        let account = imap_account(url, imap)?;
+        let fed = crate::store::imap::ImapFed::new(store, account, opts.poll_interval)?;
+        info!(
+            "changes come from IMAP {} (IDLE on INBOX, STATUS every {:?})",
+            url.host, opts.poll_interval
+        );
+        store = Arc::new(fed);
+    }
     let writer = writer_for(&spec, &store, write)?;
     let writes = if writer.accepts_changes() {
         format!(
@@ -941,21 +978,13 @@ fn local_backend(
     })
 }
 
-/// An IMAP account: read through the server, watched by IDLE and STATUS.
-fn imap_backend(
+/// The IMAP account of `url` with the options that go with it (the password from
+/// --password-file or MAILFS_IMAP_PASSWORD, never the command line).
+fn imap_account(
     url: &crate::location::imap::ImapUrl,
     args: &ImapArgs,
-    write: &WriteArgs,
-    opts: &MountOptions,
-) -> std::result::Result<Backend, CliError> {
+) -> std::result::Result<crate::store::imap::pool::Account, CliError> {
     use crate::imap::{Credentials, Endpoint as ImapEndpoint, Security};
-    if write.user.is_some() || write.doveadm.is_some() || write.doveadm_secret_file.is_some() {
-        return Err(CliError::Usage(
-            "--user, --doveadm and --doveadm-secret-file are for local stores: an IMAP \
-             mount's changes are IMAP commands of its own login"
-                .into(),
-        ));
-    }
     let password = match &args.password_file {
         Some(file) => std::fs::read_to_string(file)
             .map_err(|e| CliError::Msg(format!("--password-file {}: {e}", file.display())))?
@@ -968,15 +997,7 @@ fn imap_backend(
             )
         })?,
     };
-    let cache_dir = match &args.cache_dir {
-        Some(d) => d.clone(),
-        None => std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .ok_or_else(|| CliError::Usage("no --cache-dir, XDG_CACHE_HOME or HOME".into()))?
-            .join("mailfs"),
-    };
-    let account = crate::store::imap::pool::Account {
+    Ok(crate::store::imap::pool::Account {
         endpoint: ImapEndpoint {
             host: url.host.clone(),
             port: url.port,
@@ -996,6 +1017,31 @@ fn imap_backend(
             password,
         },
         timeout: IMAP_TIMEOUT,
+    })
+}
+
+/// An IMAP account: read through the server, watched by IDLE and STATUS.
+fn imap_backend(
+    url: &crate::location::imap::ImapUrl,
+    args: &ImapArgs,
+    write: &WriteArgs,
+    opts: &MountOptions,
+) -> std::result::Result<Backend, CliError> {
+    if write.user.is_some() || write.doveadm.is_some() || write.doveadm_secret_file.is_some() {
+        return Err(CliError::Usage(
+            "--user, --doveadm and --doveadm-secret-file are for local stores: an IMAP \
+             mount's changes are IMAP commands of its own login"
+                .into(),
+        ));
+    }
+    let account = imap_account(url, args)?;
+    let cache_dir = match &args.cache_dir {
+        Some(d) => d.clone(),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .ok_or_else(|| CliError::Usage("no --cache-dir, XDG_CACHE_HOME or HOME".into()))?
+            .join("mailfs"),
     };
     let config = crate::store::imap::ImapConfig {
         account,
@@ -1014,8 +1060,13 @@ fn imap_backend(
     info!("IMAP {}: logged in", store.label());
     let mode = match opts.watch {
         WatchArg::Off => None,
+        WatchArg::Imap(_) => {
+            return Err(CliError::Usage(
+                "--watch imap:// is for local stores; an IMAP mount hears its own server".into(),
+            ));
+        }
         // The store pushes its changes (IDLE, STATUS); the watcher has no files to watch.
-        _ => Some(WatchMode::Inotify),
+        _ => Some(WatchMode::Pushed),
     };
     let (writer, writes): (Arc<dyn MailWriter>, String) = if write.rw {
         (
@@ -1096,6 +1147,7 @@ fn serve(
         match mode {
             Some(WatchMode::Inotify) => "inotify".to_string(),
             Some(WatchMode::Poll(d)) => format!("poll every {} s", d.as_secs_f64()),
+            Some(WatchMode::Pushed) => "pushed (IMAP IDLE and STATUS)".to_string(),
             None => "off".to_string(),
         },
     );
@@ -1162,6 +1214,7 @@ fn serve(
         match mode {
             Some(WatchMode::Inotify) => "watching the store with inotify".to_string(),
             Some(WatchMode::Poll(d)) => format!("polling the store every {d:?}"),
+            Some(WatchMode::Pushed) => "changes pushed over IMAP (IDLE, STATUS)".to_string(),
             None => "not watching the store (--watch off)".to_string(),
         },
         timeouts.entry,

@@ -281,15 +281,30 @@ fn names(dir: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// How the mount under test hears of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    /// An IMAP mount with its own feed (IDLE, STATUS).
+    Imap,
+    /// An IMAP mount with `--watch off`: the negative control.
+    ImapOff,
+    /// A mount of the local store with `--watch imap://...`: reads from disk, changes
+    /// heard only from Dovecot's IMAP session (no inotify, no polling).
+    LocalFedByImap,
+    /// A mount of the local store with `--watch off`: its negative control.
+    LocalOff,
+}
+
 /// Changes made by another client (doveadm) under 60 s kernel caches: a delivery, a flag
 /// change and an expunge in INBOX (IDLE), a delivery into another viewed mailbox and a new
 /// mailbox (STATUS and LIST every poll interval, 1 s by default). With `--watch off` (the
 /// negative control) the kernel keeps serving what it cached.
-fn changes(watched: bool) -> Vec<String> {
-    let dir = TestDir::new(if watched {
-        "imap_changes"
-    } else {
-        "imap_changes_off"
+fn changes(heard: Heard) -> Vec<String> {
+    let dir = TestDir::new(match heard {
+        Heard::Imap => "imap_changes",
+        Heard::ImapOff => "imap_changes_off",
+        Heard::LocalFedByImap => "imap_fed_local",
+        Heard::LocalOff => "imap_fed_local_off",
     });
     let (dovecot, port) = start_imap(&dir, Layout::MaildirPlusPlus);
     let bob = dovecot.user("bob");
@@ -297,10 +312,35 @@ fn changes(watched: bool) -> Vec<String> {
     let first = bob.save("INBOX", &email(1, "First", "x\n"));
     bob.save("Work", &email(2, "Work", "y\n"));
     let mut extra = vec!["--attr-timeout", "60", "--entry-timeout", "60"];
-    if !watched {
-        extra.extend(["--watch", "off"]);
-    }
-    let mount = mount_imap(&dir, "bob", port, &extra);
+    let url = format!("imap://bob@127.0.0.1:{port}");
+    let mount = match heard {
+        Heard::Imap => mount_imap(&dir, "bob", port, &extra),
+        Heard::ImapOff => {
+            extra.extend(["--watch", "off"]);
+            mount_imap(&dir, "bob", port, &extra)
+        }
+        Heard::LocalFedByImap => {
+            let secret = dir.join("imap-password");
+            fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+            extra.extend(["--watch", &url, "--password-file", secret.to_str().unwrap()]);
+            let mount = Mount::start(&bob.location(), &dir.join("mnt"), &extra);
+            assert!(
+                mount.log().contains("changes pushed over IMAP"),
+                "not fed by IMAP:\n{}",
+                mount.log()
+            );
+            mount
+        }
+        Heard::LocalOff => {
+            extra.extend(["--watch", "off"]);
+            Mount::start(&bob.location(), &dir.join("mnt"), &extra)
+        }
+    };
+    // A local store is read from disk at every look that reaches mailfs (a listing, an
+    // xattr): only what the kernel itself caches (a name looked up before, an
+    // attribute) shows whether the feed made mailfs tell the kernel. Those mounts are
+    // probed through such names alone.
+    let local = matches!(heard, Heard::LocalFedByImap | Heard::LocalOff);
     let inbox = mount.mailbox("INBOX");
     let work = mount.mailbox("Work");
     // The kernel caches the old state: listings, attributes, a negative entry.
@@ -311,9 +351,20 @@ fn changes(watched: bool) -> Vec<String> {
     fs::metadata(&first_path).unwrap();
     let next_inbox = bob.status("INBOX").uidnext;
     let _ = fs::metadata(inbox.join(format!("{next_inbox}.eml")));
+    let next_work = bob.status("Work").uidnext;
+    let _ = fs::metadata(work.join(format!("{next_work}.eml")));
+    let _ = fs::metadata(mount.mailbox("Fresh"));
 
     let bound = Duration::from_secs(1);
     let poll_bound = Duration::from_millis(2500);
+    // A look at a local store within SETTLE_RECHECK (60 ms) of a change makes the watcher
+    // look once more by itself: the changes of a local mount come after a pause, so that
+    // only the feed can report them.
+    let pause = || {
+        if local {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
     let mut late = Vec::new();
     let mut check =
         |what: &str, limit: Duration, probe: &mut dyn FnMut() -> bool| match within(limit, probe) {
@@ -324,30 +375,47 @@ fn changes(watched: bool) -> Vec<String> {
             None => late.push(format!("{what}: not visible within {limit:?}")),
         };
 
+    pause();
     let saved = bob.save("INBOX", &email(3, "Delivered", "z\n"));
     let saved_path = mount.message("INBOX", saved);
+    assert_eq!(saved, next_inbox);
     check("delivery to INBOX", bound, &mut || {
-        names(&inbox).contains(&format!("{saved}.eml")) && fs::metadata(&saved_path).is_ok()
+        (local || names(&inbox).contains(&format!("{saved}.eml")))
+            && fs::metadata(&saved_path).is_ok()
     });
+    pause();
     bob.flags_add("INBOX", first, "\\Seen $Done");
-    check("flag change in INBOX", bound, &mut || {
-        xattr_string(&first_path, "user.mail.flags") == "\\Seen $Done"
-    });
+    if !local {
+        check("flag change in INBOX", bound, &mut || {
+            xattr_string(&first_path, "user.mail.flags") == "\\Seen $Done"
+        });
+    }
+    pause();
     bob.expunge("INBOX", first);
     check("expunge in INBOX", bound, &mut || {
-        fs::metadata(&first_path).is_err() && !names(&inbox).contains(&format!("{first}.eml"))
+        fs::metadata(&first_path).is_err()
+            && (local || !names(&inbox).contains(&format!("{first}.eml")))
     });
+    pause();
     let in_work = bob.save("Work", &email(4, "More work", "w\n"));
+    assert_eq!(in_work, next_work);
     let work_path = mount.message("Work", in_work);
     check("delivery to Work", poll_bound, &mut || {
         fs::metadata(&work_path).is_ok_and(|m| m.size() > 0)
     });
+    pause();
     bob.create_mailbox("Fresh");
     check("a new mailbox", poll_bound, &mut || {
         fs::metadata(mount.mailbox("Fresh")).is_ok()
     });
-    if watched {
-        assert_imap_mount_matches(&mount, &bob);
+    match heard {
+        Heard::Imap => {
+            assert_imap_mount_matches(&mount, &bob);
+        }
+        Heard::LocalFedByImap => {
+            crate::util::compare::assert_mount_matches_dovecot(&mount, &bob);
+        }
+        Heard::ImapOff | Heard::LocalOff => {}
     }
     mount.stop();
     late
@@ -356,8 +424,32 @@ fn changes(watched: bool) -> Vec<String> {
 #[test]
 fn changes_by_others_reach_an_imap_mount_with_long_caches() {
     require!(Dovecot, Fuse);
-    let late = changes(true);
+    let late = changes(Heard::Imap);
     assert!(late.is_empty(), "{late:#?}");
+}
+
+/// `--watch imap://` on a mount of the local store: no inotify, no polling; every change
+/// arrives through Dovecot's IMAP session within the same bounds. (The negative control
+/// below, and `coherence.rs`'s with `--watch off`, show the kernel would otherwise keep
+/// the old state.)
+#[test]
+fn a_local_mount_fed_by_imap_sees_changes_with_long_caches() {
+    require!(Dovecot, Fuse);
+    let late = changes(Heard::LocalFedByImap);
+    assert!(late.is_empty(), "{late:#?}");
+}
+
+/// The negative control of the one above: the same local mount with `--watch off` keeps
+/// serving what the kernel cached, for every change probed.
+#[test]
+fn a_local_mount_without_a_feed_keeps_the_old_state() {
+    require!(Dovecot, Fuse);
+    let late = changes(Heard::LocalOff);
+    assert_eq!(
+        late.len(),
+        4,
+        "every probed change should have stayed hidden: {late:#?}"
+    );
 }
 
 /// The negative control: without the feed, the kernel's 60 s caches hide the changes, so
@@ -365,7 +457,7 @@ fn changes_by_others_reach_an_imap_mount_with_long_caches() {
 #[test]
 fn without_the_feed_long_caches_hide_the_changes() {
     require!(Dovecot, Fuse);
-    let late = changes(false);
+    let late = changes(Heard::ImapOff);
     // The kernel keeps the expunged message's attributes and the negative entry of the
     // new mailbox for 60 s; listings and xattrs are never cached by the kernel, so what
     // they show comes from mailfs, which reads the server again after a poll interval.

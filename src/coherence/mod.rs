@@ -44,6 +44,9 @@ pub enum WatchMode {
     /// `stat` every watched target each interval: works where inotify cannot see other
     /// clients' writes (NFS, GlusterFS and other FUSE or network filesystems).
     Poll(Duration),
+    /// Only what the store pushes ([`Feed::Pushed`] news, or a local store's IMAP feed):
+    /// no inotify watch, no polling.
+    Pushed,
 }
 
 /// Events within this long of the first are handled together (a Dovecot save is a burst:
@@ -157,7 +160,7 @@ impl Watcher {
     ) -> std::io::Result<Watcher> {
         let inotify = match mode {
             WatchMode::Inotify => Some(Inotify::new()?),
-            WatchMode::Poll(_) => None,
+            WatchMode::Poll(_) | WatchMode::Pushed => None,
         };
         let shared = Arc::new(Shared {
             store,
@@ -174,7 +177,7 @@ impl Watcher {
             inotify,
             poll_every: match mode {
                 WatchMode::Poll(d) => Some(d),
-                WatchMode::Inotify => None,
+                WatchMode::Inotify | WatchMode::Pushed => None,
             },
             dir_wd: HashMap::new(),
             wd_dir: HashMap::new(),

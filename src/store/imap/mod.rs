@@ -17,10 +17,12 @@
 //! Nothing here writes to the server: reads use EXAMINE and BODY.PEEK.
 
 pub mod bodies;
+mod feed;
 pub mod pool;
 mod watch;
 mod writer;
 
+pub use feed::ImapFed;
 pub use writer::ImapWriter;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
