@@ -18,13 +18,20 @@
 #  3. Every measurement has one untimed warm-up run (page cache, Dovecot's cache file and
 #     mailfs's views are warm; its output is checked: line counts, byte totals, match
 #     counts), then --runs timed runs (default 3); the median is reported.
+#  4. IMAP (unless --no-imap): the same Dovecot also serves IMAP on a free loopback port
+#     (static password); the Maildir user's INBOX is mounted as imap://maildir@127.0.0.1
+#     and compared with Python's imaplib (the listing FETCH), mbsync (a cold copy into a
+#     fresh Maildir) and the raw Maildir (warm cat and grep). Missing tools (isync is
+#     installed with apt-get when possible) or a failure there skip these rows with a
+#     message, unless --imap asked for them.
 #
 # Timing: wall clock from bash's $EPOCHREALTIME (microseconds, read without forking)
 # around the command, which runs in this shell (a function call, no eval, no subshell).
 # Times are seconds with 3 decimals, latencies milliseconds.
 #
 # Needs root (for /dev/fuse and the mail user), fuse3, dovecot-core and dovecot-imapd
-# (scripts/test.sh installs them), and about 4x the store size free in --store-dir.
+# (scripts/test.sh installs them), and about 4x the store size free in --store-dir; for the
+# IMAP rows also python3 and mbsync (isync: installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -50,6 +57,8 @@ large_full=""
 write=1
 write_messages=1000
 keep=""
+imap=auto # auto: measured when possible; required: --imap; "": --no-imap
+IMAP_SKIP="" # why the IMAP rows are missing
 
 usage() {
     cat <<EOF
@@ -73,6 +82,11 @@ Options:
   --write-messages N   messages per write operation (rm, mv, setfattr, cp through a
                        --rw mount, beside doveadm); 0 skips the writes (default $write_messages)
   --no-write           print the table only; leave docs/benchmarks.md alone
+  --imap               require the IMAP rows (a failure there fails the run); without
+                       it they are measured when mbsync (isync) and python3 are there
+                       (isync is installed with apt-get when missing) and skipped with
+                       a message otherwise
+  --no-imap            skip the IMAP rows
   --keep               keep the per-run working copy of the stores (and the mailfs logs)
   -h, --help           this text
 
@@ -113,6 +127,8 @@ while [ $# -gt 0 ]; do
     --large-full) large=1 large_full=1 && shift ;;
     --no-write) write="" && shift ;;
     --keep) keep=1 && shift ;;
+    --imap) imap=required && shift ;;
+    --no-imap) imap="" && shift ;;
     -h | --help) usage && exit 0 ;;
     *) usage >&2 && exit 2 ;;
     esac
@@ -127,6 +143,33 @@ for tool in doveadm fusermount3 find grep awk; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/test.sh installs fuse3 and dovecot)"
 done
 [ -x /usr/lib/dovecot/imap ] || die "dovecot-imapd is missing (apt-get install dovecot-imapd)"
+
+# imap_prereqs: mbsync (isync, installed with apt-get when missing) and a Python 3 with
+# imaplib (PYTHON: its real executable, not a pyenv or asdf shim, whose start-up would be
+# timed too). Sets IMAP_SKIP and returns 1 when one is missing.
+imap_prereqs() {
+    if ! command -v mbsync >/dev/null; then
+        if command -v apt-get >/dev/null; then
+            log "installing isync (mbsync) for the IMAP rows"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq isync >&2 ||
+                { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq isync >&2; } ||
+                true
+        fi
+        command -v mbsync >/dev/null || {
+            IMAP_SKIP="mbsync not found and isync could not be installed (apt-get install isync)"
+            return 1
+        }
+    fi
+    PYTHON=$(python3 -c 'import imaplib, sys; print(sys.executable)' 2>/dev/null) && [ -x "$PYTHON" ] || {
+        IMAP_SKIP="no python3 with imaplib"
+        return 1
+    }
+}
+if [ -n "$imap" ] && ! imap_prereqs; then
+    [ "$imap" = auto ] || die "--imap: $IMAP_SKIP"
+    log "skipping the IMAP rows: $IMAP_SKIP"
+    imap=""
+fi
 
 # ----------------------------------------------------------------------------------------
 # Clean-up: whatever is mounted or running is stopped, even on error or Ctrl-C.
@@ -435,18 +478,18 @@ mount_mailfs() {
     local location=$1 mp=$2 i
     shift 2
     mkdir -p "$mp"
-    "$bin" mount "$location" "$mp" "$@" 2>>"$RUN_DIR/mailfs.log" &
+    "$bin" mount "$location" "$mp" "$@" 2>>"$RUN_DIR/${MAILFS_LOG:-mailfs.log}" &
     MAILFS_PID=$! MAILFS_MP=$mp
     for ((i = 0; i < 1000; i++)); do
         is_mounted "$mp" && return 0
         if ! kill -0 "$MAILFS_PID" 2>/dev/null; then
             MAILFS_PID=""
-            tail -20 "$RUN_DIR/mailfs.log" >&2
+            tail -20 "$RUN_DIR/${MAILFS_LOG:-mailfs.log}" >&2
             die "mailfs could not mount $location"
         fi
         sleep 0.01
     done
-    tail -20 "$RUN_DIR/mailfs.log" >&2
+    tail -20 "$RUN_DIR/${MAILFS_LOG:-mailfs.log}" >&2
     die "mailfs did not mount $location within 10 s"
 }
 
@@ -688,6 +731,219 @@ bench_format() {
     if grep -q 'ERROR\|panicked' "$RUN_DIR/mailfs.log" 2>/dev/null; then
         WARNINGS+=("$label: mailfs logged errors: $(grep -m1 'ERROR\|panicked' "$RUN_DIR/mailfs.log")")
     fi
+}
+
+# ----------------------------------------------------------------------------------------
+# IMAP: the Maildir user's INBOX through the same Dovecot's IMAP service on loopback, as
+# imap://maildir@127.0.0.1:PORT, beside Python's imaplib, mbsync and the raw Maildir.
+
+IMAP_PORT=""
+IMAP_PASSWORD=""
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# imap_config: sets IMAP_PORT, IMAP_PASSWORD and the Dovecot settings for the next
+# dovecot_start (appended after the defaults: the later `protocols` wins).
+imap_config() {
+    IMAP_PORT=$(free_port)
+    IMAP_PASSWORD=bench-$RANDOM$RANDOM
+    DOVECOT_PASSDB_ARGS="password=$IMAP_PASSWORD"
+    DOVECOT_EXTRA="protocols = imap
+disable_plaintext_auth = no
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}"
+}
+
+imap_unconfig() { DOVECOT_EXTRA="" DOVECOT_PASSDB_ARGS=""; }
+
+# fresh_pass KEY SETUP JOB ARGS...: like measure, but SETUP (untimed) before each run, the
+# checked one and the $runs timed ones.
+fresh_pass() {
+    local key=$1 setup=$2 i t0 t1 times=()
+    shift 2
+    for ((i = 0; i <= runs; i++)); do
+        "$setup"
+        if [ "$i" = 0 ]; then
+            rm -f "$RUN_DIR/warm.out"
+            sink=$RUN_DIR/warm.out
+            "$@"
+            sink=/dev/null
+            continue
+        fi
+        t0=${EPOCHREALTIME/./}
+        "$@"
+        t1=${EPOCHREALTIME/./}
+        times+=($((t1 - t0)))
+    done
+    R[$key]=$(median "${times[@]}")
+}
+
+# imap_fresh_mount: (re)mounts the IMAP INBOX at $IMAP_MP with an empty --cache-dir.
+imap_fresh_mount() {
+    unmount_mailfs || die "mailfs (IMAP) exited with an error; see $IMAP_DIR/mailfs.log"
+    rm -rf "$IMAP_DIR/cache"
+    mkdir -p "$IMAP_DIR/cache"
+    mount_mailfs "imap://maildir@127.0.0.1:$IMAP_PORT" "$IMAP_MP" \
+        --password-file "$IMAP_DIR/password" --cache-dir "$IMAP_DIR/cache"
+}
+
+# mbsync_fresh: an empty target for mbsync (its sync state lives inside it).
+mbsync_fresh() {
+    rm -rf "$IMAP_DIR/mbsync"
+    mkdir -p "$IMAP_DIR/mbsync"
+}
+
+# job_py_fetch: LOGIN, EXAMINE INBOX, UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE),
+# LOGOUT with imaplib; the FETCH alone is appended (µs) to fetch.us in timed runs.
+job_py_fetch() {
+    local times=/dev/null
+    [ "$sink" != /dev/null ] || times=$IMAP_DIR/fetch.us
+    "$PYTHON" "$IMAP_DIR/fetch.py" "$IMAP_PORT" maildir "$IMAP_DIR/password" "$times" >"$sink"
+}
+
+# job_mbsync: its warning about the password in clear goes to mbsync.log.
+job_mbsync() {
+    mbsync -q -c "$IMAP_DIR/mbsyncrc" bench >"$sink" 2>>"$IMAP_DIR/mbsync.log" || {
+        tail -5 "$IMAP_DIR/mbsync.log" >&2
+        die "mbsync failed (config: $IMAP_DIR/mbsyncrc)"
+    }
+}
+
+# bench_imap LABEL N HITS: the IMAP rows, in R[LABEL:...].
+bench_imap() {
+    local label=$1 n=$2 hits=$3 vbytes us
+    local raw=$HOME_DIR/maildir/mail/cur
+    IMAP_DIR=$RUN_DIR/imap IMAP_MP=$RUN_DIR/mnt-imap MAILFS_LOG=imap/mailfs.log
+    mkdir -p "$IMAP_DIR"
+    printf '%s\n' "$IMAP_PASSWORD" >"$IMAP_DIR/password"
+    chmod 600 "$IMAP_DIR/password"
+    # IMAP sends CRLF line ends: the bytes to expect are Dovecot's virtual sizes.
+    vbytes=$(dovecot_adm fetch -u maildir size.virtual mailbox INBOX all |
+        awk '/^size.virtual:/ { s += $2 } END { print s + 0 }')
+    R[$label:vbytes]=$vbytes
+    log "$label: IMAP on 127.0.0.1:$IMAP_PORT, user maildir, $n messages ($vbytes bytes with CRLF)"
+    cat >"$IMAP_DIR/fetch.py" <<'EOF'
+import imaplib, sys, time
+port, user, password_file, times = sys.argv[1:5]
+imap = imaplib.IMAP4("127.0.0.1", int(port))
+imap.login(user, open(password_file).read().strip())
+typ, _ = imap.select("INBOX", readonly=True)  # EXAMINE
+assert typ == "OK", typ
+t0 = time.perf_counter()
+typ, data = imap.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)")
+t1 = time.perf_counter()
+assert typ == "OK", typ
+imap.logout()
+with open(times, "a") as f:
+    f.write("%d\n" % round((t1 - t0) * 1e6))
+sys.stdout.buffer.write(b"\n".join(d for d in data if d) + b"\n")
+EOF
+    cat >"$IMAP_DIR/mbsyncrc" <<EOF
+# mailfs's cache does not fsync either.
+FSync no
+
+IMAPAccount bench
+Host 127.0.0.1
+Port $IMAP_PORT
+User maildir
+PassCmd "cat $IMAP_DIR/password"
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore bench-far
+Account bench
+
+MaildirStore bench-near
+Path $IMAP_DIR/mbsync/
+Inbox $IMAP_DIR/mbsync/INBOX
+
+Channel bench
+Far :bench-far:
+Near :bench-near:
+Patterns INBOX
+Sync Pull
+Create Near
+SyncState *
+EOF
+
+    log "  Python imaplib: LOGIN, EXAMINE, UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)"
+    rm -f "$IMAP_DIR/fetch.us"
+    measure "$label:ls_first:ref" job_py_fetch
+    check "$label: imaplib FETCH responses" "$n" "$(warm_lines)"
+    mapfile -t us <"$IMAP_DIR/fetch.us"
+    R[$label:fetch_only:ref]=$(median "${us[@]}")
+
+    log "  first ls -l, each on a fresh mount with an empty cache"
+    fresh_pass "$label:ls_first:mailfs" imap_fresh_mount job_ls "$IMAP_MP/INBOX"
+    check "$label: mailfs first ls -l lines" $((n + 1)) "$(warm_lines)"
+    R[$label:rss_ls]=$(awk '/^VmRSS:/ { print $2 }' "/proc/$MAILFS_PID/status")
+    R[$label:fetch_only:mailfs]=${R[$label:ls_first:mailfs]}
+
+    log "  cold cat of every message, each on a fresh mount with an empty cache"
+    fresh_pass "$label:cat_cold:mailfs" imap_fresh_mount job_cat_all "$IMAP_MP/INBOX"
+    check "$label: mailfs cold cat bytes" "$vbytes" "$(warm_bytes)"
+    R[$label:rss_cat]=$(awk '/^VmRSS:/ { print $2 }' "/proc/$MAILFS_PID/status")
+    R[$label:cache]=$(du -sk "$IMAP_DIR/cache" | cut -f1)
+    log "  mbsync (Sync Pull) into a fresh Maildir"
+    fresh_pass "$label:cat_cold:ref" mbsync_fresh job_mbsync
+    check "$label: messages mbsync pulled" "$n" \
+        "$(find "$IMAP_DIR/mbsync/INBOX/cur" "$IMAP_DIR/mbsync/INBOX/new" -type f | wc -l | tr -d ' ')"
+
+    log "  warm cat of every message and grep -rl $NEEDLE, beside the raw Maildir"
+    measure "$label:cat_warm:mailfs" job_cat_all "$IMAP_MP/INBOX"
+    check "$label: mailfs warm cat bytes" "$vbytes" "$(warm_bytes)"
+    measure "$label:cat_warm:ref" job_cat_all "$raw"
+    check "$label: raw cat bytes" "$(meta_get "$main_store/meta" total_bytes)" "$(warm_bytes)"
+    measure "$label:grep:mailfs" job_grep "$IMAP_MP/INBOX" "$NEEDLE"
+    check "$label: mailfs grep matches" "$hits" "$(warm_lines)"
+    measure "$label:grep:ref" job_grep "$raw" "$NEEDLE"
+    check "$label: raw grep matches" "$hits" "$(warm_lines)"
+
+    unmount_mailfs || die "mailfs (IMAP) exited with an error; see $IMAP_DIR/mailfs.log"
+    if grep -q 'ERROR\|panicked' "$IMAP_DIR/mailfs.log" 2>/dev/null; then
+        WARNINGS+=("$label: mailfs logged errors: $(grep -m1 'ERROR\|panicked' "$IMAP_DIR/mailfs.log")")
+    fi
+}
+
+# imap_rows: the IMAP measurements (key|title|unit|reference|target ratio).
+imap_measurements=(
+    "ls_first|first \`ls -l\` INBOX, fresh mount, empty cache ⁵|s|Python imaplib: LOGIN, EXAMINE, \`UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE)\` (whole run) ⁵|1.3"
+    "fetch_only|first \`ls -l\` (as above)|s|the \`UID FETCH\` alone, timed inside the Python script ⁵|"
+    "cat_cold|\`cat\` all, fresh mount, empty cache ⁶|s|\`mbsync\` (isync) of INBOX into a fresh Maildir ⁶|1.0"
+    "cat_warm|\`cat\` all, warm|s|\`cat\` all of the raw Maildir \`cur/\`|1.3"
+    "grep|\`grep -rl\` (1 % match), warm|s|\`grep -rl\` on the raw Maildir \`cur/\`|1.3"
+)
+
+imap_table() {
+    local label=$1 m key title unit refname target r verdict
+    echo "| measurement | mailfs \`imap://\` | reference | reference | mailfs/reference | target |"
+    echo "|---|---:|---|---:|---:|---|"
+    for m in "${imap_measurements[@]}"; do
+        IFS='|' read -r key title unit refname target <<<"$m"
+        [ -n "${R[$label:$key:mailfs]:-}" ] || continue
+        r=$(ratio "$label:$key:mailfs" "$label:$key:ref")
+        verdict=""
+        if [ -n "$target" ] && [ "$r" != "—" ]; then
+            verdict="≤ $target: $(awk -v r="$r" -v t="$target" 'BEGIN { print (r <= t) ? "met" : "**not met**" }')"
+        fi
+        printf '| %s (%s) | %s | %s | %s | %s | %s |\n' "$title" "$unit" \
+            "$(val "$label:$key:mailfs" "$unit")" "$refname" "$(val "$label:$key:ref" "$unit")" "$r" "$verdict"
+    done
+    printf '| daemon RSS after the first `ls -l` (MiB) | %s | | | | |\n' "$(val "$label:rss_ls" MiB)"
+    printf '| daemon RSS after the cold `cat` (MiB) | %s | | | | |\n' "$(val "$label:rss_cat" MiB)"
+    printf '| `--cache-dir` after the cold `cat` (MiB, `du -sk`) | %s | messages with CRLF (MiB) | %s | %s | |\n' \
+        "$(val "$label:cache" MiB)" "$(awk -v b="${R[$label:vbytes]}" 'BEGIN { printf "%.1f", b / 1048576 }')" \
+        "$(awk -v c="${R[$label:cache]}" -v b="${R[$label:vbytes]}" 'BEGIN { printf "%.2f", c * 1024 / b }')"
 }
 
 # ----------------------------------------------------------------------------------------
@@ -946,6 +1202,12 @@ report() {
         echo
         table "$large_label"
     fi
+    if [ -n "${R[IMAP:ls_first:mailfs]:-}" ]; then
+        imap_report IMAP
+    elif [ -n "$IMAP_SKIP" ]; then
+        echo
+        echo "IMAP rows skipped: $IMAP_SKIP."
+    fi
     echo
     if [ "$write_messages" != 0 ]; then
         echo
@@ -1001,6 +1263,29 @@ report() {
     echo "Duration: cargo build ${cargo_s} s; stores ${build_s} s$([ -z "$build_cached" ] || echo " (cached; the first build took $(meta_get "$main_store/meta" build_seconds) s)"); measurements ${measure_s} s."
 }
 
+imap_report() {
+    local label=$1
+    echo
+    echo "IMAP (Dovecot on loopback): the Maildir user's INBOX ($messages messages, $(awk -v b="${R[$label:vbytes]}" 'BEGIN { printf "%.1f MB", b / 1e6 }') with CRLF line ends)"
+    echo "served by the same Dovecot's IMAP service on 127.0.0.1 (no TLS, LOGIN), mounted as"
+    echo "\`mailfs mount imap://maildir@127.0.0.1:PORT MP --password-file F --cache-dir D\`:"
+    echo
+    imap_table "$label"
+    echo
+    echo "⁵ Each mailfs run on a fresh mount with an empty \`--cache-dir\` (the mount logs in"
+    echo "before it appears; the \`ls -l\` runs EXAMINE and the UID FETCH of the listing). The"
+    echo "reference is one run of a Python $("$PYTHON" -c 'import platform; print(platform.python_version())' 2>/dev/null) script (imaplib; connect, LOGIN, EXAMINE, the"
+    echo "FETCH, LOGOUT; Python's start-up included); the second row is its FETCH alone, timed inside"
+    echo "the script with \`time.perf_counter()\`."
+    echo
+    echo "⁶ \`find MP/INBOX -type f -exec cat {} +\` on a fresh mount with an empty \`--cache-dir\`:"
+    echo "every byte comes over IMAP (\`BODY.PEEK[]\`) and is written to the cache. mbsync"
+    echo "$(mbsync --version 2>/dev/null | awk '{ print $2 }'): \`Sync Pull\`, \`Create Near\`, \`FSync no\` (the cache does not fsync either), into an"
+    echo "empty Maildir each run (its own login included; the mount's login is not)."
+    echo "Warm rows: after the cold \`cat\` (the cache and the page cache are warm), median of"
+    echo "the runs after a checked warm-up, as above; the raw Maildir's files have LF line ends."
+}
+
 # write_doc FILE: replaces the "## Latest run" section (to the next "## " or the end).
 write_doc() {
     local file=$1 section=$2 tmp
@@ -1025,7 +1310,15 @@ commit=$(git describe --always --dirty --abbrev=12 2>/dev/null || echo unknown)
 started=$(now_us)
 log "cargo build --release"
 cargo build --release >&2
-bin=$repo/target/release/mailfs
+# Where cargo put it (CARGO_TARGET_DIR, build.target-dir or ./target).
+target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+if [ -z "$target_dir" ]; then
+    target_dir=${CARGO_TARGET_DIR:-target}
+    [[ $target_dir == /* ]] || target_dir=$repo/$target_dir
+fi
+bin=$target_dir/release/mailfs
+[ -x "$bin" ] || die "no mailfs binary at $bin after cargo build"
 cargo_s=$((($(now_us) - started) / 1000000))
 
 t=$(now_us)
@@ -1042,7 +1335,31 @@ build_s=$((($(now_us) - t) / 1000000))
 t=$(now_us)
 total_bytes=$(meta_get "$main_store/meta" total_bytes)
 hits=$(meta_get "$main_store/meta" hits)
+[ -z "$imap" ] || imap_config
 start_run "$main_store"
+imap_unconfig
+if [ -n "$imap" ]; then
+    # In a subshell, so that a failure skips the IMAP rows instead of ending the run
+    # (unless --imap); its results come back through a file. First, while the Maildir
+    # INBOX holds exactly the generated messages (the refresh rows add some).
+    set +e
+    (
+        set -e
+        trap 'unmount_mailfs >/dev/null 2>&1' EXIT
+        bench_imap IMAP "$messages" "$hits"
+        declare -p R WARNINGS >"$RUN_DIR/imap/results"
+    )
+    status=$?
+    set -e
+    if [ "$status" = 0 ]; then
+        # shellcheck disable=SC1091
+        . "$RUN_DIR/imap/results"
+    else
+        [ "$imap" = auto ] || die "the IMAP measurements failed (--imap); see above"
+        IMAP_SKIP="the IMAP measurements failed (exit status $status; see the progress output)"
+        log "skipping the IMAP rows: $IMAP_SKIP"
+    fi
+fi
 main_labels=()
 for fmt in "${FORMATS[@]}"; do
     label=$fmt

@@ -10,6 +10,8 @@
 # The default MAIL_LOCATION is maildir:DIR/home/%u/Maildir. Settings in $DOVECOT_EXTRA (one
 # per line) are appended to the config, after the defaults (e.g. mail_fsync = always). Dovecot refuses uid 0 as a mail
 # user, so as root the mail user is 65534 (nobody/nogroup); otherwise it is the caller.
+# The static passdb accepts any password unless $DOVECOT_PASSDB_ARGS replaces its args
+# (e.g. password=SECRET, for a client that logs in over IMAP).
 # Nothing here touches the system Dovecot or /etc/dovecot.
 
 DOVECOT_DIR=""
@@ -56,7 +58,7 @@ userdb {
 }
 passdb {
   driver = static
-  args = nopassword=y
+  args = ${DOVECOT_PASSDB_ARGS:-nopassword=y}
 }
 namespace inbox {
   inbox = yes
