@@ -992,3 +992,56 @@ fn shared_mailboxes_appear_as_their_acls_allow() {
     );
     mount.stop();
 }
+
+/// Regular files below `dir` (the body cache's entries), temporary ones (`.N.tmp`) left out.
+fn cached_files(dir: &Path) -> usize {
+    crate::util::fsx::walk(dir)
+        .iter()
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .count()
+}
+
+/// Reading messages one after the other in UID order (`cat *`, `grep -r`) makes the mount
+/// fetch the next ones ahead into its cache; a read out of order fetches only itself. The
+/// bytes read are the server's either way.
+#[test]
+fn sequential_reads_fetch_ahead() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("imap_ahead");
+    let (dovecot, port) = start_imap(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uids: Vec<u32> = (0..30)
+        .map(|i| bob.save("INBOX", &email(i, "Ahead", "a body\n")))
+        .collect();
+    let mount = mount_imap(&dir, "bob", port, &[]);
+    let cache = dir.join("cache");
+    let read = |uid: u32| {
+        let got = fs::read(mount.message("INBOX", uid)).unwrap();
+        assert_eq!(got, as_imap_sends(&bob.text("INBOX", uid)), "UID {uid}");
+    };
+    read(uids[20]);
+    read(uids[5]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        cached_files(&cache),
+        2,
+        "reads out of order fetch only themselves"
+    );
+    read(uids[6]);
+    let ahead = within(Duration::from_secs(5), || cached_files(&cache) >= 3 + 8);
+    assert!(
+        ahead.is_some(),
+        "after two reads in order the next 8 should be fetched ahead; cached: {}",
+        cached_files(&cache)
+    );
+    for &uid in &uids[7..15] {
+        read(uid);
+    }
+    assert_imap_mount_matches(&mount, &bob);
+    mount.stop();
+}

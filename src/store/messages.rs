@@ -100,6 +100,12 @@ impl Messages {
         self.chunks[ci].get(i)
     }
 
+    /// The position of the message with `uid` in UID order (for [`Messages::iter_from`]).
+    pub fn position(&self, uid: u32) -> Option<usize> {
+        let (ci, i) = self.locate(uid).ok()?;
+        Some(self.chunks[..ci].iter().map(|c| c.len()).sum::<usize>() + i)
+    }
+
     /// Appends a message whose UID is above every present one; otherwise inserts it in
     /// place (replacing one with the same UID).
     pub fn push(&mut self, m: MessageMeta) {
@@ -282,6 +288,17 @@ mod tests {
             let want: Vec<u32> = m.iter().skip(pos).map(uid_of).collect();
             assert_eq!(got, want, "from {pos}");
         }
+    }
+
+    #[test]
+    fn position_is_the_index_in_uid_order() {
+        let mut m = Messages::from_sorted((1..=3 * CHUNK as u32 + 5).map(|u| msg(u * 3, 0)));
+        m.remove(6);
+        for (i, x) in m.iter().enumerate() {
+            assert_eq!(m.position(uid_of(x)), Some(i));
+        }
+        assert_eq!(m.position(6), None, "removed");
+        assert_eq!(m.position(4), None, "never there");
     }
 
     #[test]

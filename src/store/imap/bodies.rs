@@ -149,6 +149,14 @@ impl Bodies {
         }
     }
 
+    /// Whether `uid` in `dir` is cached (without touching its recency).
+    pub fn contains(&self, dir: &str, uid: u32) -> bool {
+        self.state.lock().lru.contains(&Key {
+            dir: dir.to_string(),
+            uid,
+        })
+    }
+
     /// Caches the bytes `fill` writes for `uid` in `dir`, and opens them. `fill` writes
     /// the message and returns its length; on an error nothing is cached.
     pub fn put(

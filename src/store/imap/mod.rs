@@ -16,6 +16,7 @@
 //!
 //! Nothing here writes to the server: reads use EXAMINE and BODY.PEEK.
 
+mod ahead;
 pub mod bodies;
 mod feed;
 pub mod pool;
@@ -27,7 +28,7 @@ pub use writer::ImapWriter;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,8 @@ struct Known {
     stale: bool,
     /// When the view was built.
     built: Instant,
+    /// The build that made `view` (builds are numbered as they start).
+    build: u64,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +105,10 @@ pub(crate) struct Inner {
     /// Whether the watcher thread runs. Without it (`--watch off`) what was read from the
     /// server is trusted for one poll interval, then read again.
     watching: AtomicBool,
+    /// Read-ahead of sequential reads.
+    ahead: ahead::Ahead,
+    /// Views built so far (numbers each build as it starts).
+    builds: AtomicU64,
 }
 
 /// The IMAP store.
@@ -128,7 +135,7 @@ impl ImapStore {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        Ok(ImapStore {
+        let store = ImapStore {
             inner: Arc::new(Inner {
                 ctx,
                 config,
@@ -149,8 +156,20 @@ impl ImapStore {
                 notifier: Mutex::new(None),
                 qresync,
                 watching: AtomicBool::new(false),
+                ahead: ahead::Ahead::default(),
+                builds: AtomicU64::new(0),
             }),
-        })
+        };
+        for i in 0..READ_AHEAD_THREADS {
+            let weak = Arc::downgrade(&store.inner);
+            let spawned = std::thread::Builder::new()
+                .name(format!("imap-ahead-{i}"))
+                .spawn(move || read_ahead(&weak));
+            if let Err(e) = spawned {
+                warn!("IMAP {label}: no read-ahead thread ({e})");
+            }
+        }
+        Ok(store)
     }
 
     /// The account, as `user@host:port`.
@@ -249,6 +268,7 @@ impl Inner {
                             view: None,
                             stale: false,
                             built: Instant::now(),
+                            build: 0,
                         },
                     );
                 }
@@ -299,6 +319,7 @@ impl Inner {
         // Marked fresh before the build: a change the watcher reports during the build
         // marks it stale again and is not lost.
         let started = Instant::now();
+        let build = self.builds.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(k) = self.state.lock().mailboxes.get_mut(name) {
             k.stale = false;
             k.built = started;
@@ -326,8 +347,15 @@ impl Inner {
                 .drop_other_validities(&server, view.uid_validity);
         }
         let view = Arc::new(view);
+        // Builds run concurrently (several readers, the watcher): one that started later
+        // saw a later state, so an earlier one finishing after it must not replace it.
         if let Some(k) = self.state.lock().mailboxes.get_mut(name) {
-            k.view = Some((view.clone(), modseq));
+            if build > k.build {
+                k.view = Some((view.clone(), modseq));
+                k.build = build;
+            } else if let Some((newer, _)) = &k.view {
+                return Ok(newer.clone());
+            }
         }
         Ok(view)
     }
@@ -473,29 +501,33 @@ impl Inner {
             .ok_or_else(|| Error::not_found(format!("{name}: UID {uid}")))?;
         let server = self.server_name(name)?;
         let dir = Bodies::dir_of(&server, view.uid_validity);
-        let (file, len) = match self.bodies.get(&dir, uid) {
-            Some(hit) => hit,
-            None => {
-                let what = format!("fetching UID {uid} of {server}");
-                self.pool.with(&what, |p| {
-                    if p.selected.as_deref() != Some(server.as_str()) {
-                        let selected = p.session.select(&server, true, None)?;
-                        p.selected = Some(server.clone());
-                        if selected.uid_validity != view.uid_validity {
-                            return Err(crate::imap::ImapError::Protocol(format!(
-                                "UIDVALIDITY of {server} changed ({} -> {})",
-                                view.uid_validity, selected.uid_validity
-                            )));
-                        }
-                    }
-                    self.bodies
-                        .put(&dir, uid, |sink| {
-                            p.session.fetch_body(uid, sink).map_err(to_io)
-                        })
-                        .map_err(crate::imap::ImapError::Io)
-                })?
+        let (file, len) = loop {
+            if let Some(hit) = self.bodies.get(&dir, uid) {
+                break hit;
             }
+            // Being fetched ahead: wait for it, then look in the cache again.
+            if !self.ahead.claim(&dir, uid, self.pool.account().timeout) {
+                continue;
+            }
+            let fetched = self.fetch(&server, view.uid_validity, &dir, uid);
+            self.ahead.release(&dir, uid);
+            break fetched?;
         };
+        if let Some(pos) = view.messages.position(uid) {
+            self.ahead.after_read(
+                &server,
+                view.uid_validity,
+                &dir,
+                pos,
+                view.messages
+                    .iter_from(pos + 1)
+                    .filter_map(|m| match m.key {
+                        MessageKey::Uid(u) => Some((u, m.size)),
+                        MessageKey::Pending(_) => None,
+                    }),
+                |u| self.bodies.contains(&dir, u),
+            );
+        }
         if len != meta.size {
             warn!(
                 "IMAP {}: UID {uid} of {server}: the server sent {len} bytes, its RFC822.SIZE \
@@ -511,6 +543,35 @@ impl Inner {
             });
         }
         Ok(MessageSource::file_range(file, 0, len))
+    }
+
+    /// Fetches message `uid` of `server` (at `uid_validity`) into the body cache and
+    /// opens it there.
+    fn fetch(
+        &self,
+        server: &str,
+        uid_validity: u32,
+        dir: &str,
+        uid: u32,
+    ) -> Result<(std::fs::File, u64)> {
+        let what = format!("fetching UID {uid} of {server}");
+        self.pool.with(&what, |p| {
+            if p.selected.as_deref() != Some(server) {
+                let selected = p.session.select(server, true, None)?;
+                p.selected = Some(server.to_string());
+                if selected.uid_validity != uid_validity {
+                    return Err(crate::imap::ImapError::Protocol(format!(
+                        "UIDVALIDITY of {server} changed ({uid_validity} -> {})",
+                        selected.uid_validity
+                    )));
+                }
+            }
+            self.bodies
+                .put(dir, uid, |sink| {
+                    p.session.fetch_body(uid, sink).map_err(to_io)
+                })
+                .map_err(crate::imap::ImapError::Io)
+        })
     }
 
     /// Marks a mailbox's view stale and tells the watcher.
@@ -556,6 +617,26 @@ impl Inner {
             .values()
             .map(|k| k.server.clone())
             .collect()
+    }
+}
+
+/// Threads fetching ahead of sequential reads (each holds a session of the pool while it
+/// fetches).
+const READ_AHEAD_THREADS: usize = 2;
+
+/// A read-ahead thread: fetches queued messages into the cache until the store is gone.
+fn read_ahead(store: &InnerRef) {
+    loop {
+        let Some(inner) = store.upgrade() else { return };
+        let Some(job) = inner.ahead.next_job(Duration::from_millis(500)) else {
+            continue;
+        };
+        if !inner.bodies.contains(&job.dir, job.uid)
+            && let Err(e) = inner.fetch(&job.server, job.uid_validity, &job.dir, job.uid)
+        {
+            debug!("IMAP read-ahead of UID {} of {}: {e}", job.uid, job.server);
+        }
+        inner.ahead.release(&job.dir, job.uid);
     }
 }
 
