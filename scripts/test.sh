@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -22,6 +22,8 @@ missing() {
     # The write-mode tests restore mail with rsync and set flags with setfattr (attr).
     have rsync || return 0
     have setfattr || return 0
+    # The IMAP TLS tests make a CA and a server certificate with openssl.
+    have openssl || return 0
     return 1
 }
 
