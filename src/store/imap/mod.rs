@@ -68,19 +68,22 @@ struct Known {
     server: String,
     /// Its latest view and the MODSEQ it was built at (None: the server has no CONDSTORE).
     view: Option<(Arc<MailboxView>, Option<u64>)>,
-    /// The server said it may have changed since the view was built.
-    stale: bool,
-    /// When the view was built.
+    /// When the view's build started.
     built: Instant,
-    /// The build that made `view` (builds are numbered as they start).
+    /// The sequence number of the build that made `view`, and of the last report that
+    /// the mailbox changed (see [`Inner::seq`]): the view is current only if it was
+    /// built after the last change was reported.
     build: u64,
+    changed_at: u64,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    /// The mailbox list, and whether the server said it may have changed.
+    /// The mailbox list, the sequence numbers of its build and of the last report that
+    /// it changed, and when its build started.
     list: Option<Arc<Vec<MailboxEntry>>>,
-    list_stale: bool,
+    list_build: u64,
+    list_changed_at: u64,
     list_built: Option<Instant>,
     separator: Option<char>,
     mailboxes: HashMap<MailboxName, Known>,
@@ -107,8 +110,8 @@ pub(crate) struct Inner {
     watching: AtomicBool,
     /// Read-ahead of sequential reads.
     ahead: ahead::Ahead,
-    /// Views built so far (numbers each build as it starts).
-    builds: AtomicU64,
+    /// Orders builds and change reports ([`Inner::next_seq`]).
+    seq: AtomicU64,
 }
 
 /// The IMAP store.
@@ -157,7 +160,7 @@ impl ImapStore {
                 qresync,
                 watching: AtomicBool::new(false),
                 ahead: ahead::Ahead::default(),
-                builds: AtomicU64::new(0),
+                seq: AtomicU64::new(0),
             }),
         };
         for i in 0..READ_AHEAD_THREADS {
@@ -243,14 +246,20 @@ impl Inner {
         {
             let st = self.state.lock();
             if let Some(list) = &st.list
-                && !st.list_stale
+                && st.list_build > st.list_changed_at
                 && st.list_built.is_some_and(|at| self.fresh(at))
             {
                 return Ok(list.clone());
             }
         }
+        let build = self.next_seq();
+        let started = Instant::now();
         let (list, servers) = self.fetch_list()?;
         let mut st = self.state.lock();
+        if build < st.list_build {
+            // A LIST that started later has already been taken.
+            return Ok(st.list.clone().unwrap_or_default());
+        }
         // Mailboxes gone from the list are forgotten; new ones known.
         st.mailboxes.retain(|name, _| servers.contains_key(name));
         for (name, server) in servers {
@@ -266,9 +275,9 @@ impl Inner {
                         Known {
                             server,
                             view: None,
-                            stale: false,
-                            built: Instant::now(),
+                            built: started,
                             build: 0,
+                            changed_at: 0,
                         },
                     );
                 }
@@ -278,8 +287,8 @@ impl Inner {
         if !same {
             st.list = Some(list);
         }
-        st.list_stale = false;
-        st.list_built = Some(Instant::now());
+        st.list_build = build;
+        st.list_built = Some(started);
         Ok(st.list.clone().unwrap_or_default())
     }
 
@@ -303,7 +312,7 @@ impl Inner {
             match st.mailboxes.get(name) {
                 Some(k) => {
                     if let Some((view, _)) = &k.view
-                        && !k.stale
+                        && k.build > k.changed_at
                         && self.fresh(k.built)
                     {
                         return Ok(view.clone());
@@ -316,24 +325,11 @@ impl Inner {
                 }
             }
         };
-        // Marked fresh before the build: a change the watcher reports during the build
-        // marks it stale again and is not lost.
+        // Numbered before it asks the server: a change reported after this number makes
+        // the view it builds out of date, however the two interleave.
         let started = Instant::now();
-        let build = self.builds.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(k) = self.state.lock().mailboxes.get_mut(name) {
-            k.stale = false;
-            k.built = started;
-        }
-        let built = self.build_view(name, &server, previous.as_ref());
-        let (view, modseq) = match built {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(k) = self.state.lock().mailboxes.get_mut(name) {
-                    k.stale = true;
-                }
-                return Err(e);
-            }
-        };
+        let build = self.next_seq();
+        let (view, modseq) = self.build_view(name, &server, previous.as_ref())?;
         debug!(
             "IMAP view of {name}: {} messages built in {:.1} ms",
             view.messages.len(),
@@ -353,6 +349,7 @@ impl Inner {
             if build > k.build {
                 k.view = Some((view.clone(), modseq));
                 k.build = build;
+                k.built = started;
             } else if let Some((newer, _)) = &k.view {
                 return Ok(newer.clone());
             }
@@ -574,19 +571,27 @@ impl Inner {
         })
     }
 
-    /// Marks a mailbox's view stale and tells the watcher.
+    /// The next sequence number: builds of views and lists and reports of changes are
+    /// ordered by it.
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Marks a mailbox's view out of date and tells the watcher.
     fn changed(&self, name: &MailboxName) {
+        let at = self.next_seq();
         if let Some(k) = self.state.lock().mailboxes.get_mut(name) {
-            k.stale = true;
+            k.changed_at = at;
         }
         if let Some(n) = &*self.notifier.lock() {
             n.notify(super::Pushed::Target(Target::Mailbox(name.clone())));
         }
     }
 
-    /// Marks the mailbox list stale and tells the watcher.
+    /// Marks the mailbox list out of date and tells the watcher.
     fn list_changed(&self) {
-        self.state.lock().list_stale = true;
+        let at = self.next_seq();
+        self.state.lock().list_changed_at = at;
         if let Some(n) = &*self.notifier.lock() {
             n.notify(super::Pushed::Target(Target::Scope(
                 MailboxName(Vec::new()),
@@ -603,7 +608,7 @@ impl Inner {
             .filter_map(|(name, k)| {
                 k.view
                     .as_ref()
-                    .filter(|_| !k.stale)
+                    .filter(|_| k.build > k.changed_at)
                     .map(|(v, m)| (name.clone(), k.server.clone(), v.clone(), *m))
             })
             .collect()

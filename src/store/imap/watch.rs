@@ -2,11 +2,11 @@
 //! server reports that mailbox's new messages, expunges and flag changes as they happen),
 //! and every poll interval a STATUS of each other viewed mailbox (with HIGHESTMODSEQ where
 //! the server has CONDSTORE, so that flag changes show too; without it, viewed mailboxes
-//! are re-read every interval) and a LIST. What changed is marked stale and pushed to the
+//! are re-read every interval) and a LIST. What changed is marked out of date and pushed to the
 //! coherence watcher, which rebuilds the view and tells the kernel.
 //!
 //! The thread ends when the store is dropped. A lost connection is reconnected with a
-//! backoff; after a reconnection every view is marked stale (changes may have been missed).
+//! backoff; after a reconnection every view is marked out of date (changes may have been missed).
 
 use std::time::{Duration, Instant};
 
