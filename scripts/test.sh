@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-imapd sasl2-bin)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -24,6 +24,9 @@ missing() {
     have setfattr || return 0
     # The IMAP TLS tests make a CA and a server certificate with openssl.
     have openssl || return 0
+    # An IMAP server that is not Dovecot: Cyrus (and saslpasswd2 for its users).
+    [ -x /usr/lib/cyrus/bin/master ] || return 0
+    have saslpasswd2 || return 0
     return 1
 }
 

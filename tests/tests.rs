@@ -62,3 +62,5 @@ mod write_mode;
 mod imap_client;
 // IMAP mounts against the private Dovecot's IMAP service: equal to doveadm, coherent.
 mod imap_mount;
+// An IMAP mount of a server that is not Dovecot (Cyrus), against Python's imaplib.
+mod imap_cyrus;
