@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-imapd sasl2-bin)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-imapd sasl2-bin python3)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -27,6 +27,8 @@ missing() {
     # An IMAP server that is not Dovecot: Cyrus (and saslpasswd2 for its users).
     [ -x /usr/lib/cyrus/bin/master ] || return 0
     have saslpasswd2 || return 0
+    # Python's imaplib is the Cyrus test's client and oracle.
+    have python3 || return 0
     return 1
 }
 
