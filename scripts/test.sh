@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-imapd sasl2-bin python3)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -24,7 +24,8 @@ missing() {
     have setfattr || return 0
     # The IMAP TLS tests make a CA and a server certificate with openssl.
     have openssl || return 0
-    # An IMAP server that is not Dovecot: Cyrus (and saslpasswd2 for its users).
+    # An IMAP server that is not Dovecot: Cyrus's master (cyrus-common; its imapd below)
+    # and saslpasswd2 for its users.
     [ -x /usr/lib/cyrus/bin/master ] || return 0
     have saslpasswd2 || return 0
     # Python's imaplib is the Cyrus test's client and oracle.
@@ -53,6 +54,21 @@ if missing; then
         exit 1
     fi
 fi
+# Cyrus's imapd (package cyrus-imapd) conflicts with dovecot-imapd ("imap-server"), which
+# the tests need too: it is unpacked, not installed, where the Cyrus test looks for it.
+cyrus_dir=/var/cache/mailfs-tests/cyrus-imapd
+if [ ! -x "$cyrus_dir/usr/lib/cyrus/bin/imapd" ] && [ "$(id -u)" = 0 ]; then
+    echo "== unpacking cyrus-imapd into $cyrus_dir"
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"
+    (cd "$tmp" && apt-get download cyrus-imapd >/dev/null 2>&1 || {
+        apt-get update >/dev/null && apt-get download cyrus-imapd; })
+    mkdir -p "$cyrus_dir"
+    chmod 755 /var/cache/mailfs-tests "$cyrus_dir"
+    dpkg-deb -x "$tmp"/cyrus-imapd_*.deb "$cyrus_dir"
+    rm -rf "$tmp"
+fi
+
 if ! { [ -c /dev/fuse ] && [ -r /dev/fuse ] && [ -w /dev/fuse ]; }; then
     echo "warning: /dev/fuse is missing or not usable: the mount tests will fail" >&2
     echo "  (in a container: --device /dev/fuse --cap-add SYS_ADMIN)" >&2

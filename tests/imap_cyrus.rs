@@ -3,8 +3,10 @@
 //! The mount equals what a plain `UID FETCH` returns: the mailboxes, UIDs, bytes, sizes,
 //! INTERNALDATEs and flags; `user.mail.guid` is Cyrus's `EMAILID` (RFC 8474).
 //!
-//! Cyrus refuses to run as root: the test needs root (to start it as the `cyrus` user the
-//! package makes) and skips without it, like the other root tests.
+//! Cyrus refuses to run as root: the test needs root (to start it as the `cyrus` user
+//! cyrus-common makes) and skips without it, like the other root tests. Its imapd comes
+//! from the cyrus-imapd package unpacked by `scripts/test.sh` (installing it would remove
+//! dovecot-imapd: both provide "imap-server").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -20,6 +22,9 @@ use crate::util::json::Json;
 use crate::util::mount::Mount;
 
 const MASTER: &str = "/usr/lib/cyrus/bin/master";
+/// Cyrus's imapd, unpacked (not installed: its package conflicts with dovecot-imapd) by
+/// `scripts/test.sh`.
+const IMAPD: &str = "/var/cache/mailfs-tests/cyrus-imapd/usr/lib/cyrus/bin/imapd";
 const PASSWORD: &str = "cyrus-test-secret";
 const ADMIN_PASSWORD: &str = "cyrus-admin-secret";
 
@@ -59,7 +64,7 @@ impl Cyrus {
             dir.join("cyrus.conf"),
             format!(
                 "START {{\n  recover cmd=\"/usr/lib/cyrus/bin/ctl_cyrusdb -r -C {d}/imapd.conf\"\n}}\n\
-                 SERVICES {{\n  imap cmd=\"/usr/lib/cyrus/bin/imapd -C {d}/imapd.conf\" \
+                 SERVICES {{\n  imap cmd=\"{IMAPD} -C {d}/imapd.conf\" \
                  listen=\"127.0.0.1:{port}\" prefork=0\n}}\nEVENTS {{\n}}\nDAEMON {{\n}}\n"
             ),
         )
@@ -210,10 +215,12 @@ fn unhex(s: &str) -> Vec<u8> {
 #[test]
 fn an_imap_mount_of_cyrus_equals_a_plain_fetch() {
     require!(Fuse, Root);
-    assert!(
-        Path::new(MASTER).exists(),
-        "{MASTER} not found (apt-get install cyrus-imapd sasl2-bin)"
-    );
+    for (path, how) in [
+        (MASTER, "apt-get install cyrus-common sasl2-bin"),
+        (IMAPD, "scripts/test.sh unpacks it"),
+    ] {
+        assert!(Path::new(path).exists(), "{path} not found ({how})");
+    }
     let dir = TestDir::new("imap_cyrus");
     let cyrus = Cyrus::start(&dir.join("cyrus"));
     cyrus.python(SEED);
