@@ -200,11 +200,10 @@ impl Staging {
         if let Some(old) = self.find(&mailbox, name) {
             self.drop_file(&old);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let staged = Arc::new(Staged {
-            id,
-            place: Mutex::new((mailbox, name.to_os_string())),
-            state: Mutex::new(State {
+        self.insert(
+            mailbox,
+            name,
+            State {
                 data: Vec::new(),
                 size: 0,
                 phase: Phase::Writing,
@@ -214,7 +213,17 @@ impl Staging {
                 uid,
                 gid,
                 writer,
-            }),
+            },
+        )
+    }
+
+    /// Puts a new file in the table under the next staging id.
+    fn insert(&self, mailbox: Arc<MailboxName>, name: &OsStr, state: State) -> Arc<Staged> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let staged = Arc::new(Staged {
+            id,
+            place: Mutex::new((mailbox, name.to_os_string())),
+            state: Mutex::new(state),
         });
         self.by_id.lock().insert(id, staged.clone());
         staged
@@ -233,11 +242,10 @@ impl Staging {
             }
             self.drop_file(&old);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let staged = Arc::new(Staged {
-            id,
-            place: Mutex::new((mailbox, name.to_os_string())),
-            state: Mutex::new(State {
+        let ghost = self.insert(
+            mailbox,
+            name,
+            State {
                 data: Vec::new(),
                 size: attr.size,
                 phase: Phase::Saved,
@@ -247,10 +255,9 @@ impl Staging {
                 uid: attr.uid,
                 gid: attr.gid,
                 writer: Writer::default(),
-            }),
-        });
-        self.by_id.lock().insert(id, staged);
-        Some(id)
+            },
+        );
+        Some(ghost.id)
     }
 
     /// The staged file (or ghost) with staging id `id`.

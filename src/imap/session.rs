@@ -607,16 +607,10 @@ impl Session {
         let deadline = Instant::now() + wait;
         // Up to the continuation request.
         loop {
-            match self.read(None)? {
-                Response::Continue(_) => break,
-                Response::Untagged(u) => events.push(self.untagged_event(u)?),
-                Response::Tagged { tag: t, state } if t == tag => {
-                    return match state.status {
-                        codec::Status::Ok => Ok(events),
-                        _ => Err(no_or_bad("IDLE", state)),
-                    };
-                }
-                r => return Err(self.poison(format!("unexpected {r:?} during IDLE"))),
+            match self.idle_read(&tag, &mut events)? {
+                IdleRead::Continued => break,
+                IdleRead::Done => return Ok(events),
+                IdleRead::More => {}
             }
         }
         let mut done = false;
@@ -657,16 +651,30 @@ impl Session {
                     }
                 }
             }
-            match self.read(None)? {
-                Response::Untagged(u) => events.push(self.untagged_event(u)?),
-                Response::Tagged { tag: t, state } if t == tag => {
-                    return match state.status {
-                        codec::Status::Ok => Ok(events),
-                        _ => Err(no_or_bad("IDLE", state)),
-                    };
+            match self.idle_read(&tag, &mut events)? {
+                IdleRead::Done => return Ok(events),
+                IdleRead::More => {}
+                IdleRead::Continued => {
+                    return Err(self.poison("unexpected continuation during IDLE".into()));
                 }
-                r => return Err(self.poison(format!("unexpected {r:?} during IDLE"))),
             }
+        }
+    }
+
+    /// Reads one response while IDLE (tagged `tag`) runs: an untagged one is added to
+    /// `events`; the tagged OK ends it (a NO or BAD is the error).
+    fn idle_read(&mut self, tag: &str, events: &mut Vec<Event>) -> Result<IdleRead, ImapError> {
+        match self.read(None)? {
+            Response::Continue(_) => Ok(IdleRead::Continued),
+            Response::Untagged(u) => {
+                events.push(self.untagged_event(u)?);
+                Ok(IdleRead::More)
+            }
+            Response::Tagged { tag: t, state } if t == tag => match state.status {
+                codec::Status::Ok => Ok(IdleRead::Done),
+                _ => Err(no_or_bad("IDLE", state)),
+            },
+            r => Err(self.poison(format!("unexpected {r:?} during IDLE"))),
         }
     }
 
@@ -1115,4 +1123,14 @@ impl Session {
             }
         }
     }
+}
+
+/// What one response read during IDLE was ([`Session::idle_read`]).
+enum IdleRead {
+    /// An untagged response (added to the events).
+    More,
+    /// The continuation request: IDLE runs.
+    Continued,
+    /// The tagged OK: IDLE ended.
+    Done,
 }

@@ -79,6 +79,7 @@ impl Ahead {
     /// A reader read the message at `position` of a mailbox (cache dir `dir`). When it
     /// follows the one read before, `next` (the following messages, as (UID, size), in
     /// UID order) are queued, except those `cached` or being fetched, or too large.
+    /// `cached` is asked before the lock is taken (it takes the body cache's).
     pub fn after_read(
         &self,
         server: &str,
@@ -88,19 +89,23 @@ impl Ahead {
         next: impl Iterator<Item = (u32, u64)>,
         cached: impl Fn(u32) -> bool,
     ) {
-        let mut st = self.state.lock();
-        let sequential = st
+        let sequential = self
+            .state
+            .lock()
             .last
             .insert(dir.to_string(), position)
             .is_some_and(|before| before + 1 == position);
         if !sequential {
             return;
         }
+        let wanted: Vec<u32> = next
+            .take(AHEAD)
+            .filter(|&(uid, size)| size <= AHEAD_MAX_SIZE && !cached(uid))
+            .map(|(uid, _)| uid)
+            .collect();
+        let mut st = self.state.lock();
         let mut queued = false;
-        for (uid, size) in next.take(AHEAD) {
-            if size > AHEAD_MAX_SIZE || cached(uid) {
-                continue;
-            }
+        for uid in wanted {
             if st.fetching.insert((dir.to_string(), uid)) {
                 st.queue.push_back(Job {
                     server: server.to_string(),

@@ -24,12 +24,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 
 use super::pool::{Account, Pool};
 use super::split_name;
+use super::watch::{InboxState, wait_on_inbox};
 use crate::error::Result;
-use crate::imap::{Event, ImapError, Session, Status};
+use crate::imap::{ImapError, Session, Status};
 use crate::store::{
     ChangeNotifier, Feed, MailStore, MailboxEntry, MailboxName, MailboxView, MessageKey,
     MessageSource, Presented, Pushed, StoreContext, Target,
@@ -118,8 +119,8 @@ impl MailStore for ImapFed {
 struct Seen {
     /// Per server mailbox name: its STATUS, and its name in the store.
     status: HashMap<String, (Status, MailboxName)>,
-    /// INBOX as the last EXAMINE reported it: (UIDVALIDITY, EXISTS, UIDNEXT, MODSEQ).
-    inbox: Option<(u32, u32, Option<u32>, Option<u64>)>,
+    /// INBOX as the last EXAMINE reported it.
+    inbox: Option<InboxState>,
 }
 
 fn run(account: &Arc<Account>, poll: Duration, notifier: &ChangeNotifier) {
@@ -134,9 +135,7 @@ fn run(account: &Arc<Account>, poll: Duration, notifier: &ChangeNotifier) {
                 if failures == 1 {
                     warn!("IMAP {label}: change feed cannot connect: {e}");
                 }
-                let backoff = Duration::from_millis(250)
-                    .saturating_mul(1 << failures.min(7))
-                    .min(Duration::from_secs(30));
+                let backoff = super::pool::backoff(Duration::from_millis(250), failures);
                 std::thread::sleep(backoff);
                 continue;
             }
@@ -171,31 +170,14 @@ fn round(
     notifier: &ChangeNotifier,
 ) -> std::result::Result<(), ImapError> {
     let push = |name: MailboxName| notifier.notify(Pushed::Target(Target::Mailbox(name)));
-    if s.capabilities().has("IDLE") {
-        let selected = s.select("INBOX", true, None)?;
-        let now = (
-            selected.uid_validity,
-            selected.exists,
-            selected.uid_next,
-            selected.highest_modseq,
-        );
-        if seen.inbox.is_some_and(|before| before != now) {
-            push(inbox());
-        }
-        seen.inbox = Some(now);
-        let wait = next_round.saturating_duration_since(Instant::now());
-        if !wait.is_zero() {
-            let events = s.idle(wait, &|| false)?;
-            if events.iter().any(|e| !matches!(e, Event::Other)) {
-                debug!("IMAP change feed: IDLE: {events:?}");
-                push(inbox());
-            }
-            if Instant::now() < *next_round {
-                return Ok(());
-            }
-        }
-    } else {
-        std::thread::sleep(next_round.saturating_duration_since(Instant::now()));
+    if !wait_on_inbox(
+        s,
+        &mut seen.inbox,
+        *next_round,
+        &|| false,
+        &|| push(inbox()),
+    )? {
+        return Ok(());
     }
     *next_round = Instant::now() + poll;
     let listed = s.list()?;

@@ -72,6 +72,12 @@ pub struct Pool {
 /// Longest wait between connection attempts after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The wait before the next connection attempt after `failures` failed ones in a row:
+/// `base`, doubled per failure, at most [`MAX_BACKOFF`].
+pub fn backoff(base: Duration, failures: u32) -> Duration {
+    base.saturating_mul(1 << failures.min(7)).min(MAX_BACKOFF)
+}
+
 /// An IMAP error in the store's terms: a NO becomes what it says (no such mailbox,
 /// permission, quota), a message gone is not found, anything else means the server could
 /// not be used (EIO; the log line carries the server's words).
@@ -201,9 +207,7 @@ impl Pool {
                     Err(e) => {
                         st.busy -= 1;
                         st.failures += 1;
-                        let backoff = Duration::from_millis(500)
-                            .saturating_mul(1 << st.failures.min(6))
-                            .min(MAX_BACKOFF);
+                        let backoff = backoff(Duration::from_millis(500), st.failures);
                         st.retry_at = Some(Instant::now() + backoff);
                         self.freed.notify_one();
                         Err(store_error(label, "connecting", e))

@@ -52,9 +52,7 @@ fn run(weak: InnerRef) {
                         warn!("IMAP {}: watcher cannot connect: {e}", inner.label());
                     }
                     inner.pool.drop_idle();
-                    let backoff = Duration::from_millis(250)
-                        .saturating_mul(1 << failures.min(7))
-                        .min(Duration::from_secs(30));
+                    let backoff = super::pool::backoff(Duration::from_millis(250), failures);
                     drop(inner);
                     std::thread::sleep(backoff);
                     continue;
@@ -84,36 +82,9 @@ fn round(
 ) -> Result<(), crate::imap::ImapError> {
     let inbox = MailboxName(vec!["INBOX".to_string()]);
     let has_idle = s.capabilities().has("IDLE");
-    if has_idle {
-        // IDLE reports what happens from now on; what happened since the last IDLE ended
-        // (during the other checks) shows in what EXAMINE reports.
-        let selected = s.select("INBOX", true, None)?;
-        let now = InboxState {
-            uid_validity: selected.uid_validity,
-            uid_next: selected.uid_next,
-            exists: selected.exists,
-            highest_modseq: selected.highest_modseq,
-        };
-        if inbox_seen.as_ref().is_some_and(|seen| *seen != now) {
-            inner.changed(&inbox);
-        }
-        *inbox_seen = Some(now);
-        let wait = next_round.saturating_duration_since(Instant::now());
-        if !wait.is_zero() {
-            let gone = || weak.strong_count() == 0;
-            let events = s.idle(wait, &gone)?;
-            if events.iter().any(|e| !matches!(e, Event::Other)) {
-                debug!("IMAP {}: IDLE: {events:?}", inner.label());
-                // (The next EXAMINE then differs from the last one too: one more refresh,
-                // which also covers what changes between this event and that EXAMINE.)
-                inner.changed(&inbox);
-            }
-            if Instant::now() < *next_round {
-                return Ok(());
-            }
-        }
-    } else {
-        std::thread::sleep(next_round.saturating_duration_since(Instant::now()));
+    let gone = || weak.strong_count() == 0;
+    if !wait_on_inbox(s, inbox_seen, *next_round, &gone, &|| inner.changed(&inbox))? {
+        return Ok(());
     }
     *next_round = Instant::now() + poll;
     check_mailboxes(inner, s, has_idle)?;
@@ -123,11 +94,51 @@ fn round(
 
 /// What EXAMINE INBOX reported last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct InboxState {
+pub(super) struct InboxState {
     uid_validity: u32,
     uid_next: Option<u32>,
     exists: u32,
     highest_modseq: Option<u64>,
+}
+
+/// The INBOX half of a change feed's round, shared by the IMAP store's watcher and the
+/// feed of a local store: EXAMINE INBOX (what changed since the last IDLE ended, while
+/// the other checks ran, shows in what it reports against `seen`), then IDLE on it until
+/// something happens, `next_round` comes or `stop()`. `changed` is called for each sign
+/// of a change (an event, then the next EXAMINE differing too, is one more refresh, which
+/// also covers what changed between the two). Returns whether the round's other checks
+/// are due. Without IDLE it sleeps until `next_round`.
+pub(super) fn wait_on_inbox(
+    s: &mut Session,
+    seen: &mut Option<InboxState>,
+    next_round: Instant,
+    stop: &dyn Fn() -> bool,
+    changed: &dyn Fn(),
+) -> Result<bool, crate::imap::ImapError> {
+    if !s.capabilities().has("IDLE") {
+        std::thread::sleep(next_round.saturating_duration_since(Instant::now()));
+        return Ok(true);
+    }
+    let selected = s.select("INBOX", true, None)?;
+    let now = InboxState {
+        uid_validity: selected.uid_validity,
+        uid_next: selected.uid_next,
+        exists: selected.exists,
+        highest_modseq: selected.highest_modseq,
+    };
+    if seen.is_some_and(|before| before != now) {
+        changed();
+    }
+    *seen = Some(now);
+    let wait = next_round.saturating_duration_since(Instant::now());
+    if !wait.is_zero() {
+        let events = s.idle(wait, stop)?;
+        if events.iter().any(|e| !matches!(e, Event::Other)) {
+            debug!("IMAP IDLE on INBOX: {events:?}");
+            changed();
+        }
+    }
+    Ok(Instant::now() >= next_round)
 }
 
 /// STATUS of each viewed mailbox (INBOX too when there is no IDLE) against its view.
