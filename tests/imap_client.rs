@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use mailfs::imap::{Credentials, Endpoint, Event, ImapError, Qresync, Security, Session, StoreOp};
 
-use crate::util::TestDir;
+use crate::util::corpus::crlf_form;
 use crate::util::dovecot::{Config, Dovecot, Layout};
+use crate::util::{TestDir, free_port};
 
 const PASSWORD: &str = "secret";
 const MASTER_PASSWORD: &str = "masterpw";
@@ -36,11 +37,6 @@ struct Pki {
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    l.local_addr().expect("local addr").port()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -226,18 +222,6 @@ fn flags_of(user: &crate::util::dovecot::User<'_>, mailbox: &str, uid: u32) -> V
         .find(|(u, _)| *u == uid)
         .map(|(_, f)| f)
         .unwrap_or_else(|| panic!("no uid {uid} in {mailbox}"))
-}
-
-/// `text` with every bare LF made CRLF.
-fn to_crlf(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + text.len() / 20);
-    for (i, &b) in text.iter().enumerate() {
-        if b == b'\n' && (i == 0 || text[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -485,7 +469,7 @@ fn fetch_meta_and_body_match_doveadm() {
         assert_eq!(sorted(m.flags.clone()), want_flags, "uid {}", w.uid);
         // IMAP sends the stored text with bare LFs as CRLF (RFC 3501 section 2.3.1.1 is
         // about lines ending in CRLF); a message stored with CRLF comes byte for byte.
-        crate::util::assert_bytes_eq(body, &to_crlf(&bob.text("INBOX", w.uid)), "fetch_body");
+        crate::util::assert_bytes_eq(body, &crlf_form(&bob.text("INBOX", w.uid)), "fetch_body");
         assert_eq!(body.len() as u64, w.vsize);
     }
     assert_eq!(bodies[1], b"Subject: crlf\r\n\r\nline one\r\nline two\r\n");
@@ -818,7 +802,7 @@ fn tls_and_starttls() {
     let mut body = Vec::new();
     s.select("INBOX", true, None).expect("examine");
     s.fetch_body(1, &mut body).expect("fetch over TLS");
-    assert_eq!(body, to_crlf(&message(1)));
+    assert_eq!(body, crlf_form(&message(1)));
     s.logout();
 
     // STARTTLS on the plain port.

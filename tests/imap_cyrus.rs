@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,10 +38,7 @@ impl Cyrus {
     /// Configures and starts Cyrus below `dir` with users `bob` (password [`PASSWORD`])
     /// and the admin `cyrus`, and creates bob's mailbox.
     fn start(dir: &Path) -> Cyrus {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = crate::util::free_port();
         for sub in ["conf", "spool", "run"] {
             fs::create_dir_all(dir.join(sub)).unwrap();
         }

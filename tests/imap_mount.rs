@@ -11,22 +11,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::TestDir;
 use crate::util::compare::assert_message_matches;
-use crate::util::corpus::{crlf, email, large, no_final_newline};
+use crate::util::corpus::{crlf, crlf_form, email, large, no_final_newline};
 use crate::util::dovecot::{Config, DboxLayout, Dovecot, Layout, Message, User};
 use crate::util::fsx::xattr_string;
 use crate::util::mount::{Mount, mount_must_fail};
+use crate::util::{TestDir, free_port};
 
 const PASSWORD: &str = "imap-test-secret";
-
-/// A free TCP port on loopback (bound and released: Dovecot takes it right after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A private Dovecot serving IMAP on a loopback port; every user's password is
 /// [`PASSWORD`].
@@ -100,23 +92,11 @@ fn mount_imap_as(dir: &TestDir, user: &str, password: &str, port: u16, extra: &[
     )
 }
 
-/// What IMAP sends of a stored text: every LF not preceded by CR becomes CRLF.
-fn as_imap_sends(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len() + text.len() / 40);
-    for (i, &b) in text.iter().enumerate() {
-        if b == b'\n' && (i == 0 || text[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
-}
-
 /// doveadm's view of a message as an IMAP mount must show it: the bytes IMAP sends, whose
 /// length is the virtual size (RFC822.SIZE); INTERNALDATE (the received date) for both
 /// dates (IMAP has no save date).
 fn as_imap_mount_shows(m: &Message) -> Message {
-    let text = as_imap_sends(&m.text);
+    let text = crlf_form(&m.text);
     assert_eq!(text.len() as u64, m.vsize, "vsize is the CRLF length");
     Message {
         text,
@@ -530,7 +510,7 @@ fn writes_through_an_imap_mount_are_imap_commands() {
     assert_eq!(bob.text("INBOX", next), restored, "stored as given");
     assert_eq!(
         fs::read(mount.message("INBOX", next)).unwrap(),
-        as_imap_sends(&restored),
+        crlf_form(&restored),
         "read back through the mount"
     );
 
@@ -630,7 +610,7 @@ fn an_unreachable_server_gives_eio_and_the_mount_recovers() {
     let b = bob.save("INBOX", &email(2, "Not fetched", "b\n"));
     let relay = Relay::start(port);
     let mount = mount_imap(&dir, "bob", relay.port, &[]);
-    let a_text = as_imap_sends(&bob.text("INBOX", a));
+    let a_text = crlf_form(&bob.text("INBOX", a));
     assert_eq!(fs::read(mount.message("INBOX", a)).unwrap(), a_text);
     fs::metadata(mount.message("INBOX", b)).unwrap();
 
@@ -701,7 +681,7 @@ fn a_new_uidvalidity_never_serves_the_old_bytes() {
     let new = bob.save("Work", &email(2, "New", "entirely different new bytes\n"));
     assert_eq!(new, old, "the same UID again");
     assert_ne!(bob.status("Work").uidvalidity, old_validity);
-    let want = as_imap_sends(&bob.text("Work", new));
+    let want = crlf_form(&bob.text("Work", new));
     let shown = within(Duration::from_secs(5), || {
         fs::read(&path).is_ok_and(|b| b == want)
     });
@@ -978,7 +958,7 @@ fn shared_mailboxes_appear_as_their_acls_allow() {
     );
     let shared = fs::read(theirs.join("Project").join(format!("{shared_uid}.eml")))
         .expect("reading the shared message");
-    assert_eq!(shared, as_imap_sends(&alice.text("Project", shared_uid)));
+    assert_eq!(shared, crlf_form(&alice.text("Project", shared_uid)));
     let denied = fs::read_dir(theirs.join("Peek")).and_then(|d| d.collect::<Result<Vec<_>, _>>());
     assert_eq!(
         denied.map(|_| ()).unwrap_err().raw_os_error(),
@@ -1022,7 +1002,7 @@ fn sequential_reads_fetch_ahead() {
     let cache = dir.join("cache");
     let read = |uid: u32| {
         let got = fs::read(mount.message("INBOX", uid)).unwrap();
-        assert_eq!(got, as_imap_sends(&bob.text("INBOX", uid)), "UID {uid}");
+        assert_eq!(got, crlf_form(&bob.text("INBOX", uid)), "UID {uid}");
     };
     read(uids[20]);
     read(uids[5]);

@@ -32,7 +32,7 @@ use crate::util::dovecot::{Config, DboxLayout, Dovecot, Layout, MailboxStatus, M
 use crate::util::fingerprint::Fingerprint;
 use crate::util::fsx::{dir_names, errno, errno_name, setxattr, xattr_string};
 use crate::util::mount::Mount;
-use crate::util::{TestDir, assert_bytes_eq, show};
+use crate::util::{TestDir, assert_bytes_eq, free_port, show};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -822,12 +822,6 @@ fn changes_made_on_the_store_files_fail_the_log_check() {
 
 // ---------------------------------------------------------------------------------------
 // 8: the cluster path: a proxy forwards doveadm commands to the backend
-
-/// A port on 127.0.0.1 that nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a free port");
-    listener.local_addr().expect("local address").port()
-}
 
 /// `service doveadm` with a TCP listener on 127.0.0.1:`port`.
 fn doveadm_listener(port: u16) -> String {

@@ -305,3 +305,16 @@ pub fn new_and_cur(mailbox_dir: &Path) -> (Vec<String>, Vec<String>) {
     };
     (names("new"), names("cur"))
 }
+
+/// What IMAP sends of a stored text (RFC 3501: lines end in CRLF): every LF not already
+/// preceded by CR becomes CRLF.
+pub fn crlf_form(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 20);
+    for (i, &b) in text.iter().enumerate() {
+        if b == b'\n' && (i == 0 || text[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}

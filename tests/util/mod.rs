@@ -87,6 +87,15 @@ pub fn requirements_met(needs: &[Need]) -> bool {
     true
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on right now (bound and released: the
+/// server under test takes it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a free port")
+}
+
 /// True when running with effective uid 0.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
