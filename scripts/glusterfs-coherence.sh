@@ -6,11 +6,16 @@
 # session (as scripts/staleness-bench.sh), it measures mailfs's time-to-visible and stale
 # reads after the poll bound (interval + margin), and beside it GlusterFS's own staleness on
 # client B for the same change (stat of the message file or mailbox directory Dovecot
-# changed, names taken from client A). Not a test.
+# changed, names taken from client A). With --watch imap, mailfs hears of the changes from
+# Dovecot instead (--watch imap://USER@127.0.0.1:PORT: the user's IMAP session on the server
+# that writes the store, NOTIFY), with --poll-interval 3600, so nothing is polled; the bound
+# is then the margin alone. Not a test.
 #
 #   scripts/glusterfs-coherence.sh [--changes N] [--dir DIR] [--poll-interval S]
-#       [--margin-ms MS] [--cap S] [--probe-trials N] [--seed S] [--no-write] [--keep]
+#       [--watch poll|imap] [--margin-ms MS] [--cap S] [--probe-trials N] [--seed S]
+#       [--no-write] [--keep]
 #
+#   --watch HOW        poll (default: --watch auto, which must choose poll) or imap
 #   --changes N        changes to make (default 200)
 #   --dir DIR          where the volume, its brick and the mounts live (default: a new
 #                      directory under /tmp, removed at the end unless --keep)
@@ -34,14 +39,15 @@ cd "$(dirname "$0")/.."
 # shellcheck source=lib/dovecot.sh
 . scripts/lib/dovecot.sh
 
-changes=200 dir="" poll_interval=1 margin=1500 cap=10 probe_trials=3 seed=1 write=1
+changes=200 dir="" poll_interval=1 margin=1500 cap=10 probe_trials=3 seed=1 write=1 watch=poll
 keep=${MAILFS_KEEP_TMP:-}
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case $1 in
         --changes) changes=$2; shift 2 ;;
         --dir) dir=$2; shift 2 ;;
         --poll-interval) poll_interval=$2; shift 2 ;;
+        --watch) watch=$2; shift 2 ;;
         --margin-ms) margin=$2; shift 2 ;;
         --cap) cap=$2; shift 2 ;;
         --probe-trials) probe_trials=$2; shift 2 ;;
@@ -52,6 +58,11 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument $1" >&2; usage ;;
     esac
 done
+case $watch in
+    poll) ;;
+    imap) poll_interval=3600 ;;
+    *) echo "--watch poll or imap" >&2; usage ;;
+esac
 [ "$(id -u)" = 0 ] || { echo "needs root (GlusterFS, FUSE mounts)" >&2; exit 1; }
 [ -x /usr/lib/dovecot/imap ] || { echo "needs dovecot-imapd (doveadm exec imap)" >&2; exit 1; }
 loopback=${GLFS_LOOPBACK:-/work/shared/scripts/glusterfs-loopback.sh}
@@ -114,6 +125,27 @@ user=glfs
 export DOVECOT_EXTRA="mmap_disable = yes
 mail_fsync = always
 lock_method = fcntl"
+imap_port=""
+if [ "$watch" = imap ]; then
+    # Dovecot's own IMAP service on loopback, for mailfs's change feed (plaintext login on
+    # loopback; the static passdb takes this password).
+    imap_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    export DOVECOT_PASSDB_ARGS="password=glfs-feed-secret"
+    echo "glfs-feed-secret" >"$work/imap-password"
+    chmod 600 "$work/imap-password"
+    DOVECOT_EXTRA="$DOVECOT_EXTRA
+protocols = imap
+disable_plaintext_auth = no
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $imap_port
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}"
+fi
 echo "== private Dovecot, mail on client A (mmap_disable, mail_fsync = always, lock_method = fcntl)"
 dovecot_start "$work/dovecot" "maildir:$A/mail/%u/Maildir"
 dovecot_user "$user"
@@ -125,9 +157,16 @@ python3 scripts/staleness_bench.py seed --conf "$DOVECOT_CONF" --user "$user" --
 store_b=$B/mail/$user/Maildir
 for _ in $(seq 1 100); do [ -d "$store_b/cur" ] && break; sleep 0.1; done
 mkdir -p "$mnt"
-echo "== mailfs mount of $store_b (client B): --watch auto --poll-interval $poll_interval"
-"$mailfs" mount "maildir:$store_b" "$mnt" --watch auto --poll-interval "$poll_interval" \
-    --attr-timeout 60 --entry-timeout 60 2>"$work/mailfs.log" &
+if [ "$watch" = imap ]; then
+    watch_args=(--watch "imap://$user@127.0.0.1:$imap_port" --password-file "$work/imap-password")
+    watch_desc="--watch imap://$user@127.0.0.1:PORT --password-file FILE"
+else
+    watch_args=(--watch auto)
+    watch_desc="--watch auto"
+fi
+echo "== mailfs mount of $store_b (client B): ${watch_args[*]} --poll-interval $poll_interval"
+RUST_LOG=${RUST_LOG:-info} "$mailfs" mount "maildir:$store_b" "$mnt" "${watch_args[@]}" \
+    --poll-interval "$poll_interval" --attr-timeout 60 --entry-timeout 60 2>"$work/mailfs.log" &
 mailfs_pid=$!
 for _ in $(seq 1 100); do
     grep -q " $mnt fuse" /proc/mounts && break
@@ -136,17 +175,36 @@ for _ in $(seq 1 100); do
 done
 grep -q " $mnt fuse" /proc/mounts || { echo "mailfs did not mount" >&2; exit 1; }
 sed 's/^/   mailfs: /' "$work/mailfs.log"
-if ! grep -q "polling the store every" "$work/mailfs.log"; then
-    echo "mailfs --watch auto did not choose poll on GlusterFS" >&2
-    exit 1
+if [ "$watch" = imap ]; then
+    for _ in $(seq 1 100); do
+        grep -q "NOTIFY set" "$work/mailfs.log" && break
+        sleep 0.05
+    done
+    if ! grep -q "NOTIFY set" "$work/mailfs.log"; then
+        echo "mailfs's IMAP change feed did not set NOTIFY" >&2
+        exit 1
+    fi
+    auto_line=$(grep -m1 "NOTIFY set" "$work/mailfs.log" | sed 's/^\[[^]]*\] *//' | tr -s ' ')
+    bound=$margin
+    label="GlusterFS, --watch imap:// (NOTIFY)"
+    section=glusterfs-imap
+    heading="Shared storage (GlusterFS), changes heard over IMAP"
+    echo "== $changes changes, bound $bound ms (the margin; nothing is polled)"
+else
+    if ! grep -q "polling the store every" "$work/mailfs.log"; then
+        echo "mailfs --watch auto did not choose poll on GlusterFS" >&2
+        exit 1
+    fi
+    auto_line=$(grep -m1 "inotify cannot see" "$work/mailfs.log" | sed 's/^\[[^]]*\] *//' | tr -s ' ')
+    bound=$(awk "BEGIN { print $poll_interval * 1000 + $margin }")
+    label="GlusterFS, poll $poll_interval s"
+    section=glusterfs
+    heading="Shared storage (GlusterFS)"
+    echo "== $changes changes, bound $bound ms (poll interval + $margin ms)"
 fi
-auto_line=$(grep -m1 "inotify cannot see" "$work/mailfs.log" | sed 's/^\[[^]]*\] *//' | tr -s ' ')
-
-bound=$(awk "BEGIN { print $poll_interval * 1000 + $margin }")
-echo "== $changes changes, bound $bound ms (poll interval + $margin ms)"
 run_start=$(date +%s)
 python3 scripts/staleness_bench.py run --conf "$DOVECOT_CONF" --user "$user" --mount "$mnt" \
-    --label "GlusterFS, poll $poll_interval s" --out "$work/glusterfs.json" \
+    --label "$label" --out "$work/glusterfs.json" \
     --changes "$changes" --seed "$seed" --bound-ms "$bound" --cap-s "$cap" \
     --probe-sleep-ms 2 --imap-log "$work/imap.log" \
     --raw-a "$A/mail/$user/Maildir" --raw-b "$store_b" \
@@ -173,14 +231,14 @@ fi
 
 total=$(($(date +%s) - script_start))
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-preamble="Written by \`scripts/glusterfs-coherence.sh --changes $changes\` (seed $seed) at \
+preamble="Written by \`scripts/glusterfs-coherence.sh --changes $changes --watch $watch\` (seed $seed) at \
 commit $rev on $(date -u +%Y-%m-%d), $(nproc) CPUs shared with other work. A loopback \
 GlusterFS volume (\`glusterfs-loopback.sh\`, one brick, two FUSE clients, default client \
 options); Dovecot writes a Maildir++ store through client A (\`mmap_disable = yes\`, \
 \`mail_fsync = always\`, \`lock_method = fcntl\`); mailfs mounts it through client B with \
-\`--watch auto --poll-interval $poll_interval --attr-timeout 60 --entry-timeout 60\` \
+\`$watch_desc --poll-interval $poll_interval --attr-timeout 60 --entry-timeout 60\` \
 (its log: \"$auto_line\"). Changes as in the staleness section (one IMAP session, the \
-reader caches the old state first, probes every 2 ms); bound = poll interval + $margin ms; \
+reader caches the old state first, probes every 2 ms); bound = $bound ms; \
 cap $cap s. \"raw client B\": the same change seen by \`stat\` of the raw file or \
 directory through client B (GlusterFS's own staleness; flags and keywords: the Maildir \
 file's old name gone and new name there; n/a when the name did not change). The changes \
@@ -197,7 +255,7 @@ $probe_text
 \`\`\`"
 fi
 args=(--title "GlusterFS coherence ($changes changes)" --preamble "$preamble"
-    --heading "Shared storage (GlusterFS)" --section glusterfs
+    --heading "$heading" --section "$section"
     --script scripts/glusterfs-coherence.sh)
 [ -z "$write" ] || args+=(--write docs/benchmarks.md)
 python3 scripts/staleness_bench.py report "${args[@]}" "$work/glusterfs.json"

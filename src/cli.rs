@@ -103,8 +103,8 @@ enum Command {
         /// filesystems, where inotify misses other clients' writes), off (only the
         /// timeouts bound staleness), auto (poll on network/FUSE filesystems, else
         /// inotify), or imap://USER@HOST[:PORT] / imaps://... (a single user's local
-        /// store: Dovecot reports the changes over the user's IMAP session, IDLE and
-        /// STATUS; the --password-file, --authzid and --tls-ca options apply).
+        /// store: Dovecot reports the changes over the user's IMAP session, NOTIFY, or
+        /// IDLE and STATUS; the --password-file, --authzid and --tls-ca options apply).
         #[arg(long, default_value = "auto", value_name = "HOW", value_parser = watch_arg)]
         watch: WatchArg,
         /// Seconds between polls with --watch poll (> 0, at most 86400).
@@ -956,7 +956,8 @@ fn local_backend(
         let account = imap_account(url, imap)?;
         let fed = crate::store::imap::ImapFed::new(store, account, opts.poll_interval)?;
         info!(
-            "changes come from IMAP {} (IDLE on INBOX, STATUS every {:?})",
+            "changes come from IMAP {} (NOTIFY where the server has it, else IDLE on \
+             INBOX and STATUS every {:?})",
             url.host, opts.poll_interval
         );
         store = Arc::new(fed);
@@ -1020,7 +1021,7 @@ fn imap_account(
     })
 }
 
-/// An IMAP account: read through the server, watched by IDLE and STATUS.
+/// An IMAP account: read through the server, watched by NOTIFY, or IDLE and STATUS.
 fn imap_backend(
     url: &crate::location::imap::ImapUrl,
     args: &ImapArgs,
@@ -1065,7 +1066,8 @@ fn imap_backend(
                 "--watch imap:// is for local stores; an IMAP mount hears its own server".into(),
             ));
         }
-        // The store pushes its changes (IDLE, STATUS); the watcher has no files to watch.
+        // The store pushes its changes (NOTIFY, or IDLE and STATUS); the watcher has no
+        // files to watch.
         _ => Some(WatchMode::Pushed),
     };
     let (writer, writes): (Arc<dyn MailWriter>, String) = if write.rw {
@@ -1147,7 +1149,7 @@ fn serve(
         match mode {
             Some(WatchMode::Inotify) => "inotify".to_string(),
             Some(WatchMode::Poll(d)) => format!("poll every {} s", d.as_secs_f64()),
-            Some(WatchMode::Pushed) => "pushed (IMAP IDLE and STATUS)".to_string(),
+            Some(WatchMode::Pushed) => "pushed (IMAP NOTIFY, or IDLE and STATUS)".to_string(),
             None => "off".to_string(),
         },
     );
@@ -1214,7 +1216,8 @@ fn serve(
         match mode {
             Some(WatchMode::Inotify) => "watching the store with inotify".to_string(),
             Some(WatchMode::Poll(d)) => format!("polling the store every {d:?}"),
-            Some(WatchMode::Pushed) => "changes pushed over IMAP (IDLE, STATUS)".to_string(),
+            Some(WatchMode::Pushed) =>
+                "changes pushed over IMAP (NOTIFY, or IDLE and STATUS)".to_string(),
             None => "not watching the store (--watch off)".to_string(),
         },
         timeouts.entry,

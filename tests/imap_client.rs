@@ -1024,3 +1024,82 @@ fn no_password_in_clear_to_a_remote_host() {
     ));
     assert!(h.join().expect("server").is_empty());
 }
+
+/// NOTIFY (RFC 5465): with nothing selected and no command running, Dovecot reports a
+/// STATUS of each mailbox whose messages or flags change and a LIST of a new mailbox;
+/// `listen` returns them with the names decoded. A STATUS command meanwhile takes only
+/// its own mailbox's answer, even when a NOTIFY report of another arrives with it.
+#[test]
+fn notify_reports_every_mailbox() {
+    require!(Dovecot);
+    let dir = TestDir::new("imap-notify");
+    let server = start(&dir, &[], None);
+    let bob = server.dovecot.user("bob");
+    bob.create_mailbox("Work");
+    bob.create_mailbox("R&D \u{e4}");
+    let mut s = server.connect("bob");
+    assert!(s.capabilities().has("NOTIFY"));
+    assert_eq!(
+        s.other_namespaces().expect("NAMESPACE"),
+        Vec::<String>::new()
+    );
+    s.notify_set().expect("NOTIFY SET");
+
+    // Listens until `want` arrives (other reports may come first), at most 5 s.
+    let listen_for = |s: &mut Session, want: Event, change: &(dyn Fn() + Sync)| -> Vec<Event> {
+        thread::scope(|scope| {
+            let h = scope.spawn(|| {
+                thread::sleep(Duration::from_millis(200));
+                change();
+            });
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut events = Vec::new();
+            while !events.contains(&want) && Instant::now() < deadline {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                events.extend(
+                    s.listen(wait, &|| false)
+                        .unwrap_or_else(|e| panic!("listen ({want:?}): {e}")),
+                );
+            }
+            h.join().expect("change thread");
+            assert!(events.contains(&want), "{want:?} not in {events:?}");
+            events
+        })
+    };
+    listen_for(&mut s, Event::MailboxStatus("Work".into()), &|| {
+        bob.save("Work", &message(1));
+    });
+    listen_for(&mut s, Event::MailboxStatus("Work".into()), &|| {
+        bob.flags_add("Work", 1, "\\Flagged")
+    });
+    listen_for(&mut s, Event::MailboxStatus("R&D \u{e4}".into()), &|| {
+        bob.save("R&D \u{e4}", &message(2));
+    });
+    listen_for(&mut s, Event::MailboxListed("Fresh".into()), &|| {
+        bob.create_mailbox("Fresh")
+    });
+
+    // A report of Work arriving while STATUS of INBOX runs is not taken as INBOX's.
+    bob.save("INBOX", &message(3));
+    bob.save("Work", &message(4));
+    thread::sleep(Duration::from_millis(800));
+    let status = s.status("INBOX").expect("STATUS INBOX");
+    assert_eq!(status.messages, 1, "{status:?}");
+    let work = s.status("Work").expect("STATUS Work");
+    assert_eq!(work.messages, 2, "{work:?}");
+
+    // Silence: listen returns after its wait with nothing.
+    let _ = s
+        .listen(Duration::from_millis(50), &|| false)
+        .expect("drain");
+    let t = Instant::now();
+    let ev = s
+        .listen(Duration::from_millis(700), &|| false)
+        .expect("listen");
+    assert!(ev.is_empty(), "{ev:?}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(650),
+        "{:?}",
+        t.elapsed()
+    );
+}

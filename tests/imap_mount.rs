@@ -264,7 +264,7 @@ fn names(dir: &Path) -> BTreeSet<String> {
 /// How the mount under test hears of changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Heard {
-    /// An IMAP mount with its own feed (IDLE, STATUS).
+    /// An IMAP mount with its own feed (NOTIFY, or IDLE and STATUS).
     Imap,
     /// An IMAP mount with `--watch off`: the negative control.
     ImapOff,
@@ -275,23 +275,100 @@ enum Heard {
     LocalOff,
 }
 
+/// The capabilities Dovecot announces after a login as "bob" (NOTIFY only then).
+fn imap_capabilities(port: u16) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("the greeting");
+    (&stream)
+        .write_all(format!("a LOGIN bob {PASSWORD}\r\n").as_bytes())
+        .unwrap();
+    let mut all = String::new();
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).expect("LOGIN's answer") > 0);
+        all.push_str(&line);
+        if line.starts_with("a ") {
+            assert!(line.starts_with("a OK"), "LOGIN failed: {all}");
+            let _ = (&stream).write_all(b"b LOGOUT\r\n");
+            return all;
+        }
+    }
+}
+
+/// How the server tells of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Telling {
+    /// Dovecot as configured by default: NOTIFY (RFC 5465) pushes every mailbox's
+    /// changes. The mount polls nothing: `--poll-interval 60`.
+    Notify,
+    /// Dovecot with `mailbox_list_index = no`, which takes NOTIFY away: IDLE on INBOX,
+    /// the other mailboxes and the list polled every `poll` seconds.
+    IdleOnly { poll: u32 },
+}
+
 /// Changes made by another client (doveadm) under 60 s kernel caches: a delivery, a flag
-/// change and an expunge in INBOX (IDLE), a delivery into another viewed mailbox and a new
-/// mailbox (STATUS and LIST every poll interval, 1 s by default). With `--watch off` (the
+/// change and an expunge in INBOX, a delivery into another viewed mailbox and a new
+/// mailbox. With NOTIFY every change is due within 1 s; with IDLE only, INBOX's within
+/// 1 s and the others' within the poll interval plus 1.5 s. With `--watch off` (the
 /// negative control) the kernel keeps serving what it cached.
-fn changes(heard: Heard) -> Vec<String> {
-    let dir = TestDir::new(match heard {
-        Heard::Imap => "imap_changes",
-        Heard::ImapOff => "imap_changes_off",
-        Heard::LocalFedByImap => "imap_fed_local",
-        Heard::LocalOff => "imap_fed_local_off",
-    });
-    let (dovecot, port) = start_imap(&dir, Layout::MaildirPlusPlus);
+fn changes(heard: Heard, telling: Telling) -> Vec<String> {
+    let polled = match telling {
+        Telling::Notify => Duration::from_secs(1),
+        Telling::IdleOnly { poll } => Duration::from_millis(u64::from(poll) * 1000 + 1500),
+    };
+    changes_within(heard, telling, polled)
+}
+
+/// [`changes`], with `polled` the bound for the changes outside INBOX.
+fn changes_within(heard: Heard, telling: Telling, polled: Duration) -> Vec<String> {
+    let dir = TestDir::new(&format!(
+        "{}{}",
+        match heard {
+            Heard::Imap => "imap_changes",
+            Heard::ImapOff => "imap_changes_off",
+            Heard::LocalFedByImap => "imap_fed_local",
+            Heard::LocalOff => "imap_fed_local_off",
+        },
+        match telling {
+            Telling::Notify => String::new(),
+            Telling::IdleOnly { poll } => format!("_idle_poll{poll}"),
+        }
+    ));
+    let (settings, poll) = match telling {
+        Telling::Notify => (vec![], 60),
+        Telling::IdleOnly { poll } => (vec!["mailbox_list_index = no"], poll),
+    };
+    let (dovecot, port) = start_imap_with(
+        &dir,
+        Layout::MaildirPlusPlus,
+        &settings,
+        &[],
+        &format!("password={PASSWORD}"),
+    );
+    assert_eq!(
+        imap_capabilities(port).contains(" NOTIFY"),
+        telling == Telling::Notify,
+        "the server's NOTIFY is not as the test needs"
+    );
     let bob = dovecot.user("bob");
     bob.create_mailbox("Work");
     let first = bob.save("INBOX", &email(1, "First", "x\n"));
     bob.save("Work", &email(2, "Work", "y\n"));
-    let mut extra = vec!["--attr-timeout", "60", "--entry-timeout", "60"];
+    let poll = poll.to_string();
+    let mut extra = vec![
+        "--attr-timeout",
+        "60",
+        "--entry-timeout",
+        "60",
+        "--poll-interval",
+        &poll,
+    ];
     let url = format!("imap://bob@127.0.0.1:{port}");
     let mount = match heard {
         Heard::Imap => mount_imap(&dir, "bob", port, &extra),
@@ -336,7 +413,7 @@ fn changes(heard: Heard) -> Vec<String> {
     let _ = fs::metadata(mount.mailbox("Fresh"));
 
     let bound = Duration::from_secs(1);
-    let poll_bound = Duration::from_millis(2500);
+    let poll_bound = polled;
     // A look at a local store within SETTLE_RECHECK (60 ms) of a change makes the watcher
     // look once more by itself: the changes of a local mount come after a pause, so that
     // only the feed can report them.
@@ -388,7 +465,9 @@ fn changes(heard: Heard) -> Vec<String> {
     check("a new mailbox", poll_bound, &mut || {
         fs::metadata(mount.mailbox("Fresh")).is_ok()
     });
+    // After every change showed, the mount equals the store.
     match heard {
+        _ if !late.is_empty() => {}
         Heard::Imap => {
             assert_imap_mount_matches(&mount, &bob);
         }
@@ -401,22 +480,53 @@ fn changes(heard: Heard) -> Vec<String> {
     late
 }
 
+/// Every change, in every mailbox, within 1 s by NOTIFY, with nothing polled.
 #[test]
 fn changes_by_others_reach_an_imap_mount_with_long_caches() {
     require!(Dovecot, Fuse);
-    let late = changes(Heard::Imap);
+    let late = changes(Heard::Imap, Telling::Notify);
     assert!(late.is_empty(), "{late:#?}");
 }
 
 /// `--watch imap://` on a mount of the local store: no inotify, no polling; every change
-/// arrives through Dovecot's IMAP session within the same bounds. (The negative control
-/// below, and `coherence.rs`'s with `--watch off`, show the kernel would otherwise keep
-/// the old state.)
+/// arrives through Dovecot's IMAP session (NOTIFY) within the same bound. (The negative
+/// control below, and `coherence.rs`'s with `--watch off`, show the kernel would otherwise
+/// keep the old state.)
 #[test]
 fn a_local_mount_fed_by_imap_sees_changes_with_long_caches() {
     require!(Dovecot, Fuse);
-    let late = changes(Heard::LocalFedByImap);
+    let late = changes(Heard::LocalFedByImap, Telling::Notify);
     assert!(late.is_empty(), "{late:#?}");
+}
+
+/// A server without NOTIFY: IDLE on INBOX and a poll every second still show every
+/// change, for an IMAP mount and for a local mount fed by IMAP.
+#[test]
+fn without_notify_idle_and_polls_see_every_change() {
+    require!(Dovecot, Fuse);
+    for heard in [Heard::Imap, Heard::LocalFedByImap] {
+        let late = changes(heard, Telling::IdleOnly { poll: 1 });
+        assert!(late.is_empty(), "{heard:?}: {late:#?}");
+    }
+}
+
+/// The negative control of NOTIFY: without it, and with the same 60 s poll interval, the
+/// changes outside INBOX stay unseen past 1 s (INBOX's still come by IDLE). So the NOTIFY
+/// tests above can fail.
+#[test]
+fn without_notify_a_long_poll_leaves_other_mailboxes_behind() {
+    require!(Dovecot, Fuse);
+    let beyond = Telling::IdleOnly { poll: 60 };
+    for heard in [Heard::Imap, Heard::LocalFedByImap] {
+        // The bound for polled changes would be 61.5 s: probe them against NOTIFY's.
+        let late = changes_within(heard, beyond, Duration::from_secs(1));
+        let late: Vec<&str> = late.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            late,
+            ["delivery to Work", "a new mailbox"],
+            "{heard:?}: only the changes outside INBOX should have been late"
+        );
+    }
 }
 
 /// The negative control of the one above: the same local mount with `--watch off` keeps
@@ -424,7 +534,7 @@ fn a_local_mount_fed_by_imap_sees_changes_with_long_caches() {
 #[test]
 fn a_local_mount_without_a_feed_keeps_the_old_state() {
     require!(Dovecot, Fuse);
-    let late = changes(Heard::LocalOff);
+    let late = changes(Heard::LocalOff, Telling::Notify);
     assert_eq!(
         late.len(),
         4,
@@ -437,7 +547,7 @@ fn a_local_mount_without_a_feed_keeps_the_old_state() {
 #[test]
 fn without_the_feed_long_caches_hide_the_changes() {
     require!(Dovecot, Fuse);
-    let late = changes(Heard::ImapOff);
+    let late = changes(Heard::ImapOff, Telling::Notify);
     // The kernel keeps the expunged message's attributes and the negative entry of the
     // new mailbox for 60 s; listings and xattrs are never cached by the kernel, so what
     // they show comes from mailfs, which reads the server again after a poll interval.

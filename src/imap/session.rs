@@ -56,6 +56,8 @@ pub struct Session {
     timeout: Duration,
     utf8: bool,
     qresync: bool,
+    /// CONDSTORE enabled (RFC 7162 section 3.1; QRESYNC implies it).
+    condstore: bool,
     /// Whether `FETCH X-GUID` works (unknown until tried: Dovecot does not announce it).
     xguid: Option<bool>,
     /// Unsolicited changes seen during commands, for [`Session::take_events`].
@@ -107,6 +109,7 @@ impl Session {
             timeout,
             utf8: false,
             qresync: false,
+            condstore: false,
             xguid: None,
             pending: Vec::new(),
             broken: false,
@@ -302,6 +305,9 @@ impl Session {
             if e.eq_ignore_ascii_case("QRESYNC") {
                 self.qresync = true;
             }
+            if e.eq_ignore_ascii_case("CONDSTORE") {
+                self.condstore = true;
+            }
         }
         Ok(enabled)
     }
@@ -349,6 +355,43 @@ impl Session {
                 })
             })
             .collect()
+    }
+
+    /// The prefixes of the other users' and shared namespaces (`NAMESPACE`, RFC 2342
+    /// section 5), decoded: mailboxes under them are not in the personal namespace, which
+    /// is all [`Session::notify_set`] asks to hear about. Empty when the server has no
+    /// NAMESPACE.
+    pub fn other_namespaces(&mut self) -> Result<Vec<String>, ImapError> {
+        if !self.caps.has("NAMESPACE") {
+            return Ok(Vec::new());
+        }
+        let mut groups: Option<Vec<codec::Value>> = None;
+        self.run("NAMESPACE", &[], None, &mut |u| match u {
+            Untagged::Other { name, values } if name == "NAMESPACE" => {
+                groups = Some(values);
+                Ok(None)
+            }
+            u => Ok(Some(u)),
+        })?;
+        let groups =
+            groups.ok_or_else(|| ImapError::Protocol("NAMESPACE without an answer".into()))?;
+        let mut prefixes = Vec::new();
+        // Personal, other users', shared: each NIL or a list of (prefix separator ...).
+        for group in groups.iter().skip(1) {
+            let codec::Value::List(namespaces) = group else {
+                continue;
+            };
+            for ns in namespaces {
+                match ns {
+                    codec::Value::List(parts) => match parts.first() {
+                        Some(codec::Value::Str(prefix)) => prefixes.push(self.decode_name(prefix)?),
+                        _ => return Err(ImapError::Protocol("bad NAMESPACE entry".into())),
+                    },
+                    _ => return Err(ImapError::Protocol("bad NAMESPACE entry".into())),
+                }
+            }
+        }
+        Ok(prefixes)
     }
 
     /// `SELECT` (or `EXAMINE` when `read_only`; RFC 3501 sections 6.3.1, 6.3.2), with
@@ -434,7 +477,8 @@ impl Session {
             &[Arg::Str(&name), Arg::Raw(items)],
             None,
             &mut |u| match u {
-                Untagged::MailboxStatus { items, .. } => {
+                // Only this mailbox's: after NOTIFY, others' may arrive meanwhile.
+                Untagged::MailboxStatus { mailbox, items } if same_mailbox(&mailbox, &name) => {
                     got.extend(items);
                     Ok(None)
                 }
@@ -620,36 +664,8 @@ impl Session {
                 self.write_all(b"DONE\r\n")?;
                 done = true;
             }
-            if !done && self.conn.buffer().is_empty() {
-                let slice = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(IDLE_SLICE)
-                    .max(Duration::from_millis(1));
-                self.set_read_timeout(slice)?;
-                let got = self.conn.fill_buf().map(|b| !b.is_empty());
-                self.set_read_timeout(self.timeout)?;
-                match got {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.broken = true;
-                        return Err(ImapError::Io(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "IDLE: the server closed the connection",
-                        )));
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => {
-                        self.broken = true;
-                        return Err(ImapError::io("IDLE", e));
-                    }
-                }
+            if !done && self.conn.buffer().is_empty() && !self.wait_readable(deadline, "IDLE")? {
+                continue;
             }
             match self.idle_read(&tag, &mut events)? {
                 IdleRead::Done => return Ok(events),
@@ -667,7 +683,7 @@ impl Session {
         match self.read(None)? {
             Response::Continue(_) => Ok(IdleRead::Continued),
             Response::Untagged(u) => {
-                events.push(self.untagged_event(u)?);
+                events.extend(self.untagged_event(u)?);
                 Ok(IdleRead::More)
             }
             Response::Tagged { tag: t, state } if t == tag => match state.status {
@@ -678,7 +694,108 @@ impl Session {
         }
     }
 
-    fn untagged_event(&mut self, u: Untagged) -> Result<Event, ImapError> {
+    /// Waits until the server sent something (true) or a slice of at most 200 ms up to
+    /// `deadline` passed (false), so that callers can check their stop condition between
+    /// slices. The read timeout is restored afterwards; end of stream is an error.
+    fn wait_readable(&mut self, deadline: Instant, what: &str) -> Result<bool, ImapError> {
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(IDLE_SLICE)
+            .max(Duration::from_millis(1));
+        self.set_read_timeout(slice)?;
+        let got = self.conn.fill_buf().map(|b| !b.is_empty());
+        self.set_read_timeout(self.timeout)?;
+        match got {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.broken = true;
+                Err(ImapError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{what}: the server closed the connection"),
+                )))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(ImapError::io(what, e))
+            }
+        }
+    }
+
+    /// `NOTIFY SET (PERSONAL (MessageNew MessageExpunge FlagChange MailboxName))` (RFC 5465
+    /// section 3): from now on the server reports, with no command running, a `STATUS` of
+    /// every mailbox of the personal namespace whose messages or flags change
+    /// ([`Event::MailboxStatus`]) and a `LIST` of every mailbox created, deleted or renamed
+    /// ([`Event::MailboxListed`]); read them with [`Session::listen`]. Flag changes are
+    /// reported only to a session that enabled CONDSTORE (their STATUS carries only
+    /// HIGHESTMODSEQ; Dovecot's `imap_notify_status`), so it is enabled here when the
+    /// server has it and QRESYNC (which implies it) is not enabled yet. Nothing may be
+    /// selected: the selected mailbox would be reported by EXISTS/EXPUNGE/FETCH instead.
+    pub fn notify_set(&mut self) -> Result<(), ImapError> {
+        if !self.caps.has("NOTIFY") {
+            return Err(ImapError::Refused("the server has no NOTIFY".into()));
+        }
+        if self.caps.has("CONDSTORE") && !self.qresync && !self.condstore {
+            self.enable(&["CONDSTORE"])?;
+        }
+        self.run(
+            "NOTIFY",
+            &[Arg::Raw(
+                "SET (PERSONAL (MessageNew MessageExpunge FlagChange MailboxName))",
+            )],
+            None,
+            &mut keep,
+        )?;
+        Ok(())
+    }
+
+    /// With no command running, reads what the server sends on its own (after
+    /// [`Session::notify_set`]) until a change arrives, `wait` passes or `stop()` is true
+    /// (checked at least every 200 ms). Returns what arrived (first what earlier commands
+    /// queued, without waiting).
+    pub fn listen(
+        &mut self,
+        wait: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Vec<Event>, ImapError> {
+        self.usable()?;
+        if !self.pending.is_empty() {
+            return Ok(self.take_events());
+        }
+        let deadline = Instant::now() + wait;
+        let mut events = Vec::new();
+        loop {
+            let wake = events.iter().any(|e| !matches!(e, Event::Other));
+            if wake || stop() || Instant::now() >= deadline {
+                return Ok(events);
+            }
+            if self.conn.buffer().is_empty() && !self.wait_readable(deadline, "NOTIFY")? {
+                continue;
+            }
+            match self.read(None)? {
+                Response::Untagged(u) => {
+                    let e = self.untagged_event(u)?;
+                    events.extend(e);
+                }
+                r => {
+                    let shown = format!("{r:?}");
+                    return Err(self.poison(format!(
+                        "unexpected {} with no command running",
+                        escape_snippet(shown.as_bytes())
+                    )));
+                }
+            }
+        }
+    }
+
+    fn untagged_event(&mut self, u: Untagged) -> Result<Vec<Event>, ImapError> {
         if let Untagged::State(StatusResponse {
             status: codec::Status::Bye,
             text,
@@ -690,7 +807,41 @@ impl Session {
         }
         self.note(&u);
         // An error here leaves IDLE running: the session is out of step.
-        event(&u).inspect_err(|_| self.broken = true)
+        self.event_of(&u).inspect_err(|_| self.broken = true)
+    }
+
+    /// The changes an unsolicited response reports: [`event`], and NOTIFY's STATUS and
+    /// LIST (RFC 5465 sections 5.1, 5.4) with the mailbox name decoded. Dovecot 2.3 sends
+    /// those names as its internal UTF-8 names, not modified UTF-7 (`imap_notify_status`
+    /// and `imap_notify_list` in `src/imap/imap-notify.c` pass `rec->vname`), so without
+    /// UTF8=ACCEPT both readings are reported when they differ (a change reported for a
+    /// mailbox that does not exist costs a look); a name that is neither is an
+    /// [`Event::Overflow`]: something changed, it is not known where.
+    fn event_of(&self, u: &Untagged) -> Result<Vec<Event>, ImapError> {
+        let names = |raw: &[u8]| -> Vec<String> {
+            let mut names: Vec<String> = self.decode_name(raw).ok().into_iter().collect();
+            if !self.utf8
+                && let Ok(utf8) = std::str::from_utf8(raw)
+                && !names.iter().any(|n| n == utf8)
+            {
+                names.push(utf8.to_string());
+            }
+            names
+        };
+        let reported = |names: Vec<String>, make: fn(String) -> Event| {
+            if names.is_empty() {
+                vec![Event::Overflow]
+            } else {
+                names.into_iter().map(make).collect()
+            }
+        };
+        Ok(match u {
+            Untagged::MailboxStatus { mailbox, .. } => {
+                reported(names(mailbox), Event::MailboxStatus)
+            }
+            Untagged::List { name, .. } => reported(names(name), Event::MailboxListed),
+            u => vec![event(u)?],
+        })
     }
 
     /// `NOOP` (RFC 3501 section 6.1.2): what changed in the selected mailbox (with the
@@ -862,15 +1013,16 @@ impl Session {
 
     /// Queues an unsolicited change for [`Session::take_events`].
     fn queue(&mut self, u: &Untagged) -> Result<(), ImapError> {
-        let e = event(u)?;
-        if matches!(e, Event::Other) {
-            return Ok(());
+        for e in self.event_of(u)? {
+            if matches!(e, Event::Other) {
+                continue;
+            }
+            if self.pending.len() >= MAX_PENDING {
+                self.pending.clear();
+                self.pending.push(Event::Overflow);
+            }
+            self.pending.push(e);
         }
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.clear();
-            self.pending.push(Event::Overflow);
-        }
-        self.pending.push(e);
         Ok(())
     }
 
@@ -1123,6 +1275,12 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether two wire-form mailbox names are the same mailbox (INBOX in any case, RFC 3501
+/// section 5.1).
+fn same_mailbox(a: &[u8], b: &[u8]) -> bool {
+    a == b || (a.eq_ignore_ascii_case(b"INBOX") && b.eq_ignore_ascii_case(b"INBOX"))
 }
 
 /// What one response read during IDLE was ([`Session::idle_read`]).

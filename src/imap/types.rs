@@ -152,7 +152,8 @@ pub struct FetchUpdate {
     pub modseq: Option<u64>,
 }
 
-/// Something that changed in the selected mailbox (from IDLE or NOOP).
+/// Something that changed: in the selected mailbox (from IDLE or NOOP), or in any
+/// mailbox (NOTIFY).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Exists(u32),
@@ -161,6 +162,12 @@ pub enum Event {
     /// UIDs (RFC 7162 section 3.2.10).
     Vanished(Vec<u32>),
     Fetch(FetchUpdate),
+    /// NOTIFY (RFC 5465 section 5.1): a `STATUS` of this mailbox (messages, flags or
+    /// UIDVALIDITY changed there).
+    MailboxStatus(String),
+    /// NOTIFY (RFC 5465 section 5.4): a `LIST` of this mailbox (created, deleted, renamed
+    /// to this name, or its attributes changed).
+    MailboxListed(String),
     /// `RECENT`, `OK Still here`, ...
     Other,
     /// Events were dropped (too many queued): resynchronise.

@@ -5,18 +5,24 @@
 //! invalidations come from Dovecot.
 //!
 //! [`ImapFed`] wraps the local store and passes every call through; when the watcher
-//! subscribes, it starts the feed thread, which keeps one session: IDLE on INBOX (Dovecot
-//! reports its changes as they happen), and every poll interval a LIST and a STATUS
-//! (with HIGHESTMODSEQ: flag changes too) of every mailbox, each against what it saw the
-//! time before. A mailbox seen for the first time is reported once (the watcher's view of
-//! it may predate the feed's first look). What changed is pushed as a target; after a
-//! reconnection, everything.
+//! subscribes, it starts the feed thread, which keeps one session:
+//! - where the server has NOTIFY (RFC 5465; Dovecot with its mailbox list index, the
+//!   default), `NOTIFY SET (PERSONAL ...)`: Dovecot reports every change of every mailbox
+//!   by itself (a STATUS of the mailbox, a LIST of one created, deleted or renamed), and
+//!   nothing is polled;
+//! - elsewhere, IDLE on INBOX (Dovecot reports its changes as they happen), and every
+//!   poll interval a LIST and a STATUS (with HIGHESTMODSEQ: flag changes too) of every
+//!   mailbox, each against what it saw the time before. A mailbox seen for the first time
+//!   is reported once (the watcher's view of it may predate the feed's first look).
 //!
-//! Latency: Dovecot 2.3 reports a change to an IDLE session 0.5 s after it noticed it
-//! (`NOTIFY_DELAY_MSECS 500` in `src/lib-storage/index/index-mailbox-check.c`, to gather
-//! a burst of changes; NOTIFY has the same delay in `mailbox-list-notify-index.c`), so an
-//! INBOX change reaches the kernel about half a second after Dovecot made it; other
-//! mailboxes within one poll interval.
+//! What changed is pushed as a target; after a (re)connection, everything (what happened
+//! before NOTIFY was set, or while the session was down, is unknown).
+//!
+//! Latency: Dovecot 2.3 reports a change to an IDLE or NOTIFY session 0.5 s after it
+//! noticed it (`NOTIFY_DELAY_MSECS 500` in `src/lib-storage/mailbox-watch.c` and
+//! `src/lib-storage/list/mailbox-list-index-notify.c`, to gather a burst of changes), so
+//! a change reaches the kernel about half a second after Dovecot made it (in IDLE mode,
+//! a mailbox other than INBOX within one poll interval).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,7 +34,7 @@ use log::{info, warn};
 
 use super::pool::{Account, Pool};
 use super::split_name;
-use super::watch::{InboxState, wait_on_inbox};
+use super::watch::{Heard, InboxState, Mode, choose_mode, listen_notify, wait_on_inbox};
 use crate::error::Result;
 use crate::imap::{ImapError, Session, Status};
 use crate::store::{
@@ -142,22 +148,61 @@ fn run(account: &Arc<Account>, poll: Duration, notifier: &ChangeNotifier) {
         };
         if failures > 0 {
             info!("IMAP {label}: change feed connected again");
-            notifier.notify(Pushed::Everything);
         }
-        let mut seen = Seen::default();
-        let mut next_round = Instant::now();
-        loop {
-            if let Err(e) = round(&mut session, &mut seen, poll, &mut next_round, notifier) {
-                warn!("IMAP {label}: change feed: {e}; reconnecting");
-                failures = 1;
-                break;
+        let result = match choose_mode(&mut session, &label) {
+            Ok(Mode::Notify { .. }) => {
+                info!("IMAP {label}: change feed: NOTIFY set, every mailbox is pushed");
+                notifier.notify(Pushed::Everything);
+                notified(&mut session, notifier)
             }
+            Ok(Mode::Idle) => {
+                if failures > 0 {
+                    notifier.notify(Pushed::Everything);
+                }
+                let mut seen = Seen::default();
+                let mut next_round = Instant::now();
+                loop {
+                    if let Err(e) = round(&mut session, &mut seen, poll, &mut next_round, notifier)
+                    {
+                        break Err(e);
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!("IMAP {label}: change feed: {e}; reconnecting");
+            failures = failures.max(1);
+            std::thread::sleep(super::pool::backoff(Duration::from_millis(250), failures));
         }
     }
 }
 
 fn inbox() -> MailboxName {
     MailboxName(vec!["INBOX".to_string()])
+}
+
+/// A NOTIFY session's reports, pushed as they come, until the session fails. Names split
+/// at the separator of the personal namespace (from a LIST of INBOX's level).
+fn notified(s: &mut Session, notifier: &ChangeNotifier) -> std::result::Result<(), ImapError> {
+    let separator = s.list()?.iter().find_map(|e| e.separator);
+    loop {
+        let until = Instant::now() + Duration::from_secs(3600);
+        for heard in listen_notify(s, until, &|| false)? {
+            match heard {
+                Heard::Mailbox(server) => notifier.notify(Pushed::Target(Target::Mailbox(
+                    split_name(&server, separator),
+                ))),
+                Heard::Listed(server) => {
+                    notifier.notify(Pushed::Target(Target::Scope(MailboxName(Vec::new()))));
+                    notifier.notify(Pushed::Target(Target::Mailbox(split_name(
+                        &server, separator,
+                    ))));
+                }
+                Heard::Unknown => notifier.notify(Pushed::Everything),
+            }
+        }
+    }
 }
 
 /// IDLE on INBOX until something happens or the next round is due; then, when due,

@@ -11,8 +11,9 @@
 //! - Bytes: `UID FETCH uid BODY.PEEK[]` (never sets `\Seen`), kept in the on-disk
 //!   [`bodies`] cache; `st_size` is RFC822.SIZE, which is the length of those bytes.
 //! - Changes: the store pushes them ([`Feed::Pushed`]) from its [`watch`] thread, which
-//!   keeps one session in IDLE on INBOX and checks the other viewed mailboxes and the
-//!   mailbox list every poll interval.
+//!   keeps one session with NOTIFY set where the server has it (every mailbox pushed),
+//!   else in IDLE on INBOX, checking the other viewed mailboxes and the mailbox list every
+//!   poll interval.
 //!
 //! Nothing here writes to the server: reads use EXAMINE and BODY.PEEK.
 
@@ -597,6 +598,18 @@ impl Inner {
                 MailboxName(Vec::new()),
             )));
         }
+    }
+
+    /// The store's name of a mailbox the server named: as listed, else split at the
+    /// server's separator.
+    fn store_name(&self, server: &str) -> MailboxName {
+        let state = self.state.lock();
+        state
+            .mailboxes
+            .iter()
+            .find(|(_, k)| k.server == server)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| split_name(server, state.separator))
     }
 
     /// The viewed mailboxes: name, server name, and what their view was built from.

@@ -1,19 +1,31 @@
-//! The IMAP store's change feed: one session of its own, in IDLE on INBOX (RFC 2177: the
-//! server reports that mailbox's new messages, expunges and flag changes as they happen),
-//! and every poll interval a STATUS of each other viewed mailbox (with HIGHESTMODSEQ where
-//! the server has CONDSTORE, so that flag changes show too; without it, viewed mailboxes
-//! are re-read every interval) and a LIST. What changed is marked out of date and pushed to the
-//! coherence watcher, which rebuilds the view and tells the kernel.
+//! The IMAP store's change feed: one session of its own.
+//!
+//! - Where the server has NOTIFY (RFC 5465; Dovecot with its mailbox list index, the
+//!   default), `NOTIFY SET (PERSONAL ...)`: the server reports every change in every
+//!   mailbox of the personal namespace by itself (a STATUS of the mailbox, a LIST of a
+//!   created, deleted or renamed one), with no command and no polling. Mailboxes of other
+//!   namespaces (`shared/...`) are not covered: those viewed get a STATUS, and the list a
+//!   LIST, every poll interval, and only when the server has such namespaces.
+//! - Elsewhere, IDLE on INBOX (RFC 2177: the server reports that mailbox's new messages,
+//!   expunges and flag changes as they happen), and every poll interval a STATUS of each
+//!   other viewed mailbox (with HIGHESTMODSEQ where the server has CONDSTORE, so that flag
+//!   changes show too; without it, viewed mailboxes are re-read every interval) and a LIST.
+//!
+//! What changed is marked out of date and pushed to the coherence watcher, which rebuilds
+//! the view and tells the kernel. Dovecot 2.3 reports a change to an IDLE or NOTIFY
+//! session 0.5 s after it noticed it (`NOTIFY_DELAY_MSECS` in `src/lib-storage/
+//! mailbox-watch.c` and `src/lib-storage/list/mailbox-list-index-notify.c`).
 //!
 //! The thread ends when the store is dropped. A lost connection is reconnected with a
-//! backoff; after a reconnection every view is marked out of date (changes may have been missed).
+//! backoff; after a (re)connection every view is marked out of date (changes may have
+//! been missed).
 
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
 use super::{Inner, InnerRef};
-use crate::imap::{Event, Session};
+use crate::imap::{Event, ImapError, Session};
 use crate::store::MailboxName;
 
 /// Starts the watcher thread.
@@ -31,19 +43,36 @@ fn run(weak: InnerRef) {
     let mut failures = 0u32;
     let mut next_round = Instant::now();
     let mut inbox_seen: Option<InboxState> = None;
+    let mut mode = Mode::Idle;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let poll = inner.config.poll;
         if session.is_none() {
             match inner.pool.connect() {
-                Ok(s) => {
+                Ok(mut s) => {
                     if failures > 0 {
                         info!("IMAP {}: watcher connected again", inner.label());
-                        // What happened meanwhile is unknown.
+                    }
+                    mode = match choose_mode(&mut s, &inner.label()) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            warn!("IMAP {}: watcher: {e}; reconnecting", inner.label());
+                            failures = failures.max(1);
+                            drop(inner);
+                            std::thread::sleep(super::pool::backoff(
+                                Duration::from_millis(250),
+                                failures,
+                            ));
+                            continue;
+                        }
+                    };
+                    if failures > 0 || matches!(mode, Mode::Notify { .. }) {
+                        // What happened meanwhile (or before NOTIFY was set) is unknown.
                         everything_changed(&inner);
                     }
                     failures = 0;
                     inbox_seen = None;
+                    next_round = Instant::now();
                     session = Some(s);
                 }
                 Err(e) => {
@@ -60,7 +89,12 @@ fn run(weak: InnerRef) {
             }
         }
         let s = session.as_mut().expect("connected above");
-        let result = round(&inner, &weak, s, poll, &mut next_round, &mut inbox_seen);
+        let result = match &mode {
+            Mode::Notify { others } => {
+                notify_round(&inner, &weak, s, others, poll, &mut next_round)
+            }
+            Mode::Idle => round(&inner, &weak, s, poll, &mut next_round, &mut inbox_seen),
+        };
         if let Err(e) = result {
             warn!("IMAP {}: watcher: {e}; reconnecting", inner.label());
             session = None;
@@ -87,7 +121,113 @@ fn round(
         return Ok(());
     }
     *next_round = Instant::now() + poll;
-    check_mailboxes(inner, s, has_idle)?;
+    check_mailboxes(inner, s, has_idle, &|_| true)?;
+    check_list(inner, s)?;
+    Ok(())
+}
+
+/// How a change feed's session hears of changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// NOTIFY is set; `others` are the prefixes of namespaces it does not cover.
+    Notify { others: Vec<String> },
+    /// IDLE on INBOX, polls for the rest.
+    Idle,
+}
+
+/// How long a NOTIFY session waits in silence before a NOOP shows it is still there (and
+/// keeps it from Dovecot's 30-minute autologout, RFC 3501 section 5.4).
+const KEEPALIVE: Duration = Duration::from_secs(120);
+
+/// Sets NOTIFY up where the server has it, else IDLE and polls. A server that announces
+/// NOTIFY and then refuses it is used with IDLE (and says so once).
+pub(super) fn choose_mode(s: &mut Session, label: &str) -> Result<Mode, ImapError> {
+    if !s.capabilities().has("NOTIFY") {
+        return Ok(Mode::Idle);
+    }
+    let others = s.other_namespaces()?;
+    match s.notify_set() {
+        Ok(()) => {
+            debug!("IMAP {label}: NOTIFY set (not covered: {others:?})");
+            Ok(Mode::Notify { others })
+        }
+        Err(e @ (ImapError::No { .. } | ImapError::Bad { .. })) => {
+            info!("IMAP {label}: NOTIFY refused ({e}); IDLE on INBOX and polls instead");
+            Ok(Mode::Idle)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What a NOTIFY session reported: server names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// A mailbox's messages or flags changed.
+    Mailbox(String),
+    /// The mailbox list changed (this one was created, deleted or renamed).
+    Listed(String),
+    /// Something changed, it is not known where.
+    Unknown,
+}
+
+/// Waits for NOTIFY's reports until `until` (or `stop()`), a NOOP after [`KEEPALIVE`] of
+/// silence. Returns what was reported.
+pub(super) fn listen_notify(
+    s: &mut Session,
+    until: Instant,
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<Heard>, ImapError> {
+    let wait = until
+        .saturating_duration_since(Instant::now())
+        .min(KEEPALIVE);
+    let mut events = s.listen(wait, stop)?;
+    if events.is_empty() && !stop() && Instant::now() < until {
+        events = s.noop()?;
+    }
+    Ok(events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::MailboxStatus(name) => Some(Heard::Mailbox(name)),
+            Event::MailboxListed(name) => Some(Heard::Listed(name)),
+            Event::Other => None,
+            _ => Some(Heard::Unknown),
+        })
+        .collect())
+}
+
+/// One wait of a NOTIFY session, then, when due and only if some namespace is not
+/// covered, the checks of its mailboxes and of the list.
+fn notify_round(
+    inner: &Inner,
+    weak: &InnerRef,
+    s: &mut Session,
+    others: &[String],
+    poll: Duration,
+    next_round: &mut Instant,
+) -> Result<(), ImapError> {
+    let gone = || weak.strong_count() == 0;
+    let until = if others.is_empty() {
+        Instant::now() + KEEPALIVE
+    } else {
+        *next_round
+    };
+    for heard in listen_notify(s, until, &gone)? {
+        debug!("IMAP {}: NOTIFY: {heard:?}", inner.label());
+        match heard {
+            Heard::Mailbox(server) => inner.changed(&inner.store_name(&server)),
+            Heard::Listed(server) => {
+                inner.list_changed();
+                inner.changed(&inner.store_name(&server));
+            }
+            Heard::Unknown => everything_changed(inner),
+        }
+    }
+    if others.is_empty() || Instant::now() < *next_round {
+        return Ok(());
+    }
+    *next_round = Instant::now() + poll;
+    let uncovered = |server: &str| others.iter().any(|p| server.starts_with(p.as_str()));
+    check_mailboxes(inner, s, true, &uncovered)?;
     check_list(inner, s)?;
     Ok(())
 }
@@ -141,15 +281,17 @@ pub(super) fn wait_on_inbox(
     Ok(Instant::now() >= next_round)
 }
 
-/// STATUS of each viewed mailbox (INBOX too when there is no IDLE) against its view.
+/// STATUS of each viewed mailbox that `checked` selects (INBOX only when there is no IDLE)
+/// against its view.
 fn check_mailboxes(
     inner: &Inner,
     s: &mut Session,
     has_idle: bool,
+    checked: &dyn Fn(&str) -> bool,
 ) -> Result<(), crate::imap::ImapError> {
     let condstore = s.capabilities().has("CONDSTORE") || s.capabilities().has("QRESYNC");
     for (name, server, view, modseq) in inner.viewed() {
-        if has_idle && name.is_inbox() {
+        if (has_idle && name.is_inbox()) || !checked(&server) {
             continue;
         }
         let status = s.status(&server)?;
