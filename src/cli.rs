@@ -789,7 +789,18 @@ struct MountOptions {
 fn watch_mode(arg: &WatchArg, interval: Duration, root: &Path) -> Option<WatchMode> {
     match arg {
         WatchArg::Off => None,
-        WatchArg::Imap(_) => Some(WatchMode::Pushed),
+        WatchArg::Imap(_) => Some(WatchMode::Pushed {
+            recheck: remote_filesystem(root).map(|kind| {
+                info!(
+                    "{} is on {kind}: a mailbox Dovecot reports changed is read again {} ms \
+                     later (this machine's client may show the old state until its caches \
+                     expire)",
+                    root.display(),
+                    PUSHED_RECHECK.as_millis()
+                );
+                PUSHED_RECHECK
+            }),
+        }),
         WatchArg::Inotify => Some(WatchMode::Inotify),
         WatchArg::Poll => Some(WatchMode::Poll(interval)),
         WatchArg::Auto => match remote_filesystem(root) {
@@ -806,6 +817,13 @@ fn watch_mode(arg: &WatchArg, interval: Duration, root: &Path) -> Option<WatchMo
         },
     }
 }
+
+/// With `--watch imap://` on a network or FUSE filesystem, how long after Dovecot's news a
+/// mailbox is read again: GlusterFS's FUSE client caches entries and attributes for 1 s
+/// (its `attribute-timeout`, `entry-timeout` and md-cache defaults), so the read made when
+/// the news arrives may still see the old state. NFS's attribute cache can hold longer
+/// (`actimeo`); such mounts need `actimeo=1` or `noac` for this bound to hold.
+const PUSHED_RECHECK: Duration = Duration::from_millis(1200);
 
 /// The kind of network or FUSE filesystem `path` is on, if it is one.
 fn remote_filesystem(path: &Path) -> Option<&'static str> {
@@ -1068,7 +1086,7 @@ fn imap_backend(
         }
         // The store pushes its changes (NOTIFY, or IDLE and STATUS); the watcher has no
         // files to watch.
-        _ => Some(WatchMode::Pushed),
+        _ => Some(WatchMode::Pushed { recheck: None }),
     };
     let (writer, writes): (Arc<dyn MailWriter>, String) = if write.rw {
         (
@@ -1149,7 +1167,9 @@ fn serve(
         match mode {
             Some(WatchMode::Inotify) => "inotify".to_string(),
             Some(WatchMode::Poll(d)) => format!("poll every {} s", d.as_secs_f64()),
-            Some(WatchMode::Pushed) => "pushed (IMAP NOTIFY, or IDLE and STATUS)".to_string(),
+            Some(WatchMode::Pushed { .. }) => {
+                "pushed (IMAP NOTIFY, or IDLE and STATUS)".to_string()
+            }
             None => "off".to_string(),
         },
     );
@@ -1216,7 +1236,7 @@ fn serve(
         match mode {
             Some(WatchMode::Inotify) => "watching the store with inotify".to_string(),
             Some(WatchMode::Poll(d)) => format!("polling the store every {d:?}"),
-            Some(WatchMode::Pushed) =>
+            Some(WatchMode::Pushed { .. }) =>
                 "changes pushed over IMAP (NOTIFY, or IDLE and STATUS)".to_string(),
             None => "not watching the store (--watch off)".to_string(),
         },

@@ -45,8 +45,11 @@ pub enum WatchMode {
     /// clients' writes (NFS, GlusterFS and other FUSE or network filesystems).
     Poll(Duration),
     /// Only what the store pushes ([`Feed::Pushed`] news, or a local store's IMAP feed):
-    /// no inotify watch, no polling.
-    Pushed,
+    /// no inotify watch, no polling. With `recheck`, a pushed target is checked again
+    /// that long after the push: a local store on a filesystem whose client caches
+    /// entries and attributes (GlusterFS's FUSE client: 1 s) may still show this machine
+    /// the old state when the news arrives, and no other news would follow.
+    Pushed { recheck: Option<Duration> },
 }
 
 /// Events within this long of the first are handled together (a Dovecot save is a burst:
@@ -160,7 +163,7 @@ impl Watcher {
     ) -> std::io::Result<Watcher> {
         let inotify = match mode {
             WatchMode::Inotify => Some(Inotify::new()?),
-            WatchMode::Poll(_) | WatchMode::Pushed => None,
+            WatchMode::Poll(_) | WatchMode::Pushed { .. } => None,
         };
         let shared = Arc::new(Shared {
             store,
@@ -177,8 +180,13 @@ impl Watcher {
             inotify,
             poll_every: match mode {
                 WatchMode::Poll(d) => Some(d),
-                WatchMode::Inotify | WatchMode::Pushed => None,
+                WatchMode::Inotify | WatchMode::Pushed { .. } => None,
             },
+            pushed_recheck: match mode {
+                WatchMode::Pushed { recheck } => recheck,
+                _ => None,
+            },
+            late: HashMap::new(),
             dir_wd: HashMap::new(),
             wd_dir: HashMap::new(),
             wd_targets: HashMap::new(),
@@ -267,6 +275,10 @@ struct Worker {
     target_dirs: HashMap<Target, Vec<PathBuf>>,
     /// Targets due for a settle re-check, and when.
     settle: HashMap<Target, Instant>,
+    /// [`WatchMode::Pushed`]'s `recheck`.
+    pushed_recheck: Option<Duration>,
+    /// Pushed targets due for that re-check, and when (a later push moves it later).
+    late: HashMap<Target, Instant>,
     /// Mailboxes reported gone (not found) and not seen since.
     gone: HashSet<Target>,
     /// Whether the store root was usable at the last check.
@@ -287,6 +299,7 @@ impl Worker {
             let deadline = self
                 .settle
                 .values()
+                .chain(self.late.values())
                 .copied()
                 .chain(next_poll)
                 .chain([next_root_check])
@@ -324,17 +337,25 @@ impl Worker {
                 // The store saw a change: stamps must not answer from before it.
                 self.shared.store.context().recheck_all();
             }
+            let mut pushed_now: Vec<Target> = Vec::new();
             for what in pushed {
                 match what {
                     Pushed::Target(t) if self.shared.targets.lock().contains_key(&t) => {
-                        dirty.insert(t);
+                        pushed_now.push(t);
                     }
                     Pushed::Target(_) => {}
                     Pushed::Everything => {
-                        dirty.extend(self.shared.targets.lock().keys().cloned());
+                        pushed_now.extend(self.shared.targets.lock().keys().cloned());
                     }
                 }
             }
+            if let Some(after) = self.pushed_recheck {
+                let at = Instant::now() + after;
+                for t in &pushed_now {
+                    self.late.insert(t.clone(), at);
+                }
+            }
+            dirty.extend(pushed_now);
             if ready.get(1).copied().unwrap_or(false) {
                 self.read_events(&mut dirty);
             }
@@ -382,6 +403,16 @@ impl Worker {
                 .collect();
             for t in due {
                 self.settle.remove(&t);
+                dirty.insert(t);
+            }
+            let late: Vec<Target> = self
+                .late
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in late {
+                self.late.remove(&t);
                 dirty.insert(t);
             }
             if !dirty.is_empty() {
@@ -557,6 +588,7 @@ impl Worker {
 
     fn drop_watches(&mut self, target: &Target) {
         self.settle.remove(target);
+        self.late.remove(target);
         self.gone.remove(target);
         for d in self.target_dirs.remove(target).unwrap_or_default() {
             self.release_dir(&d, target);
@@ -648,5 +680,86 @@ mod tests {
                 .is_none()
         );
         assert!(watcher.stats().changes.load(Ordering::Relaxed) >= 3);
+    }
+
+    /// A store whose reads lag its news, as a local store on GlusterFS read through a
+    /// client that caches for a second: while `frozen` holds a view, that view is what
+    /// it shows.
+    #[derive(Debug)]
+    struct Lagging {
+        inner: Arc<MemoryStore>,
+        frozen: Mutex<Option<Arc<MailboxView>>>,
+    }
+
+    impl MailStore for Lagging {
+        fn mailboxes(&self, scope: &MailboxName) -> crate::error::Result<Arc<Vec<MailboxEntry>>> {
+            self.inner.mailboxes(scope)
+        }
+        fn view(&self, mailbox: &MailboxName) -> crate::error::Result<Arc<MailboxView>> {
+            match &*self.frozen.lock() {
+                Some(v) => Ok(v.clone()),
+                None => self.inner.view(mailbox),
+            }
+        }
+        fn open(
+            &self,
+            mailbox: &MailboxName,
+            view: &MailboxView,
+            key: &crate::store::MessageKey,
+        ) -> crate::error::Result<crate::store::MessageSource> {
+            self.inner.open(mailbox, view, key)
+        }
+        fn local_root(&self) -> Option<&Path> {
+            None
+        }
+        fn root_attrs(&self) -> crate::error::Result<crate::store::Presented> {
+            self.inner.root_attrs()
+        }
+        fn feed(&self, target: &Target) -> Feed {
+            self.inner.feed(target)
+        }
+        fn subscribe(&self, notifier: ChangeNotifier) {
+            self.inner.subscribe(notifier)
+        }
+        fn context(&self) -> &Arc<crate::store::StoreContext> {
+            self.inner.context()
+        }
+    }
+
+    /// Whether a change the store pushed while its reads still showed the old state
+    /// reaches the sink (within 1 s) once the reads catch up, with no further news.
+    fn lagging_change_reported(recheck: Option<Duration>) -> bool {
+        let inner = Arc::new(MemoryStore::default());
+        inner.create("INBOX", 7);
+        inner.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
+        let store = Arc::new(Lagging {
+            inner: inner.clone(),
+            frozen: Mutex::new(None),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watcher = Watcher::start(store.clone(), WatchMode::Pushed { recheck }, move |c| {
+            let _ = tx.send(c);
+        })
+        .unwrap();
+        let inbox = MailboxName::parse("INBOX");
+        let shown = store.view(&inbox).unwrap();
+        *store.frozen.lock() = Some(shown.clone());
+        watcher.watch(&Target::Mailbox(inbox.clone()), Snapshot::Mailbox(shown));
+        std::thread::sleep(SETTLE_RECHECK * 4);
+        // The news arrives; the read it causes still shows the old view.
+        inner.save("INBOX", b"Subject: b\n\ny\n", MailFlags::default());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "the lagging read showed nothing new");
+        // The client's cache expires: nothing tells the watcher.
+        *store.frozen.lock() = None;
+        rx.recv_timeout(Duration::from_secs(1)).is_ok()
+    }
+
+    /// With `recheck`, a pushed mailbox is read again later, and the change shows; the
+    /// negative control: without it, the change stays unreported.
+    #[test]
+    fn pushed_targets_are_read_again_after_the_recheck() {
+        assert!(lagging_change_reported(Some(Duration::from_millis(300))));
+        assert!(!lagging_change_reported(None));
     }
 }
