@@ -2,10 +2,8 @@
 //! listener (127.0.0.1, a free port), with doveadm as the oracle; and against tiny
 //! misbehaving servers (a greeting then a hang-up, silence, a remote host without TLS).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -15,6 +13,7 @@ use mailfs::imap::{Credentials, Endpoint, Event, ImapError, Qresync, Security, S
 
 use crate::util::corpus::crlf_form;
 use crate::util::dovecot::{Config, Dovecot, Layout};
+use crate::util::pki::Pki;
 use crate::util::{TestDir, free_port};
 
 const PASSWORD: &str = "secret";
@@ -28,103 +27,10 @@ struct Server {
     imaps_port: u16,
 }
 
-/// TLS material made by `openssl` in the test: a CA and a server certificate for
-/// `localhost` / 127.0.0.1 signed by it.
-struct Pki {
-    /// This machine's non-loopback address, also in the certificate (and Dovecot listens
-    /// on it too), if it has one.
-    remote_ip: Option<String>,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
+/// The test's TLS material, with this machine's non-loopback address (Dovecot listens
+/// on it too) in the certificate if it has one.
 fn make_pki(dir: &TestDir) -> Pki {
-    let remote_ip = non_loopback_ip();
-    let d = dir.mkdir("pki");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=mailfs test CA",
-    ]);
-    openssl(&d, &ca);
-    let mut req = vec!["req"];
-    req.extend(ec);
-    req.extend([
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    openssl(&d, &req);
-    std::fs::write(
-        d.join("ext.cnf"),
-        format!(
-            "subjectAltName=DNS:localhost,IP:127.0.0.1{}\nbasicConstraints=CA:FALSE\n\
-             extendedKeyUsage=serverAuth\n",
-            remote_ip
-                .as_ref()
-                .map_or(String::new(), |ip| format!(",IP:{ip}"))
-        ),
-    )
-    .expect("writing ext.cnf");
-    openssl(
-        &d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    // Dovecot's login processes read the key before dropping privileges, but keep it
-    // readable anyway for a non-root run.
-    Pki {
-        remote_ip,
-        ca: d.join("ca.pem"),
-        cert: d.join("server.pem"),
-        key: d.join("server.key"),
-    }
+    Pki::make(&dir.mkdir("pki"), non_loopback_ip())
 }
 
 fn start(dir: &TestDir, extra: &[&str], pki: Option<&Pki>) -> Server {
@@ -145,12 +51,14 @@ fn start(dir: &TestDir, extra: &[&str], pki: Option<&Pki>) -> Server {
         ];
         settings.extend(ssl.iter().map(String::as_str));
     }
-    let listener = format!(
-        "service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1{}\n    port = {port}\n  }}\n  \
-         inet_listener imaps {{\n    address = 127.0.0.1\n    port = {}\n  }}\n}}",
-        pki.and_then(|p| p.remote_ip.as_ref())
-            .map_or(String::new(), |ip| format!(", {ip}")),
-        if pki.is_some() { imaps_port } else { 0 }
+    let address = match pki.and_then(|p| p.extra_ip.as_ref()) {
+        Some(ip) => format!("127.0.0.1, {ip}"),
+        None => "127.0.0.1".to_string(),
+    };
+    let listener = crate::util::imap::listener_section(
+        &address,
+        port,
+        if pki.is_some() { imaps_port } else { 0 },
     );
     let master = format!(
         "passdb {{\n  driver = static\n  args = password={MASTER_PASSWORD}\n  master = yes\n}}"
@@ -165,14 +73,7 @@ fn start(dir: &TestDir, extra: &[&str], pki: Option<&Pki>) -> Server {
             sections: &[&listener, &master],
         },
     );
-    // The listener is up once a connection gets a greeting.
-    crate::util::wait_for(Duration::from_secs(10), "the IMAP listener", || {
-        let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line).ok()?;
-        line.starts_with("* OK").then_some(())
-    });
+    crate::util::imap::wait_until_listening(port, false);
     Server {
         dovecot,
         port,
@@ -818,7 +719,7 @@ fn tls_and_starttls() {
     s.logout();
 
     // Security::Plain to a non-loopback host upgrades with STARTTLS when offered.
-    if let Some(ip) = &pki.remote_ip {
+    if let Some(ip) = &pki.extra_ip {
         let mut remote = st.clone();
         remote.host = ip.clone();
         remote.security = Security::Plain;

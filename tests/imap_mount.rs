@@ -16,6 +16,7 @@ use crate::util::corpus::{crlf, crlf_form, email, large, no_final_newline};
 use crate::util::dovecot::{Config, DboxLayout, Dovecot, Layout, Message, User};
 use crate::util::fsx::xattr_string;
 use crate::util::mount::{Mount, mount_must_fail};
+use crate::util::pki::Pki;
 use crate::util::{TestDir, free_port};
 
 const PASSWORD: &str = "imap-test-secret";
@@ -39,11 +40,7 @@ fn start_imap_with(
     // first byte), else plain imap.
     let tls = settings.iter().any(|s| s.starts_with("ssl_cert"));
     let (imap, imaps) = if tls { (0, port) } else { (port, 0) };
-    let listener = format!(
-        "service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    \
-         port = {imap}\n  }}\n  inet_listener imaps {{\n    address = 127.0.0.1\n    \
-         port = {imaps}\n    ssl = yes\n  }}\n}}"
-    );
+    let listener = crate::util::imap::listener_section("127.0.0.1", imap, imaps);
     let mut all_sections = vec![listener.as_str()];
     all_sections.extend_from_slice(sections);
     let mut all_settings = vec!["protocols = imap", "disable_plaintext_auth = no"];
@@ -57,15 +54,7 @@ fn start_imap_with(
             sections: &all_sections,
         },
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "Dovecot's IMAP listener on port {port} did not come up:\n{}",
-            dovecot.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::util::imap::wait_until_listening(port, tls);
     (dovecot, port)
 }
 
@@ -893,72 +882,6 @@ fn through_a_dovecot_proxy_with_a_master_user() {
     );
 }
 
-/// Runs openssl; panics with its stderr on failure.
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`ca.pem`) and a server certificate it signed for 127.0.0.1 (`server.pem`,
-/// `server.key`) in `dir`, and a second, unrelated CA (`other-ca.pem`).
-fn make_certificates(dir: &Path) {
-    let p = |n: &str| dir.join(n).display().to_string();
-    for ca in ["ca", "other-ca"] {
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=mailfs test {ca}"),
-            "-keyout",
-            &p(&format!("{ca}.key")),
-            "-out",
-            &p(&format!("{ca}.pem")),
-        ]);
-    }
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        &p("server.key"),
-        "-out",
-        &p("server.csr"),
-    ]);
-    fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("server.csr"),
-        "-CA",
-        &p("ca.pem"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("san.ext"),
-        "-out",
-        &p("server.pem"),
-    ]);
-}
-
 /// `imaps://` with `--tls-ca`: the mount works when the server's certificate chains to
 /// the given CA, and is refused (clearly, before mounting) with another CA or with the
 /// system's roots, which do not know the test CA.
@@ -966,10 +889,9 @@ fn make_certificates(dir: &Path) {
 fn imaps_trusts_the_given_ca_and_refuses_others() {
     require!(Dovecot, Fuse);
     let dir = TestDir::new("imap_tls");
-    let certs = dir.mkdir("certs");
-    make_certificates(&certs);
-    let cert = format!("ssl_cert = <{}", certs.join("server.pem").display());
-    let key = format!("ssl_key = <{}", certs.join("server.key").display());
+    let pki = Pki::make(&dir.mkdir("certs"), None);
+    let cert = format!("ssl_cert = <{}", pki.cert.display());
+    let key = format!("ssl_key = <{}", pki.key.display());
     let (dovecot, port) = start_imap_with(
         &dir,
         Layout::MaildirPlusPlus,
@@ -996,7 +918,7 @@ fn imaps_trusts_the_given_ca_and_refuses_others() {
         }
         a
     };
-    for ca in [Some(certs.join("other-ca.pem")), None] {
+    for ca in [Some(pki.other_ca.clone()), None] {
         let args = common(ca.as_deref());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let failure = mount_must_fail(&location, &dir.join("mnt"), &args);
@@ -1006,7 +928,7 @@ fn imaps_trusts_the_given_ca_and_refuses_others() {
             failure.stderr
         );
     }
-    let args = common(Some(&certs.join("ca.pem")));
+    let args = common(Some(&pki.ca));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mount = Mount::start(&location, &dir.join("mnt"), &args);
     assert_imap_mount_matches(&mount, &bob);

@@ -749,7 +749,10 @@ mod tests {
         // The news arrives; the read it causes still shows the old view.
         inner.save("INBOX", b"Subject: b\n\ny\n", MailFlags::default());
         std::thread::sleep(Duration::from_millis(100));
-        assert!(rx.try_recv().is_err(), "the lagging read showed nothing new");
+        assert!(
+            rx.try_recv().is_err(),
+            "the lagging read showed nothing new"
+        );
         // The client's cache expires: nothing tells the watcher.
         *store.frozen.lock() = None;
         rx.recv_timeout(Duration::from_secs(1)).is_ok()

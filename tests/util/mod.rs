@@ -10,9 +10,11 @@ pub mod dbox;
 pub mod dovecot;
 pub mod fingerprint;
 pub mod fsx;
+pub mod imap;
 pub mod index_oracle;
 pub mod json;
 pub mod mount;
+pub mod pki;
 pub mod rng;
 pub mod users;
 
