@@ -132,7 +132,8 @@ impl ImapStore {
             .connect()
             .map_err(|e| pool::store_error(&label, "logging in", e))?;
         let qresync = first.capabilities().has("QRESYNC");
-        first.logout();
+        // The first view's EXAMINE will use it (the listing gets a session of its own).
+        pool.adopt(first);
         let bodies = Bodies::open(&config.cache_dir, &label, config.cache_size)
             .map_err(|e| Error::io(&config.cache_dir, e))?;
         let (uid, gid) = crate::sys::effective_ids();
@@ -199,7 +200,7 @@ impl Inner {
 
     /// LISTs the server's mailboxes.
     fn fetch_list(&self) -> Result<Listed> {
-        let listed = self.pool.with("LIST", |p| p.session.list())?;
+        let listed = self.pool.with_listing("LIST", |p| p.session.list())?;
         let mut names: BTreeMap<MailboxName, MailboxEntry> = BTreeMap::new();
         let mut servers = HashMap::new();
         let mut separator = None;
