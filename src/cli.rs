@@ -27,6 +27,11 @@ use crate::store::{
 use crate::sys;
 use crate::write::{DoveadmWriter, Endpoint, Users};
 
+mod mount_form;
+mod readiness;
+
+use readiness::Readiness;
+
 /// Exit code for runtime errors.
 const EXIT_RUNTIME: u8 = 1;
 
@@ -63,6 +68,13 @@ Examples:
   mailfs dump ~/Maildir/dovecot.index # index + log state, like `doveadm dump`
   mailfs dump --json ~/Maildir/dovecot.index.log
 
+  # The mount(8) form (what `mount -t fuse.mailfs` and /etc/fstab run): every long
+  # option also as -o name=value; goes to the background once the mount answers (-f:
+  # stays in the foreground):
+  mount -t fuse.mailfs maildir:/srv/mail/alice /mnt/alice -o allow_other,watch=poll
+  # /etc/fstab:
+  # maildir:/srv/mail/alice  /mnt/alice  fuse.mailfs  noauto,x-systemd.automount,allow_other  0 0
+
 Exit status: 0 success, 1 runtime error (message on stderr), 2 usage error.";
 
 /// Mount Dovecot mail storage read-only as a directory tree: one directory per mailbox,
@@ -90,6 +102,21 @@ enum Command {
         location: String,
         /// An empty directory to mount on.
         mountpoint: PathBuf,
+        /// Go to the background once the mount answers (the mount(8) form's default; -f
+        /// there keeps it in the foreground). Start-up errors still go to the starter's
+        /// stderr, with a non-zero exit; afterwards messages go to --log-file, else
+        /// nowhere.
+        #[arg(long)]
+        background: bool,
+        /// The mount's source in /proc/mounts, df and findmnt [default: LOCATION].
+        #[arg(long, value_name = "NAME")]
+        fsname: Option<String>,
+        /// The mount's type is fuse.SUBTYPE.
+        #[arg(long, value_name = "SUBTYPE", default_value = "mailfs")]
+        subtype: String,
+        /// Mount on a directory that is not empty (its entries are hidden while mounted).
+        #[arg(long)]
+        nonempty: bool,
         /// Seconds (>= 0) the kernel may cache attributes [default: 60 with a watcher, 1
         /// with --watch off].
         #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = cache_seconds)]
@@ -263,13 +290,40 @@ fn default_threads() -> usize {
 
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match mount_form::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(m) => {
+            eprintln!("mailfs: {m}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    // A background start forks now, while the process has its only thread; the parent
+    // waits for the child's report and exits with it.
+    let parent = match &cli.command {
+        Command::Mount {
+            background: true, ..
+        } => match sys::daemon::fork_background() {
+            Ok(sys::daemon::Forked::Parent { report, child }) => {
+                return readiness::parent_exit(report, child);
+            }
+            Ok(sys::daemon::Forked::Child(pipe)) => Some(pipe),
+            Err(e) => {
+                eprintln!("mailfs: going to the background: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        },
+        _ => None,
+    };
+    let readiness = std::sync::Arc::new(Readiness::new(parent, None));
     // A mount is a daemon: its info lines (mounts, rescans that found expunged entries)
     // are wanted. `ls`/`cat` write data to stdout and only warnings to stderr.
-    let quiet = if matches!(cli.command, Command::Mount { .. }) {
-        "info"
-    } else {
-        "warn"
+    // A background start (mount(8)) keeps the starter's terminal for warnings only.
+    let quiet = match &cli.command {
+        Command::Mount {
+            background: false, ..
+        } => "info",
+        _ => "warn",
     };
     let level = match cli.verbose {
         0 => quiet,
@@ -289,6 +343,10 @@ pub fn main() -> ExitCode {
         Command::Mount {
             location,
             mountpoint,
+            background: _,
+            fsname,
+            subtype,
+            nonempty,
             attr_timeout,
             entry_timeout,
             watch,
@@ -318,7 +376,11 @@ pub fn main() -> ExitCode {
                 allow_other,
                 threads,
                 open_mode,
+                fsname,
+                subtype,
+                nonempty,
             },
+            readiness.clone(),
         ),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
         Command::Dump { path, json } => dump(&path, json),
@@ -328,18 +390,16 @@ pub fn main() -> ExitCode {
             uid,
         } => cat(&location, &mailbox, &uid),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
-        Err(CliError::Usage(m)) => {
-            eprintln!("mailfs: {m}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        Err(e) => {
-            eprintln!("mailfs: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+    let (code, message) = match result {
+        Ok(()) | Err(CliError::BrokenPipe) => return ExitCode::SUCCESS,
+        Err(CliError::Usage(m)) => (EXIT_USAGE, m),
+        Err(e) => (EXIT_RUNTIME, e.to_string()),
+    };
+    // A background start's error goes to the parent, which prints it.
+    if !readiness.failed(code, &message) {
+        eprintln!("mailfs: {message}");
     }
+    ExitCode::from(code)
 }
 
 /// A failed command.
@@ -557,7 +617,7 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
 
 /// Checks the mount point before handing it to the kernel, for clear messages. A dead
 /// mailfs mount left there by a killed daemon is cleared first ([`clear_dead_mount`]).
-fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError> {
+fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> std::result::Result<PathBuf, CliError> {
     let msg = |what: &str| CliError::Msg(format!("mount point {}: {what}", mountpoint.display()));
     // Each round clears one dead mount, so this ends; a few rounds cover stacked ones.
     let mut rounds = 0;
@@ -590,6 +650,9 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
             _ => return Err(msg("busy: something is already mounted there")),
         }
     };
+    if !nonempty {
+        check_empty(&abs)?;
+    }
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -601,6 +664,26 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
             ))
         })?;
     Ok(abs)
+}
+
+/// Refuses a mount point with entries (they would be hidden while mounted), naming one;
+/// `--nonempty` (`-o nonempty`) skips this.
+fn check_empty(mountpoint: &Path) -> std::result::Result<(), CliError> {
+    let first = std::fs::read_dir(mountpoint)
+        .map_err(|e| CliError::Msg(format!("mount point {}: {e}", mountpoint.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .next();
+    match first {
+        None => Ok(()),
+        Some(name) => Err(CliError::Msg(format!(
+            "mount point {} is not empty (it holds {:?}); mount on an empty \
+             directory, or pass --nonempty (-o nonempty) to hide its entries while \
+             mounted",
+            mountpoint.display(),
+            name
+        ))),
+    }
 }
 
 /// How `statfs(path)` fails, if it does within 2 s. It runs on a helper thread: a FUSE
@@ -640,7 +723,10 @@ fn clear_dead_mount(
     let Some(entry) = entry else {
         return Err(refuse("a dead mount that is not in the mount table".into()));
     };
-    let ours = matches!(entry.fstype.as_str(), "fuse" | "fuse.mailfs") && entry.source == "mailfs";
+    // Ours: type fuse.mailfs (any source: the location, or --fsname), or an older
+    // mailfs's type fuse with source `mailfs`.
+    let ours =
+        entry.fstype == "fuse.mailfs" || (entry.fstype == "fuse" && entry.source == "mailfs");
     if !ours {
         return Err(refuse(format!(
             "a dead {} mount of {:?}, not made by mailfs",
@@ -783,6 +869,12 @@ struct MountOptions {
     allow_other: bool,
     threads: Option<usize>,
     open_mode: OpenMode,
+    /// The source shown in the mount table (None: the location).
+    fsname: Option<String>,
+    /// The type shown is `fuse.SUBTYPE`.
+    subtype: String,
+    /// Accept a mount point that is not empty.
+    nonempty: bool,
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
@@ -902,6 +994,7 @@ fn mount(
     write: WriteArgs,
     imap: ImapArgs,
     opts: MountOptions,
+    readiness: Arc<Readiness>,
 ) -> CliResult {
     // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
     // notifier, the FUSE workers) is started after this and inherits the blocked mask.
@@ -910,7 +1003,9 @@ fn mount(
         Some(url) => imap_backend(&url, &imap, &write, &opts)?,
         None => local_backend(location, mountpoint, &write, &imap, &opts)?,
     };
-    serve(location, mountpoint, backend, write, opts, signals)
+    serve(
+        location, mountpoint, backend, write, opts, signals, readiness,
+    )
 }
 
 /// A local store (a mail_location or a path), written through the doveadm server.
@@ -1095,6 +1190,7 @@ fn serve(
     write: WriteArgs,
     opts: MountOptions,
     signals: sys::SignalSet,
+    readiness: Arc<Readiness>,
 ) -> CliResult {
     let Backend {
         store,
@@ -1102,7 +1198,7 @@ fn serve(
         mode,
         writes,
     } = backend;
-    let mountpoint = check_mountpoint(mountpoint)?;
+    let mountpoint = check_mountpoint(mountpoint, opts.nonempty)?;
     let default_timeout = if mode.is_some() {
         WATCHED_TIMEOUT
     } else {
@@ -1176,9 +1272,12 @@ fn serve(
     });
 
     let mut config = fuser::Config::default();
+    // The subtype as a kernel option: fuser's own mount(2) (as root) drops
+    // `MountOption::Subtype`, which only fusermount3 reads, and mounts type `fuse`; the
+    // kernel takes `subtype=` itself (and fusermount3 reads it from the same list).
     config.mount_options = vec![
-        fuser::MountOption::FSName("mailfs".into()),
-        fuser::MountOption::Subtype("mailfs".into()),
+        fuser::MountOption::FSName(opts.fsname.clone().unwrap_or_else(|| location.to_string())),
+        fuser::MountOption::CUSTOM(format!("subtype={}", opts.subtype)),
         if rw {
             fuser::MountOption::RW
         } else {
@@ -1237,10 +1336,12 @@ fn serve(
     }
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.clone();
+    let stopping = readiness.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let sig = wait_for_signal(&signals);
+            stopping.stopping();
             info!("signal {sig}: unmounting {}", mp.display());
             if !end_mount(&mut unmounter, &mp, device) {
                 std::process::exit(EXIT_RUNTIME.into());
@@ -1257,9 +1358,12 @@ fn serve(
             std::process::exit(EXIT_RUNTIME.into());
         })
         .map_err(|e| CliError::Msg(format!("starting the signal thread: {e}")))?;
-    session
-        .run()
-        .map_err(|e| CliError::Msg(format!("FUSE session on {}: {e}", mountpoint.display())))?;
+    readiness
+        .when_mounted(&mountpoint)
+        .map_err(|e| CliError::Msg(format!("starting the readiness thread: {e}")))?;
+    let served = session.run();
+    readiness.stopping();
+    served.map_err(|e| CliError::Msg(format!("FUSE session on {}: {e}", mountpoint.display())))?;
     info!("unmounted {}", mountpoint.display());
     Ok(())
 }

@@ -1,0 +1,267 @@
+//! Operations: `mount -t fuse.mailfs` and fstab lines through the real mount(8) and
+//! mount.fuse3, the background start and its report, the mount table's type and source,
+//! readiness on a NOTIFY_SOCKET, and the non-empty mount point check.
+//!
+//! mount(8) runs its helpers without PATH, so mount.fuse3's `/bin/sh` finds `mailfs` on
+//! the shell's default path: each mount(8) test runs in a private mount namespace
+//! (`unshare -m`) where a directory holding a `mailfs` link to the binary under test is
+//! bound over /usr/local/sbin. Nothing outside the namespace changes.
+
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::util::corpus::email;
+use crate::util::dovecot::{Dovecot, Layout};
+use crate::util::mount::{Mount, mount_must_fail};
+use crate::util::{TestDir, mailfs_bin, mounts_below, show};
+
+/// Runs `script` with `sh -eu` in a private mount namespace where `mailfs` (the binary
+/// under test) is first on the shell's default PATH.
+fn in_namespace(dir: &TestDir, script: &str) -> Output {
+    let bin = dir.mkdir("sbin");
+    let link = bin.join("mailfs");
+    if !link.exists() {
+        std::os::unix::fs::symlink(mailfs_bin(), &link).expect("linking mailfs");
+    }
+    let full = format!("mount --bind {} /usr/local/sbin\n{script}", bin.display());
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-euc", &full])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running unshare")
+}
+
+/// The mountinfo line of `mp` in `text` (field 5 is the mount point).
+fn mountinfo_line<'a>(text: &'a str, mp: &Path) -> Option<&'a str> {
+    let mp = mp.display().to_string();
+    text.lines()
+        .find(|l| l.split(' ').nth(4) == Some(mp.as_str()))
+}
+
+/// The type and source of a mountinfo line (the two fields after `-`).
+fn type_and_source(line: &str) -> (String, String) {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let dash = fields.iter().position(|f| *f == "-").expect("separator");
+    (fields[dash + 1].to_string(), fields[dash + 2].to_string())
+}
+
+/// `mount -t fuse.mailfs LOCATION MP -o ...` returns once the tree is listable, shows type
+/// `fuse.mailfs` and the location as source, and `umount` ends the daemon. The same for
+/// two fstab lines (`fuse.mailfs`, and `fuse` with a `mailfs#LOCATION` source) mounted by
+/// `mount -T FSTAB MP`, with the options mount(8) and systemd add.
+#[test]
+fn mount_t_fuse_mailfs_and_fstab_lines_mount_list_and_unmount() {
+    require!(Dovecot, Fuse, Root);
+    let dir = TestDir::new("ops_mount8");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Via mount", "eight"));
+    let loc = bob.location();
+    let (a, b, c) = (dir.mkdir("a"), dir.mkdir("b"), dir.mkdir("c"));
+    let fstab = dir.join("fstab");
+    fs::write(
+        &fstab,
+        format!(
+            "{loc} {} fuse.mailfs noauto,x-systemd.automount,_netdev,nofail,allow_other,\
+             watch=poll 0 0\nmailfs#{loc} {} fuse noauto,ro,fsname=bobmail 0 0\n",
+            b.display(),
+            c.display()
+        ),
+    )
+    .unwrap();
+    // After each mount: the listing at once (no waiting: mount returned, so the tree is
+    // usable), the mountinfo line, then umount and the daemon gone.
+    let check = |mp: &Path| {
+        format!(
+            "ls {mp}/INBOX\ngrep ' {mp} ' /proc/self/mountinfo\numount {mp}\necho umount=$?\n\
+             for i in $(seq 100); do pgrep -f -- '^mailfs .* {mp}( |$)' >/dev/null || break; sleep 0.05; done\n\
+             if pgrep -f -- '^mailfs .* {mp}( |$)' >/dev/null; then echo daemon-alive; else echo daemon-gone; fi\n",
+            mp = mp.display()
+        )
+    };
+    let script = format!(
+        "mount -t fuse.mailfs {loc} {a} -o allow_other,watch=poll\n{}\
+         mount -T {fstab} {b}\n{}mount -T {fstab} {c}\n{}",
+        check(&a),
+        check(&b),
+        check(&c),
+        a = a.display(),
+        fstab = fstab.display(),
+        b = b.display(),
+        c = c.display(),
+    );
+    let out = in_namespace(&dir, &script);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        show(&out.stderr)
+    );
+    let name = format!("{uid}.eml");
+    assert_eq!(
+        stdout.lines().filter(|l| *l == name).count(),
+        3,
+        "each mount lists INBOX at once:\n{stdout}"
+    );
+    for (mp, source) in [(&a, loc.as_str()), (&b, loc.as_str()), (&c, "bobmail")] {
+        let line = mountinfo_line(&stdout, mp)
+            .unwrap_or_else(|| panic!("{} not in mountinfo:\n{stdout}", mp.display()));
+        assert_eq!(
+            type_and_source(line),
+            ("fuse.mailfs".to_string(), source.to_string()),
+            "{line}"
+        );
+        assert!(line.contains(" ro,"), "read-only mount: {line}");
+    }
+    assert_eq!(stdout.matches("umount=0").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("daemon-gone").count(), 3, "{stdout}");
+    assert!(mounts_below(dir.path()).is_empty());
+}
+
+/// A start that fails (missing store) makes `mount` exit non-zero with mailfs's message,
+/// and leaves nothing mounted or running.
+#[test]
+fn a_failing_start_makes_mount_fail_with_mailfs_message() {
+    require!(Fuse, Root);
+    let dir = TestDir::new("ops_mount8_fail");
+    let mp = dir.mkdir("mnt");
+    let missing = dir.join("no-such-store");
+    let out = in_namespace(
+        &dir,
+        &format!(
+            "mount -t fuse.mailfs maildir:{} {}",
+            missing.display(),
+            mp.display()
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mount succeeded: {stderr}");
+    assert!(
+        stderr.contains("mailfs: ") && stderr.contains(&missing.display().to_string()),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+    assert!(mounts_below(dir.path()).is_empty());
+}
+
+/// The mount(8) form run directly: the command returns (its output pipes closed) only
+/// once the tree is listable; a SIGTERM to the daemon unmounts.
+#[test]
+fn the_background_start_returns_when_the_tree_is_usable() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("ops_background");
+    let dovecot = Dovecot::start(&dir, Layout::Mdbox);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Background", "start"));
+    let mp = dir.mkdir("mnt");
+    let out = Command::new(mailfs_bin())
+        .arg(bob.location())
+        .arg(&mp)
+        .args(["-o", "attr_timeout=2,ro,nodev"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running mailfs");
+    // Listed at once, without polling for the mount to appear.
+    let listed = fs::read_dir(mp.join("INBOX")).map(|d| {
+        d.map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        show(&out.stderr)
+    );
+    assert_eq!(listed.unwrap(), [format!("{uid}.eml")]);
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo_line(&info, &mp).expect("mounted");
+    assert_eq!(
+        type_and_source(line),
+        ("fuse.mailfs".to_string(), bob.location())
+    );
+    let pid = Command::new("pgrep")
+        .args(["-f", &format!(" {}( |$)", mp.display())])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout)
+        .trim()
+        .parse()
+        .expect("one daemon");
+    // SAFETY: kill takes a pid and a signal number only.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    crate::util::wait_for(Duration::from_secs(10), "the unmount", || {
+        (!mounts_below(&mp).contains(&mp)).then_some(())
+    });
+}
+
+/// With NOTIFY_SOCKET, READY=1 arrives only once the mount answers (checked at once, no
+/// waiting), and STOPPING=1 at SIGTERM.
+#[test]
+fn ready_is_notified_only_after_the_mount_answers() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("ops_notify");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Ready", "now"));
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mp = dir.mkdir("mnt");
+    let log = fs::File::create(dir.join("mnt.log")).unwrap();
+    let mut child = Command::new(mailfs_bin())
+        .arg("mount")
+        .arg(bob.location())
+        .arg(&mp)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a notification");
+    // Before anything else: the mount must be there and answer.
+    let mounted = mounts_below(&mp).contains(&mp);
+    let listed = fs::read_dir(mp.join("INBOX")).map(|d| d.count());
+    assert_eq!(show(&buf[..n]), "READY=1");
+    assert!(mounted, "READY=1 before the mount was in the mount table");
+    assert_eq!(listed.expect("listing INBOX"), 1, "uid {uid}");
+    // SAFETY: kill takes a pid and a signal number only; the child is not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = sock.recv(&mut buf).expect("a notification at the stop");
+    assert_eq!(show(&buf[..n]), "STOPPING=1");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// A mount point with entries is refused, naming one, unless --nonempty (-o nonempty).
+#[test]
+fn a_non_empty_mount_point_is_refused_unless_nonempty() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("ops_nonempty");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "Hidden", "files"));
+    let mp = dir.mkdir("mnt");
+    fs::write(mp.join("left-over.txt"), b"x").unwrap();
+    let failed = mount_must_fail(&bob.location(), &mp, &[]);
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("is not empty") && failed.stderr.contains("left-over.txt"),
+        "{}",
+        failed.stderr
+    );
+    assert!(failed.stderr.contains("--nonempty"), "{}", failed.stderr);
+    let mount = Mount::start(&bob.location(), &mp, &["-o", "nonempty"]);
+    assert!(mount.mailbox("INBOX").is_dir());
+    assert!(!mp.join("left-over.txt").exists(), "hidden while mounted");
+    mount.stop();
+    assert!(mp.join("left-over.txt").exists());
+}
