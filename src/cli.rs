@@ -117,6 +117,18 @@ enum Command {
         /// Mount on a directory that is not empty (its entries are hidden while mounted).
         #[arg(long)]
         nonempty: bool,
+        /// Present every folder and message as owned by this user id, instead of the
+        /// store's owners (with --allow-other; see --umask).
+        #[arg(long, value_name = "UID")]
+        uid: Option<u32>,
+        /// Present every folder and message with this group id.
+        #[arg(long, value_name = "GID")]
+        gid: Option<u32>,
+        /// Present folders as 0777 and messages as 0666 minus this octal mask (write bits
+        /// always cleared), instead of the store's modes with the directories above folded
+        /// in: e.g. 027 with --gid lets that group read everything, others nothing.
+        #[arg(long, value_name = "OCTAL", value_parser = umask_arg)]
+        umask: Option<u16>,
         /// Seconds (>= 0) the kernel may cache attributes [default: 60 with a watcher, 1
         /// with --watch off].
         #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = cache_seconds)]
@@ -277,6 +289,15 @@ fn poll_seconds(s: &str) -> std::result::Result<Duration, String> {
         })
 }
 
+/// `--umask`: an octal mask of permission bits (at most 0777). An error here is a usage
+/// error (exit 2).
+fn umask_arg(s: &str) -> std::result::Result<u16, String> {
+    u16::from_str_radix(s.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| "must be an octal mask of permission bits, 000 to 777 (e.g. 027)".into())
+}
+
 /// FUSE threads of a writable mount, at least: each change waits for Dovecot on its
 /// thread (milliseconds), and reads must go on meanwhile.
 const RW_THREADS: usize = 16;
@@ -347,6 +368,9 @@ pub fn main() -> ExitCode {
             fsname,
             subtype,
             nonempty,
+            uid,
+            gid,
+            umask,
             attr_timeout,
             entry_timeout,
             watch,
@@ -379,6 +403,7 @@ pub fn main() -> ExitCode {
                 fsname,
                 subtype,
                 nonempty,
+                presentation: crate::fs::Presentation { uid, gid, umask },
             },
             readiness.clone(),
         ),
@@ -875,6 +900,8 @@ struct MountOptions {
     subtype: String,
     /// Accept a mount point that is not empty.
     nonempty: bool,
+    /// The owner and mode to present instead of the store's.
+    presentation: crate::fs::Presentation,
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
@@ -1252,6 +1279,23 @@ fn serve(
         "never used (reads are pread; --mmap-disable changes nothing)",
     );
     fs.describe("writes", writes);
+    if opts.presentation != crate::fs::Presentation::default() {
+        let p = opts.presentation;
+        let show = |v: Option<u32>| v.map_or_else(|| "the store's".to_string(), |v| v.to_string());
+        fs.describe(
+            "presentation",
+            format!(
+                "uid {}, gid {}, modes {}",
+                show(p.uid),
+                show(p.gid),
+                p.umask.map_or_else(
+                    || "the store's".to_string(),
+                    |m| format!("0777/0666 & ~{m:03o}, write bits cleared")
+                )
+            ),
+        );
+        fs.set_presentation(p);
+    }
     if rw {
         fs.set_notices(notices_tx.clone());
         fs.set_staging_limits(crate::fs::staging::Limits {
@@ -1596,6 +1640,15 @@ mod tests {
         assert!(check_outside_store(&base.join("sibling"), &roots).is_ok());
         assert!(check_outside_store(&base.join("store-2"), &roots).is_ok());
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn umask_is_octal_permission_bits() {
+        assert_eq!(umask_arg("027"), Ok(0o27));
+        assert_eq!(umask_arg("0777"), Ok(0o777));
+        assert!(umask_arg("1000").is_err());
+        assert!(umask_arg("8").is_err());
+        assert!(umask_arg("").is_err());
     }
 
     #[test]

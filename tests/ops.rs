@@ -265,3 +265,74 @@ fn a_non_empty_mount_point_is_refused_unless_nonempty() {
     mount.stop();
     assert!(mp.join("left-over.txt").exists());
 }
+
+/// `uid=`, `gid=`, `umask=` with `allow_other`: a real second user reads exactly what the
+/// presented owner and mode allow, where the store's own permissions (the control) let
+/// them read nothing; a user who is neither owner nor in the group is refused by mode.
+#[test]
+fn uid_gid_umask_present_an_owner_and_mode_that_a_second_user_gets() {
+    require!(Dovecot, Fuse, Root);
+    use std::os::unix::fs::MetadataExt;
+    let dir = TestDir::new("ops_idmap");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "For the support team", "read me"));
+    bob.create_mailbox("Work");
+    bob.save("Work", &email(2, "Work", "too"));
+    // The store's home: only its owner may enter (as a real home would be).
+    crate::util::set_mode(&bob.home(), 0o700);
+    let reader = crate::util::users::local_user("mailfs-ops-reader");
+    let other = crate::util::users::local_user("mailfs-ops-other");
+    let loc = bob.location();
+
+    // Control: the store's permissions, folded, keep the reader out.
+    let plain = Mount::start(&loc, &dir.join("plain"), &["--allow-other"]);
+    assert!(
+        reader.list(&plain.mailbox("INBOX")).is_err(),
+        "control: without uid/gid/umask the reader must be refused"
+    );
+    plain.stop();
+
+    let opts = format!(
+        "allow_other,uid={},gid={},umask=027",
+        reader.uid, reader.gid
+    );
+    let mount = Mount::start(&loc, &dir.join("mapped"), &["-o", &opts]);
+    for (path, mode) in [
+        (mount.path().to_path_buf(), 0o550),
+        (mount.mailbox("INBOX"), 0o550),
+        (mount.mailbox("Work"), 0o550),
+        (mount.message("INBOX", uid), 0o440),
+    ] {
+        let m = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode() & 0o7777),
+            (reader.uid, reader.gid, mode),
+            "{}",
+            path.display()
+        );
+    }
+    assert_eq!(
+        reader.list(&mount.mailbox("INBOX")).unwrap(),
+        [format!("{uid}.eml")]
+    );
+    assert_eq!(
+        reader.read(&mount.message("INBOX", uid)).unwrap(),
+        bob.text("INBOX", uid)
+    );
+    // 027: nothing for others.
+    let refused = other.list(&mount.mailbox("INBOX")).unwrap_err();
+    assert!(refused.contains("Permission denied"), "{refused}");
+    mount.stop();
+
+    // Group only: the reader is neither the owner (root) nor in the group (other's).
+    let opts = format!("allow_other,uid=0,gid={},umask=007", other.gid);
+    let mount = Mount::start(&loc, &dir.join("group"), &["-o", &opts]);
+    let refused = reader.list(&mount.mailbox("INBOX")).unwrap_err();
+    assert!(refused.contains("Permission denied"), "{refused}");
+    assert_eq!(
+        other.read(&mount.message("INBOX", uid)).unwrap(),
+        bob.text("INBOX", uid)
+    );
+    mount.stop();
+}
