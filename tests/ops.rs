@@ -336,3 +336,125 @@ fn uid_gid_umask_present_an_owner_and_mode_that_a_second_user_gets() {
     );
     mount.stop();
 }
+
+/// Start-up messages are single-spaced prose: no run of spaces mid-sentence.
+#[track_caller]
+fn assert_no_space_runs(message: &str) {
+    for line in message.lines() {
+        // A log line's message is what follows its `[time LEVEL target] ` header (whose
+        // level is padded).
+        let text = match line.split_once("] ") {
+            Some((header, rest)) if header.starts_with('[') => rest,
+            _ => line,
+        }
+        .trim();
+        assert!(
+            !text.contains("  "),
+            "a run of spaces in a message: {line:?}"
+        );
+    }
+}
+
+/// A format prefix that does not match the store on disk is refused at start-up, naming
+/// what was found and the location that fits; a matching prefix mounts (control).
+#[test]
+fn a_format_prefix_that_does_not_match_the_store_is_refused_naming_it() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("ops_format_mismatch");
+    let dovecot = Dovecot::start(&dir, Layout::Mdbox);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "In mdbox", "storage"));
+    let loc = bob.location();
+    let root = loc.strip_prefix("mdbox:").expect("an mdbox location");
+    for wrong in [format!("sdbox:{root}"), format!("maildir:{root}")] {
+        let failed = mount_must_fail(&wrong, &dir.join("mnt"), &[]);
+        assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+        assert!(
+            failed
+                .stderr
+                .contains("holds an mdbox store (storage/dovecot.map.index")
+                && failed.stderr.contains(&format!("use mdbox:{root}")),
+            "{wrong}: {}",
+            failed.stderr
+        );
+        assert_no_space_runs(&failed.stderr);
+    }
+    // The other way round: a Maildir named as mdbox.
+    let md_dir = TestDir::new("ops_format_mismatch_md");
+    let maildir = Dovecot::start(&md_dir, Layout::MaildirPlusPlus);
+    let alice = maildir.user("alice");
+    alice.save("INBOX", &email(1, "In Maildir", "cur"));
+    let md_root = alice
+        .location()
+        .strip_prefix("maildir:")
+        .unwrap()
+        .to_string();
+    let failed = mount_must_fail(&format!("mdbox:{md_root}"), &dir.join("mnt"), &[]);
+    assert!(
+        failed.stderr.contains("holds a maildir store (cur/)"),
+        "{}",
+        failed.stderr
+    );
+    Mount::start(&loc, &dir.join("mnt"), &[]).stop();
+}
+
+/// A LAYOUT=fs Maildir mounted without `:LAYOUT=fs` shows only INBOX; the log says why and
+/// what to add. With `:LAYOUT=fs` there is no such line (control).
+#[test]
+fn a_layout_fs_maildir_without_layout_fs_gets_a_hint() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("ops_layout_hint");
+    let dovecot = Dovecot::start(&dir, Layout::FsSeparateIndexControl);
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("Work");
+    bob.save("Work", &email(1, "Nested", "folder"));
+    let loc = bob.location();
+    assert!(loc.contains(":LAYOUT=fs"), "{loc}");
+    let good = Mount::start(&loc, &dir.join("good"), &[]);
+    assert!(good.mailbox("Work").is_dir());
+    let log = good.stop();
+    assert!(!log.contains("LAYOUT=fs to the location"), "{log}");
+    let without = loc.replace(":LAYOUT=fs", "");
+    let mount = Mount::start(&without, &dir.join("plain"), &[]);
+    let log = mount.stop();
+    assert!(
+        log.contains("holds \"Work\", a folder directory of LAYOUT=fs")
+            && log.contains("add :LAYOUT=fs to the location"),
+        "{log}"
+    );
+    assert_no_space_runs(&log);
+}
+
+/// A wrong-case driver or an unknown scheme is an unknown format (not "No such file"), and
+/// the start-up refusals read as single-spaced prose.
+#[test]
+fn unknown_and_wrong_case_formats_are_unknown_formats() {
+    require!(Fuse);
+    let dir = TestDir::new("ops_unknown_format");
+    let store = dir.mkdir("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(store.join(sub)).unwrap();
+    }
+    for (location, word) in [
+        (format!("Maildir:{}", store.display()), "Maildir"),
+        (format!("MDBOX:{}", store.display()), "MDBOX"),
+        ("pop3://user@host".to_string(), "pop3"),
+    ] {
+        let failed = mount_must_fail(&location, &dir.join("mnt"), &[]);
+        assert!(
+            failed.stderr.contains(&format!(
+                "unknown mail format \"{word}\" (maildir, sdbox, mdbox)"
+            )),
+            "{location}: {}",
+            failed.stderr
+        );
+        assert!(!failed.stderr.contains("No such file"), "{}", failed.stderr);
+        assert_no_space_runs(&failed.stderr);
+    }
+    let missing = mount_must_fail(
+        &dir.join("nothing").display().to_string(),
+        &dir.join("mnt"),
+        &[],
+    );
+    assert_no_space_runs(&missing.stderr);
+}
