@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use log::{error, info, warn};
 
 use crate::coherence::{WatchMode, Watcher};
@@ -29,6 +29,7 @@ use crate::write::{DoveadmWriter, Endpoint, Users};
 
 mod mount_form;
 mod readiness;
+mod syslog;
 
 use readiness::Readiness;
 
@@ -85,6 +86,13 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Append log lines to FILE instead of stderr (a background mount's stdout and stderr
+    /// go there too). Under systemd, stderr already goes to the journal.
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "syslog")]
+    log_file: Option<PathBuf>,
+    /// Send log lines to syslog (/dev/log, facility daemon) instead of stderr.
+    #[arg(long, global = true)]
+    syslog: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -212,6 +220,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the manual page (roff) to stdout, or with --dir one page per command into
+    /// DIR (mailfs.1, mailfs-mount.1, ...).
+    Man {
+        /// A directory to write every page into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Write a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write one message's bytes to stdout.
     Cat {
         /// Dovecot mail_location or bare path.
@@ -336,14 +357,16 @@ pub fn main() -> ExitCode {
         },
         _ => None,
     };
-    let readiness = std::sync::Arc::new(Readiness::new(parent, None));
     // A mount is a daemon: its info lines (mounts, rescans that found expunged entries)
     // are wanted. `ls`/`cat` write data to stdout and only warnings to stderr.
-    // A background start (mount(8)) keeps the starter's terminal for warnings only.
+    // A background start (mount(8)) keeps the starter's terminal for warnings only; with
+    // a log file or syslog it logs as a foreground mount does.
     let quiet = match &cli.command {
-        Command::Mount {
-            background: false, ..
-        } => "info",
+        Command::Mount { background, .. }
+            if !background || cli.log_file.is_some() || cli.syslog =>
+        {
+            "info"
+        }
         _ => "warn",
     };
     let level = match cli.verbose {
@@ -353,13 +376,47 @@ pub fn main() -> ExitCode {
     };
     // Every line, ours and fuser's, goes through a per-call-site rate limit: a client can
     // provoke some of them at will (one per ioctl, one per failed request).
-    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .build();
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    builder.format_timestamp_millis();
+    if let Some(path) = &cli.log_file {
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => {
+                builder.target(env_logger::Target::Pipe(Box::new(file)));
+            }
+            Err(e) => {
+                let message = format!("--log-file {}: {e}", path.display());
+                if !Readiness::new(parent, None).failed(EXIT_RUNTIME, &message) {
+                    eprintln!("mailfs: {message}");
+                }
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    }
+    let logger = builder.build();
     let max_level = logger.filter();
-    if log::set_boxed_logger(Box::new(RateLimited::new(logger))).is_ok() {
+    let installed = if cli.syslog {
+        match syslog::Syslog::connect(Path::new("/dev/log"), logger) {
+            Ok(logger) => log::set_boxed_logger(Box::new(RateLimited::new(logger))),
+            Err(e) => {
+                let message = format!("--syslog: /dev/log: {e}");
+                if !Readiness::new(parent, None).failed(EXIT_RUNTIME, &message) {
+                    eprintln!("mailfs: {message}");
+                }
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    } else {
+        log::set_boxed_logger(Box::new(RateLimited::new(logger)))
+    };
+    if installed.is_ok() {
         log::set_max_level(max_level);
     }
+    let readiness = std::sync::Arc::new(Readiness::new(parent, cli.log_file.clone()));
     let result = match cli.command {
         Command::Mount {
             location,
@@ -409,6 +466,11 @@ pub fn main() -> ExitCode {
         ),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
         Command::Dump { path, json } => dump(&path, json),
+        Command::Man { dir } => man(dir.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "mailfs", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Cat {
             location,
             mailbox,
@@ -592,6 +654,21 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
     }
     out.flush()?;
     Ok(())
+}
+
+/// `mailfs man`: the page of the whole command to stdout, or every page into `dir`.
+fn man(dir: Option<&Path>) -> CliResult {
+    match dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
+            CliError::Msg(format!("writing manual pages into {}: {e}", dir.display()))
+        }),
+        None => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+    }
 }
 
 fn dump(path: &Path, json: bool) -> CliResult {

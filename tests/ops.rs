@@ -458,3 +458,96 @@ fn unknown_and_wrong_case_formats_are_unknown_formats() {
     );
     assert_no_space_runs(&missing.stderr);
 }
+
+/// `scripts/install.sh` (staged with DESTDIR, the binary under test) installs the binary,
+/// manual pages that `man -l` renders with the mount options in them, and a bash
+/// completion file that `bash -n` loads; `mailfs help --help` is help, not a usage error.
+#[test]
+fn install_puts_a_rendering_man_page_and_loadable_completions() {
+    let dir = TestDir::new("ops_install");
+    let stage = dir.join("stage");
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install.sh"))
+        .env("DESTDIR", &stage)
+        .env("MAILFS_BIN", mailfs_bin())
+        .output()
+        .expect("running install.sh");
+    assert!(out.status.success(), "{}", show(&out.stderr));
+    let prefix = stage.join("usr/local");
+    assert!(prefix.join("bin/mailfs").is_file());
+    for page in ["mailfs.1", "mailfs-mount.1"] {
+        let man = Command::new("man")
+            .arg("-l")
+            .arg(prefix.join("share/man/man1").join(page))
+            .env("MANWIDTH", "100")
+            .env("MANPAGER", "cat")
+            .output()
+            .expect("running man");
+        let text = String::from_utf8_lossy(&man.stdout);
+        assert!(man.status.success(), "man -l {page}: {}", show(&man.stderr));
+        assert!(text.contains("NAME") && text.contains("mailfs"), "{text}");
+        if page == "mailfs-mount.1" {
+            assert!(
+                text.contains("--umask") && text.contains("--nonempty"),
+                "{text}"
+            );
+        }
+    }
+    let completion = prefix.join("share/bash-completion/completions/mailfs");
+    let bash = Command::new("bash")
+        .arg("-n")
+        .arg(&completion)
+        .output()
+        .unwrap();
+    assert!(bash.status.success(), "{}", show(&bash.stderr));
+    // Loaded for real, the completion function exists.
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && declare -F _mailfs",
+            completion.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", show(&loaded.stderr));
+    let help = Command::new(mailfs_bin())
+        .args(["help", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0), "{}", show(&help.stderr));
+    assert!(show(&help.stdout).contains("Usage: mailfs"));
+}
+
+/// A background start with `-o log_file=FILE` logs there (the start-up and the stop), and
+/// its stderr pipe is closed when the command returns.
+#[test]
+fn a_background_mount_logs_to_its_log_file() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("ops_log_file");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "Logged", "mount"));
+    let mp = dir.mkdir("mnt");
+    let log = dir.join("mailfs.log");
+    let out = Command::new(mailfs_bin())
+        .arg(bob.location())
+        .arg(&mp)
+        .arg("-o")
+        .arg(format!("log_file={}", log.display()))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running mailfs");
+    assert!(out.status.success(), "{}", show(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", show(&out.stderr));
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO") && text.contains("mounted "), "{text}");
+    let umount = Command::new("umount").arg(&mp).output().unwrap();
+    assert!(umount.status.success(), "{}", show(&umount.stderr));
+    crate::util::wait_for(Duration::from_secs(10), "the unmounted line", || {
+        fs::read_to_string(&log)
+            .unwrap()
+            .contains("unmounted ")
+            .then_some(())
+    });
+}

@@ -78,6 +78,8 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let first = rest.first().map(|a| a.to_string_lossy().into_owned());
     let mut out = vec![program];
     match first.as_deref() {
+        // `mailfs help --help` (and `-h`): the help of help is the help.
+        Some("help") => out.extend(rest.into_iter().filter(|a| a != "--help" && a != "-h")),
         Some("mount") => {
             out.push(rest[0].clone());
             out.extend(expand_options(&rest[1..], false)?.0);
