@@ -551,3 +551,87 @@ fn a_background_mount_logs_to_its_log_file() {
             .then_some(())
     });
 }
+
+/// A PATH directory with links to the tools `scripts/demo.sh` uses, but no fusermount3
+/// (fuse3 "not installed") and no apt-get.
+fn demo_path(dir: &TestDir) -> std::path::PathBuf {
+    let path = dir.mkdir("path");
+    for tool in [
+        "bash", "sh", "tar", "mktemp", "stat", "seq", "sleep", "cat", "ls", "grep", "rm", "mkdir",
+        "id", "dirname", "getfattr", "python3", "touch", "env", "umount",
+    ] {
+        if let Some(real) = crate::util::which(tool) {
+            std::os::unix::fs::symlink(real, path.join(tool)).unwrap();
+        }
+    }
+    path
+}
+
+/// `scripts/demo.sh` without fuse3: as root it installs it (apt-get, here a stand-in that
+/// records the call and provides the real fusermount3, since the machine's fuse3 cannot be
+/// removed) and shows the mount; as another user it says what to install and falls back to
+/// `mailfs ls`/`mailfs cat`.
+#[test]
+fn demo_installs_fuse3_as_root_and_says_what_to_install_otherwise() {
+    require!(Fuse, Root);
+    let dir = TestDir::new("ops_demo");
+    let path = demo_path(&dir);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/demo.sh");
+    let calls = dir.join("apt-calls");
+    let fusermount = crate::util::which("fusermount3").expect("fusermount3");
+    fs::write(
+        path.join("apt-get"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {calls}\ncase \"$*\" in *install*fuse3*) {ln} -s {fm} {dir}/fusermount3;; esac\n",
+            ln = crate::util::which("ln").expect("ln").display(),
+            calls = calls.display(),
+            fm = fusermount.display(),
+            dir = path.display()
+        ),
+    )
+    .unwrap();
+    crate::util::set_mode(&path.join("apt-get"), 0o755);
+    let run = |cmd: &mut Command| {
+        cmd.env_clear()
+            .env("PATH", &path)
+            .env("MAILFS_BIN", mailfs_bin())
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running demo.sh")
+    };
+    let out = run(Command::new(path.join("bash")).arg(script));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", show(&out.stderr));
+    let apt = fs::read_to_string(&calls).unwrap_or_default();
+    assert!(apt.contains("install -y fuse3"), "apt-get calls: {apt:?}");
+    assert!(
+        stdout.contains("== mailfs mount") && stdout.contains("mailfs exited with status 0"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("mailfs ls/cat instead"), "{stdout}");
+
+    // Not root, no fusermount3: a message naming the package, and the ls/cat tour.
+    fs::remove_file(path.join("fusermount3")).unwrap();
+    fs::remove_file(&calls).unwrap();
+    let user = crate::util::users::local_user("mailfs-ops-reader");
+    crate::util::set_mode(dir.path(), 0o777);
+    let out = run(
+        Command::new(crate::util::which("setpriv").expect("setpriv"))
+            .arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(path.join("bash"))
+            .arg(script),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("install fuse3"), "{stderr}");
+    assert!(!calls.exists(), "apt-get must not run as a user");
+    assert!(
+        stdout.contains("mailfs ls/cat instead") && stdout.contains("Archive"),
+        "{stdout}"
+    );
+}
