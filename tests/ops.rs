@@ -395,6 +395,17 @@ fn a_format_prefix_that_does_not_match_the_store_is_refused_naming_it() {
         "{}",
         failed.stderr
     );
+    // A bare path one level above the store names the store below, not a format guess.
+    let above = Path::new(root).parent().unwrap().display().to_string();
+    let failed = mount_must_fail(&above, &dir.join("mnt"), &[]);
+    assert!(
+        failed
+            .stderr
+            .contains(&format!("holds an mdbox store: use mdbox:{root}")),
+        "{}",
+        failed.stderr
+    );
+    assert!(!failed.stderr.contains("maildir:"), "{}", failed.stderr);
     Mount::start(&loc, &dir.join("mnt"), &[]).stop();
 }
 

@@ -583,12 +583,47 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
     if has_dot_folder {
         return Ok(Format::Maildir);
     }
+    // A store one level down (`~` given for `~/mdbox`): name it rather than suggest a
+    // format for the directory above it.
+    if let Some((sub, format)) = store_below(root) {
+        return Err(format!(
+            "{} is not a mail store, but {} holds a{} {} store: use {}:{}",
+            root.display(),
+            sub.display(),
+            if format == Format::Maildir { "" } else { "n" },
+            format.name(),
+            format.name(),
+            sub.display()
+        ));
+    }
     Err(format!(
         "cannot tell the format of {}: no cur/, new/, dovecot-uidlist, Maildir++ folder, \
          mailboxes/ (sdbox) or storage/ (mdbox); give it explicitly, e.g. maildir:{}",
         root.display(),
         root.display()
     ))
+}
+
+/// A directory right below `root` whose format can be told, with that format (the first
+/// in name order; at most 64 entries looked at).
+fn store_below(root: &Path) -> Option<(PathBuf, Format)> {
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .take(64)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    subdirs.sort();
+    subdirs.into_iter().find_map(|sub| {
+        let format = format_evidence(&sub).map(|(f, _)| f).or_else(|| {
+            ["dovecot-uidlist", "maildirfolder"]
+                .iter()
+                .any(|m| sub.join(m).exists())
+                .then_some(Format::Maildir)
+        })?;
+        Some((sub, format))
+    })
 }
 
 #[cfg(test)]
