@@ -332,14 +332,28 @@ fn default_threads() -> usize {
 
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
-    let args = match mount_form::expand(std::env::args_os().collect()) {
+    let given: Vec<OsString> = std::env::args_os().collect();
+    let args = match mount_form::expand(given.clone()) {
         Ok(args) => args,
         Err(m) => {
             eprintln!("mailfs: {m}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let cli = Cli::parse_from(args);
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // An unknown option that came from an -o list is named as it was given.
+            if let Some(name) = mount_form::unknown_o_option(&e, &given) {
+                eprintln!(
+                    "mailfs: unknown mount option {name:?} (-o {name}); the options are the long \
+                     options of `mailfs mount --help`, as -o name=value"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            e.exit()
+        }
+    };
     // A background start forks now, while the process has its only thread; the parent
     // waits for the child's report and exits with it.
     let parent = match &cli.command {

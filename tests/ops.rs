@@ -147,6 +147,24 @@ fn a_failing_start_makes_mount_fail_with_mailfs_message() {
     );
     assert!(stderr.contains("No such file or directory"), "{stderr}");
     assert!(mounts_below(dir.path()).is_empty());
+    // An unknown option in the fstab/-o list is a usage error naming it as written.
+    let store = dir.mkdir("Maildir");
+    fs::create_dir_all(store.join("cur")).unwrap();
+    let out = in_namespace(
+        &dir,
+        &format!(
+            "mount -t fuse.mailfs maildir:{} {} -o ro,bogus_opt=1",
+            store.display(),
+            mp.display()
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mount succeeded: {stderr}");
+    assert!(
+        stderr.contains("unknown mount option \"bogus_opt\" (-o bogus_opt)"),
+        "{stderr}"
+    );
+    assert!(mounts_below(dir.path()).is_empty());
 }
 
 /// The mount(8) form run directly: the command returns (its output pipes closed) only

@@ -99,6 +99,35 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     Ok(out)
 }
 
+/// The name of the unknown option clap refused in `error`, as the `-o` lists of `given`
+/// (the original command line) wrote it; None when it did not come from one.
+pub fn unknown_o_option(error: &clap::Error, given: &[OsString]) -> Option<String> {
+    if error.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    let refused = match error.get(clap::error::ContextKind::InvalidArg)? {
+        clap::error::ContextValue::String(s) => s.trim_start_matches("--").to_string(),
+        _ => return None,
+    };
+    let mut lists = Vec::new();
+    let mut args = given.iter().map(|a| a.to_string_lossy());
+    while let Some(a) = args.next() {
+        if a == "-o" {
+            lists.extend(args.next().map(|l| l.into_owned()));
+        } else if let Some(l) = a.strip_prefix("-o") {
+            lists.push(l.to_string());
+        }
+    }
+    lists
+        .iter()
+        .flat_map(|l| split_list(l))
+        .map(|opt| {
+            opt.split_once('=')
+                .map_or(opt.clone(), |(n, _)| n.to_string())
+        })
+        .find(|name| name.replace('_', "-") == refused)
+}
+
 /// The LOCATION of a mount source: `mailfs#LOCATION` (the source form of `-t fuse`
 /// fstab lines) without its prefix.
 fn source_location(source: &OsStr) -> OsString {
@@ -273,6 +302,23 @@ mod tests {
             ["mailfs", "mount", "/s", "/m", "--attr-timeout", "3"]
         );
         assert!(expand(vec!["mailfs".into(), "/s".into(), "/m".into(), "-o".into()]).is_err());
+    }
+
+    #[test]
+    fn an_unknown_option_is_named_as_given() {
+        let given: Vec<OsString> = ["mailfs", "/s", "/m", "-o", "ro,bogus_opt=1"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let args = expand(given.clone()).unwrap();
+        let cmd = clap::Command::new("mailfs").subcommand(
+            clap::Command::new("mount")
+                .arg(clap::Arg::new("background").long("background").num_args(0))
+                .arg(clap::Arg::new("l"))
+                .arg(clap::Arg::new("m")),
+        );
+        let e = cmd.try_get_matches_from(args).unwrap_err();
+        assert_eq!(unknown_o_option(&e, &given).as_deref(), Some("bogus_opt"));
     }
 
     #[test]
