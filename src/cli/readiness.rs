@@ -20,8 +20,8 @@ use crate::sys;
 
 /// `statfs`'s `f_type` of a FUSE mount (`FUSE_SUPER_MAGIC`).
 const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
-/// How long the mount may take to answer its first request.
-const READY_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the mount may take to answer its first request before a warning says so.
+const READY_WARNING: Duration = Duration::from_secs(30);
 
 /// The parent's end of the protocol: the first line is `ready`, or `error CODE` followed by
 /// the message.
@@ -92,7 +92,9 @@ impl Readiness {
 
     /// Waits (on a thread of its own) until `mountpoint` answers a `statfs` as a FUSE
     /// mount, then reports [`Readiness::ready`]. The mount's workers must be running (or
-    /// about to) for it to answer.
+    /// about to) for it to answer. There is no deadline: readiness means the mount answers,
+    /// so a mount that does not is never reported ready (a warning says so after
+    /// [`READY_WARNING`]); a session that ends first ends the process.
     pub fn when_mounted(self: &std::sync::Arc<Self>, mountpoint: &Path) -> std::io::Result<()> {
         let me = self.clone();
         let mp = mountpoint.to_path_buf();
@@ -100,21 +102,21 @@ impl Readiness {
             .name("readiness".into())
             .spawn(move || {
                 let start = Instant::now();
+                let mut warned = false;
                 loop {
                     match sys::fs_magic(&mp) {
                         Ok(FUSE_SUPER_MAGIC) => return me.ready(),
-                        Ok(_) | Err(_) if start.elapsed() < READY_DEADLINE => {
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                        other => {
+                        other if !warned && start.elapsed() > READY_WARNING => {
+                            warned = true;
                             warn!(
-                                "{} did not answer as a FUSE mount in {READY_DEADLINE:?} \
-                                 ({other:?}); readiness not reported",
+                                "{} has not answered as a FUSE mount in {READY_WARNING:?} \
+                                 ({other:?}); still waiting before reporting readiness",
                                 mp.display()
                             );
-                            return;
                         }
+                        _ => {}
                     }
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             })
             .map(|_| ())
