@@ -101,8 +101,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Mount LOCATION at MOUNTPOINT and serve it in the foreground until unmounted, SIGINT
-    /// or SIGTERM.
+    /// Mount LOCATION at MOUNTPOINT and serve it in the foreground (or with --background
+    /// in the background) until unmounted, SIGINT or SIGTERM.
     Mount {
         /// Dovecot mail_location (maildir:/path, sdbox:/path, mdbox:/path, with keys such
         /// as :LAYOUT=fs :INDEX=.. :CONTROL=.. :ALT=..) or a bare path; %u, %n, %d make it
@@ -112,8 +112,8 @@ enum Command {
         mountpoint: PathBuf,
         /// Go to the background once the mount answers (the mount(8) form's default; -f
         /// there keeps it in the foreground). Start-up errors still go to the starter's
-        /// stderr, with a non-zero exit; afterwards messages go to --log-file, else
-        /// nowhere.
+        /// stderr, with a non-zero exit; afterwards messages go to --log-file or --syslog,
+        /// else nowhere.
         #[arg(long)]
         background: bool,
         /// The mount's source in /proc/mounts, df and findmnt [default: LOCATION].
@@ -388,47 +388,12 @@ pub fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
-    // Every line, ours and fuser's, goes through a per-call-site rate limit: a client can
-    // provoke some of them at will (one per ioctl, one per failed request).
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
-    builder.format_timestamp_millis();
-    if let Some(path) = &cli.log_file {
-        match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(file) => {
-                builder.target(env_logger::Target::Pipe(Box::new(file)));
-            }
-            Err(e) => {
-                let message = format!("--log-file {}: {e}", path.display());
-                if !Readiness::new(parent, None).failed(EXIT_RUNTIME, &message) {
-                    eprintln!("mailfs: {message}");
-                }
-                return ExitCode::from(EXIT_RUNTIME);
-            }
+    if let Err(message) = install_logger(level, cli.log_file.as_deref(), cli.syslog) {
+        // A background start's parent prints it.
+        if !Readiness::new(parent, None).failed(EXIT_RUNTIME, &message) {
+            eprintln!("mailfs: {message}");
         }
-    }
-    let logger = builder.build();
-    let max_level = logger.filter();
-    let installed = if cli.syslog {
-        match syslog::Syslog::connect(Path::new("/dev/log"), logger) {
-            Ok(logger) => log::set_boxed_logger(Box::new(RateLimited::new(logger))),
-            Err(e) => {
-                let message = format!("--syslog: /dev/log: {e}");
-                if !Readiness::new(parent, None).failed(EXIT_RUNTIME, &message) {
-                    eprintln!("mailfs: {message}");
-                }
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        }
-    } else {
-        log::set_boxed_logger(Box::new(RateLimited::new(logger)))
-    };
-    if installed.is_ok() {
-        log::set_max_level(max_level);
+        return ExitCode::from(EXIT_RUNTIME);
     }
     let readiness = std::sync::Arc::new(Readiness::new(parent, cli.log_file.clone()));
     let result = match cli.command {
@@ -501,6 +466,42 @@ pub fn main() -> ExitCode {
         eprintln!("mailfs: {message}");
     }
     ExitCode::from(code)
+}
+
+/// Installs the logger: env_logger's filter (`level` unless RUST_LOG says otherwise), its
+/// lines to stderr, to `log_file` (appended), or with `syslog` to /dev/log; every line,
+/// ours and fuser's, through a per-call-site rate limit (a client can provoke some of them
+/// at will: one per ioctl, one per failed request). Returns the message of a destination
+/// that cannot be opened.
+fn install_logger(
+    level: &str,
+    log_file: Option<&Path>,
+    syslog: bool,
+) -> std::result::Result<(), String> {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    builder.format_timestamp_millis();
+    if let Some(path) = log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
+        builder.target(env_logger::Target::Pipe(Box::new(file)));
+    }
+    let logger = builder.build();
+    let max_level = logger.filter();
+    let installed = if syslog {
+        let logger = syslog::Syslog::connect(Path::new("/dev/log"), logger)
+            .map_err(|e| format!("--syslog: /dev/log: {e}"))?;
+        log::set_boxed_logger(Box::new(RateLimited::new(logger)))
+    } else {
+        log::set_boxed_logger(Box::new(RateLimited::new(logger)))
+    };
+    if installed.is_ok() {
+        log::set_max_level(max_level);
+    }
+    Ok(())
 }
 
 /// A failed command.
