@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3 man-db)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3 man-db procps)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -32,6 +32,8 @@ missing() {
     have python3 || return 0
     # The install test renders the generated manual pages with `man -l` (man-db, groff).
     have man || return 0
+    # The mount(8) tests find the background daemon with pgrep (procps).
+    have pgrep || return 0
     return 1
 }
 
