@@ -664,3 +664,35 @@ fn demo_installs_fuse3_as_root_and_says_what_to_install_otherwise() {
         "{stdout}"
     );
 }
+
+/// `-o rw` alone (what mount(8) passes to every mount) leaves the mount read-only: `rm`
+/// gets EROFS and the message stays; `-o rw,user=NAME,doveadm=SOCKET` is write mode: `rm`
+/// expunges through Dovecot.
+#[test]
+fn o_rw_writes_only_with_the_write_mode_options() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("ops_o_rw");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    let first = bob.save("INBOX", &email(1, "Keep", "me"));
+    let second = bob.save("INBOX", &email(2, "Remove", "me"));
+    let uids = |bob: &crate::util::dovecot::User<'_>| -> Vec<u32> {
+        bob.fetch_flags("INBOX")
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect()
+    };
+
+    let plain = Mount::start(&bob.location(), &dir.join("plain"), &["-o", "rw"]);
+    let e = fs::remove_file(plain.message("INBOX", first)).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    plain.stop();
+    assert_eq!(uids(&bob), [first, second]);
+
+    let socket = dovecot.doveadm_socket();
+    let opts = format!("rw,user=bob,doveadm={}", socket.display());
+    let rw = Mount::start(&bob.location(), &dir.join("rw"), &["-o", &opts]);
+    fs::remove_file(rw.message("INBOX", second)).expect("rm in write mode");
+    rw.stop();
+    assert_eq!(uids(&bob), [first]);
+}
