@@ -1,6 +1,9 @@
 //! Operations: `mount -t fuse.mailfs` and fstab lines through the real mount(8) and
 //! mount.fuse3, the background start and its report, the mount table's type and source,
-//! readiness on a NOTIFY_SOCKET, and the non-empty mount point check.
+//! readiness on a NOTIFY_SOCKET, `-o rw`, uid/gid/umask with a real second user, the
+//! start-up checks (non-empty mount point, format prefix against the disk, LAYOUT=fs
+//! hint, unknown formats, single-spaced messages), --log-file, install.sh (man page,
+//! completions) and demo.sh without fuse3.
 //!
 //! mount(8) runs its helpers without PATH, so mount.fuse3's `/bin/sh` finds `mailfs` on
 //! the shell's default path: each mount(8) test runs in a private mount namespace
