@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # A tour of mailfs on the sample store (tests/fixtures/sample-maildir.tar): builds a release
 # binary, mounts the store read-only in a temporary directory, browses it with ordinary
-# tools, then unmounts with SIGTERM and cleans up. Without a usable /dev/fuse it shows the
-# same through `mailfs ls` and `mailfs cat`.
+# tools, then unmounts with SIGTERM and cleans up. Installs fuse3 when it is missing and
+# this runs as root (apt-get), else says what to install. Without a usable /dev/fuse it
+# shows the same through `mailfs ls` and `mailfs cat`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
-echo "== cargo build --release"
-cargo build --release
-bin=$repo/target/release/mailfs
+# MAILFS_BIN=PATH: show that binary instead of building a release one.
+bin=${MAILFS_BIN:-}
+if [ -z "$bin" ]; then
+    echo "== cargo build --release"
+    cargo build --release
+    bin=$repo/target/release/mailfs
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mailfs-demo.XXXXXX")
 pid=""
@@ -61,9 +66,28 @@ fuse_usable() {
     [ -c /dev/fuse ] && [ -r /dev/fuse ] && [ -w /dev/fuse ] && command -v fusermount3 >/dev/null
 }
 
+# ensure_fuse3: installs fuse3 (fusermount3, mount.fuse3) when it is missing and this runs
+# as root with apt-get, as scripts/test.sh does; otherwise says what to install.
+ensure_fuse3() {
+    command -v fusermount3 >/dev/null && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== fuse3 is missing: apt-get install fuse3"
+        apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y fuse3 >/dev/null \
+            || echo "installing fuse3 failed" >&2
+    else
+        echo "fusermount3 is missing: install fuse3 to see the mount" >&2
+        echo "  (sudo apt-get install fuse3, dnf install fuse3, pacman -S fuse3)" >&2
+    fi
+    command -v fusermount3 >/dev/null
+}
+
 # try_mount: 0 once mounted; 1 (with the reason on stderr) if mailfs could not mount.
 try_mount() {
-    fuse_usable || { echo "/dev/fuse or fusermount3 is not usable here" >&2; return 1; }
+    ensure_fuse3 || return 1
+    fuse_usable || {
+        echo "/dev/fuse is not usable here (in a container: --device /dev/fuse --cap-add SYS_ADMIN)" >&2
+        return 1
+    }
     echo "== mailfs mount $location $work/mnt"
     "$bin" mount "$location" "$work/mnt" 2>"$work/mailfs.log" &
     pid=$!

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3 man-db procps)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -30,6 +30,10 @@ missing() {
     have saslpasswd2 || return 0
     # Python's imaplib is the Cyrus test's client and oracle.
     have python3 || return 0
+    # The install test renders the generated manual pages with `man -l` (man-db, groff).
+    have man || return 0
+    # The mount(8) tests find the background daemon with pgrep (procps).
+    have pgrep || return 0
     return 1
 }
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use log::{error, info, warn};
 
 use crate::coherence::{WatchMode, Watcher};
@@ -26,6 +26,12 @@ use crate::store::{
 };
 use crate::sys;
 use crate::write::{DoveadmWriter, Endpoint, Users};
+
+mod mount_form;
+mod readiness;
+mod syslog;
+
+use readiness::Readiness;
 
 /// Exit code for runtime errors.
 const EXIT_RUNTIME: u8 = 1;
@@ -63,6 +69,13 @@ Examples:
   mailfs dump ~/Maildir/dovecot.index # index + log state, like `doveadm dump`
   mailfs dump --json ~/Maildir/dovecot.index.log
 
+  # The mount(8) form (what `mount -t fuse.mailfs` and /etc/fstab run): every long
+  # option also as -o name=value; goes to the background once the mount answers (-f:
+  # stays in the foreground):
+  mount -t fuse.mailfs maildir:/srv/mail/alice /mnt/alice -o allow_other,watch=poll
+  # /etc/fstab:
+  # maildir:/srv/mail/alice  /mnt/alice  fuse.mailfs  noauto,x-systemd.automount,allow_other  0 0
+
 Exit status: 0 success, 1 runtime error (message on stderr), 2 usage error.";
 
 /// Mount Dovecot mail storage read-only as a directory tree: one directory per mailbox,
@@ -73,6 +86,13 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Append log lines to FILE instead of stderr (a background mount's stdout and stderr
+    /// go there too). Under systemd, stderr already goes to the journal.
+    #[arg(long, value_name = "FILE", global = true, conflicts_with = "syslog")]
+    log_file: Option<PathBuf>,
+    /// Send log lines to syslog (/dev/log, facility daemon) instead of stderr.
+    #[arg(long, global = true)]
+    syslog: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,8 +101,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Mount LOCATION at MOUNTPOINT and serve it in the foreground until unmounted, SIGINT
-    /// or SIGTERM.
+    /// Mount LOCATION at MOUNTPOINT and serve it in the foreground (or with --background
+    /// in the background) until unmounted, SIGINT or SIGTERM.
     Mount {
         /// Dovecot mail_location (maildir:/path, sdbox:/path, mdbox:/path, with keys such
         /// as :LAYOUT=fs :INDEX=.. :CONTROL=.. :ALT=..) or a bare path; %u, %n, %d make it
@@ -90,6 +110,33 @@ enum Command {
         location: String,
         /// An empty directory to mount on.
         mountpoint: PathBuf,
+        /// Go to the background once the mount answers (the mount(8) form's default; -f
+        /// there keeps it in the foreground). Start-up errors still go to the starter's
+        /// stderr, with a non-zero exit; afterwards messages go to --log-file or --syslog,
+        /// else nowhere.
+        #[arg(long)]
+        background: bool,
+        /// The mount's source in /proc/mounts, df and findmnt [default: LOCATION].
+        #[arg(long, value_name = "NAME")]
+        fsname: Option<String>,
+        /// The mount's type is fuse.SUBTYPE.
+        #[arg(long, value_name = "SUBTYPE", default_value = "mailfs")]
+        subtype: String,
+        /// Mount on a directory that is not empty (its entries are hidden while mounted).
+        #[arg(long)]
+        nonempty: bool,
+        /// Present every folder and message as owned by this user id, instead of the
+        /// store's owners (with --allow-other; see --umask).
+        #[arg(long, value_name = "UID")]
+        uid: Option<u32>,
+        /// Present every folder and message with this group id.
+        #[arg(long, value_name = "GID")]
+        gid: Option<u32>,
+        /// Present folders as 0777 and messages as 0666 minus this octal mask (write bits
+        /// always cleared), instead of the store's modes with the directories above folded
+        /// in: e.g. 027 with --gid lets that group read everything, others nothing.
+        #[arg(long, value_name = "OCTAL", value_parser = umask_arg)]
+        umask: Option<u16>,
         /// Seconds (>= 0) the kernel may cache attributes [default: 60 with a watcher, 1
         /// with --watch off].
         #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = cache_seconds)]
@@ -173,6 +220,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the manual page (roff) to stdout, or with --dir one page per command into
+    /// DIR (mailfs.1, mailfs-mount.1, ...).
+    Man {
+        /// A directory to write every page into.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Write a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write one message's bytes to stdout.
     Cat {
         /// Dovecot mail_location or bare path.
@@ -250,6 +310,15 @@ fn poll_seconds(s: &str) -> std::result::Result<Duration, String> {
         })
 }
 
+/// `--umask`: an octal mask of permission bits (at most 0777). An error here is a usage
+/// error (exit 2).
+fn umask_arg(s: &str) -> std::result::Result<u16, String> {
+    u16::from_str_radix(s.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| "must be an octal mask of permission bits, 000 to 777 (e.g. 027)".into())
+}
+
 /// FUSE threads of a writable mount, at least: each change waits for Dovecot on its
 /// thread (milliseconds), and reads must go on meanwhile.
 const RW_THREADS: usize = 16;
@@ -263,32 +332,81 @@ fn default_threads() -> usize {
 
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let given: Vec<OsString> = std::env::args_os().collect();
+    let args = match mount_form::expand(given.clone()) {
+        Ok(args) => args,
+        Err(m) => {
+            eprintln!("mailfs: {m}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // An unknown option that came from an -o list is named as it was given.
+            if let Some(name) = mount_form::unknown_o_option(&e, &given) {
+                eprintln!(
+                    "mailfs: unknown mount option {name:?} (-o {name}); the options are the long \
+                     options of `mailfs mount --help`, as -o name=value"
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            e.exit()
+        }
+    };
+    // A background start forks now, while the process has its only thread; the parent
+    // waits for the child's report and exits with it.
+    let parent = match &cli.command {
+        Command::Mount {
+            background: true, ..
+        } => match sys::daemon::fork_background() {
+            Ok(sys::daemon::Forked::Parent { report, child }) => {
+                return readiness::parent_exit(report, child);
+            }
+            Ok(sys::daemon::Forked::Child(pipe)) => Some(pipe),
+            Err(e) => {
+                eprintln!("mailfs: going to the background: {e}");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        },
+        _ => None,
+    };
     // A mount is a daemon: its info lines (mounts, rescans that found expunged entries)
     // are wanted. `ls`/`cat` write data to stdout and only warnings to stderr.
-    let quiet = if matches!(cli.command, Command::Mount { .. }) {
-        "info"
-    } else {
-        "warn"
+    // A background start (mount(8)) keeps the starter's terminal for warnings only; with
+    // a log file or syslog it logs as a foreground mount does.
+    let quiet = match &cli.command {
+        Command::Mount { background, .. }
+            if !background || cli.log_file.is_some() || cli.syslog =>
+        {
+            "info"
+        }
+        _ => "warn",
     };
     let level = match cli.verbose {
         0 => quiet,
         1 => "debug",
         _ => "trace",
     };
-    // Every line, ours and fuser's, goes through a per-call-site rate limit: a client can
-    // provoke some of them at will (one per ioctl, one per failed request).
-    let logger = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .build();
-    let max_level = logger.filter();
-    if log::set_boxed_logger(Box::new(RateLimited::new(logger))).is_ok() {
-        log::set_max_level(max_level);
+    if let Err(message) = install_logger(level, cli.log_file.as_deref(), cli.syslog) {
+        // A background start's parent prints it.
+        if !Readiness::new(parent, None).failed(EXIT_RUNTIME, &message) {
+            eprintln!("mailfs: {message}");
+        }
+        return ExitCode::from(EXIT_RUNTIME);
     }
+    let readiness = std::sync::Arc::new(Readiness::new(parent, cli.log_file.clone()));
     let result = match cli.command {
         Command::Mount {
             location,
             mountpoint,
+            background: _,
+            fsname,
+            subtype,
+            nonempty,
+            uid,
+            gid,
+            umask,
             attr_timeout,
             entry_timeout,
             watch,
@@ -318,28 +436,72 @@ pub fn main() -> ExitCode {
                 allow_other,
                 threads,
                 open_mode,
+                fsname,
+                subtype,
+                nonempty,
+                presentation: crate::fs::Presentation { uid, gid, umask },
             },
+            readiness.clone(),
         ),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
         Command::Dump { path, json } => dump(&path, json),
+        Command::Man { dir } => man(dir.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "mailfs", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Cat {
             location,
             mailbox,
             uid,
         } => cat(&location, &mailbox, &uid),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
-        Err(CliError::Usage(m)) => {
-            eprintln!("mailfs: {m}");
-            ExitCode::from(EXIT_USAGE)
-        }
-        Err(e) => {
-            eprintln!("mailfs: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+    let (code, message) = match result {
+        Ok(()) | Err(CliError::BrokenPipe) => return ExitCode::SUCCESS,
+        Err(CliError::Usage(m)) => (EXIT_USAGE, m),
+        Err(e) => (EXIT_RUNTIME, e.to_string()),
+    };
+    // A background start's error goes to the parent, which prints it.
+    if !readiness.failed(code, &message) {
+        eprintln!("mailfs: {message}");
     }
+    ExitCode::from(code)
+}
+
+/// Installs the logger: env_logger's filter (`level` unless RUST_LOG says otherwise), its
+/// lines to stderr, to `log_file` (appended), or with `syslog` to /dev/log; every line,
+/// ours and fuser's, through a per-call-site rate limit (a client can provoke some of them
+/// at will: one per ioctl, one per failed request). Returns the message of a destination
+/// that cannot be opened.
+fn install_logger(
+    level: &str,
+    log_file: Option<&Path>,
+    syslog: bool,
+) -> std::result::Result<(), String> {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    builder.format_timestamp_millis();
+    if let Some(path) = log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("--log-file {}: {e}", path.display()))?;
+        builder.target(env_logger::Target::Pipe(Box::new(file)));
+    }
+    let logger = builder.build();
+    let max_level = logger.filter();
+    let installed = if syslog {
+        let logger = syslog::Syslog::connect(Path::new("/dev/log"), logger)
+            .map_err(|e| format!("--syslog: /dev/log: {e}"))?;
+        log::set_boxed_logger(Box::new(RateLimited::new(logger)))
+    } else {
+        log::set_boxed_logger(Box::new(RateLimited::new(logger)))
+    };
+    if installed.is_ok() {
+        log::set_max_level(max_level);
+    }
+    Ok(())
 }
 
 /// A failed command.
@@ -509,6 +671,21 @@ fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
     Ok(())
 }
 
+/// `mailfs man`: the page of the whole command to stdout, or every page into `dir`.
+fn man(dir: Option<&Path>) -> CliResult {
+    match dir {
+        Some(dir) => clap_mangen::generate_to(Cli::command(), dir).map_err(|e| {
+            CliError::Msg(format!("writing manual pages into {}: {e}", dir.display()))
+        }),
+        None => {
+            let mut out = std::io::stdout().lock();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
 fn dump(path: &Path, json: bool) -> CliResult {
     let value = crate::dump::dump(path)?;
     let mut out = std::io::stdout().lock();
@@ -557,7 +734,7 @@ fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
 
 /// Checks the mount point before handing it to the kernel, for clear messages. A dead
 /// mailfs mount left there by a killed daemon is cleared first ([`clear_dead_mount`]).
-fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError> {
+fn check_mountpoint(mountpoint: &Path, nonempty: bool) -> std::result::Result<PathBuf, CliError> {
     let msg = |what: &str| CliError::Msg(format!("mount point {}: {what}", mountpoint.display()));
     // Each round clears one dead mount, so this ends; a few rounds cover stacked ones.
     let mut rounds = 0;
@@ -590,6 +767,9 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
             _ => return Err(msg("busy: something is already mounted there")),
         }
     };
+    if !nonempty {
+        check_empty(&abs)?;
+    }
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -601,6 +781,26 @@ fn check_mountpoint(mountpoint: &Path) -> std::result::Result<PathBuf, CliError>
             ))
         })?;
     Ok(abs)
+}
+
+/// Refuses a mount point with entries (they would be hidden while mounted), naming one;
+/// `--nonempty` (`-o nonempty`) skips this.
+fn check_empty(mountpoint: &Path) -> std::result::Result<(), CliError> {
+    let first = std::fs::read_dir(mountpoint)
+        .map_err(|e| CliError::Msg(format!("mount point {}: {e}", mountpoint.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .next();
+    match first {
+        None => Ok(()),
+        Some(name) => Err(CliError::Msg(format!(
+            "mount point {} is not empty (it holds {:?}); mount on an empty \
+             directory, or pass --nonempty (-o nonempty) to hide its entries while \
+             mounted",
+            mountpoint.display(),
+            name
+        ))),
+    }
 }
 
 /// How `statfs(path)` fails, if it does within 2 s. It runs on a helper thread: a FUSE
@@ -640,7 +840,10 @@ fn clear_dead_mount(
     let Some(entry) = entry else {
         return Err(refuse("a dead mount that is not in the mount table".into()));
     };
-    let ours = matches!(entry.fstype.as_str(), "fuse" | "fuse.mailfs") && entry.source == "mailfs";
+    // Ours: type fuse.mailfs (any source: the location, or --fsname), or an older
+    // mailfs's type fuse with source `mailfs`.
+    let ours =
+        entry.fstype == "fuse.mailfs" || (entry.fstype == "fuse" && entry.source == "mailfs");
     if !ours {
         return Err(refuse(format!(
             "a dead {} mount of {:?}, not made by mailfs",
@@ -783,6 +986,14 @@ struct MountOptions {
     allow_other: bool,
     threads: Option<usize>,
     open_mode: OpenMode,
+    /// The source shown in the mount table (None: the location).
+    fsname: Option<String>,
+    /// The type shown is `fuse.SUBTYPE`.
+    subtype: String,
+    /// Accept a mount point that is not empty.
+    nonempty: bool,
+    /// The owner and mode to present instead of the store's.
+    presentation: crate::fs::Presentation,
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
@@ -920,6 +1131,7 @@ fn mount(
     write: WriteArgs,
     imap: ImapArgs,
     opts: MountOptions,
+    readiness: Arc<Readiness>,
 ) -> CliResult {
     // Signals are taken by one thread with sigwait(); every other thread (the watcher, the
     // notifier, the FUSE workers) is started after this and inherits the blocked mask.
@@ -928,7 +1140,9 @@ fn mount(
         Some(url) => imap_backend(&url, &imap, &write, &opts)?,
         None => local_backend(location, mountpoint, &write, &imap, &opts)?,
     };
-    serve(location, mountpoint, backend, write, opts, signals)
+    serve(
+        location, mountpoint, backend, write, opts, signals, readiness,
+    )
 }
 
 /// A local store (a mail_location or a path), written through the doveadm server.
@@ -1115,6 +1329,7 @@ fn serve(
     write: WriteArgs,
     opts: MountOptions,
     signals: sys::SignalSet,
+    readiness: Arc<Readiness>,
 ) -> CliResult {
     let Backend {
         store,
@@ -1122,7 +1337,7 @@ fn serve(
         mode,
         writes,
     } = backend;
-    let mountpoint = check_mountpoint(mountpoint)?;
+    let mountpoint = check_mountpoint(mountpoint, opts.nonempty)?;
     let default_timeout = if mode.is_some() {
         WATCHED_TIMEOUT
     } else {
@@ -1178,6 +1393,23 @@ fn serve(
         "never used (reads are pread; --mmap-disable changes nothing)",
     );
     fs.describe("writes", writes);
+    if opts.presentation != crate::fs::Presentation::default() {
+        let p = opts.presentation;
+        let show = |v: Option<u32>| v.map_or_else(|| "the store's".to_string(), |v| v.to_string());
+        fs.describe(
+            "presentation",
+            format!(
+                "uid {}, gid {}, modes {}",
+                show(p.uid),
+                show(p.gid),
+                p.umask.map_or_else(
+                    || "the store's".to_string(),
+                    |m| format!("0777/0666 & ~{m:03o}, write bits cleared")
+                )
+            ),
+        );
+        fs.set_presentation(p);
+    }
     if rw {
         fs.set_notices(notices_tx.clone());
         fs.set_staging_limits(crate::fs::staging::Limits {
@@ -1198,9 +1430,12 @@ fn serve(
     });
 
     let mut config = fuser::Config::default();
+    // The subtype as a kernel option: fuser's own mount(2) (as root) drops
+    // `MountOption::Subtype`, which only fusermount3 reads, and mounts type `fuse`; the
+    // kernel takes `subtype=` itself (and fusermount3 reads it from the same list).
     config.mount_options = vec![
-        fuser::MountOption::FSName("mailfs".into()),
-        fuser::MountOption::Subtype("mailfs".into()),
+        fuser::MountOption::FSName(opts.fsname.clone().unwrap_or_else(|| location.to_string())),
+        fuser::MountOption::CUSTOM(format!("subtype={}", opts.subtype)),
         if rw {
             fuser::MountOption::RW
         } else {
@@ -1260,10 +1495,12 @@ fn serve(
     }
     let mut unmounter = session.unmount_callable();
     let mp = mountpoint.clone();
+    let stopping = readiness.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let sig = wait_for_signal(&signals);
+            stopping.stopping();
             info!("signal {sig}: unmounting {}", mp.display());
             if !end_mount(&mut unmounter, &mp, device) {
                 std::process::exit(EXIT_RUNTIME.into());
@@ -1280,9 +1517,12 @@ fn serve(
             std::process::exit(EXIT_RUNTIME.into());
         })
         .map_err(|e| CliError::Msg(format!("starting the signal thread: {e}")))?;
-    session
-        .run()
-        .map_err(|e| CliError::Msg(format!("FUSE session on {}: {e}", mountpoint.display())))?;
+    readiness
+        .when_mounted(&mountpoint)
+        .map_err(|e| CliError::Msg(format!("starting the readiness thread: {e}")))?;
+    let served = session.run();
+    readiness.stopping();
+    served.map_err(|e| CliError::Msg(format!("FUSE session on {}: {e}", mountpoint.display())))?;
     info!("unmounted {}", mountpoint.display());
     Ok(())
 }
@@ -1515,6 +1755,15 @@ mod tests {
         assert!(check_outside_store(&base.join("sibling"), &roots).is_ok());
         assert!(check_outside_store(&base.join("store-2"), &roots).is_ok());
         std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn umask_is_octal_permission_bits() {
+        assert_eq!(umask_arg("027"), Ok(0o27));
+        assert_eq!(umask_arg("0777"), Ok(0o777));
+        assert!(umask_arg("1000").is_err());
+        assert!(umask_arg("8").is_err());
+        assert!(umask_arg("").is_err());
     }
 
     #[test]

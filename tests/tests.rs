@@ -64,3 +64,6 @@ mod imap_client;
 mod imap_mount;
 // An IMAP mount of a server that is not Dovecot (Cyrus), against Python's imaplib.
 mod imap_cyrus;
+// Operations: mount(8) and fstab, background start, NOTIFY_SOCKET, uid/gid/umask, start-up
+// checks, logs, install.sh and demo.sh.
+mod ops;

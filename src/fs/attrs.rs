@@ -49,6 +49,41 @@ fn read_only(mode: u16) -> u16 {
     mode & !0o222 & 0o7777
 }
 
+/// An owner and mode the admin chose for every folder and message (`--uid`, `--gid`,
+/// `--umask`), as bindfs and rclone present theirs. Unset parts keep what the store
+/// presents (owners, and modes with the directories above folded in).
+///
+/// Invariant: with `umask` set, every folder is `0777 & !umask` and every message `0666 &
+/// !umask`, write bits cleared as always: the admin's choice replaces the folded store
+/// permissions (that is the point of it), so it is never applied unless asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presentation {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub umask: Option<u16>,
+}
+
+impl Presentation {
+    /// Applies the chosen owner and mode to `attr` (a folder's or a message's).
+    fn apply(&self, mut attr: FileAttr) -> FileAttr {
+        if let Some(uid) = self.uid {
+            attr.uid = uid;
+        }
+        if let Some(gid) = self.gid {
+            attr.gid = gid;
+        }
+        if let Some(umask) = self.umask {
+            let full = if attr.kind == FileType::Directory {
+                0o777
+            } else {
+                0o666
+            };
+            attr.perm = read_only(full & !umask);
+        }
+        attr
+    }
+}
+
 impl MailFs {
     /// 2 + subdirectories; 1 ("unknown", as btrfs reports) for a scope's top folder (a
     /// user), whose children are not known where its parent lists it.
@@ -68,7 +103,7 @@ impl MailFs {
             None => root,
         };
         let t = to_time(mtime);
-        FileAttr {
+        self.presentation.apply(FileAttr {
             ino: INodeNo(ino),
             size: 4096,
             blocks: 8,
@@ -84,12 +119,12 @@ impl MailFs {
             rdev: 0,
             blksize: 4096,
             flags: 0,
-        }
+        })
     }
 
-    pub(super) fn message_attr(ino: u64, meta: &MessageMeta) -> FileAttr {
+    pub(super) fn message_attr(&self, ino: u64, meta: &MessageMeta) -> FileAttr {
         let received = to_time(meta.received);
-        FileAttr {
+        self.presentation.apply(FileAttr {
             ino: INodeNo(ino),
             size: meta.size,
             blocks: meta.size.div_ceil(512),
@@ -105,7 +140,7 @@ impl MailFs {
             rdev: 0,
             blksize: 4096,
             flags: 0,
-        }
+        })
     }
 
     pub(super) fn message_node(
@@ -172,7 +207,7 @@ impl MailFs {
             });
         }
         let node = Self::message_node(&view, &Arc::new(parent.clone()), key);
-        let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
+        let attr = self.message_attr(self.inodes.peek_ino(&node), meta);
         Ok((node, attr))
     }
 
@@ -189,7 +224,7 @@ impl MailFs {
                 uid_validity,
                 key,
             } => self.with_message(mailbox, *uid_validity, key, |_, meta| {
-                Self::message_attr(ino, meta)
+                self.message_attr(ino, meta)
             }),
             Node::Staged(id) => self
                 .staging

@@ -190,7 +190,7 @@ impl Filesystem for MailFs {
         }
         let opened = self
             .with_message(&mailbox, uid_validity, &key, |view, meta| {
-                (view.clone(), Self::message_attr(ino.0, meta))
+                (view.clone(), self.message_attr(ino.0, meta))
             })
             .and_then(|(view, attr)| Ok((self.store.open(&mailbox, &view, &key)?, attr)));
         let (src, attr) = match opened {

@@ -81,7 +81,7 @@ impl MailFs {
                 .enumerate()
                 .map(move |(i, meta)| {
                     let node = Self::message_node(view, name, meta.key.clone());
-                    let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
+                    let attr = self.message_attr(self.inodes.peek_ino(&node), meta);
                     let listed = Listed {
                         name: self.naming.message_name(&meta.key),
                         node,

@@ -54,6 +54,7 @@ use fuser::INodeNo;
 use lru::LruCache;
 use parking_lot::Mutex;
 
+pub use self::attrs::Presentation;
 use self::errno::ErrorReporter;
 use self::handles::Handles;
 use self::inode::{InodeTable, Node};
@@ -116,6 +117,8 @@ pub struct MailFs {
     /// The notifier thread's queue, for what a change made through the mount needs
     /// dropped from the kernel's caches.
     notices: Option<std::sync::mpsc::Sender<notify::Notice>>,
+    /// The owner and mode the admin chose to present (`--uid/--gid/--umask`).
+    presentation: Presentation,
 }
 
 impl MailFs {
@@ -153,6 +156,7 @@ impl MailFs {
             errors: ErrorReporter::default(),
             staging: Staging::new(Limits::default()),
             notices: None,
+            presentation: Presentation::default(),
         })
     }
 
@@ -160,6 +164,12 @@ impl MailFs {
     /// the kernel what it may hold of the old state).
     pub fn set_notices(&mut self, tx: std::sync::mpsc::Sender<notify::Notice>) {
         self.notices = Some(tx);
+    }
+
+    /// Presents every folder and message with this owner and mode (`--uid`, `--gid`,
+    /// `--umask`) instead of the store's.
+    pub fn set_presentation(&mut self, presentation: Presentation) {
+        self.presentation = presentation;
     }
 
     /// How much the mount stages of messages being written.

@@ -166,7 +166,7 @@ impl MailFs {
             return Err(Error::not_found(format!("inode {ino} is not a message")));
         };
         let (view, attr) = self.with_message(mailbox, *uid_validity, key, |view, meta| {
-            (view.clone(), Self::message_attr(ino, meta))
+            (view.clone(), self.message_attr(ino, meta))
         })?;
         let src = Arc::new(self.store.open(mailbox, &view, key)?);
         self.recent.insert(

@@ -6,8 +6,11 @@
 //! value gets `fix_path()` (one trailing '/' removed, `~/` and `~user/` expanded). A bare path
 //! (no driver) is auto-detected from what is on disk.
 //!
-//! Only parsing and home-directory lookup happen here; whether the store really has the
-//! claimed format is checked by the store backend when it opens the root.
+//! Besides parsing and home-directory lookup, an explicit driver is compared with what is
+//! on disk where the root exists ([`check_format_on_disk`]: only unambiguous evidence of
+//! another format refuses it), and a Maildir++ location whose root holds LAYOUT=fs folder
+//! directories gets a hint in the log; the store backend checks the rest when it opens the
+//! root.
 
 pub mod imap;
 mod md5;
@@ -355,6 +358,21 @@ impl Location {
         if loc.format == Format::Maildir && loc.alt.is_some() {
             return Err(err("ALT= is for sdbox and mdbox only".into()));
         }
+        if driver.is_some() {
+            check_format_on_disk(&loc).map_err(&err)?;
+        }
+        if loc.format == Format::Maildir
+            && loc.layout == Layout::MaildirPlusPlus
+            && let Some(folder) = fs_layout_folder(&loc.root)
+        {
+            log::warn!(
+                "{}: {} holds {folder:?}, a folder directory of LAYOUT=fs (cur/ inside), \
+                     which Maildir++ does not show; if the store is LAYOUT=fs, add \
+                     :LAYOUT=fs to the location",
+                location,
+                loc.root.display()
+            );
+        }
         Ok(loc)
     }
 }
@@ -479,6 +497,61 @@ fn dir_has(dir: &Path, pred: impl Fn(&str) -> bool) -> bool {
     })
 }
 
+/// What unambiguously marks a store of each format on disk, as a short description; None
+/// when `root` shows none (empty, missing, or only shared markers).
+fn format_evidence(root: &Path) -> Option<(Format, String)> {
+    let storage = root.join("storage");
+    for marker in ["dovecot.map.index", "dovecot.map.index.log"] {
+        if storage.join(marker).exists() {
+            return Some((Format::Mdbox, format!("storage/{marker}")));
+        }
+    }
+    if dir_has(&storage, |n| n.starts_with("m.")) {
+        return Some((Format::Mdbox, "storage/m.* files".into()));
+    }
+    let inbox = root.join("mailboxes/INBOX/dbox-Mails");
+    if dir_has(&inbox, |n| n.starts_with("u.")) {
+        return Some((Format::Sdbox, "mailboxes/INBOX/dbox-Mails/u.* files".into()));
+    }
+    for marker in ["cur", "new"] {
+        if root.join(marker).is_dir() && !root.join("mailboxes").exists() {
+            return Some((Format::Maildir, format!("{marker}/")));
+        }
+    }
+    None
+}
+
+/// Refuses a location whose driver says one format while its root unambiguously holds
+/// another (`sdbox:` on an mdbox store would mount and then fail every access), naming
+/// what was found and the location that fits.
+fn check_format_on_disk(loc: &Location) -> std::result::Result<(), String> {
+    let Some((found, evidence)) = format_evidence(&loc.root) else {
+        return Ok(());
+    };
+    if found == loc.format {
+        return Ok(());
+    }
+    Err(format!(
+        "{} holds a{} {} store ({evidence}), not {}; use {}:{}",
+        loc.root.display(),
+        if found == Format::Maildir { "" } else { "n" },
+        found.name(),
+        loc.format.name(),
+        found.name(),
+        loc.root.display()
+    ))
+}
+
+/// A folder directory of LAYOUT=fs under a Maildir root (a directory, not hidden and not
+/// cur/new/tmp, with cur/ inside), if there is one.
+fn fs_layout_folder(root: &Path) -> Option<String> {
+    std::fs::read_dir(root).ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_str()?.to_string();
+        let special = name.starts_with('.') || ["cur", "new", "tmp"].contains(&name.as_str());
+        (!special && e.path().join("cur").is_dir()).then_some(name)
+    })
+}
+
 /// Guesses the format of a bare path from what is on disk.
 fn detect_format(root: &Path) -> std::result::Result<Format, String> {
     let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -510,12 +583,47 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
     if has_dot_folder {
         return Ok(Format::Maildir);
     }
+    // A store one level down (`~` given for `~/mdbox`): name it rather than suggest a
+    // format for the directory above it.
+    if let Some((sub, format)) = store_below(root) {
+        return Err(format!(
+            "{} is not a mail store, but {} holds a{} {} store: use {}:{}",
+            root.display(),
+            sub.display(),
+            if format == Format::Maildir { "" } else { "n" },
+            format.name(),
+            format.name(),
+            sub.display()
+        ));
+    }
     Err(format!(
         "cannot tell the format of {}: no cur/, new/, dovecot-uidlist, Maildir++ folder, \
          mailboxes/ (sdbox) or storage/ (mdbox); give it explicitly, e.g. maildir:{}",
         root.display(),
         root.display()
     ))
+}
+
+/// A directory right below `root` whose format can be told, with that format (the first
+/// in name order; at most 64 entries looked at).
+fn store_below(root: &Path) -> Option<(PathBuf, Format)> {
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(root)
+        .ok()?
+        .flatten()
+        .take(64)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    subdirs.sort();
+    subdirs.into_iter().find_map(|sub| {
+        let format = format_evidence(&sub).map(|(f, _)| f).or_else(|| {
+            ["dovecot-uidlist", "maildirfolder"]
+                .iter()
+                .any(|m| sub.join(m).exists())
+                .then_some(Format::Maildir)
+        })?;
+        Some((sub, format))
+    })
 }
 
 #[cfg(test)]

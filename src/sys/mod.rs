@@ -7,6 +7,8 @@
 //! - `inotify.rs`: [`Inotify`], the [`Wake`] eventfd and [`wait_readable`] (poll(2)), for
 //!   the watcher and the Maildir name journals;
 //! - `mount.rs`: [`unmount`], [`lazy_unmount`] (umount2) and [`fs_magic`] (statfs);
+//! - `daemon.rs`: [`daemon::fork_background`] (fork, setsid) and [`daemon::detach_stdio`]
+//!   (dup2), for the mount(8) form's background start;
 //! - `process.rs`: [`block_signals`] / [`wait_signal`] (sigwait), [`user_home`]
 //!   (getpwnam_r) and [`return_free_memory`] (malloc_trim).
 //!
@@ -24,6 +26,7 @@
 //! examined relative to it ([`Dir::stat_at`]), so a directory swapped for a link after
 //! it was opened cannot redirect what is read.
 
+pub mod daemon;
 mod inotify;
 mod mount;
 mod process;
