@@ -64,3 +64,5 @@ mod imap_client;
 mod imap_mount;
 // An IMAP mount of a server that is not Dovecot (Cyrus), against Python's imaplib.
 mod imap_cyrus;
+// Clients nobody here wrote on real mounts: rsync, Python, notmuch, neomutt, mblaze.
+mod clients;

@@ -19,7 +19,7 @@ use super::attrs::negative_attr;
 use super::handles::{Handle, OpenDir, OpenMessage};
 use super::inode::{Node, ROOT_INO};
 use super::open::{self, OpenMode};
-use super::xattrs::reply_xattr_bytes;
+use super::xattrs::{listed, reply_xattr_bytes};
 use crate::error::{Error, Refusal, Result};
 use crate::store::{MailboxName, Target};
 
@@ -560,7 +560,7 @@ impl Filesystem for MailFs {
         match self.xattrs(&node) {
             Ok(attrs) => {
                 let mut names = Vec::new();
-                for (n, _) in attrs {
+                for (n, _) in attrs.into_iter().filter(|(n, _)| listed(n)) {
                     names.extend_from_slice(n.as_bytes());
                     names.push(0);
                 }

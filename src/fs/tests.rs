@@ -214,6 +214,9 @@ fn xattrs_and_reads_by_inode() {
     );
     let root = fs.xattrs(&Node::Folder(Arc::new(name("")))).unwrap();
     assert!(root.iter().any(|(k, _)| *k == "user.mailfs.status"));
+    // Answered by name, never listed (backups of an unchanged store are no-ops).
+    assert!(!super::xattrs::listed("user.mailfs.status"));
+    assert!(super::xattrs::listed("user.mail.flags"));
     assert_eq!(fs.inodes.get(ROOT_INO), Some(Node::root()));
 }
 

@@ -1,5 +1,10 @@
 //! Extended attributes: `user.mail.*` on messages, `user.mailbox.*` on mailbox
 //! directories, and `user.mailfs.status` (settings and counters) on the mount root.
+//!
+//! Invariant: what `listxattr` lists is a function of the store alone. The status report's
+//! counters move with every request, so it is readable by name (getxattr) but never listed:
+//! `rsync -aX` and `tar --xattrs` copy what is listed, and a backup of an unchanged store
+//! must be a no-op.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +14,14 @@ use super::MailFs;
 use super::inode::Node;
 use crate::error::Result;
 use crate::store::{MailboxName, MessageKey};
+
+/// Xattrs answered by name but left out of `listxattr` (see the module invariant).
+const UNLISTED: &[&str] = &["user.mailfs.status"];
+
+/// True for an xattr `listxattr` names.
+pub(super) fn listed(name: &str) -> bool {
+    !UNLISTED.contains(&name)
+}
 
 /// Replies to a getxattr/listxattr size probe or data request.
 pub(super) fn reply_xattr_bytes(reply: ReplyXattr, size: u32, data: &[u8]) {
