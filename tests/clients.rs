@@ -2,13 +2,15 @@
 //! `mailbox`), notmuch, neomutt, mblaze. `scripts/test.sh` installs them from Debian.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::corpus::{SourceMaildir, email};
-use crate::util::dovecot::{Dovecot, Layout};
+use crate::util::dovecot::{DboxLayout, Dovecot, Layout};
+use crate::util::fsx::dir_names;
 use crate::util::mount::Mount;
-use crate::util::{TestDir, show, tool};
+use crate::util::{TestDir, show, tool, wait_for};
 
 /// Runs a client; panics unless it exits 0. Its stdout.
 #[track_caller]
@@ -118,5 +120,158 @@ fn python_open_of_many_messages_logs_no_warning() {
         "opening 300 messages from Python logged:\n{}",
         &grown[..grown.len().min(2000)]
     );
+    assert!(!mount.stop().contains("panicked"));
+}
+
+/// A notmuch configuration with its database in `dir` and `mail_root` on the mount.
+struct Notmuch {
+    config: PathBuf,
+}
+
+impl Notmuch {
+    fn new(dir: &TestDir, mail_root: &Path, synchronize_flags: bool) -> Notmuch {
+        let db = dir.mkdir("notmuch-db");
+        let config = dir.join("notmuch-config");
+        fs::write(
+            &config,
+            format!(
+                "[database]\npath={}\nmail_root={}\n\n[user]\nname=Test\n\
+                 primary_email=test@example.org\n\n[new]\ntags=unread;inbox;\nignore=\n\n\
+                 [search]\nexclude_tags=\n\n[maildir]\nsynchronize_flags={synchronize_flags}\n",
+                db.display(),
+                mail_root.display()
+            ),
+        )
+        .expect("writing the notmuch config");
+        Notmuch { config }
+    }
+
+    /// `notmuch ARGS...`; its stdout.
+    fn run(&self, args: &[&str]) -> String {
+        run(Command::new(tool("notmuch"))
+            .env("NOTMUCH_CONFIG", &self.config)
+            .env("HOME", self.config.parent().expect("dir"))
+            .args(args))
+    }
+
+    /// `notmuch new` (no full scan); the number of messages it says it added.
+    fn new_mail(&self) -> usize {
+        let out = self.run(&["new", "--quiet"]);
+        assert!(out.trim().is_empty(), "notmuch new --quiet said: {out}");
+        self.count("*")
+    }
+
+    fn count(&self, query: &str) -> usize {
+        let out = self.run(&["count", query]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("notmuch count {query}: {out}"))
+    }
+
+    /// The files notmuch has for a Message-ID.
+    fn files(&self, message_id: &str) -> Vec<String> {
+        self.run(&["search", "--output=files", &format!("id:{message_id}")])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// `notmuch new` with `mail_root` on the mount indexes every message; after one delivery a
+/// plain `notmuch new` (no `--full-scan`) adds exactly that message: the mailbox
+/// directory's mtime moved, whatever the format (Dovecot does not touch a dbox mailbox's
+/// directory on delivery).
+fn notmuch_sees_a_delivery(test: &str, layout: Layout) {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new(test);
+    let dovecot = Dovecot::start(&dir, layout);
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("Work");
+    for n in 0..4 {
+        bob.save("INBOX", &email(n, "Indexed", "by notmuch"));
+    }
+    bob.save("Work", &email(10, "Work", "by notmuch"));
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let notmuch = Notmuch::new(&dir, mount.path(), false);
+    // notmuch does not record a directory time equal to the current second (it rescans
+    // such a directory next time), which would hide a time that never moves.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        notmuch.new_mail(),
+        5,
+        "the first notmuch new indexes every message"
+    );
+    assert_eq!(
+        notmuch.files("3.mailfs-test@example.org"),
+        vec![mount.message("INBOX", 4).display().to_string()]
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let uid = bob.save("INBOX", &email(20, "Delivered", "after the first run"));
+    let flagged = bob.uids("Work")[0];
+    bob.flags_add("Work", flagged, "\\Flagged");
+    assert_eq!(
+        notmuch.new_mail(),
+        6,
+        "notmuch new after one delivery adds exactly it"
+    );
+    assert_eq!(
+        notmuch.files("20.mailfs-test@example.org"),
+        vec![mount.message("INBOX", uid).display().to_string()]
+    );
+    assert_eq!(notmuch.new_mail(), 6, "nothing more without a change");
+    assert!(!mount.stop().contains("panicked"));
+}
+
+#[test]
+fn notmuch_new_sees_a_delivery_maildir() {
+    notmuch_sees_a_delivery("cl_nm_maildir", Layout::MaildirPlusPlus);
+}
+
+#[test]
+fn notmuch_new_sees_a_delivery_sdbox() {
+    notmuch_sees_a_delivery("cl_nm_sdbox", DboxLayout::sdbox(""));
+}
+
+#[test]
+fn notmuch_new_sees_a_delivery_mdbox() {
+    notmuch_sees_a_delivery("cl_nm_mdbox", Layout::Mdbox);
+}
+
+/// A dbox mailbox directory's mtime and ctime stay put while nothing changes and move
+/// forward on a flag change alone (an index log record: no directory of the store moves).
+#[test]
+fn dbox_mailbox_times_move_on_a_flag_change() {
+    use std::os::unix::fs::MetadataExt;
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("cl_dirtime");
+    let dovecot = Dovecot::start(&dir, Layout::Mdbox);
+    let bob = dovecot.user("bob");
+    let uid = bob.save("INBOX", &email(1, "Flag me", "body"));
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let inbox = mount.mailbox("INBOX");
+    let times = || {
+        let m = fs::metadata(&inbox).expect("stat INBOX");
+        (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
+    };
+    assert_eq!(dir_names(&inbox).expect("listing").len(), 1);
+    let before = times();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(times(), before, "nothing changed, nor did the times");
+    bob.flags_add("INBOX", uid, "\\Seen");
+    let after = wait_for(Duration::from_secs(5), "INBOX's mtime to move", || {
+        let t = times();
+        (t != before).then_some(t)
+    });
+    assert!(
+        (after.0, after.1) > (before.0, before.1),
+        "forward: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        (after.0, after.1),
+        (after.2, after.3),
+        "ctime moves with mtime"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(times(), after, "stable again");
     assert!(!mount.stop().contains("panicked"));
 }

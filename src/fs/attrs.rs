@@ -61,13 +61,27 @@ impl MailFs {
 
     /// A folder's attributes; one with no entry of its own (the mount root) is presented
     /// as `root`. Permission bits are what the store presents (the directories a folder
-    /// stands for folded in), write bits cleared, and nothing added.
+    /// stands for folded in), write bits cleared, and nothing added. Times: the store's
+    /// mtime, or, for a mailbox whose content was presented and changed since, when that
+    /// change was noticed (`dirtimes`), whichever is later.
     pub(super) fn folder_attr(&self, ino: u64, folder: &Folder, root: Presented) -> FileAttr {
         let (owner, mtime) = match &folder.entry {
             Some(e) => (e.owner, e.mtime),
             None => root,
         };
-        let t = to_time(mtime);
+        let mut t = to_time(mtime);
+        if let Some(e) = &folder.entry
+            && e.selectable
+            && self.dir_times.seen(&e.name)
+        {
+            // Its content was presented: look at the current view (a stamp check when
+            // nothing changed) so that the time moves before the kernel sees it. A mailbox
+            // never presented keeps the store's time, without its view being built.
+            let _ = self.view(&e.name);
+            if let Some(changed) = self.dir_times.changed(&e.name) {
+                t = t.max(changed);
+            }
+        }
         FileAttr {
             ino: INodeNo(ino),
             size: 4096,

@@ -103,9 +103,11 @@ impl MailFs {
         }
     }
 
-    /// The store's current view of `mailbox`, registered with the watcher.
+    /// The store's current view of `mailbox`, registered with the watcher, and with the
+    /// change clock of its directory's times (`dirtimes`).
     pub(super) fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
         let view = self.store.view(mailbox)?;
+        self.dir_times.observe(&view);
         if let Some(w) = &self.watcher {
             w.watch(
                 &Target::Mailbox(mailbox.clone()),
