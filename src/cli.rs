@@ -148,6 +148,11 @@ enum Command {
         /// Linux 6.9+ and CAP_SYS_ADMIN allow; else held).
         #[arg(long, default_value = "kernel", value_name = "MODE")]
         open_mode: OpenMode,
+        /// The tree's shape: eml (MAILBOX/UID.eml) or maildir (MAILBOX/cur/ with Maildir
+        /// names carrying the flags, empty new/ and tmp/, for Maildir clients: notmuch,
+        /// mutt, mblaze). Read-only (not with --rw).
+        #[arg(long, default_value = "eml", value_name = "LAYOUT")]
+        layout: naming::Layout,
         #[command(flatten)]
         write: WriteArgs,
         #[command(flatten)]
@@ -300,6 +305,7 @@ pub fn main() -> ExitCode {
             allow_other,
             threads,
             open_mode,
+            layout,
             write,
             imap,
         } => mount(
@@ -318,6 +324,7 @@ pub fn main() -> ExitCode {
                 allow_other,
                 threads,
                 open_mode,
+                layout,
             },
         ),
         Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
@@ -783,6 +790,7 @@ struct MountOptions {
     allow_other: bool,
     threads: Option<usize>,
     open_mode: OpenMode,
+    layout: naming::Layout,
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
@@ -1127,8 +1135,14 @@ fn serve(
     };
     let naming = Naming {
         portable: opts.portable_names,
+        layout: opts.layout,
     };
     let rw = writer.accepts_changes();
+    if rw && opts.layout == naming::Layout::Maildir {
+        return Err(CliError::Usage(
+            "--layout maildir is read-only: it cannot be combined with --rw".into(),
+        ));
+    }
     let mut fs = MailFs::new(
         store.clone(),
         writer,
@@ -1156,6 +1170,7 @@ fn serve(
         "never used (reads are pread; --mmap-disable changes nothing)",
     );
     fs.describe("writes", writes);
+    fs.describe("layout", opts.layout.as_str());
     if rw {
         fs.set_notices(notices_tx.clone());
         fs.set_staging_limits(crate::fs::staging::Limits {

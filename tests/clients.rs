@@ -1,6 +1,7 @@
 //! Mail clients and tools nobody here wrote, on real mounts: rsync, Python (`open`,
 //! `mailbox`), notmuch, neomutt, mblaze. `scripts/test.sh` installs them from Debian.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -274,4 +275,174 @@ fn dbox_mailbox_times_move_on_a_flag_change() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(times(), after, "stable again");
     assert!(!mount.stop().contains("panicked"));
+}
+
+// ---------------------------------------------------------------------------------------
+// --layout maildir
+
+/// The Maildir info letter of each system flag (Maildir specification; Dovecot's
+/// maildir-filename-flags.c).
+const SYSTEM_LETTERS: [(&str, char); 5] = [
+    ("\\Draft", 'D'),
+    ("\\Flagged", 'F'),
+    ("\\Answered", 'R'),
+    ("\\Seen", 'S'),
+    ("\\Deleted", 'T'),
+];
+
+/// Keywords used by [`populate_flagged`].
+const KEYWORDS: [&str; 2] = ["$Label1", "later"];
+
+/// INBOX with every system flag and two keywords among six messages (the sixth has every
+/// keyword, so doveadm's order of its flags is the mailbox's keyword order), and a nested
+/// `Work/Sub` with one seen message.
+fn populate_flagged(bob: &crate::util::dovecot::User<'_>) {
+    let flags: [&str; 6] = [
+        "",
+        "\\Seen",
+        "\\Seen \\Flagged $Label1",
+        "\\Answered \\Seen later",
+        "\\Draft \\Deleted",
+        "\\Flagged $Label1 later",
+    ];
+    for (n, f) in flags.iter().enumerate() {
+        let uid = bob.save("INBOX", &email(n, &format!("Flags {f}"), "body"));
+        if !f.is_empty() {
+            bob.flags_add("INBOX", uid, f);
+        }
+    }
+    bob.create_mailbox("Work/Sub");
+    let uid = bob.save("Work/Sub", &email(30, "Nested", "body"));
+    bob.flags_add("Work/Sub", uid, "\\Seen");
+}
+
+/// Keyword name -> Maildir letter as the store assigns them: a Maildir store's
+/// `dovecot-keywords` (Dovecot's own letters), else the index's keyword order, which is
+/// the order doveadm prints the keywords of a message that has them all.
+fn keyword_letters(
+    bob: &crate::util::dovecot::User<'_>,
+    maildir_store: bool,
+) -> BTreeMap<String, char> {
+    if maildir_store {
+        let text = fs::read_to_string(bob.control_dir("INBOX").join("dovecot-keywords"))
+            .expect("reading dovecot-keywords");
+        return text
+            .lines()
+            .filter_map(|l| {
+                let (i, name) = l.split_once(' ')?;
+                Some((name.to_string(), char::from(b'a' + i.parse::<u8>().ok()?)))
+            })
+            .collect();
+    }
+    let flags = bob.fetch_flags("INBOX");
+    let all = &flags.last().expect("messages").1;
+    all.iter()
+        .filter(|f| !f.starts_with('\\'))
+        .enumerate()
+        .map(|(i, k)| (k.clone(), char::from(b'a' + i as u8)))
+        .collect()
+}
+
+/// doveadm's flags as Maildir info letters (sorted, as in a Maildir name).
+fn letters(flags: &str, keywords: &BTreeMap<String, char>) -> String {
+    let mut out: Vec<char> = flags
+        .split(' ')
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            SYSTEM_LETTERS
+                .iter()
+                .find(|(n, _)| *n == f)
+                .map(|(_, l)| *l)
+                .or_else(|| keywords.get(f).copied())
+                .unwrap_or_else(|| panic!("no letter for {f}"))
+        })
+        .collect();
+    out.sort_unstable();
+    out.into_iter().collect()
+}
+
+/// Python's `mailbox.Maildir` over a `--layout maildir` mount: every key, every message's
+/// bytes (equal to `doveadm fetch text`) and `get_flags()` (equal to doveadm's flags).
+fn python_maildir_matches_doveadm(test: &str, layout: Layout, maildir_store: bool) {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new(test);
+    let dovecot = Dovecot::start(&dir, layout);
+    let bob = dovecot.user("bob");
+    populate_flagged(&bob);
+    let keywords = keyword_letters(&bob, maildir_store);
+    assert_eq!(keywords.len(), KEYWORDS.len(), "{keywords:?}");
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &["--layout", "maildir"]);
+    let script = "import mailbox, sys\n\
+                  md = mailbox.Maildir(sys.argv[1], create=False)\n\
+                  for key in sorted(md.keys()):\n\
+                  \x20   m = md.get_message(key)\n\
+                  \x20   print(key, m.get_subdir(), m.get_flags() or '-', md.get_bytes(key).hex())\n";
+    for mailbox in ["INBOX", "Work/Sub"] {
+        let path = mount.mailbox(mailbox);
+        for sub in ["new", "tmp"] {
+            assert_eq!(
+                dir_names(&path.join(sub)).expect("listing").len(),
+                0,
+                "{mailbox}/{sub} is empty"
+            );
+        }
+        let out = run(Command::new(tool("python3"))
+            .arg("-c")
+            .arg(script)
+            .arg(&path));
+        let got: Vec<(String, String, String, Vec<u8>)> = out
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                assert_eq!(f.len(), 4, "python printed {l:?}");
+                let bytes = (0..f[3].len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&f[3][i..i + 2], 16).expect("hex"))
+                    .collect();
+                let flags = if f[2] == "-" { "" } else { f[2] };
+                (f[0].to_string(), f[1].to_string(), flags.to_string(), bytes)
+            })
+            .collect();
+        let want: Vec<(String, String, String, Vec<u8>)> = bob
+            .fetch(mailbox)
+            .into_iter()
+            .map(|m| {
+                (
+                    format!(
+                        "{}.{},S={},W={}",
+                        m.uid,
+                        m.guid.split(',').next().unwrap_or_default(),
+                        m.size,
+                        m.vsize
+                    ),
+                    "cur".to_string(),
+                    letters(&m.flags, &keywords),
+                    m.text,
+                )
+            })
+            .collect();
+        let mut want = want;
+        want.sort();
+        assert_eq!(got.len(), want.len(), "{mailbox}: keys {got:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((&g.0, &g.1, &g.2), (&w.0, &w.1, &w.2), "{mailbox}");
+            crate::util::assert_bytes_eq(&g.3, &w.3, &format!("{mailbox} {}", g.0));
+        }
+    }
+    assert!(!mount.stop().contains("panicked"));
+}
+
+#[test]
+fn python_maildir_over_layout_maildir_maildir_store() {
+    python_maildir_matches_doveadm("cl_pymd_maildir", Layout::MaildirPlusPlus, true);
+}
+
+#[test]
+fn python_maildir_over_layout_maildir_sdbox() {
+    python_maildir_matches_doveadm("cl_pymd_sdbox", DboxLayout::sdbox(""), false);
+}
+
+#[test]
+fn python_maildir_over_layout_maildir_mdbox() {
+    python_maildir_matches_doveadm("cl_pymd_mdbox", Layout::Mdbox, false);
 }

@@ -172,20 +172,29 @@ impl MailFs {
                 self.folder_attr(self.inodes.peek_ino(&node), sub, tree.root),
             ));
         }
-        let key = naming::parse_message_name(name)
-            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
-        let view = self
-            .folder_view(folder)?
-            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
-        let meta = view
-            .get(&key)
-            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        let missing = || Error::not_found(format!("{parent}/{}", name.to_string_lossy()));
+        let key = match folder.sub {
+            Some(_) => naming::parse_maildir_name(name),
+            None => naming::parse_message_name(name),
+        }
+        .ok_or_else(missing)?;
+        let view = self.folder_view(folder)?.ok_or_else(missing)?;
+        let meta = view.get(&key).ok_or_else(missing)?;
+        // A Maildir layout name carries the flags: only the current one is the message.
+        if folder.sub.is_some() && self.naming.maildir_name(&view, meta) != name {
+            return Err(missing());
+        }
         if let Some(problem) = &meta.problem {
             return Err(Error::Unreadable {
                 what: problem.to_string(),
             });
         }
-        let node = Self::message_node(&view, &Arc::new(parent.clone()), key);
+        // The message belongs to the mailbox (not to its `cur/`).
+        let mailbox = match (&folder.sub, &folder.entry) {
+            (Some(_), Some(e)) => e.name.clone(),
+            _ => parent.clone(),
+        };
+        let node = Self::message_node(&view, &Arc::new(mailbox), key);
         let attr = Self::message_attr(self.inodes.peek_ino(&node), meta);
         Ok((node, attr))
     }

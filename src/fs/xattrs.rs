@@ -120,6 +120,9 @@ impl MailFs {
                 let tree = self.tree(name)?;
                 let folder = tree.folder(name)?;
                 let mut out = Vec::new();
+                if folder.sub.is_some() {
+                    return Ok(out); // cur/, new/, tmp/ of the Maildir layout
+                }
                 if name.0.is_empty() {
                     out.push(("user.mailfs.status", self.status().into_bytes()));
                 }
@@ -129,7 +132,7 @@ impl MailFs {
                     let own = MailboxName(name.0[depth..].to_vec());
                     out.push(("user.mailbox.name", own.to_string().into_bytes()));
                 }
-                if let Some(view) = self.folder_view(folder)? {
+                if let Some(view) = self.mailbox_view(folder)? {
                     if let Some(guid) = &view.guid {
                         out.push(("user.mailbox.guid", guid.clone().into_bytes()));
                     }
