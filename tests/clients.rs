@@ -1,7 +1,7 @@
 //! Mail clients and tools nobody here wrote, on real mounts: rsync, Python (`open`,
 //! `mailbox`), notmuch, neomutt, mblaze. `scripts/test.sh` installs them from Debian.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -429,6 +429,26 @@ fn python_maildir_matches_doveadm(test: &str, layout: Layout, maildir_store: boo
             crate::util::assert_bytes_eq(&g.3, &w.3, &format!("{mailbox} {}", g.0));
         }
     }
+    // A flag change renames the message in cur/ (within the kernel's 60 s caches): the
+    // old name is gone, the new one has the letter.
+    let cur = mount.mailbox("INBOX").join("cur");
+    let first = |names: &BTreeSet<String>| {
+        names
+            .iter()
+            .find(|n| n.starts_with("1."))
+            .cloned()
+            .expect("UID 1 in cur/")
+    };
+    let old = first(&dir_names(&cur).expect("listing cur"));
+    assert!(old.ends_with(":2,"), "UID 1 has no flags yet: {old}");
+    bob.flags_add("INBOX", 1, "\\Flagged");
+    let new = wait_for(Duration::from_secs(5), "the new name in cur/", || {
+        let n = first(&dir_names(&cur).ok()?);
+        (n != old).then_some(n)
+    });
+    assert!(new.ends_with(":2,F"), "{new}");
+    assert!(cur.join(&new).is_file(), "{new} opens");
+    assert!(!cur.join(&old).exists(), "{old} is gone");
     assert!(!mount.stop().contains("panicked"));
 }
 
@@ -445,4 +465,179 @@ fn python_maildir_over_layout_maildir_sdbox() {
 #[test]
 fn python_maildir_over_layout_maildir_mdbox() {
     python_maildir_matches_doveadm("cl_pymd_mdbox", Layout::Mdbox, false);
+}
+
+/// neomutt in a tmux pane (`-R -f MOUNT/INBOX`) over a `--layout maildir` mount: its
+/// status line's message and flagged counts equal doveadm's. The status line is ours
+/// (`status_format`), the counts are neomutt's.
+fn neomutt_counts(dir: &TestDir, mailbox: &Path) -> (usize, usize) {
+    let rc = dir.join("muttrc");
+    fs::write(
+        &rc,
+        format!(
+            "set mbox_type=Maildir\nset folder={}\nset spoolfile=\"\"\nset record=\"\"\n\
+             set postponed=\"\"\nset header_cache=\"\"\nset mail_check_stats=no\n\
+             set status_format=\"NMSTATUS msgs=%m flagged=%F end\"\n",
+            mailbox.parent().expect("parent").display()
+        ),
+    )
+    .expect("writing muttrc");
+    // One session per test (tests run in parallel in one process).
+    let session = format!("mailfs-{}", crate::util::name_of(dir.path())).replace(['.', ':'], "-");
+    let cmd = format!(
+        "HOME={} neomutt -n -F {} -R -f {}",
+        dir.path().display(),
+        rc.display(),
+        mailbox.display()
+    );
+    run(Command::new(tool("tmux")).args([
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &cmd,
+    ]));
+    let capture = || {
+        Command::new(tool("tmux"))
+            .args(["capture-pane", "-p", "-t", &session])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let screen = wait_for(Duration::from_secs(15), "neomutt's status line", || {
+        let s = capture();
+        s.contains("NMSTATUS").then_some(s)
+    });
+    let _ = Command::new(tool("tmux"))
+        .args(["kill-session", "-t", &session])
+        .status();
+    let line = screen
+        .lines()
+        .find(|l| l.contains("NMSTATUS"))
+        .expect("status line");
+    let field = |k: &str| -> usize {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in neomutt's status line: {screen}"))
+    };
+    (field("msgs="), field("flagged="))
+}
+
+/// `mlist DIR | mscan`: per Message-ID, mscan's flag mark (`%u`) and replied mark (`%r`).
+fn mscan_marks(mailbox: &Path) -> BTreeMap<String, (char, char)> {
+    let list = run(Command::new(tool("mlist")).arg(mailbox));
+    let out = run(Command::new(tool("mscan"))
+        .args(["-f", "%I|%u|%r"])
+        .args(list.lines()));
+    out.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            assert_eq!(f.len(), 3, "mscan printed {l:?}");
+            let c = |s: &str| s.chars().next().unwrap_or(' ');
+            (
+                f[0].trim_matches(['<', '>']).to_string(),
+                (c(f[1]), c(f[2])),
+            )
+        })
+        .collect()
+}
+
+/// neomutt, mblaze and notmuch (with `synchronize_flags`) over a `--layout maildir` mount
+/// read the flags doveadm reports.
+fn clients_read_flags(test: &str, layout: Layout) {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new(test);
+    let dovecot = Dovecot::start(&dir, layout);
+    let bob = dovecot.user("bob");
+    populate_flagged(&bob);
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &["--layout", "maildir"]);
+    let inbox = mount.mailbox("INBOX");
+    let fetched = bob.fetch("INBOX");
+    let has = |m: &crate::util::dovecot::Message, f: &str| m.flags.split(' ').any(|x| x == f);
+    let flagged = fetched.iter().filter(|m| has(m, "\\Flagged")).count();
+    assert!(flagged > 0 && flagged < fetched.len());
+
+    // neomutt
+    assert_eq!(
+        neomutt_counts(&dir, &inbox),
+        (fetched.len(), flagged),
+        "neomutt's message and flagged counts"
+    );
+
+    // mblaze: '*' only on a flagged message, '.' only on an unseen one, 'x' only on a
+    // deleted one, ' ' only on a seen one with neither; '-' exactly on answered ones.
+    let marks = mscan_marks(&inbox);
+    assert_eq!(marks.len(), fetched.len(), "mscan lines: {marks:?}");
+    for m in &fetched {
+        let id = String::from_utf8_lossy(&m.text)
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: <"))
+            .map(|v| v.trim_end_matches('>').to_string())
+            .expect("Message-ID");
+        let (u, r) = marks[&id];
+        let ok = match u {
+            '*' => has(m, "\\Flagged"),
+            '.' => !has(m, "\\Seen"),
+            'x' => has(m, "\\Deleted"),
+            ' ' => has(m, "\\Seen") && !has(m, "\\Flagged") && !has(m, "\\Deleted"),
+            _ => false,
+        };
+        assert!(ok, "mscan mark {u:?} for flags {:?}", m.flags);
+        assert_eq!(
+            r == '-',
+            has(m, "\\Answered"),
+            "mscan %r {r:?} for {:?}",
+            m.flags
+        );
+    }
+
+    // notmuch with synchronize_flags: unread, flagged, replied, draft tags equal the flags.
+    let notmuch = Notmuch::new(&dir, mount.path(), true);
+    assert_eq!(notmuch.new_mail(), fetched.len() + 1, "INBOX and Work/Sub");
+    for m in &fetched {
+        let id = String::from_utf8_lossy(&m.text)
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: <"))
+            .map(|v| v.trim_end_matches('>').to_string())
+            .expect("Message-ID");
+        let tags: BTreeSet<String> = notmuch
+            .run(&["search", "--output=tags", &format!("id:{id}")])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        for (tag, on) in [
+            ("unread", !has(m, "\\Seen")),
+            ("flagged", has(m, "\\Flagged")),
+            ("replied", has(m, "\\Answered")),
+            ("draft", has(m, "\\Draft")),
+        ] {
+            assert_eq!(
+                tags.contains(tag),
+                on,
+                "notmuch tag {tag} of {id} (flags {:?}; tags {tags:?})",
+                m.flags
+            );
+        }
+    }
+    assert!(!mount.stop().contains("panicked"));
+}
+
+#[test]
+fn clients_read_flags_maildir_store() {
+    clients_read_flags("cl_flags_maildir", Layout::MaildirPlusPlus);
+}
+
+#[test]
+fn clients_read_flags_sdbox() {
+    clients_read_flags("cl_flags_sdbox", DboxLayout::sdbox(""));
+}
+
+#[test]
+fn clients_read_flags_mdbox() {
+    clients_read_flags("cl_flags_mdbox", Layout::Mdbox);
 }

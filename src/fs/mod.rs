@@ -1,6 +1,8 @@
 //! The FUSE presentation of a store: one directory per mailbox level, one `<uid>.eml` file
-//! per message, metadata as `user.mail.*` / `user.mailbox.*` xattrs. This module and
-//! `cli` are the only users of `fuser`; it knows nothing of on-disk formats.
+//! per message (or, with `--layout maildir`, `cur/<uid>.<guid>,S=..,W=..:2,<flags>` and
+//! empty `new/` and `tmp/`: see `naming`), metadata as `user.mail.*` / `user.mailbox.*`
+//! xattrs. This module and `cli` are the only users of `fuser`; it knows nothing of
+//! on-disk formats.
 //!
 //! # Consistency contract
 //! Dovecot writes the store underneath us. Every request asks the store for a current view;
