@@ -529,3 +529,67 @@ fn only_the_writers_close_or_the_last_release_saves_a_new_file() {
     assert_eq!(saves(), 2);
     assert!(fs.staging.get(e.id).is_none(), "forgotten");
 }
+
+#[test]
+fn maildir_layout_lists_cur_new_tmp_and_names_carry_the_flags() {
+    use super::naming::Layout;
+    let (store, mut fs) = setup(|_| Arc::new(ReadOnly));
+    fs.naming.layout = Layout::Maildir;
+    assert_eq!(listed(&fs, "INBOX"), [".", "..", "cur", "new", "tmp"]);
+    // A plain hierarchy level has no cur/; a nested mailbox has its own.
+    assert_eq!(listed(&fs, "Work"), [".", "..", "Sub"]);
+    let cur = |m: &str| {
+        let mut levels = name(m).0;
+        levels.push(super::naming::Sub::Cur.level());
+        MailboxName(levels)
+    };
+    let names = listed(&fs, &format!("INBOX/{}", super::naming::Sub::Cur.level()));
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names[2].starts_with("1.guid-1,S=20,W=") && names[2].ends_with(":2,S"));
+    assert!(names[3].starts_with("2.guid-2,") && names[3].ends_with(":2,"));
+    for sub in ["new", "tmp"] {
+        let (node, attr) = fs.resolve(&name("INBOX"), OsStr::new(sub)).unwrap();
+        assert!(matches!(node, Node::Folder(_)));
+        assert_eq!(attr.kind, fuser::FileType::Directory);
+    }
+    // The current name resolves to the mailbox's message; the name with other flags not.
+    let (node, _) = fs.resolve(&cur("INBOX"), OsStr::new(&names[2])).unwrap();
+    assert_eq!(
+        node,
+        Node::Message {
+            mailbox: Arc::new(name("INBOX")),
+            uid_validity: 7,
+            key: MessageKey::Uid(1)
+        }
+    );
+    let stale = names[2].replace(":2,S", ":2,");
+    assert!(
+        fs.resolve(&cur("INBOX"), OsStr::new(&stale))
+            .unwrap_err()
+            .is_not_found()
+    );
+    // The message is not in the mailbox directory itself.
+    assert!(
+        fs.resolve(&name("INBOX"), OsStr::new(&names[2]))
+            .unwrap_err()
+            .is_not_found()
+    );
+    // A flag change renames it.
+    let mut flags = MailFlags::SEEN;
+    flags.insert(MailFlags::FLAGGED);
+    store.set_flags("INBOX", 1, flags);
+    let after = listed(&fs, &format!("INBOX/{}", super::naming::Sub::Cur.level()));
+    assert!(after[2].ends_with(":2,FS"), "{after:?}");
+    // cur/ has no mailbox xattrs; the mailbox keeps its own.
+    assert!(
+        fs.xattrs(&Node::Folder(Arc::new(cur("INBOX"))))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        fs.xattrs(&Node::Folder(Arc::new(name("INBOX"))))
+            .unwrap()
+            .iter()
+            .any(|(k, _)| *k == "user.mailbox.uidvalidity")
+    );
+}
