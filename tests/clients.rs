@@ -641,3 +641,51 @@ fn clients_read_flags_sdbox() {
 fn clients_read_flags_mdbox() {
     clients_read_flags("cl_flags_mdbox", Layout::Mdbox);
 }
+
+/// In a multi-user tree, each user's mailbox has its own directory times: a flag change in
+/// bob's INBOX moves `bob/INBOX`'s mtime and not `alice/INBOX`'s (their stores' views are
+/// both named INBOX).
+#[test]
+fn multi_user_mailbox_times_are_per_user() {
+    use std::os::unix::fs::MetadataExt;
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("cl_mu_times");
+    let mail = dir.join("mail");
+    let template = format!("{}/%u", mail.display());
+    let dovecot = Dovecot::start_users(
+        &dir,
+        &[
+            ("alice".to_string(), format!("mdbox:{template}")),
+            ("bob".to_string(), format!("mdbox:{template}")),
+        ],
+    );
+    dovecot.mail_owned_dir(&dir, "mail");
+    let alice = dovecot.user("alice");
+    let bob = dovecot.user("bob");
+    alice.save_opts(&[], "INBOX", &email(1, "Alice's", "body"));
+    bob.save_opts(&[], "INBOX", &email(2, "Bob's", "body"));
+    let mount = Mount::start(&template, &dir.join("mnt"), &[]);
+    let time = |user: &str| {
+        let m = fs::metadata(mount.path().join(user).join("INBOX")).expect("stat");
+        (m.mtime(), m.mtime_nsec())
+    };
+    for user in ["alice", "bob"] {
+        assert_eq!(
+            dir_names(&mount.path().join(user).join("INBOX"))
+                .expect("listing")
+                .len(),
+            1
+        );
+    }
+    let (a0, b0) = (time("alice"), time("bob"));
+    std::thread::sleep(Duration::from_millis(1100));
+    bob.flags_add("INBOX", bob.uids("INBOX")[0], "\\Seen");
+    let b1 = wait_for(Duration::from_secs(5), "bob/INBOX's mtime to move", || {
+        let t = time("bob");
+        (t != b0).then_some(t)
+    });
+    assert!(b1 > b0, "forward: {b0:?} -> {b1:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(time("alice"), a0, "alice's INBOX did not change");
+    assert!(!mount.stop().contains("panicked"));
+}

@@ -74,11 +74,11 @@ impl DirTimes {
         self.changed.lock().get(mailbox).copied().flatten()
     }
 
-    /// Records `view` as presented now: moves the mailbox's change time if its content
-    /// differs from the previous view presented. Locks are leaves: the comparison runs
-    /// with neither held.
-    pub(super) fn observe(&self, view: &Arc<MailboxView>) {
-        let name = &view.name;
+    /// Records `view` as presented now for `name` (the presented name: a multi-user
+    /// store's views carry the user's own names, which two users share): moves the
+    /// mailbox's change time if its content differs from the previous view presented.
+    /// Locks are leaves: the comparison runs with neither held.
+    pub(super) fn observe(&self, name: &MailboxName, view: &Arc<MailboxView>) {
         let previous = self.baselines.lock().get(name).cloned();
         let first = !self.seen(name);
         let moved = match &previous {
@@ -116,27 +116,27 @@ mod tests {
         let view = || store.view(&name).expect("view");
         let times = DirTimes::default();
         assert!(!times.seen(&name));
-        times.observe(&view());
+        times.observe(&name, &view());
         assert!(times.seen(&name));
         assert_eq!(times.changed(&name), None, "the first view is the baseline");
         // The same content again (a rebuilt view): no move.
         let same = Arc::new((*view()).clone());
-        times.observe(&same);
+        times.observe(&name, &same);
         assert_eq!(times.changed(&name), None);
         // A flag change moves it; a delivery moves it further.
         store.set_flags("INBOX", uid, MailFlags::SEEN);
-        times.observe(&view());
+        times.observe(&name, &view());
         let t1 = times.changed(&name).expect("a flag change moves the time");
         store.save("INBOX", b"Subject: b\n\nB\n", MailFlags::default());
-        times.observe(&view());
+        times.observe(&name, &view());
         let t2 = times.changed(&name).expect("a delivery moves the time");
         assert!(t2 > t1, "monotonic: {t1:?} then {t2:?}");
         // Unchanged again: stable.
-        times.observe(&Arc::new((*view()).clone()));
+        times.observe(&name, &Arc::new((*view()).clone()));
         assert_eq!(times.changed(&name), Some(t2));
         // An expunge moves it.
         store.expunge("INBOX", uid);
-        times.observe(&view());
+        times.observe(&name, &view());
         assert!(times.changed(&name) > Some(t2), "an expunge moves the time");
     }
 }

@@ -144,7 +144,7 @@ impl MailFs {
     /// change clock of its directory's times (`dirtimes`).
     pub(super) fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
         let view = self.store.view(mailbox)?;
-        self.dir_times.observe(&view);
+        self.dir_times.observe(mailbox, &view);
         if let Some(w) = &self.watcher {
             w.watch(
                 &Target::Mailbox(mailbox.clone()),
