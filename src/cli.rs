@@ -150,7 +150,7 @@ enum Command {
         open_mode: OpenMode,
         /// The tree's shape: eml (MAILBOX/UID.eml) or maildir (MAILBOX/cur/ with Maildir
         /// names carrying the flags, empty new/ and tmp/, for Maildir clients: notmuch,
-        /// mutt, mblaze). Read-only (not with --rw).
+        /// mutt, mblaze). With --rw, renames in cur/ set flags, unlink expunges.
         #[arg(long, default_value = "eml", value_name = "LAYOUT")]
         layout: naming::Layout,
         #[command(flatten)]
@@ -1138,11 +1138,7 @@ fn serve(
         layout: opts.layout,
     };
     let rw = writer.accepts_changes();
-    if rw && opts.layout == naming::Layout::Maildir {
-        return Err(CliError::Usage(
-            "--layout maildir is read-only: it cannot be combined with --rw".into(),
-        ));
-    }
+
     let mut fs = MailFs::new(
         store.clone(),
         writer,

@@ -689,3 +689,96 @@ fn multi_user_mailbox_times_are_per_user() {
     assert_eq!(time("alice"), a0, "alice's INBOX did not change");
     assert!(!mount.stop().contains("panicked"));
 }
+
+/// With `--rw --layout maildir`, what Maildir clients do to messages in `cur/` is carried
+/// out by Dovecot: a rename changing the `:2,` info sets the flags (Python's `os.rename`,
+/// mblaze's `mflag`), `rm` expunges; nothing else is done inside `cur/`, `new/`, `tmp/`.
+#[test]
+fn maildir_layout_rw_renames_set_flags_and_unlink_expunges() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("cl_md_rw");
+    let dovecot = Dovecot::start(&dir, Layout::Mdbox);
+    let bob = dovecot.user("bob");
+    populate_flagged(&bob);
+    let keywords = keyword_letters(&bob, false);
+    let mailboxes = bob.list();
+    let socket = dovecot.doveadm_socket();
+    let mount = Mount::start(
+        &bob.location(),
+        &dir.join("mnt"),
+        &[
+            "--layout",
+            "maildir",
+            "--rw",
+            "--user",
+            "bob",
+            "--doveadm",
+            socket.to_str().expect("UTF-8 socket path"),
+        ],
+    );
+    let cur = mount.mailbox("INBOX").join("cur");
+    let name_of_uid = |uid: u32| {
+        dir_names(&cur)
+            .expect("listing cur")
+            .into_iter()
+            .find(|n| n.starts_with(&format!("{uid}.")))
+            .unwrap_or_else(|| panic!("UID {uid} in cur/"))
+    };
+    let flags_of = |uid: u32| {
+        bob.fetch("INBOX")
+            .into_iter()
+            .find(|m| m.uid == uid)
+            .map(|m| m.flags)
+            .unwrap_or_else(|| panic!("UID {uid} in doveadm"))
+    };
+    // Python renames UID 1 (no flags) to flagged, seen, with the second keyword.
+    let old = name_of_uid(1);
+    let later = keywords["later"];
+    let new = old.replace(":2,", &format!(":2,FS{later}"));
+    run(Command::new(tool("python3")).args([
+        "-c",
+        "import os, sys; os.rename(sys.argv[1], sys.argv[2])",
+        cur.join(&old).to_str().expect("UTF-8"),
+        cur.join(&new).to_str().expect("UTF-8"),
+    ]));
+    assert_eq!(
+        flags_of(1),
+        "\\Flagged \\Seen later",
+        "after Python's rename"
+    );
+    assert_eq!(letters(&flags_of(1), &keywords), format!("FS{later}"));
+    assert!(cur.join(&new).is_file(), "the new name is the message");
+    assert!(!cur.join(&old).exists(), "the old name is gone");
+    // mblaze: mflag -S marks UID 5 (\Draft \Deleted) seen; -t unmarks trashed.
+    let five = cur.join(name_of_uid(5));
+    run(Command::new(tool("mflag")).arg("-S").arg(&five));
+    assert_eq!(flags_of(5), "\\Deleted \\Seen \\Draft", "after mflag -S");
+    run(Command::new(tool("mflag"))
+        .arg("-t")
+        .arg(cur.join(name_of_uid(5))));
+    assert_eq!(flags_of(5), "\\Seen \\Draft", "after mflag -t");
+    // rm expunges.
+    fs::remove_file(cur.join(name_of_uid(2))).expect("rm of a message in cur/");
+    assert!(!bob.uids("INBOX").contains(&2), "UID 2 expunged");
+    // A rename that changes the UID, and anything else in cur/new/tmp, is refused.
+    let three = name_of_uid(3);
+    let err = fs::rename(cur.join(&three), cur.join(three.replacen('3', "9", 1)))
+        .expect_err("renaming to another UID");
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "{err}");
+    for (what, r) in [
+        ("mkdir cur/x", fs::create_dir(cur.join("x"))),
+        (
+            "rmdir new",
+            fs::remove_dir(mount.mailbox("INBOX").join("new")),
+        ),
+        (
+            "create tmp/x",
+            fs::write(mount.mailbox("INBOX").join("tmp/x"), b"x"),
+        ),
+    ] {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{what}: {e}");
+    }
+    assert_eq!(bob.list(), mailboxes, "no mailbox made or deleted");
+    assert!(!mount.stop().contains("panicked"));
+}

@@ -214,6 +214,42 @@ impl Naming {
         OsString::from_vec(n)
     }
 
+    /// The flags a Maildir name asks for (a client renaming a message in `cur/` to change
+    /// its flags): doveadm spelling, system flags first. Upper-case letters other than the
+    /// five system flags (`P`, passed, has no IMAP flag) are ignored, as Dovecot ignores
+    /// them; a keyword letter beyond the view's keyword table is `None` (no keyword to
+    /// set), as is a name without `:2,`. Keywords without a letter (past the 26th) that the
+    /// message has are kept.
+    pub fn maildir_flags(
+        name: &OsStr,
+        view: &MailboxView,
+        meta: &MessageMeta,
+    ) -> Option<Vec<String>> {
+        let b = name.as_bytes();
+        let at = b.windows(3).position(|w| w == b":2,")?;
+        let letters = &b[at + 3..];
+        let mut flags = crate::format::MailFlags::default();
+        let mut keywords = Vec::new();
+        for &c in letters {
+            if let Some((flag, _)) = FLAG_LETTERS.iter().find(|(_, l)| *l as u8 == c) {
+                flags.insert(*flag);
+            } else if c.is_ascii_lowercase() {
+                let i = usize::from(c - b'a');
+                keywords.push(view.keyword_names.get(i)?.clone());
+            } else if !c.is_ascii_uppercase() {
+                return None;
+            }
+        }
+        let mut out: Vec<String> = flags.names().map(str::to_string).collect();
+        out.extend(keywords);
+        for i in meta.keywords.iter().filter(|i| *i >= 26) {
+            if let Some(k) = view.keyword_names.get(i) {
+                out.push(k.clone());
+            }
+        }
+        Some(out)
+    }
+
     /// The name of a message in its directory, in this layout.
     pub fn listed_name(self, view: &MailboxView, meta: &MessageMeta) -> OsString {
         match self.layout {

@@ -593,3 +593,77 @@ fn maildir_layout_lists_cur_new_tmp_and_names_carry_the_flags() {
             .any(|(k, _)| *k == "user.mailbox.uidvalidity")
     );
 }
+
+#[test]
+fn maildir_layout_renames_in_cur_become_flag_changes_and_moves() {
+    use super::naming::{Layout, Sub};
+    let (_store, mut fs, rec) = recording();
+    fs.naming.layout = Layout::Maildir;
+    let calls = || rec.calls.lock().clone();
+    let sub = |m: &str, s: Sub| {
+        let mut levels = name(m).0;
+        levels.push(s.level());
+        MailboxName(levels)
+    };
+    let cur = sub("INBOX", Sub::Cur);
+    let names = listed(&fs, &format!("INBOX/{}", Sub::Cur.level()));
+    let one = OsStr::new(&names[2]);
+    let flagged = names[2].replace(":2,S", ":2,FRS");
+    fs.rename_entry(&cur, one, &cur, OsStr::new(&flagged), 0, false)
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Flags(
+            "INBOX".into(),
+            vec![1],
+            FlagChange::Replace(vec![
+                "\\Answered".into(),
+                "\\Flagged".into(),
+                "\\Seen".into()
+            ])
+        ))
+    );
+    // Another UID, or no info: refused, nothing called.
+    let n = calls().len();
+    let other = names[2].replacen('1', "7", 1);
+    for bad in [other.as_str(), "1.guid-1"] {
+        let e = fs
+            .rename_entry(&cur, one, &cur, OsStr::new(bad), 0, false)
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{bad}: {e:?}");
+    }
+    assert_eq!(calls().len(), n);
+    // Into another mailbox's cur/: a move.
+    fs.rename_entry(&cur, one, &sub("Work/Sub", Sub::Cur), one, 0, false)
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Move("INBOX".into(), 1, "Work/Sub".into()))
+    );
+    // No mailbox is made, deleted or renamed through cur/, new/, tmp/.
+    assert!(fs.make_folder(&cur, OsStr::new("x")).is_err());
+    assert!(fs.remove_folder(&name("INBOX"), OsStr::new("new")).is_err());
+    assert!(
+        fs.rename_entry(
+            &name("INBOX"),
+            OsStr::new("tmp"),
+            &name(""),
+            OsStr::new("T"),
+            0,
+            false
+        )
+        .is_err()
+    );
+    // unlink in cur/ expunges.
+    let two = OsStr::new(&names[3]);
+    fs.remove_message(&cur, two, 1).unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Expunge("INBOX".into(), vec![2]))
+    );
+    assert!(
+        calls().iter().all(|c| !format!("{c:?}").contains("\\0")),
+        "no hidden level reached the writer: {:?}",
+        calls()
+    );
+}

@@ -16,6 +16,11 @@
 //!   `user.mail.flags.add` and `user.mail.flags.remove` add and remove some (doveadm
 //!   spelling, separated by spaces).
 //! - `create`/`write`/`close`: a new message, staged until closed (`staging`), then saved.
+//! - `--layout maildir`: `unlink(cur/NAME)` expunges; `rename(cur/NAME, cur/NAME2)` of one
+//!   message (same UID) replaces its flags with those of `NAME2`'s `:2,` info; a rename
+//!   into another mailbox's `cur/` or `new/` moves it. Nothing else is done inside
+//!   `cur/`, `new/` and `tmp/` (EPERM): no mkdir, rmdir, rename of them, and no new files
+//!   (a delivery through `tmp/` is not supported yet).
 //!
 //! After each change the store's stamps are re-checked (the next view is current) and the
 //! notifier is told what the kernel may hold of the old state, without waiting for it
@@ -32,7 +37,7 @@ use log::{debug, warn};
 
 use super::MailFs;
 use super::inode::Node;
-use super::naming::{self, Naming};
+use super::naming::{self, Naming, Sub};
 use super::notify::Notice;
 use super::staging::{Phase, Staged, StagedAttr, Writer};
 use crate::coherence::Change;
@@ -91,6 +96,79 @@ impl MailFs {
         Ok(())
     }
 
+    /// Refuses a change of a Maildir layout `cur/`, `new/` or `tmp/` (or of anything below
+    /// one) other than the message changes `rename_in_maildir` and `remove_message` make:
+    /// their names stand for no mailbox.
+    fn refuse_in_sub(name: &MailboxName, what: &str) -> Result<()> {
+        if name.0.iter().any(|l| Sub::of_level(l).is_some()) {
+            return Err(Error::refused(
+                Refusal::NotPermitted,
+                format!("{what}: cur/, new/ and tmp/ hold messages only"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Which Maildir layout directory `folder` is, and its mailbox.
+    fn sub_of(folder: &MailboxName) -> Option<(Sub, MailboxName)> {
+        let (last, levels) = folder.0.split_last()?;
+        Some((Sub::of_level(last)?, MailboxName(levels.to_vec())))
+    }
+
+    /// `rename(from/name, to/new_name)` of a message in a Maildir layout `cur/`: a flag
+    /// change within the mailbox, or a move into another mailbox's `cur/` or `new/`.
+    fn rename_in_maildir(
+        &self,
+        from: &MailboxName,
+        name: &OsStr,
+        to: &MailboxName,
+        new_name: &OsStr,
+        to_ino: u64,
+    ) -> Result<()> {
+        let (mailbox, uid) = self.message_at(from, name)?;
+        let invalid = |why: &str| {
+            Error::refused(
+                Refusal::Invalid,
+                format!(
+                    "{mailbox}/{uid} -> {to}/{}: {why}",
+                    new_name.to_string_lossy()
+                ),
+            )
+        };
+        let to_mailbox = match Self::sub_of(to) {
+            Some((Sub::Cur | Sub::New, m)) => m,
+            _ => return Err(invalid("not a mailbox's cur/ or new/")),
+        };
+        let before = self.view(&mailbox)?;
+        if to_mailbox != mailbox {
+            let before_to = self.view(&to_mailbox).ok();
+            self.writer.move_message(&mailbox, uid, &to_mailbox)?;
+            self.changed(
+                &[(mailbox, Some(before)), (to_mailbox, before_to)],
+                vec![(to_ino, new_name.to_os_string())],
+            );
+            return Ok(());
+        }
+        // Within the mailbox: the same message (its UID leads the name), other flags.
+        if naming::parse_maildir_name(new_name) != Some(MessageKey::Uid(uid)) {
+            return Err(invalid("a message keeps its UID"));
+        }
+        let meta = before
+            .get(&MessageKey::Uid(uid))
+            .ok_or_else(|| Error::not_found(format!("{mailbox}/{uid}")))?;
+        let flags = Naming::maildir_flags(new_name, &before, meta)
+            .ok_or_else(|| invalid("no Maildir info (:2,) or an unknown keyword letter"))?;
+        self.writer
+            .change_flags(&mailbox, &[uid], &FlagChange::Replace(flags))?;
+        // The kernel now holds the new name for the message: dropped, so that it is
+        // looked up again under the name Dovecot's flags give.
+        self.changed(
+            &[(mailbox, Some(before))],
+            vec![(to_ino, new_name.to_os_string())],
+        );
+        Ok(())
+    }
+
     /// The staged file or ghost that `parent/name` resolves to, if it is one.
     fn staged_at(&self, parent: &MailboxName, name: &OsStr) -> Option<Arc<Staged>> {
         match self.resolve(parent, name) {
@@ -108,6 +186,7 @@ impl MailFs {
                 format!("{parent}/{}", name.to_string_lossy()),
             ));
         };
+        Self::refuse_in_sub(&folder, "rmdir")?;
         let tree = self.tree(&folder)?;
         let f = tree.folder(&folder)?;
         let has_messages = self
@@ -130,6 +209,7 @@ impl MailFs {
         parent: &MailboxName,
         name: &OsStr,
     ) -> Result<(Node, FileAttr)> {
+        Self::refuse_in_sub(parent, "mkdir")?;
         let level = folder_level(self.naming, name)?;
         if parent.0.len() < self.store.scope_depth() {
             return Err(Error::refused(
@@ -178,6 +258,9 @@ impl MailFs {
                 .as_ref()
                 .is_some_and(|e| e.selectable))
         };
+        if Self::sub_of(from).is_some() {
+            return self.rename_in_maildir(from, name, to, new_name, to_ino);
+        }
         if let Some(staged) = self.staged_at(from, name) {
             if let Some(Node::Message { .. } | Node::Folder(_)) = target {
                 // A saved file renamed onto a message's name (`rsync` restoring `12.eml`
@@ -269,6 +352,8 @@ impl MailFs {
                 ),
             ));
         }
+        Self::refuse_in_sub(&folder, "rename")?;
+        Self::refuse_in_sub(to, "rename")?;
         let mut levels = to.0.clone();
         levels.push(folder_level(self.naming, new_name)?);
         self.writer.rename_mailbox(&folder, &MailboxName(levels))?;
@@ -330,6 +415,15 @@ impl MailFs {
             return Err(Error::refused(
                 Refusal::ReadOnly,
                 format!("creating {parent}/{}", name.to_string_lossy()),
+            ));
+        }
+        if self.naming.layout == naming::Layout::Maildir {
+            return Err(Error::refused(
+                Refusal::NotPermitted,
+                format!(
+                    "creating {parent}/{}: --layout maildir saves no new files yet",
+                    name.to_string_lossy()
+                ),
             ));
         }
         let tree = self.tree(parent)?;
