@@ -690,11 +690,13 @@ fn multi_user_mailbox_times_are_per_user() {
     assert!(!mount.stop().contains("panicked"));
 }
 
-/// With `--rw --layout maildir`, what Maildir clients do to messages in `cur/` is carried
-/// out by Dovecot: a rename changing the `:2,` info sets the flags (Python's `os.rename`,
-/// mblaze's `mflag`), `rm` expunges; nothing else is done inside `cur/`, `new/`, `tmp/`.
+/// With `--rw --layout maildir`, what Maildir clients do is carried out by Dovecot: a
+/// rename changing the `:2,` info sets the flags (Python's `os.rename`, mblaze's `mflag`),
+/// `rm` expunges, a file written into `tmp/` and renamed into `new/` or `cur/` is saved
+/// (Python's `mailbox.Maildir.add`, mblaze's `mdeliver`); nothing else is done inside
+/// `cur/`, `new/`, `tmp/`.
 #[test]
-fn maildir_layout_rw_renames_set_flags_and_unlink_expunges() {
+fn maildir_layout_rw_renames_set_flags_unlink_expunges_tmp_delivers() {
     require!(Dovecot, Fuse);
     let dir = TestDir::new("cl_md_rw");
     let dovecot = Dovecot::start(&dir, Layout::Mdbox);
@@ -760,6 +762,58 @@ fn maildir_layout_rw_renames_set_flags_and_unlink_expunges() {
     // rm expunges.
     fs::remove_file(cur.join(name_of_uid(2))).expect("rm of a message in cur/");
     assert!(!bob.uids("INBOX").contains(&2), "UID 2 expunged");
+    // Delivery through tmp/: Python's mailbox.Maildir.add (tmp/, then link, refused with
+    // EPERM, then rename into new/) and mblaze's mdeliver -c -X FS (into cur/ with flags).
+    let python_msg = email(40, "Delivered by Python", "through tmp/");
+    let src = dir.join("python.eml");
+    fs::write(&src, &python_msg).expect("writing the message");
+    let before: BTreeSet<u32> = bob.uids("INBOX").into_iter().collect();
+    run(Command::new(tool("python3")).args([
+        "-c",
+        "import mailbox, sys; md = mailbox.Maildir(sys.argv[1], create=False); \
+         print(md.add(open(sys.argv[2], 'rb').read()))",
+        mount.mailbox("INBOX").to_str().expect("UTF-8"),
+        src.to_str().expect("UTF-8"),
+    ]));
+    let new_uids = |before: &BTreeSet<u32>| -> Vec<u32> {
+        bob.uids("INBOX")
+            .into_iter()
+            .filter(|u| !before.contains(u))
+            .collect()
+    };
+    let added = new_uids(&before);
+    assert_eq!(added.len(), 1, "Python's add saved one message");
+    assert_eq!(bob.text("INBOX", added[0]), python_msg, "its bytes");
+    let before: BTreeSet<u32> = bob.uids("INBOX").into_iter().collect();
+    let mdeliver_msg = email(41, "Delivered by mdeliver", "into cur/ with flags");
+    let mut child = Command::new(tool("mdeliver"))
+        .args(["-c", "-X", "FS"])
+        .arg(mount.mailbox("INBOX"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mdeliver");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&mdeliver_msg)
+        .expect("writing to mdeliver");
+    assert!(child.wait().expect("mdeliver").success(), "mdeliver failed");
+    let added = new_uids(&before);
+    assert_eq!(added.len(), 1, "mdeliver saved one message");
+    assert_eq!(bob.text("INBOX", added[0]), mdeliver_msg, "its bytes");
+    assert_eq!(flags_of(added[0]), "\\Flagged \\Seen", "its flags");
+    // A file written into tmp/ and removed there is no delivery.
+    let count = bob.uids("INBOX").len();
+    let stray = mount.mailbox("INBOX").join("tmp").join("stray");
+    fs::write(&stray, b"Subject: never delivered\n\n").expect("writing into tmp/");
+    fs::remove_file(&stray).expect("removing it");
+    assert_eq!(
+        bob.uids("INBOX").len(),
+        count,
+        "nothing saved from tmp/ alone"
+    );
     // A rename that changes the UID, and anything else in cur/new/tmp, is refused.
     let three = name_of_uid(3);
     let err = fs::rename(cur.join(&three), cur.join(three.replacen('3', "9", 1)))
@@ -772,8 +826,12 @@ fn maildir_layout_rw_renames_set_flags_and_unlink_expunges() {
             fs::remove_dir(mount.mailbox("INBOX").join("new")),
         ),
         (
-            "create tmp/x",
-            fs::write(mount.mailbox("INBOX").join("tmp/x"), b"x"),
+            "create new/x",
+            fs::write(mount.mailbox("INBOX").join("new/x"), b"x"),
+        ),
+        (
+            "create INBOX/x",
+            fs::write(mount.mailbox("INBOX").join("x"), b"x"),
         ),
     ] {
         let e = r.expect_err(what);

@@ -855,7 +855,13 @@ impl Filesystem for MailFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(fuser::Errno::EROFS);
+        // No hard links: EPERM on a writable mount, as a filesystem without them answers
+        // (Python's mailbox.Maildir then delivers with rename).
+        reply.error(if self.writable() {
+            fuser::Errno::EPERM
+        } else {
+            fuser::Errno::EROFS
+        });
     }
 
     fn rename(
@@ -891,7 +897,13 @@ impl Filesystem for MailFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(fuser::Errno::EROFS);
+        // No hard links: EPERM on a writable mount, as a filesystem without them answers
+        // (Python's mailbox.Maildir then delivers with rename).
+        reply.error(if self.writable() {
+            fuser::Errno::EPERM
+        } else {
+            fuser::Errno::EROFS
+        });
     }
 
     fn fallocate(

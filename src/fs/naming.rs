@@ -219,11 +219,11 @@ impl Naming {
     /// five system flags (`P`, passed, has no IMAP flag) are ignored, as Dovecot ignores
     /// them; a keyword letter beyond the view's keyword table is `None` (no keyword to
     /// set), as is a name without `:2,`. Keywords without a letter (past the 26th) that the
-    /// message has are kept.
+    /// message `meta` (if any: a delivery has none yet) has are kept.
     pub fn maildir_flags(
         name: &OsStr,
         view: &MailboxView,
-        meta: &MessageMeta,
+        meta: Option<&MessageMeta>,
     ) -> Option<Vec<String>> {
         let b = name.as_bytes();
         let at = b.windows(3).position(|w| w == b":2,")?;
@@ -242,7 +242,11 @@ impl Naming {
         }
         let mut out: Vec<String> = flags.names().map(str::to_string).collect();
         out.extend(keywords);
-        for i in meta.keywords.iter().filter(|i| *i >= 26) {
+        for i in meta
+            .iter()
+            .flat_map(|m| m.keywords.iter())
+            .filter(|i| *i >= 26)
+        {
             if let Some(k) = view.keyword_names.get(i) {
                 out.push(k.clone());
             }
