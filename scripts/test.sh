@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3 man-db procps)
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3
+    man-db procps notmuch neomutt mblaze tmux)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
@@ -34,6 +35,11 @@ missing() {
     have man || return 0
     # The mount(8) tests find the background daemon with pgrep (procps).
     have pgrep || return 0
+    # Mail clients nobody here wrote, run against the mount (tests/clients.rs).
+    have notmuch || return 0
+    have neomutt || return 0
+    have mscan || return 0
+    have tmux || return 0
     return 1
 }
 

@@ -195,6 +195,11 @@ enum Command {
         /// Linux 6.9+ and CAP_SYS_ADMIN allow; else held).
         #[arg(long, default_value = "kernel", value_name = "MODE")]
         open_mode: OpenMode,
+        /// The tree's shape: eml (MAILBOX/UID.eml) or maildir (MAILBOX/cur/ with Maildir
+        /// names carrying the flags, empty new/ and tmp/, for Maildir clients: notmuch,
+        /// mutt, mblaze). With --rw, renames in cur/ set flags, unlink expunges.
+        #[arg(long, default_value = "eml", value_name = "LAYOUT")]
+        layout: naming::Layout,
         #[command(flatten)]
         write: WriteArgs,
         #[command(flatten)]
@@ -418,6 +423,7 @@ pub fn main() -> ExitCode {
             allow_other,
             threads,
             open_mode,
+            layout,
             write,
             imap,
         } => mount(
@@ -440,6 +446,7 @@ pub fn main() -> ExitCode {
                 subtype,
                 nonempty,
                 presentation: crate::fs::Presentation { uid, gid, umask },
+                layout,
             },
             readiness.clone(),
         ),
@@ -994,6 +1001,7 @@ struct MountOptions {
     nonempty: bool,
     /// The owner and mode to present instead of the store's.
     presentation: crate::fs::Presentation,
+    layout: naming::Layout,
 }
 
 /// The watch mode for `arg` on a store at `root` (`None`: off).
@@ -1362,8 +1370,10 @@ fn serve(
     };
     let naming = Naming {
         portable: opts.portable_names,
+        layout: opts.layout,
     };
     let rw = writer.accepts_changes();
+
     let mut fs = MailFs::new(
         store.clone(),
         writer,
@@ -1410,6 +1420,7 @@ fn serve(
         );
         fs.set_presentation(p);
     }
+    fs.describe("layout", opts.layout.as_str());
     if rw {
         fs.set_notices(notices_tx.clone());
         fs.set_staging_limits(crate::fs::staging::Limits {

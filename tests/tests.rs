@@ -67,3 +67,5 @@ mod imap_cyrus;
 // Operations: mount(8) and fstab, background start, NOTIFY_SOCKET, uid/gid/umask, start-up
 // checks, logs, install.sh and demo.sh.
 mod ops;
+// Clients nobody here wrote on real mounts: rsync, Python, notmuch, neomutt, mblaze.
+mod clients;

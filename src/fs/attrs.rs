@@ -96,13 +96,27 @@ impl MailFs {
 
     /// A folder's attributes; one with no entry of its own (the mount root) is presented
     /// as `root`. Permission bits are what the store presents (the directories a folder
-    /// stands for folded in), write bits cleared, and nothing added.
+    /// stands for folded in), write bits cleared, and nothing added. Times: the store's
+    /// mtime, or, for a mailbox whose content was presented and changed since, when that
+    /// change was noticed (`dirtimes`), whichever is later.
     pub(super) fn folder_attr(&self, ino: u64, folder: &Folder, root: Presented) -> FileAttr {
         let (owner, mtime) = match &folder.entry {
             Some(e) => (e.owner, e.mtime),
             None => root,
         };
-        let t = to_time(mtime);
+        let mut t = to_time(mtime);
+        if let Some(e) = &folder.entry
+            && e.selectable
+            && self.dir_times.seen(&e.name)
+        {
+            // Its content was presented: look at the current view (a stamp check when
+            // nothing changed) so that the time moves before the kernel sees it. A mailbox
+            // never presented keeps the store's time, without its view being built.
+            let _ = self.view(&e.name);
+            if let Some(changed) = self.dir_times.changed(&e.name) {
+                t = t.max(changed);
+            }
+        }
         self.presentation.apply(FileAttr {
             ino: INodeNo(ino),
             size: 4096,
@@ -193,20 +207,29 @@ impl MailFs {
                 self.folder_attr(self.inodes.peek_ino(&node), sub, tree.root),
             ));
         }
-        let key = naming::parse_message_name(name)
-            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
-        let view = self
-            .folder_view(folder)?
-            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
-        let meta = view
-            .get(&key)
-            .ok_or_else(|| Error::not_found(format!("{parent}/{}", name.to_string_lossy())))?;
+        let missing = || Error::not_found(format!("{parent}/{}", name.to_string_lossy()));
+        let key = match folder.sub {
+            Some(_) => naming::parse_maildir_name(name),
+            None => naming::parse_message_name(name),
+        }
+        .ok_or_else(missing)?;
+        let view = self.folder_view(folder)?.ok_or_else(missing)?;
+        let meta = view.get(&key).ok_or_else(missing)?;
+        // A Maildir layout name carries the flags: only the current one is the message.
+        if folder.sub.is_some() && self.naming.maildir_name(&view, meta) != name {
+            return Err(missing());
+        }
         if let Some(problem) = &meta.problem {
             return Err(Error::Unreadable {
                 what: problem.to_string(),
             });
         }
-        let node = Self::message_node(&view, &Arc::new(parent.clone()), key);
+        // The message belongs to the mailbox (not to its `cur/`).
+        let mailbox = match (&folder.sub, &folder.entry) {
+            (Some(_), Some(e)) => e.name.clone(),
+            _ => parent.clone(),
+        };
+        let node = Self::message_node(&view, &Arc::new(mailbox), key);
         let attr = self.message_attr(self.inodes.peek_ino(&node), meta);
         Ok((node, attr))
     }

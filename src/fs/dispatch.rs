@@ -19,7 +19,7 @@ use super::attrs::negative_attr;
 use super::handles::{Handle, OpenDir, OpenMessage};
 use super::inode::{Node, ROOT_INO};
 use super::open::{self, OpenMode};
-use super::xattrs::reply_xattr_bytes;
+use super::xattrs::{listed, reply_xattr_bytes};
 use crate::error::{Error, Refusal, Result};
 use crate::store::{MailboxName, Target};
 
@@ -560,7 +560,7 @@ impl Filesystem for MailFs {
         match self.xattrs(&node) {
             Ok(attrs) => {
                 let mut names = Vec::new();
-                for (n, _) in attrs {
+                for (n, _) in attrs.into_iter().filter(|(n, _)| listed(n)) {
                     names.extend_from_slice(n.as_bytes());
                     names.push(0);
                 }
@@ -855,7 +855,13 @@ impl Filesystem for MailFs {
         _target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(fuser::Errno::EROFS);
+        // No hard links: EPERM on a writable mount, as a filesystem without them answers
+        // (Python's mailbox.Maildir then delivers with rename).
+        reply.error(if self.writable() {
+            fuser::Errno::EPERM
+        } else {
+            fuser::Errno::EROFS
+        });
     }
 
     fn rename(
@@ -891,7 +897,13 @@ impl Filesystem for MailFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(fuser::Errno::EROFS);
+        // No hard links: EPERM on a writable mount, as a filesystem without them answers
+        // (Python's mailbox.Maildir then delivers with rename).
+        reply.error(if self.writable() {
+            fuser::Errno::EPERM
+        } else {
+            fuser::Errno::EROFS
+        });
     }
 
     fn fallocate(

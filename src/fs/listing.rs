@@ -61,7 +61,12 @@ impl MailFs {
                 broken: false,
             });
         }
-        let messages = self.folder_view(folder)?.map(|view| (view, name.clone()));
+        // Messages belong to the mailbox, also when listed in its Maildir `cur/`.
+        let mailbox = match (&folder.sub, &folder.entry) {
+            (Some(_), Some(e)) => Arc::new(e.name.clone()),
+            _ => name.clone(),
+        };
+        let messages = self.folder_view(folder)?.map(|view| (view, mailbox));
         Ok(Listing {
             head: out,
             messages,
@@ -83,7 +88,7 @@ impl MailFs {
                     let node = Self::message_node(view, name, meta.key.clone());
                     let attr = self.message_attr(self.inodes.peek_ino(&node), meta);
                     let listed = Listed {
-                        name: self.naming.message_name(&meta.key),
+                        name: self.naming.listed_name(view, meta),
                         node,
                         attr,
                         broken: meta.problem.is_some(),

@@ -1,6 +1,8 @@
 //! The FUSE presentation of a store: one directory per mailbox level, one `<uid>.eml` file
-//! per message, metadata as `user.mail.*` / `user.mailbox.*` xattrs. This module and
-//! `cli` are the only users of `fuser`; it knows nothing of on-disk formats.
+//! per message (or, with `--layout maildir`, `cur/<uid>.<guid>,S=..,W=..:2,<flags>` and
+//! empty `new/` and `tmp/`: see `naming`), metadata as `user.mail.*` / `user.mailbox.*`
+//! xattrs. This module and `cli` are the only users of `fuser`; it knows nothing of
+//! on-disk formats.
 //!
 //! # Consistency contract
 //! Dovecot writes the store underneath us. Every request asks the store for a current view;
@@ -20,7 +22,8 @@
 //! all with EROFS. This layer never writes a store file itself.
 //!
 //! # Modules
-//! `tree` (folder hierarchy and views), `attrs` (attributes, resolving names and inodes),
+//! `tree` (folder hierarchy and views), `dirtimes` (mailbox directory times that move
+//! with their content), `attrs` (attributes, resolving names and inodes),
 //! `listing` (directory listings), `xattrs` (extended attributes and the status report),
 //! `handles` (open directories and messages), `open` (`--open-mode`, reads), `writes`
 //! (changes through the writer), `dispatch` (the `fuser::Filesystem` implementation:
@@ -28,10 +31,12 @@
 //! thread), `inode`, `naming`, `errno`.
 //!
 //! # Locks
-//! `InodeTable::slots`, `Handles::table` and `MailFs::trees` are independent leaf locks:
+//! `InodeTable::slots`, `Handles::table`, `MailFs::trees` and the two of `DirTimes` are
+//! independent leaf locks:
 //! none is held while taking another, doing I/O, or replying to the kernel.
 
 mod attrs;
+mod dirtimes;
 mod dispatch;
 pub mod errno;
 mod handles;
@@ -111,6 +116,8 @@ pub struct MailFs {
     opens: AtomicU64,
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
     trees: Mutex<LruCache<MailboxName, Arc<FolderTree>>>,
+    /// When each presented mailbox's content last changed (its directory's mtime).
+    dir_times: dirtimes::DirTimes,
     errors: ErrorReporter,
     /// Files being written into mailboxes, and ghosts of those saved (`staging`).
     staging: Staging,
@@ -153,6 +160,7 @@ impl MailFs {
             reads: AtomicU64::new(0),
             opens: AtomicU64::new(0),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
+            dir_times: dirtimes::DirTimes::default(),
             errors: ErrorReporter::default(),
             staging: Staging::new(Limits::default()),
             notices: None,

@@ -32,7 +32,7 @@ use fuser::{INodeNo, Notifier};
 use log::debug;
 
 use super::inode::{InodeTable, Node, ROOT_INO};
-use super::naming::Naming;
+use super::naming::{Layout, Naming, Sub};
 use crate::coherence::Change;
 use crate::coherence::diff::{ListDiff, ViewDiff};
 use crate::store::{MailboxName, MailboxView, MessageKey};
@@ -184,17 +184,38 @@ impl<K: KernelCaches> Invalidator<K> {
         let Some(dir) = self.inodes.known(&Node::Folder(mailbox.clone())) else {
             return; // nothing below an unknown folder can be cached
         };
+        // Where the messages are listed: the mailbox's directory, or in the Maildir layout
+        // its `cur/` (whose names carry the flags).
+        let list_dir = match self.naming.layout {
+            Layout::Eml => Some(dir),
+            Layout::Maildir => {
+                let mut levels = name.0.clone();
+                levels.push(Sub::Cur.level());
+                self.inodes
+                    .known(&Node::Folder(Arc::new(MailboxName(levels))))
+            }
+        };
         let node = |view: &MailboxView, key: &MessageKey| Node::Message {
             mailbox: mailbox.clone(),
             uid_validity: view.uid_validity,
             key: key.clone(),
         };
+        let name_in = |view: &MailboxView, key: &MessageKey| {
+            view.get(key)
+                .map(|m| self.naming.listed_name(view, m))
+                .unwrap_or_else(|| self.naming.message_name(key))
+        };
         let Some(new) = new else {
             // Not found now: nothing it held may be served. (If the mailbox is really
             // gone, its parent's list change also deletes the directory's entry.)
-            for m in old.all() {
-                if let Some(ino) = self.inodes.known(&node(old, &m.key)) {
-                    self.delete(dir, ino, &self.naming.message_name(&m.key));
+            if let Some(list_dir) = list_dir {
+                for m in old.all() {
+                    if let Some(ino) = self.inodes.known(&node(old, &m.key)) {
+                        self.delete(list_dir, ino, &name_in(old, &m.key));
+                    }
+                }
+                if list_dir != dir {
+                    self.inval_inode(list_dir, 0);
                 }
             }
             self.inval_inode(dir, 0);
@@ -204,17 +225,28 @@ impl<K: KernelCaches> Invalidator<K> {
         if d.is_empty() {
             return;
         }
-        for key in &d.removed {
-            if let Some(ino) = self.inodes.known(&node(old, key)) {
-                self.delete(dir, ino, &self.naming.message_name(key));
+        if let Some(list_dir) = list_dir {
+            for key in &d.removed {
+                if let Some(ino) = self.inodes.known(&node(old, key)) {
+                    self.delete(list_dir, ino, &name_in(old, key));
+                }
             }
-        }
-        for key in &d.added {
-            self.inval_entry(dir, &self.naming.message_name(key));
-        }
-        for key in &d.changed {
-            if let Some(ino) = self.inodes.known(&node(new, key)) {
-                self.inval_inode(ino, -1);
+            for key in &d.added {
+                self.inval_entry(list_dir, &name_in(new, key));
+            }
+            for key in &d.changed {
+                if let Some(ino) = self.inodes.known(&node(new, key)) {
+                    self.inval_inode(ino, -1);
+                }
+                // A Maildir name carries the flags: the old name is gone, the new one new.
+                let (was, is) = (name_in(old, key), name_in(new, key));
+                if was != is {
+                    self.inval_entry(list_dir, &was);
+                    self.inval_entry(list_dir, &is);
+                }
+            }
+            if list_dir != dir {
+                self.inval_inode(list_dir, 0);
             }
         }
         self.inval_inode(dir, 0);

@@ -214,6 +214,9 @@ fn xattrs_and_reads_by_inode() {
     );
     let root = fs.xattrs(&Node::Folder(Arc::new(name("")))).unwrap();
     assert!(root.iter().any(|(k, _)| *k == "user.mailfs.status"));
+    // Answered by name, never listed (backups of an unchanged store are no-ops).
+    assert!(!super::xattrs::listed("user.mailfs.status"));
+    assert!(super::xattrs::listed("user.mail.flags"));
     assert_eq!(fs.inodes.get(ROOT_INO), Some(Node::root()));
 }
 
@@ -525,4 +528,142 @@ fn only_the_writers_close_or_the_last_release_saves_a_new_file() {
     fs.release_staged(&e);
     assert_eq!(saves(), 2);
     assert!(fs.staging.get(e.id).is_none(), "forgotten");
+}
+
+#[test]
+fn maildir_layout_lists_cur_new_tmp_and_names_carry_the_flags() {
+    use super::naming::Layout;
+    let (store, mut fs) = setup(|_| Arc::new(ReadOnly));
+    fs.naming.layout = Layout::Maildir;
+    assert_eq!(listed(&fs, "INBOX"), [".", "..", "cur", "new", "tmp"]);
+    // A plain hierarchy level has no cur/; a nested mailbox has its own.
+    assert_eq!(listed(&fs, "Work"), [".", "..", "Sub"]);
+    let cur = |m: &str| {
+        let mut levels = name(m).0;
+        levels.push(super::naming::Sub::Cur.level());
+        MailboxName(levels)
+    };
+    let names = listed(&fs, &format!("INBOX/{}", super::naming::Sub::Cur.level()));
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names[2].starts_with("1.guid-1,S=20,W=") && names[2].ends_with(":2,S"));
+    assert!(names[3].starts_with("2.guid-2,") && names[3].ends_with(":2,"));
+    for sub in ["new", "tmp"] {
+        let (node, attr) = fs.resolve(&name("INBOX"), OsStr::new(sub)).unwrap();
+        assert!(matches!(node, Node::Folder(_)));
+        assert_eq!(attr.kind, fuser::FileType::Directory);
+    }
+    // The current name resolves to the mailbox's message; the name with other flags not.
+    let (node, _) = fs.resolve(&cur("INBOX"), OsStr::new(&names[2])).unwrap();
+    assert_eq!(
+        node,
+        Node::Message {
+            mailbox: Arc::new(name("INBOX")),
+            uid_validity: 7,
+            key: MessageKey::Uid(1)
+        }
+    );
+    let stale = names[2].replace(":2,S", ":2,");
+    assert!(
+        fs.resolve(&cur("INBOX"), OsStr::new(&stale))
+            .unwrap_err()
+            .is_not_found()
+    );
+    // The message is not in the mailbox directory itself.
+    assert!(
+        fs.resolve(&name("INBOX"), OsStr::new(&names[2]))
+            .unwrap_err()
+            .is_not_found()
+    );
+    // A flag change renames it.
+    let mut flags = MailFlags::SEEN;
+    flags.insert(MailFlags::FLAGGED);
+    store.set_flags("INBOX", 1, flags);
+    let after = listed(&fs, &format!("INBOX/{}", super::naming::Sub::Cur.level()));
+    assert!(after[2].ends_with(":2,FS"), "{after:?}");
+    // cur/ has no mailbox xattrs; the mailbox keeps its own.
+    assert!(
+        fs.xattrs(&Node::Folder(Arc::new(cur("INBOX"))))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        fs.xattrs(&Node::Folder(Arc::new(name("INBOX"))))
+            .unwrap()
+            .iter()
+            .any(|(k, _)| *k == "user.mailbox.uidvalidity")
+    );
+}
+
+#[test]
+fn maildir_layout_renames_in_cur_become_flag_changes_and_moves() {
+    use super::naming::{Layout, Sub};
+    let (_store, mut fs, rec) = recording();
+    fs.naming.layout = Layout::Maildir;
+    let calls = || rec.calls.lock().clone();
+    let sub = |m: &str, s: Sub| {
+        let mut levels = name(m).0;
+        levels.push(s.level());
+        MailboxName(levels)
+    };
+    let cur = sub("INBOX", Sub::Cur);
+    let names = listed(&fs, &format!("INBOX/{}", Sub::Cur.level()));
+    let one = OsStr::new(&names[2]);
+    let flagged = names[2].replace(":2,S", ":2,FRS");
+    fs.rename_entry(&cur, one, &cur, OsStr::new(&flagged), 0, false)
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Flags(
+            "INBOX".into(),
+            vec![1],
+            FlagChange::Replace(vec![
+                "\\Answered".into(),
+                "\\Flagged".into(),
+                "\\Seen".into()
+            ])
+        ))
+    );
+    // Another UID, or no info: refused, nothing called.
+    let n = calls().len();
+    let other = names[2].replacen('1', "7", 1);
+    for bad in [other.as_str(), "1.guid-1"] {
+        let e = fs
+            .rename_entry(&cur, one, &cur, OsStr::new(bad), 0, false)
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{bad}: {e:?}");
+    }
+    assert_eq!(calls().len(), n);
+    // Into another mailbox's cur/: a move.
+    fs.rename_entry(&cur, one, &sub("Work/Sub", Sub::Cur), one, 0, false)
+        .unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Move("INBOX".into(), 1, "Work/Sub".into()))
+    );
+    // No mailbox is made, deleted or renamed through cur/, new/, tmp/.
+    assert!(fs.make_folder(&cur, OsStr::new("x")).is_err());
+    assert!(fs.remove_folder(&name("INBOX"), OsStr::new("new")).is_err());
+    assert!(
+        fs.rename_entry(
+            &name("INBOX"),
+            OsStr::new("tmp"),
+            &name(""),
+            OsStr::new("T"),
+            0,
+            false
+        )
+        .is_err()
+    );
+    // unlink in cur/ expunges.
+    let two = OsStr::new(&names[3]);
+    fs.remove_message(&cur, two, 1).unwrap();
+    assert_eq!(
+        calls().last(),
+        Some(&Call::Expunge("INBOX".into(), vec![2]))
+    );
+    assert!(
+        calls().iter().all(|c| !format!("{c:?}").contains("\\0")),
+        "no hidden level reached the writer: {:?}",
+        calls()
+    );
 }

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::sync::Arc;
 
 use super::MailFs;
-use super::naming::Naming;
+use super::naming::{Layout, Naming, Sub};
 use crate::coherence::Snapshot;
 use crate::error::{Error, Result};
 use crate::store::{MailboxEntry, MailboxName, MailboxView, Presented, Target};
@@ -15,8 +15,12 @@ use crate::store::{MailboxEntry, MailboxName, MailboxView, Presented, Target};
 /// A directory's children as presented: sub-folders by presented name.
 #[derive(Debug, Default)]
 pub(super) struct Folder {
-    /// The mailbox at this level, if the store has one (selectable or not).
+    /// The mailbox at this level, if the store has one (selectable or not); for a
+    /// Maildir layout sub-directory, the mailbox it belongs to.
     pub entry: Option<MailboxEntry>,
+    /// In the Maildir layout, which of the mailbox's `cur/`, `new/`, `tmp/` this is; its
+    /// name is the mailbox's with the hidden level [`Sub::level`] appended.
+    pub sub: Option<Sub>,
     /// Presented name -> child folder name.
     pub children: BTreeMap<OsString, Arc<MailboxName>>,
 }
@@ -54,6 +58,24 @@ impl FolderTree {
             }
             if let Some(f) = folders.get_mut(&entry.name) {
                 f.entry = Some(entry.clone());
+            }
+            if naming.layout == Layout::Maildir && entry.selectable {
+                for sub in Sub::ALL {
+                    let mut levels = entry.name.0.clone();
+                    levels.push(sub.level());
+                    let name = MailboxName(levels);
+                    if let Some(f) = folders.get_mut(&entry.name) {
+                        f.children.insert(sub.name().into(), Arc::new(name.clone()));
+                    }
+                    folders.insert(
+                        name,
+                        Folder {
+                            entry: Some(entry.clone()),
+                            sub: Some(sub),
+                            children: BTreeMap::new(),
+                        },
+                    );
+                }
             }
         }
         FolderTree {
@@ -95,17 +117,34 @@ impl MailFs {
         Ok(tree)
     }
 
-    /// The view of a selectable folder, or `None` for a plain hierarchy level.
+    /// The view whose messages a folder lists: a selectable mailbox's in the eml layout,
+    /// its `cur/`'s in the Maildir layout; `None` for a plain hierarchy level, a Maildir
+    /// layout mailbox directory itself, `new/` and `tmp/`.
     pub(super) fn folder_view(&self, folder: &Folder) -> Result<Option<Arc<MailboxView>>> {
+        let lists = match folder.sub {
+            Some(sub) => sub == Sub::Cur,
+            None => self.naming.layout == Layout::Eml,
+        };
         match &folder.entry {
-            Some(e) if e.selectable => Ok(Some(self.view(&e.name)?)),
+            Some(e) if e.selectable && lists => Ok(Some(self.view(&e.name)?)),
             _ => Ok(None),
         }
     }
 
-    /// The store's current view of `mailbox`, registered with the watcher.
+    /// The view of the mailbox a folder is (not one of its Maildir sub-directories), for
+    /// its `user.mailbox.*` xattrs.
+    pub(super) fn mailbox_view(&self, folder: &Folder) -> Result<Option<Arc<MailboxView>>> {
+        match &folder.entry {
+            Some(e) if e.selectable && folder.sub.is_none() => Ok(Some(self.view(&e.name)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The store's current view of `mailbox`, registered with the watcher, and with the
+    /// change clock of its directory's times (`dirtimes`).
     pub(super) fn view(&self, mailbox: &MailboxName) -> Result<Arc<MailboxView>> {
         let view = self.store.view(mailbox)?;
+        self.dir_times.observe(mailbox, &view);
         if let Some(w) = &self.watcher {
             w.watch(
                 &Target::Mailbox(mailbox.clone()),

@@ -16,6 +16,12 @@
 //!   `user.mail.flags.add` and `user.mail.flags.remove` add and remove some (doveadm
 //!   spelling, separated by spaces).
 //! - `create`/`write`/`close`: a new message, staged until closed (`staging`), then saved.
+//! - `--layout maildir`: `unlink(cur/NAME)` expunges; `rename(cur/NAME, cur/NAME2)` of one
+//!   message (same UID) replaces its flags with those of `NAME2`'s `:2,` info; a rename
+//!   into another mailbox's `cur/` or `new/` moves it. A file created in `tmp/` is staged
+//!   but not saved at close; renaming it into a mailbox's `new/` or `cur/` saves it (with
+//!   the flags of its `:2,` info), unlinking it discards it. Nothing else is done inside
+//!   `cur/`, `new/` and `tmp/` (EPERM): no mkdir, rmdir, rename of them, no other creates.
 //!
 //! After each change the store's stamps are re-checked (the next view is current) and the
 //! notifier is told what the kernel may hold of the old state, without waiting for it
@@ -32,7 +38,7 @@ use log::{debug, warn};
 
 use super::MailFs;
 use super::inode::Node;
-use super::naming::{self, Naming};
+use super::naming::{self, Naming, Sub};
 use super::notify::Notice;
 use super::staging::{Phase, Staged, StagedAttr, Writer};
 use crate::coherence::Change;
@@ -91,6 +97,179 @@ impl MailFs {
         Ok(())
     }
 
+    /// Refuses a change of a Maildir layout `cur/`, `new/` or `tmp/` (or of anything below
+    /// one) other than the message changes `rename_in_maildir` and `remove_message` make:
+    /// their names stand for no mailbox.
+    fn refuse_in_sub(name: &MailboxName, what: &str) -> Result<()> {
+        if name.0.iter().any(|l| Sub::of_level(l).is_some()) {
+            return Err(Error::refused(
+                Refusal::NotPermitted,
+                format!("{what}: cur/, new/ and tmp/ hold messages only"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Which Maildir layout directory `folder` is, and its mailbox.
+    fn sub_of(folder: &MailboxName) -> Option<(Sub, MailboxName)> {
+        let (last, levels) = folder.0.split_last()?;
+        Some((Sub::of_level(last)?, MailboxName(levels.to_vec())))
+    }
+
+    /// True for a file written into a Maildir layout `tmp/`: Maildir delivers a message by
+    /// renaming it out of `tmp/`, so closing it saves nothing (it stays staged, in memory,
+    /// until renamed or unlinked).
+    fn in_tmp(staged: &Staged) -> bool {
+        matches!(Self::sub_of(&staged.place().0), Some((Sub::Tmp, _)))
+    }
+
+    /// `rename(tmp/name, new|cur/new_name)` of a file written into a Maildir layout
+    /// `tmp/`: Dovecot saves it into that mailbox (with the flags of `new_name`'s `:2,`
+    /// info, if any); the new name then answers as a ghost of it for a while (the message
+    /// itself is in `cur/` under its UID).
+    fn deliver_from_tmp(
+        &self,
+        staged: &Staged,
+        to: &MailboxName,
+        new_name: &OsStr,
+        to_ino: u64,
+    ) -> Result<()> {
+        let invalid = |why: &str| {
+            Error::refused(
+                Refusal::Invalid,
+                format!("delivering to {to}/{}: {why}", new_name.to_string_lossy()),
+            )
+        };
+        let mailbox = match Self::sub_of(to) {
+            Some((Sub::Cur | Sub::New, m)) => m,
+            _ => return Err(invalid("not a mailbox's cur/ or new/")),
+        };
+        let Some((_, bytes)) = self.staging.to_save(staged) else {
+            return Err(invalid("nothing written"));
+        };
+        let before = self.view(&mailbox)?;
+        let flags = if new_name.as_bytes().windows(3).any(|w| w == b":2,") {
+            Naming::maildir_flags(new_name, &before, None)
+                .ok_or_else(|| invalid("an unknown keyword letter"))?
+        } else {
+            Vec::new()
+        };
+        // The staged file takes its new name first (a file being written may change
+        // mailbox); once saved it answers there as a ghost.
+        self.staging
+            .rename(staged, Arc::new(to.clone()), new_name)?;
+        let uid = match self.writer.save(&mailbox, &bytes) {
+            Ok(uid) => {
+                self.staging.saved(staged, true);
+                uid
+            }
+            Err(e) => {
+                self.staging.saved(staged, false);
+                return Err(e);
+            }
+        };
+        if !flags.is_empty() {
+            // doveadm save reports no UID: the message saved is the one new message of
+            // that size since the view before (none or several: its flags are left alone,
+            // one log line; mailfs never guesses between messages).
+            let uid = uid.or_else(|| {
+                self.store.context().recheck_all();
+                let after = self.view(&mailbox).ok()?;
+                let mut new = after
+                    .messages
+                    .iter()
+                    .filter(|m| {
+                        matches!(m.key, MessageKey::Uid(u) if u >= before.uid_next)
+                            && m.size == bytes.len() as u64
+                    })
+                    .map(|m| m.key.clone());
+                match (new.next(), new.next()) {
+                    (Some(MessageKey::Uid(u)), None) => Some(u),
+                    _ => None,
+                }
+            });
+            match uid {
+                Some(uid) => {
+                    self.writer
+                        .change_flags(&mailbox, &[uid], &FlagChange::Replace(flags))?
+                }
+                None => warn!(
+                    "{mailbox}: delivered {}, but which message it became is not certain: \
+                     its flags were not set",
+                    new_name.to_string_lossy()
+                ),
+            }
+        }
+        self.changed(
+            &[(mailbox, Some(before))],
+            vec![(to_ino, new_name.to_os_string())],
+        );
+        Ok(())
+    }
+
+    /// `rename(from/name, to/new_name)` of a message in a Maildir layout `cur/`: a flag
+    /// change within the mailbox, or a move into another mailbox's `cur/` or `new/`.
+    fn rename_in_maildir(
+        &self,
+        from: &MailboxName,
+        name: &OsStr,
+        to: &MailboxName,
+        new_name: &OsStr,
+        to_ino: u64,
+    ) -> Result<()> {
+        if let Some(staged) = self.staged_at(from, name) {
+            if Self::in_tmp(&staged) && staged.phase() == Phase::Writing {
+                return self.deliver_from_tmp(&staged, to, new_name, to_ino);
+            }
+            return Err(Error::refused(
+                Refusal::Invalid,
+                format!("{from}/{}: not a file in tmp/", name.to_string_lossy()),
+            ));
+        }
+        let (mailbox, uid) = self.message_at(from, name)?;
+        let invalid = |why: &str| {
+            Error::refused(
+                Refusal::Invalid,
+                format!(
+                    "{mailbox}/{uid} -> {to}/{}: {why}",
+                    new_name.to_string_lossy()
+                ),
+            )
+        };
+        let to_mailbox = match Self::sub_of(to) {
+            Some((Sub::Cur | Sub::New, m)) => m,
+            _ => return Err(invalid("not a mailbox's cur/ or new/")),
+        };
+        let before = self.view(&mailbox)?;
+        if to_mailbox != mailbox {
+            let before_to = self.view(&to_mailbox).ok();
+            self.writer.move_message(&mailbox, uid, &to_mailbox)?;
+            self.changed(
+                &[(mailbox, Some(before)), (to_mailbox, before_to)],
+                vec![(to_ino, new_name.to_os_string())],
+            );
+            return Ok(());
+        }
+        // Within the mailbox: the same message (its UID leads the name), other flags.
+        if naming::parse_maildir_name(new_name) != Some(MessageKey::Uid(uid)) {
+            return Err(invalid("a message keeps its UID"));
+        }
+        let meta = before
+            .get(&MessageKey::Uid(uid))
+            .ok_or_else(|| Error::not_found(format!("{mailbox}/{uid}")))?;
+        let flags = Naming::maildir_flags(new_name, &before, Some(meta))
+            .ok_or_else(|| invalid("no Maildir info (:2,) or an unknown keyword letter"))?;
+        self.writer
+            .change_flags(&mailbox, &[uid], &FlagChange::Replace(flags))?;
+        // The kernel now holds the new name for the message: dropped, so that it is
+        // looked up again under the name Dovecot's flags give.
+        self.changed(
+            &[(mailbox, Some(before))],
+            vec![(to_ino, new_name.to_os_string())],
+        );
+        Ok(())
+    }
+
     /// The staged file or ghost that `parent/name` resolves to, if it is one.
     fn staged_at(&self, parent: &MailboxName, name: &OsStr) -> Option<Arc<Staged>> {
         match self.resolve(parent, name) {
@@ -108,6 +287,7 @@ impl MailFs {
                 format!("{parent}/{}", name.to_string_lossy()),
             ));
         };
+        Self::refuse_in_sub(&folder, "rmdir")?;
         let tree = self.tree(&folder)?;
         let f = tree.folder(&folder)?;
         let has_messages = self
@@ -130,6 +310,7 @@ impl MailFs {
         parent: &MailboxName,
         name: &OsStr,
     ) -> Result<(Node, FileAttr)> {
+        Self::refuse_in_sub(parent, "mkdir")?;
         let level = folder_level(self.naming, name)?;
         if parent.0.len() < self.store.scope_depth() {
             return Err(Error::refused(
@@ -178,6 +359,9 @@ impl MailFs {
                 .as_ref()
                 .is_some_and(|e| e.selectable))
         };
+        if Self::sub_of(from).is_some() {
+            return self.rename_in_maildir(from, name, to, new_name, to_ino);
+        }
         if let Some(staged) = self.staged_at(from, name) {
             if let Some(Node::Message { .. } | Node::Folder(_)) = target {
                 // A saved file renamed onto a message's name (`rsync` restoring `12.eml`
@@ -269,6 +453,8 @@ impl MailFs {
                 ),
             ));
         }
+        Self::refuse_in_sub(&folder, "rename")?;
+        Self::refuse_in_sub(to, "rename")?;
         let mut levels = to.0.clone();
         levels.push(folder_level(self.naming, new_name)?);
         self.writer.rename_mailbox(&folder, &MailboxName(levels))?;
@@ -332,6 +518,18 @@ impl MailFs {
                 format!("creating {parent}/{}", name.to_string_lossy()),
             ));
         }
+        if self.naming.layout == naming::Layout::Maildir
+            && !matches!(Self::sub_of(parent), Some((Sub::Tmp, _)))
+        {
+            return Err(Error::refused(
+                Refusal::NotPermitted,
+                format!(
+                    "creating {parent}/{}: with --layout maildir, new messages are written \
+                     into tmp/ and renamed into new/ or cur/",
+                    name.to_string_lossy()
+                ),
+            ));
+        }
         let tree = self.tree(parent)?;
         if !tree
             .folder(parent)?
@@ -368,6 +566,9 @@ impl MailFs {
     /// A FLUSH (a `close()`) of a staged file by thread `tid`: saves it if `tid` belongs
     /// to the process that created it (see `staging` for why only then).
     pub(super) fn flush_staged(&self, staged: &Staged, tid: u32) -> Result<()> {
+        if Self::in_tmp(staged) {
+            return Ok(()); // delivered by its rename into new/ or cur/
+        }
         let writer = staged.writer();
         if tid != writer.tid && !crate::sys::same_process(writer.process, tid) {
             return Ok(());
@@ -379,7 +580,7 @@ impl MailFs {
     /// did not save is saved now (nobody waits for it; a failure is logged). An empty file
     /// is dropped.
     pub(super) fn release_staged(&self, staged: &Staged) {
-        if staged.phase() != Phase::Writing {
+        if staged.phase() != Phase::Writing || Self::in_tmp(staged) {
             return;
         }
         if staged.attr().size == 0 {

@@ -1,5 +1,10 @@
 //! Extended attributes: `user.mail.*` on messages, `user.mailbox.*` on mailbox
 //! directories, and `user.mailfs.status` (settings and counters) on the mount root.
+//!
+//! Invariant: what `listxattr` lists is a function of the store alone. The status report's
+//! counters move with every request, so it is readable by name (getxattr) but never listed:
+//! `rsync -aX` and `tar --xattrs` copy what is listed, and a backup of an unchanged store
+//! must be a no-op.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +14,14 @@ use super::MailFs;
 use super::inode::Node;
 use crate::error::Result;
 use crate::store::{MailboxName, MessageKey};
+
+/// Xattrs answered by name but left out of `listxattr` (see the module invariant).
+const UNLISTED: &[&str] = &["user.mailfs.status"];
+
+/// True for an xattr `listxattr` names.
+pub(super) fn listed(name: &str) -> bool {
+    !UNLISTED.contains(&name)
+}
 
 /// Replies to a getxattr/listxattr size probe or data request.
 pub(super) fn reply_xattr_bytes(reply: ReplyXattr, size: u32, data: &[u8]) {
@@ -107,6 +120,9 @@ impl MailFs {
                 let tree = self.tree(name)?;
                 let folder = tree.folder(name)?;
                 let mut out = Vec::new();
+                if folder.sub.is_some() {
+                    return Ok(out); // cur/, new/, tmp/ of the Maildir layout
+                }
                 if name.0.is_empty() {
                     out.push(("user.mailfs.status", self.status().into_bytes()));
                 }
@@ -116,7 +132,7 @@ impl MailFs {
                     let own = MailboxName(name.0[depth..].to_vec());
                     out.push(("user.mailbox.name", own.to_string().into_bytes()));
                 }
-                if let Some(view) = self.folder_view(folder)? {
+                if let Some(view) = self.mailbox_view(folder)? {
                     if let Some(guid) = &view.guid {
                         out.push(("user.mailbox.guid", guid.clone().into_bytes()));
                     }
