@@ -545,3 +545,58 @@ fn a_mount_point_inside_a_template_base_is_refused() {
     assert_eq!(names.len(), 1, "{names:?}");
     assert_no_panic(&mount.stop());
 }
+
+/// A message Dovecot's zlib plugin compressed (gz, bz2) is listed and gives EIO on reading,
+/// with a log line calling it compressed, never "truncated or replaced" (decoding it is
+/// the formats issue's); an uncompressed one beside it reads.
+#[test]
+fn a_compressed_maildir_message_is_named_compressed() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("bad_compressed");
+    let dovecot = Dovecot::start_with_settings(
+        &dir,
+        Layout::MaildirPlusPlus,
+        &["mail_plugins = $mail_plugins zlib"],
+    );
+    let bob = dovecot.user("bob");
+    let plain = bob.save("INBOX", &email(1, "Plain", "stored as is\n"));
+    let body = "compressible line\n".repeat(200);
+    let mut compressed = Vec::new();
+    for algo in ["gz", "bz2"] {
+        // zlib_save applies to saves from the next doveadm process on.
+        let setting = format!("plugin/zlib_save={algo}");
+        let uid = bob.status("INBOX").uidnext;
+        bob.save_opts(
+            &[&setting],
+            "INBOX",
+            &email(2, &format!("Packed {algo}"), &body),
+        );
+        compressed.push((algo, uid));
+    }
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    assert!(fs::read(mount.message("INBOX", plain)).is_ok());
+    for (algo, uid) in &compressed {
+        let path = mount.message("INBOX", *uid);
+        let listed = list(&mount.mailbox("INBOX")).expect("INBOX lists");
+        assert!(
+            listed.contains(&format!("{uid}.eml")),
+            "uid {uid} ({algo}) is listed: {listed:?}"
+        );
+        let r = fs::read(&path);
+        assert_eq!(
+            r.as_ref().err().and_then(|e| e.raw_os_error()),
+            Some(libc::EIO),
+            "{algo}: {:?}",
+            r.map(|b| b.len())
+        );
+    }
+    let log = mount.stop();
+    for (algo, _) in &compressed {
+        assert!(
+            log.contains(&format!("compressed ({algo}, Dovecot's zlib plugin)")),
+            "no line calls the {algo} message compressed:\n{log}"
+        );
+    }
+    assert!(!log.contains("truncated or replaced"), "{log}");
+    assert_no_panic(&log);
+}

@@ -5,6 +5,7 @@
 //! on any input: every length and offset that comes from a file is checked.
 
 pub mod cache;
+pub mod compression;
 pub mod dbox;
 pub mod index;
 pub mod le;

@@ -594,13 +594,17 @@ impl MaildirStore {
             Some(format!("{}: not a regular file", path.display()))
         } else {
             // `S=` in the name is the size Dovecot stored: a file of another size was
-            // truncated or replaced, and Dovecot would refuse it too.
+            // compressed by the zlib plugin (S= is the uncompressed size), or truncated or
+            // replaced, and Dovecot would refuse it too.
             fmt::base_size(base, b'S').filter(|&s| s != size).map(|s| {
-                format!(
-                    "{}: the file has {size} bytes but its name says S={s}; it was \
+                match dirs.open_file(&locator).ok().and_then(|f| compressed(&f)) {
+                    Some(kind) => compressed_problem(&path, kind),
+                    None => format!(
+                        "{}: the file has {size} bytes but its name says S={s}; it was \
                          truncated or replaced",
-                    path.display()
-                )
+                        path.display()
+                    ),
+                }
             })
         }
         .map(Arc::<str>::from);
@@ -850,16 +854,18 @@ impl Backend for MaildirStore {
             let path = paths.mail.join(OsStr::from_bytes(&locator));
             match files::open_message_file(&path) {
                 Ok((file, len)) if len != meta.size => {
-                    // Message files never change size; this one was truncated or replaced.
-                    drop(file);
-                    return Err(Error::Unreadable {
-                        what: format!(
+                    // Message files never change size; this one was compressed (a file
+                    // without S= in its name) or truncated or replaced.
+                    let what = match compressed(&file) {
+                        Some(kind) => compressed_problem(&path, kind),
+                        None => format!(
                             "{}: {len} bytes, but the message had {} when listed; the file \
                              was truncated or replaced",
                             path.display(),
                             meta.size
                         ),
-                    });
+                    };
+                    return Err(Error::Unreadable { what });
                 }
                 Ok((file, len)) => return Ok(MessageSource::file_range(file, 0, len)),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -992,6 +998,23 @@ fn summarize_uids(uids: &[u32]) -> String {
         s.push(format!("... ({} in all)", uids.len()));
     }
     s.join(",")
+}
+
+/// The compressed stream a message file starts with, if any
+/// ([`crate::format::compression::detect`]).
+fn compressed(file: &std::fs::File) -> Option<&'static str> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; 16];
+    let n = file.read_at(&mut head, 0).ok()?;
+    crate::format::compression::detect(&head[..n])
+}
+
+/// What a compressed message file is, for the log and the error.
+fn compressed_problem(path: &Path, kind: &str) -> String {
+    format!(
+        "{}: compressed ({kind}, Dovecot's zlib plugin), which mailfs does not decode yet",
+        path.display()
+    )
 }
 
 #[cfg(test)]
