@@ -1057,3 +1057,68 @@ fn sequential_reads_fetch_ahead() {
     assert_imap_mount_matches(&mount, &bob);
     mount.stop();
 }
+
+/// `--layout maildir` over an IMAP mount: Python's `mailbox.Maildir` finds every message
+/// of each mailbox in `cur/`, with the bytes IMAP sends and the system flags as Maildir
+/// letters (D F R S T), as over a local store.
+#[test]
+fn python_maildir_over_an_imap_mount_in_the_maildir_layout() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("imap_layout_maildir");
+    let (dovecot, port) = start_imap(&dir, Layout::Mdbox);
+    let bob = dovecot.user("bob");
+    populate(&bob);
+    let mount = mount_imap(&dir, "bob", port, &["--layout", "maildir"]);
+    let script = "import mailbox, sys\n\
+                  md = mailbox.Maildir(sys.argv[1], create=False)\n\
+                  for key in sorted(md.keys(), key=lambda k: int(k.split('.')[0])):\n\
+                  \x20   m = md.get_message(key)\n\
+                  \x20   print(key.split('.')[0], m.get_subdir(), ''.join(c for c in m.get_flags() if c.isupper()) or '-', md.get_bytes(key).hex())\n";
+    let letter = |flag: &str| match flag {
+        "\\Draft" => Some('D'),
+        "\\Flagged" => Some('F'),
+        "\\Answered" => Some('R'),
+        "\\Seen" => Some('S'),
+        "\\Deleted" => Some('T'),
+        _ => None,
+    };
+    let mut compared = 0;
+    for mailbox in ["INBOX", "Work", "Work/Sub", "Empty"] {
+        let out = std::process::Command::new(crate::util::tool("python3"))
+            .arg("-c")
+            .arg(script)
+            .arg(mount.mailbox(mailbox))
+            .output()
+            .expect("running python3");
+        assert!(
+            out.status.success(),
+            "{mailbox}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let want: Vec<String> = bob
+            .fetch(mailbox)
+            .iter()
+            .map(|m| {
+                let m = as_imap_mount_shows(m);
+                let mut letters: Vec<char> = m.flags.split(' ').filter_map(letter).collect();
+                letters.sort_unstable();
+                let letters: String = letters.into_iter().collect();
+                let hex: String = m.text.iter().map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "{} cur {} {hex}",
+                    m.uid,
+                    if letters.is_empty() { "-" } else { &letters }
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{mailbox}");
+        compared += got.len();
+    }
+    assert_eq!(compared, 6);
+    assert!(!mount.stop().contains("panicked"));
+}
