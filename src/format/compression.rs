@@ -1,7 +1,8 @@
-//! Which compressed stream a stored message is, by its first bytes, as Dovecot's zlib
-//! plugin tells them apart when it reads a mail (`src/plugins/zlib/zlib-plugin.c`,
-//! `compression_detect_handler()` in `src/lib-compression/compression.c`: the magic of
-//! each stream, not a setting). Only naming here: decoding is issue 18's.
+//! Which compressed or encrypted stream a stored message is, by its first bytes, as
+//! Dovecot tells them apart when it reads a mail (the zlib plugin:
+//! `compression_detect_handler()` in `src/lib-compression/compression.c`; mail_crypt:
+//! `IOSTREAM_CRYPT_MAGIC` in `src/lib-dcrypt/dcrypt-iostream.h`): the magic of each
+//! stream, not a setting. Only naming here: decoding is issue 18's.
 
 /// The compressed stream `head` (a message file's first bytes) starts, if any: the name
 /// of Dovecot's `zlib_save` setting that writes it.
@@ -29,9 +30,23 @@ pub fn detect(head: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// Whether `head` starts a stream Dovecot's mail_crypt plugin encrypted
+/// (`IOSTREAM_CRYPT_MAGIC`: "CRYPTED\x03\x07").
+pub fn is_encrypted(head: &[u8]) -> bool {
+    head.starts_with(b"CRYPTED\x03\x07")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_mail_crypt_streams() {
+        assert!(is_encrypted(b"CRYPTED\x03\x07\x02\0"));
+        assert!(!is_encrypted(b"CRYPTED"));
+        assert!(!is_encrypted(b"From: a@b\n"));
+        assert_eq!(detect(b"CRYPTED\x03\x07\x02"), None);
+    }
 
     #[test]
     fn names_each_stream_and_nothing_else() {

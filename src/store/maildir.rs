@@ -1000,17 +1000,30 @@ fn summarize_uids(uids: &[u32]) -> String {
     s.join(",")
 }
 
-/// The compressed stream a message file starts with, if any
-/// ([`crate::format::compression::detect`]).
+/// How a message file is stored when it is not the message itself: compressed (by the
+/// zlib plugin, with this algorithm) or encrypted (by mail_crypt), from its first bytes
+/// ([`crate::format::compression`]).
 fn compressed(file: &std::fs::File) -> Option<&'static str> {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; 16];
     let n = file.read_at(&mut head, 0).ok()?;
+    if crate::format::compression::is_encrypted(&head[..n]) {
+        return Some(ENCRYPTED);
+    }
     crate::format::compression::detect(&head[..n])
 }
 
-/// What a compressed message file is, for the log and the error.
+/// [`compressed`]'s answer for a mail_crypt stream.
+const ENCRYPTED: &str = "encrypted";
+
+/// What a compressed or encrypted message file is, for the log and the error.
 fn compressed_problem(path: &Path, kind: &str) -> String {
+    if kind == ENCRYPTED {
+        return format!(
+            "{}: encrypted (Dovecot's mail_crypt plugin), which mailfs does not decrypt",
+            path.display()
+        );
+    }
     format!(
         "{}: compressed ({kind}, Dovecot's zlib plugin), which mailfs does not decode yet",
         path.display()
