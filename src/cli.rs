@@ -359,6 +359,19 @@ pub fn main() -> ExitCode {
             e.exit()
         }
     };
+    // mailfs never writes into a store: a log file there is refused before it is opened.
+    if let (Some(log), Command::Mount { location, .. }) = (&cli.log_file, &cli.command)
+        && let Ok(spec) = Spec::parse(location)
+        && let Some((relation, root)) = overlap(log, &spec.roots())
+    {
+        eprintln!(
+            "mailfs: --log-file {} {relation} {}, a directory the store is read from: mailfs \
+             never writes into a store; choose a log file outside it",
+            resolve(log).display(),
+            root.display()
+        );
+        return ExitCode::from(EXIT_RUNTIME);
+    }
     // A background start forks now, while the process has its only thread; the parent
     // waits for the child's report and exits with it.
     let parent = match &cli.command {
@@ -880,26 +893,34 @@ fn clear_dead_mount(
 /// mount itself, and every worker would block on requests to its own mount. Paths are
 /// compared resolved ([`resolve`]), so symlinks and `..` cannot hide an overlap.
 fn check_outside_store(mountpoint: &Path, roots: &[PathBuf]) -> std::result::Result<(), CliError> {
-    let mp = resolve(mountpoint);
-    for root in roots {
-        let r = resolve(root);
-        let relation = if mp == r {
-            "is"
-        } else if mp.starts_with(&r) {
-            "is inside"
-        } else if r.starts_with(&mp) {
-            "contains"
-        } else {
-            continue;
-        };
-        return Err(CliError::Msg(format!(
+    match overlap(mountpoint, roots) {
+        Some((relation, root)) => Err(CliError::Msg(format!(
             "mount point {} {relation} {}, a directory the store is read from: mailfs would \
              read its own mount and hang; choose a mount point outside the store",
-            mp.display(),
-            r.display()
-        )));
+            resolve(mountpoint).display(),
+            root.display()
+        ))),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// How `path` overlaps the first of `roots` it does ("is", "is inside", "contains"), and
+/// that root, both resolved ([`resolve`]), so symlinks and `..` cannot hide an overlap.
+fn overlap(path: &Path, roots: &[PathBuf]) -> Option<(&'static str, PathBuf)> {
+    let p = resolve(path);
+    roots.iter().find_map(|root| {
+        let r = resolve(root);
+        let relation = if p == r {
+            "is"
+        } else if p.starts_with(&r) {
+            "is inside"
+        } else if r.starts_with(&p) {
+            "contains"
+        } else {
+            return None;
+        };
+        Some((relation, r))
+    })
 }
 
 /// `path` made absolute with symlinks resolved as far as it exists: its longest ancestor

@@ -467,6 +467,48 @@ fn dump_of_a_missing_file_says_it_does_not_exist() {
 /// mail root, INDEX=, CONTROL=) would make mailfs read its own mount and hang: refused at
 /// start-up (exit 1) with a message naming both paths, also through a symlink. The
 /// control: a sibling of the mail root mounts and serves.
+/// mailfs never writes into a store: a `--log-file` inside it (directly, or through a
+/// symbolic link) is refused before anything is created, with a message naming both.
+#[test]
+fn a_log_file_inside_the_store_is_refused_and_never_created() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("bad_log_in_store");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    small_store(&bob);
+    let root = bob.mail_root();
+    let link = dir.join("link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    for log in [root.join("mailfs.log"), link.join("cur/mailfs.log")] {
+        let log_arg = log.display().to_string();
+        let failure = mount_must_fail(
+            &bob.location(),
+            &dir.mkdir("mnt"),
+            &["--log-file", &log_arg],
+        );
+        assert_eq!(failure.status.code(), Some(1), "{failure:?}");
+        assert!(
+            failure.stderr.contains("--log-file")
+                && failure.stderr.contains(&format!(
+                    " {}, a directory the store is read from",
+                    root.display()
+                )),
+            "{}",
+            failure.stderr
+        );
+        assert!(!log.exists(), "{} was created", log.display());
+    }
+    // Outside the store it is written.
+    let outside = dir.join("mailfs.log");
+    let mount = Mount::start(
+        &bob.location(),
+        &dir.join("mnt"),
+        &["--log-file", outside.to_str().unwrap()],
+    );
+    mount.stop();
+    assert!(outside.exists());
+}
+
 #[test]
 fn a_mount_point_inside_the_store_is_refused() {
     require!(Dovecot, Fuse);
