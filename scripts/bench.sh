@@ -238,19 +238,9 @@ median() {
 # measure KEY JOB ARGS...: runs JOB ARGS once untimed with its output in $RUN_DIR/warm.out
 # (for check and warm_*), then $runs times timed; R[KEY] = the median.
 measure() {
-    local key=$1 i t0 t1 times=()
+    local key=$1
     shift
-    rm -f "$RUN_DIR/warm.out"
-    sink=$RUN_DIR/warm.out
-    "$@"
-    sink=/dev/null
-    for ((i = 0; i < runs; i++)); do
-        t0=${EPOCHREALTIME/./}
-        "$@"
-        t1=${EPOCHREALTIME/./}
-        times+=($((t1 - t0)))
-    done
-    R[$key]=$(median "${times[@]}")
+    fresh_pass "$key" : "$@"
 }
 
 # check WHAT EXPECTED ACTUAL: records a warning when a job's output was not as expected.

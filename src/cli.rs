@@ -1073,7 +1073,7 @@ fn remote_filesystem(path: &Path) -> Option<&'static str> {
         0x517B => Some("SMB"),
         0xFF53_4D42 => Some("CIFS"),
         0xFE53_4D42 => Some("SMB2"),
-        0x6573_5546 => Some("a FUSE filesystem (GlusterFS, sshfs, ...)"),
+        sys::FUSE_SUPER_MAGIC => Some("a FUSE filesystem (GlusterFS, sshfs, ...)"),
         0x00C3_6400 => Some("CephFS"),
         0x0102_1997 => Some("9p"),
         0x5346_414F => Some("AFS"),

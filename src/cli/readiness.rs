@@ -18,8 +18,6 @@ use parking_lot::Mutex;
 
 use crate::sys;
 
-/// `statfs`'s `f_type` of a FUSE mount (`FUSE_SUPER_MAGIC`).
-const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
 /// How long the mount may take to answer its first request before a warning says so.
 const READY_WARNING: Duration = Duration::from_secs(30);
 
@@ -40,7 +38,8 @@ pub struct Readiness {
 
 impl Readiness {
     /// Readiness for a process started in the foreground (`parent` None) or in the
-    /// background; `NOTIFY_SOCKET` is read (and removed, so that no child inherits it).
+    /// background; `NOTIFY_SOCKET` is read (mailfs starts no child that could inherit
+    /// it).
     pub fn new(parent: Option<std::io::PipeWriter>, log_file: Option<PathBuf>) -> Readiness {
         let notify = std::env::var("NOTIFY_SOCKET")
             .ok()
@@ -105,7 +104,7 @@ impl Readiness {
                 let mut warned = false;
                 loop {
                     match sys::fs_magic(&mp) {
-                        Ok(FUSE_SUPER_MAGIC) => return me.ready(),
+                        Ok(sys::FUSE_SUPER_MAGIC) => return me.ready(),
                         other if !warned && start.elapsed() > READY_WARNING => {
                             warned = true;
                             warn!(

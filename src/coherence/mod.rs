@@ -395,26 +395,8 @@ impl Worker {
                     spent.as_secs_f64() * 1e3
                 );
             }
-            let due: Vec<Target> = self
-                .settle
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(t, _)| t.clone())
-                .collect();
-            for t in due {
-                self.settle.remove(&t);
-                dirty.insert(t);
-            }
-            let late: Vec<Target> = self
-                .late
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(t, _)| t.clone())
-                .collect();
-            for t in late {
-                self.late.remove(&t);
-                dirty.insert(t);
-            }
+            take_due(&mut self.settle, now, &mut dirty);
+            take_due(&mut self.late, now, &mut dirty);
             if !dirty.is_empty() {
                 self.check_all(dirty.into_iter().collect());
             }
@@ -613,6 +595,18 @@ impl Worker {
             }
         }
     }
+}
+
+/// Moves the targets of `due` whose time came (at `now`) into `dirty`.
+fn take_due(due: &mut HashMap<Target, Instant>, now: Instant, dirty: &mut HashSet<Target>) {
+    due.retain(|t, at| {
+        if *at <= now {
+            dirty.insert(t.clone());
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// The directory to watch for a stamped path: itself if it is a directory, else its parent

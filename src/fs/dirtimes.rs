@@ -80,12 +80,12 @@ impl DirTimes {
     /// Locks are leaves: the comparison runs with neither held.
     pub(super) fn observe(&self, name: &MailboxName, view: &Arc<MailboxView>) {
         let previous = self.baselines.lock().get(name).cloned();
-        let first = !self.seen(name);
         let moved = match &previous {
+            // The view presented last (every request's common case): nothing to do.
             Some(old) if Arc::ptr_eq(old, view) => return,
             Some(old) => presented_change(old, view),
             // Seen before but its baseline was dropped: assume a change (see the module).
-            None => !first,
+            None => self.seen(name),
         };
         self.baselines.lock().put(name.clone(), view.clone());
         let mut changed = self.changed.lock();

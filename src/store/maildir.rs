@@ -597,8 +597,8 @@ impl MaildirStore {
             // compressed by the zlib plugin (S= is the uncompressed size), or truncated or
             // replaced, and Dovecot would refuse it too.
             fmt::base_size(base, b'S').filter(|&s| s != size).map(|s| {
-                match dirs.open_file(&locator).ok().and_then(|f| compressed(&f)) {
-                    Some(kind) => compressed_problem(&path, kind),
+                match dirs.open_file(&locator).ok().and_then(|f| stored_form(&f)) {
+                    Some(kind) => stored_form_problem(&path, kind),
                     None => format!(
                         "{}: the file has {size} bytes but its name says S={s}; it was \
                          truncated or replaced",
@@ -856,8 +856,8 @@ impl Backend for MaildirStore {
                 Ok((file, len)) if len != meta.size => {
                     // Message files never change size; this one was compressed (a file
                     // without S= in its name) or truncated or replaced.
-                    let what = match compressed(&file) {
-                        Some(kind) => compressed_problem(&path, kind),
+                    let what = match stored_form(&file) {
+                        Some(kind) => stored_form_problem(&path, kind),
                         None => format!(
                             "{}: {len} bytes, but the message had {} when listed; the file \
                              was truncated or replaced",
@@ -1003,7 +1003,7 @@ fn summarize_uids(uids: &[u32]) -> String {
 /// How a message file is stored when it is not the message itself: compressed (by the
 /// zlib plugin, with this algorithm) or encrypted (by mail_crypt), from its first bytes
 /// ([`crate::format::compression`]).
-fn compressed(file: &std::fs::File) -> Option<&'static str> {
+fn stored_form(file: &std::fs::File) -> Option<&'static str> {
     use std::os::unix::fs::FileExt;
     let mut head = [0u8; 16];
     let n = file.read_at(&mut head, 0).ok()?;
@@ -1013,11 +1013,11 @@ fn compressed(file: &std::fs::File) -> Option<&'static str> {
     crate::format::compression::detect(&head[..n])
 }
 
-/// [`compressed`]'s answer for a mail_crypt stream.
+/// [`stored_form`]'s answer for a mail_crypt stream.
 const ENCRYPTED: &str = "encrypted";
 
 /// What a compressed or encrypted message file is, for the log and the error.
-fn compressed_problem(path: &Path, kind: &str) -> String {
+fn stored_form_problem(path: &Path, kind: &str) -> String {
     if kind == ENCRYPTED {
         return format!(
             "{}: encrypted (Dovecot's mail_crypt plugin), which mailfs does not decrypt",

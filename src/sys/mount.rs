@@ -26,6 +26,9 @@ fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// [`fs_magic`] of a FUSE mount (`FUSE_SUPER_MAGIC` in `linux/magic.h`).
+pub const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
+
 /// The magic number of the filesystem `path` is on (`statfs(2)`'s `f_type`, as in
 /// `linux/magic.h`; these are 32-bit values). On a FUSE mount this asks the daemon, which
 /// may never answer: call it where a hang is acceptable.

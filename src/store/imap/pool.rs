@@ -135,13 +135,18 @@ enum Pick {
 /// The choice for a request (`listing` or not), given whether each idle session listed
 /// before and whether another may be connected: an idle one of the same kind (the most
 /// recently used), else a new one, else an idle one of the other kind, else wait.
-fn pick(idle_listed: &[bool], listing: bool, room: bool) -> Pick {
-    if let Some(i) = idle_listed.iter().rposition(|&l| l == listing) {
+fn pick(
+    mut idle_listed: impl DoubleEndedIterator<Item = bool> + ExactSizeIterator,
+    listing: bool,
+    room: bool,
+) -> Pick {
+    let idle = idle_listed.len();
+    if let Some(i) = idle_listed.rposition(|l| l == listing) {
         Pick::Idle(i)
     } else if room {
         Pick::Connect
-    } else if !idle_listed.is_empty() {
-        Pick::Idle(idle_listed.len() - 1)
+    } else if idle > 0 {
+        Pick::Idle(idle - 1)
     } else {
         Pick::Wait
     }
@@ -237,9 +242,8 @@ impl Pool {
         loop {
             // Dropped, not logged out: the connection may be dead.
             st.idle.retain(|p| p.idle_since.elapsed() < MAX_IDLE);
-            let listed: Vec<bool> = st.idle.iter().map(|p| p.listed).collect();
             let room = st.busy + st.idle.len() < self.max;
-            let pick = pick(&listed, listing, room);
+            let pick = pick(st.idle.iter().map(|p| p.listed), listing, room);
             if let Pick::Idle(i) = pick {
                 let p = st.idle.remove(i);
                 st.busy += 1;
@@ -341,17 +345,20 @@ mod tests {
     #[test]
     fn listings_keep_to_their_own_sessions() {
         // Nothing idle: connect while there is room, else wait.
-        assert_eq!(pick(&[], true, true), Pick::Connect);
-        assert_eq!(pick(&[], false, false), Pick::Wait);
+        assert_eq!(pick([].into_iter(), true, true), Pick::Connect);
+        assert_eq!(pick([].into_iter(), false, false), Pick::Wait);
         // An EXAMINE never takes the session that listed while another can be had.
-        assert_eq!(pick(&[true], false, true), Pick::Connect);
-        assert_eq!(pick(&[false, true], false, true), Pick::Idle(0));
-        assert_eq!(pick(&[true, false, true], false, false), Pick::Idle(1));
+        assert_eq!(pick([true].into_iter(), false, true), Pick::Connect);
+        assert_eq!(pick([false, true].into_iter(), false, true), Pick::Idle(0));
+        assert_eq!(
+            pick([true, false, true].into_iter(), false, false),
+            Pick::Idle(1)
+        );
         // A listing takes the one that listed before.
-        assert_eq!(pick(&[true, false], true, true), Pick::Idle(0));
-        assert_eq!(pick(&[false], true, true), Pick::Connect);
+        assert_eq!(pick([true, false].into_iter(), true, true), Pick::Idle(0));
+        assert_eq!(pick([false].into_iter(), true, true), Pick::Connect);
         // No room: the other kind rather than waiting.
-        assert_eq!(pick(&[true], false, false), Pick::Idle(0));
-        assert_eq!(pick(&[false, false], true, false), Pick::Idle(1));
+        assert_eq!(pick([true].into_iter(), false, false), Pick::Idle(0));
+        assert_eq!(pick([false, false].into_iter(), true, false), Pick::Idle(1));
     }
 }
