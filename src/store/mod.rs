@@ -27,6 +27,7 @@ pub mod maildir;
 #[cfg(test)]
 pub mod memory;
 pub mod messages;
+pub mod source;
 mod stamp;
 pub mod users;
 pub mod writer;
@@ -35,10 +36,10 @@ pub use context::{StoreConfig, StoreContext, StoreStats};
 pub use feed::{ChangeNotifier, Feed, Pushed};
 pub use keywords::KeywordSet;
 pub use messages::Messages;
+pub use source::{MessageSource, Piece, ReadAt};
 pub use writer::{FlagChange, MailWriter, ReadOnly};
 
 use std::fmt;
-use std::fs::File;
 use std::sync::Arc;
 
 use crate::error::Result;
@@ -246,85 +247,6 @@ impl Locator {
     pub fn maildir(&self) -> Option<&[u8]> {
         match self {
             Locator::Maildir(name) => Some(name),
-            _ => None,
-        }
-    }
-}
-
-/// The stored bytes of one message, opened: a range of an open file (a message file, a
-/// dbox file, a remote backend's cache file) or bytes in memory. Reads never go past the
-/// message.
-#[derive(Debug)]
-pub struct MessageSource {
-    bytes: Bytes,
-    len: u64,
-}
-
-#[derive(Debug)]
-enum Bytes {
-    /// `len` bytes of `file` from `start` (reads are `pread`s).
-    File { file: File, start: u64 },
-    /// The message itself.
-    Memory(Arc<[u8]>),
-}
-
-impl MessageSource {
-    /// `len` bytes of `file` from `start`.
-    pub fn file_range(file: File, start: u64, len: u64) -> MessageSource {
-        MessageSource {
-            bytes: Bytes::File { file, start },
-            len,
-        }
-    }
-
-    /// A message held in memory.
-    pub fn memory(bytes: Arc<[u8]>) -> MessageSource {
-        let len = bytes.len() as u64;
-        MessageSource {
-            bytes: Bytes::Memory(bytes),
-            len,
-        }
-    }
-
-    /// The message's length.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// True for an empty message.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Reads from `offset` into `buf`, never past the message's end; the count read
-    /// (0 at the end). Like `pread`, it may read less than asked.
-    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        let left = self.len.saturating_sub(offset);
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        match &self.bytes {
-            Bytes::File { file, start } => {
-                std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], start + offset)
-            }
-            Bytes::Memory(bytes) => {
-                let from = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len());
-                let n = want.min(bytes.len() - from);
-                buf[..n].copy_from_slice(&bytes[from..from + n]);
-                Ok(n)
-            }
-        }
-    }
-
-    /// The open file, when the message is all of it (so that the kernel can be handed the
-    /// file itself: FUSE passthrough).
-    pub fn whole_file(&self) -> Option<&File> {
-        match &self.bytes {
-            Bytes::File { file, start: 0 }
-                if file.metadata().is_ok_and(|m| m.len() == self.len) =>
-            {
-                Some(file)
-            }
             _ => None,
         }
     }
