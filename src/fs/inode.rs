@@ -11,7 +11,6 @@
 //! table when its count reaches zero. The root is permanent.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use log::{error, warn};
@@ -45,6 +44,11 @@ impl Node {
     /// The root folder.
     pub fn root() -> Node {
         Node::Folder(Arc::new(MailboxName(Vec::new())))
+    }
+
+    /// A message whose natural number is its mailbox prefix and UID ([`UID_BITS`]).
+    fn is_ordered_message(&self) -> bool {
+        matches!(self, Node::Message { key: MessageKey::Uid(uid), .. } if *uid < 1 << UID_BITS)
     }
 
     /// The natural inode number of this node (before collision probing).
@@ -127,23 +131,221 @@ impl Fnv64 {
     }
 }
 
+/// A node other than a message with a small UID at its natural number: folders, staged
+/// files, pending messages, and messages that were probed away from a collision.
 #[derive(Debug)]
 struct Slot {
     node: Node,
     lookups: u64,
 }
 
+/// A message held at its natural number `prefix | uid` ([`UID_BITS`]): the UID is the
+/// number's low bits, the mailbox an entry of [`Mailboxes`]. 8 bytes (with its key, 16 in
+/// the map) where a [`Slot`] takes 56: the kernel holds an inode for every message a
+/// `readdirplus` listed, so this is per message of every listed mailbox.
+#[derive(Debug, Clone, Copy)]
+struct MessageSlot {
+    mailbox: u32,
+    /// At most `u32::MAX`; a message looked up more often moves to a [`Slot`].
+    lookups: u32,
+}
+
+/// The `(mailbox, UIDVALIDITY)` pairs of held [`MessageSlot`]s, by id, with how many
+/// slots use each (an entry goes with its last slot).
+#[derive(Debug, Default)]
+struct Mailboxes {
+    entries: Vec<Option<MailboxEntry>>,
+    free: Vec<u32>,
+    ids: HashMap<(Arc<MailboxName>, u32), u32>,
+}
+
+#[derive(Debug)]
+struct MailboxEntry {
+    name: Arc<MailboxName>,
+    uid_validity: u32,
+    slots: u64,
+}
+
+impl Mailboxes {
+    fn id(&self, name: &Arc<MailboxName>, uid_validity: u32) -> Option<u32> {
+        self.ids.get(&(name.clone(), uid_validity)).copied()
+    }
+
+    /// The id of the pair, made if new; counts one more slot.
+    fn acquire(&mut self, name: &Arc<MailboxName>, uid_validity: u32) -> u32 {
+        if let Some(&id) = self.ids.get(&(name.clone(), uid_validity)) {
+            if let Some(e) = &mut self.entries[id as usize] {
+                e.slots += 1;
+            }
+            return id;
+        }
+        let entry = MailboxEntry {
+            name: name.clone(),
+            uid_validity,
+            slots: 1,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.entries[id as usize] = Some(entry);
+                id
+            }
+            None => {
+                self.entries.push(Some(entry));
+                (self.entries.len() - 1) as u32
+            }
+        };
+        self.ids.insert((name.clone(), uid_validity), id);
+        id
+    }
+
+    /// One slot of `id` went.
+    fn release(&mut self, id: u32) {
+        let Some(slot) = self.entries.get_mut(id as usize) else {
+            return;
+        };
+        if let Some(e) = slot {
+            e.slots -= 1;
+            if e.slots == 0 {
+                self.ids.remove(&(e.name.clone(), e.uid_validity));
+                *slot = None;
+                self.free.push(id);
+            }
+        }
+    }
+
+    fn node(&self, id: u32, ino: u64) -> Node {
+        let e = self.entries[id as usize]
+            .as_ref()
+            .expect("a held message slot's mailbox entry is kept");
+        Node::Message {
+            mailbox: e.name.clone(),
+            uid_validity: e.uid_validity,
+            key: MessageKey::Uid((ino & ((1 << UID_BITS) - 1)) as u32),
+        }
+    }
+}
+
+/// The table's state under its one lock. Invariant: an inode number is in at most one of
+/// `messages` and `others`; a `messages` entry's number is its node's natural number.
+#[derive(Debug, Default)]
+struct Slots {
+    messages: HashMap<u64, MessageSlot>,
+    others: HashMap<u64, Slot>,
+    mailboxes: Mailboxes,
+}
+
+/// What one inode number holds, looked up.
+enum Held<'a> {
+    Message(MessageSlot),
+    Other(&'a Slot),
+    Free,
+}
+
+impl Slots {
+    fn held(&self, ino: u64) -> Held<'_> {
+        if let Some(m) = self.messages.get(&ino) {
+            return Held::Message(*m);
+        }
+        match self.others.get(&ino) {
+            Some(s) => Held::Other(s),
+            None => Held::Free,
+        }
+    }
+
+    /// Whether `ino` holds `node`.
+    fn holds(&self, ino: u64, node: &Node) -> Option<bool> {
+        match self.held(ino) {
+            Held::Message(m) => Some(self.mailboxes.node(m.mailbox, ino) == *node),
+            Held::Other(s) => Some(s.node == *node),
+            Held::Free => None,
+        }
+    }
+
+    /// The number `node` has here, or would get: its natural number, probed past numbers
+    /// held by other nodes.
+    fn find(&self, node: &Node) -> (u64, bool) {
+        let natural = node.hash();
+        // The common case, a message at its natural number, compares ids, not names.
+        if node.is_ordered_message()
+            && let Some(m) = self.messages.get(&natural)
+            && let Node::Message {
+                mailbox,
+                uid_validity,
+                ..
+            } = node
+            && self.mailboxes.id(mailbox, *uid_validity) == Some(m.mailbox)
+        {
+            return (natural, true);
+        }
+        let mut ino = natural;
+        loop {
+            match self.holds(ino, node) {
+                Some(true) => return (ino, true),
+                Some(false) => ino = next_probe(ino),
+                None => return (ino, false),
+            }
+        }
+    }
+
+    fn get(&self, ino: u64) -> Option<Node> {
+        match self.held(ino) {
+            Held::Message(m) => Some(self.mailboxes.node(m.mailbox, ino)),
+            Held::Other(s) => Some(s.node.clone()),
+            Held::Free => None,
+        }
+    }
+
+    /// Inserts `node` at the free number `ino` with one lookup.
+    fn insert(&mut self, ino: u64, node: &Node) {
+        if let Node::Message {
+            mailbox,
+            uid_validity,
+            key: MessageKey::Uid(_),
+        } = node
+            && ino == node.hash()
+            && node.is_ordered_message()
+        {
+            let id = self.mailboxes.acquire(mailbox, *uid_validity);
+            self.messages.insert(
+                ino,
+                MessageSlot {
+                    mailbox: id,
+                    lookups: 1,
+                },
+            );
+            return;
+        }
+        self.others.insert(
+            ino,
+            Slot {
+                node: node.clone(),
+                lookups: 1,
+            },
+        );
+    }
+
+    /// Removes what `ino` holds, if anything, and returns it with its lookup count.
+    fn remove(&mut self, ino: u64) -> Option<(Node, u64)> {
+        if let Some(m) = self.messages.remove(&ino) {
+            let node = self.mailboxes.node(m.mailbox, ino);
+            self.mailboxes.release(m.mailbox);
+            return Some((node, u64::from(m.lookups)));
+        }
+        self.others.remove(&ino).map(|s| (s.node, s.lookups))
+    }
+}
+
 /// The nodes the kernel currently knows. Guarded by one mutex; the lock is never held while
 /// doing I/O or replying to the kernel.
 #[derive(Debug)]
 pub struct InodeTable {
-    slots: Mutex<HashMap<u64, Slot>>,
+    slots: Mutex<Slots>,
 }
 
 impl Default for InodeTable {
     fn default() -> Self {
-        let mut slots = HashMap::new();
-        slots.insert(
+        let mut slots = Slots::default();
+        slots.others.insert(
             ROOT_INO,
             Slot {
                 node: Node::root(),
@@ -159,27 +361,15 @@ impl Default for InodeTable {
 impl InodeTable {
     /// The inode number `node` has or would get, without counting a lookup.
     pub fn peek_ino(&self, node: &Node) -> u64 {
-        let slots = self.slots.lock();
-        let mut ino = node.hash();
-        loop {
-            match slots.get(&ino) {
-                Some(slot) if slot.node != *node => ino = next_probe(ino),
-                _ => return ino,
-            }
-        }
+        self.slots.lock().find(node).0
     }
 
     /// The inode number of `node` if the kernel currently holds it (has looked it up and
     /// not forgotten it).
     pub fn known(&self, node: &Node) -> Option<u64> {
-        let slots = self.slots.lock();
-        let mut ino = node.hash();
-        loop {
-            match slots.get(&ino) {
-                Some(slot) if slot.node == *node => return Some(ino),
-                Some(_) => ino = next_probe(ino),
-                None => return None,
-            }
+        match self.slots.lock().find(node) {
+            (ino, true) => Some(ino),
+            (_, false) => None,
         }
     }
 
@@ -187,6 +377,7 @@ impl InodeTable {
     pub fn top_level(&self) -> Vec<(u64, Node)> {
         self.slots
             .lock()
+            .others
             .iter()
             .filter(|(_, s)| matches!(&s.node, Node::Folder(n) if n.0.len() == 1))
             .map(|(ino, s)| (*ino, s.node.clone()))
@@ -196,29 +387,34 @@ impl InodeTable {
     /// Records one kernel lookup of `node` and returns its inode number.
     pub fn remember(&self, node: &Node) -> u64 {
         let mut slots = self.slots.lock();
-        let mut ino = node.hash();
-        loop {
-            match slots.entry(ino) {
-                Entry::Occupied(mut e) => {
-                    if e.get().node == *node {
-                        e.get_mut().lookups += 1;
-                        return ino;
-                    }
-                    warn!(
-                        "inode number collision at {ino:#x}: {node:?} vs {:?}",
-                        e.get().node
-                    );
-                    ino = next_probe(ino);
-                }
-                Entry::Vacant(e) => {
-                    e.insert(Slot {
-                        node: node.clone(),
-                        lookups: 1,
-                    });
-                    return ino;
-                }
+        let (ino, held) = slots.find(node);
+        if !held {
+            if ino != node.hash() {
+                warn!("inode number collision for {node:?}: probed to {ino:#x}");
             }
+            slots.insert(ino, node);
+            return ino;
         }
+        if let Some(m) = slots.messages.get_mut(&ino) {
+            if let Some(n) = m.lookups.checked_add(1) {
+                m.lookups = n;
+                return ino;
+            }
+            // u32::MAX lookups: on in a full slot (same number, same node).
+            let (node, lookups) = slots.remove(ino).expect("held");
+            slots.others.insert(
+                ino,
+                Slot {
+                    node,
+                    lookups: lookups + 1,
+                },
+            );
+            return ino;
+        }
+        if let Some(s) = slots.others.get_mut(&ino) {
+            s.lookups += 1;
+        }
+        ino
     }
 
     /// Makes inode `ino` stand for `node` from now on, keeping its lookup count: after a
@@ -228,14 +424,15 @@ impl InodeTable {
         if ino == ROOT_INO {
             return;
         }
-        if let Some(slot) = self.slots.lock().get_mut(&ino) {
-            slot.node = node;
+        let mut slots = self.slots.lock();
+        if let Some((_, lookups)) = slots.remove(ino) {
+            slots.others.insert(ino, Slot { node, lookups });
         }
     }
 
     /// The node behind an inode number the kernel sent.
     pub fn get(&self, ino: u64) -> Option<Node> {
-        self.slots.lock().get(&ino).map(|s| s.node.clone())
+        self.slots.lock().get(ino)
     }
 
     /// Drops `n` lookups; the node is removed at zero (and returned). The root is never
@@ -245,25 +442,31 @@ impl InodeTable {
             return None;
         }
         let mut slots = self.slots.lock();
-        if let Entry::Occupied(mut e) = slots.entry(ino) {
-            let slot = e.get_mut();
-            if n > slot.lookups {
-                error!(
-                    "kernel forgot {n} lookups of inode {ino:#x} but only {} were counted",
-                    slot.lookups
-                );
-            }
-            slot.lookups = slot.lookups.saturating_sub(n);
-            if slot.lookups == 0 {
-                return Some(e.remove().node);
-            }
+        let lookups = match slots.held(ino) {
+            Held::Message(m) => u64::from(m.lookups),
+            Held::Other(s) => s.lookups,
+            Held::Free => return None,
+        };
+        if n > lookups {
+            error!("kernel forgot {n} lookups of inode {ino:#x} but only {lookups} were counted");
+        }
+        let left = lookups.saturating_sub(n);
+        if left == 0 {
+            return slots.remove(ino).map(|(node, _)| node);
+        }
+        if let Some(m) = slots.messages.get_mut(&ino) {
+            // left < lookups <= u32::MAX
+            m.lookups = left as u32;
+        } else if let Some(s) = slots.others.get_mut(&ino) {
+            s.lookups = left;
         }
         None
     }
 
     /// Number of nodes held (for tests and statistics).
     pub fn len(&self) -> usize {
-        self.slots.lock().len()
+        let slots = self.slots.lock();
+        slots.messages.len() + slots.others.len()
     }
 
     /// Always false: the root is always present.
@@ -342,5 +545,70 @@ mod tests {
         assert_eq!(t.known(&n), None);
         t.forget(ROOT_INO, 100);
         assert!(t.get(ROOT_INO).is_some());
+    }
+
+    #[test]
+    fn a_held_message_costs_a_small_slot() {
+        assert_eq!(std::mem::size_of::<MessageSlot>(), 8);
+        let t = InodeTable::default();
+        for uid in 1..=100 {
+            t.remember(&msg("INBOX", 7, uid));
+        }
+        let slots = t.slots.lock();
+        assert_eq!(slots.messages.len(), 100);
+        assert_eq!(slots.others.len(), 1, "the root only");
+        assert_eq!(slots.mailboxes.ids.len(), 1);
+    }
+
+    /// A number taken by another node (here by a rename's rebind) sends the message to
+    /// the next probe, and each number still answers with its own node.
+    #[test]
+    fn a_taken_number_is_probed_past() {
+        let t = InodeTable::default();
+        let a = msg("INBOX", 5, 3);
+        let ino = t.remember(&a);
+        let folder = Node::Folder(Arc::new(MailboxName::parse("Moved")));
+        t.rebind(ino, folder.clone());
+        assert_eq!(t.get(ino), Some(folder.clone()));
+        assert_eq!(t.known(&a), None);
+        let probed = t.remember(&a);
+        assert_ne!(probed, ino);
+        assert_eq!(t.get(probed), Some(a.clone()));
+        assert_eq!(t.get(ino), Some(folder));
+        assert_eq!(t.known(&a), Some(probed));
+        assert_eq!(t.forget(probed, 1), Some(a));
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn mailbox_entries_go_with_their_last_message() {
+        let t = InodeTable::default();
+        let x = t.remember(&msg("INBOX", 1, 1));
+        let y = t.remember(&msg("INBOX", 1, 2));
+        let z = t.remember(&msg("Work", 1, 1));
+        assert_eq!(t.slots.lock().mailboxes.ids.len(), 2);
+        t.forget(z, 1);
+        t.forget(x, 1);
+        assert_eq!(t.slots.lock().mailboxes.ids.len(), 1);
+        assert_eq!(t.get(y), Some(msg("INBOX", 1, 2)));
+        t.forget(y, 1);
+        let slots = t.slots.lock();
+        assert!(slots.mailboxes.ids.is_empty());
+        assert_eq!(slots.mailboxes.free.len(), 2, "ids reused");
+    }
+
+    #[test]
+    fn counts_past_u32_move_to_a_full_slot() {
+        let t = InodeTable::default();
+        let a = msg("INBOX", 1, 1);
+        let ino = t.remember(&a);
+        t.slots.lock().messages.get_mut(&ino).expect("held").lookups = u32::MAX;
+        assert_eq!(t.remember(&a), ino);
+        assert_eq!(
+            t.slots.lock().others.get(&ino).map(|s| s.lookups),
+            Some(u64::from(u32::MAX) + 1)
+        );
+        assert_eq!(t.forget(ino, u64::from(u32::MAX)), None);
+        assert_eq!(t.forget(ino, 1), Some(a));
     }
 }
