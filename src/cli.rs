@@ -195,6 +195,13 @@ enum Command {
         /// Linux 6.9+ and CAP_SYS_ADMIN allow; else held).
         #[arg(long, default_value = "kernel", value_name = "MODE")]
         open_mode: OpenMode,
+        /// Read-ahead across messages: when a reader goes through a mailbox's messages in
+        /// UID order (grep -r, find -exec cat, rsync), up to N of the next messages are put
+        /// into the kernel's page cache before it asks (FUSE_NOTIFY_STORE), so that most
+        /// of its reads never wait for mailfs. 0 turns it off. Local stores with kernel or
+        /// held opens only.
+        #[arg(long, default_value_t = 256, value_name = "N")]
+        prefetch: usize,
         /// The tree's shape: eml (MAILBOX/UID.eml) or maildir (MAILBOX/cur/ with Maildir
         /// names carrying the flags, empty new/ and tmp/, for Maildir clients: notmuch,
         /// mutt, mblaze). With --rw, renames in cur/ set flags, unlink expunges.
@@ -436,6 +443,7 @@ pub fn main() -> ExitCode {
             allow_other,
             threads,
             open_mode,
+            prefetch,
             layout,
             write,
             imap,
@@ -455,6 +463,7 @@ pub fn main() -> ExitCode {
                 allow_other,
                 threads,
                 open_mode,
+                prefetch,
                 fsname,
                 subtype,
                 nonempty,
@@ -1014,6 +1023,8 @@ struct MountOptions {
     allow_other: bool,
     threads: Option<usize>,
     open_mode: OpenMode,
+    /// The most messages read ahead across files (0: off).
+    prefetch: usize,
     /// The source shown in the mount table (None: the location).
     fsname: Option<String>,
     /// The type shown is `fuse.SUBTYPE`.
@@ -1485,8 +1496,41 @@ fn serve(
     config.n_threads = Some(threads.max(1));
     config.clone_fd = true;
 
+    let prefetch_on = opts.prefetch > 0
+        && store.local_root().is_some()
+        && opts.open_mode != OpenMode::Passthrough;
+    fs.describe(
+        "prefetch",
+        if prefetch_on {
+            format!(
+                "up to {} messages ahead of an in-order reader",
+                opts.prefetch
+            )
+        } else {
+            "off".to_string()
+        },
+    );
+    let prefetch_slot = fs.prefetch_slot();
+    let prefetch_store = fs.store();
+    let prefetch_inodes = fs.inodes();
     let mut session = fuser::Session::new(fs, &mountpoint, &config)
         .map_err(|e| CliError::Msg(format!("mounting on {}: {e}", mountpoint.display())))?;
+    if prefetch_on {
+        let defaults = crate::fs::prefetch::Settings::default();
+        let settings = crate::fs::prefetch::Settings {
+            max_window: opts.prefetch,
+            first_window: defaults.first_window.min(opts.prefetch),
+            ..defaults
+        };
+        let prefetcher = crate::fs::prefetch::Prefetcher::spawn(
+            prefetch_store,
+            prefetch_inodes,
+            session.notifier(),
+            settings,
+        )
+        .map_err(|e| CliError::Msg(format!("starting the prefetch thread: {e}")))?;
+        let _ = prefetch_slot.set(prefetcher);
+    }
     info!(
         "mounted {} ({}) on {}, {}",
         shown_root,

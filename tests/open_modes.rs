@@ -239,6 +239,64 @@ fn kernel_opens_keep_the_page_cache() {
     }
 }
 
+/// A reader going through a mailbox in UID order finds the next messages already in the
+/// kernel's page cache after listing it (`--prefetch`, on by default): most of its reads never reach
+/// mailfs, and what the cache holds is doveadm's bytes. With `--prefetch 0` every message
+/// is a READ. The reader pauses 20 ms between messages, so that the prefetch thread is
+/// ahead even on a busy machine; the point is which reads reach mailfs, not speed.
+#[test]
+fn a_reader_in_uid_order_finds_the_next_messages_cached() {
+    require!(Dovecot, Fuse);
+    for layout in [Layout::MaildirPlusPlus, DboxLayout::mdbox("")] {
+        let dir = TestDir::new("prefetch");
+        let dovecot = Dovecot::start(&dir, layout);
+        let user = dovecot.user("bob");
+        let messages = populate(&user);
+        for (n, prefetch) in ["256", "0"].into_iter().enumerate() {
+            let what = format!("{layout:?}, --prefetch {prefetch}");
+            let mount = Mount::start(
+                &user.location(),
+                &dir.join(format!("mnt-{n}")),
+                &["--prefetch", prefetch],
+            );
+            // Listed first, as grep -r and find do: the kernel takes stored pages only for
+            // inodes it holds, and a listing (READDIRPLUS) makes it hold every entry.
+            let listed = fs::read_dir(mount.mailbox("INBOX")).expect("list").count();
+            assert_eq!(listed, messages.len(), "{what}");
+            let before = reads_served(&mount);
+            for m in &messages {
+                let path = mount.message("INBOX", m.uid);
+                let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{what}: {path:?}: {e}"));
+                assert_bytes_eq(&bytes, &m.text, &format!("{what}: uid {}", m.uid));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let reads = reads_served(&mount) - before;
+            if prefetch == "0" {
+                assert!(
+                    reads >= messages.len() as u64,
+                    "{what}: {reads} reads for {} messages",
+                    messages.len()
+                );
+                continue;
+            }
+            let pushed = counter(&mount, "prefetched_messages");
+            assert!(
+                reads <= messages.len() as u64 / 3,
+                "{what}: {reads} of {} messages were read through mailfs ({pushed} prefetched)",
+                messages.len()
+            );
+            assert!(
+                pushed >= messages.len() as u64 / 2,
+                "{what}: {pushed} prefetched"
+            );
+            assert_eq!(counter(&mount, "prefetch_skipped"), 0, "{what}");
+            // Whatever the cache holds (pushed or read) is still doveadm's, whole and from
+            // the middle, with doveadm's sizes.
+            read_all_and_compare(&mount, &messages, &format!("{what}, again"));
+        }
+    }
+}
+
 /// Waits until the message's name is gone from the mount (the expunge was noticed).
 #[track_caller]
 fn wait_gone(path: &Path) {

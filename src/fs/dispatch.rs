@@ -21,7 +21,7 @@ use super::inode::{Node, ROOT_INO};
 use super::open::{self, OpenMode};
 use super::xattrs::{listed, reply_xattr_bytes};
 use crate::error::{Error, Refusal, Result};
-use crate::store::{MailboxName, Target};
+use crate::store::{MailboxName, MessageKey, Target};
 
 impl MailFs {
     /// How long the kernel may keep a name -> node answer: a staged file is asked about
@@ -275,6 +275,17 @@ impl Filesystem for MailFs {
                 r.data(bytes);
             }
         });
+        if read.is_ok()
+            && offset == 0
+            && let Some(p) = self.prefetch.get()
+            && let Some(Node::Message {
+                mailbox,
+                uid_validity,
+                key: MessageKey::Uid(uid),
+            }) = self.node(ino)
+        {
+            p.hint(&mailbox, uid_validity, uid);
+        }
         if let Err(e) = read
             && let Some(r) = reply.take()
         {

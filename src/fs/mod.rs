@@ -45,6 +45,7 @@ mod listing;
 pub mod naming;
 pub mod notify;
 pub mod open;
+pub mod prefetch;
 pub mod staging;
 mod tree;
 mod writes;
@@ -126,6 +127,8 @@ pub struct MailFs {
     notices: Option<std::sync::mpsc::Sender<notify::Notice>>,
     /// The owner and mode the admin chose to present (`--uid/--gid/--umask`).
     presentation: Presentation,
+    /// Read-ahead across messages (`prefetch`), once the mount has a kernel to push to.
+    prefetch: Arc<std::sync::OnceLock<prefetch::Prefetcher>>,
 }
 
 impl MailFs {
@@ -165,6 +168,7 @@ impl MailFs {
             staging: Staging::new(Limits::default()),
             notices: None,
             presentation: Presentation::default(),
+            prefetch: Arc::default(),
         })
     }
 
@@ -198,6 +202,17 @@ impl MailFs {
     /// The counters the notifier thread updates.
     pub fn notify_stats(&self) -> Arc<NotifyStats> {
         self.notify_stats.clone()
+    }
+
+    /// Where the prefetcher goes once the session can reach the kernel (it needs the
+    /// session's notifier, and the session owns this filesystem).
+    pub fn prefetch_slot(&self) -> Arc<std::sync::OnceLock<prefetch::Prefetcher>> {
+        self.prefetch.clone()
+    }
+
+    /// The store, for threads started beside the filesystem.
+    pub fn store(&self) -> Arc<dyn MailStore> {
+        self.store.clone()
     }
 
     /// The inode table, shared with the notifier thread.

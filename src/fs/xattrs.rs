@@ -96,6 +96,16 @@ impl MailFs {
                 load(&st.overflows)
             );
         }
+        if let Some(p) = self.prefetch.get() {
+            let st = p.stats();
+            let _ = writeln!(
+                out,
+                "prefetched_messages: {}\nprefetched_bytes: {}\nprefetch_skipped: {}",
+                load(&st.messages),
+                load(&st.bytes),
+                load(&st.skipped)
+            );
+        }
         let _ = writeln!(
             out,
             "invalidations_sent: {}\ninvalidations_failed: {}",

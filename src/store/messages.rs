@@ -106,6 +106,20 @@ impl Messages {
         Some(self.chunks[..ci].iter().map(|c| c.len()).sum::<usize>() + i)
     }
 
+    /// The messages with UIDs above `uid`, in UID order.
+    pub fn iter_after(&self, uid: u32) -> impl Iterator<Item = &MessageMeta> {
+        let (ci, i) = match self.locate(uid) {
+            Ok((ci, i)) => (ci, i + 1),
+            Err(at) => at,
+        };
+        let first: &[MessageMeta] = self
+            .chunks
+            .get(ci)
+            .map_or(&[], |c| c.get(i..).unwrap_or(&[]));
+        let rest = self.chunks.get(ci + 1..).unwrap_or_default();
+        first.iter().chain(rest.iter().flat_map(|c| c.iter()))
+    }
+
     /// Appends a message whose UID is above every present one; otherwise inserts it in
     /// place (replacing one with the same UID).
     pub fn push(&mut self, m: MessageMeta) {
@@ -269,6 +283,28 @@ mod tests {
         m.upsert(msg(3, 7));
         assert_eq!(m.len(), 2, "replaced, not added");
         assert_eq!(m.get(3).map(|x| x.flags.0), Some(7));
+    }
+
+    #[test]
+    fn iter_after_starts_above_any_uid() {
+        // Even UIDs only, over several chunks.
+        let m = Messages::from_sorted((1..=2 * CHUNK as u32 + 3).map(|u| msg(u * 2, 0)));
+        let last = 2 * (2 * CHUNK as u32 + 3);
+        for uid in [
+            0,
+            1,
+            2,
+            3,
+            CHUNK as u32 * 2,
+            CHUNK as u32 * 2 + 1,
+            last - 1,
+            last,
+            last + 9,
+        ] {
+            let got: Vec<u32> = m.iter_after(uid).map(uid_of).collect();
+            let want: Vec<u32> = m.iter().map(uid_of).filter(|&u| u > uid).collect();
+            assert_eq!(got, want, "after {uid}");
+        }
     }
 
     #[test]
