@@ -52,20 +52,25 @@ fn binary(seed: u64, len: usize) -> Vec<u8> {
 /// A multipart/mixed message: a multipart/alternative (text and html, never extracted),
 /// then each `(content type, transfer encoding, body)` part, then an epilogue.
 fn mixed(subject: &str, parts: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
+    mixed_with("", subject, parts)
+}
+
+/// [`mixed`] with boundaries that start with `tag` (for a message inside another).
+fn mixed_with(tag: &str, subject: &str, parts: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
     let mut m = format!(
         "From: Alice <alice@example.org>\nTo: bob@example.com\nSubject: {subject}\n\
          Message-ID: <{subject}@example.org>\nMIME-Version: 1.0\n\
-         Content-Type: multipart/mixed; boundary=\"mix\"\n\nThis is a preamble.\n\
-         --mix\nContent-Type: multipart/alternative; boundary=\"alt\"\n\n\
-         --alt\nContent-Type: text/plain; charset=utf-8\n\nHello, see the files.\n\
-         --alt\nContent-Type: text/html; charset=utf-8\n\n<p>Hello, see the files.</p>\n\
-         --alt--\n\n"
+         Content-Type: multipart/mixed; boundary=\"{tag}mix\"\n\nThis is a preamble.\n\
+         --{tag}mix\nContent-Type: multipart/alternative; boundary=\"{tag}alt\"\n\n\
+         --{tag}alt\nContent-Type: text/plain; charset=utf-8\n\nHello, see the files.\n\
+         --{tag}alt\nContent-Type: text/html; charset=utf-8\n\n<p>Hello, see the files.</p>\n\
+         --{tag}alt--\n\n"
     )
     .into_bytes();
     for (ctype, cte, body) in parts {
         m.extend_from_slice(
             format!(
-                "--mix\nContent-Type: {ctype}\nContent-Disposition: attachment\n\
+                "--{tag}mix\nContent-Type: {ctype}\nContent-Disposition: attachment\n\
                  Content-Transfer-Encoding: {cte}\n\n"
             )
             .as_bytes(),
@@ -73,7 +78,7 @@ fn mixed(subject: &str, parts: &[(&str, &str, Vec<u8>)]) -> Vec<u8> {
         m.extend_from_slice(body);
         m.push(b'\n');
     }
-    m.extend_from_slice(b"--mix--\nThe epilogue.\n");
+    m.extend_from_slice(format!("--{tag}mix--\nThe epilogue.\n").as_bytes());
     m
 }
 
@@ -190,6 +195,18 @@ fn populate(user: &User<'_>) -> Saved {
         );
         uids.insert(name, user.save("INBOX", &m));
     }
+    // A forwarded message (message/rfc822) with its own attachment inside.
+    let inner = mixed_with(
+        "in",
+        "inner",
+        &[(
+            "application/pdf",
+            "base64",
+            b64(&binary(12, 2500), 76, "\n").into_bytes(),
+        )],
+    );
+    let forwarded = mixed("forwarded", &[("message/rfc822", "8bit", inner)]);
+    uids.insert("forwarded", user.save("INBOX", &forwarded));
     uids.insert(
         "plain",
         user.save(
@@ -355,6 +372,8 @@ fn sdbox_messages_with_attachments_match_doveadm() {
     assert_eq!(options("nested"), ["B76", "B64", "-", "-", "-"], "nested");
     assert_eq!(options("crlf"), ["CB76"], "crlf");
     assert_eq!(options("lines"), ["B60", "B684", "-", "B64"], "lines");
+    // The forwarded message's own attachment is extracted, not the message/rfc822 part.
+    assert_eq!(options("forwarded"), ["B76"], "forwarded");
     let x = |name: &str| sdbox_attachments(&bob, &att, "INBOX", saved.uids[name]);
     let (s1, s2) = (x("shared1"), x("shared2"));
     assert_ne!(s1[0], s2[0]);
