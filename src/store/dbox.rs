@@ -9,6 +9,8 @@
 //! - the dbox files: the message bytes, and metadata (`G` guid, `R` received, `V` virtual
 //!   size);
 //! - `dovecot.index.cache`, consulted first for dates and virtual sizes, as doveadm does.
+//! - with `mail_attachment_dir`, the attachment files the metadata `X` names
+//!   (`attachments.rs`, given `--attachment-dir`).
 //!
 //! Files are looked for in the primary storage first and in ALT storage second, whatever
 //! the index says (Dovecot does the same). An mdbox location that fails (the file was
@@ -1000,9 +1002,11 @@ struct Stored<'a> {
     attachment_dir: Option<&'a Path>,
 }
 
-/// Stored bodies mailfs cannot turn into the message Dovecot returns yet: external
-/// attachments (`X`) and bodies stored in another form (`Z` differs from the stored size:
-/// a compression or encryption plugin). Serving the stored bytes would not be the message.
+/// Stored bodies mailfs cannot turn into the message Dovecot returns: external attachments
+/// (`X`) it cannot put together (no `--attachment-dir`, references that do not parse or are
+/// refused: `attachments::problem`) and bodies stored in another form (`Z` differs from the
+/// stored size: a compression or encryption plugin). Serving the stored bytes would not be
+/// the message.
 fn unsupported_encoding(
     md: &dbox::Metadata,
     body_size: u64,
