@@ -114,6 +114,14 @@ pub fn reassemble(dir: Option<&Path>, stub: Stub<'_>) -> Result<MessageSource> {
              mailfs does not read that combination"
         )));
     }
+    if compression::is_encrypted(&head[..n]) {
+        // mail_crypt wraps the stored body the same way.
+        return Err(unreadable(
+            "the message has external attachments and its stored body is encrypted \
+             (mail_crypt); mailfs does not read that combination"
+                .into(),
+        ));
+    }
     body_fits(&refs, stub.msg_size, stub.body_len).map_err(unreadable)?;
     let body = Arc::new(stub.file);
     let mut pieces = Vec::with_capacity(refs.len() * 2 + 1);
@@ -153,7 +161,7 @@ fn plan(ext_refs: &str, msg_size: u64) -> std::result::Result<Vec<ExtRef>, Strin
     // parse_ext_refs: starts ascending, no overlap, no overflow.
     if let Some(r) = refs.iter().find(|r| r.start_offset + r.size > msg_size) {
         return Err(format!(
-            "an external attachment ({}) points outside the {msg_size}-byte message ({} + {})",
+            "an external attachment ({:?}) points outside the {msg_size}-byte message ({} + {})",
             r.path, r.start_offset, r.size
         ));
     }
