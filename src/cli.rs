@@ -13,7 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use log::{error, info, warn};
 
 use crate::coherence::{WatchMode, Watcher};
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::fs::naming::{self, Naming};
 use crate::fs::notify::{self, Notice};
 use crate::fs::open::OpenMode;
@@ -170,6 +170,11 @@ enum Command {
         /// Dovecot's lock_method, so that its locks are recognised (never taken).
         #[arg(long, value_enum, default_value_t = LockArg::Fcntl)]
         lock_method: LockArg,
+        /// Dovecot's mail_attachment_dir (an absolute path; no ~ or %u), for sdbox and
+        /// mdbox stores saved with single-instance attachments: their messages are put
+        /// back together from it. Without it such messages fail with EIO.
+        #[arg(long, value_name = "DIR")]
+        attachment_dir: Option<PathBuf>,
         /// Accepted for parity with Dovecot's mmap_disable: mailfs never uses mmap.
         #[arg(long)]
         mmap_disable: bool,
@@ -218,6 +223,9 @@ enum Command {
     Ls {
         /// Dovecot mail_location or bare path.
         location: String,
+        /// Dovecot's mail_attachment_dir (see `mailfs mount --attachment-dir`).
+        #[arg(long, value_name = "DIR")]
+        attachment_dir: Option<PathBuf>,
         /// Mailbox name with '/' between levels (UTF-8), e.g. INBOX or Work/Sub, as
         /// `mailfs ls` shows it or as it is.
         mailbox: Option<String>,
@@ -249,6 +257,9 @@ enum Command {
     Cat {
         /// Dovecot mail_location or bare path.
         location: String,
+        /// Dovecot's mail_attachment_dir (see `mailfs mount --attachment-dir`).
+        #[arg(long, value_name = "DIR")]
+        attachment_dir: Option<PathBuf>,
         /// Mailbox name with '/' between levels (UTF-8), as `mailfs ls` shows it or as it
         /// is.
         mailbox: String,
@@ -437,6 +448,7 @@ pub fn main() -> ExitCode {
             watch,
             poll_interval,
             lock_method,
+            attachment_dir,
             mmap_disable: _,
             nfs_cache_flush,
             portable_names,
@@ -458,6 +470,7 @@ pub fn main() -> ExitCode {
                 watch,
                 poll_interval,
                 lock_method,
+                attachment_dir,
                 nfs_cache_flush,
                 portable_names,
                 allow_other,
@@ -472,7 +485,11 @@ pub fn main() -> ExitCode {
             },
             readiness.clone(),
         ),
-        Command::Ls { location, mailbox } => ls(&location, mailbox.as_deref()),
+        Command::Ls {
+            location,
+            attachment_dir,
+            mailbox,
+        } => ls(&location, attachment_dir.as_deref(), mailbox.as_deref()),
         Command::Dump { path, json } => dump(&path, json),
         Command::Man { dir } => man(dir.as_deref()),
         Command::Completions { shell } => {
@@ -481,9 +498,10 @@ pub fn main() -> ExitCode {
         }
         Command::Cat {
             location,
+            attachment_dir,
             mailbox,
             uid,
-        } => cat(&location, &mailbox, &uid),
+        } => cat(&location, attachment_dir.as_deref(), &mailbox, &uid),
     };
     let (code, message) = match result {
         Ok(()) | Err(CliError::BrokenPipe) => return ExitCode::SUCCESS,
@@ -570,16 +588,36 @@ impl From<std::io::Error> for CliError {
     }
 }
 
-type CliResult = std::result::Result<(), CliError>;
+type CliResult<T = ()> = std::result::Result<T, CliError>;
 
-fn open_store(location: &str) -> Result<Arc<dyn MailStore>> {
-    store::open(
+fn open_store(location: &str, attachment_dir: Option<&Path>) -> CliResult<Arc<dyn MailStore>> {
+    Ok(store::open(
         &Spec::parse(location)?,
         StoreConfig {
             views: VIEW_CACHE_CAPACITY,
+            attachment_dir: resolve_attachment_dir(attachment_dir)?,
             ..StoreConfig::default()
         },
-    )
+    )?)
+}
+
+/// `--attachment-dir`, resolved once (an admin may reach it through symbolic links; the
+/// paths below it never legitimately pass through one): an existing directory.
+fn resolve_attachment_dir(dir: Option<&Path>) -> CliResult<Option<PathBuf>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let bad = |what: String| CliError::Usage(format!("--attachment-dir {}: {what}", dir.display()));
+    if !dir.is_absolute() {
+        return Err(bad(
+            "give an absolute path (Dovecot's mail_attachment_dir)".into()
+        ));
+    }
+    let resolved = std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?;
+    if !resolved.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    Ok(Some(resolved))
 }
 
 /// A mailbox name as `mailfs ls` prints it: each level as the mount names its directory
@@ -624,8 +662,8 @@ fn find_mailbox(
     Ok((literal, view))
 }
 
-fn ls(location: &str, mailbox: Option<&str>) -> CliResult {
-    let store = open_store(location)?;
+fn ls(location: &str, attachment_dir: Option<&Path>, mailbox: Option<&str>) -> CliResult {
+    let store = open_store(location, attachment_dir)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match mailbox {
         None => {
@@ -727,8 +765,8 @@ fn dump(path: &Path, json: bool) -> CliResult {
     Ok(())
 }
 
-fn cat(location: &str, mailbox: &str, message: &str) -> CliResult {
-    let store = open_store(location)?;
+fn cat(location: &str, attachment_dir: Option<&Path>, mailbox: &str, message: &str) -> CliResult {
+    let store = open_store(location, attachment_dir)?;
     let (name, view) = find_mailbox(store.as_ref(), mailbox)?;
     let key = match message.parse::<u32>() {
         Ok(uid) => Some(MessageKey::Uid(uid)),
@@ -1018,6 +1056,8 @@ struct MountOptions {
     watch: WatchArg,
     poll_interval: Duration,
     lock_method: LockArg,
+    /// `--attachment-dir`, as given.
+    attachment_dir: Option<PathBuf>,
     nfs_cache_flush: bool,
     portable_names: bool,
     allow_other: bool,
@@ -1215,6 +1255,7 @@ fn local_backend(
             && !opts.nfs_cache_flush
             && remote_filesystem(&probe).is_none(),
         views: VIEW_CACHE_CAPACITY,
+        attachment_dir: resolve_attachment_dir(opts.attachment_dir.as_deref())?,
     };
     let mut store = store::open(&spec, config)?;
     if let WatchArg::Imap(url) = &opts.watch {
@@ -1800,6 +1841,35 @@ fn unescape_octal(s: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `-o attachment_dir=DIR` of the mount(8) form reaches the mount as --attachment-dir,
+    /// which takes an existing absolute directory, resolved.
+    #[test]
+    fn the_attachment_dir_option_in_both_forms() {
+        let args = mount_form::expand(
+            [
+                "mailfs",
+                "sdbox:/s",
+                "/m",
+                "-o",
+                "ro,attachment_dir=/var/att",
+            ]
+            .map(OsString::from)
+            .to_vec(),
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Mount { attachment_dir, .. } = cli.command else {
+            panic!("not a mount");
+        };
+        assert_eq!(attachment_dir.as_deref(), Some(Path::new("/var/att")));
+        let tmp = std::env::temp_dir();
+        let resolved = resolve_attachment_dir(Some(&tmp)).unwrap().unwrap();
+        assert_eq!(resolved, std::fs::canonicalize(&tmp).unwrap());
+        assert!(resolve_attachment_dir(Some(Path::new("relative/dir"))).is_err());
+        assert!(resolve_attachment_dir(Some(Path::new("/nonexistent/mailfs/att"))).is_err());
+        assert!(resolve_attachment_dir(None).unwrap().is_none());
+    }
 
     #[test]
     fn a_mount_point_overlapping_a_store_directory_is_refused() {

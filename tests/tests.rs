@@ -29,6 +29,9 @@ mod maildir_mount;
 mod multi_user;
 // Mounted sdbox and mdbox stores (ALT, INDEX=, purge under a reader, damage) vs doveadm.
 mod dbox_mount;
+// sdbox and mdbox with single-instance attachments (mail_attachment_dir) vs doveadm, and
+// hostile attachment references.
+mod attachments;
 // The mount never modifies the store, and refuses writes.
 mod readonly;
 // Broken stores and bad arguments: clear errors, EIO, never a panic or an empty listing.

@@ -4,6 +4,7 @@
 //! about paths, caches or FUSE; callers add the path to an error. No function here may panic
 //! on any input: every length and offset that comes from a file is checked.
 
+pub mod base64;
 pub mod cache;
 pub mod compression;
 pub mod dbox;

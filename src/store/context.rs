@@ -24,6 +24,10 @@ pub struct StoreConfig {
     /// Parsed mailbox views kept in memory (a multi-user tree shares them out among the
     /// users whose stores are open).
     pub views: usize,
+    /// Dovecot's `mail_attachment_dir`, resolved (`--attachment-dir`): where dbox
+    /// messages' single-instance attachments are read from. `None`: such messages are
+    /// listed and fail with EIO, naming the option.
+    pub attachment_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -33,6 +37,7 @@ impl Default for StoreConfig {
             nfs_cache_flush: false,
             journals: false,
             views: 256,
+            attachment_dir: None,
         }
     }
 }

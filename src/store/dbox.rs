@@ -9,6 +9,8 @@
 //! - the dbox files: the message bytes, and metadata (`G` guid, `R` received, `V` virtual
 //!   size);
 //! - `dovecot.index.cache`, consulted first for dates and virtual sizes, as doveadm does.
+//! - with `mail_attachment_dir`, the attachment files the metadata `X` names
+//!   (`attachments.rs`, given `--attachment-dir`).
 //!
 //! Files are looked for in the primary storage first and in ALT storage second, whatever
 //! the index says (Dovecot does the same). An mdbox location that fails (the file was
@@ -27,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::access::{self, Need};
+use super::attachments;
 use super::cache::{Built, FoundDir, MailboxList, Presented, present_root};
 use super::cached::{Backend, Cached};
 use super::stamp::Stamp;
@@ -558,6 +561,7 @@ impl DboxStore {
                     file: &fmeta,
                     save_date,
                     locator,
+                    attachment_dir: self.ctx.config.attachment_dir.as_deref(),
                 },
             ),
             Err(problem) => Self::broken(uid, rec, locator, problem),
@@ -694,6 +698,7 @@ impl DboxStore {
             file,
             save_date,
             locator,
+            attachment_dir,
         } = stored;
         let md = &found.metadata;
         // What the file says; the cache (and mdbox's save-date extension) take precedence
@@ -710,7 +715,7 @@ impl DboxStore {
             .map(hex);
         let from_file = MessageMeta {
             key: MessageKey::Uid(uid),
-            size: found.body_size,
+            size: presented_size(md, found.body_size),
             virtual_size: md.virtual_size.unwrap_or(found.body_size),
             received: md
                 .received
@@ -727,7 +732,7 @@ impl DboxStore {
                 .into_boxed_str(),
             owner: files::owner_of(&sys::Stat::of(file)),
             locator,
-            problem: unsupported_encoding(md, found.body_size, uid).map(Into::into),
+            problem: unsupported_encoding(md, found.body_size, uid, attachment_dir).map(Into::into),
         };
         Self::with_cache(index, cache, rec, &from_file, save_date)
     }
@@ -847,11 +852,22 @@ impl DboxStore {
                     ));
                 }
                 Ok(found) => {
-                    last_problem = format!(
-                        "{} at offset {offset} holds {} bytes, not the {expected_size} listed",
-                        path.display(),
-                        found.body_size
-                    );
+                    // A message with external attachments is larger than its stored
+                    // body; anything else is another message (a purge moved it): look
+                    // again through a fresh map.
+                    let at = Some(u64::from(offset));
+                    match self.with_attachments(&file, &path, at, expected_size, "") {
+                        Ok(Some(src)) => return Ok(src),
+                        Ok(None) => {
+                            last_problem = format!(
+                                "{} at offset {offset} holds {} bytes, not the {expected_size} \
+                                 listed",
+                                path.display(),
+                                found.body_size
+                            );
+                        }
+                        Err(e) => last_problem = e.to_string(),
+                    }
                 }
                 Err(e) => last_problem = e.to_string(),
             }
@@ -860,6 +876,39 @@ impl DboxStore {
             self.map_paths().dir,
             format!("map_uid {map_uid} cannot be read: {last_problem}"),
         ))
+    }
+}
+
+impl DboxStore {
+    /// The message at `offset` of `file` (sdbox: `None`) put together with its external
+    /// attachments (`attachments.rs`), if its metadata lists any and says the message is
+    /// `size` bytes; `Ok(None)` when it lists none (or another size: not this message).
+    fn with_attachments(
+        &self,
+        file: &File,
+        path: &Path,
+        offset: Option<u64>,
+        size: u64,
+        suffix: &str,
+    ) -> Result<Option<MessageSource>> {
+        let found = read_message(file, path, offset)?;
+        let Some(refs) = ext_refs(&found.metadata) else {
+            return Ok(None);
+        };
+        if presented_size(&found.metadata, found.body_size) != size {
+            return Ok(None);
+        }
+        let header = read_message_header(file, path, offset)?;
+        let stub = attachments::Stub {
+            file: file.try_clone().map_err(|e| Error::io(path, e))?,
+            path,
+            body_start: header.body_offset,
+            body_len: header.body_size,
+            msg_size: size,
+            ext_refs: refs,
+            suffix,
+        };
+        attachments::reassemble(self.ctx.config.attachment_dir.as_deref(), stub).map(Some)
     }
 }
 
@@ -949,17 +998,24 @@ struct Stored<'a> {
     save_date: Option<i64>,
     /// Where the bytes are (`u.N` or `map:<map_uid>`).
     locator: Locator,
+    /// Where external attachments are (`--attachment-dir`), if given.
+    attachment_dir: Option<&'a Path>,
 }
 
-/// Stored bodies mailfs cannot turn into the message Dovecot returns yet: external
-/// attachments (`X`) and bodies stored in another form (`Z` differs from the stored size:
-/// a compression or encryption plugin). Serving the stored bytes would not be the message.
-fn unsupported_encoding(md: &dbox::Metadata, body_size: u64, uid: u32) -> Option<String> {
-    if md.ext_refs.as_deref().is_some_and(|x| !x.is_empty()) {
-        return Some(format!(
-            "uid {uid}: its attachments are stored outside the dbox file \
-             (mail_attachment_dir), which mailfs does not re-assemble yet"
-        ));
+/// Stored bodies mailfs cannot turn into the message Dovecot returns: external attachments
+/// (`X`) it cannot put together (no `--attachment-dir`, references that do not parse or are
+/// refused: `attachments::problem`) and bodies stored in another form (`Z` differs from the
+/// stored size: a compression or encryption plugin). Serving the stored bytes would not be
+/// the message.
+fn unsupported_encoding(
+    md: &dbox::Metadata,
+    body_size: u64,
+    uid: u32,
+    attachment_dir: Option<&Path>,
+) -> Option<String> {
+    if let Some(refs) = ext_refs(md) {
+        // Checked without opening anything; the files are checked when opened.
+        return attachments::problem(attachment_dir, refs, presented_size(md, body_size), uid);
     }
     match md.physical_size {
         Some(z) if z != body_size => Some(format!(
@@ -967,6 +1023,20 @@ fn unsupported_encoding(md: &dbox::Metadata, body_size: u64, uid: u32) -> Option
              {z}-byte message: compressed or encrypted), which mailfs does not decode yet"
         )),
         _ => None,
+    }
+}
+
+/// The metadata `X` (external attachment references), when it lists any.
+fn ext_refs(md: &dbox::Metadata) -> Option<&str> {
+    md.ext_refs.as_deref().filter(|x| !x.is_empty())
+}
+
+/// The size of the message presented: the stored body's, or for a message with external
+/// attachments the whole message's (metadata `Z`: `dbox_file_get_plaintext_size()`).
+fn presented_size(md: &dbox::Metadata, body_size: u64) -> u64 {
+    match ext_refs(md) {
+        Some(_) => md.physical_size.unwrap_or(body_size),
+        None => body_size,
     }
 }
 
@@ -1118,6 +1188,14 @@ impl Backend for DboxStore {
             Error::not_found(format!("{}: {name} (expunged)", paths.mail.display()))
         })?;
         let found = read_message_header(&file, &path, None)?;
+        if found.body_size != meta.size {
+            // sdbox renames each attachment to end in -<mailbox guid>-<uid>
+            // (sdbox_get_attachment_path_suffix()).
+            let suffix = format!("-{}-{uid}", view.guid.as_deref().unwrap_or_default());
+            if let Some(src) = self.with_attachments(&file, &path, None, meta.size, &suffix)? {
+                return Ok(src);
+            }
+        }
         Ok(MessageSource::file_range(
             file,
             found.body_offset,

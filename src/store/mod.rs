@@ -12,6 +12,7 @@
 //!   never given a UID by mailfs.
 
 pub mod access;
+pub mod attachments;
 pub mod cache;
 mod cached;
 pub mod context;
