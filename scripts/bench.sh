@@ -226,6 +226,7 @@ trap 'exit 143' TERM
 
 declare -A R=()
 WARNINGS=()
+FIRST_PASS_ARGS=() # extra mount options of first_pass (bash arrays: "${FIRST_PASS_ARGS[@]}")
 sink=/dev/null # where a job writes its output: a file in the warm-up, /dev/null when timed
 
 now_us() { echo "${EPOCHREALTIME/./}"; }
@@ -509,7 +510,36 @@ first_pass() {
     local key=$1 location=$2 mp=$3 job=$4 i t0 t1 times=()
     shift 4
     for ((i = 0; i <= runs; i++)); do
-        remount "$location" "$mp"
+        remount "$location" "$mp" "${FIRST_PASS_ARGS[@]}"
+        if [ "$i" = 0 ]; then
+            rm -f "$RUN_DIR/warm.out"
+            sink=$RUN_DIR/warm.out
+            "$job" "$@"
+            sink=/dev/null
+            continue
+        fi
+        t0=${EPOCHREALTIME/./}
+        "$job" "$@"
+        t1=${EPOCHREALTIME/./}
+        times+=($((t1 - t0)))
+    done
+    R[$key]=$(median "${times[@]}")
+}
+
+# cold_pass KEY LOCATION MP JOB ARGS...: like first_pass, and the kernel's page cache
+# (the store's files included) dropped before each run (LOCATION "": no mount, the raw
+# store). Needs root; without it the row is left out with a warning.
+cold_pass() {
+    local key=$1 location=$2 mp=$3 job=$4 i t0 t1 times=()
+    shift 4
+    if [ ! -w /proc/sys/vm/drop_caches ]; then
+        WARNINGS+=("cold rows left out: /proc/sys/vm/drop_caches is not writable (not root)")
+        return 0
+    fi
+    for ((i = 0; i <= runs; i++)); do
+        [ -z "$location" ] || remount "$location" "$mp"
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
         if [ "$i" = 0 ]; then
             rm -f "$RUN_DIR/warm.out"
             sink=$RUN_DIR/warm.out
@@ -648,6 +678,26 @@ bench_format() {
         check "$label: mailfs first-pass grep matches" "$hits" "$(warm_lines)"
         R[$label:cat_first:raw]=${R[$label:cat:raw]:-}
         R[$label:cat_first:doveadm]=${R[$label:cat:doveadm]}
+        log "  first pass without read-ahead across files (--prefetch 0)"
+        FIRST_PASS_ARGS=(--prefetch 0)
+        first_pass "$label:cat_first_np:mailfs" "$location" "$mp" job_cat_all "$mp/INBOX"
+        check "$label: mailfs first-pass cat bytes (--prefetch 0)" "$total" "$(warm_bytes)"
+        first_pass "$label:grep_first_np:mailfs" "$location" "$mp" job_grep "$mp/INBOX" "$NEEDLE"
+        check "$label: mailfs first-pass grep matches (--prefetch 0)" "$hits" "$(warm_lines)"
+        FIRST_PASS_ARGS=()
+        R[$label:cat_first_np:raw]=${R[$label:cat:raw]:-}
+        R[$label:cat_first_np:doveadm]=${R[$label:cat:doveadm]}
+        log "  cold page cache: cat and grep -rl after dropping every cache"
+        cold_pass "$label:cat_cold:mailfs" "$location" "$mp" job_cat_all "$mp/INBOX"
+        [ -z "${R[$label:cat_cold:mailfs]:-}" ] ||
+            check "$label: mailfs cold cat bytes" "$total" "$(warm_bytes)"
+        cold_pass "$label:grep_cold:mailfs" "$location" "$mp" job_grep "$mp/INBOX" "$NEEDLE"
+        [ -z "${R[$label:grep_cold:mailfs]:-}" ] ||
+            check "$label: mailfs cold grep matches" "$hits" "$(warm_lines)"
+        if [ -n "$raw" ]; then
+            cold_pass "$label:cat_cold:raw" "" "" job_cat_all "$raw"
+            cold_pass "$label:grep_cold:raw" "" "" job_grep "$raw" "$NEEDLE"
+        fi
         if [ -n "$raw" ]; then
             # The other --open-modes, on Maildir (where passthrough applies).
             local mode key
@@ -683,6 +733,10 @@ bench_format() {
         fi
         measure "$label:grep_hit:doveadm" job_dv_grep "$fmt" "$NEEDLE"
         check "$label: doveadm search matches" "$hits" "$(warm_lines)"
+        for key in grep_first grep_first_np; do
+            R[$label:$key:raw]=${R[$label:grep_hit:raw]:-}
+            R[$label:$key:doveadm]=${R[$label:grep_hit:doveadm]}
+        done
         local mode
         for mode in held passthrough; do
             [ -z "${R[$label:grep_$mode:mailfs]:-}" ] || {
@@ -1135,6 +1189,10 @@ measurements=(
     "cat|\`cat\` all messages|s"
     "cat_first|\`cat\` all, first pass after mount ⁴|s"
     "grep_first|\`grep -rl\` (1 %), first pass after mount ⁴|s"
+    "cat_first_np|\`cat\` all, first pass, \`--prefetch 0\` ⁴|s"
+    "grep_first_np|\`grep -rl\` (1 %), first pass, \`--prefetch 0\` ⁴|s"
+    "cat_cold|\`cat\` all, cold page cache ⁷|s"
+    "grep_cold|\`grep -rl\` (1 %), cold page cache ⁷|s"
     "cat_held|\`cat\` all, \`--open-mode held\`|s"
     "cat_passthrough|\`cat\` all, \`--open-mode passthrough\`|s"
     "grep_hit|\`grep -rl\` (1 % match)|s"
@@ -1227,7 +1285,11 @@ report() {
     echo
     echo "⁴ Each run right after a remount: mailfs builds its view from nothing and the kernel's"
     echo "FUSE page cache is empty (the store's files are in the page cache, as for the raw row,"
-    echo "which is the warm \`cat\`/\`grep\` of the raw store)."
+    echo "which is the warm \`cat\`/\`grep\` of the raw store). mailfs reads ahead across files"
+    echo "(\`--prefetch\`, on by default); the \`--prefetch 0\` rows show the first pass without it."
+    echo
+    echo "⁷ Each run after \`sync; echo 3 > /proc/sys/vm/drop_caches\` (mailfs: right after a remount):"
+    echo "the store's files come from the disk, for mailfs and for the raw row alike."
     echo
     echo "Commands (MP: the mount point; Maildir: the raw INBOX; USER: maildir, sdbox or mdbox):"
     echo
