@@ -334,3 +334,23 @@ fn shared_maildir_private_seen_flags_are_each_users_own() {
     // The comparison is only worth something if the viewers' flags differ.
     assert_ne!(seen_by[0], seen_by[1], "bob's and carol's \\Seen flags");
 }
+
+/// `INDEXPVT=` on a user's own Maildir++ store (Dovecot then keeps `\Seen` in the private
+/// index for every mailbox, INBOX and folders with non-ASCII names included): the mount
+/// equals doveadm, and the private index really holds what the file names lack.
+#[test]
+fn maildir_with_private_index_matches_dovecot() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("layout_indexpvt_own");
+    let home = dir.path().join("dovecot/home/bob");
+    let location = format!("maildir:{h}/Maildir:INDEXPVT={h}/pvt", h = home.display());
+    let dovecot = Dovecot::start_users(&dir, &[("bob".to_string(), location.clone())]);
+    let bob = dovecot.user("bob");
+    populate(&bob);
+    let pvt = home.join("pvt");
+    assert!(pvt.is_dir(), "Dovecot keeps the private index in {pvt:?}");
+    let mount = Mount::start(&location, &dir.join("mnt"), &[]);
+    let compared = assert_mount_matches_dovecot(&mount, &bob);
+    assert_eq!(compared.messages, 3 * (1 + FOLDERS.len()));
+    mount.stop();
+}

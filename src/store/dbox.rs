@@ -106,7 +106,8 @@ impl DboxStore {
         let store = DboxStore {
             loc,
             ctx,
-            indexes: IndexPool::new(cache_capacity.max(1) + 1),
+            // One reader per cached view, the map index, the list index (`LAYOUT=index`).
+            indexes: IndexPool::new(cache_capacity.max(1) + 2),
             links: files::LinkLog::default(),
         };
         Cached::open(store, cache_capacity)
