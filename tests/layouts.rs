@@ -204,7 +204,39 @@ fn damaged_list_index_is_an_error_never_an_empty_tree() {
         fs::read(mount.message("INBOX", inbox_uid)).is_ok(),
         "the other mailboxes stay readable"
     );
+    // The list index removed under the mount: the tree is an error, not empty (nor the
+    // tree that was).
+    let root = bob.mail_root();
+    let saved = dir.mkdir("saved-list-index");
+    for f in ["dovecot.list.index", "dovecot.list.index.log"] {
+        if root.join(f).exists() {
+            fs::rename(root.join(f), saved.join(f)).expect("moving the list index away");
+        }
+    }
+    let listing =
+        wait_for(
+            Duration::from_secs(5),
+            "the root listing to fail",
+            || match fs::read_dir(mount.path()).and_then(|d| d.collect::<Result<Vec<_>, _>>()) {
+                Ok(_) => None,
+                Err(e) => Some(e),
+            },
+        );
+    assert_eq!(listing.raw_os_error(), Some(libc::EIO), "{listing}");
+    for f in ["dovecot.list.index", "dovecot.list.index.log"] {
+        if saved.join(f).exists() {
+            fs::rename(saved.join(f), root.join(f)).expect("moving the list index back");
+        }
+    }
+    wait_for(Duration::from_secs(5), "the tree to come back", || {
+        top_level(mount.path()).contains("Other").then_some(())
+    });
     let log = mount.stop();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("dovecot.list.index.log") && l.contains("neither it nor its log")),
+        "no log line naming the missing list index:\n{log}"
+    );
     let sub_name = sub.file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         log.lines().any(|l| l.contains(&sub_name)
@@ -216,7 +248,6 @@ fn damaged_list_index_is_an_error_never_an_empty_tree() {
 
     // A record whose name is not in the name table.
     let guid = bob.status("Other").guid;
-    let root = bob.mail_root();
     let patched: usize = ["dovecot.list.index", "dovecot.list.index.log"]
         .iter()
         .map(|f| break_name_id(&root.join(f), &guid))

@@ -49,13 +49,19 @@ pub(super) fn stamped(paths: &IndexPaths) -> Vec<PathBuf> {
 pub(super) fn read(pool: &IndexPool, paths: &IndexPaths, loc: &Location) -> Result<Vec<Listed>> {
     let file = paths.dir.join(&paths.prefix);
     let log = paths.dir.join(format!("{}.log", paths.prefix));
-    let view = pool.view(paths)?.ok_or_else(|| {
+    let missing = || {
         Error::layout(
             &log,
             "LAYOUT=index keeps the mailbox names only in the mailbox list index, and there \
              is neither it nor its log",
         )
-    })?;
+    };
+    // Asked before the pool: a reader opened earlier would otherwise go on serving the
+    // tree of files that were removed since.
+    if !files::exists_nofollow(&file) && !files::exists_nofollow(&log) {
+        return Err(missing());
+    }
+    let view = pool.view(paths)?.ok_or_else(missing)?;
     let st = &view.state;
     let Some((_, ext)) = st.ext(LIST_EXT) else {
         // A list index Dovecot just created holds nothing yet: no mailbox at all (Dovecot
