@@ -213,15 +213,11 @@ fn damaged_list_index_is_an_error_never_an_empty_tree() {
             fs::rename(root.join(f), saved.join(f)).expect("moving the list index away");
         }
     }
-    let listing =
-        wait_for(
-            Duration::from_secs(5),
-            "the root listing to fail",
-            || match fs::read_dir(mount.path()).and_then(|d| d.collect::<Result<Vec<_>, _>>()) {
-                Ok(_) => None,
-                Err(e) => Some(e),
-            },
-        );
+    let listing = wait_for(Duration::from_secs(5), "the root listing to fail", || {
+        fs::read_dir(mount.path())
+            .and_then(|d| d.collect::<Result<Vec<_>, _>>())
+            .err()
+    });
     assert_eq!(listing.raw_os_error(), Some(libc::EIO), "{listing}");
     for f in ["dovecot.list.index", "dovecot.list.index.log"] {
         if saved.join(f).exists() {
