@@ -381,3 +381,62 @@ fn maildir_with_private_index_matches_dovecot() {
     assert_eq!(compared.messages, 3 * (1 + FOLDERS.len()));
     mount.stop();
 }
+
+/// `LAYOUT=index` with the index elsewhere: the list index in `INDEX=` under a
+/// `LISTINDEX=` subdirectory and name, each mailbox's index in `INDEX=/mailboxes/<guid>`,
+/// and (sdbox) some messages moved to `ALT=/mailboxes/<guid>`.
+#[test]
+fn sdbox_index_layout_with_index_alt_and_listindex_matches_dovecot() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("layout_index_keys_sdbox");
+    let dovecot = Dovecot::start(
+        &dir,
+        DboxLayout::sdbox(":LAYOUT=index:INDEX=~/idx:ALT=~/alt:LISTINDEX=lists/names.idx"),
+    );
+    let bob = dovecot.user("bob");
+    populate(&bob);
+    bob.adm(&[], &["altmove"], &["mailbox", "Work/Sub", "uid", "1:2"]);
+    let list = bob.home().join("idx/lists/names.idx.log");
+    assert!(list.is_file(), "Dovecot keeps the names in {list:?}");
+    let guid = bob.status("Work/Sub").guid;
+    let alt = bob.home().join("alt/mailboxes").join(&guid);
+    assert!(alt.join("u.1").is_file(), "altmove put u.1 in {alt:?}");
+    let index = bob.home().join("idx/mailboxes").join(&guid);
+    assert!(
+        index.join("dovecot.index.log").is_file(),
+        "no index in {index:?}"
+    );
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let compared = assert_mount_matches_dovecot(&mount, &bob);
+    assert_eq!(compared.messages, 3 * (1 + FOLDERS.len()));
+    mount.stop();
+}
+
+/// Maildir `LAYOUT=index` with `INDEX=` and `CONTROL=`: `dovecot-uidlist` and the index
+/// of each mailbox in `<root>/<guid>` below those roots, the list index in `INDEX=`.
+#[test]
+fn maildir_index_layout_with_index_and_control_matches_dovecot() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("layout_index_keys_maildir");
+    let home = dir.path().join("dovecot/home/bob");
+    let location = format!(
+        "maildir:{h}/Maildir:LAYOUT=index:INDEX={h}/idx:CONTROL={h}/ctl",
+        h = home.display()
+    );
+    let dovecot = Dovecot::start_users(&dir, &[("bob".to_string(), location.clone())]);
+    let bob = dovecot.user("bob");
+    populate(&bob);
+    assert!(home.join("idx/dovecot.list.index.log").is_file());
+    let guid = bob.status("Work/Sub").guid;
+    assert!(
+        home.join("ctl")
+            .join(&guid)
+            .join("dovecot-uidlist")
+            .is_file()
+    );
+    assert!(home.join("Maildir").join(&guid).join("cur").is_dir());
+    let mount = Mount::start(&location, &dir.join("mnt"), &[]);
+    let compared = assert_mount_matches_dovecot(&mount, &bob);
+    assert_eq!(compared.messages, 3 * (1 + FOLDERS.len()));
+    mount.stop();
+}
