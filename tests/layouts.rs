@@ -69,6 +69,14 @@ fn index_layout_matches_dovecot(dir: &TestDir, user: &User<'_>) {
     populate(user);
     let list = user.mail_root().join("dovecot.list.index.log");
     assert!(list.is_file(), "Dovecot keeps the names in {list:?}");
+    // Without the key, the GUID directories are no tree: refused with a hint, not shown.
+    let without = user.location().replace(":LAYOUT=index", "");
+    let failure = mount_must_fail(&without, &dir.join("mnt-without"), &[]);
+    assert!(
+        failure.stderr.contains(":LAYOUT=index"),
+        "{without}: no hint at LAYOUT=index:\n{}",
+        failure.stderr
+    );
     let mount = Mount::start(&user.location(), &dir.join("mnt"), LONG_CACHES);
     let compared = assert_mount_matches_dovecot(&mount, user);
     assert_eq!(compared.mailboxes, 1 + FOLDERS.len());

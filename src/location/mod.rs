@@ -399,10 +399,18 @@ impl Location {
             && loc.layout == Layout::MaildirPlusPlus
             && let Some(folder) = fs_layout_folder(&loc.root)
         {
+            // A directory named like a mailbox GUID beside a list index is LAYOUT=index's.
+            let guid_named = folder.len() == 32 && folder.bytes().all(|b| b.is_ascii_hexdigit());
+            let (list_dir, list_file) = loc.list_index_file();
+            let layout = if guid_named && list_dir.join(format!("{list_file}.log")).exists() {
+                "index"
+            } else {
+                "fs"
+            };
             log::warn!(
-                "{}: {} holds {folder:?}, a folder directory of LAYOUT=fs (cur/ inside), \
-                     which Maildir++ does not show; if the store is LAYOUT=fs, add \
-                     :LAYOUT=fs to the location",
+                "{}: {} holds {folder:?}, a folder directory of LAYOUT={layout} (cur/ \
+                     inside), which Maildir++ does not show; if the store is \
+                     LAYOUT={layout}, add :LAYOUT={layout} to the location",
                 location,
                 loc.root.display()
             );
@@ -641,6 +649,19 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
     if has_dot_folder {
         return Ok(Format::Maildir);
     }
+    // A Maildir with LAYOUT=index has no mailbox directory by name, only the list index
+    // and GUID directories: a bare path cannot say so, the location must.
+    if ["dovecot.list.index", "dovecot.list.index.log"]
+        .iter()
+        .any(|f| root.join(f).exists())
+    {
+        return Err(format!(
+            "{} holds a mailbox list index but no mailbox directory by name: a LAYOUT=index \
+             store, whose format a bare path cannot tell; give it, e.g. maildir:{}:LAYOUT=index",
+            root.display(),
+            root.display()
+        ));
+    }
     // A store one level down (`~` given for `~/mdbox`): name it rather than suggest a
     // format for the directory above it.
     if let Some((sub, format)) = store_below(root) {
@@ -849,6 +870,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot tell"), "{e}");
+        std::fs::write(dir.join("dovecot.list.index.log"), b"").unwrap();
+        let e = Location::parse(dir.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":LAYOUT=index"), "{e}");
         std::fs::create_dir_all(dir.join("cur")).unwrap();
         assert_eq!(
             Location::parse(dir.to_str().unwrap()).unwrap().format,

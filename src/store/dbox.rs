@@ -1142,10 +1142,16 @@ impl Backend for DboxStore {
             return Ok(());
         }
         if !list.entries.iter().any(|e| e.selectable) {
+            let (dir, file) = self.loc.list_index_file();
+            let hint = if files::exists_nofollow(&dir.join(format!("{file}.log"))) {
+                "; the store has a mailbox list index: if it is LAYOUT=index, add :LAYOUT=index"
+            } else {
+                ""
+            };
             return Err(Error::layout(
                 self.loc.mailbox_root(),
                 format!(
-                    "not a {} store: no mailbox with a {} directory",
+                    "not a {} store: no mailbox with a {} directory{hint}",
                     self.loc.format.name(),
                     self.loc.mail_dirname().unwrap_or_default()
                 ),
