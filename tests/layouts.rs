@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::util::compare::{assert_message_matches, assert_mount_matches_dovecot};
 use crate::util::corpus::email;
 use crate::util::dovecot::{Config, DboxLayout, Dovecot, Layout, User};
+use crate::util::fsx::xattr_string;
 use crate::util::mount::{Mount, mount_must_fail};
 use crate::util::{TestDir, wait_for};
 
@@ -357,6 +358,18 @@ fn shared_maildir_private_seen_flags_are_each_users_own() {
         for m in &messages {
             assert_message_matches(&mount.message("Project", m.uid), m);
         }
+        // A private flag changed while mounted shows (the private index is watched).
+        let unseen = messages
+            .iter()
+            .find(|m| !m.flags.contains("\\Seen"))
+            .expect("an unseen message");
+        let file = mount.message("Project", unseen.uid);
+        let changed = Instant::now();
+        viewer.flags_set(&[], "add", shared, &unseen.uid.to_string(), "\\Seen");
+        shows_within("a private \\Seen set", changed, || {
+            xattr_string(&file, "user.mail.flags").contains("\\Seen")
+        });
+        viewer.flags_set(&[], "remove", shared, &unseen.uid.to_string(), "\\Seen");
         mount.stop();
         seen_by.push(
             messages
