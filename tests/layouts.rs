@@ -461,3 +461,38 @@ fn maildir_index_layout_with_index_and_control_matches_dovecot() {
     assert_eq!(compared.messages, 3 * (1 + FOLDERS.len()));
     mount.stop();
 }
+
+/// A multi-user template with `LAYOUT=index` (`mdbox:<mail>/%u:LAYOUT=index`): each user's
+/// directory is their own list index's tree, equal to doveadm.
+#[test]
+fn multi_user_index_layout_matches_dovecot() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("layout_index_users");
+    let template = format!(
+        "mdbox:{}/%u:LAYOUT=index",
+        dir.path().join("mail").display()
+    );
+    let names = ["ann", "ben"];
+    let dovecot = Dovecot::start_users(
+        &dir,
+        &names
+            .iter()
+            .map(|n| (n.to_string(), template.clone()))
+            .collect::<Vec<_>>(),
+    );
+    dovecot.mail_owned_dir(&dir, "mail");
+    for (i, name) in names.iter().enumerate() {
+        let user = dovecot.user(name);
+        user.create_mailbox(FOLDERS[i]);
+        user.save("INBOX", &email(i, name, "mine\n"));
+        user.save(FOLDERS[i], &email(10 + i, name, "in a folder\n"));
+    }
+    let mount = Mount::start(&template, &dir.join("mnt"), &[]);
+    for name in names {
+        let user = dovecot.user(name);
+        let compared =
+            crate::util::compare::assert_tree_matches_dovecot(&mount.path().join(name), &user);
+        assert_eq!(compared.messages, 2, "{name}");
+    }
+    mount.stop();
+}
