@@ -27,6 +27,8 @@ mod harness;
 mod maildir_mount;
 // Multi-user templates (%u, %n, %d, %2.256Nu): one directory per user, each vs doveadm.
 mod multi_user;
+// LAYOUT=index (sdbox, mdbox, Maildir) and INDEXPVT= for shared Maildir, vs doveadm.
+mod layouts;
 // Mounted sdbox and mdbox stores (ALT, INDEX=, purge under a reader, damage) vs doveadm.
 mod dbox_mount;
 // sdbox and mdbox with single-instance attachments (mail_attachment_dir) vs doveadm, and

@@ -10,6 +10,7 @@ pub mod compression;
 pub mod dbox;
 pub mod index;
 pub mod le;
+pub mod listindex;
 pub mod log;
 pub mod maildir;
 pub mod mutf7;

@@ -88,6 +88,10 @@ pub enum Layout {
     MaildirPlusPlus,
     /// `LAYOUT=fs`: `ROOT/Work/Sub` (Maildir: INBOX is the root). dbox's default.
     Fs,
+    /// `LAYOUT=index`: names only in the mailbox list index (`dovecot.list.index`), each
+    /// mailbox's directory named by its GUID (`ROOT/<MAILBOXDIR/><guid>`; Dovecot's
+    /// `index_list_get_path`).
+    Index,
 }
 
 /// A parsed, validated location.
@@ -126,7 +130,8 @@ pub struct Location {
     pub mailboxdir: Option<String>,
     /// `VOLATILEDIR=`: Dovecot's lock directory (holds no data; accepted, unused).
     pub volatile_dir: Option<PathBuf>,
-    /// `LISTINDEX=`: mailbox list index file (a cache of the tree; accepted, unused).
+    /// `LISTINDEX=`: mailbox list index file (a cache of the tree; with `LAYOUT=index` the
+    /// only place names live, see [`Location::list_index_file`]).
     pub list_index: Option<String>,
     /// `ITERINDEX`: list mailboxes by walking the index tree instead of the mail tree.
     pub iter_index: bool,
@@ -214,6 +219,32 @@ impl Location {
             (Some(d), _) if !d.is_empty() => self.root.join(d),
             (None, true) => self.root.join("mailboxes"),
             _ => self.root.clone(),
+        }
+    }
+
+    /// `LAYOUT=index`: the directory and file name of the mailbox list index. Dovecot's
+    /// `MAILBOX_LIST_PATH_TYPE_LIST_INDEX`: `LISTINDEX=` (default `dovecot.list.index`) in
+    /// the index root (`INDEX=`, else the mail root); a `LISTINDEX=` with a '/' names its
+    /// directory too, relative to the index root unless absolute
+    /// (`mailbox_list_settings_parse_full`, `mailbox_list_set_get_root_path`).
+    pub fn list_index_file(&self) -> (PathBuf, String) {
+        let index_root = self.index.as_ref().unwrap_or(&self.root);
+        let given = self.list_index.as_deref().unwrap_or("dovecot.list.index");
+        match given.rsplit_once('/') {
+            Some((dir, file)) if dir.starts_with('/') => (PathBuf::from(dir), file.to_string()),
+            Some((dir, file)) => (index_root.join(dir), file.to_string()),
+            None => (index_root.clone(), given.to_string()),
+        }
+    }
+
+    /// `LAYOUT=index`: a mailbox's directory below `root` (the mail, `INDEX=`, `CONTROL=`,
+    /// `ALT=` or `INDEXPVT=` root): `<root>/<MAILBOXDIR/><guid>` (`index_get_guid_path`;
+    /// the mailbox directory name is `mailboxes/` for dbox and empty for Maildir).
+    pub fn guid_dir(&self, root: &Path, guid: &str) -> PathBuf {
+        match (&self.mailboxdir, self.format.is_dbox()) {
+            (Some(d), _) if !d.is_empty() => root.join(d).join(guid),
+            (None, true) => root.join("mailboxes").join(guid),
+            _ => root.join(guid),
         }
     }
 
@@ -305,10 +336,10 @@ impl Location {
                     loc.layout = match need_value()? {
                         "maildir++" => Layout::MaildirPlusPlus,
                         "fs" => Layout::Fs,
+                        "index" => Layout::Index,
                         other => {
                             return Err(err(format!(
-                                "LAYOUT={other} is not supported (maildir++ or fs); \
-                                 LAYOUT=index needs the mailbox list index, not read yet"
+                                "LAYOUT={other} is not supported (maildir++, fs or index)"
                             )));
                         }
                     }
@@ -352,6 +383,9 @@ impl Location {
         if loc.format == Format::Mdbox && loc.mailboxdir.as_deref() == Some("") {
             return Err(err("mdbox needs a non-empty MAILBOXDIR".into()));
         }
+        if loc.layout == Layout::Index {
+            check_index_layout(&loc).map_err(&err)?;
+        }
         if loc.iter_index && loc.index.is_none() {
             return Err(err("ITERINDEX needs an explicit INDEX= directory".into()));
         }
@@ -365,10 +399,18 @@ impl Location {
             && loc.layout == Layout::MaildirPlusPlus
             && let Some(folder) = fs_layout_folder(&loc.root)
         {
+            // A directory named like a mailbox GUID beside a list index is LAYOUT=index's.
+            let guid_named = folder.len() == 32 && folder.bytes().all(|b| b.is_ascii_hexdigit());
+            let (list_dir, list_file) = loc.list_index_file();
+            let layout = if guid_named && list_dir.join(format!("{list_file}.log")).exists() {
+                "index"
+            } else {
+                "fs"
+            };
             log::warn!(
-                "{}: {} holds {folder:?}, a folder directory of LAYOUT=fs (cur/ inside), \
-                     which Maildir++ does not show; if the store is LAYOUT=fs, add \
-                     :LAYOUT=fs to the location",
+                "{}: {} holds {folder:?}, a folder directory of LAYOUT={layout} (cur/ \
+                     inside), which Maildir++ does not show; if the store is \
+                     LAYOUT={layout}, add :LAYOUT={layout} to the location",
                 location,
                 loc.root.display()
             );
@@ -382,6 +424,30 @@ fn driver_and_rest(location: &str) -> (Option<&str>, &str) {
     match location.split_once(':') {
         Some((d, rest)) if is_driver(d) => (Some(d), rest),
         _ => (None, location),
+    }
+}
+
+/// `LAYOUT=index` with keys mailfs does not follow there: refused by name rather than
+/// mounted with the wrong directories.
+fn check_index_layout(loc: &Location) -> std::result::Result<(), String> {
+    let refused = [
+        ("INDEX=MEMORY", loc.index_in_memory),
+        ("INBOX=", loc.inbox.is_some()),
+        ("DIRNAME=/FULLDIRNAME=", loc.dirname.is_some()),
+        ("ITERINDEX", loc.iter_index),
+        (
+            "an absolute LISTINDEX= directory",
+            loc.list_index
+                .as_deref()
+                .is_some_and(|l| l.starts_with('/')),
+        ),
+    ];
+    match refused.iter().find(|(_, set)| *set) {
+        Some((key, _)) => Err(format!(
+            "{key} with LAYOUT=index is not supported by mailfs (LAYOUT=index keeps every \
+             mailbox in a directory named by its GUID, listed in the mailbox list index)"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -583,6 +649,19 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
     if has_dot_folder {
         return Ok(Format::Maildir);
     }
+    // A Maildir with LAYOUT=index has no mailbox directory by name, only the list index
+    // and GUID directories: a bare path cannot say so, the location must.
+    if ["dovecot.list.index", "dovecot.list.index.log"]
+        .iter()
+        .any(|f| root.join(f).exists())
+    {
+        return Err(format!(
+            "{} holds a mailbox list index but no mailbox directory by name: a LAYOUT=index \
+             store, whose format a bare path cannot tell; give it, e.g. maildir:{}:LAYOUT=index",
+            root.display(),
+            root.display()
+        ));
+    }
     // A store one level down (`~` given for `~/mdbox`): name it rather than suggest a
     // format for the directory above it.
     if let Some((sub, format)) = store_below(root) {
@@ -703,10 +782,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ALT"), "{e}");
-        let e = Location::parse("maildir:/m:LAYOUT=index")
+        let e = Location::parse("maildir:/m:LAYOUT=bogus")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("LAYOUT=index"), "{e}");
+        assert!(e.contains("LAYOUT=bogus"), "{e}");
+        let e = Location::parse("maildir:/m:LAYOUT=index:INBOX=/i")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("INBOX= with LAYOUT=index"), "{e}");
         assert!(Location::parse("maildir:").is_err());
         assert!(Location::parse("maildir:INBOX=/x").is_err());
         assert!(matches!(
@@ -745,6 +828,29 @@ mod tests {
     }
 
     #[test]
+    fn index_layout_paths_follow_dovecot() {
+        let m = Location::parse("maildir:/m:LAYOUT=index").unwrap();
+        assert_eq!(m.layout, Layout::Index);
+        assert_eq!(
+            m.list_index_file(),
+            (PathBuf::from("/m"), "dovecot.list.index".to_string())
+        );
+        assert_eq!(m.guid_dir(Path::new("/m"), "ab"), PathBuf::from("/m/ab"));
+        let d = Location::parse("sdbox:/s:LAYOUT=index:INDEX=/i:LISTINDEX=sub/l.idx").unwrap();
+        assert_eq!(
+            d.list_index_file(),
+            (PathBuf::from("/i/sub"), "l.idx".to_string())
+        );
+        assert_eq!(
+            d.guid_dir(Path::new("/i"), "ab"),
+            PathBuf::from("/i/mailboxes/ab")
+        );
+        let d = Location::parse("mdbox:/s:LAYOUT=index:MAILBOXDIR=mb:LISTINDEX=x").unwrap();
+        assert_eq!(d.list_index_file(), (PathBuf::from("/s"), "x".to_string()));
+        assert_eq!(d.guid_dir(Path::new("/s"), "ab"), PathBuf::from("/s/mb/ab"));
+    }
+
+    #[test]
     fn expands_home() {
         let home = std::env::var("HOME").unwrap_or_default();
         if home.is_empty() {
@@ -764,6 +870,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot tell"), "{e}");
+        std::fs::write(dir.join("dovecot.list.index.log"), b"").unwrap();
+        let e = Location::parse(dir.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(":LAYOUT=index"), "{e}");
         std::fs::create_dir_all(dir.join("cur")).unwrap();
         assert_eq!(
             Location::parse(dir.to_str().unwrap()).unwrap().format,

@@ -36,14 +36,14 @@ use super::stamp::Stamp;
 use super::{
     FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
 };
-use super::{KeywordSet, Messages, StoreContext, files, locks};
+use super::{KeywordSet, Messages, StoreContext, files, listindex, locks};
 use crate::error::{Error, Result};
 use crate::format::dbox;
 use crate::format::{MailFlags, hex, le};
 use crate::index::cachefile::{CacheLookup, CacheSnapshot, CachedValues};
 use crate::index::pool::IndexPool;
 use crate::index::reader::{IndexPaths, IndexView};
-use crate::location::{Format, Location};
+use crate::location::{Format, Layout, Location};
 use crate::sys;
 
 /// Where one mailbox's files live.
@@ -109,7 +109,8 @@ impl DboxStore {
         let store = DboxStore {
             loc,
             ctx,
-            indexes: IndexPool::new(cache_capacity.max(1) + 1),
+            // One reader per cached view, the map index, the list index (`LAYOUT=index`).
+            indexes: IndexPool::new(cache_capacity.max(1) + 2),
             links: files::LinkLog::default(),
         };
         Cached::open(store, cache_capacity)
@@ -147,6 +148,67 @@ impl DboxStore {
             index,
             pvt,
         }
+    }
+
+    /// `LAYOUT=index`: the paths of the mailbox with `guid`. The mail, index, ALT and
+    /// private index directories are each `<root>/<MAILBOXDIR>/<guid>`, with no DIRNAME
+    /// level (`index_list_get_path` asks for the mailbox *directory*).
+    fn guid_paths(&self, guid: &str) -> MailboxPaths {
+        let loc = &self.loc;
+        let mail = loc.guid_dir(&loc.root, guid);
+        MailboxPaths {
+            alt: loc.alt.as_ref().map(|a| loc.guid_dir(a, guid)),
+            index: loc
+                .index
+                .as_ref()
+                .map_or_else(|| mail.clone(), |i| loc.guid_dir(i, guid)),
+            pvt: loc.index_pvt.as_ref().map(|p| loc.guid_dir(p, guid)),
+            mail,
+        }
+    }
+
+    /// `LAYOUT=index`: the mailbox tree from the list index ([`listindex`]); a node with a
+    /// GUID is a mailbox in its GUID directory. The list index's files and each mailbox
+    /// directory are stamped.
+    fn scan_list_index(&self) -> Result<MailboxList<MailboxPaths>> {
+        let list = listindex::paths(&self.loc);
+        let mut stamp = Stamp::take(&self.ctx, listindex::stamped(&list));
+        let listed = listindex::read(&self.indexes, &list, &self.loc)?;
+        let shared = self.shared_deps();
+        let root = present_root(&self.loc.root, &[&list.dir])?;
+        let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
+        for node in listed {
+            let Some(guid) = node.guid else {
+                found.insert(
+                    node.name,
+                    FoundDir {
+                        paths: None,
+                        presented: root,
+                    },
+                );
+                continue;
+            };
+            let paths = self.guid_paths(&guid);
+            stamp.push(paths.mail.clone());
+            // A directory not there (yet) is found out when the mailbox is read.
+            let presented = match files::lstat(&paths.mail) {
+                Ok(st) => self.present(&st, &paths, &shared),
+                Err(_) => root,
+            };
+            found.insert(
+                node.name,
+                FoundDir {
+                    paths: Some(paths),
+                    presented,
+                },
+            );
+        }
+        Ok(MailboxList::from_found(
+            found,
+            root,
+            self.loc.no_noselect,
+            stamp,
+        ))
     }
 
     /// INBOX's paths with `INBOX=`: its mail (and, without `INDEX=`, its index) directly in
@@ -1138,15 +1200,28 @@ impl Backend for DboxStore {
     type Extra = Continue;
 
     fn scan(&self) -> Result<MailboxList<MailboxPaths>> {
-        self.scan_mailboxes()
+        match self.loc.layout {
+            Layout::Index => self.scan_list_index(),
+            _ => self.scan_mailboxes(),
+        }
     }
 
     fn check(&self, list: &MailboxList<MailboxPaths>) -> Result<()> {
+        if self.loc.layout == Layout::Index {
+            // The list index was read: an empty one is an empty store, not a wrong format.
+            return Ok(());
+        }
         if !list.entries.iter().any(|e| e.selectable) {
+            let (dir, file) = self.loc.list_index_file();
+            let hint = if files::exists_nofollow(&dir.join(format!("{file}.log"))) {
+                "; the store has a mailbox list index: if it is LAYOUT=index, add :LAYOUT=index"
+            } else {
+                ""
+            };
             return Err(Error::layout(
                 self.loc.mailbox_root(),
                 format!(
-                    "not a {} store: no mailbox with a {} directory",
+                    "not a {} store: no mailbox with a {} directory{hint}",
                     self.loc.format.name(),
                     self.loc.mail_dirname().unwrap_or_default()
                 ),
@@ -1161,6 +1236,13 @@ impl Backend for DboxStore {
         paths: &MailboxPaths,
         previous: Option<&Built<Continue>>,
     ) -> Result<Built<Continue>> {
+        if self.loc.layout == Layout::Index && !files::is_real_dir(&paths.mail) {
+            return Err(listindex::missing_dir(
+                name,
+                &paths.mail,
+                &listindex::paths(&self.loc),
+            ));
+        }
         self.build_view(name, paths, previous)
     }
 

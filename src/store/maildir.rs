@@ -32,7 +32,7 @@ use super::stamp::Stamp;
 use super::{
     FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
 };
-use super::{Messages, StoreContext, files, locks};
+use super::{Messages, StoreContext, files, listindex, locks};
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
@@ -58,6 +58,8 @@ pub(super) struct MailboxPaths {
     control: PathBuf,
     /// Directory holding `dovecot.index*` (`None` with `INDEX=MEMORY`).
     index: Option<PathBuf>,
+    /// Directory holding the private index (`dovecot.index.pvt*`) with `INDEXPVT=`.
+    pvt: Option<PathBuf>,
 }
 
 /// A Maildir store.
@@ -132,7 +134,7 @@ impl MaildirStore {
             None => {
                 let rel = match loc.layout {
                     Layout::MaildirPlusPlus => ".INBOX",
-                    Layout::Fs => "INBOX",
+                    Layout::Fs | Layout::Index => "INBOX",
                 };
                 (self.inbox_mail_dir(), PathBuf::from(rel))
             }
@@ -144,7 +146,7 @@ impl MaildirStore {
                         n.extend_from_slice(storage);
                         PathBuf::from(OsStr::from_bytes(&n))
                     }
-                    Layout::Fs => PathBuf::from(OsStr::from_bytes(storage)),
+                    Layout::Fs | Layout::Index => PathBuf::from(OsStr::from_bytes(storage)),
                 };
                 (loc.root.join(&rel), rel)
             }
@@ -153,11 +155,63 @@ impl MaildirStore {
             |root: &Option<PathBuf>| root.as_ref().map_or_else(|| mail.clone(), |c| c.join(&rel));
         let control = elsewhere(&loc.control);
         let index = (!loc.index_in_memory).then(|| elsewhere(&loc.index));
+        let pvt = loc.index_pvt.as_ref().map(|p| p.join(&rel));
         MailboxPaths {
             mail,
             control,
             index,
+            pvt,
         }
+    }
+
+    /// `LAYOUT=index`: the paths of the mailbox with `guid`: `<root>/<guid>` below the
+    /// mail, `CONTROL=`, `INDEX=` and `INDEXPVT=` roots (`index_list_get_path`).
+    fn guid_paths(&self, guid: &str) -> MailboxPaths {
+        let loc = &self.loc;
+        let mail = loc.guid_dir(&loc.root, guid);
+        let elsewhere = |root: &Option<PathBuf>| {
+            root.as_ref()
+                .map_or_else(|| mail.clone(), |r| loc.guid_dir(r, guid))
+        };
+        MailboxPaths {
+            control: elsewhere(&loc.control),
+            index: (!loc.index_in_memory).then(|| elsewhere(&loc.index)),
+            pvt: loc.index_pvt.as_ref().map(|p| loc.guid_dir(p, guid)),
+            mail,
+        }
+    }
+
+    /// `LAYOUT=index`: the mailbox tree from the list index ([`listindex`]); a node with a
+    /// GUID is a mailbox in its GUID directory. The list index's files and each mailbox
+    /// directory are stamped.
+    fn scan_list_index(&self) -> Result<MailboxList<MailboxPaths>> {
+        let list = listindex::paths(&self.loc);
+        let mut stamp = Stamp::take(&self.ctx, listindex::stamped(&list));
+        let listed = listindex::read(&self.indexes, &list, &self.loc)?;
+        let mut shared = Vec::new();
+        for dir in [&self.loc.control, &self.loc.index].into_iter().flatten() {
+            if !dir.starts_with(&self.loc.root) {
+                shared.extend(access::outside_root(dir));
+            }
+        }
+        let root = present_root(&self.loc.root, &[&list.dir])?;
+        let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
+        for node in listed {
+            let paths = node.guid.map(|g| self.guid_paths(&g));
+            let presented = match &paths {
+                Some(p) => {
+                    stamp.push(p.mail.clone());
+                    // A directory not there (yet) is found out when the mailbox is read.
+                    match files::lstat(&p.mail) {
+                        Ok(st) => present_mailbox(&p.mail, &st, &shared),
+                        Err(_) => root,
+                    }
+                }
+                None => root,
+            };
+            found.insert(node.name, FoundDir { paths, presented });
+        }
+        Ok(MailboxList::from_found(found, root, false, stamp))
     }
 
     /// Decodes one on-disk name level to UTF-8.
@@ -194,7 +248,7 @@ impl MaildirStore {
         }
         match self.loc.layout {
             Layout::MaildirPlusPlus => self.scan_maildir_pp(&mut found, &mut stamp, &shared)?,
-            Layout::Fs => {
+            Layout::Fs | Layout::Index => {
                 let mut walk = Walk {
                     levels: Vec::new(),
                     chain: shared,
@@ -354,6 +408,10 @@ impl MaildirStore {
                 stamped.push(dir.join(f));
             }
         }
+        if let Some(pvt) = &paths.pvt {
+            stamped.push(pvt.join("dovecot.index.pvt"));
+            stamped.push(pvt.join("dovecot.index.pvt.log"));
+        }
         let mut stamp = Stamp::take(&self.ctx, stamped);
         // A Dovecot sync holding the uidlist lock may be between renaming files and
         // writing the uidlist: read anyway, but read again next time.
@@ -361,7 +419,10 @@ impl MaildirStore {
             stamp.mark_tentative();
         }
         // Continue from the previous build by what its journal recorded, if it can.
+        // (Private flags come from another index, which no journal follows: a mailbox with
+        // `INDEXPVT=` is always built in full.)
         if let Some(p) = previous
+            && paths.pvt.is_none()
             && let Some(c) = p.extra.take_continuation()
         {
             match self.continue_view(name, paths, &p.view, &p.extra, c)? {
@@ -493,6 +554,9 @@ impl MaildirStore {
                     Err(e) => return Err(e),
                 }
             }
+        }
+        if let Some(pvt_dir) = &paths.pvt {
+            self.apply_private_flags(pvt_dir, &mut messages)?;
         }
         // One log line per change of the set, not one per rescan.
         let already_logged = previous.is_some_and(|p| p.extra.missing == missing);
@@ -638,6 +702,30 @@ impl MaildirStore {
             locator: Locator::Maildir(locator.into_boxed_slice()),
             problem,
         })
+    }
+
+    /// `INDEXPVT=`: `\Seen` is private (`mailbox_get_private_flags_mask`). A message with
+    /// a record in the private index takes its `\Seen` from there; one without keeps the
+    /// flag of its file name (`index_mail_get_flags`). As for dbox (`DboxStore`).
+    fn apply_private_flags(&self, dir: &Path, messages: &mut [MessageMeta]) -> Result<()> {
+        let paths = IndexPaths {
+            dir: dir.to_path_buf(),
+            prefix: "dovecot.index.pvt".into(),
+        };
+        let Some(pvt) = self.indexes.view(&paths)? else {
+            return Ok(());
+        };
+        let seen = crate::format::MailFlags::SEEN.0;
+        for m in messages.iter_mut() {
+            let MessageKey::Uid(uid) = m.key else {
+                continue;
+            };
+            if let Some(rec) = pvt.state.records.get(uid) {
+                let private = rec.get(4).copied().unwrap_or(0) & seen;
+                m.flags = crate::format::MailFlags((m.flags.0 & !seen) | private);
+            }
+        }
+        Ok(())
     }
 
     /// Dovecot's index of a mailbox and its cache, when present and readable. A broken
@@ -805,10 +893,17 @@ impl Backend for MaildirStore {
     type Extra = Trail;
 
     fn scan(&self) -> Result<MailboxList<MailboxPaths>> {
-        self.scan_mailboxes()
+        match self.loc.layout {
+            Layout::Index => self.scan_list_index(),
+            _ => self.scan_mailboxes(),
+        }
     }
 
     fn check(&self, list: &MailboxList<MailboxPaths>) -> Result<()> {
+        if self.loc.layout == Layout::Index {
+            // The list index was read: an empty one is an empty store, not a wrong format.
+            return Ok(());
+        }
         if !list.entries.iter().any(|e| e.selectable) {
             return Err(Error::layout(
                 &self.loc.root,
@@ -817,6 +912,7 @@ impl Backend for MaildirStore {
                         "not a Maildir: no cur/ in the root and no Maildir++ .folder with cur/"
                     }
                     Layout::Fs => "not a Maildir (LAYOUT=fs): no directory with a cur/ inside",
+                    Layout::Index => "not a Maildir (LAYOUT=index): no mailbox listed",
                 },
             ));
         }
@@ -829,6 +925,13 @@ impl Backend for MaildirStore {
         paths: &MailboxPaths,
         previous: Option<&Built<Trail>>,
     ) -> Result<Built<Trail>> {
+        if self.loc.layout == Layout::Index && !files::is_real_dir(&paths.mail) {
+            return Err(listindex::missing_dir(
+                name,
+                &paths.mail,
+                &listindex::paths(&self.loc),
+            ));
+        }
         self.build_view(name, paths, previous)
     }
 

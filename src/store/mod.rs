@@ -23,6 +23,7 @@ mod guard;
 pub mod imap;
 pub mod journal;
 pub mod keywords;
+mod listindex;
 pub mod locks;
 pub mod maildir;
 #[cfg(test)]
