@@ -1,0 +1,203 @@
+//! Mounted mbox stores compared with Dovecot: INBOX in its own file, nested folders, flags
+//! and keywords, expunges in the middle (Dovecot rewrites the file), bodies with `From `
+//! lines, no final newline, CRLF input; delivery while mounted; bare path detection;
+//! hostile files (truncated, not mbox, an index that disagrees with the file).
+
+use std::fs;
+use std::time::Duration;
+
+use crate::util::compare::{assert_message_matches, assert_mount_matches_dovecot};
+use crate::util::corpus::{email, large, no_final_newline};
+use crate::util::dovecot::{Dovecot, User};
+use crate::util::fsx::errno;
+use crate::util::mount::{Mount, mailfs, mount_must_fail};
+use crate::util::{TestDir, wait_for};
+
+/// A Dovecot whose user `bob` has `mbox:~/mail:INBOX=~/inbox`.
+fn start(dir: &TestDir) -> Dovecot {
+    let home = dir.path().join("dovecot/home/bob");
+    let h = home.display();
+    Dovecot::start_users(
+        dir,
+        &[("bob".to_string(), format!("mbox:{h}/mail:INBOX={h}/inbox"))],
+    )
+}
+
+/// INBOX and two folders (one nested), every flag, keywords, expunges in the middle, a
+/// body with From_ lines (valid and not), no final newline, CRLF input, a large message.
+fn populate(bob: &User<'_>) -> Vec<u32> {
+    bob.create_mailbox("Work/Sub");
+    bob.create_mailbox("Other");
+    let mut kept = Vec::new();
+    let a = bob.save(
+        "INBOX",
+        &email(1, "Plain", "Hello.\nFrom here on\n>From quoted"),
+    );
+    let b = bob.save(
+        "INBOX",
+        &email(
+            2,
+            "Valid From_ in body",
+            "before\n\nFrom someone Mon Dec  7 09:07:49 2026\nafter",
+        ),
+    );
+    let gone1 = bob.save("INBOX", &email(3, "Doomed", "gone soon"));
+    let c = bob.save("INBOX", &no_final_newline());
+    let d = bob.save_crlf(
+        "INBOX",
+        &email(5, "CRLF", "line one\r\nline two").replace_lf(),
+    );
+    let gone2 = bob.save("INBOX", &email(6, "Doomed too", "gone"));
+    let e = bob.save("INBOX", &large(70));
+    bob.flags_add("INBOX", a, "\\Seen $Label1 work");
+    bob.flags_add("INBOX", b, "\\Answered \\Flagged");
+    bob.flags_add("INBOX", c, "\\Deleted \\Draft later");
+    bob.flags_add("INBOX", e, "\\Seen");
+    bob.expunge("INBOX", gone1);
+    bob.expunge("INBOX", gone2);
+    kept.extend([a, b, c, d, e]);
+    let w = bob.save("Work/Sub", &email(10, "Quarterly", "Numbers."));
+    bob.save("Work/Sub", &email(11, "Re: Quarterly", "> Numbers"));
+    bob.flags_add("Work/Sub", w, "\\Seen project-x");
+    bob.save("Other", &email(12, "Other", "other"));
+    kept
+}
+
+trait ReplaceLf {
+    fn replace_lf(self) -> Vec<u8>;
+}
+
+impl ReplaceLf for Vec<u8> {
+    fn replace_lf(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() + 64);
+        for b in self {
+            if b == b'\n' && out.last() != Some(&b'\r') {
+                out.push(b'\r');
+            }
+            out.push(b);
+        }
+        out
+    }
+}
+
+#[test]
+fn mbox_store_matches_dovecot_and_shows_deliveries() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_store");
+    let dovecot = start(&dir);
+    let bob = dovecot.user("bob");
+    let kept = populate(&bob);
+    // The rewrite after the expunges left the file with Dovecot's headers in it.
+    let inbox = fs::read(bob.home().join("inbox")).expect("reading inbox");
+    assert!(
+        inbox.windows(6).any(|w| w == b"X-UID:"),
+        "Dovecot wrote no X-UID headers; the test proves nothing about hiding them"
+    );
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let compared = assert_mount_matches_dovecot(&mount, &bob);
+    assert_eq!(compared.mailboxes, 3, "INBOX, Work/Sub, Other");
+    let listed: Vec<u32> = bob.fetch("INBOX").iter().map(|m| m.uid).collect();
+    assert_eq!(listed, kept);
+
+    // Delivery while mounted: shown (the watcher, or the stamp on the next lookup).
+    let n = bob.save("INBOX", &email(20, "Late", "arrived while mounted"));
+    let path = mount.message("INBOX", n);
+    wait_for(Duration::from_secs(10), "the delivered message", || {
+        path.exists().then_some(())
+    });
+    // A flag change rewrites in place; an expunge in the middle rewrites the file.
+    bob.flags_add("INBOX", kept[1], "\\Seen newkw");
+    bob.expunge("INBOX", kept[2]);
+    wait_for(Duration::from_secs(10), "the expunge to show", || {
+        (!mount.message("INBOX", kept[2]).exists()).then_some(())
+    });
+    for m in bob.fetch("INBOX") {
+        assert_message_matches(&mount.message("INBOX", m.uid), &m);
+    }
+    let log = mount.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn bare_mbox_paths_are_detected() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_bare");
+    let dovecot = start(&dir);
+    let bob = dovecot.user("bob");
+    bob.save("INBOX", &email(1, "One", "one"));
+    bob.create_mailbox("Folder");
+    bob.save("Folder", &email(2, "Two", "two"));
+    // The mail directory (has .imap/ and an mbox file), and the INBOX file alone.
+    let root = bob.home().join("mail");
+    let out = mailfs(["ls".as_ref(), root.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Folder"));
+    // A lone mbox file is named as such, with the location that mounts it.
+    let file = bob.home().join("inbox");
+    let out = mailfs(["ls".as_ref(), file.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is an mbox file"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("INBOX={}", file.display())), "{err}");
+    // Not mbox: a directory of plain files is not taken for one.
+    let plain = dir.mkdir("plain");
+    fs::write(plain.join("notes"), b"hello\n").expect("write");
+    let out = mailfs(["ls".as_ref(), plain.as_os_str()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell"));
+    let mount = Mount::start(root.to_str().expect("utf-8"), &dir.join("mnt"), &[]);
+    let f = bob.fetch("Folder");
+    assert_message_matches(&mount.message("Folder", f[0].uid), &f[0]);
+    drop(mount);
+}
+
+#[test]
+fn hostile_mbox_files_fail_clearly() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_hostile");
+    let dovecot = start(&dir);
+    let bob = dovecot.user("bob");
+    let a = bob.save("INBOX", &email(1, "One", "one"));
+    let b = bob.save("INBOX", &email(2, "Two", "two two two"));
+    bob.create_mailbox("Junk");
+    bob.save("Junk", &email(3, "Three", "three"));
+    let before = bob.fetch("INBOX");
+    let root = bob.home().join("mail");
+    // A file that is not mbox: that mailbox fails with EIO, the others work.
+    fs::write(root.join("Junk"), b"this is not an mbox\n").expect("writing Junk");
+    // Truncate INBOX inside the second message: the index disagrees with the file.
+    let inbox = bob.home().join("inbox");
+    let data = fs::read(&inbox).expect("read inbox");
+    fs::write(&inbox, &data[..data.len() - 8]).expect("truncating inbox");
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let junk = mount.mailbox("Junk");
+    assert_eq!(errno(&fs::read_dir(&junk).map(|_| ())), Some(libc::EIO));
+    // The first message is intact. The file changed after Dovecot's last sync, so the
+    // headers rule (X-UID) as Dovecot's next sync would: the truncated message is what is
+    // left of it (EIO or a prefix), never doveadm's length with other bytes.
+    let first = fs::read(mount.message("INBOX", a)).expect("reading uid 1");
+    assert_eq!(first, before[0].text);
+    match fs::read(mount.message("INBOX", b)) {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}"),
+        Ok(bytes) => assert!(
+            bytes.len() < before[1].text.len() && before[1].text.starts_with(&bytes),
+            "a truncated message read as {} bytes",
+            bytes.len()
+        ),
+    }
+    let log = mount.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("not an mbox file"), "{log}");
+    // mailfs refuses --rw on an mbox store at start-up.
+    let f = mount_must_fail(
+        &bob.location(),
+        &dir.join("mnt2"),
+        &["--rw", "--user", "bob"],
+    );
+    assert!(f.stderr.contains("not supported for mbox"), "{f:?}");
+}
