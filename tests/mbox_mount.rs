@@ -201,3 +201,54 @@ fn hostile_mbox_files_fail_clearly() {
     );
     assert!(f.stderr.contains("not supported for mbox"), "{f:?}");
 }
+
+#[test]
+fn an_index_that_disagrees_with_the_file_is_eio_never_wrong_bytes() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_disagree");
+    let dovecot = start(&dir);
+    let bob = dovecot.user("bob");
+    let a = bob.save("INBOX", &email(1, "One", "one"));
+    let b = bob.save("INBOX", &email(2, "Two", "two"));
+    let c = bob.save("INBOX", &email(3, "Three", "three"));
+    let before = bob.fetch("INBOX");
+    // Spoil the second From_ line in place, same size and mtime: the index still looks
+    // current, but message 1 now runs on into message 2.
+    let inbox = bob.home().join("inbox");
+    let mtime = fs::metadata(&inbox)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let mut data = fs::read(&inbox).expect("read inbox");
+    let second = data
+        .windows(6)
+        .enumerate()
+        .filter(|(_, w)| *w == b"\nFrom ")
+        .map(|(i, _)| i + 1)
+        .next()
+        .expect("a second From_ line");
+    data[second] = b'X';
+    fs::write(&inbox, &data).expect("write inbox");
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&inbox)
+        .expect("open");
+    f.set_modified(mtime).expect("restoring the mtime");
+    drop(f);
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    for uid in [a, b] {
+        let r = fs::read(mount.message("INBOX", uid));
+        assert_eq!(
+            errno(&r),
+            Some(libc::EIO),
+            "uid {uid}: {:?}",
+            r.map(|b| b.len())
+        );
+    }
+    assert_eq!(
+        fs::read(mount.message("INBOX", c)).expect("uid 3"),
+        before[2].text
+    );
+    let log = mount.stop();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(log.contains("index disagrees with the file"), "{log}");
+}

@@ -471,15 +471,34 @@ impl MboxStore {
         if let (true, Some(ix)) = (current, &index) {
             let by_offset: HashMap<u64, &Found> = found.iter().map(|f| (f.from, f)).collect();
             let mbox_ext = ix.state.ext("mbox").map(|(_, e)| e.clone());
-            for rec in ix.state.records.iter() {
+            let offsets: Vec<Option<u64>> = ix
+                .state
+                .records
+                .iter()
+                .map(|rec| {
+                    mbox_ext
+                        .as_ref()
+                        .and_then(|e| e.slice(rec))
+                        .and_then(|b| le::u64_at(b, 0))
+                })
+                .collect();
+            let file_end = found.last().map(|f| f.end);
+            for (i, rec) in ix.state.records.iter().enumerate() {
                 let uid = crate::index::records::record_uid(rec);
                 let flags = MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f);
                 let kw = KeywordSet::from_positions(ix.state.record_keyword_indexes(rec));
-                let offset = mbox_ext
-                    .as_ref()
-                    .and_then(|e| e.slice(rec))
-                    .and_then(|b| le::u64_at(b, 0));
-                match offset.and_then(|o| by_offset.get(&o)) {
+                let offset = offsets[i];
+                // Dovecot reads a message up to the next one's indexed offset
+                // (`mbox_mail_get_next_offset()`): a message of the file that ends
+                // elsewhere means the index and the file disagree.
+                let expected_end = match offsets.get(i + 1) {
+                    Some(next) => *next,
+                    None => file_end,
+                };
+                let at = offset
+                    .and_then(|o| by_offset.get(&o))
+                    .filter(|f| Some(f.end) == expected_end);
+                match at {
                     Some(f) => messages.push(make(MessageKey::Uid(uid), f, flags, kw, Some(rec))),
                     None => messages.push(MessageMeta {
                         key: MessageKey::Uid(uid),
@@ -495,7 +514,8 @@ impl MboxStore {
                         problem: Some(
                             format!(
                                 "{}: the index puts uid {uid} at byte {}, where the file has \
-                                 no message (the index disagrees with the file)",
+                                 no message ending where the index puts the next one (the \
+                                 index disagrees with the file)",
                                 paths.file.display(),
                                 offset.map_or_else(|| "?".to_string(), |o| o.to_string())
                             )
