@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::util::compare::{assert_message_matches, assert_mount_matches_dovecot};
 use crate::util::corpus::{email, large, no_final_newline};
 use crate::util::dovecot::{Dovecot, User};
-use crate::util::fsx::errno;
+use crate::util::fsx::{errno, xattr_string};
 use crate::util::mount::{Mount, mailfs, mount_must_fail};
 use crate::util::{TestDir, wait_for};
 
@@ -105,6 +105,31 @@ fn mbox_store_matches_dovecot_and_shows_deliveries() {
     wait_for(Duration::from_secs(10), "the delivered message", || {
         path.exists().then_some(())
     });
+    // That view was continued from the last one (only the appended bytes read): what it
+    // shows, taken before doveadm's fetch touches the cache, equals doveadm's.
+    let shown = fs::read(&path).expect("reading the delivered message");
+    let shown_size = fs::metadata(&path).expect("stat").len();
+    let shown_guid = xattr_string(&path, "user.mail.guid");
+    let shown_vsize = xattr_string(&path, "user.mail.vsize");
+    let status = xattr_string(mount.path(), "user.mailfs.status");
+    let continued: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("view_continuations: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no view_continuations in the status:\n{status}"));
+    assert!(
+        continued >= 1,
+        "the view after an append was read in full\n{status}"
+    );
+    let late = bob
+        .fetch("INBOX")
+        .into_iter()
+        .find(|m| m.uid == n)
+        .expect("doveadm has it");
+    assert_eq!(shown, late.text, "the delivered message's bytes");
+    assert_eq!(shown_size, late.size);
+    assert_eq!(shown_guid, late.guid);
+    assert_eq!(shown_vsize, late.vsize.to_string());
     // A flag change rewrites in place; an expunge in the middle rewrites the file.
     bob.flags_add("INBOX", kept[1], "\\Seen newkw");
     bob.expunge("INBOX", kept[2]);

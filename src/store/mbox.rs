@@ -209,12 +209,20 @@ impl MboxStore {
         Ok(())
     }
 
-    /// Reads every message of `file` (`len` bytes), as `istream-raw-mbox.c` splits them.
-    fn read_messages(&self, path: &Path, file: &File, len: u64) -> Result<Vec<Found>> {
+    /// Reads the messages of `file` (`len` bytes) from `start` (0, or the line end before
+    /// a From_ line: a previous build's end), as `istream-raw-mbox.c` splits them.
+    fn read_messages(&self, path: &Path, file: &File, len: u64, start: u64) -> Result<Vec<Found>> {
+        let skip = match start {
+            0 => 0,
+            s if byte_at(file, s) == Some(b'\r') => 2,
+            _ => 1,
+        };
+        let mut at = start + skip;
         let mut r = BufReader::with_capacity(1 << 16, file);
-        let mut out = Vec::new();
+        std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(at))
+            .map_err(|e| Error::io(path, e))?;
+        let mut out: Vec<Found> = Vec::new();
         let mut line = Vec::new();
-        let mut at = 0u64;
         let read_line = |r: &mut BufReader<&File>, line: &mut Vec<u8>| -> Result<usize> {
             line.clear();
             r.read_until(b'\n', line).map_err(|e| Error::io(path, e))
@@ -226,14 +234,16 @@ impl MboxStore {
         if !fmt::is_from_line(&line) {
             return Err(Error::layout(
                 path,
-                "not an mbox file: it does not begin with a \"From \" line",
+                match start {
+                    0 => "not an mbox file: it does not begin with a \"From \" line".to_string(),
+                    s => format!("no From_ line after byte {s}, where the last read ended"),
+                },
             ));
         }
         let mut from_line = std::mem::take(&mut line);
-        let mut from_at = 0u64;
+        let mut from_at = start;
         at += n as u64;
-        let first = true;
-        let mut is_first = first;
+        let mut is_first = start == 0;
         loop {
             let header = at;
             let received = fmt::parse_from_line(&from_line[5..]).map_or(0, from_date_seconds);
@@ -334,7 +344,7 @@ impl MboxStore {
             let vsize = size + h.presented_lines + if body_len > 0 { bare_lf } else { 0 };
             // Dovecot records a message's offset as that of the line end before its
             // From_ line (`from_offset` in istream-raw-mbox.c): the previous one's end.
-            let from = out.last().map_or(from_at, |p: &Found| p.end);
+            let from = out.last().map_or(from_at, |p| p.end);
             out.push(Found {
                 from,
                 header,
@@ -360,7 +370,34 @@ impl MboxStore {
         Ok(out)
     }
 
-    fn build_view(&self, name: &MailboxName, paths: &MboxPaths) -> Result<Built<()>> {
+    /// Builds the view; with `previous` (the last build of the mailbox, same file, and
+    /// the file grew), reads only what was appended after its last message. A continued
+    /// build is kept only if the index is current and agrees with every message (else
+    /// the file was rewritten, not appended to: read in full).
+    fn build_view(
+        &self,
+        name: &MailboxName,
+        paths: &MboxPaths,
+        previous: Option<&Built<Continue>>,
+    ) -> Result<Built<Continue>> {
+        if let Some(p) = previous
+            && let Some(built) = self.build_once(name, paths, Some(&p.extra))?
+        {
+            StoreContext::count(&self.ctx.stats.view_continuations);
+            return Ok(built);
+        }
+        self.build_once(name, paths, None)?
+            .ok_or_else(|| Error::layout(&paths.file, "a full read cannot be refused"))
+    }
+
+    /// One build, continued from `from` when given: `None` if that continuation does not
+    /// hold (see [`MboxStore::build_view`]).
+    fn build_once(
+        &self,
+        name: &MailboxName,
+        paths: &MboxPaths,
+        from: Option<&Continue>,
+    ) -> Result<Option<Built<Continue>>> {
         let mut stamped = vec![paths.file.clone()];
         if let Some(dir) = &paths.index {
             for f in ["dovecot.index", "dovecot.index.log", "dovecot.index.cache"] {
@@ -371,7 +408,28 @@ impl MboxStore {
         let (file, len) = files::open_message_file(&paths.file)?;
         let meta = file.metadata().map_err(|e| Error::io(&paths.file, e))?;
         let st = crate::sys::Stat::of(&meta);
-        let found = self.read_messages(&paths.file, &file, len)?;
+        let found: Arc<Vec<Found>> = match from {
+            Some(c) => {
+                let Some(last) = c.found.last() else {
+                    return Ok(None);
+                };
+                if (c.dev, c.ino) != (st.dev, st.ino)
+                    || len <= c.len
+                    || !valid_end(&file, last.end, len)
+                {
+                    return Ok(None);
+                }
+                let more = match self.read_messages(&paths.file, &file, len, last.end) {
+                    Ok(m) => m,
+                    Err(_) => return Ok(None),
+                };
+                let mut all = Vec::with_capacity(c.found.len() + more.len());
+                all.extend(c.found.iter().cloned());
+                all.extend(more);
+                Arc::new(all)
+            }
+            None => Arc::new(self.read_messages(&paths.file, &file, len, 0)?),
+        };
         let index = match &paths.index {
             Some(dir) => self.indexes.view(&IndexPaths::mailbox(dir))?,
             None => None,
@@ -529,7 +587,7 @@ impl MboxStore {
             // reads them (see the module comment).
             let mut prev = 0u32;
             let mut next = uid_next.max(1);
-            for f in &found {
+            for f in found.iter() {
                 let uid = f.uid.filter(|&u| u > prev && u <= next);
                 let positions = |names: &[String]| {
                     KeywordSet::from_positions(
@@ -582,12 +640,33 @@ impl MboxStore {
             owner,
             mtime,
         };
-        Ok(Built {
+        if from.is_some()
+            && (!current
+                || view.messages.iter().any(|m| m.problem.is_some())
+                || !view.pending.is_empty())
+        {
+            return Ok(None);
+        }
+        Ok(Some(Built {
             view: Arc::new(view),
             stamp,
-            extra: (),
-        })
+            extra: Continue {
+                dev: st.dev,
+                ino: st.ino,
+                len,
+                found,
+            },
+        }))
     }
+}
+
+/// What a build leaves for the next one: the file it read and the messages found in it.
+#[derive(Debug)]
+pub(super) struct Continue {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    found: Arc<Vec<Found>>,
 }
 
 /// Seconds since the epoch of a From_ line's date (local time without a zone, as
@@ -706,7 +785,7 @@ fn message_pieces(
 
 impl Backend for MboxStore {
     type Paths = MboxPaths;
-    type Extra = ();
+    type Extra = Continue;
 
     fn scan(&self) -> Result<MailboxList<MboxPaths>> {
         let root = &self.loc.root;
@@ -753,9 +832,9 @@ impl Backend for MboxStore {
         &self,
         name: &MailboxName,
         paths: &MboxPaths,
-        _previous: Option<&Built<()>>,
-    ) -> Result<Built<()>> {
-        self.build_view(name, paths)
+        previous: Option<&Built<Continue>>,
+    ) -> Result<Built<Continue>> {
+        self.build_view(name, paths, previous)
     }
 
     fn open(
