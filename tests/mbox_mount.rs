@@ -93,6 +93,12 @@ fn mbox_store_matches_dovecot_and_shows_deliveries() {
         inbox.windows(6).any(|w| w == b"X-UID:"),
         "Dovecot wrote no X-UID headers; the test proves nothing about hiding them"
     );
+    // The CRLF message kept its CRs: its header lines are shown with LF (Dovecot's header
+    // filter drops the CRs), its body as stored.
+    assert!(
+        inbox.windows(2).any(|w| w == b"\r\n"),
+        "no CRLF in the mbox file; the test proves nothing about CRs"
+    );
     let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
     let compared = assert_mount_matches_dovecot(&mount, &bob);
     assert_eq!(compared.mailboxes, 3, "INBOX, Work/Sub, Other");
@@ -276,4 +282,81 @@ fn an_index_that_disagrees_with_the_file_is_eio_never_wrong_bytes() {
     let log = mount.stop();
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("index disagrees with the file"), "{log}");
+}
+
+#[test]
+fn an_mda_append_is_pending_until_dovecot_syncs_and_old_messages_keep_uids_and_flags() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_mda");
+    let dovecot = start(&dir);
+    let bob = dovecot.user("bob");
+    let a = bob.save("INBOX", &email(1, "One", "one"));
+    let gone = bob.save("INBOX", &email(2, "Two", "two"));
+    let c = bob.save("INBOX", &email(3, "Three", "three"));
+    bob.flags_add("INBOX", a, "\\Seen \\Flagged kw1");
+    bob.flags_add("INBOX", c, "\\Answered \\Draft kw2");
+    bob.expunge("INBOX", gone);
+    let before = bob.fetch("INBOX");
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    for m in &before {
+        assert_message_matches(&mount.message("INBOX", m.uid), m);
+    }
+    // An MDA appends (no X-UID): the index no longer matches the file, so the headers
+    // rule as Dovecot's next sync reads them.
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(bob.home().join("inbox"))
+        .expect("open inbox");
+    std::io::Write::write_all(
+        &mut f,
+        b"From mda@example.org Mon Dec  7 10:00:00 2026\nSubject: via MDA\n\
+          Message-ID: <mda@example.org>\n\nbody\n\n",
+    )
+    .expect("append");
+    drop(f);
+    let inbox = mount.mailbox("INBOX");
+    let pending = wait_for(Duration::from_secs(10), "the appended message", || {
+        fs::read_dir(&inbox)
+            .ok()?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.starts_with("pending-"))
+    });
+    assert_eq!(
+        fs::read(inbox.join(&pending)).expect("reading the pending message"),
+        b"Subject: via MDA\nMessage-ID: <mda@example.org>\n\nbody\n"
+    );
+    for m in &before {
+        let path = mount.message("INBOX", m.uid);
+        assert_eq!(
+            fs::read(&path).expect("old message"),
+            m.text,
+            "uid {}",
+            m.uid
+        );
+        assert_eq!(
+            xattr_string(&path, "user.mail.flags"),
+            m.flags,
+            "uid {}",
+            m.uid
+        );
+        assert_eq!(
+            xattr_string(&path, "user.mail.guid"),
+            m.guid,
+            "uid {}",
+            m.uid
+        );
+    }
+    // Dovecot syncs: the message gets its UID, everything matches doveadm again.
+    let after = bob.fetch("INBOX");
+    assert_eq!(after.len(), before.len() + 1);
+    let new = after.last().expect("the new message");
+    wait_for(Duration::from_secs(10), "the new UID", || {
+        mount.message("INBOX", new.uid).exists().then_some(())
+    });
+    for m in &after {
+        assert_message_matches(&mount.message("INBOX", m.uid), m);
+    }
+    let log = mount.stop();
+    assert!(!log.contains("panicked"), "{log}");
 }
