@@ -15,12 +15,38 @@ use crate::util::{TestDir, wait_for};
 
 /// A Dovecot whose user `bob` has `mbox:~/mail:INBOX=~/inbox`.
 fn start(dir: &TestDir) -> Dovecot {
+    start_with(dir, "")
+}
+
+/// [`start`] with more location keys (`~` is bob's home).
+fn start_with(dir: &TestDir, keys: &str) -> Dovecot {
     let home = dir.path().join("dovecot/home/bob");
-    let h = home.display();
+    let h = home.display().to_string();
+    let keys = keys.replace('~', &h);
     Dovecot::start_users(
         dir,
-        &[("bob".to_string(), format!("mbox:{h}/mail:INBOX={h}/inbox"))],
+        &[(
+            "bob".to_string(),
+            format!("mbox:{h}/mail:INBOX={h}/inbox{keys}"),
+        )],
     )
+}
+
+#[test]
+fn index_elsewhere_matches_dovecot() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_index");
+    let dovecot = start_with(&dir, ":INDEX=~/idx");
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("A/B");
+    let one = bob.save("INBOX", &email(1, "One", "one"));
+    bob.save("A/B", &email(2, "Two", "two"));
+    bob.flags_add("INBOX", one, "\\Seen kw");
+    let idx = bob.home().join("idx");
+    assert!(idx.join(".imap/INBOX").is_dir() && idx.join("A/.imap/B").is_dir());
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    assert_mount_matches_dovecot(&mount, &bob);
+    drop(mount);
 }
 
 /// INBOX and two folders (one nested), every flag, keywords, expunges in the middle, a
@@ -359,4 +385,55 @@ fn an_mda_append_is_pending_until_dovecot_syncs_and_old_messages_keep_uids_and_f
     }
     let log = mount.stop();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn x_uid_headers_count_as_dovecot_counts_them() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_xuid");
+    let dovecot = start(&dir);
+    let bob = dovecot.user("bob");
+    // An mbox Dovecot never saw: X-UIDs 1 (first message, no X-IMAPbase: ignored), 2
+    // (the next one: kept), 7 (beyond the next: ignored).
+    let mut data = Vec::new();
+    for (i, uid) in [1, 2, 7].iter().enumerate() {
+        data.extend_from_slice(
+            format!(
+                "From s@example.org Mon Dec  7 09:0{i}:00 2026\nSubject: m{i}\n\
+                 Message-ID: <{i}@example.org>\nX-UID: {uid}\nX-Status: F\n\nbody {i}\n\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let mail = bob.home().join("mail");
+    fs::create_dir_all(mail.join(".imap")).expect("mkdir");
+    fs::write(bob.home().join("inbox"), &data).expect("write inbox");
+    let (uid, gid) = dovecot.mail_owner();
+    crate::util::chown_recursive(&bob.home(), uid, gid);
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let mut names: Vec<String> = fs::read_dir(mount.mailbox("INBOX"))
+        .expect("listing INBOX")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names[0], "2.eml", "{names:?}");
+    assert!(
+        names[1..].iter().all(|n| n.starts_with("pending-")),
+        "{names:?}"
+    );
+    let shown = fs::read(mount.message("INBOX", 2)).expect("reading 2.eml");
+    // Dovecot's sync: the ignored ones get 1 and 3, the kept X-UID stays 2.
+    let messages = bob.fetch("INBOX");
+    let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [1, 2, 3]);
+    assert_eq!(shown, messages[1].text);
+    wait_for(Duration::from_secs(10), "the UIDs Dovecot gave", || {
+        mount.message("INBOX", 3).exists().then_some(())
+    });
+    for m in &messages {
+        assert_message_matches(&mount.message("INBOX", m.uid), m);
+    }
+    drop(mount);
 }

@@ -295,6 +295,9 @@ pub struct HeaderBlock {
     pub imapbase: Option<(u32, u32, Vec<String>)>,
     /// The bytes `mbox_md5 = apop3d` hashes (the GUID is their MD5).
     pub md5_input: Vec<u8>,
+    /// True for c-client's "FOLDER INTERNAL DATA" message (`X-IMAP` in the first message,
+    /// `parse_x_imap()`), which is no mail: Dovecot never shows it.
+    pub pseudo: bool,
 }
 
 /// One header line as Dovecot's header parser sees it.
@@ -527,6 +530,7 @@ fn apply_hidden(h: &mut HeaderBlock, name: &[u8], full: &[u8], first: bool) {
             .filter(|v| *v != 0);
         let last = w.get(1).and_then(|v| v.parse::<u32>().ok());
         if let (Some(v), Some(l)) = (validity, last) {
+            h.pseudo = is("X-IMAP");
             h.imapbase = Some((v, l, w[2..].to_vec()));
         }
     }
@@ -599,6 +603,17 @@ mod tests {
         assert_eq!(h.presented_len, shown.len() as u64);
         assert_eq!(&msg[h.len..], b"body\n");
         assert!(h.has_eoh);
+    }
+
+    #[test]
+    fn the_c_client_pseudo_message_is_marked() {
+        let pseudo = b"Subject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n\
+            X-IMAP: 1700000000 0000000007 kw\nStatus: RO\n\nThis text is part of...\n";
+        let h = parse_header(pseudo, true);
+        assert!(h.pseudo);
+        assert_eq!(h.imapbase, Some((1_700_000_000, 7, vec!["kw".into()])));
+        assert!(!parse_header(pseudo, false).pseudo);
+        assert!(!parse_header(b"X-IMAPbase: 1 0000000002\n\n", true).pseudo);
     }
 
     #[test]

@@ -97,6 +97,8 @@ struct Found {
     keywords: Vec<String>,
     guid: String,
     imapbase: Option<(u32, u32, Vec<String>)>,
+    /// c-client's pseudo message (never shown).
+    pseudo: bool,
 }
 
 impl MboxStore {
@@ -357,6 +359,7 @@ impl MboxStore {
                 keywords: h.keywords.clone(),
                 guid: hex(&crate::location::md5::digest(&h.md5_input)),
                 imapbase: h.imapbase.clone(),
+                pseudo: h.pseudo,
             });
             is_first = false;
             match next_from {
@@ -587,8 +590,12 @@ impl MboxStore {
             // reads them (see the module comment).
             let mut prev = 0u32;
             let mut next = uid_next.max(1);
-            for f in found.iter() {
-                let uid = f.uid.filter(|&u| u > prev && u <= next);
+            for (i, f) in found.iter().enumerate().filter(|(_, f)| !f.pseudo) {
+                // `parse_x_uid()`: an X-UID counts if it grows and is at most the next
+                // UID; never in the first message without X-IMAPbase.
+                let uid = f
+                    .uid
+                    .filter(|&u| u > prev && u <= next && (i > 0 || f.imapbase.is_some()));
                 let positions = |names: &[String]| {
                     KeywordSet::from_positions(
                         names
@@ -615,6 +622,10 @@ impl MboxStore {
                         messages.push(make(MessageKey::Uid(u), f, flags, kw, rec));
                     }
                     None => {
+                        // Dovecot's sync gives it the next UID: later X-UIDs are judged
+                        // against the one after.
+                        prev = next;
+                        next += 1;
                         let key =
                             MessageKey::Pending(Arc::from(format!("offset-{}", f.from).as_bytes()));
                         pending.push(make(key, f, f.flags, positions(&f.keywords), None));
