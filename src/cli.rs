@@ -1145,13 +1145,6 @@ fn writer_for(
     if !args.rw {
         return Ok(Arc::new(crate::store::ReadOnly));
     }
-    if let Spec::Single(loc) = spec
-        && loc.format == crate::location::Format::Mbox
-    {
-        return Err(CliError::Usage(
-            "--rw is not supported for mbox stores (mounted read-only only)".into(),
-        ));
-    }
     let users = match (spec, &args.user) {
         (Spec::Single(_), Some(user)) => Users::One(user.clone()),
         (Spec::Single(_), None) => {

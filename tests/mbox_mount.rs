@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::util::compare::{assert_message_matches, assert_mount_matches_dovecot};
 use crate::util::corpus::{email, large, no_final_newline};
 use crate::util::dovecot::{Dovecot, User};
-use crate::util::fsx::{errno, xattr_string};
-use crate::util::mount::{Mount, mailfs, mount_must_fail};
+use crate::util::fsx::{errno, setxattr, xattr_string};
+use crate::util::mount::{Mount, mailfs};
 use crate::util::{TestDir, wait_for};
 
 /// A Dovecot whose user `bob` has `mbox:~/mail:INBOX=~/inbox`.
@@ -250,13 +250,6 @@ fn hostile_mbox_files_fail_clearly() {
     let log = mount.stop();
     assert!(!log.contains("panicked"), "{log}");
     assert!(log.contains("not an mbox file"), "{log}");
-    // mailfs refuses --rw on an mbox store at start-up.
-    let f = mount_must_fail(
-        &bob.location(),
-        &dir.join("mnt2"),
-        &["--rw", "--user", "bob"],
-    );
-    assert!(f.stderr.contains("not supported for mbox"), "{f:?}");
 }
 
 #[test]
@@ -436,4 +429,40 @@ fn x_uid_headers_count_as_dovecot_counts_them() {
         assert_message_matches(&mount.message("INBOX", m.uid), m);
     }
     drop(mount);
+}
+
+#[test]
+fn rm_and_setfattr_with_rw_go_through_dovecot() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("mbox_rw");
+    let dovecot = start(&dir);
+    let bob = dovecot.user("bob");
+    let a = bob.save("INBOX", &email(1, "One", "one"));
+    let b = bob.save("INBOX", &email(2, "Two", "two"));
+    let c = bob.save("INBOX", &email(3, "Three", "three"));
+    let socket = dovecot.doveadm_socket();
+    let socket = socket.to_str().expect("UTF-8");
+    let mount = Mount::start(
+        &bob.location(),
+        &dir.join("mnt"),
+        &["--rw", "--user", "bob", "--doveadm", socket],
+    );
+    fs::remove_file(mount.message("INBOX", b)).expect("rm through the mount");
+    setxattr(
+        &mount.message("INBOX", c),
+        "user.mail.flags.add",
+        b"\\Flagged $Label1",
+    )
+    .expect("setting flags through the mount");
+    let after = bob.fetch("INBOX");
+    let uids: Vec<u32> = after.iter().map(|m| m.uid).collect();
+    assert_eq!(uids, [a, c], "doveadm after rm");
+    assert_eq!(after[1].flags, "\\Flagged $Label1");
+    // Dovecot rewrote the file; the mount shows the rest, byte for byte.
+    wait_for(Duration::from_secs(10), "the expunge to show", || {
+        (!mount.message("INBOX", b).exists()).then_some(())
+    });
+    assert_mount_matches_dovecot(&mount, &bob);
+    let log = mount.stop();
+    assert!(!log.contains("panicked"), "{log}");
 }
