@@ -393,8 +393,11 @@ impl Location {
         if loc.iter_index && loc.index.is_none() {
             return Err(err("ITERINDEX needs an explicit INDEX= directory".into()));
         }
-        if loc.format == Format::Maildir && loc.alt.is_some() {
+        if matches!(loc.format, Format::Maildir | Format::Mbox) && loc.alt.is_some() {
             return Err(err("ALT= is for sdbox and mdbox only".into()));
+        }
+        if loc.format == Format::Mbox && loc.layout != Layout::Fs {
+            return Err(err("mbox is read with LAYOUT=fs (its default) only".into()));
         }
         if driver.is_some() {
             check_format_on_disk(&loc).map_err(&err)?;
@@ -800,6 +803,17 @@ mod tests {
                     "{location}: {e}"
                 ),
             }
+        }
+    }
+
+    #[test]
+    fn parses_mbox_locations() {
+        let l = Location::parse("mbox:/m:INBOX=/var/mail/u:INDEX=/i").unwrap();
+        assert_eq!((l.format, l.layout), (Format::Mbox, Layout::Fs));
+        assert_eq!(l.inbox, Some(PathBuf::from("/var/mail/u")));
+        assert_eq!(l.index, Some(PathBuf::from("/i")));
+        for bad in ["mbox:/m:LAYOUT=maildir++", "mbox:/m:ALT=/a"] {
+            assert!(Location::parse(bad).is_err(), "{bad}");
         }
     }
 
