@@ -617,6 +617,30 @@ mod tests {
     }
 
     #[test]
+    fn no_input_makes_the_parsers_panic() {
+        let base: &[u8] = b"From a@b Mon Dec  7 09:07:49 2026 +0100\nX-UID: 3\r\n\
+            Status: RO\nX-Keywords: a b\n c\nSubject: x\n\nbody\n";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..3000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut input = base[..(seed as usize) % (base.len() + 1)].to_vec();
+            if round % 2 == 0 && !input.is_empty() {
+                let at = (seed >> 20) as usize % input.len();
+                input[at] = (seed >> 40) as u8;
+            }
+            let _ = parse_from_line(&input);
+            let _ = is_from_line(&input);
+            let h = parse_header(&input, round % 3 == 0);
+            assert!(h.len <= input.len());
+            for k in &h.kept {
+                assert!(k.start <= k.end && k.end <= input.len());
+            }
+        }
+    }
+
+    #[test]
     fn md5_input_follows_apop3d() {
         let msg = b"Date: d1\nReceived: r1\n r1b\nReceived: r2\nMessage-ID: <m>\n\
             Delivered-To: x\n\n";
