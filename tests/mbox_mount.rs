@@ -86,6 +86,9 @@ fn populate(bob: &User<'_>) -> Vec<u32> {
     bob.save("Work/Sub", &email(11, "Re: Quarterly", "> Numbers"));
     bob.flags_add("Work/Sub", w, "\\Seen project-x");
     bob.save("Other", &email(12, "Other", "other"));
+    // A name stored in modified UTF-7 (`&ANw-` ...), shown decoded.
+    bob.create_mailbox("Grüße");
+    bob.save("Grüße", &email(13, "Grüße aus Köln", "Schöne Grüße! ✉"));
     kept
 }
 
@@ -127,7 +130,7 @@ fn mbox_store_matches_dovecot_and_shows_deliveries() {
     );
     let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
     let compared = assert_mount_matches_dovecot(&mount, &bob);
-    assert_eq!(compared.mailboxes, 3, "INBOX, Work/Sub, Other");
+    assert_eq!(compared.mailboxes, 4, "INBOX, Work/Sub, Other, Grüße");
     let listed: Vec<u32> = bob.fetch("INBOX").iter().map(|m| m.uid).collect();
     assert_eq!(listed, kept);
 

@@ -178,7 +178,7 @@ impl MboxStore {
             let name = MailboxName(
                 levels
                     .iter()
-                    .map(|l| String::from_utf8_lossy(l).into_owned())
+                    .map(|l| files::decode_level(l, self.loc.utf8_names, dir))
                     .collect(),
             );
             let mtime = files::lstat(&path).map(|s| s.mtime).unwrap_or(0);
