@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::util::compare::{assert_message_matches, assert_mount_matches_dovecot};
 use crate::util::corpus::{email, large, no_final_newline};
 use crate::util::dovecot::{Dovecot, User};
+use crate::util::fingerprint::Fingerprint;
 use crate::util::fsx::{errno, setxattr, xattr_string};
 use crate::util::mount::{Mount, mailfs};
 use crate::util::{TestDir, wait_for};
@@ -210,10 +211,17 @@ fn bare_mbox_paths_are_detected() {
     fs::write(plain.join("notes"), b"hello\n").expect("write");
     let out = mailfs(["ls".as_ref(), plain.as_os_str()]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot tell"));
-    let mount = Mount::start(root.to_str().expect("utf-8"), &dir.join("mnt"), &[]);
     let f = bob.fetch("Folder");
+    // Mounting and reading everything changes nothing in the store (no file written,
+    // created, locked into existence or touched).
+    let before = Fingerprint::of(&bob.home());
+    let mount = Mount::start(root.to_str().expect("utf-8"), &dir.join("mnt"), &[]);
     assert_message_matches(&mount.message("Folder", f[0].uid), &f[0]);
-    drop(mount);
+    let log = mount.stop();
+    before.assert_same(
+        &Fingerprint::of(&bob.home()),
+        &format!("after the mount\n{log}"),
+    );
 }
 
 #[test]
