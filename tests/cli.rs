@@ -382,10 +382,10 @@ fn an_unknown_mail_format_is_named() {
         assert_eq!(out.status.code(), Some(1), "mailfs {args:?}: {stderr}");
         assert!(stderr.contains(want), "mailfs {args:?}: {stderr}");
     }
-    let out = mailfs(["ls", "mbox:/p"]);
+    let out = mailfs(["ls", "imapc:/p"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("mbox driver is not supported"), "{stderr}");
+    assert!(stderr.contains("imapc driver is not supported"), "{stderr}");
 
     let absolute = dir.join("a::b").display().to_string();
     let out = mailfs(["ls", &absolute]);

@@ -34,6 +34,8 @@ mod dbox_mount;
 // sdbox and mdbox with single-instance attachments (mail_attachment_dir) vs doveadm, and
 // hostile attachment references.
 mod attachments;
+// Mounted mbox stores (Dovecot's headers hidden, expunge rewrites, bare paths) vs doveadm.
+mod mbox_mount;
 // The mount never modifies the store, and refuses writes.
 mod readonly;
 // Broken stores and bad arguments: clear errors, EIO, never a panic or an empty listing.

@@ -13,6 +13,7 @@ pub mod le;
 pub mod listindex;
 pub mod log;
 pub mod maildir;
+pub mod mbox;
 pub mod mutf7;
 #[cfg(test)]
 pub(crate) mod testutil;

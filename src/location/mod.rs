@@ -13,7 +13,7 @@
 //! root.
 
 pub mod imap;
-mod md5;
+pub(crate) mod md5;
 pub mod template;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +63,8 @@ pub enum Format {
     Sdbox,
     /// Multi-dbox: messages packed in `storage/m.<n>`, located through the map index.
     Mdbox,
+    /// mbox: one file per mailbox (read-only), index files in `.imap/` directories.
+    Mbox,
 }
 
 impl Format {
@@ -72,6 +74,7 @@ impl Format {
             Format::Maildir => "maildir",
             Format::Sdbox => "sdbox",
             Format::Mdbox => "mdbox",
+            Format::Mbox => "mbox",
         }
     }
 
@@ -281,6 +284,7 @@ impl Location {
             Some("maildir") => Format::Maildir,
             Some("sdbox" | "dbox") => Format::Sdbox,
             Some("mdbox") => Format::Mdbox,
+            Some("mbox") => Format::Mbox,
             Some(other) => return Err(err(format!("the {other} driver is not supported"))),
             None => detect_format(&root).map_err(&err)?,
         };
@@ -288,7 +292,7 @@ impl Location {
             original: location.to_string(),
             format,
             root,
-            layout: if format.is_dbox() {
+            layout: if format.is_dbox() || format == Format::Mbox {
                 Layout::Fs
             } else {
                 Layout::MaildirPlusPlus
@@ -389,8 +393,11 @@ impl Location {
         if loc.iter_index && loc.index.is_none() {
             return Err(err("ITERINDEX needs an explicit INDEX= directory".into()));
         }
-        if loc.format == Format::Maildir && loc.alt.is_some() {
+        if matches!(loc.format, Format::Maildir | Format::Mbox) && loc.alt.is_some() {
             return Err(err("ALT= is for sdbox and mdbox only".into()));
+        }
+        if loc.format == Format::Mbox && loc.layout != Layout::Fs {
+            return Err(err("mbox is read with LAYOUT=fs (its default) only".into()));
         }
         if driver.is_some() {
             check_format_on_disk(&loc).map_err(&err)?;
@@ -621,8 +628,21 @@ fn fs_layout_folder(root: &Path) -> Option<String> {
 /// Guesses the format of a bare path from what is on disk.
 fn detect_format(root: &Path) -> std::result::Result<Format, String> {
     let meta = std::fs::metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if meta.is_file() && starts_with_from(root) {
+        // Mounting a lone file would make its directory (e.g. /var/mail, other users'
+        // files) the root: name the location that fits instead.
+        return Err(format!(
+            "{} is an mbox file; mount the mbox root with it as INBOX: \
+             mbox:DIR:INBOX={} (DIR holds the folders and .imap/)",
+            root.display(),
+            root.display()
+        ));
+    }
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", root.display()));
+        return Err(format!(
+            "{} is not a directory (nor an mbox file starting with \"From \")",
+            root.display()
+        ));
     }
     let storage = root.join("storage");
     if storage.join("dovecot.map.index.log").exists()
@@ -662,6 +682,9 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
             root.display()
         ));
     }
+    if is_mbox_dir(root) {
+        return Ok(Format::Mbox);
+    }
     // A store one level down (`~` given for `~/mdbox`): name it rather than suggest a
     // format for the directory above it.
     if let Some((sub, format)) = store_below(root) {
@@ -681,6 +704,38 @@ fn detect_format(root: &Path) -> std::result::Result<Format, String> {
         root.display(),
         root.display()
     ))
+}
+
+/// True if `path` is a regular file whose first bytes are `From ` (an mbox file).
+fn starts_with_from(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = crate::sys::open_file(path) else {
+        return false;
+    };
+    let mut head = [0u8; 5];
+    file.metadata().is_ok_and(|m| m.is_file())
+        && (&file).read_exact(&mut head).is_ok()
+        && &head == b"From "
+}
+
+/// True if `dir` looks like an mbox root as Dovecot's autodetection sees one
+/// (`mbox_storage_is_root_dir()`: a `.imap/` directory, an `inbox` or `mbox` file), with
+/// an mbox file (one starting with `From `) among its first 64 entries or no files at all
+/// besides `.imap/`.
+fn is_mbox_dir(dir: &Path) -> bool {
+    if !dir.join(".imap").is_dir() && !["inbox", "mbox"].iter().any(|f| dir.join(f).is_file()) {
+        return false;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let files: Vec<PathBuf> = rd
+        .flatten()
+        .take(64)
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.is_empty() || files.iter().any(|p| starts_with_from(p))
 }
 
 /// A directory right below `root` whose format can be told, with that format (the first
@@ -736,8 +791,8 @@ mod tests {
             assert!(e.contains("unknown mail format"), "{location}: {e}");
         }
         // Dovecot's other drivers keep their own message.
-        let e = Spec::parse("mbox:/p").unwrap_err().to_string();
-        assert!(e.contains("mbox driver is not supported"), "{e}");
+        let e = Spec::parse("imapc:/p").unwrap_err().to_string();
+        assert!(e.contains("imapc driver is not supported"), "{e}");
         // Paths whose text before the first ':' is not a word are bare paths: they fail,
         // if at all, on the path (here: it does not exist), never as a format.
         for location in ["/a:b", "/no/such:dir", "./x:y", "~/a:b", "1x:/p", "a-b:/p"] {
@@ -748,6 +803,17 @@ mod tests {
                     "{location}: {e}"
                 ),
             }
+        }
+    }
+
+    #[test]
+    fn parses_mbox_locations() {
+        let l = Location::parse("mbox:/m:INBOX=/var/mail/u:INDEX=/i").unwrap();
+        assert_eq!((l.format, l.layout), (Format::Mbox, Layout::Fs));
+        assert_eq!(l.inbox, Some(PathBuf::from("/var/mail/u")));
+        assert_eq!(l.index, Some(PathBuf::from("/i")));
+        for bad in ["mbox:/m:LAYOUT=maildir++", "mbox:/m:ALT=/a"] {
+            assert!(Location::parse(bad).is_err(), "{bad}");
         }
     }
 

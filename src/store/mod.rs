@@ -26,6 +26,7 @@ pub mod keywords;
 mod listindex;
 pub mod locks;
 pub mod maildir;
+pub mod mbox;
 #[cfg(test)]
 pub mod memory;
 pub mod messages;
@@ -240,6 +241,9 @@ pub enum Locator {
     /// mdbox: the message's map UID, resolved through the map index to `m.<file>` and an
     /// offset (in primary or ALT storage).
     Mdbox(u32),
+    /// mbox: the message's header offset (after its From_ line) and its end, in the
+    /// mailbox file.
+    Mbox { header: u64, end: u64 },
     /// Not a local file: a remote backend addresses the message by its UID alone.
     Remote,
 }
@@ -364,6 +368,11 @@ fn open_single(
             views,
         )?)),
         Format::Sdbox | Format::Mdbox => Ok(Arc::new(dbox::DboxStore::open(
+            location.clone(),
+            ctx.clone(),
+            views,
+        )?)),
+        Format::Mbox => Ok(Arc::new(mbox::MboxStore::open(
             location.clone(),
             ctx.clone(),
             views,

@@ -484,6 +484,21 @@ pub fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
     Ok(st)
 }
 
+/// The local time zone's offset from UTC, in seconds east, at unix time `t` (0 if the C
+/// library cannot tell): what `mktime()` applies to a local date.
+pub fn local_utc_offset(t: i64) -> i64 {
+    let t = t as libc::time_t;
+    // SAFETY: localtime_r writes only into `tm`, which lives across the call; `t` is a
+    // valid time_t. An all-zero `libc::tm` is a valid value of that plain C struct.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return 0;
+        }
+        tm.tm_gmtoff
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -601,7 +601,7 @@ impl User<'_> {
         match self.dovecot.layout {
             Layout::PerUser => {
                 let location = self.location();
-                let path = ["maildir:", "sdbox:", "mdbox:"]
+                let path = ["maildir:", "sdbox:", "mdbox:", "mbox:"]
                     .iter()
                     .find_map(|driver| location.strip_prefix(driver))
                     .unwrap_or(&location);
