@@ -1204,6 +1204,7 @@ fn local_backend(
             && !opts.nfs_cache_flush
             && remote_filesystem(&probe).is_none(),
         views: VIEW_CACHE_CAPACITY,
+        ..StoreConfig::default()
     };
     let mut store = store::open(&spec, config)?;
     if let WatchArg::Imap(url) = &opts.watch {

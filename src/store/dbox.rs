@@ -29,6 +29,7 @@ use std::sync::Arc;
 use super::access::{self, Need};
 use super::cache::{Built, FoundDir, MailboxList, Presented, present_root};
 use super::cached::{Backend, Cached};
+use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
     FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
@@ -708,10 +709,16 @@ impl DboxStore {
             .and_then(|(_, e)| e.slice(rec))
             .filter(|g| g.iter().any(|b| *b != 0))
             .map(hex);
+        // A compressed body's size is the plaintext size the metadata records (`Z`:
+        // dbox_file_get_plaintext_size()).
+        let size = match (found.form, md.physical_size) {
+            (StoredForm::Compressed(_), Some(z)) => z,
+            _ => found.body_size,
+        };
         let from_file = MessageMeta {
             key: MessageKey::Uid(uid),
-            size: found.body_size,
-            virtual_size: md.virtual_size.unwrap_or(found.body_size),
+            size,
+            virtual_size: md.virtual_size.unwrap_or(size),
             received: md
                 .received
                 .and_then(|r| i64::try_from(r).ok())
@@ -727,7 +734,7 @@ impl DboxStore {
                 .into_boxed_str(),
             owner: files::owner_of(&sys::Stat::of(file)),
             locator,
-            problem: unsupported_encoding(md, found.body_size, uid).map(Into::into),
+            problem: unsupported_encoding(md, found.body_size, found.form, uid).map(Into::into),
         };
         Self::with_cache(index, cache, rec, &from_file, save_date)
     }
@@ -846,6 +853,17 @@ impl DboxStore {
                         found.body_size,
                     ));
                 }
+                // Compressed: the metadata's plaintext size is the size listed.
+                Ok(found) if compressed_to(&file, &path, offset, expected_size) => {
+                    return decoded::open_stored(
+                        &self.ctx,
+                        file,
+                        &path,
+                        found.body_offset,
+                        found.body_size,
+                        expected_size,
+                    );
+                }
                 Ok(found) => {
                     last_problem = format!(
                         "{} at offset {offset} holds {} bytes, not the {expected_size} listed",
@@ -951,20 +969,32 @@ struct Stored<'a> {
     locator: Locator,
 }
 
-/// Stored bodies mailfs cannot turn into the message Dovecot returns yet: external
-/// attachments (`X`) and bodies stored in another form (`Z` differs from the stored size:
-/// a compression or encryption plugin). Serving the stored bytes would not be the message.
-fn unsupported_encoding(md: &dbox::Metadata, body_size: u64, uid: u32) -> Option<String> {
+/// Stored bodies mailfs cannot turn into the message Dovecot returns: external
+/// attachments (`X`), encrypted bodies and bodies in another form it does not know (`Z`
+/// differs from the stored size but the body is no compressed stream). Serving the stored
+/// bytes would not be the message. Compressed bodies are decoded (`store::decoded`).
+fn unsupported_encoding(
+    md: &dbox::Metadata,
+    body_size: u64,
+    form: StoredForm,
+    uid: u32,
+) -> Option<String> {
     if md.ext_refs.as_deref().is_some_and(|x| !x.is_empty()) {
         return Some(format!(
             "uid {uid}: its attachments are stored outside the dbox file \
              (mail_attachment_dir), which mailfs does not re-assemble yet"
         ));
     }
-    match md.physical_size {
-        Some(z) if z != body_size => Some(format!(
+    match (md.physical_size, form) {
+        (Some(_), StoredForm::Compressed(_)) => None,
+        (Some(_), StoredForm::Encrypted) => Some(format!(
+            "uid {uid}: {}",
+            form.describe().unwrap_or_default()
+        )),
+        (Some(z), StoredForm::Plain) if z != body_size => Some(format!(
             "uid {uid}: stored in another form ({body_size} bytes on disk for a \
-             {z}-byte message: compressed or encrypted), which mailfs does not decode yet"
+             {z}-byte message, neither a compressed stream nor mail_crypt's), which \
+             mailfs does not decode"
         )),
         _ => None,
     }
@@ -975,6 +1005,9 @@ fn unsupported_encoding(md: &dbox::Metadata, body_size: u64, uid: u32) -> Option
 struct Found {
     body_size: u64,
     metadata: dbox::Metadata,
+    /// How the body is stored, looked at only when the metadata's plaintext size (`Z`)
+    /// differs from the stored size (otherwise plain).
+    form: StoredForm,
 }
 
 /// Reads the message at `offset` (sdbox: `None`, the first message) from an open dbox
@@ -989,9 +1022,17 @@ fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> 
         let window = read_at(file, path, meta_at, take)?;
         match dbox::parse_metadata(&window, 0) {
             Ok(metadata) => {
+                let form = match metadata.physical_size {
+                    Some(z) if z != mh.body_size => {
+                        decoded::stored_form(file, mh.body_offset, mh.body_size)
+                            .map_err(|e| Error::io(path, e))?
+                    }
+                    _ => StoredForm::Plain,
+                };
                 return Ok(Found {
                     body_size: mh.body_size,
                     metadata,
+                    form,
                 });
             }
             Err(_) if take == want && want < METADATA_MAX => want *= 8,
@@ -1037,6 +1078,15 @@ fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     }
     buf.truncate(done);
     Ok(buf)
+}
+
+/// Whether the mdbox message at `offset` is a compressed body whose metadata records
+/// `size` plaintext bytes (the message an open of that size is looking for).
+fn compressed_to(file: &File, path: &Path, offset: u32, size: u64) -> bool {
+    read_message(file, path, Some(u64::from(offset))).is_ok_and(|found| {
+        matches!(found.form, StoredForm::Compressed(_))
+            && found.metadata.physical_size == Some(size)
+    })
 }
 
 /// Opens `name` in the mailbox's primary directory, then in ALT.
@@ -1118,6 +1168,17 @@ impl Backend for DboxStore {
             Error::not_found(format!("{}: {name} (expunged)", paths.mail.display()))
         })?;
         let found = read_message_header(&file, &path, None)?;
+        if found.body_size != meta.size {
+            // Compressed: decoded to the size listed from the metadata.
+            return decoded::open_stored(
+                &self.ctx,
+                file,
+                &path,
+                found.body_offset,
+                found.body_size,
+                meta.size,
+            );
+        }
         Ok(MessageSource::file_range(
             file,
             found.body_offset,
