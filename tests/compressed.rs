@@ -388,6 +388,19 @@ fn check_damage(name: &str, layout: Layout) {
                 .unwrap();
             damaged.extend([(1, gz), (2, bz), (3, zst), (4, lz)]);
         }
+        Layout::Mdbox => {
+            // All five messages in storage/m.1, in UID order: each stream found after the
+            // previous one (bz2 by its whole block magic, which compressed bytes are
+            // unlikely to hold).
+            let file = bob.storage_dirs()[0].join("m.1");
+            let gz = find(&file, MAGICS[0].1, 0);
+            let bz = find(&file, b"BZh91AY&SY", gz);
+            let zst = find(&file, MAGICS[3].1, bz);
+            flip(&file, gz + 300, 0x04);
+            flip(&file, bz + 2000, 0x20);
+            flip(&file, zst + 4, 0x08);
+            damaged.extend([(1, file.clone()), (2, file.clone()), (3, file)]);
+        }
         _ => {
             for (uid, magic, mask) in [
                 (1u32, &MAGICS[0].1, 0x04u8),
@@ -454,6 +467,12 @@ fn damaged_maildir_streams_give_eio_naming_the_file() {
 fn damaged_sdbox_streams_give_eio_naming_the_file() {
     require!(Dovecot, Fuse);
     check_damage("zlib_bad_sdbox", DboxLayout::sdbox(""));
+}
+
+#[test]
+fn damaged_mdbox_streams_give_eio_naming_the_file() {
+    require!(Dovecot, Fuse);
+    check_damage("zlib_bad_mdbox", Layout::Mdbox);
 }
 
 /// An sdbox message Dovecot's mail_crypt plugin encrypted is listed and gives EIO, with a
