@@ -24,6 +24,10 @@
 #     fresh Maildir) and the raw Maildir (warm cat and grep). Missing tools (isync is
 #     installed with apt-get when possible) or a failure there skip these rows with a
 #     message, unless --imap asked for them.
+#  5. Compressed mail (unless --no-zstd): the same INBOX imported into an mdbox by Dovecot
+#     with its zlib plugin (`zlib_save = zstd`), cached as a store of its own; `cat` and
+#     `grep -r` through mailfs, first pass and warm, beside `doveadm fetch text` and
+#     `doveadm search` of that store and beside mailfs on the uncompressed mdbox.
 #
 # Timing: wall clock from bash's $EPOCHREALTIME (microseconds, read without forking)
 # around the command, which runs in this shell (a function call, no eval, no subshell).
@@ -58,6 +62,8 @@ write=1
 write_messages=1000
 keep=""
 imap=auto # auto: measured when possible; required: --imap; "": --no-imap
+zstd=1 # the compressed-mdbox rows (--no-zstd: none)
+formats_arg=""
 IMAP_SKIP="" # why the IMAP rows are missing
 
 usage() {
@@ -87,6 +93,10 @@ Options:
                        (isync is installed with apt-get when missing) and skipped with
                        a message otherwise
   --no-imap            skip the IMAP rows
+  --no-zstd            skip the compressed rows (an mdbox Dovecot stored with
+                       zlib_save = zstd: cat and grep -r, first pass and warm)
+  --formats LIST       the uncompressed stores to measure, a comma-separated subset of
+                       maildir,sdbox,mdbox (default all three)
   --keep               keep the per-run working copy of the stores (and the mailfs logs)
   -h, --help           this text
 
@@ -106,7 +116,7 @@ args="$*" # for the report
 
 while [ $# -gt 0 ]; do
     case $1 in
-    --messages | --store-dir | --seed | --runs | --samples | --large-messages | --write-messages)
+    --messages | --store-dir | --seed | --runs | --samples | --large-messages | --write-messages | --formats)
         [ $# -ge 2 ] || die "$1 needs a value"
         case $1 in
         --messages) positive "$1" "$2" && messages=$2 ;;
@@ -115,6 +125,7 @@ while [ $# -gt 0 ]; do
         --runs) positive "$1" "$2" && runs=$2 ;;
         --samples) positive "$1" "$2" && samples=$2 ;;
         --large-messages) positive "$1" "$2" && large_messages=$2 ;;
+        --formats) formats_arg=$2 ;;
         --write-messages)
             [[ $2 =~ ^[0-9]+$ ]] || die "$1 needs a number, not '$2'"
             write_messages=$2
@@ -129,10 +140,17 @@ while [ $# -gt 0 ]; do
     --keep) keep=1 && shift ;;
     --imap) imap=required && shift ;;
     --no-imap) imap="" && shift ;;
+    --no-zstd) zstd="" && shift ;;
     -h | --help) usage && exit 0 ;;
     *) usage >&2 && exit 2 ;;
     esac
 done
+if [ -n "$formats_arg" ]; then
+    IFS=, read -r -a FORMATS <<<"$formats_arg"
+    for fmt in "${FORMATS[@]}"; do
+        [[ $fmt =~ ^(maildir|sdbox|mdbox)$ ]] || die "--formats: $fmt is not maildir, sdbox or mdbox"
+    done
+fi
 [ "$write_messages" -le "$messages" ] || die "--write-messages ($write_messages) exceeds --messages ($messages)"
 mkdir -p "$store_dir"
 store_dir=$(cd "$store_dir" && pwd)
@@ -389,8 +407,12 @@ store_path() {
     local n=$1
     shift
     local IFS=+
-    echo "$store_dir/inbox-n$n-seed$seed-g$GEN_VERSION-$*"
+    echo "$store_dir/inbox-n$n-seed$seed-g$GEN_VERSION-$*${STORE_ZLIB:+-$STORE_ZLIB}"
 }
+
+# The Dovecot setting that loads the zlib plugin (reading detects compressed mail by its
+# magic; with STORE_ZLIB set, saves and imports also compress with it).
+ZLIB_PLUGIN='mail_plugins = $mail_plugins zlib'
 
 # ensure_store N FORMAT...: sets STORE to the cache directory for these parameters, after
 # building it there unless a complete one exists (and no --fresh). The store is
@@ -414,12 +436,14 @@ ensure_store() {
     chmod 755 "$dir"
     log "  generating the messages"
     generate "$dir/src" "$n" "$seed"
-    dovecot_start "$dir/dovecot" '%u:~/mail'
+    local zopts=()
+    [ -z "${STORE_ZLIB:-}" ] || zopts=(-o "plugin/zlib_save=$STORE_ZLIB")
+    DOVECOT_EXTRA=${STORE_ZLIB:+$ZLIB_PLUGIN} dovecot_start "$dir/dovecot" '%u:~/mail'
     chown -R "$DOVECOT_MAIL_UID:$DOVECOT_MAIL_GID" "$dir/src"
     for fmt in "$@"; do
         log "  doveadm import into $fmt"
         dovecot_user "$fmt"
-        dovecot_adm import -u "$fmt" -s "maildir:$dir/src:INDEX=MEMORY" "" mailbox INBOX all
+        dovecot_adm "${zopts[@]}" import -u "$fmt" -s "maildir:$dir/src:INDEX=MEMORY" "" mailbox INBOX all
         if [ "$fmt" = maildir ]; then
             # A client's SELECT moves the unflagged messages from new/ to cur/.
             out=$(printf 'a SELECT INBOX\r\nb LOGOUT\r\n' | dovecot_adm exec imap -u "$fmt")
@@ -775,6 +799,70 @@ bench_format() {
     if grep -q 'ERROR\|panicked' "$RUN_DIR/mailfs.log" 2>/dev/null; then
         WARNINGS+=("$label: mailfs logged errors: $(grep -m1 'ERROR\|panicked' "$RUN_DIR/mailfs.log")")
     fi
+}
+
+# bench_zstd LABEL N TOTAL_BYTES HITS: cat and grep -r on the zstd-compressed mdbox (the
+# user mdbox of the STORE_ZLIB=zstd store), first pass and warm, beside doveadm.
+bench_zstd() {
+    local label=$1 n=$2 total=$3 hits=$4 mp=$RUN_DIR/mnt-zstd location
+    location=$(location_of mdbox)
+    log "$label: mailfs mount $location (stored by Dovecot with zlib_save = zstd)"
+    R[$label:stored]=$(du -sk "$HOME_DIR/mdbox/mail/storage" | cut -f1)
+    remount "$location" "$mp"
+    log "  cat of every message"
+    measure "$label:cat:mailfs" job_cat_all "$mp/INBOX"
+    check "$label: mailfs cat bytes" "$total" "$(warm_bytes)"
+    measure "$label:cat:doveadm" job_dv_cat_all mdbox
+    check "$label: doveadm fetch text bytes" $((total + 6 * n)) "$(warm_bytes)"
+    log "  grep -rl $NEEDLE"
+    measure "$label:grep_hit:mailfs" job_grep "$mp/INBOX" "$NEEDLE"
+    check "$label: mailfs grep matches" "$hits" "$(warm_lines)"
+    measure "$label:grep_hit:doveadm" job_dv_grep mdbox "$NEEDLE"
+    check "$label: doveadm search matches" "$hits" "$(warm_lines)"
+    rss "$label"
+    R[$label:starts]=$(getfattr --only-values -n user.mailfs.status "$mp" 2>/dev/null |
+        sed -n 's/^decoder_starts: //p')
+    log "  first pass: cat of every message, grep -rl, each right after a remount"
+    first_pass "$label:cat_first:mailfs" "$location" "$mp" job_cat_all "$mp/INBOX"
+    check "$label: mailfs first-pass cat bytes" "$total" "$(warm_bytes)"
+    first_pass "$label:grep_first:mailfs" "$location" "$mp" job_grep "$mp/INBOX" "$NEEDLE"
+    check "$label: mailfs first-pass grep matches" "$hits" "$(warm_lines)"
+    R[$label:cat_first:doveadm]=${R[$label:cat:doveadm]}
+    R[$label:grep_first:doveadm]=${R[$label:grep_hit:doveadm]}
+    unmount_mailfs || die "mailfs exited with an error; see $RUN_DIR/mailfs.log"
+    if grep -q 'ERROR\|panicked\|EIO' "$RUN_DIR/mailfs.log" 2>/dev/null; then
+        WARNINGS+=("$label: mailfs logged errors: $(grep -m1 'ERROR\|panicked\|EIO' "$RUN_DIR/mailfs.log")")
+    fi
+}
+
+zstd_measurements=(
+    "cat|\`cat\` all messages, warm"
+    "cat_first|\`cat\` all, first pass after mount ⁴"
+    "grep_hit|\`grep -rl\` (1 % match), warm"
+    "grep_first|\`grep -rl\` (1 %), first pass after mount ⁴"
+)
+
+zstd_report() {
+    local label=$1 plain=$2 m key title
+    echo
+    echo "Compressed: the same INBOX imported by Dovecot with its zlib plugin and \`zlib_save = zstd\`"
+    echo "(default level) into an mdbox: $(val "$label:stored" MiB) MiB in \`storage/\` for"
+    echo "$(awk -v b="$total_bytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB of messages. mailfs decodes on read;"
+    echo "doveadm reads it with the zlib plugin. The uncompressed column is mailfs on the"
+    echo "\`$plain\` store above."
+    echo
+    echo "| measurement (s) | mailfs, zstd mdbox | mailfs, uncompressed mdbox | zstd/uncompressed | doveadm, zstd mdbox | mailfs/doveadm |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    for m in "${zstd_measurements[@]}"; do
+        IFS='|' read -r key title <<<"$m"
+        printf '| %s | %s | %s | %s | %s | %s |\n' "$title" \
+            "$(val "$label:$key:mailfs" s)" "$(val "$plain:$key:mailfs" s)" \
+            "$(ratio "$label:$key:mailfs" "$plain:$key:mailfs")" \
+            "$(val "$label:$key:doveadm" s)" "$(ratio "$label:$key:mailfs" "$label:$key:doveadm")"
+    done
+    echo
+    echo "Daemon RSS after the warm rows: $(val "$label:rss" MiB) MiB (peak $(val "$label:hwm" MiB));"
+    echo "decoder starts by then: ${R[$label:starts]:-—} (each message once per mount; chunk cache 8 MiB)."
 }
 
 # ----------------------------------------------------------------------------------------
@@ -1250,6 +1338,9 @@ report() {
         echo
         table "$large_label"
     fi
+    if [ -n "${R[$zstd_label:cat:mailfs]:-}" ]; then
+        zstd_report "$zstd_label" mdbox
+    fi
     if [ -n "${R[IMAP:ls_first:mailfs]:-}" ]; then
         imap_report IMAP
     elif [ -n "$IMAP_SKIP" ]; then
@@ -1382,6 +1473,11 @@ if [ -n "$large" ]; then
     large_store=$STORE
     [ -n "$STORE_CACHED" ] || build_cached=""
 fi
+if [ -n "$zstd" ]; then
+    STORE_ZLIB=zstd ensure_store "$messages" mdbox
+    zstd_store=$STORE
+    [ -n "$STORE_CACHED" ] || build_cached=""
+fi
 build_s=$((($(now_us) - t) / 1000000))
 
 t=$(now_us)
@@ -1422,6 +1518,13 @@ for fmt in "${FORMATS[@]}"; do
     [ "$write_messages" = 0 ] || bench_writes "$label" "$fmt"
 done
 end_run
+
+zstd_label="mdbox zstd"
+if [ -n "$zstd" ]; then
+    DOVECOT_EXTRA=$ZLIB_PLUGIN start_run "$zstd_store"
+    bench_zstd "$zstd_label" "$messages" "$total_bytes" "$hits"
+    end_run
+fi
 
 large_label="mdbox $large_messages"
 if [ -n "$large" ]; then

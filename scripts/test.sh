@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl ca-certificates cyrus-common sasl2-bin python3
+packages=(fuse3 dovecot-core dovecot-imapd rsync attr openssl xz-utils ca-certificates cyrus-common sasl2-bin python3
     man-db procps notmuch neomutt mblaze tmux)
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
@@ -25,6 +25,9 @@ missing() {
     have setfattr || return 0
     # The IMAP TLS tests make a CA and a server certificate with openssl.
     have openssl || return 0
+    # tests/compressed.rs compresses a Maildir message with xz (Dovecot 2.3 reads xz but
+    # cannot write it).
+    have xz || return 0
     # An IMAP server that is not Dovecot: Cyrus's master (cyrus-common; its imapd below)
     # and saslpasswd2 for its users.
     [ -x /usr/lib/cyrus/bin/master ] || return 0

@@ -1256,6 +1256,7 @@ fn local_backend(
             && remote_filesystem(&probe).is_none(),
         views: VIEW_CACHE_CAPACITY,
         attachment_dir: resolve_attachment_dir(opts.attachment_dir.as_deref())?,
+        ..StoreConfig::default()
     };
     let mut store = store::open(&spec, config)?;
     if let WatchArg::Imap(url) = &opts.watch {

@@ -52,6 +52,8 @@ mod index_live;
 mod index_hostile;
 // Changes under 60 s kernel caches: shown within a bound when watched, stale with --watch off.
 mod coherence;
+// Messages compressed by Dovecot's zlib plugin, every algorithm and format, vs doveadm.
+mod compressed;
 // --open-mode kernel|held|passthrough: bytes, zero-request opens, expunged open files.
 mod open_modes;
 // Views continued by what changed (index delta, Maildir name journal) vs doveadm.

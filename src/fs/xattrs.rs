@@ -77,6 +77,13 @@ impl MailFs {
             load(&stats.list_hits),
             load(&stats.list_builds)
         );
+        let _ = writeln!(
+            out,
+            "decoder_starts: {}
+decoded_cache_bytes: {}",
+            load(&stats.decoder_starts),
+            ctx.decoded.bytes()
+        );
         if let Some(w) = &self.watcher {
             let st = w.stats();
             let polls = load(&st.polls);

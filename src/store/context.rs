@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
+use super::decoded::DecodedCache;
 use super::locks::LockMethod;
 
 /// Settings a store is opened with.
@@ -28,6 +29,10 @@ pub struct StoreConfig {
     /// messages' single-instance attachments are read from. `None`: such messages are
     /// listed and fail with EIO, naming the option.
     pub attachment_dir: Option<std::path::PathBuf>,
+    /// Decoded bytes of compressed messages kept in memory (`store::decoded`), at most.
+    pub decoded_cache_bytes: usize,
+    /// Decoders of compressed messages kept between reads, at most.
+    pub live_decoders: usize,
 }
 
 impl Default for StoreConfig {
@@ -38,6 +43,8 @@ impl Default for StoreConfig {
             journals: false,
             views: 256,
             attachment_dir: None,
+            decoded_cache_bytes: 8 << 20,
+            live_decoders: 8,
         }
     }
 }
@@ -61,6 +68,9 @@ pub struct StoreStats {
     /// The largest amount, in milliseconds, by which a stamped file's time was ahead of
     /// the local clock (0: never ahead by more than the tolerance).
     pub max_skew_ms: AtomicI64,
+    /// Decoders of compressed messages started at a stream's first byte (a message's
+    /// first decode, and every restart to reach bytes no longer kept).
+    pub decoder_starts: AtomicU64,
 }
 
 /// A store's settings, counters, and the recheck generation of its stamps.
@@ -74,12 +84,15 @@ pub struct StoreContext {
     generation: AtomicU64,
     /// Whether clock skew was warned about (once per store).
     skew_warned: AtomicBool,
+    /// Decoded chunks and kept decoders of compressed messages.
+    pub decoded: DecodedCache,
 }
 
 impl StoreContext {
     /// A context with `config` and zeroed counters.
     pub fn new(config: StoreConfig) -> Arc<StoreContext> {
         Arc::new(StoreContext {
+            decoded: DecodedCache::new(config.decoded_cache_bytes, config.live_decoders),
             config,
             ..StoreContext::default()
         })

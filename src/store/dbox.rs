@@ -32,6 +32,7 @@ use super::access::{self, Need};
 use super::attachments;
 use super::cache::{Built, FoundDir, MailboxList, Presented, present_root};
 use super::cached::{Backend, Cached};
+use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
     FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
@@ -775,10 +776,16 @@ impl DboxStore {
             .and_then(|(_, e)| e.slice(rec))
             .filter(|g| g.iter().any(|b| *b != 0))
             .map(hex);
+        // A compressed body's size is the plaintext size the metadata records (`Z`:
+        // dbox_file_get_plaintext_size()).
+        let size = match (found.form, md.physical_size) {
+            (StoredForm::Compressed(_), Some(z)) => z,
+            _ => presented_size(md, found.body_size),
+        };
         let from_file = MessageMeta {
             key: MessageKey::Uid(uid),
-            size: presented_size(md, found.body_size),
-            virtual_size: md.virtual_size.unwrap_or(found.body_size),
+            size,
+            virtual_size: md.virtual_size.unwrap_or(size),
             received: md
                 .received
                 .and_then(|r| i64::try_from(r).ok())
@@ -794,7 +801,8 @@ impl DboxStore {
                 .into_boxed_str(),
             owner: files::owner_of(&sys::Stat::of(file)),
             locator,
-            problem: unsupported_encoding(md, found.body_size, uid, attachment_dir).map(Into::into),
+            problem: unsupported_encoding(md, found.body_size, found.form, uid, attachment_dir)
+                .map(Into::into),
         };
         Self::with_cache(index, cache, rec, &from_file, save_date)
     }
@@ -912,6 +920,17 @@ impl DboxStore {
                         found.body_offset,
                         found.body_size,
                     ));
+                }
+                // Compressed: the metadata's plaintext size is the size listed.
+                Ok(found) if compressed_to(&file, &path, offset, expected_size) => {
+                    return decoded::open_stored(
+                        &self.ctx,
+                        file,
+                        &path,
+                        found.body_offset,
+                        found.body_size,
+                        expected_size,
+                    );
                 }
                 Ok(found) => {
                     // A message with external attachments is larger than its stored
@@ -1066,12 +1085,14 @@ struct Stored<'a> {
 
 /// Stored bodies mailfs cannot turn into the message Dovecot returns: external attachments
 /// (`X`) it cannot put together (no `--attachment-dir`, references that do not parse or are
-/// refused: `attachments::problem`) and bodies stored in another form (`Z` differs from the
-/// stored size: a compression or encryption plugin). Serving the stored bytes would not be
-/// the message.
+/// refused: `attachments::problem`), encrypted bodies and bodies in another form it does
+/// not know (`Z` differs from the stored size but the body is no compressed stream).
+/// Serving the stored bytes would not be the message. Compressed bodies are decoded
+/// (`store::decoded`).
 fn unsupported_encoding(
     md: &dbox::Metadata,
     body_size: u64,
+    form: StoredForm,
     uid: u32,
     attachment_dir: Option<&Path>,
 ) -> Option<String> {
@@ -1079,10 +1100,16 @@ fn unsupported_encoding(
         // Checked without opening anything; the files are checked when opened.
         return attachments::problem(attachment_dir, refs, presented_size(md, body_size), uid);
     }
-    match md.physical_size {
-        Some(z) if z != body_size => Some(format!(
+    match (md.physical_size, form) {
+        (Some(_), StoredForm::Compressed(_)) => None,
+        (Some(_), StoredForm::Encrypted) => Some(format!(
+            "uid {uid}: {}",
+            form.describe().unwrap_or_default()
+        )),
+        (Some(z), StoredForm::Plain) if z != body_size => Some(format!(
             "uid {uid}: stored in another form ({body_size} bytes on disk for a \
-             {z}-byte message: compressed or encrypted), which mailfs does not decode yet"
+             {z}-byte message, neither a compressed stream nor mail_crypt's), which \
+             mailfs does not decode"
         )),
         _ => None,
     }
@@ -1107,6 +1134,9 @@ fn presented_size(md: &dbox::Metadata, body_size: u64) -> u64 {
 struct Found {
     body_size: u64,
     metadata: dbox::Metadata,
+    /// How the body is stored, looked at only when the metadata's plaintext size (`Z`)
+    /// differs from the stored size (otherwise plain).
+    form: StoredForm,
 }
 
 /// Reads the message at `offset` (sdbox: `None`, the first message) from an open dbox
@@ -1121,9 +1151,17 @@ fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> 
         let window = read_at(file, path, meta_at, take)?;
         match dbox::parse_metadata(&window, 0) {
             Ok(metadata) => {
+                let form = match metadata.physical_size {
+                    Some(z) if z != mh.body_size => {
+                        decoded::stored_form(file, mh.body_offset, mh.body_size)
+                            .map_err(|e| Error::io(path, e))?
+                    }
+                    _ => StoredForm::Plain,
+                };
                 return Ok(Found {
                     body_size: mh.body_size,
                     metadata,
+                    form,
                 });
             }
             Err(_) if take == want && want < METADATA_MAX => want *= 8,
@@ -1169,6 +1207,15 @@ fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     }
     buf.truncate(done);
     Ok(buf)
+}
+
+/// Whether the mdbox message at `offset` is a compressed body whose metadata records
+/// `size` plaintext bytes (the message an open of that size is looking for).
+fn compressed_to(file: &File, path: &Path, offset: u32, size: u64) -> bool {
+    read_message(file, path, Some(u64::from(offset))).is_ok_and(|found| {
+        matches!(found.form, StoredForm::Compressed(_))
+            && found.metadata.physical_size == Some(size)
+    })
 }
 
 /// Opens `name` in the mailbox's primary directory, then in ALT.
@@ -1277,6 +1324,15 @@ impl Backend for DboxStore {
             if let Some(src) = self.with_attachments(&file, &path, None, meta.size, &suffix)? {
                 return Ok(src);
             }
+            // Compressed: decoded to the size listed from the metadata.
+            return decoded::open_stored(
+                &self.ctx,
+                file,
+                &path,
+                found.body_offset,
+                found.body_size,
+                meta.size,
+            );
         }
         Ok(MessageSource::file_range(
             file,

@@ -28,6 +28,7 @@ use super::KeywordSet;
 use super::access::{self, Need};
 use super::cache::{Built, FoundDir, MailboxList, Presented, present_root};
 use super::cached::{Backend, Cached};
+use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
     FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
@@ -629,6 +630,52 @@ impl MaildirStore {
         })
     }
 
+    /// The message in the opened `file` (`len` bytes, named `path`, listed as `meta`):
+    /// the file itself, or decoded when the zlib plugin compressed it (its first bytes
+    /// say so, as Dovecot looks: `zlib_istream_opened`). The decoded size is the `S=` of
+    /// the name; a compressed file without one cannot be presented with its size.
+    fn source(
+        &self,
+        file: std::fs::File,
+        len: u64,
+        path: &Path,
+        base: &[u8],
+        meta: &MessageMeta,
+    ) -> Result<MessageSource> {
+        let form = decoded::stored_form(&file, 0, len).map_err(|e| Error::io(path, e))?;
+        match form {
+            // Message files never change size: another size was truncated or replaced.
+            StoredForm::Plain if len != meta.size => Err(Error::Unreadable {
+                what: format!(
+                    "{}: {len} bytes, but the message had {} when listed; the file was \
+                     truncated or replaced",
+                    path.display(),
+                    meta.size
+                ),
+            }),
+            StoredForm::Plain => Ok(MessageSource::file_range(file, 0, len)),
+            StoredForm::Compressed(codec) if fmt::base_size(base, b'S').is_none() => {
+                Err(Error::Unreadable {
+                    what: format!(
+                        "{}: compressed ({codec}, Dovecot's zlib plugin) but its name has no \
+                         S=<size>, so its decoded size is unknown",
+                        path.display()
+                    ),
+                })
+            }
+            StoredForm::Compressed(_) => {
+                decoded::open_stored(&self.ctx, file, path, 0, len, meta.size)
+            }
+            StoredForm::Encrypted => Err(Error::Unreadable {
+                what: format!(
+                    "{}: {}",
+                    path.display(),
+                    form.describe().unwrap_or_default()
+                ),
+            }),
+        }
+    }
+
     /// Stats one message file (in `dirs`, without following a link) and gathers its
     /// metadata. A link or anything else that is not a regular file is listed with a
     /// problem (reading it fails), never followed.
@@ -647,8 +694,12 @@ impl MaildirStore {
         let fname = &locator[4..];
         let (base, info) = fmt::split_name(fname);
         let name_flags = info.map(fmt::parse_info).unwrap_or_default();
-        let size = meta.size;
-        let problem = if meta.is_symlink() {
+        let stored = meta.size;
+        let mut size = stored;
+        // A compressed file (the zlib plugin: S= is the uncompressed size) is decoded to
+        // count its virtual size when nothing recorded it.
+        let mut compressed = None;
+        let mut problem = if meta.is_symlink() {
             Some(format!(
                 "{}: {}",
                 path.display(),
@@ -658,33 +709,63 @@ impl MaildirStore {
             Some(format!("{}: not a regular file", path.display()))
         } else {
             // `S=` in the name is the size Dovecot stored: a file of another size was
-            // compressed by the zlib plugin (S= is the uncompressed size), or truncated or
-            // replaced, and Dovecot would refuse it too.
-            fmt::base_size(base, b'S').filter(|&s| s != size).map(|s| {
-                match dirs.open_file(&locator).ok().and_then(|f| stored_form(&f)) {
-                    Some(kind) => stored_form_problem(&path, kind),
-                    None => format!(
-                        "{}: the file has {size} bytes but its name says S={s}; it was \
-                         truncated or replaced",
-                        path.display()
-                    ),
+            // compressed by the zlib plugin (S= is the uncompressed size; Dovecot reads
+            // any file whose first bytes are a compressed stream, as `stored_form` tells),
+            // or encrypted, or truncated or replaced, and Dovecot would refuse it too.
+            match fmt::base_size(base, b'S').filter(|&s| s != stored) {
+                None => None,
+                Some(s) => {
+                    let form = dirs
+                        .open_file(&locator)
+                        .ok()
+                        .and_then(|f| decoded::stored_form(&f, 0, stored).ok().map(|x| (f, x)));
+                    match form {
+                        Some((f, StoredForm::Compressed(codec))) => {
+                            size = s;
+                            compressed = Some((f, codec));
+                            None
+                        }
+                        Some((_, form @ StoredForm::Encrypted)) => Some(format!(
+                            "{}: {}",
+                            path.display(),
+                            form.describe().unwrap_or_default()
+                        )),
+                        _ => Some(format!(
+                            "{}: the file has {stored} bytes but its name says S={s}; it was \
+                             truncated or replaced",
+                            path.display()
+                        )),
+                    }
                 }
-            })
-        }
-        .map(Arc::<str>::from);
+            }
+        };
         // Virtual size lookup order as in maildir_mail_get_virtual_size(): file name W=,
-        // uidlist W, Dovecot's cache, then counting the file's bare LFs.
+        // uidlist W, Dovecot's cache, then counting the message's bare LFs.
         let virtual_size = match fmt::base_size(base, b'W')
             .or(rec.and_then(|r| r.virtual_size))
             .or(cached.size_virtual)
         {
             Some(v) => v,
-            None if problem.is_none() => {
-                let file = dirs.open_file(&locator).map_err(|e| Error::io(&path, e))?;
-                files::count_virtual_size_of(file, &path)?
-            }
+            None if problem.is_none() => match &compressed {
+                Some((f, codec)) => match decoded::count_sizes(f, *codec, 0, stored) {
+                    Ok((_, v)) => v,
+                    Err(e) => {
+                        problem = Some(format!(
+                            "{}: the {codec} stream (Dovecot's zlib plugin) cannot be \
+                             decoded: {e}",
+                            path.display()
+                        ));
+                        size
+                    }
+                },
+                None => {
+                    let file = dirs.open_file(&locator).map_err(|e| Error::io(&path, e))?;
+                    files::count_virtual_size_of(file, &path)?
+                }
+            },
             None => size,
         };
+        let problem = problem.map(Arc::<str>::from);
         let guid = rec
             .and_then(|r| r.guid.clone())
             .unwrap_or_else(|| String::from_utf8_lossy(base).into_owned());
@@ -956,21 +1037,7 @@ impl Backend for MaildirStore {
         for _ in 0..10 {
             let path = paths.mail.join(OsStr::from_bytes(&locator));
             match files::open_message_file(&path) {
-                Ok((file, len)) if len != meta.size => {
-                    // Message files never change size; this one was compressed (a file
-                    // without S= in its name) or truncated or replaced.
-                    let what = match stored_form(&file) {
-                        Some(kind) => stored_form_problem(&path, kind),
-                        None => format!(
-                            "{}: {len} bytes, but the message had {} when listed; the file \
-                             was truncated or replaced",
-                            path.display(),
-                            meta.size
-                        ),
-                    };
-                    return Err(Error::Unreadable { what });
-                }
-                Ok((file, len)) => return Ok(MessageSource::file_range(file, 0, len)),
+                Ok((file, len)) => return self.source(file, len, &path, &base, meta),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     match self.relocate(&paths, &base) {
                         Some(l) => locator = l,
@@ -1101,36 +1168,6 @@ fn summarize_uids(uids: &[u32]) -> String {
         s.push(format!("... ({} in all)", uids.len()));
     }
     s.join(",")
-}
-
-/// How a message file is stored when it is not the message itself: compressed (by the
-/// zlib plugin, with this algorithm) or encrypted (by mail_crypt), from its first bytes
-/// ([`crate::format::compression`]).
-fn stored_form(file: &std::fs::File) -> Option<&'static str> {
-    use std::os::unix::fs::FileExt;
-    let mut head = [0u8; 16];
-    let n = file.read_at(&mut head, 0).ok()?;
-    if crate::format::compression::is_encrypted(&head[..n]) {
-        return Some(ENCRYPTED);
-    }
-    crate::format::compression::detect(&head[..n])
-}
-
-/// [`stored_form`]'s answer for a mail_crypt stream.
-const ENCRYPTED: &str = "encrypted";
-
-/// What a compressed or encrypted message file is, for the log and the error.
-fn stored_form_problem(path: &Path, kind: &str) -> String {
-    if kind == ENCRYPTED {
-        return format!(
-            "{}: encrypted (Dovecot's mail_crypt plugin), which mailfs does not decrypt",
-            path.display()
-        );
-    }
-    format!(
-        "{}: compressed ({kind}, Dovecot's zlib plugin), which mailfs does not decode yet",
-        path.display()
-    )
 }
 
 #[cfg(test)]

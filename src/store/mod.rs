@@ -17,6 +17,7 @@ pub mod cache;
 mod cached;
 pub mod context;
 pub mod dbox;
+pub mod decoded;
 pub mod feed;
 mod files;
 mod guard;
