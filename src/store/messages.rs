@@ -132,7 +132,11 @@ impl Messages {
             Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(m),
             _ => {
                 self.first_uids.push(uid);
-                let mut chunk = Vec::with_capacity(CHUNK);
+                // Grown as filled, never reserved whole: a small mailbox's view (and the
+                // watcher's baseline of it, kept while the kernel holds the directory)
+                // must cost its messages, not a chunk (256 x 120 bytes). Doubling from 4
+                // ends at exactly CHUNK for a full chunk.
+                let mut chunk = Vec::new();
                 chunk.push(m);
                 self.chunks.push(Arc::new(chunk));
             }
@@ -283,6 +287,20 @@ mod tests {
         m.upsert(msg(3, 7));
         assert_eq!(m.len(), 2, "replaced, not added");
         assert_eq!(m.get(3).map(|x| x.flags.0), Some(7));
+    }
+
+    /// Memory follows the messages: three messages do not reserve a chunk, and full
+    /// chunks hold no spare room.
+    #[test]
+    fn chunks_reserve_only_what_they_hold() {
+        let small = Messages::from_sorted((1..=3).map(|u| msg(u, 0)));
+        assert!(
+            small.chunks[0].capacity() <= 4,
+            "{}",
+            small.chunks[0].capacity()
+        );
+        let big = Messages::from_sorted((1..=2 * CHUNK as u32).map(|u| msg(u, 0)));
+        assert!(big.chunks.iter().all(|c| c.capacity() == CHUNK));
     }
 
     #[test]
