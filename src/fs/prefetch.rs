@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use log::debug;
+use parking_lot::Mutex;
 
 use super::inode::{InodeTable, Node};
 use crate::store::{MailStore, MailboxName, MessageKey};
@@ -100,11 +101,17 @@ struct Hint {
     uid: u32,
 }
 
+/// Where each mailbox's reader is (the highest UID read from its start), as the FUSE
+/// workers saw it: the prefetch thread skips what a reader already passed, so that a
+/// reader faster than the pushes never waits behind pushes of messages it read itself.
+type Positions = Arc<Mutex<HashMap<(Arc<MailboxName>, u32), u32>>>;
+
 /// The FUSE workers' side: hints go to the prefetch thread; when its queue is full they
 /// are dropped (a hint is advice).
 #[derive(Debug)]
 pub struct Prefetcher {
     hints: SyncSender<Hint>,
+    positions: Positions,
     stats: Arc<PrefetchStats>,
 }
 
@@ -118,7 +125,9 @@ impl Prefetcher {
     ) -> io::Result<Prefetcher> {
         let (tx, rx) = sync_channel(64);
         let stats = Arc::new(PrefetchStats::default());
+        let positions = Positions::default();
         let mut worker = Worker {
+            positions: positions.clone(),
             store,
             inodes,
             cache,
@@ -130,11 +139,25 @@ impl Prefetcher {
         std::thread::Builder::new()
             .name("mailfs-prefetch".into())
             .spawn(move || worker.run(rx))?;
-        Ok(Prefetcher { hints: tx, stats })
+        Ok(Prefetcher {
+            hints: tx,
+            positions,
+            stats,
+        })
     }
 
     /// A reader read message `uid` of `mailbox` from its start.
     pub fn hint(&self, mailbox: &Arc<MailboxName>, uid_validity: u32, uid: u32) {
+        {
+            let mut positions = self.positions.lock();
+            if positions.len() >= 2 * STREAMS {
+                positions.clear();
+            }
+            let at = positions
+                .entry((mailbox.clone(), uid_validity))
+                .or_insert(uid);
+            *at = (*at).max(uid);
+        }
         let hint = Hint {
             mailbox: mailbox.clone(),
             uid_validity,
@@ -174,6 +197,7 @@ struct Stream {
 }
 
 struct Worker<C> {
+    positions: Positions,
     store: Arc<dyn MailStore>,
     inodes: Arc<InodeTable>,
     cache: C,
@@ -233,6 +257,7 @@ impl<C: PageCache> Worker<C> {
     /// Pushes up to `window` messages after UID `from`, leaving the one in the middle
     /// out; the highest UID pushed (or `from`) and the one left out (0: none).
     fn push(&mut self, hint: &Hint, from: u32, window: usize) -> (u32, u32) {
+        let key = (hint.mailbox.clone(), hint.uid_validity);
         let view = match self.store.view(&hint.mailbox) {
             Ok(v) if v.uid_validity == hint.uid_validity => v,
             Ok(_) => return (from, 0),
@@ -248,6 +273,10 @@ impl<C: PageCache> Worker<C> {
                 continue;
             };
             front = uid;
+            if uid <= self.reader_at(&key) {
+                // Read (or being read) by the reader itself already.
+                continue;
+            }
             if i == middle {
                 marker = uid;
                 continue;
@@ -279,6 +308,11 @@ impl<C: PageCache> Worker<C> {
             }
         }
         (front, marker)
+    }
+
+    /// The highest UID the reader of `key` read from its start (0: none seen).
+    fn reader_at(&self, key: &(Arc<MailboxName>, u32)) -> u32 {
+        self.positions.lock().get(key).copied().unwrap_or(0)
     }
 
     /// Reads one whole message and stores it as inode `ino`'s pages; its length.
@@ -319,7 +353,6 @@ mod tests {
     use super::*;
     use crate::format::MailFlags;
     use crate::store::memory::MemoryStore;
-    use parking_lot::Mutex;
 
     /// One store: the inode and the bytes.
     type Stored = (u64, Vec<u8>);
@@ -361,6 +394,7 @@ mod tests {
         }
         let stored = Recorder::default();
         let worker = Worker {
+            positions: Positions::default(),
             store,
             inodes: inodes.clone(),
             cache: stored.clone(),
@@ -459,6 +493,22 @@ mod tests {
         // A reader that overtook the front pushes from where it is.
         s.read(47);
         assert_eq!(s.taken().first(), Some(&48));
+    }
+
+    /// A reader that raced past the pushes (its hints dropped from the full queue) is
+    /// not followed by pushes of what it read itself.
+    #[test]
+    fn what_the_reader_passed_is_not_pushed() {
+        let mut s = setup(100, &[], settings(8, 16));
+        s.read(1);
+        s.read(2);
+        assert_eq!(s.taken(), vec![3, 4, 5, 6, 8, 9, 10]);
+        s.worker.positions.lock().insert((s.inbox.clone(), 7), 40);
+        // The marker's read: the next window (11..=26) is all behind the reader.
+        s.read(7);
+        assert!(s.taken().is_empty());
+        s.read(41);
+        assert_eq!(s.taken().first(), Some(&42));
     }
 
     #[test]

@@ -134,11 +134,9 @@ impl Messages {
                 self.first_uids.push(uid);
                 // Grown as filled, never reserved whole: a small mailbox's view (and the
                 // watcher's baseline of it, kept while the kernel holds the directory)
-                // must cost its messages, not a chunk (256 x 120 bytes). Doubling from 4
+                // must cost its messages, not a chunk (256 x 120 bytes). Doubling from 1
                 // ends at exactly CHUNK for a full chunk.
-                let mut chunk = Vec::new();
-                chunk.push(m);
-                self.chunks.push(Arc::new(chunk));
+                self.chunks.push(Arc::new(vec![m]));
             }
         }
         self.len += 1;
