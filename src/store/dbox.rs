@@ -8,7 +8,8 @@
 //! - the mdbox map index (`storage/dovecot.map.index`): map_uid -> (file_id, offset);
 //! - the dbox files: the message bytes, and metadata (`G` guid, `R` received, `V` virtual
 //!   size);
-//! - `dovecot.index.cache`, consulted first for dates and virtual sizes, as doveadm does.
+//! - `dovecot.index.cache`, consulted first for dates and virtual sizes, as doveadm does;
+//!   when it holds every value listed, the dbox file is only `stat`ed (`dbox_indexed.rs`).
 //! - with `mail_attachment_dir`, the attachment files the metadata `X` names
 //!   (`attachments.rs`, given `--attachment-dir`).
 //!

@@ -17,7 +17,11 @@
 //! stored size against the listed one (`dbox.rs`, `open` / `open_mdbox`): EIO with one log
 //! line naming the file, never other bytes. A `u.N` or `m.N` that is missing (or not a
 //! regular file) is still found while listing: its `stat` fails, and the message is read
-//! the full way, which names the problem.
+//! the full way, which names the problem. So is a file too short for what the cache lists
+//! (the `stat` is checked in `dbox.rs`, `indexed_message`): an sdbox `u.N` smaller than
+//! the cached size (a truncation, or a compressed body or one with external attachments,
+//! which are then read as before), an `m.N` that ends before the message's span in the map
+//! (`offset + size` of its map record: header, body and metadata).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
