@@ -168,6 +168,23 @@ fn assert_eio(path: &Path, what: &str) {
     );
 }
 
+/// A message whose metadata block is damaged after Dovecot cached its values: listed from
+/// the cache (stat gives the size doveadm reports, as `doveadm fetch size.physical`
+/// still does), and reading it gives EIO (the damage is found when the file is opened).
+#[track_caller]
+fn assert_listed_read_eio(path: &Path, m: &Message, what: &str) {
+    let st = fs::metadata(path).unwrap_or_else(|e| panic!("stat of {what} ({path:?}): {e}"));
+    assert_eq!(st.len(), m.size, "size of {what}");
+    let r = fs::read(path);
+    assert_eq!(
+        errno(&r),
+        Some(libc::EIO),
+        "read of {what} ({}): {}",
+        path.display(),
+        errno_name(errno(&r))
+    );
+}
+
 /// Mounts `location`, compares everything with doveadm, and returns the mount.
 #[track_caller]
 fn mount_and_compare(dir: &TestDir, user: &User<'_>, location: &str, min: usize) -> Mount {
@@ -405,6 +422,92 @@ fn mdbox_varied_store_with_copies_and_purge_matches_dovecot() {
     assert_message_matches(&mount.message("Archive", orphan.uid), orphan);
     varied_store_matches_dovecot(&bob, &mount);
     mount.stop();
+}
+
+// ---------------------------------------------------------------------------------------
+// 2b: listing from the index and the cache, as doveadm does
+
+/// The `user.mailfs.status` count `key`.
+fn status_count(mount: &Mount, key: &str) -> u64 {
+    let raw = crate::util::fsx::getxattr(mount.path(), "user.mailfs.status").expect("status");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no count {key} in status:\n{text}"))
+}
+
+/// `ls -l` of every mailbox of the mount: each message's attributes; the number listed.
+fn list_all(mount: &Mount, user: &User<'_>) -> usize {
+    let mut listed = 0;
+    for mailbox in user.statuses().into_keys() {
+        let dir = mount.mailbox(&mailbox);
+        for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
+            let path = entry.expect("entry").path();
+            fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            listed += 1;
+        }
+    }
+    listed
+}
+
+/// A store whose cache Dovecot filled (`doveadm fetch` of what a view presents) is
+/// listed without reading a single message file (`listing_file_reads` stays 0), and the
+/// mount still equals doveadm in everything; one nobody fetched from is read from its
+/// files. Messages in ALT storage too.
+fn listing_uses_the_cache(dir: &TestDir, layout: Layout) {
+    let dovecot = Dovecot::start(dir, layout);
+    let bob = dovecot.user("bob");
+    let small = populate_small(&bob);
+    let set = format!("{},{}", small.inbox[0], small.inbox[1]);
+    bob.adm(&[], &["altmove"], &["mailbox", "INBOX", "uid", &set]);
+
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let listed = list_all(&mount, &bob);
+    assert!(listed >= 10, "listed {listed}");
+    let cold = status_count(&mount, "listing_file_reads");
+    assert!(
+        cold > 0,
+        "a store nobody fetched from: its values must come from the files"
+    );
+    mount.stop();
+
+    for mailbox in bob.statuses().into_keys() {
+        bob.adm(
+            &[],
+            &["fetch"],
+            &[
+                "guid date.received date.saved size.physical size.virtual",
+                "mailbox",
+                &mailbox,
+                "all",
+            ],
+        );
+    }
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    assert_eq!(list_all(&mount, &bob), listed);
+    assert_eq!(
+        status_count(&mount, "listing_file_reads"),
+        0,
+        "listing a store whose cache has every value read message files"
+    );
+    let compared = assert_mount_matches_dovecot(&mount, &bob);
+    assert!(compared.messages >= 10, "compared {compared:?}");
+    mount.stop();
+}
+
+#[test]
+fn sdbox_listing_with_filled_cache_reads_no_message_file() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("dbox_listing_cache_sdbox");
+    listing_uses_the_cache(&dir, DboxLayout::sdbox(":ALT=~/alt"));
+}
+
+#[test]
+fn mdbox_listing_with_filled_cache_reads_no_message_file() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("dbox_listing_cache_mdbox");
+    listing_uses_the_cache(&dir, DboxLayout::mdbox(":ALT=~/alt"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -998,7 +1101,11 @@ fn read_in_chunks(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// sdbox: a missing `u.N`, a truncated one and one whose metadata block is corrupt are
 /// listed, give EIO on stat and read with a log line naming the file; the rest of the
-/// mailbox reads fine, and `mailfs cat` of a damaged one exits 1 naming it.
+/// mailbox reads fine, and `mailfs cat` of a damaged one exits 1 naming it. Dovecot
+/// cached every message's values before the damage (`fetch_all`), so the one with a
+/// corrupt metadata block (its body intact, its file as long as before) is listed from
+/// the cache without opening it, as doveadm reports it: its stat succeeds, its read
+/// gives EIO.
 #[test]
 fn sdbox_damaged_files_are_listed_and_give_eio() {
     require!(Dovecot, Fuse);
@@ -1023,9 +1130,15 @@ fn sdbox_damaged_files_are_listed_and_give_eio() {
     let listed = dir_names(&mount.mailbox("INBOX")).expect("listing INBOX");
     let expected: BTreeSet<String> = small.inbox.iter().map(|u| format!("{u}.eml")).collect();
     assert_eq!(listed, expected, "damaged messages stay listed");
-    for uid in damaged {
+    for uid in [missing, truncated] {
         assert_eio(&mount.message("INBOX", uid), &format!("INBOX uid {uid}"));
     }
+    let listed_meta = before["INBOX"].iter().find(|m| m.uid == bad_meta).unwrap();
+    assert_listed_read_eio(
+        &mount.message("INBOX", bad_meta),
+        listed_meta,
+        &format!("INBOX uid {bad_meta}"),
+    );
     for m in &before["INBOX"] {
         if !damaged.contains(&m.uid) {
             assert_message_matches(&mount.message("INBOX", m.uid), m);
@@ -1061,7 +1174,9 @@ fn sdbox_damaged_files_are_listed_and_give_eio() {
 /// mdbox: in one `m.N` the middle message is truncated (so the map entry of the next one
 /// points past the file's end); in another a metadata block is corrupt; a third `m.N` is
 /// gone. Those messages are listed and give EIO with a log line naming the file; every
-/// other message, even in the same files, reads fine.
+/// other message, even in the same files, reads fine. As in the sdbox test, the message
+/// with the corrupt metadata block is listed from the cache (stat succeeds) and gives EIO
+/// when read.
 #[test]
 fn mdbox_damaged_files_are_listed_and_give_eio() {
     require!(Dovecot, Fuse);
@@ -1107,6 +1222,8 @@ fn mdbox_damaged_files_are_listed_and_give_eio() {
     let (path, ms) = full[1];
     dbox::overwrite(path, ms[1].metadata.start, b"\nXX\n");
     mark(path, &ms[1]);
+    let bad_meta = by_guid[ms[1].guid.as_str()];
+    let bad_meta = (bad_meta.0, bad_meta.1.uid);
     // 3: the file is gone.
     let (path, ms) = full[2];
     fs::remove_file(path).unwrap();
@@ -1125,7 +1242,9 @@ fn mdbox_damaged_files_are_listed_and_give_eio() {
         );
         for m in messages {
             let path = mount.message(mailbox, m.uid);
-            if damaged
+            if (mailbox.as_str(), m.uid) == bad_meta {
+                assert_listed_read_eio(&path, m, &format!("{mailbox} uid {}", m.uid));
+            } else if damaged
                 .iter()
                 .any(|(mb, uid, _)| mb == mailbox && *uid == m.uid)
             {

@@ -84,6 +84,11 @@ decoded_cache_bytes: {}",
             load(&stats.decoder_starts),
             ctx.decoded.bytes()
         );
+        let _ = writeln!(
+            out,
+            "listing_file_reads: {}",
+            load(&stats.listing_file_reads)
+        );
         if let Some(w) = &self.watcher {
             let st = w.stats();
             let polls = load(&st.polls);

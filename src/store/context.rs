@@ -71,6 +71,10 @@ pub struct StoreStats {
     /// Decoders of compressed messages started at a stream's first byte (a message's
     /// first decode, and every restart to reach bytes no longer kept).
     pub decoder_starts: AtomicU64,
+    /// dbox messages read from their files (`u.N` opened, or an `m.N` read at the
+    /// message's offset) to list them: those whose listed values the index and the cache
+    /// did not all give (`dbox_indexed`).
+    pub listing_file_reads: AtomicU64,
 }
 
 /// A store's settings, counters, and the recheck generation of its stamps.

@@ -8,7 +8,8 @@
 //! - the mdbox map index (`storage/dovecot.map.index`): map_uid -> (file_id, offset);
 //! - the dbox files: the message bytes, and metadata (`G` guid, `R` received, `V` virtual
 //!   size);
-//! - `dovecot.index.cache`, consulted first for dates and virtual sizes, as doveadm does.
+//! - `dovecot.index.cache`, consulted first for dates and virtual sizes, as doveadm does;
+//!   when it holds every value listed, the dbox file is only `stat`ed (`dbox_indexed.rs`).
 //! - with `mail_attachment_dir`, the attachment files the metadata `X` names
 //!   (`attachments.rs`, given `--attachment-dir`).
 //!
@@ -32,6 +33,7 @@ use super::access::{self, Need};
 use super::attachments;
 use super::cache::{Built, FoundDir, MailboxList, Presented, present_root};
 use super::cached::{Backend, Cached};
+use super::dbox_indexed::{CachedListing, FileStats};
 use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
@@ -529,7 +531,7 @@ impl DboxStore {
     ) -> Result<Vec<MessageMeta>> {
         let st = &index.state;
         let mut previous = UidCursor::new(previous);
-        let mut reader = self.stored_reader(index)?;
+        let mut reader = self.stored_reader(paths, index)?;
         let mut out = Vec::with_capacity(st.records.len());
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
@@ -544,9 +546,11 @@ impl DboxStore {
     }
 
     /// What reading stored messages needs: for mdbox the map and the open `m.N` files.
-    fn stored_reader(&self, index: &IndexView) -> Result<StoredReader> {
+    fn stored_reader(&self, paths: &MailboxPaths, index: &IndexView) -> Result<StoredReader> {
         if self.loc.format != Format::Mdbox {
-            return Ok(StoredReader::Sdbox);
+            return Ok(StoredReader::Sdbox {
+                stats: FileStats::new(&paths.mail, paths.alt.as_deref()),
+            });
         }
         let map_paths = self.map_paths();
         let map = self
@@ -559,6 +563,10 @@ impl DboxStore {
             files: OpenMFiles::default(),
             ext: index.state.ext("mdbox").map(|(_, e)| e.clone()),
             root: self.loc.root.clone(),
+            stats: FileStats::new(
+                &self.loc.root.join("storage"),
+                self.loc.alt.as_ref().map(|a| a.join("storage")).as_deref(),
+            ),
         })
     }
 
@@ -575,8 +583,12 @@ impl DboxStore {
     ) -> Result<MessageMeta> {
         let uid = crate::index::records::record_uid(rec);
         let save_date = reader.save_date(rec)?;
+        if let Some(m) = Self::indexed_message(reader, index, cache, rec, save_date) {
+            return Ok(m);
+        }
+        StoreContext::count(&self.ctx.stats.listing_file_reads);
         let (locator, resolved) = match reader {
-            StoredReader::Sdbox => {
+            StoredReader::Sdbox { .. } => {
                 let resolved = self.read_sdbox(paths, uid);
                 (Locator::Sdbox, resolved)
             }
@@ -628,6 +640,58 @@ impl DboxStore {
                 },
             ),
             Err(problem) => Self::broken(uid, rec, locator, problem),
+        })
+    }
+
+    /// The message listed from the index and the cache alone, as doveadm does
+    /// ([`super::dbox_indexed`]), when the cache gives every value presented and the
+    /// message's file is there: its owner and mode (and, failing a cached save date, its
+    /// ctime) come from a `stat`, nothing is opened. `None`: read it from its file.
+    fn indexed_message(
+        reader: &mut StoredReader,
+        index: &IndexView,
+        cache: Option<&dyn CachedValues>,
+        rec: &[u8],
+        save_date: Option<i64>,
+    ) -> Option<MessageMeta> {
+        let uid = crate::index::records::record_uid(rec);
+        let cached =
+            CachedListing::from_cache(cache?.message(index, uid)?, Self::vsize_ext(index, rec))?;
+        // A file too short to hold what is listed is read the full way, which says what
+        // is wrong with it (a truncation shows while listing, as before).
+        let (file, locator) = match reader {
+            StoredReader::Sdbox { stats } => {
+                let st = stats.regular(&format!("u.{uid}"))?;
+                // A plain body is in the file whole; a compressed one or one with external
+                // attachments may be smaller than its size: read those.
+                (st.size >= cached.size).then_some((st, Locator::Sdbox))?
+            }
+            StoredReader::Mdbox {
+                map, ext, stats, ..
+            } => {
+                let map_uid = ext
+                    .as_ref()
+                    .and_then(|e| e.slice(rec))
+                    .and_then(|b| le::u32_at(b, 0))?;
+                let (file_id, offset, span) = map_entry(map, map_uid)?;
+                let st = stats.mfile(file_id)?;
+                let end = u64::from(offset) + u64::from(span);
+                (span > 0 && st.size >= end).then_some((st, Locator::Mdbox(map_uid)))?
+            }
+        };
+        Some(MessageMeta {
+            key: MessageKey::Uid(uid),
+            size: cached.size,
+            virtual_size: cached.virtual_size,
+            received: cached.received,
+            // As `with_cache`: the cache, then mdbox's extension, then the file's ctime.
+            saved: cached.saved.or(save_date).unwrap_or(file.ctime),
+            flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
+            keywords: Self::keyword_set(index, rec),
+            guid: cached.guid.into_boxed_str(),
+            owner: files::owner_of(&file),
+            locator,
+            problem: None,
         })
     }
 
@@ -690,7 +754,7 @@ impl DboxStore {
         let cache =
             CacheLookup::open(&paths.index.join("dovecot.index.cache"), index).unwrap_or_default();
         let cache = cache.as_ref().map(|c| c as &dyn CachedValues);
-        let mut reader = self.stored_reader(index)?;
+        let mut reader = self.stored_reader(paths, index)?;
         let mut from_files: Vec<u32> = delta.added.clone();
         for uid in delta.changed.iter().chain(&from.broken) {
             let Some(rec) = new.records.get(*uid) else {
@@ -832,7 +896,9 @@ impl DboxStore {
         MessageMeta {
             key: MessageKey::Uid(uid),
             size: m.size,
-            virtual_size: cached.size_virtual.unwrap_or(m.virtual_size),
+            virtual_size: Self::vsize_ext(index, rec)
+                .or(cached.size_virtual)
+                .unwrap_or(m.virtual_size),
             received: cached.date_received.map_or(m.received, i64::from),
             saved: cached
                 .date_save
@@ -849,6 +915,15 @@ impl DboxStore {
             locator: m.locator.clone(),
             problem: m.problem.clone(),
         }
+    }
+
+    /// The virtual size the index's `vsize` record extension holds (stored plus one; 0:
+    /// not known), which Dovecot takes before the cache's (index-mail.c
+    /// `index_mail_get_cached_virtual_size`).
+    fn vsize_ext(index: &IndexView, rec: &[u8]) -> Option<u64> {
+        let (_, ext) = index.state.ext("vsize")?;
+        let stored = le::u32_exact(ext.slice(rec)?)?;
+        stored.checked_sub(1).map(u64::from)
     }
 
     /// The record's keywords: position i = keyword i of the index list, which is also
@@ -913,7 +988,10 @@ impl DboxStore {
                 last_problem = format!("m.{file_id} vanished (purge or altmove)");
                 continue;
             };
-            match read_message_header(&file, &path, Some(u64::from(offset))) {
+            let header = read_message_header(&file, &path, Some(u64::from(offset)));
+            // A damaged metadata block (see the sdbox `open`).
+            let header = header.and_then(|h| read_metadata(&file, &path, &h).map(|_| h));
+            match header {
                 Ok(found) if found.body_size == expected_size => {
                     return Ok(MessageSource::file_range(
                         file,
@@ -1011,7 +1089,10 @@ pub(super) struct Continue {
 
 /// How stored messages are read during one build.
 enum StoredReader {
-    Sdbox,
+    Sdbox {
+        /// `u.N` looked up by `stat` alone.
+        stats: FileStats,
+    },
     Mdbox {
         map_paths: IndexPaths,
         map: Arc<IndexView>,
@@ -1019,6 +1100,8 @@ enum StoredReader {
         /// The mailbox index's `mdbox` extension (map_uid, save_date).
         ext: Option<crate::index::state::Ext>,
         root: PathBuf,
+        /// `m.N` looked up by `stat` alone.
+        stats: FileStats,
     },
 }
 
@@ -1143,6 +1226,21 @@ struct Found {
 /// file: file header, message header, and the metadata block after the body.
 fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> {
     let mh = read_message_header(file, path, offset)?;
+    let metadata = read_metadata(file, path, &mh)?;
+    let form = match metadata.physical_size {
+        Some(z) if z != mh.body_size => decoded::stored_form(file, mh.body_offset, mh.body_size)
+            .map_err(|e| Error::io(path, e))?,
+        _ => StoredForm::Plain,
+    };
+    Ok(Found {
+        body_size: mh.body_size,
+        metadata,
+        form,
+    })
+}
+
+/// The metadata block after the body of the message `mh` describes.
+fn read_metadata(file: &File, path: &Path, mh: &dbox::MessageHeader) -> Result<dbox::Metadata> {
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let meta_at = mh.metadata_offset();
     let mut want = 4096u64;
@@ -1150,20 +1248,7 @@ fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> 
         let take = want.min(len.saturating_sub(meta_at));
         let window = read_at(file, path, meta_at, take)?;
         match dbox::parse_metadata(&window, 0) {
-            Ok(metadata) => {
-                let form = match metadata.physical_size {
-                    Some(z) if z != mh.body_size => {
-                        decoded::stored_form(file, mh.body_offset, mh.body_size)
-                            .map_err(|e| Error::io(path, e))?
-                    }
-                    _ => StoredForm::Plain,
-                };
-                return Ok(Found {
-                    body_size: mh.body_size,
-                    metadata,
-                    form,
-                });
-            }
+            Ok(metadata) => return Ok(metadata),
             Err(_) if take == want && want < METADATA_MAX => want *= 8,
             Err(mut e) => {
                 e.offset += meta_at;
@@ -1234,12 +1319,19 @@ fn open_primary_or_alt(paths: &MailboxPaths, name: &str) -> Result<Option<(File,
 /// (file_id, offset) of a map_uid in the mdbox map (`map` extension: u32 file_id, u32
 /// offset, u32 size). A file_id of 0 is corruption and treated as absent.
 fn map_location(map: &IndexView, map_uid: u32) -> Option<(u32, u32)> {
+    map_entry(map, map_uid).map(|(file_id, offset, _)| (file_id, offset))
+}
+
+/// (file_id, offset, size) of a map_uid in the mdbox map; `size` is the bytes the message
+/// takes in `m.N`: its dbox header, stored body and metadata block.
+fn map_entry(map: &IndexView, map_uid: u32) -> Option<(u32, u32, u32)> {
     let (_, ext) = map.state.ext("map")?;
     let rec = map.state.records.get(map_uid)?;
     let b = ext.slice(rec)?;
     let file_id = le::u32_at(b, 0)?;
     let offset = le::u32_at(b, 4)?;
-    (file_id != 0).then_some((file_id, offset))
+    let size = le::u32_at(b, 8)?;
+    (file_id != 0).then_some((file_id, offset, size))
 }
 
 impl Backend for DboxStore {
@@ -1317,6 +1409,9 @@ impl Backend for DboxStore {
             Error::not_found(format!("{}: {name} (expunged)", paths.mail.display()))
         })?;
         let found = read_message_header(&file, &path, None)?;
+        // The listing may have come from the cache alone (`dbox_indexed`): a damaged
+        // metadata block is found here, as listing it from the file would have found it.
+        read_metadata(&file, &path, &found)?;
         if found.body_size != meta.size {
             // sdbox renames each attachment to end in -<mailbox guid>-<uid>
             // (sdbox_get_attachment_path_suffix()).

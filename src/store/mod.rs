@@ -17,6 +17,7 @@ pub mod cache;
 mod cached;
 pub mod context;
 pub mod dbox;
+mod dbox_indexed;
 pub mod decoded;
 pub mod feed;
 mod files;
