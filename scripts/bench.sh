@@ -527,56 +527,38 @@ sample_uids() {
     }'
 }
 
-# first_pass KEY LOCATION MOUNTPOINT JOB ARGS...: like measure, but every run (the checked
-# one and the $runs timed ones) right after a remount: mailfs's views and the kernel's FUSE
-# page cache are empty (the store's own files stay in the page cache, as for the raw rows).
+# first_pass KEY LOCATION MOUNTPOINT JOB ARGS...: fresh_pass with every run (the checked
+# one and the $runs timed ones) right after a remount (with FIRST_PASS_ARGS): mailfs's views
+# and the kernel's FUSE page cache are empty (the store's own files stay in the page cache,
+# as for the raw rows).
 first_pass() {
-    local key=$1 location=$2 mp=$3 job=$4 i t0 t1 times=()
-    shift 4
-    for ((i = 0; i <= runs; i++)); do
-        remount "$location" "$mp" "${FIRST_PASS_ARGS[@]}"
-        if [ "$i" = 0 ]; then
-            rm -f "$RUN_DIR/warm.out"
-            sink=$RUN_DIR/warm.out
-            "$job" "$@"
-            sink=/dev/null
-            continue
-        fi
-        t0=${EPOCHREALTIME/./}
-        "$job" "$@"
-        t1=${EPOCHREALTIME/./}
-        times+=($((t1 - t0)))
-    done
-    R[$key]=$(median "${times[@]}")
+    local key=$1
+    PASS_LOCATION=$2 PASS_MP=$3 PASS_DROP=""
+    shift 3
+    fresh_pass "$key" pass_setup "$@"
 }
 
-# cold_pass KEY LOCATION MP JOB ARGS...: like first_pass, and the kernel's page cache
-# (the store's files included) dropped before each run (LOCATION "": no mount, the raw
-# store). Needs root; without it the row is left out with a warning.
+# cold_pass KEY LOCATION MP JOB ARGS...: as first_pass, and the kernel's page cache (the
+# store's files included) dropped before each run (LOCATION "": no mount, the raw store).
+# Needs root; without it the row is left out with a warning.
 cold_pass() {
-    local key=$1 location=$2 mp=$3 job=$4 i t0 t1 times=()
-    shift 4
+    local key=$1
+    PASS_LOCATION=$2 PASS_MP=$3 PASS_DROP=1
+    shift 3
     if [ ! -w /proc/sys/vm/drop_caches ]; then
         WARNINGS+=("cold rows left out: /proc/sys/vm/drop_caches is not writable (not root)")
         return 0
     fi
-    for ((i = 0; i <= runs; i++)); do
-        [ -z "$location" ] || remount "$location" "$mp"
+    fresh_pass "$key" pass_setup "$@"
+}
+
+# pass_setup: first_pass's and cold_pass's setup before each run.
+pass_setup() {
+    [ -z "$PASS_LOCATION" ] || remount "$PASS_LOCATION" "$PASS_MP" "${FIRST_PASS_ARGS[@]}"
+    if [ -n "$PASS_DROP" ]; then
         sync
         echo 3 >/proc/sys/vm/drop_caches
-        if [ "$i" = 0 ]; then
-            rm -f "$RUN_DIR/warm.out"
-            sink=$RUN_DIR/warm.out
-            "$job" "$@"
-            sink=/dev/null
-            continue
-        fi
-        t0=${EPOCHREALTIME/./}
-        "$job" "$@"
-        t1=${EPOCHREALTIME/./}
-        times+=($((t1 - t0)))
-    done
-    R[$key]=$(median "${times[@]}")
+    fi
 }
 
 # cat_latency KEY PATH...: median single-file cat in µs over all PATHs, after one warm-up

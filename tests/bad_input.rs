@@ -13,6 +13,7 @@ use crate::util::corpus::email;
 use crate::util::dovecot::{Dovecot, Layout, User};
 use crate::util::fsx::{dir_names, errno, errno_name};
 use crate::util::mount::{Mount, mailfs, mount_must_fail};
+use crate::util::pki::mail_crypt_settings;
 use crate::util::{TestDir, mailfs_bin, set_mode, show};
 
 /// A small valid store: INBOX with two messages, `Work/Sub` with three.
@@ -649,45 +650,9 @@ fn a_compressed_maildir_message_is_decoded_not_called_truncated() {
 fn an_encrypted_maildir_message_is_named_encrypted() {
     require!(Dovecot, Fuse);
     let dir = TestDir::new("bad_encrypted");
-    let keys = dir.mkdir("keys");
-    for args in [
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "ec.key",
-        ][..],
-        &["pkey", "-in", "ec.key", "-out", "private.pem"],
-        &["pkey", "-in", "ec.key", "-pubout", "-out", "public.pem"],
-    ] {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&keys)
-            .output()
-            .expect("running openssl");
-        assert!(out.status.success(), "openssl {args:?}");
-    }
-    let private = format!(
-        "plugin/mail_crypt_global_private_key = <{}",
-        keys.join("private.pem").display()
-    );
-    let public = format!(
-        "plugin/mail_crypt_global_public_key = <{}",
-        keys.join("public.pem").display()
-    );
-    let dovecot = Dovecot::start_with_settings(
-        &dir,
-        Layout::MaildirPlusPlus,
-        &[
-            "mail_plugins = $mail_plugins mail_crypt",
-            &private,
-            &public,
-            "plugin/mail_crypt_save_version = 2",
-        ],
-    );
+    let settings = mail_crypt_settings(&dir.mkdir("keys"));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let dovecot = Dovecot::start_with_settings(&dir, Layout::MaildirPlusPlus, &settings);
     let bob = dovecot.user("bob");
     let uid = bob.save("INBOX", &email(1, "Sealed", "for the key holder only\n"));
     let file = message_file(&bob, "INBOX", uid);

@@ -18,6 +18,7 @@ use crate::util::corpus::{email, large};
 use crate::util::dovecot::{DboxLayout, Dovecot, Layout, Message, User};
 use crate::util::fsx::{errno, getxattr, walk};
 use crate::util::mount::Mount;
+use crate::util::pki::mail_crypt_settings;
 
 const ZLIB: &str = "mail_plugins = $mail_plugins zlib";
 
@@ -482,45 +483,9 @@ fn damaged_mdbox_streams_give_eio_naming_the_file() {
 fn an_encrypted_sdbox_message_is_named_encrypted() {
     require!(Dovecot, Fuse);
     let dir = TestDir::new("zlib_crypt_sdbox");
-    let keys = dir.mkdir("keys");
-    for args in [
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "ec.key",
-        ][..],
-        &["pkey", "-in", "ec.key", "-out", "private.pem"],
-        &["pkey", "-in", "ec.key", "-pubout", "-out", "public.pem"],
-    ] {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&keys)
-            .output()
-            .expect("running openssl");
-        assert!(out.status.success(), "openssl {args:?}");
-    }
-    let private = format!(
-        "plugin/mail_crypt_global_private_key = <{}",
-        keys.join("private.pem").display()
-    );
-    let public = format!(
-        "plugin/mail_crypt_global_public_key = <{}",
-        keys.join("public.pem").display()
-    );
-    let dovecot = Dovecot::start_with_settings(
-        &dir,
-        DboxLayout::sdbox(""),
-        &[
-            "mail_plugins = $mail_plugins mail_crypt",
-            &private,
-            &public,
-            "plugin/mail_crypt_save_version = 2",
-        ],
-    );
+    let settings = mail_crypt_settings(&dir.mkdir("keys"));
+    let settings: Vec<&str> = settings.iter().map(String::as_str).collect();
+    let dovecot = Dovecot::start_with_settings(&dir, DboxLayout::sdbox(""), &settings);
     let bob = dovecot.user("bob");
     let plain = bob.save("INBOX", &email(1, "Sealed", "for the key holder only\n"));
     let file = bob.mailbox_dir("INBOX").join(format!("u.{plain}"));

@@ -39,7 +39,7 @@ use super::stamp::Stamp;
 use super::{
     FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
 };
-use super::{KeywordSet, Messages, StoreContext, files, listindex, locks};
+use super::{KeywordSet, Messages, StoreContext, files, listindex, locks, private_flags};
 use crate::error::{Error, Result};
 use crate::format::dbox;
 use crate::format::{MailFlags, hex, le};
@@ -170,48 +170,18 @@ impl DboxStore {
         }
     }
 
-    /// `LAYOUT=index`: the mailbox tree from the list index ([`listindex`]); a node with a
-    /// GUID is a mailbox in its GUID directory. The list index's files and each mailbox
-    /// directory are stamped.
+    /// `LAYOUT=index`: the mailbox tree from the list index ([`listindex::mailbox_list`]).
     fn scan_list_index(&self) -> Result<MailboxList<MailboxPaths>> {
-        let list = listindex::paths(&self.loc);
-        let mut stamp = Stamp::take(&self.ctx, listindex::stamped(&list));
-        let listed = listindex::read(&self.indexes, &list, &self.loc)?;
         let shared = self.shared_deps();
-        let root = present_root(&self.loc.root, &[&list.dir])?;
-        let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
-        for node in listed {
-            let Some(guid) = node.guid else {
-                found.insert(
-                    node.name,
-                    FoundDir {
-                        paths: None,
-                        presented: root,
-                    },
-                );
-                continue;
-            };
-            let paths = self.guid_paths(&guid);
-            stamp.push(paths.mail.clone());
-            // A directory not there (yet) is found out when the mailbox is read.
-            let presented = match files::lstat(&paths.mail) {
-                Ok(st) => self.present(&st, &paths, &shared),
-                Err(_) => root,
-            };
-            found.insert(
-                node.name,
-                FoundDir {
-                    paths: Some(paths),
-                    presented,
-                },
-            );
-        }
-        Ok(MailboxList::from_found(
-            found,
-            root,
+        listindex::mailbox_list(
+            &self.ctx,
+            &self.indexes,
+            &self.loc,
             self.loc.no_noselect,
-            stamp,
-        ))
+            |guid| self.guid_paths(guid),
+            |p| &p.mail,
+            |p, st| self.present(st, p, &shared),
+        )
     }
 
     /// INBOX's paths with `INBOX=`: its mail (and, without `INDEX=`, its index) directly in
@@ -454,7 +424,7 @@ impl DboxStore {
                 let mut messages =
                     self.all_messages(paths, &index, cache, previous.map(|p| &*p.view))?;
                 if let Some(pvt_dir) = &paths.pvt {
-                    self.apply_private_flags(pvt_dir, &mut messages)?;
+                    private_flags::apply(&self.indexes, pvt_dir, &mut messages)?;
                 }
                 let broken = messages
                     .iter()
@@ -495,29 +465,6 @@ impl DboxStore {
             stamp,
             extra: Continue { index, broken },
         })
-    }
-
-    /// `INDEXPVT=`: `\Seen` is private (`mailbox_get_private_flags_mask`). A message with a
-    /// record in the private index takes its `\Seen` from there; one without keeps the
-    /// shared flag (`index_mail_get_flags`).
-    fn apply_private_flags(&self, dir: &Path, messages: &mut [MessageMeta]) -> Result<()> {
-        let paths = IndexPaths {
-            dir: dir.to_path_buf(),
-            prefix: "dovecot.index.pvt".into(),
-        };
-        let Some(pvt) = self.indexes.view(&paths)? else {
-            return Ok(());
-        };
-        for m in messages.iter_mut() {
-            let MessageKey::Uid(uid) = m.key else {
-                continue;
-            };
-            if let Some(rec) = pvt.state.records.get(uid) {
-                let private = rec.get(4).copied().unwrap_or(0) & MailFlags::SEEN.0;
-                m.flags = MailFlags((m.flags.0 & !MailFlags::SEEN.0) | private);
-            }
-        }
-        Ok(())
     }
 
     /// Every message of the index, each from its `u.N` / `m.N` (or from `previous`, which
@@ -1001,14 +948,7 @@ impl DboxStore {
                 }
                 // Compressed: the metadata's plaintext size is the size listed.
                 Ok(found) if compressed_to(&file, &path, offset, expected_size) => {
-                    return decoded::open_stored(
-                        &self.ctx,
-                        file,
-                        &path,
-                        found.body_offset,
-                        found.body_size,
-                        expected_size,
-                    );
+                    return self.decode(file, &path, &found, expected_size);
                 }
                 Ok(found) => {
                     // A message with external attachments is larger than its stored
@@ -1039,6 +979,25 @@ impl DboxStore {
 }
 
 impl DboxStore {
+    /// The compressed body `found` locates in `file`, decoded to the `size` listed (the
+    /// metadata's plaintext size).
+    fn decode(
+        &self,
+        file: File,
+        path: &Path,
+        found: &dbox::MessageHeader,
+        size: u64,
+    ) -> Result<MessageSource> {
+        decoded::open_stored(
+            &self.ctx,
+            file,
+            path,
+            found.body_offset,
+            found.body_size,
+            size,
+        )
+    }
+
     /// The message at `offset` of `file` (sdbox: `None`) put together with its external
     /// attachments (`attachments.rs`), if its metadata lists any and says the message is
     /// `size` bytes; `Ok(None)` when it lists none (or another size: not this message).
@@ -1420,14 +1379,7 @@ impl Backend for DboxStore {
                 return Ok(src);
             }
             // Compressed: decoded to the size listed from the metadata.
-            return decoded::open_stored(
-                &self.ctx,
-                file,
-                &path,
-                found.body_offset,
-                found.body_size,
-                meta.size,
-            );
+            return self.decode(file, &path, &found, meta.size);
         }
         Ok(MessageSource::file_range(
             file,

@@ -593,6 +593,19 @@ mod tests {
         }
     }
 
+    /// Reads `src` from its end to its start in 4 KiB steps, checking each against `data`.
+    fn read_backwards(src: &MessageSource, data: &[u8]) {
+        let mut at = data.len() as u64;
+        while at > 0 {
+            let from = at.saturating_sub(4096);
+            assert_eq!(
+                read(src, from, (at - from) as usize).unwrap(),
+                &data[from as usize..at as usize]
+            );
+            at = from;
+        }
+    }
+
     #[test]
     fn reading_backwards_restarts_once_per_budget_not_per_read() {
         let data = sample(2_000_000);
@@ -601,29 +614,13 @@ mod tests {
         let (t, file) = stored(&packed, b"", b"");
         let c = ctx(4 << 20);
         let src = open_stored(&c, file, &t.0, 0, packed.len() as u64, data.len() as u64).unwrap();
-        let mut at = data.len() as u64;
-        while at > 0 {
-            let from = at.saturating_sub(4096);
-            assert_eq!(
-                read(&src, from, (at - from) as usize).unwrap(),
-                &data[from as usize..at as usize]
-            );
-            at = from;
-        }
+        read_backwards(&src, &data);
         assert_eq!(starts(&c), 1);
         // Twice the budget: a restart per budget's worth, not per 4 KiB.
         let c = ctx(1 << 20);
         let file = File::open(&t.0).unwrap();
         let src = open_stored(&c, file, &t.0, 0, packed.len() as u64, data.len() as u64).unwrap();
-        let mut at = data.len() as u64;
-        while at > 0 {
-            let from = at.saturating_sub(4096);
-            assert_eq!(
-                read(&src, from, (at - from) as usize).unwrap(),
-                &data[from as usize..at as usize]
-            );
-            at = from;
-        }
+        read_backwards(&src, &data);
         assert!(starts(&c) <= 6, "{} decoder starts", starts(&c));
         assert!(c.decoded.bytes() <= 1 << 20);
     }

@@ -10,13 +10,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{MailboxName, files};
+use std::sync::Arc;
+
+use super::cache::{FoundDir, MailboxList, Presented, present_root};
+use super::stamp::Stamp;
+use super::{MailboxName, StoreContext, files};
 use crate::error::{Error, Result};
 use crate::format::hex;
 use crate::format::listindex::{self, LIST_EXT, ListNode};
 use crate::index::pool::IndexPool;
 use crate::index::reader::IndexPaths;
 use crate::location::Location;
+use crate::sys;
 
 /// One node of the tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +30,43 @@ pub(super) struct Listed {
     pub name: MailboxName,
     /// Its mailbox GUID (32 hex digits); `None` for a level that is no mailbox.
     pub guid: Option<String>,
+}
+
+/// The mailbox list of a `LAYOUT=index` store: every node of its list index; a node with
+/// a GUID is a mailbox whose paths `paths_of` gives (`mail_of` names its mail directory),
+/// presented by `present` from that directory's `lstat`, or like the root while the
+/// directory is not there (that is found out when the mailbox is read). The list index's
+/// files and each mailbox directory are stamped.
+pub(super) fn mailbox_list<P>(
+    ctx: &Arc<StoreContext>,
+    pool: &IndexPool,
+    loc: &Location,
+    no_noselect: bool,
+    paths_of: impl Fn(&str) -> P,
+    mail_of: impl Fn(&P) -> &Path,
+    present: impl Fn(&P, &sys::Stat) -> Presented,
+) -> Result<MailboxList<P>> {
+    let list = paths(loc);
+    let mut stamp = Stamp::take(ctx, stamped(&list));
+    let listed = read(pool, &list, loc)?;
+    let root = present_root(&loc.root, &[&list.dir])?;
+    let mut found: BTreeMap<MailboxName, FoundDir<P>> = BTreeMap::new();
+    for node in listed {
+        let paths = node.guid.map(|g| paths_of(&g));
+        let presented = match &paths {
+            Some(p) => {
+                let mail = mail_of(p);
+                stamp.push(mail.to_path_buf());
+                match files::lstat(mail) {
+                    Ok(st) => present(p, &st),
+                    Err(_) => root,
+                }
+            }
+            None => root,
+        };
+        found.insert(node.name, FoundDir { paths, presented });
+    }
+    Ok(MailboxList::from_found(found, root, no_noselect, stamp))
 }
 
 /// Where the list index of `loc` is.

@@ -33,7 +33,7 @@ use super::stamp::Stamp;
 use super::{
     FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
 };
-use super::{Messages, StoreContext, files, listindex, locks};
+use super::{Messages, StoreContext, files, listindex, locks, private_flags};
 use crate::error::{Error, Result};
 use crate::format::cache::CachedMessage;
 use crate::format::maildir::{self as fmt, Keywords};
@@ -182,37 +182,30 @@ impl MaildirStore {
         }
     }
 
-    /// `LAYOUT=index`: the mailbox tree from the list index ([`listindex`]); a node with a
-    /// GUID is a mailbox in its GUID directory. The list index's files and each mailbox
-    /// directory are stamped.
+    /// `LAYOUT=index`: the mailbox tree from the list index ([`listindex::mailbox_list`]).
     fn scan_list_index(&self) -> Result<MailboxList<MailboxPaths>> {
-        let list = listindex::paths(&self.loc);
-        let mut stamp = Stamp::take(&self.ctx, listindex::stamped(&list));
-        let listed = listindex::read(&self.indexes, &list, &self.loc)?;
+        let shared = self.outside_root_deps();
+        listindex::mailbox_list(
+            &self.ctx,
+            &self.indexes,
+            &self.loc,
+            false,
+            |guid| self.guid_paths(guid),
+            |p| &p.mail,
+            |p, st| present_mailbox(&p.mail, st, &shared),
+        )
+    }
+
+    /// `CONTROL=` and `INDEX=` directories outside the root, with their ancestors: every
+    /// mailbox is also read from them (see [`access`]).
+    fn outside_root_deps(&self) -> Vec<(FileOwner, Need)> {
         let mut shared = Vec::new();
         for dir in [&self.loc.control, &self.loc.index].into_iter().flatten() {
             if !dir.starts_with(&self.loc.root) {
                 shared.extend(access::outside_root(dir));
             }
         }
-        let root = present_root(&self.loc.root, &[&list.dir])?;
-        let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
-        for node in listed {
-            let paths = node.guid.map(|g| self.guid_paths(&g));
-            let presented = match &paths {
-                Some(p) => {
-                    stamp.push(p.mail.clone());
-                    // A directory not there (yet) is found out when the mailbox is read.
-                    match files::lstat(&p.mail) {
-                        Ok(st) => present_mailbox(&p.mail, &st, &shared),
-                        Err(_) => root,
-                    }
-                }
-                None => root,
-            };
-            found.insert(node.name, FoundDir { paths, presented });
-        }
-        Ok(MailboxList::from_found(found, root, false, stamp))
+        shared
     }
 
     /// Decodes one on-disk name level to UTF-8.
@@ -225,12 +218,7 @@ impl MaildirStore {
         let mut stamp = Stamp::take(&self.ctx, vec![root.clone(), self.inbox_mail_dir()]);
         let mut found: BTreeMap<MailboxName, FoundDir<MailboxPaths>> = BTreeMap::new();
         // Directories outside the root every mailbox is also read from.
-        let mut shared = Vec::new();
-        for dir in [&self.loc.control, &self.loc.index].into_iter().flatten() {
-            if !dir.starts_with(root) {
-                shared.extend(access::outside_root(dir));
-            }
-        }
+        let shared = self.outside_root_deps();
         let inbox = self.paths_for(None);
         if files::exists_nofollow(&inbox.mail.join("cur")) {
             let st = files::dir_stat(&inbox.mail)?;
@@ -557,7 +545,7 @@ impl MaildirStore {
             }
         }
         if let Some(pvt_dir) = &paths.pvt {
-            self.apply_private_flags(pvt_dir, &mut messages)?;
+            private_flags::apply(&self.indexes, pvt_dir, &mut messages)?;
         }
         // One log line per change of the set, not one per rescan.
         let already_logged = previous.is_some_and(|p| p.extra.missing == missing);
@@ -783,30 +771,6 @@ impl MaildirStore {
             locator: Locator::Maildir(locator.into_boxed_slice()),
             problem,
         })
-    }
-
-    /// `INDEXPVT=`: `\Seen` is private (`mailbox_get_private_flags_mask`). A message with
-    /// a record in the private index takes its `\Seen` from there; one without keeps the
-    /// flag of its file name (`index_mail_get_flags`). As for dbox (`DboxStore`).
-    fn apply_private_flags(&self, dir: &Path, messages: &mut [MessageMeta]) -> Result<()> {
-        let paths = IndexPaths {
-            dir: dir.to_path_buf(),
-            prefix: "dovecot.index.pvt".into(),
-        };
-        let Some(pvt) = self.indexes.view(&paths)? else {
-            return Ok(());
-        };
-        let seen = crate::format::MailFlags::SEEN.0;
-        for m in messages.iter_mut() {
-            let MessageKey::Uid(uid) = m.key else {
-                continue;
-            };
-            if let Some(rec) = pvt.state.records.get(uid) {
-                let private = rec.get(4).copied().unwrap_or(0) & seen;
-                m.flags = crate::format::MailFlags((m.flags.0 & !seen) | private);
-            }
-        }
-        Ok(())
     }
 
     /// Dovecot's index of a mailbox and its cache, when present and readable. A broken

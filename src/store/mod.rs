@@ -32,6 +32,7 @@ pub mod mbox;
 #[cfg(test)]
 pub mod memory;
 pub mod messages;
+mod private_flags;
 pub mod source;
 mod stamp;
 pub mod users;

@@ -106,3 +106,40 @@ impl Pki {
         }
     }
 }
+
+/// Dovecot settings for its mail_crypt plugin with global EC keys made in `keys` (a
+/// prime256v1 key pair): messages saved with them are encrypted (`CRYPTED` streams).
+pub fn mail_crypt_settings(keys: &Path) -> Vec<String> {
+    for args in [
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.key",
+        ][..],
+        &["pkey", "-in", "ec.key", "-out", "private.pem"],
+        &["pkey", "-in", "ec.key", "-pubout", "-out", "public.pem"],
+    ] {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(keys)
+            .output()
+            .expect("running openssl");
+        assert!(out.status.success(), "openssl {args:?}");
+    }
+    vec![
+        "mail_plugins = $mail_plugins mail_crypt".to_string(),
+        format!(
+            "plugin/mail_crypt_global_private_key = <{}",
+            keys.join("private.pem").display()
+        ),
+        format!(
+            "plugin/mail_crypt_global_public_key = <{}",
+            keys.join("public.pem").display()
+        ),
+        "plugin/mail_crypt_save_version = 2".to_string(),
+    ]
+}
