@@ -722,7 +722,7 @@ fn ls(location: &str, attachment_dir: Option<&Path>, mailbox: Option<&str>) -> C
                     meta.virtual_size,
                     meta.received,
                     meta.saved,
-                    escape(&meta.guid),
+                    escape(&meta.guid_text()),
                     escape(&view.flags_string(meta))
                 )?;
             }

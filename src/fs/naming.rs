@@ -186,7 +186,8 @@ impl Naming {
             MessageKey::Uid(uid) => {
                 // A Maildir store's GUID is the file's base name, whose own `,S=`/`,W=`
                 // fields are left out (ours follow).
-                let g = meta.guid.split(',').next().unwrap_or_default();
+                let guid = meta.guid_text();
+                let g = guid.split(',').next().unwrap_or_default();
                 let plain = !g.is_empty()
                     && g.bytes()
                         .all(|c| c.is_ascii_alphanumeric() || b".-_".contains(&c));

@@ -180,7 +180,7 @@ decoded_cache_bytes: {}",
                 if let MessageKey::Uid(uid) = key {
                     out.push(("user.mail.uid", uid.to_string().into_bytes()));
                 }
-                out.push(("user.mail.guid", meta.guid.as_bytes().to_vec()));
+                out.push(("user.mail.guid", meta.guid_text().as_bytes().to_vec()));
                 out.push(("user.mail.flags", view.flags_string(meta).into_bytes()));
                 out.push(("user.mail.received", meta.received.to_string().into_bytes()));
                 out.push(("user.mail.saved", meta.saved.to_string().into_bytes()));

@@ -37,7 +37,8 @@ use super::dbox_indexed::{CachedListing, FileStats};
 use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
-    FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
+    FileOwner, Guid, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
+    UidCursor,
 };
 use super::{KeywordSet, Messages, StoreContext, files, listindex, locks, private_flags};
 use crate::error::{Error, Result};
@@ -635,7 +636,7 @@ impl DboxStore {
             saved: cached.saved.or(save_date).unwrap_or(file.ctime),
             flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
             keywords: Self::keyword_set(index, rec),
-            guid: cached.guid.into_boxed_str(),
+            guid: Guid::new(&cached.guid),
             owner: files::owner_of(&file),
             locator,
             problem: None,
@@ -808,8 +809,8 @@ impl DboxStore {
                 .guid
                 .clone()
                 .or(ext_guid)
-                .unwrap_or_default()
-                .into_boxed_str(),
+                .map(Guid::from)
+                .unwrap_or_default(),
             owner: files::owner_of(&sys::Stat::of(file)),
             locator,
             problem: unsupported_encoding(md, found.body_size, found.form, uid, attachment_dir)
@@ -855,7 +856,7 @@ impl DboxStore {
             flags: MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f),
             keywords: Self::keyword_set(index, rec),
             guid: match cached.guid.filter(|g| !g.is_empty()) {
-                Some(g) => g.into_boxed_str(),
+                Some(g) => Guid::new(&g),
                 None => m.guid.clone(),
             },
             owner: m.owner,

@@ -31,7 +31,8 @@ use super::cached::{Backend, Cached};
 use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
-    FileOwner, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource, UidCursor,
+    FileOwner, Guid, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
+    UidCursor,
 };
 use super::{Messages, StoreContext, files, listindex, locks, private_flags};
 use crate::error::{Error, Result};
@@ -754,9 +755,10 @@ impl MaildirStore {
             None => size,
         };
         let problem = problem.map(Arc::<str>::from);
+        // The uidlist's GUID, or else the base name (`base`), which the locator keeps.
         let guid = rec
-            .and_then(|r| r.guid.clone())
-            .unwrap_or_else(|| String::from_utf8_lossy(base).into_owned());
+            .and_then(|r| r.guid.as_deref())
+            .map_or_else(Guid::maildir_base, Guid::new);
         Ok(MessageMeta {
             key,
             size,
@@ -766,7 +768,7 @@ impl MaildirStore {
             saved: cached.date_save.map_or(meta.ctime, i64::from),
             flags: name_flags.flags,
             keywords: KeywordSet::from_mask(name_flags.keywords),
-            guid: guid.into_boxed_str(),
+            guid,
             owner: files::owner_of(&meta),
             locator: Locator::Maildir(locator.into_boxed_slice()),
             problem,

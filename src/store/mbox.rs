@@ -43,7 +43,7 @@ use super::cache::{Built, FoundDir, MailboxList, present_root};
 use super::cached::{Backend, Cached};
 use super::stamp::Stamp;
 use super::{
-    FileOwner, KeywordSet, Locator, MailboxName, MailboxView, MessageKey, MessageMeta,
+    FileOwner, Guid, KeywordSet, Locator, MailboxName, MailboxView, MessageKey, MessageMeta,
     MessageSource, Messages, Piece, StoreContext, files,
 };
 use crate::error::{Error, Result};
@@ -518,7 +518,7 @@ impl MboxStore {
                     saved: c.date_save.map_or(received, i64::from),
                     flags,
                     keywords: kw,
-                    guid: ext_guid.unwrap_or_else(|| f.guid.clone()).into_boxed_str(),
+                    guid: Guid::new(ext_guid.as_deref().unwrap_or(&f.guid)),
                     owner,
                     locator: Locator::Mbox {
                         header: f.header,

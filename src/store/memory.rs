@@ -106,7 +106,7 @@ impl MemoryStore {
                 saved: 1_700_000_000 + i64::from(uid),
                 flags,
                 keywords: crate::store::KeywordSet::default(),
-                guid: format!("guid-{uid}").into_boxed_str(),
+                guid: format!("guid-{uid}").into(),
                 owner: OWNER,
                 locator: Locator::Remote,
                 problem: None,

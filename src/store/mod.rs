@@ -22,6 +22,7 @@ pub mod decoded;
 pub mod feed;
 mod files;
 mod guard;
+pub mod guid;
 pub mod imap;
 pub mod journal;
 pub mod keywords;
@@ -40,6 +41,7 @@ pub mod writer;
 
 pub use context::{StoreConfig, StoreContext, StoreStats};
 pub use feed::{ChangeNotifier, Feed, Pushed};
+pub use guid::Guid;
 pub use keywords::KeywordSet;
 pub use messages::Messages;
 pub use source::{MessageSource, Piece, ReadAt};
@@ -121,8 +123,8 @@ pub struct MessageMeta {
     pub flags: MailFlags,
     /// Keywords, as positions in the view's keyword table.
     pub keywords: KeywordSet,
-    /// Message GUID as Dovecot reports it.
-    pub guid: Box<str>,
+    /// Message GUID as Dovecot reports it (its text: [`MessageMeta::guid_text`]).
+    pub guid: Guid,
     /// Owner, group and permission bits of the message file.
     pub owner: FileOwner,
     /// Where the stored bytes are, in the backend's terms.
@@ -130,6 +132,13 @@ pub struct MessageMeta {
     /// Why the message cannot be read (its file is missing, truncated or corrupt), if so.
     /// Such a message is still listed, so that the damage is visible; reading it fails.
     pub problem: Option<Arc<str>>,
+}
+
+impl MessageMeta {
+    /// The GUID as Dovecot reports it (`doveadm fetch guid`).
+    pub fn guid_text(&self) -> std::borrow::Cow<'_, str> {
+        self.guid.resolve(&self.locator)
+    }
 }
 
 /// Owner, group and mode bits of a stored file, presented on the mount.
