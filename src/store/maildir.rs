@@ -678,8 +678,10 @@ impl MaildirStore {
         cached: Option<CachedMessage>,
     ) -> Result<MessageMeta> {
         let cached = cached.unwrap_or_default();
-        let path = paths.mail.join(OsStr::from_bytes(&locator));
-        let meta = dirs.stat(&locator).map_err(|e| Error::io(&path, e))?;
+        // Named only when something fails: a path per message would be a heap block freed
+        // between the blocks the view keeps.
+        let path = || paths.mail.join(OsStr::from_bytes(&locator));
+        let meta = dirs.stat(&locator).map_err(|e| Error::io(path(), e))?;
         let fname = &locator[4..];
         let (base, info) = fmt::split_name(fname);
         let name_flags = info.map(fmt::parse_info).unwrap_or_default();
@@ -691,11 +693,11 @@ impl MaildirStore {
         let mut problem = if meta.is_symlink() {
             Some(format!(
                 "{}: {}",
-                path.display(),
+                path().display(),
                 crate::error::SYMLINK_REFUSED
             ))
         } else if !meta.is_file() {
-            Some(format!("{}: not a regular file", path.display()))
+            Some(format!("{}: not a regular file", path().display()))
         } else {
             // `S=` in the name is the size Dovecot stored: a file of another size was
             // compressed by the zlib plugin (S= is the uncompressed size; Dovecot reads
@@ -716,13 +718,13 @@ impl MaildirStore {
                         }
                         Some((_, form @ StoredForm::Encrypted)) => Some(format!(
                             "{}: {}",
-                            path.display(),
+                            path().display(),
                             form.describe().unwrap_or_default()
                         )),
                         _ => Some(format!(
                             "{}: the file has {stored} bytes but its name says S={s}; it was \
                              truncated or replaced",
-                            path.display()
+                            path().display()
                         )),
                     }
                 }
@@ -742,14 +744,14 @@ impl MaildirStore {
                         problem = Some(format!(
                             "{}: the {codec} stream (Dovecot's zlib plugin) cannot be \
                              decoded: {e}",
-                            path.display()
+                            path().display()
                         ));
                         size
                     }
                 },
                 None => {
-                    let file = dirs.open_file(&locator).map_err(|e| Error::io(&path, e))?;
-                    files::count_virtual_size_of(file, &path)?
+                    let file = dirs.open_file(&locator).map_err(|e| Error::io(path(), e))?;
+                    files::count_virtual_size_of(file, &path())?
                 }
             },
             None => size,
