@@ -58,6 +58,9 @@ mod compressed;
 mod open_modes;
 // Views continued by what changed (index delta, Maildir name journal) vs doveadm.
 mod incremental;
+// Large generated mailboxes (tens of thousands of messages; Maildir, mdbox, sdbox): every
+// message's metadata vs doveadm, a sample's bytes, one delivery continued into the view.
+mod large;
 // Shared-storage safety: locks, shrinking files, the root going away, skew, hostile names.
 mod safety;
 // A hostile mailbox owner: planted symbolic links, loops, parent directories under
