@@ -15,7 +15,8 @@
 //!   store, the mount log) for inspection instead of deleting it.
 //! - `MAILFS_TEST_TMPDIR=DIR`: where the temporary directories go (default
 //!   `$TMPDIR/mailfs-tests`, i.e. usually `/tmp/mailfs-tests`). Keep it short: Dovecot puts
-//!   unix sockets inside.
+//!   unix sockets inside. The `large` tests keep the stores they build there across runs
+//!   (`large-<version>-<format>-...`, about 175 MB together); delete them at will.
 
 // Helpers: private Dovecot, mount guard, store fingerprint, corpus, comparisons.
 #[macro_use]
