@@ -15,7 +15,8 @@
 //!   store, the mount log) for inspection instead of deleting it.
 //! - `MAILFS_TEST_TMPDIR=DIR`: where the temporary directories go (default
 //!   `$TMPDIR/mailfs-tests`, i.e. usually `/tmp/mailfs-tests`). Keep it short: Dovecot puts
-//!   unix sockets inside.
+//!   unix sockets inside. The `large` tests keep the stores they build there across runs
+//!   (`large-<version>-<format>-...`, about 175 MB together); delete them at will.
 
 // Helpers: private Dovecot, mount guard, store fingerprint, corpus, comparisons.
 #[macro_use]
@@ -58,6 +59,9 @@ mod compressed;
 mod open_modes;
 // Views continued by what changed (index delta, Maildir name journal) vs doveadm.
 mod incremental;
+// Large generated mailboxes (tens of thousands of messages; Maildir, mdbox, sdbox): every
+// message's metadata vs doveadm, a sample's bytes, one delivery continued into the view.
+mod large;
 // Shared-storage safety: locks, shrinking files, the root going away, skew, hostile names.
 mod safety;
 // A hostile mailbox owner: planted symbolic links, loops, parent directories under

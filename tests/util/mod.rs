@@ -130,6 +130,14 @@ pub fn mailfs_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mailfs"))
 }
 
+/// Where the tests' temporary directories go: `$MAILFS_TEST_TMPDIR`, else
+/// `<system temp>/mailfs-tests` (see [`TestDir`]). Caches kept across runs live there too.
+pub fn test_root() -> PathBuf {
+    env::var_os("MAILFS_TEST_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env::temp_dir().join("mailfs-tests"))
+}
+
 /// A per-test temporary directory, `<root>/<name>.<pid>.<n>`.
 ///
 /// The root is `$MAILFS_TEST_TMPDIR`, else `<system temp>/mailfs-tests`; paths are kept short
@@ -142,9 +150,7 @@ pub struct TestDir {
 impl TestDir {
     pub fn new(name: &str) -> TestDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let root = env::var_os("MAILFS_TEST_TMPDIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| env::temp_dir().join("mailfs-tests"));
+        let root = test_root();
         static SWEEP: Once = Once::new();
         SWEEP.call_once(|| unmount_stale(&root));
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
