@@ -287,6 +287,14 @@ mod tests {
         assert_eq!(m.get(3).map(|x| x.flags.0), Some(7));
     }
 
+    /// A view holds one `MessageMeta` per message (issue 19's budget): growing it shows
+    /// here, and in every view of a large mailbox.
+    #[test]
+    fn a_message_costs_at_most_144_bytes_inline() {
+        assert!(std::mem::size_of::<MessageMeta>() <= 144);
+        assert!(std::mem::size_of::<crate::store::Guid>() <= 24);
+    }
+
     /// Memory follows the messages: three messages do not reserve a chunk, and full
     /// chunks hold no spare room.
     #[test]
