@@ -28,13 +28,20 @@
 #     with its zlib plugin (`zlib_save = zstd`), cached as a store of its own; `cat` and
 #     `grep -r` through mailfs, first pass and warm, beside `doveadm fetch text` and
 #     `doveadm search` of that store and beside mailfs on the uncompressed mdbox.
+#  6. Large stores (--large): a Maildir INBOX of --large-messages (default 1,000,000)
+#     written by the generator into the maildir user's home and indexed by Dovecot, and an
+#     mdbox imported from it, cached as one store (about 24 GB and 20 minutes for a
+#     million); each run hard-links their message files instead of copying them (see
+#     start_run). First `ls -l` after mount, RSS growth, refresh after one delivery, and
+#     issue 19's targets (--large-full: every measurement).
 #
 # Timing: wall clock from bash's $EPOCHREALTIME (microseconds, read without forking)
 # around the command, which runs in this shell (a function call, no eval, no subshell).
 # Times are seconds with 3 decimals, latencies milliseconds.
 #
 # Needs root (for /dev/fuse and the mail user), fuse3, dovecot-core and dovecot-imapd
-# (scripts/test.sh installs them), and about 4x the store size free in --store-dir; for the
+# (scripts/test.sh installs them), perl, and about 4x the store size free in --store-dir
+# (--large: 2x the large store's messages, once, for the cache); for the
 # IMAP rows also python3 and mbsync (isync: installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,8 +91,8 @@ Options:
   --large              also a Maildir and an mdbox INBOX of --large-messages messages:
                        first ls -l after mount (beside raw ls -l cur/ and doveadm
                        fetch), ls -l, RSS growth, refresh after one delivery, and issue
-                       19's targets; built once (about 25 GB and an hour for a million
-                       messages) and cached, runs hard-link the message files
+                       19's targets; built once (about 24 GB and 20 minutes for a
+                       million messages) and cached, runs hard-link the message files
   --large-messages N   size of those stores (default $large_messages)
   --large-full         with --large: every measurement on the large stores too
   --write-messages N   messages per write operation (rm, mv, setfattr, cp through a
@@ -160,7 +167,7 @@ store_dir=$(cd "$store_dir" && pwd)
 
 [ "$(id -u)" = 0 ] || die "run as root (FUSE mounts and Dovecot's mail user)"
 [ -c /dev/fuse ] || die "/dev/fuse is missing (in a container: --device /dev/fuse --cap-add SYS_ADMIN)"
-for tool in doveadm fusermount3 find grep awk; do
+for tool in doveadm fusermount3 find grep awk perl; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/test.sh installs fuse3 and dovecot)"
 done
 [ -x /usr/lib/dovecot/imap ] || die "dovecot-imapd is missing (apt-get install dovecot-imapd)"
