@@ -15,13 +15,19 @@
 //!
 //! Locks: `Shared::targets` and `Shared::added` are leaves, held only to read or replace an
 //! `Arc`; store calls happen outside them.
+//!
+//! Memory: a tree of ten thousand users keeps some twenty thousand targets watched while
+//! the kernel holds their directories, so each target's name is stored once (one
+//! `Arc<Target>` shared by every map that names it), a watched directory is known by its
+//! watch descriptor alone (the kernel gives a directory already watched the same one, so
+//! no path is kept), and a target unwatched has its watches released at once.
 
 pub mod diff;
 mod inotify;
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -115,6 +121,27 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// True when the kernel has nothing to drop: the new snapshot presents exactly what the
+    /// old one did (a view rebuilt after the store's cache let it go, or a list re-read).
+    /// The FUSE layer's notifier invalidates from these same diffs and does nothing for an
+    /// empty one.
+    fn presents_nothing_new(&self) -> bool {
+        match self {
+            Change::Mailbox {
+                old,
+                new: Some(new),
+                ..
+            } => diff::ViewDiff::between(old, new).is_empty(),
+            Change::Scope { old, new, .. } => {
+                let d = diff::ListDiff::between(old, new);
+                d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty()
+            }
+            Change::Mailbox { new: None, .. } | Change::Root { .. } => false,
+        }
+    }
+}
+
 /// Counters for the status report.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -132,18 +159,37 @@ pub struct Stats {
     pub overflows: AtomicU64,
 }
 
+/// A target's name, stored once and shared by every map that names it.
+type TargetRef = Arc<Target>;
+
 #[derive(Debug)]
 struct Shared {
     store: Arc<dyn MailStore>,
-    targets: Mutex<HashMap<Target, Snapshot>>,
-    /// Targets registered, or shown with a snapshot other than their baseline, since the
-    /// thread last looked (it sets up their watches and checks them).
-    added: Mutex<Vec<Target>>,
+    targets: Mutex<HashMap<TargetRef, Snapshot>>,
+    /// Targets registered, shown with a snapshot other than their baseline, or
+    /// unwatched, since the thread last looked (it sets up or releases their watches and
+    /// checks them).
+    added: Mutex<Vec<TargetRef>>,
     /// What the store pushed since the thread last looked ([`Feed::Pushed`]).
     pushed: Mutex<Vec<Pushed>>,
     wake: Wake,
     stop: AtomicBool,
     stats: Stats,
+    /// The worker's bookkeeping sizes after its last round (for tests of what is released).
+    #[cfg(test)]
+    held: Mutex<Held>,
+}
+
+/// How many entries the worker's maps hold.
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    /// Watched directories.
+    dirs: usize,
+    /// Targets with watches.
+    targets: usize,
+    /// Targets waiting for a settle or late re-check, or reported gone.
+    pending: usize,
 }
 
 /// The watcher thread's handle. Dropping it stops the thread.
@@ -173,6 +219,8 @@ impl Watcher {
             wake: Wake::new()?,
             stop: AtomicBool::new(false),
             stats: Stats::default(),
+            #[cfg(test)]
+            held: Mutex::new(Held::default()),
         });
         let mut worker = Worker {
             shared: shared.clone(),
@@ -187,10 +235,8 @@ impl Watcher {
                 _ => None,
             },
             late: HashMap::new(),
-            dir_wd: HashMap::new(),
-            wd_dir: HashMap::new(),
-            wd_targets: HashMap::new(),
-            target_dirs: HashMap::new(),
+            watches: HashMap::new(),
+            target_wds: HashMap::new(),
             settle: HashMap::new(),
             gone: HashSet::new(),
             root_ok: true,
@@ -221,23 +267,28 @@ impl Watcher {
     /// target is re-checked at once, so that the baseline catches up with what was shown
     /// and a later change is diffed against it.
     pub fn watch(&self, target: &Target, presented: Snapshot) {
-        {
+        let known = {
             let mut targets = self.shared.targets.lock();
-            match targets.get(target) {
-                Some(baseline) if baseline.same(&presented) => return,
-                Some(_) => {}
+            match targets.get_key_value(target) {
+                Some((_, baseline)) if baseline.same(&presented) => return,
+                Some((known, _)) => known.clone(),
                 None => {
-                    targets.insert(target.clone(), presented);
+                    let known = Arc::new(target.clone());
+                    targets.insert(known.clone(), presented);
+                    known
                 }
             }
-        }
-        self.shared.added.lock().push(target.clone());
+        };
+        self.shared.added.lock().push(known);
         self.shared.wake.wake();
     }
 
-    /// Stops watching `target` (the kernel forgot everything below it).
+    /// Stops watching `target` (the kernel forgot everything below it); the thread
+    /// releases its watches and forgets it.
     pub fn unwatch(&self, target: &Target) {
-        if self.shared.targets.lock().remove(target).is_some() {
+        let removed = self.shared.targets.lock().remove_entry(target);
+        if let Some((known, _)) = removed {
+            self.shared.added.lock().push(known);
             self.shared.wake.wake();
         }
     }
@@ -269,18 +320,19 @@ struct Worker {
     sink: Box<dyn Fn(Change) + Send>,
     inotify: Option<Inotify>,
     poll_every: Option<Duration>,
-    dir_wd: HashMap<PathBuf, i32>,
-    wd_dir: HashMap<i32, PathBuf>,
-    wd_targets: HashMap<i32, HashSet<Target>>,
-    target_dirs: HashMap<Target, Vec<PathBuf>>,
+    /// Each watch descriptor and the targets that need it (a few at most: a mailbox and
+    /// its scope share a store's root; no duplicates).
+    watches: HashMap<i32, Vec<TargetRef>>,
+    /// The watch descriptors of the directories each target depends on, sorted.
+    target_wds: HashMap<TargetRef, Box<[i32]>>,
     /// Targets due for a settle re-check, and when.
-    settle: HashMap<Target, Instant>,
+    settle: HashMap<TargetRef, Instant>,
     /// [`WatchMode::Pushed`]'s `recheck`.
     pushed_recheck: Option<Duration>,
     /// Pushed targets due for that re-check, and when (a later push moves it later).
-    late: HashMap<Target, Instant>,
+    late: HashMap<TargetRef, Instant>,
     /// Mailboxes reported gone (not found) and not seen since.
-    gone: HashSet<Target>,
+    gone: HashSet<TargetRef>,
     /// Whether the store root was usable at the last check.
     root_ok: bool,
     /// [`MailStore::root_transitions`] at the last check.
@@ -288,6 +340,16 @@ struct Worker {
 }
 
 impl Worker {
+    /// Publishes the sizes of the bookkeeping maps (tests).
+    #[cfg(test)]
+    fn publish_held(&self) {
+        *self.shared.held.lock() = Held {
+            dirs: self.watches.len(),
+            targets: self.target_wds.len(),
+            pending: self.settle.len() + self.late.len() + self.gone.len(),
+        };
+    }
+
     fn run(&mut self) {
         let mut next_poll = self.poll_every.map(|d| Instant::now() + d);
         let mut next_root_check = Instant::now() + ROOT_CHECK_EVERY;
@@ -321,7 +383,7 @@ impl Worker {
                 return;
             }
             self.shared.wake.drain();
-            let mut dirty: HashSet<Target> = HashSet::new();
+            let mut dirty: HashSet<TargetRef> = HashSet::new();
 
             // New targets get their watches, then one check: a change between the view
             // being shown and the watches being in place would otherwise be missed.
@@ -337,13 +399,14 @@ impl Worker {
                 // The store saw a change: stamps must not answer from before it.
                 self.shared.store.context().recheck_all();
             }
-            let mut pushed_now: Vec<Target> = Vec::new();
+            let mut pushed_now: Vec<TargetRef> = Vec::new();
             for what in pushed {
                 match what {
-                    Pushed::Target(t) if self.shared.targets.lock().contains_key(&t) => {
-                        pushed_now.push(t);
+                    Pushed::Target(t) => {
+                        if let Some((known, _)) = self.shared.targets.lock().get_key_value(&t) {
+                            pushed_now.push(known.clone());
+                        }
                     }
-                    Pushed::Target(_) => {}
                     Pushed::Everything => {
                         pushed_now.extend(self.shared.targets.lock().keys().cloned());
                     }
@@ -400,11 +463,13 @@ impl Worker {
             if !dirty.is_empty() {
                 self.check_all(dirty.into_iter().collect());
             }
+            #[cfg(test)]
+            self.publish_held();
         }
     }
 
     /// Reads inotify events (with a short debounce) and marks the targets they concern.
-    fn read_events(&mut self, dirty: &mut HashSet<Target>) {
+    fn read_events(&mut self, dirty: &mut HashSet<TargetRef>) {
         let Some(ino) = &self.inotify else { return };
         let mut fired = Fired::default();
         let until = Instant::now() + DEBOUNCE;
@@ -433,21 +498,18 @@ impl Worker {
             dirty.extend(self.shared.targets.lock().keys().cloned());
         }
         for wd in fired.changed.iter().chain(fired.dropped.iter()) {
-            if let Some(ts) = self.wd_targets.get(wd) {
-                dirty.extend(ts.iter().cloned());
+            if let Some(targets) = self.watches.get(wd) {
+                dirty.extend(targets.iter().cloned());
             }
         }
         for wd in fired.dropped {
             // The directory went away (or was replaced); the re-check re-adds watches for
             // whatever exists now.
-            if let Some(dir) = self.wd_dir.remove(&wd) {
-                self.dir_wd.remove(&dir);
-            }
-            self.wd_targets.remove(&wd);
+            self.watches.remove(&wd);
         }
     }
 
-    fn check_all(&mut self, targets: Vec<Target>) {
+    fn check_all(&mut self, targets: Vec<TargetRef>) {
         self.shared.store.context().recheck_all();
         for t in targets {
             self.check(&t);
@@ -455,14 +517,14 @@ impl Worker {
     }
 
     /// Re-checks one target against its baseline; reports and re-baselines on a change.
-    fn check(&mut self, target: &Target) {
-        let Some(baseline) = self.shared.targets.lock().get(target).cloned() else {
+    fn check(&mut self, target: &TargetRef) {
+        let Some(baseline) = self.shared.targets.lock().get(&**target).cloned() else {
             self.drop_watches(target);
             return;
         };
         self.shared.stats.checks.fetch_add(1, Ordering::Relaxed);
         let store = &self.shared.store;
-        let now = match target {
+        let now = match &**target {
             Target::Scope(scope) => store.mailboxes(scope).map(Snapshot::Scope),
             Target::Mailbox(name) => store.view(name).map(Snapshot::Mailbox),
         };
@@ -484,8 +546,16 @@ impl Worker {
                     },
                     _ => return,
                 };
-                self.shared.targets.lock().insert(target.clone(), now);
-                self.send(change);
+                if let Some(b) = self.shared.targets.lock().get_mut(&**target) {
+                    // Still watched (an unwatch meanwhile drops the new snapshot too).
+                    *b = now;
+                }
+                // A rebuilt snapshot equal in what it presents becomes the baseline
+                // silently (the old one is freed); the settle re-check still follows, as
+                // a rebuild means the store's stamps moved.
+                if !change.presents_nothing_new() {
+                    self.send(change);
+                }
                 self.settle
                     .insert(target.clone(), Instant::now() + SETTLE_RECHECK);
             }
@@ -496,7 +566,7 @@ impl Worker {
                 // baseline, so that whatever comes back is diffed against what the kernel
                 // may hold. A mailbox really gone stops being watched when the kernel
                 // forgets its directory (its parent's list change deletes the entry).
-                if let (Target::Mailbox(name), Snapshot::Mailbox(old)) = (target, &baseline)
+                if let (Target::Mailbox(name), Snapshot::Mailbox(old)) = (&**target, &baseline)
                     && self.gone.insert(target.clone())
                 {
                     self.send(Change::Mailbox {
@@ -522,83 +592,94 @@ impl Worker {
     }
 
     /// Makes the inotify watches of `target` match the paths its snapshot depends on now.
-    fn sync_watches(&mut self, target: &Target) {
-        if self.inotify.is_none() {
+    fn sync_watches(&mut self, target: &TargetRef) {
+        let Some(ino) = &self.inotify else {
             return;
-        }
+        };
         let paths = match self.shared.store.feed(target) {
             Feed::Paths(paths) => paths,
             // Pushed targets need no watch; nothing known: keep what we had.
             Feed::Pushed | Feed::Unknown => return,
         };
-        let mut dirs: Vec<PathBuf> = paths.iter().filter_map(|p| watch_dir_of(p)).collect();
+        let mut dirs: Vec<&Path> = paths.iter().filter_map(|p| watch_dir_of(p)).collect();
         dirs.sort();
         dirs.dedup();
         // Nothing known (the store dropped the snapshot from its cache): keep what we had.
-        if dirs.is_empty() || self.target_dirs.get(target) == Some(&dirs) {
+        if dirs.is_empty() {
             return;
         }
-        let old = self.target_dirs.remove(target).unwrap_or_default();
-        for d in &old {
-            if !dirs.contains(d) {
-                self.release_dir(d, target);
+        // A directory already watched gets its descriptor back (the same mask again).
+        let mut wds: Vec<i32> = dirs
+            .iter()
+            .filter_map(|d| {
+                ino.add_watch(d, inotify::MASK)
+                    .inspect_err(|e| debug!("watcher: cannot watch {}: {e}", d.display()))
+                    .ok()
+            })
+            .collect();
+        wds.sort_unstable();
+        wds.dedup();
+        if self
+            .target_wds
+            .get(&**target)
+            .is_some_and(|had| **had == *wds)
+        {
+            return;
+        }
+        let old = self.target_wds.remove(&**target).unwrap_or_default();
+        for wd in old.iter() {
+            if !wds.contains(wd) {
+                Self::release(&mut self.watches, ino, *wd, target);
             }
         }
-        for d in &dirs {
-            let added = match (self.dir_wd.get(d), &self.inotify) {
-                (Some(wd), _) => Ok(*wd),
-                (None, Some(ino)) => ino.add_watch(d, inotify::MASK).inspect(|&wd| {
-                    self.dir_wd.insert(d.clone(), wd);
-                    self.wd_dir.insert(wd, d.clone());
-                }),
-                (None, None) => return,
-            };
-            let wd = match added {
-                Ok(wd) => wd,
-                Err(e) => {
-                    debug!("watcher: cannot watch {}: {e}", d.display());
-                    continue;
-                }
-            };
-            self.wd_targets
-                .entry(wd)
-                .or_default()
-                .insert(target.clone());
+        for wd in &wds {
+            let targets = self.watches.entry(*wd).or_default();
+            if !targets.iter().any(|t| **t == **target) {
+                targets.push(target.clone());
+            }
         }
-        self.target_dirs.insert(target.clone(), dirs);
-    }
-
-    fn drop_watches(&mut self, target: &Target) {
-        self.settle.remove(target);
-        self.late.remove(target);
-        self.gone.remove(target);
-        for d in self.target_dirs.remove(target).unwrap_or_default() {
-            self.release_dir(&d, target);
+        // Every descriptor in `wds` now lists `target`; none at all: every watch failed
+        // (logged), and the next check tries again.
+        if !wds.is_empty() {
+            self.target_wds
+                .insert(target.clone(), wds.into_boxed_slice());
         }
     }
 
-    /// Removes `target` from `dir`'s watch; removes the watch when nothing needs it.
-    fn release_dir(&mut self, dir: &Path, target: &Target) {
-        let Some(&wd) = self.dir_wd.get(dir) else {
+    fn drop_watches(&mut self, target: &TargetRef) {
+        self.settle.remove(&**target);
+        self.late.remove(&**target);
+        self.gone.remove(&**target);
+        let Some(wds) = self.target_wds.remove(&**target) else {
             return;
         };
-        let empty = self.wd_targets.get_mut(&wd).is_none_or(|ts| {
-            ts.remove(target);
-            ts.is_empty()
-        });
-        if empty {
-            self.wd_targets.remove(&wd);
-            self.dir_wd.remove(dir);
-            self.wd_dir.remove(&wd);
-            if let Some(ino) = &self.inotify {
-                ino.remove_watch(wd);
+        if let Some(ino) = &self.inotify {
+            for wd in wds.iter() {
+                Self::release(&mut self.watches, ino, *wd, target);
             }
+        }
+    }
+
+    /// Removes `target` from watch `wd`; removes the watch when nothing needs it.
+    fn release(
+        watches: &mut HashMap<i32, Vec<TargetRef>>,
+        ino: &Inotify,
+        wd: i32,
+        target: &Target,
+    ) {
+        let Some(targets) = watches.get_mut(&wd) else {
+            return; // dropped by the kernel already (the directory went away)
+        };
+        targets.retain(|t| **t != *target);
+        if targets.is_empty() {
+            watches.remove(&wd);
+            ino.remove_watch(wd);
         }
     }
 }
 
 /// Moves the targets of `due` whose time came (at `now`) into `dirty`.
-fn take_due(due: &mut HashMap<Target, Instant>, now: Instant, dirty: &mut HashSet<Target>) {
+fn take_due(due: &mut HashMap<TargetRef, Instant>, now: Instant, dirty: &mut HashSet<TargetRef>) {
     due.retain(|t, at| {
         if *at <= now {
             dirty.insert(t.clone());
@@ -607,21 +688,26 @@ fn take_due(due: &mut HashMap<Target, Instant>, now: Instant, dirty: &mut HashSe
             true
         }
     });
+    // A burst of changes can leave a large empty table behind.
+    if due.is_empty() {
+        due.shrink_to_fit();
+    }
 }
 
 /// The directory to watch for a stamped path: itself if it is a directory, else its parent
 /// (a file's changes are events of its directory).
-fn watch_dir_of(p: &Path) -> Option<PathBuf> {
+fn watch_dir_of(p: &Path) -> Option<&Path> {
     if std::fs::metadata(p).is_ok_and(|m| m.is_dir()) {
-        return Some(p.to_path_buf());
+        return Some(p);
     }
     p.parent()
         .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir()))
-        .map(Path::to_path_buf)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::format::MailFlags;
     use crate::store::memory::MemoryStore;
@@ -674,6 +760,105 @@ mod tests {
                 .is_none()
         );
         assert!(watcher.stats().changes.load(Ordering::Relaxed) >= 3);
+    }
+
+    /// A store that rebuilds every view it is asked for (a new `Arc` each time, equal in
+    /// content), as a user's store re-opened after the users' LRU let it go.
+    #[derive(Debug)]
+    struct Rebuilding {
+        inner: Arc<MemoryStore>,
+    }
+
+    impl MailStore for Rebuilding {
+        fn mailboxes(&self, scope: &MailboxName) -> crate::error::Result<Arc<Vec<MailboxEntry>>> {
+            Ok(Arc::new((*self.inner.mailboxes(scope)?).clone()))
+        }
+        fn view(&self, mailbox: &MailboxName) -> crate::error::Result<Arc<MailboxView>> {
+            Ok(Arc::new((*self.inner.view(mailbox)?).clone()))
+        }
+        fn open(
+            &self,
+            mailbox: &MailboxName,
+            view: &MailboxView,
+            key: &crate::store::MessageKey,
+        ) -> crate::error::Result<crate::store::MessageSource> {
+            self.inner.open(mailbox, view, key)
+        }
+        fn local_root(&self) -> Option<&Path> {
+            None
+        }
+        fn root_attrs(&self) -> crate::error::Result<crate::store::Presented> {
+            self.inner.root_attrs()
+        }
+        fn feed(&self, target: &Target) -> Feed {
+            self.inner.feed(target)
+        }
+        fn subscribe(&self, notifier: ChangeNotifier) {
+            self.inner.subscribe(notifier)
+        }
+        fn context(&self) -> &Arc<crate::store::StoreContext> {
+            self.inner.context()
+        }
+    }
+
+    /// A snapshot rebuilt equal to the baseline is no change (nothing is sent, and the
+    /// baseline follows the rebuilt one, so the old is freed); a real change after it
+    /// still is, diffed against what was shown.
+    #[test]
+    fn rebuilt_equal_snapshots_are_not_changes() {
+        let inner = Arc::new(MemoryStore::default());
+        inner.create("INBOX", 7);
+        inner.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
+        let store = Arc::new(Rebuilding {
+            inner: inner.clone(),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, move |c| {
+            let _ = tx.send(c);
+        })
+        .unwrap();
+        let inbox = MailboxName::parse("INBOX");
+        let shown = store.view(&inbox).unwrap();
+        let root = MailboxName(Vec::new());
+        watcher.watch(
+            &Target::Mailbox(inbox.clone()),
+            Snapshot::Mailbox(shown.clone()),
+        );
+        watcher.watch(
+            &Target::Scope(root.clone()),
+            Snapshot::Scope(store.mailboxes(&root).unwrap()),
+        );
+        // The first checks and their settle re-checks rebuild both snapshots.
+        std::thread::sleep(SETTLE_RECHECK * 4);
+        assert!(watcher.stats().checks.load(Ordering::Relaxed) >= 2);
+        if let Ok(c) = rx.try_recv() {
+            panic!("a rebuild equal to the baseline was sent as a change: {c:?}");
+        }
+        let baseline = match watcher
+            .shared
+            .targets
+            .lock()
+            .get(&Target::Mailbox(inbox.clone()))
+        {
+            Some(Snapshot::Mailbox(v)) => v.clone(),
+            other => panic!("baseline {other:?}"),
+        };
+        assert!(
+            !Arc::ptr_eq(&baseline, &shown),
+            "the baseline follows the rebuild"
+        );
+        let second = inner.save("INBOX", b"Subject: b\n\ny\n", MailFlags::default());
+        let Change::Mailbox { old, new, .. } =
+            rx.recv_timeout(Duration::from_secs(2)).expect("a change")
+        else {
+            panic!("expected a mailbox change");
+        };
+        assert!(old.get(&crate::store::MessageKey::Uid(second)).is_none());
+        assert!(
+            new.unwrap()
+                .get(&crate::store::MessageKey::Uid(second))
+                .is_some()
+        );
     }
 
     /// A store whose reads lag its news, as a local store on GlusterFS read through a
@@ -750,6 +935,115 @@ mod tests {
         // The client's cache expires: nothing tells the watcher.
         *store.frozen.lock() = None;
         rx.recv_timeout(Duration::from_secs(1)).is_ok()
+    }
+
+    /// A store whose targets are fed by directories: every mailbox by the store root (a
+    /// file in it) and its own directory, the scope by the root.
+    #[derive(Debug)]
+    struct InDirs {
+        inner: Arc<MemoryStore>,
+        root: PathBuf,
+    }
+
+    impl MailStore for InDirs {
+        fn mailboxes(&self, scope: &MailboxName) -> crate::error::Result<Arc<Vec<MailboxEntry>>> {
+            self.inner.mailboxes(scope)
+        }
+        fn view(&self, mailbox: &MailboxName) -> crate::error::Result<Arc<MailboxView>> {
+            self.inner.view(mailbox)
+        }
+        fn open(
+            &self,
+            mailbox: &MailboxName,
+            view: &MailboxView,
+            key: &crate::store::MessageKey,
+        ) -> crate::error::Result<crate::store::MessageSource> {
+            self.inner.open(mailbox, view, key)
+        }
+        fn local_root(&self) -> Option<&Path> {
+            Some(&self.root)
+        }
+        fn root_attrs(&self) -> crate::error::Result<crate::store::Presented> {
+            self.inner.root_attrs()
+        }
+        fn feed(&self, target: &Target) -> Feed {
+            Feed::Paths(match target {
+                Target::Scope(_) => vec![self.root.clone()],
+                Target::Mailbox(name) => {
+                    vec![self.root.join("index"), self.root.join(name.0.join("."))]
+                }
+            })
+        }
+        fn subscribe(&self, notifier: ChangeNotifier) {
+            self.inner.subscribe(notifier)
+        }
+        fn context(&self) -> &Arc<crate::store::StoreContext> {
+            self.inner.context()
+        }
+    }
+
+    /// Waits (up to 3 s) until the worker's maps hold `want`; returns what they held last.
+    fn held_becomes(watcher: &Watcher, want: Held) -> Held {
+        let until = Instant::now() + Duration::from_secs(3);
+        loop {
+            let held = *watcher.shared.held.lock();
+            if held == want || Instant::now() > until {
+                return held;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What the watcher keeps for a target is released when the kernel forgets it: its
+    /// directory watches (a directory shared with a target still watched stays), its
+    /// entries in every map, and nothing is left once all are unwatched.
+    #[test]
+    fn unwatched_targets_release_their_watches() {
+        let root = std::env::temp_dir().join(format!("mailfs-unwatch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["A", "B"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("index"), b"").unwrap();
+        let inner = Arc::new(MemoryStore::default());
+        inner.create("A", 1);
+        inner.create("B", 2);
+        let store = Arc::new(InDirs {
+            inner,
+            root: root.clone(),
+        });
+        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, |_| {}).unwrap();
+        let scope = Target::Scope(MailboxName(Vec::new()));
+        watcher.watch(
+            &scope,
+            Snapshot::Scope(store.mailboxes(&MailboxName(Vec::new())).unwrap()),
+        );
+        let [a, b] = ["A", "B"].map(|n| {
+            let name = MailboxName::parse(n);
+            let shown = store.view(&name).unwrap();
+            let t = Target::Mailbox(name);
+            watcher.watch(&t, Snapshot::Mailbox(shown));
+            t
+        });
+        let held = |dirs, targets| Held {
+            dirs,
+            targets,
+            pending: 0,
+        };
+        // The root, A and B; three targets.
+        assert_eq!(held_becomes(&watcher, held(3, 3)), held(3, 3));
+        watcher.unwatch(&a);
+        assert_eq!(held_becomes(&watcher, held(2, 2)), held(2, 2), "A released");
+        watcher.unwatch(&b);
+        watcher.unwatch(&scope);
+        assert_eq!(
+            held_becomes(&watcher, held(0, 0)),
+            held(0, 0),
+            "all released"
+        );
+        assert_eq!(watcher.watched(), 0);
+        drop(watcher);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// With `recheck`, a pushed mailbox is read again later, and the change shows; the

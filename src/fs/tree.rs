@@ -26,10 +26,14 @@ pub(super) struct Folder {
 }
 
 /// The folder hierarchy built from one mailbox list.
+///
+/// Each folder's name is stored once: the key of `folders` is the same `Arc` as its
+/// parent's `children` entry (and as the inode table's node, once looked up). A tree of
+/// ten thousand users is one scope of ten thousand folders.
 #[derive(Debug)]
 pub(super) struct FolderTree {
     pub source: Arc<Vec<MailboxEntry>>,
-    pub folders: HashMap<MailboxName, Folder>,
+    pub folders: HashMap<Arc<MailboxName>, Folder>,
     /// How the mount root (and any level with no entry of its own) is presented.
     pub root: Presented,
 }
@@ -40,21 +44,26 @@ impl FolderTree {
         root: Presented,
         naming: Naming,
     ) -> FolderTree {
-        let mut folders: HashMap<MailboxName, Folder> = HashMap::new();
-        folders.insert(MailboxName(Vec::new()), Folder::default());
+        let mut folders: HashMap<Arc<MailboxName>, Folder> = HashMap::new();
+        folders.insert(Arc::new(MailboxName(Vec::new())), Folder::default());
+        // The name stored once, in `folders` (inserted empty if new).
+        let intern = |folders: &mut HashMap<Arc<MailboxName>, Folder>, name: MailboxName| {
+            if let Some((known, _)) = folders.get_key_value(&name) {
+                return known.clone();
+            }
+            let known = Arc::new(name);
+            folders.insert(known.clone(), Folder::default());
+            known
+        };
         for entry in source.iter() {
             let levels = &entry.name.0;
             for depth in 1..=levels.len() {
-                let name = MailboxName(levels[..depth].to_vec());
-                let parent = MailboxName(levels[..depth - 1].to_vec());
+                let name = intern(&mut folders, MailboxName(levels[..depth].to_vec()));
+                let parent = intern(&mut folders, MailboxName(levels[..depth - 1].to_vec()));
                 let presented = naming.folder_name(&levels[depth - 1]);
-                folders
-                    .entry(parent)
-                    .or_default()
-                    .children
-                    .entry(presented)
-                    .or_insert_with(|| Arc::new(name.clone()));
-                folders.entry(name).or_default();
+                if let Some(p) = folders.get_mut(&parent) {
+                    p.children.entry(presented).or_insert(name);
+                }
             }
             if let Some(f) = folders.get_mut(&entry.name) {
                 f.entry = Some(entry.clone());
@@ -63,9 +72,9 @@ impl FolderTree {
                 for sub in Sub::ALL {
                     let mut levels = entry.name.0.clone();
                     levels.push(sub.level());
-                    let name = MailboxName(levels);
+                    let name = Arc::new(MailboxName(levels));
                     if let Some(f) = folders.get_mut(&entry.name) {
-                        f.children.insert(sub.name().into(), Arc::new(name.clone()));
+                        f.children.insert(sub.name().into(), name.clone());
                     }
                     folders.insert(
                         name,
@@ -152,5 +161,46 @@ impl MailFs {
             );
         }
         Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileOwner;
+
+    /// Every folder's name is one allocation: its parent's `children` entry is the very
+    /// `Arc` that keys `folders` (and every level, Maildir sub-directories included, is
+    /// reachable from the root).
+    #[test]
+    fn folder_names_are_stored_once() {
+        let entry = |name: &str, selectable| MailboxEntry {
+            name: MailboxName::parse(name),
+            selectable,
+            owner: FileOwner::default(),
+            mtime: 0,
+        };
+        let source = Arc::new(vec![
+            entry("bob", false),
+            entry("bob/INBOX", true),
+            entry("bob/Work/Sub", true),
+            entry("carol/INBOX", true),
+        ]);
+        for layout in [Layout::Eml, Layout::Maildir] {
+            let naming = Naming {
+                portable: false,
+                layout,
+            };
+            let tree = FolderTree::build(source.clone(), (FileOwner::default(), 0), naming);
+            let mut reached = 1; // the root
+            for folder in tree.folders.values() {
+                for child in folder.children.values() {
+                    let (key, _) = tree.folders.get_key_value(&**child).expect("a folder");
+                    assert!(Arc::ptr_eq(key, child), "{child} stored twice");
+                    reached += 1;
+                }
+            }
+            assert_eq!(reached, tree.folders.len(), "{layout:?}");
+        }
     }
 }
