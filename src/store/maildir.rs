@@ -756,7 +756,7 @@ impl MaildirStore {
             },
             None => size,
         };
-        let problem = problem.map(Arc::<str>::from);
+        let problem = problem.map(Arc::new);
         // The uidlist's GUID, or else the base name (`base`), which the locator keeps.
         let guid = rec
             .and_then(|r| r.guid.as_deref())

@@ -131,7 +131,8 @@ pub struct MessageMeta {
     pub locator: Locator,
     /// Why the message cannot be read (its file is missing, truncated or corrupt), if so.
     /// Such a message is still listed, so that the damage is visible; reading it fails.
-    pub problem: Option<Arc<str>>,
+    /// (A thin pointer: a view holds one per message, and almost all are `None`.)
+    pub problem: Option<Arc<String>>,
 }
 
 impl MessageMeta {
