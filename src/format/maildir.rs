@@ -340,11 +340,13 @@ fn parse_uidlist_header(line: &[u8]) -> Result<UidlistHeader, String> {
 
 /// `maildir_uidlist_next()` and `maildir_uidlist_read_extended()`: one record line.
 /// `prev_uid` is the previous line's uid (0 before the first record).
-fn parse_uidlist_record(
-    line: &[u8],
+/// One record line, and its base name as a slice of `line` (for the caller's duplicate
+/// check without a copy).
+fn parse_uidlist_record<'a>(
+    line: &'a [u8],
     header: &UidlistHeader,
     prev_uid: u32,
-) -> Result<UidlistRecord, String> {
+) -> Result<(UidlistRecord, &'a [u8]), String> {
     let (uid, rest) = leading_u32(line)?;
     if uid == 0 || rest.first() != Some(&b' ') {
         return Err("invalid data (expected \"<uid> \")".into());
@@ -362,7 +364,11 @@ fn parse_uidlist_record(
         ));
     }
     let mut rest = skip_spaces(rest);
-    let mut exts: Vec<(u8, &[u8])> = Vec::new();
+    // The extensions mailfs reads (`S`, `W`, `G`); `maildir_uidlist_lookup_ext()` returns
+    // the first field with the key. No list per record: a large uidlist has a million.
+    let mut size: Option<&[u8]> = None;
+    let mut vsize: Option<&[u8]> = None;
+    let mut guid: Option<&[u8]> = None;
     if header.version == 3 {
         // Fields run to the next space until one starts with ':'. Keys must be 'A'..='Z';
         // Dovecot drops other fields (and rewrites the file later) without failing.
@@ -371,10 +377,15 @@ fn parse_uidlist_record(
                 break;
             }
             let (field, tail) = split_at_space(rest);
-            if let Some((&key, value)) = field.split_first()
-                && key.is_ascii_uppercase()
-            {
-                exts.push((key, value));
+            // Keys must be 'A'..='Z'; only the three read are kept.
+            let slot = match field.split_first() {
+                Some((b'S', _)) => Some(&mut size),
+                Some((b'W', _)) => Some(&mut vsize),
+                Some((b'G', _)) => Some(&mut guid),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                slot.get_or_insert(&field[1..]);
             }
             rest = skip_spaces(tail);
         }
@@ -390,18 +401,17 @@ fn parse_uidlist_record(
         return Err("broken filename (it contains '/')".to_string());
     }
     // Same base rule as for directory entries, so that callers can match the two.
-    let base = split_name(rest).0.to_vec();
-    // `maildir_uidlist_lookup_ext()` returns the first field with the key.
-    let ext = |key: u8| exts.iter().find(|(k, _)| *k == key).map(|&(_, v)| v);
-    Ok(UidlistRecord {
+    let base = split_name(rest).0;
+    let record = UidlistRecord {
         uid,
-        base,
-        physical_size: ext(b'S').and_then(parse_u64_exact),
-        virtual_size: ext(b'W').and_then(parse_u64_exact),
-        guid: ext(b'G')
+        base: base.to_vec(),
+        physical_size: size.and_then(parse_u64_exact),
+        virtual_size: vsize.and_then(parse_u64_exact),
+        guid: guid
             .filter(|g| !g.is_empty())
             .map(|g| String::from_utf8_lossy(g).into_owned()),
-    })
+    };
+    Ok((record, base))
 }
 
 /// Parses `dovecot-uidlist` v1 or v3. A final line without `\n` is ignored (being appended).
@@ -434,14 +444,21 @@ pub fn parse_uidlist(data: &[u8]) -> Result<Uidlist, FormatError> {
 
     // Invariant: `slots` is in uid order; a `None` is a record superseded by a later line
     // with the same base. `by_base` maps each base to the slot of its latest record.
-    let mut slots: Vec<Option<UidlistRecord>> = Vec::new();
-    let mut by_base: super::FnvMap<Vec<u8>, usize> = super::FnvMap::default();
+    // Sized once from the line count: grown by doubling, a million-line uidlist spent a
+    // tenth of its parse rehashing.
+    let lines_left = data[header_line.len()..]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count();
+    let mut slots: Vec<Option<UidlistRecord>> = Vec::with_capacity(lines_left);
+    let mut by_base: super::FnvMap<&[u8], usize> = super::FnvMap::default();
+    by_base.reserve(lines_left);
     let mut last_uid = 0u32;
     for (offset, line) in lines.by_ref() {
-        let record = parse_uidlist_record(line, &header, last_uid)
+        let (record, base) = parse_uidlist_record(line, &header, last_uid)
             .map_err(|what| FormatError::new(offset, what))?;
         last_uid = record.uid;
-        if let Some(old) = by_base.insert(record.base.clone(), slots.len())
+        if let Some(old) = by_base.insert(base, slots.len())
             && let Some(slot) = slots.get_mut(old)
         {
             *slot = None;
