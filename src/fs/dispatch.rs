@@ -269,14 +269,9 @@ impl Filesystem for MailFs {
                 }
             }
         };
-        let mut reply = Some(reply);
-        let read = open::read_message(&src, offset, size, |bytes| {
-            if let Some(r) = reply.take() {
-                r.data(bytes);
-            }
-        });
-        if read.is_ok()
-            && offset == 0
+        // A read from a message's start is the read-ahead's hint, given before the read so
+        // that pushes already under way stop short of this message (see `prefetch`).
+        if offset == 0
             && let Some(p) = self.prefetch.get()
             && let Some(Node::Message {
                 mailbox,
@@ -286,6 +281,12 @@ impl Filesystem for MailFs {
         {
             p.hint(&mailbox, uid_validity, uid);
         }
+        let mut reply = Some(reply);
+        let read = open::read_message(&src, offset, size, |bytes| {
+            if let Some(r) = reply.take() {
+                r.data(bytes);
+            }
+        });
         if let Err(e) = read
             && let Some(r) = reply.take()
         {

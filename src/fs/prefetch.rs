@@ -18,6 +18,10 @@
 //!   middle (the marker), left for the reader to ask for: its READ is the hint that pushes
 //!   the next window, while the reader still has half a window in the cache. The window
 //!   doubles up to its limit (messages and bytes).
+//! - A reader faster than the pushes (`grep` reads a cached message in a few µs) catches
+//!   up with them. A window it has already reached is pushed from its far end back toward
+//!   it, and the pushes stop where the reader is: the reader's own READs and the pushes
+//!   then share the window instead of both reading the messages just ahead of it.
 //! - Only what the kernel holds an inode for is pushed (the kernel refuses stores for
 //!   other inodes), only messages up to [`Settings::max_message`] (bigger ones are read
 //!   with the kernel's own read-ahead), and only whole messages: the last page of a store
@@ -101,8 +105,8 @@ struct Hint {
     uid: u32,
 }
 
-/// Where each mailbox's reader is (the highest UID read from its start), as the FUSE
-/// workers saw it: the prefetch thread skips what a reader already passed, so that a
+/// Where each mailbox's reader is (the highest UID read, or being read, from its start),
+/// as the FUSE workers saw it: the prefetch thread skips what a reader already passed, so that a
 /// reader faster than the pushes never waits behind pushes of messages it read itself.
 type Positions = Arc<Mutex<HashMap<(Arc<MailboxName>, u32), u32>>>;
 
@@ -255,7 +259,17 @@ impl<C: PageCache> Worker<C> {
     }
 
     /// Pushes up to `window` messages after UID `from`, leaving the one in the middle
-    /// out; the highest UID pushed (or `from`) and the one left out (0: none).
+    /// out; the highest UID of the window (or `from`) and the one left out (0: none).
+    ///
+    /// Where the reader has already reached `from` (the first window, or a reader that
+    /// overtook the pushes) the window is pushed from its far end back toward the
+    /// reader, stopping at what the reader has reached: the reader reads the near part
+    /// itself (READ round trips) while the pushes fill the far part, so the two share the
+    /// window instead of both working on the messages just ahead of the reader (pushed
+    /// in rising order, every message the reader overtook was read twice: measured on
+    /// 20,000 Maildir messages, `grep -rl`, 6,600-19,900 READs beside 19,000 pushes).
+    /// A reader still behind `from` (the marker's read) needs the near messages first:
+    /// that window is pushed in rising order, skipping what the reader passes meanwhile.
     fn push(&mut self, hint: &Hint, from: u32, window: usize) -> (u32, u32) {
         let key = (hint.mailbox.clone(), hint.uid_validity);
         let view = match self.store.view(&hint.mailbox) {
@@ -268,15 +282,13 @@ impl<C: PageCache> Worker<C> {
         };
         let middle = window / 2;
         let (mut front, mut marker, mut bytes) = (from, 0, 0u64);
+        // The window, in UID order: what is pushed and the marker.
+        let mut due: Vec<&crate::store::MessageMeta> = Vec::with_capacity(window);
         for (i, meta) in view.messages.iter_after(from).take(window).enumerate() {
             let MessageKey::Uid(uid) = meta.key else {
                 continue;
             };
             front = uid;
-            if uid <= self.reader_at(&key) {
-                // Read (or being read) by the reader itself already.
-                continue;
-            }
             if i == middle {
                 marker = uid;
                 continue;
@@ -284,7 +296,27 @@ impl<C: PageCache> Worker<C> {
             if meta.size == 0 || meta.size > self.settings.max_message || meta.problem.is_some() {
                 continue;
             }
+            due.push(meta);
             bytes += meta.size;
+            if bytes >= self.settings.max_window_bytes {
+                break;
+            }
+        }
+        let overtaken = self.reader_at(&key) >= from;
+        if overtaken {
+            due.reverse();
+        }
+        for meta in due {
+            let MessageKey::Uid(uid) = meta.key else {
+                continue;
+            };
+            if uid <= self.reader_at(&key) {
+                if overtaken {
+                    // Read (or being read) by the reader itself, and so is all before it.
+                    break;
+                }
+                continue;
+            }
             let node = Node::Message {
                 mailbox: hint.mailbox.clone(),
                 uid_validity: hint.uid_validity,
@@ -302,9 +334,6 @@ impl<C: PageCache> Worker<C> {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     debug!("prefetch: {} UID {uid}: {e}", hint.mailbox);
                 }
-            }
-            if bytes >= self.settings.max_window_bytes {
-                break;
             }
         }
         (front, marker)
@@ -359,12 +388,26 @@ mod tests {
 
     /// What was stored, in order.
     #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<Stored>>>);
+    struct Recorder(Arc<Mutex<Vec<Stored>>>, Arc<Mutex<Option<Racer>>>);
+
+    /// A reader as fast as the pushes: it reads the next message itself at every store,
+    /// and notes where it was when each store came.
+    struct Racer {
+        positions: Positions,
+        key: (Arc<MailboxName>, u32),
+        at_store: Vec<u32>,
+    }
 
     impl PageCache for Recorder {
         fn store(&self, ino: u64, offset: u64, data: &[u8]) -> io::Result<()> {
             assert_eq!(offset, 0, "whole messages only");
             self.0.lock().push((ino, data.to_vec()));
+            if let Some(racer) = self.1.lock().as_mut() {
+                let mut positions = racer.positions.lock();
+                let at = positions.entry(racer.key.clone()).or_insert(0);
+                racer.at_store.push(*at);
+                *at += 1;
+            }
             Ok(())
         }
     }
@@ -420,6 +463,15 @@ mod tests {
     }
 
     impl Setup {
+        /// A read whose position the FUSE worker recorded (as `Prefetcher::hint` does).
+        fn read_here(&mut self, uid: u32) {
+            let mut positions = self.worker.positions.lock();
+            let at = positions.entry((self.inbox.clone(), 7)).or_insert(uid);
+            *at = (*at).max(uid);
+            drop(positions);
+            self.read(uid);
+        }
+
         fn read(&mut self, uid: u32) {
             let hint = Hint {
                 mailbox: self.inbox.clone(),
@@ -509,6 +561,38 @@ mod tests {
         assert!(s.taken().is_empty());
         s.read(41);
         assert_eq!(s.taken().first(), Some(&42));
+    }
+
+    /// A reader that has reached the pushed front (here: the first window, the reader as
+    /// fast as the pushes) shares the next window with them: they go from its far end back
+    /// toward the reader and stop where it is, so no message is both pushed and read. A
+    /// window in rising order would have pushed 3, 4, 5... right behind the reader.
+    #[test]
+    fn a_reader_at_the_front_shares_the_window_with_the_pushes() {
+        let mut s = setup(100, &[], settings(16, 16));
+        *s.stored.1.lock() = Some(Racer {
+            positions: s.worker.positions.clone(),
+            key: (s.inbox.clone(), 7),
+            at_store: Vec::new(),
+        });
+        s.read_here(1);
+        s.read_here(2);
+        // Window 16 after UID 2: 3..=18, marker 11. Pushed from 18 down; the reader moved
+        // from 2 to 3, 4, ... meanwhile and they met at 10.
+        let taken = s.taken();
+        let racer = s.stored.1.lock().take().expect("racer");
+        assert_eq!(taken, vec![18, 17, 16, 15, 14, 13, 12, 10]);
+        assert_eq!(racer.at_store, vec![2, 3, 4, 5, 6, 7, 8, 9]);
+        for (uid, at) in taken.iter().zip(&racer.at_store) {
+            assert!(uid > at, "UID {uid} pushed after the reader reached {at}");
+        }
+        // A reader behind the front (the marker's read): the next window in rising order.
+        s.worker.positions.lock().insert((s.inbox.clone(), 7), 11);
+        s.read(11);
+        assert_eq!(
+            s.taken(),
+            (19..=34).filter(|&u| u != 27).collect::<Vec<_>>()
+        );
     }
 
     #[test]
