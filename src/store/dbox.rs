@@ -21,6 +21,7 @@
 //!
 //! Nothing here writes, locks or creates anything.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -80,6 +81,9 @@ pub struct DboxStore {
     indexes: IndexPool,
     /// Symbolic links met where mailboxes could be (logged once each).
     links: files::LinkLog,
+    /// mdbox: the map as last read by [`DboxStore::open_mdbox`], tried before the map is
+    /// refreshed (see there).
+    map_seen: Mutex<Option<Arc<IndexView>>>,
 }
 
 impl DboxStore {
@@ -116,6 +120,7 @@ impl DboxStore {
             // One reader per cached view, the map index, the list index (`LAYOUT=index`).
             indexes: IndexPool::new(cache_capacity.max(1) + 2),
             links: files::LinkLog::default(),
+            map_seen: Mutex::new(None),
         };
         Cached::open(store, cache_capacity)
     }
@@ -650,7 +655,7 @@ impl DboxStore {
         uid: u32,
     ) -> std::result::Result<(Found, fs::Metadata), String> {
         let locator = format!("u.{uid}");
-        let (file, path) = match open_primary_or_alt(paths, &locator) {
+        let (file, path, _) = match open_primary_or_alt(paths, &locator) {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return Err(format!(
@@ -899,11 +904,11 @@ impl DboxStore {
     }
 
     /// Opens `m.<file_id>` in primary, then ALT storage.
-    fn open_mfile(&self, file_id: u32) -> Result<Option<(File, PathBuf)>> {
+    fn open_mfile(&self, file_id: u32) -> Result<Option<(File, PathBuf, u64)>> {
         let name = format!("m.{file_id}");
         let primary = self.loc.root.join("storage").join(&name);
         match files::open_message_file(&primary) {
-            Ok((f, _)) => return Ok(Some((f, primary))),
+            Ok((f, len)) => return Ok(Some((f, primary, len))),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
@@ -912,7 +917,7 @@ impl DboxStore {
         };
         let alt = alt.join("storage").join(&name);
         match files::open_message_file(&alt) {
-            Ok((f, _)) => Ok(Some((f, alt))),
+            Ok((f, len)) => Ok(Some((f, alt, len))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -920,25 +925,50 @@ impl DboxStore {
 
     /// Resolves an mdbox message to an open file and body range, re-resolving through a
     /// fresh map when the file is gone or the bytes at the offset are no longer a message.
+    ///
+    /// The first attempt uses the map as last read, without refreshing it (a refresh is
+    /// seven system calls, two of them path walks, on every message of a `grep -r`): a
+    /// location it gives is never wrong, only possibly gone. Dovecot never rewrites an
+    /// `m.N` in place and never reuses a file id (a purge copies the messages it keeps into
+    /// new files and unlinks the old one: `mdbox_file_purge()` in
+    /// `src/lib-storage/index/dbox-multi/mdbox-purge.c`), so while `m.N` exists the bytes
+    /// at an offset the map ever gave for a map_uid are that message's. A map_uid missing
+    /// from the old map (newer mail), a file gone, or a header that does not match the
+    /// listed size sends the open to a refreshed map, as before.
     fn open_mdbox(&self, map_uid: u32, expected_size: u64) -> Result<MessageSource> {
         let mut last_problem = String::new();
-        for _ in 0..MDBOX_RESOLVE_ATTEMPTS {
-            let map = self
-                .indexes
-                .view(&self.map_paths())?
-                .ok_or_else(|| Error::layout(self.map_paths().dir, "mdbox map index missing"))?;
+        for attempt in 0..=MDBOX_RESOLVE_ATTEMPTS {
+            let seen = if attempt == 0 {
+                self.map_seen.lock().clone()
+            } else {
+                None
+            };
+            let map = match seen {
+                Some(map) => map,
+                None if attempt == 0 => continue,
+                None => {
+                    let map = self.indexes.view(&self.map_paths())?.ok_or_else(|| {
+                        Error::layout(self.map_paths().dir, "mdbox map index missing")
+                    })?;
+                    *self.map_seen.lock() = Some(map.clone());
+                    map
+                }
+            };
             let Some((file_id, offset)) = map_location(&map, map_uid) else {
+                if attempt == 0 {
+                    continue;
+                }
                 return Err(Error::not_found(format!(
                     "map_uid {map_uid} (expunged and purged)"
                 )));
             };
-            let Some((file, path)) = self.open_mfile(file_id)? else {
+            let Some((file, path, len)) = self.open_mfile(file_id)? else {
                 last_problem = format!("m.{file_id} vanished (purge or altmove)");
                 continue;
             };
-            let header = read_message_header(&file, &path, Some(u64::from(offset)));
+            let header = read_message_header(&file, &path, Some(u64::from(offset)), len);
             // A damaged metadata block (see the sdbox `open`).
-            let header = header.and_then(|h| read_metadata(&file, &path, &h).map(|_| h));
+            let header = header.and_then(|h| read_metadata(&file, &path, &h, len).map(|_| h));
             match header {
                 Ok(found) if found.body_size == expected_size => {
                     return Ok(MessageSource::file_range(
@@ -1017,7 +1047,7 @@ impl DboxStore {
         if presented_size(&found.metadata, found.body_size) != size {
             return Ok(None);
         }
-        let header = read_message_header(file, path, offset)?;
+        let header = read_message_header(file, path, offset, file_len(file, path)?)?;
         let stub = attachments::Stub {
             file: file.try_clone().map_err(|e| Error::io(path, e))?,
             path,
@@ -1097,7 +1127,7 @@ impl OpenMFiles {
         self.0
             .entry(file_id)
             .or_insert_with(|| {
-                let (f, p) = store.open_mfile(file_id).ok().flatten()?;
+                let (f, p, _) = store.open_mfile(file_id).ok().flatten()?;
                 let m = f.metadata().ok()?;
                 Some((f, p, m))
             })
@@ -1185,8 +1215,9 @@ struct Found {
 /// Reads the message at `offset` (sdbox: `None`, the first message) from an open dbox
 /// file: file header, message header, and the metadata block after the body.
 fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> {
-    let mh = read_message_header(file, path, offset)?;
-    let metadata = read_metadata(file, path, &mh)?;
+    let len = file_len(file, path)?;
+    let mh = read_message_header(file, path, offset, len)?;
+    let metadata = read_metadata(file, path, &mh, len)?;
     let form = match metadata.physical_size {
         Some(z) if z != mh.body_size => decoded::stored_form(file, mh.body_offset, mh.body_size)
             .map_err(|e| Error::io(path, e))?,
@@ -1200,8 +1231,18 @@ fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> 
 }
 
 /// The metadata block after the body of the message `mh` describes.
-fn read_metadata(file: &File, path: &Path, mh: &dbox::MessageHeader) -> Result<dbox::Metadata> {
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+/// The length of an open store file.
+fn file_len(file: &File, path: &Path) -> Result<u64> {
+    Ok(file.metadata().map_err(|e| Error::io(path, e))?.len())
+}
+
+/// The metadata block after the body `mh` locates, in `file` of `len` bytes.
+fn read_metadata(
+    file: &File,
+    path: &Path,
+    mh: &dbox::MessageHeader,
+    len: u64,
+) -> Result<dbox::Metadata> {
     let meta_at = mh.metadata_offset();
     let mut want = 4096u64;
     loop {
@@ -1218,24 +1259,33 @@ fn read_metadata(file: &File, path: &Path, mh: &dbox::MessageHeader) -> Result<d
     }
 }
 
-/// The message header at `offset` (sdbox: `None`): where the body is. Enough for reading
-/// the body; [`read_message`] adds the metadata.
+/// The message header at `offset` (sdbox: `None`) of `file` (`len` bytes, as its
+/// `fstat` said when opened): where the body is. Enough for reading the body;
+/// [`read_message`] adds the metadata.
 fn read_message_header(
     file: &File,
     path: &Path,
     offset: Option<u64>,
+    len: u64,
 ) -> Result<dbox::MessageHeader> {
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let head = read_at(file, path, 0, 512.min(len))?;
     let fh = dbox::parse_file_header(&head).map_err(|e| Error::corrupt(path, e))?;
     let offset = offset.unwrap_or(u64::from(fh.header_size));
-    let hdr = read_at(
-        file,
-        path,
-        offset,
-        u64::from(fh.msg_header_size).min(len.saturating_sub(offset)),
-    )?;
-    dbox::parse_message_header_window(&hdr, offset, len, fh.msg_header_size)
+    let want = u64::from(fh.msg_header_size).min(len.saturating_sub(offset));
+    // An sdbox message header follows the file header: it is inside what was just read.
+    let inside = usize::try_from(offset)
+        .ok()
+        .zip(usize::try_from(want).ok())
+        .and_then(|(from, n)| head.get(from..from.checked_add(n)?));
+    let read;
+    let hdr = match inside {
+        Some(hdr) => hdr,
+        None => {
+            read = read_at(file, path, offset, want)?;
+            &read[..]
+        }
+    };
+    dbox::parse_message_header_window(hdr, offset, len, fh.msg_header_size)
         .map_err(|e| Error::corrupt(path, e))
 }
 
@@ -1264,11 +1314,12 @@ fn compressed_to(file: &File, path: &Path, offset: u32, size: u64) -> bool {
 }
 
 /// Opens `name` in the mailbox's primary directory, then in ALT.
-fn open_primary_or_alt(paths: &MailboxPaths, name: &str) -> Result<Option<(File, PathBuf)>> {
+/// The file `name` in the mailbox's primary or ALT directory: open, its path, its length.
+fn open_primary_or_alt(paths: &MailboxPaths, name: &str) -> Result<Option<(File, PathBuf, u64)>> {
     for dir in std::iter::once(&paths.mail).chain(paths.alt.iter()) {
         let path = dir.join(name);
         match files::open_message_file(&path) {
-            Ok((f, _)) => return Ok(Some((f, path))),
+            Ok((f, len)) => return Ok(Some((f, path, len))),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
@@ -1365,13 +1416,13 @@ impl Backend for DboxStore {
             }
         };
         let name = format!("u.{uid}");
-        let (file, path) = open_primary_or_alt(paths, &name)?.ok_or_else(|| {
+        let (file, path, len) = open_primary_or_alt(paths, &name)?.ok_or_else(|| {
             Error::not_found(format!("{}: {name} (expunged)", paths.mail.display()))
         })?;
-        let found = read_message_header(&file, &path, None)?;
+        let found = read_message_header(&file, &path, None, len)?;
         // The listing may have come from the cache alone (`dbox_indexed`): a damaged
         // metadata block is found here, as listing it from the file would have found it.
-        read_metadata(&file, &path, &found)?;
+        read_metadata(&file, &path, &found, len)?;
         if found.body_size != meta.size {
             // sdbox renames each attachment to end in -<mailbox guid>-<uid>
             // (sdbox_get_attachment_path_suffix()).
