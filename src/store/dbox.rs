@@ -39,7 +39,7 @@ use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
     FileOwner, Guid, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
-    UidCursor,
+    Piece, UidCursor,
 };
 use super::{KeywordSet, Messages, StoreContext, files, listindex, locks, private_flags};
 use crate::error::{Error, Result};
@@ -84,6 +84,35 @@ pub struct DboxStore {
     /// mdbox: the map as last read by [`DboxStore::open_mdbox`], tried before the map is
     /// refreshed (see there).
     map_seen: Mutex<Option<Arc<IndexView>>>,
+    /// mdbox: the `m.N` files the last opens read, kept while the map they were found
+    /// through is the one last read.
+    mfiles: Mutex<MFiles>,
+}
+
+/// `m.N` files kept open between message opens ([`MFILES_KEPT`] at most): consecutive
+/// messages of a mailbox mostly lie in one file, and re-opening it for each costs a path
+/// walk, an `fstat` and a read of its header. A file kept stays valid for the messages the
+/// map gave (its bytes never change; see [`DboxStore::open_mdbox`]); the files are
+/// let go when another map is read. Like the opened messages `fs/` keeps, a file kept
+/// may outlive its unlink by a purge until then.
+#[derive(Debug, Default)]
+struct MFiles {
+    /// The map the files were found through (compared by pointer).
+    map: Option<Arc<IndexView>>,
+    /// By file id, the most recently used last.
+    files: Vec<(u32, Arc<MFile>)>,
+}
+
+/// How many `m.N` files [`MFiles`] keeps.
+const MFILES_KEPT: usize = 4;
+
+/// One `m.N`, open, with its length when opened and its parsed file header.
+#[derive(Debug)]
+struct MFile {
+    file: Arc<File>,
+    path: PathBuf,
+    len: u64,
+    header: dbox::FileHeader,
 }
 
 impl DboxStore {
@@ -121,6 +150,7 @@ impl DboxStore {
             indexes: IndexPool::new(cache_capacity.max(1) + 2),
             links: files::LinkLog::default(),
             map_seen: Mutex::new(None),
+            mfiles: Mutex::new(MFiles::default()),
         };
         Cached::open(store, cache_capacity)
     }
@@ -923,6 +953,50 @@ impl DboxStore {
         }
     }
 
+    /// `m.{file_id}` as found through `map`: a kept one if `kept_ok` and the files kept
+    /// were found through this same map, otherwise opened (and kept) now.
+    fn mfile(
+        &self,
+        map: &Arc<IndexView>,
+        file_id: u32,
+        kept_ok: bool,
+    ) -> Result<Option<Arc<MFile>>> {
+        {
+            let mut kept = self.mfiles.lock();
+            let same_map = kept.map.as_ref().is_some_and(|m| Arc::ptr_eq(m, map));
+            if !same_map {
+                kept.files.clear();
+                kept.map = Some(map.clone());
+            }
+            if kept_ok && let Some(i) = kept.files.iter().position(|(id, _)| *id == file_id) {
+                let entry = kept.files.remove(i);
+                let mf = entry.1.clone();
+                kept.files.push(entry);
+                return Ok(Some(mf));
+            }
+        }
+        let Some((file, path, len)) = self.open_mfile(file_id)? else {
+            return Ok(None);
+        };
+        let head = read_at(&file, &path, 0, 512.min(len))?;
+        let header = dbox::parse_file_header(&head).map_err(|e| Error::corrupt(&path, e))?;
+        let mf = Arc::new(MFile {
+            file: Arc::new(file),
+            path,
+            len,
+            header,
+        });
+        let mut kept = self.mfiles.lock();
+        if kept.map.as_ref().is_some_and(|m| Arc::ptr_eq(m, map)) {
+            kept.files.retain(|(id, _)| *id != file_id);
+            if kept.files.len() >= MFILES_KEPT {
+                kept.files.remove(0);
+            }
+            kept.files.push((file_id, mf.clone()));
+        }
+        Ok(Some(mf))
+    }
+
     /// Resolves an mdbox message to an open file and body range, re-resolving through a
     /// fresh map when the file is gone or the bytes at the offset are no longer a message.
     ///
@@ -962,31 +1036,34 @@ impl DboxStore {
                     "map_uid {map_uid} (expunged and purged)"
                 )));
             };
-            let Some((file, path, len)) = self.open_mfile(file_id)? else {
+            // Kept files only on the first attempt: the later ones look at the disk again.
+            let Some(mf) = self.mfile(&map, file_id, attempt == 0)? else {
                 last_problem = format!("m.{file_id} vanished (purge or altmove)");
                 continue;
             };
-            let header = read_message_header(&file, &path, Some(u64::from(offset)), len);
+            let (file, path, len) = (&*mf.file, &mf.path, mf.len);
+            let header = header_at(file, path, &mf.header, u64::from(offset), len);
             // A damaged metadata block (see the sdbox `open`).
-            let header = header.and_then(|h| read_metadata(&file, &path, &h, len).map(|_| h));
+            let header = header.and_then(|h| read_metadata(file, path, &h, len).map(|_| h));
             match header {
                 Ok(found) if found.body_size == expected_size => {
-                    return Ok(MessageSource::file_range(
-                        file,
-                        found.body_offset,
-                        found.body_size,
-                    ));
+                    return Ok(MessageSource::pieces(vec![Piece::File {
+                        file: mf.file.clone(),
+                        start: found.body_offset,
+                        len: found.body_size,
+                    }]));
                 }
                 // Compressed: the metadata's plaintext size is the size listed.
-                Ok(found) if compressed_to(&file, &path, offset, expected_size) => {
-                    return self.decode(file, &path, &found, expected_size);
+                Ok(found) if compressed_to(file, path, offset, expected_size) => {
+                    let owned = file.try_clone().map_err(|e| Error::io(path, e))?;
+                    return self.decode(owned, path, &found, expected_size);
                 }
                 Ok(found) => {
                     // A message with external attachments is larger than its stored
                     // body; anything else is another message (a purge moved it): look
                     // again through a fresh map.
                     let at = Some(u64::from(offset));
-                    match self.with_attachments(&file, &path, at, expected_size, "") {
+                    match self.with_attachments(file, path, at, expected_size, "") {
                         Ok(Some(src)) => return Ok(src),
                         Ok(None) => {
                             last_problem = format!(
@@ -1286,6 +1363,21 @@ fn read_message_header(
         }
     };
     dbox::parse_message_header_window(hdr, offset, len, fh.msg_header_size)
+        .map_err(|e| Error::corrupt(path, e))
+}
+
+/// The message header at `offset` of `file` (`len` bytes), whose file header `fh` was read
+/// before.
+fn header_at(
+    file: &File,
+    path: &Path,
+    fh: &dbox::FileHeader,
+    offset: u64,
+    len: u64,
+) -> Result<dbox::MessageHeader> {
+    let want = u64::from(fh.msg_header_size).min(len.saturating_sub(offset));
+    let hdr = read_at(file, path, offset, want)?;
+    dbox::parse_message_header_window(&hdr, offset, len, fh.msg_header_size)
         .map_err(|e| Error::corrupt(path, e))
 }
 
