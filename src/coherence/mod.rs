@@ -762,19 +762,40 @@ mod tests {
         assert!(watcher.stats().changes.load(Ordering::Relaxed) >= 3);
     }
 
-    /// A store that rebuilds every view it is asked for (a new `Arc` each time, equal in
-    /// content), as a user's store re-opened after the users' LRU let it go.
-    #[derive(Debug)]
-    struct Rebuilding {
+    /// The watcher tests' store: a [`MemoryStore`] with the behaviour each test needs.
+    #[derive(Debug, Default)]
+    struct TestStore {
         inner: Arc<MemoryStore>,
+        /// Every list and view asked for is a new `Arc`, equal in content (a user's store
+        /// re-opened after the users' LRU let it go).
+        rebuilds: bool,
+        /// While set, the view every read shows: the store's reads lag its news, as a
+        /// local store on GlusterFS read through a client that caches for a second.
+        frozen: Mutex<Option<Arc<MailboxView>>>,
+        /// Targets fed by directories: every mailbox by `root` (a file in it) and its own
+        /// directory below it, the scope by `root`.
+        root: Option<PathBuf>,
     }
 
-    impl MailStore for Rebuilding {
+    impl MailStore for TestStore {
         fn mailboxes(&self, scope: &MailboxName) -> crate::error::Result<Arc<Vec<MailboxEntry>>> {
-            Ok(Arc::new((*self.inner.mailboxes(scope)?).clone()))
+            let list = self.inner.mailboxes(scope)?;
+            Ok(if self.rebuilds {
+                Arc::new((*list).clone())
+            } else {
+                list
+            })
         }
         fn view(&self, mailbox: &MailboxName) -> crate::error::Result<Arc<MailboxView>> {
-            Ok(Arc::new((*self.inner.view(mailbox)?).clone()))
+            if let Some(v) = &*self.frozen.lock() {
+                return Ok(v.clone());
+            }
+            let view = self.inner.view(mailbox)?;
+            Ok(if self.rebuilds {
+                Arc::new((*view).clone())
+            } else {
+                view
+            })
         }
         fn open(
             &self,
@@ -785,13 +806,19 @@ mod tests {
             self.inner.open(mailbox, view, key)
         }
         fn local_root(&self) -> Option<&Path> {
-            None
+            self.root.as_deref()
         }
         fn root_attrs(&self) -> crate::error::Result<crate::store::Presented> {
             self.inner.root_attrs()
         }
         fn feed(&self, target: &Target) -> Feed {
-            self.inner.feed(target)
+            let Some(root) = &self.root else {
+                return self.inner.feed(target);
+            };
+            Feed::Paths(match target {
+                Target::Scope(_) => vec![root.clone()],
+                Target::Mailbox(name) => vec![root.join("index"), root.join(name.0.join("."))],
+            })
         }
         fn subscribe(&self, notifier: ChangeNotifier) {
             self.inner.subscribe(notifier)
@@ -809,8 +836,10 @@ mod tests {
         let inner = Arc::new(MemoryStore::default());
         inner.create("INBOX", 7);
         inner.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
-        let store = Arc::new(Rebuilding {
+        let store = Arc::new(TestStore {
             inner: inner.clone(),
+            rebuilds: true,
+            ..TestStore::default()
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let watcher = Watcher::start(store.clone(), WatchMode::Inotify, move |c| {
@@ -861,59 +890,15 @@ mod tests {
         );
     }
 
-    /// A store whose reads lag its news, as a local store on GlusterFS read through a
-    /// client that caches for a second: while `frozen` holds a view, that view is what
-    /// it shows.
-    #[derive(Debug)]
-    struct Lagging {
-        inner: Arc<MemoryStore>,
-        frozen: Mutex<Option<Arc<MailboxView>>>,
-    }
-
-    impl MailStore for Lagging {
-        fn mailboxes(&self, scope: &MailboxName) -> crate::error::Result<Arc<Vec<MailboxEntry>>> {
-            self.inner.mailboxes(scope)
-        }
-        fn view(&self, mailbox: &MailboxName) -> crate::error::Result<Arc<MailboxView>> {
-            match &*self.frozen.lock() {
-                Some(v) => Ok(v.clone()),
-                None => self.inner.view(mailbox),
-            }
-        }
-        fn open(
-            &self,
-            mailbox: &MailboxName,
-            view: &MailboxView,
-            key: &crate::store::MessageKey,
-        ) -> crate::error::Result<crate::store::MessageSource> {
-            self.inner.open(mailbox, view, key)
-        }
-        fn local_root(&self) -> Option<&Path> {
-            None
-        }
-        fn root_attrs(&self) -> crate::error::Result<crate::store::Presented> {
-            self.inner.root_attrs()
-        }
-        fn feed(&self, target: &Target) -> Feed {
-            self.inner.feed(target)
-        }
-        fn subscribe(&self, notifier: ChangeNotifier) {
-            self.inner.subscribe(notifier)
-        }
-        fn context(&self) -> &Arc<crate::store::StoreContext> {
-            self.inner.context()
-        }
-    }
-
     /// Whether a change the store pushed while its reads still showed the old state
     /// reaches the sink (within 1 s) once the reads catch up, with no further news.
     fn lagging_change_reported(recheck: Option<Duration>) -> bool {
         let inner = Arc::new(MemoryStore::default());
         inner.create("INBOX", 7);
         inner.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
-        let store = Arc::new(Lagging {
+        let store = Arc::new(TestStore {
             inner: inner.clone(),
-            frozen: Mutex::new(None),
+            ..TestStore::default()
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let watcher = Watcher::start(store.clone(), WatchMode::Pushed { recheck }, move |c| {
@@ -935,51 +920,6 @@ mod tests {
         // The client's cache expires: nothing tells the watcher.
         *store.frozen.lock() = None;
         rx.recv_timeout(Duration::from_secs(1)).is_ok()
-    }
-
-    /// A store whose targets are fed by directories: every mailbox by the store root (a
-    /// file in it) and its own directory, the scope by the root.
-    #[derive(Debug)]
-    struct InDirs {
-        inner: Arc<MemoryStore>,
-        root: PathBuf,
-    }
-
-    impl MailStore for InDirs {
-        fn mailboxes(&self, scope: &MailboxName) -> crate::error::Result<Arc<Vec<MailboxEntry>>> {
-            self.inner.mailboxes(scope)
-        }
-        fn view(&self, mailbox: &MailboxName) -> crate::error::Result<Arc<MailboxView>> {
-            self.inner.view(mailbox)
-        }
-        fn open(
-            &self,
-            mailbox: &MailboxName,
-            view: &MailboxView,
-            key: &crate::store::MessageKey,
-        ) -> crate::error::Result<crate::store::MessageSource> {
-            self.inner.open(mailbox, view, key)
-        }
-        fn local_root(&self) -> Option<&Path> {
-            Some(&self.root)
-        }
-        fn root_attrs(&self) -> crate::error::Result<crate::store::Presented> {
-            self.inner.root_attrs()
-        }
-        fn feed(&self, target: &Target) -> Feed {
-            Feed::Paths(match target {
-                Target::Scope(_) => vec![self.root.clone()],
-                Target::Mailbox(name) => {
-                    vec![self.root.join("index"), self.root.join(name.0.join("."))]
-                }
-            })
-        }
-        fn subscribe(&self, notifier: ChangeNotifier) {
-            self.inner.subscribe(notifier)
-        }
-        fn context(&self) -> &Arc<crate::store::StoreContext> {
-            self.inner.context()
-        }
     }
 
     /// Waits (up to 3 s) until the worker's maps hold `want`; returns what they held last.
@@ -1008,9 +948,10 @@ mod tests {
         let inner = Arc::new(MemoryStore::default());
         inner.create("A", 1);
         inner.create("B", 2);
-        let store = Arc::new(InDirs {
+        let store = Arc::new(TestStore {
             inner,
-            root: root.clone(),
+            root: Some(root.clone()),
+            ..TestStore::default()
         });
         let watcher = Watcher::start(store.clone(), WatchMode::Inotify, |_| {}).unwrap();
         let scope = Target::Scope(MailboxName(Vec::new()));
