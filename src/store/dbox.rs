@@ -21,7 +21,6 @@
 //!
 //! Nothing here writes, locks or creates anything.
 
-use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -29,6 +28,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::access::{self, Need};
 use super::attachments;
@@ -1042,7 +1043,7 @@ impl DboxStore {
                 continue;
             };
             let (file, path, len) = (&*mf.file, &mf.path, mf.len);
-            let header = header_at(file, path, &mf.header, u64::from(offset), len);
+            let header = header_at(file, path, &mf.header, u64::from(offset), len, None);
             // A damaged metadata block (see the sdbox `open`).
             let header = header.and_then(|h| read_metadata(file, path, &h, len).map(|_| h));
             match header {
@@ -1348,12 +1349,25 @@ fn read_message_header(
     let head = read_at(file, path, 0, 512.min(len))?;
     let fh = dbox::parse_file_header(&head).map_err(|e| Error::corrupt(path, e))?;
     let offset = offset.unwrap_or(u64::from(fh.header_size));
-    let want = u64::from(fh.msg_header_size).min(len.saturating_sub(offset));
     // An sdbox message header follows the file header: it is inside what was just read.
+    header_at(file, path, &fh, offset, len, Some(&head))
+}
+
+/// The message header at `offset` of `file` (`len` bytes), whose file header `fh` was read
+/// before; taken from `head` (the file's first bytes, if read) when it lies inside.
+fn header_at(
+    file: &File,
+    path: &Path,
+    fh: &dbox::FileHeader,
+    offset: u64,
+    len: u64,
+    head: Option<&[u8]>,
+) -> Result<dbox::MessageHeader> {
+    let want = u64::from(fh.msg_header_size).min(len.saturating_sub(offset));
     let inside = usize::try_from(offset)
         .ok()
         .zip(usize::try_from(want).ok())
-        .and_then(|(from, n)| head.get(from..from.checked_add(n)?));
+        .and_then(|(from, n)| head?.get(from..from.checked_add(n)?));
     let read;
     let hdr = match inside {
         Some(hdr) => hdr,
@@ -1363,21 +1377,6 @@ fn read_message_header(
         }
     };
     dbox::parse_message_header_window(hdr, offset, len, fh.msg_header_size)
-        .map_err(|e| Error::corrupt(path, e))
-}
-
-/// The message header at `offset` of `file` (`len` bytes), whose file header `fh` was read
-/// before.
-fn header_at(
-    file: &File,
-    path: &Path,
-    fh: &dbox::FileHeader,
-    offset: u64,
-    len: u64,
-) -> Result<dbox::MessageHeader> {
-    let want = u64::from(fh.msg_header_size).min(len.saturating_sub(offset));
-    let hdr = read_at(file, path, offset, want)?;
-    dbox::parse_message_header_window(&hdr, offset, len, fh.msg_header_size)
         .map_err(|e| Error::corrupt(path, e))
 }
 
