@@ -678,8 +678,8 @@ impl MaildirStore {
         cached: Option<CachedMessage>,
     ) -> Result<MessageMeta> {
         let cached = cached.unwrap_or_default();
-        // Named only when something fails: a path per message would be a heap block freed
-        // between the blocks the view keeps.
+        // The full path is only for error text: built when something fails, not once per
+        // message.
         let path = || paths.mail.join(OsStr::from_bytes(&locator));
         let meta = dirs.stat(&locator).map_err(|e| Error::io(path(), e))?;
         let fname = &locator[4..];

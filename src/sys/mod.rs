@@ -148,23 +148,6 @@ fn cstring(path: &OsStr) -> io::Result<CString> {
     CString::new(path.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// Runs `f` with `name` as a C string, built on the stack when it is short (a message
-/// file's name is): the calls below run once per message, and a heap block each would
-/// be freed between the blocks a view keeps. Same errors as [`cstring`].
-fn with_cstr<T>(name: &OsStr, f: impl FnOnce(&CStr) -> io::Result<T>) -> io::Result<T> {
-    let bytes = name.as_bytes();
-    let mut buf = [0u8; 256];
-    match buf.get_mut(..=bytes.len()) {
-        Some(room) => {
-            room[..bytes.len()].copy_from_slice(bytes);
-            let c = CStr::from_bytes_with_nul(room)
-                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-            f(c)
-        }
-        None => f(&cstring(name)?),
-    }
-}
-
 /// `openat(2)` of one path relative to `dir` (or the working directory for `AT_FDCWD`).
 fn openat(dir: RawFd, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     loop {
@@ -366,14 +349,16 @@ impl Dir {
 
     /// `lstat` of the entry `name` (one component).
     pub fn stat_at(&self, name: &OsStr) -> io::Result<Stat> {
-        with_cstr(name, |c| fstatat(self.fd.as_raw_fd(), c))
+        fstatat(self.fd.as_raw_fd(), &cstring(name)?)
     }
 
     /// Opens the entry `name` (one component) for reading; a link gives `ELOOP`.
     pub fn open_at(&self, name: &OsStr) -> io::Result<File> {
-        let fd = with_cstr(name, |c| {
-            openat(self.fd.as_raw_fd(), c, READ_FLAGS | libc::O_NOFOLLOW)
-        })?;
+        let fd = openat(
+            self.fd.as_raw_fd(),
+            &cstring(name)?,
+            READ_FLAGS | libc::O_NOFOLLOW,
+        )?;
         Ok(File::from(fd))
     }
 
@@ -519,21 +504,6 @@ pub fn local_utc_offset(t: i64) -> i64 {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
-
-    /// Short names on the stack, long ones on the heap: the same string either way, and
-    /// an inner NUL refused (EINVAL) in both.
-    #[test]
-    fn c_strings_on_the_stack_equal_those_on_the_heap() {
-        for len in [0, 1, 254, 255, 256, 300] {
-            let name = std::ffi::OsString::from("x".repeat(len));
-            let got = with_cstr(&name, |c| Ok(c.to_bytes().to_vec())).unwrap();
-            assert_eq!(got, name.as_bytes(), "length {len}");
-            let mut bad = name.clone();
-            bad.push("\0y");
-            let err = with_cstr(&bad, |_| Ok(())).unwrap_err();
-            assert_eq!(err.raw_os_error(), Some(libc::EINVAL), "length {len}");
-        }
-    }
 
     struct Tmp(std::path::PathBuf);
     impl Drop for Tmp {
