@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use crate::util::compare::assert_message_matches;
 use crate::util::corpus::email;
 use crate::util::dovecot::{DboxLayout, Dovecot, Layout, Message};
-use crate::util::fsx::{dir_names, getxattr};
+use crate::util::fsx::{dir_names, getxattr, xattr_string};
 use crate::util::mount::Mount;
 use crate::util::rng::Rng;
 use crate::util::{TestDir, chown_recursive, test_root, tool, wait_for};
@@ -664,26 +664,6 @@ fn listed_uids(dir: &Path) -> BTreeSet<u32> {
         .collect()
 }
 
-/// An xattr of a message file; panics naming the file and the attribute.
-///
-/// One `getxattr(2)` into a buffer that holds any of these values, not two (size, then
-/// value) as [`getxattr`] makes: the comparison reads thousands of them through FUSE.
-fn xattr(path: &Path, name: &str) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path with NUL");
-    let n = std::ffi::CString::new(name).expect("name with NUL");
-    let mut buf = [0u8; 256];
-    // SAFETY: both strings are NUL-terminated; `buf` is valid for writes of its length.
-    let got = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    let v = if got >= 0 {
-        buf[..got as usize].to_vec()
-    } else {
-        // ERANGE (longer than the buffer) or a real error, which this reports.
-        getxattr(path, name).unwrap_or_else(|e| panic!("getxattr {path:?} {name}: {e}"))
-    };
-    String::from_utf8(v).unwrap_or_else(|_| panic!("{name} of {path:?} is not UTF-8"))
-}
-
 /// Every message's size and mtime against doveadm's.
 fn assert_sizes_and_mtimes_match(mount: &Mount, messages: &[Message], what: &str) {
     for m in messages {
@@ -718,7 +698,7 @@ fn assert_xattrs_match(mount: &Mount, m: &Message, what: &str) {
         ("user.mail.vsize", m.vsize.to_string()),
     ] {
         assert_eq!(
-            xattr(&path, attr),
+            xattr_string(&path, attr),
             expected,
             "{attr} of uid {} ({what}, {})",
             m.uid,
@@ -817,7 +797,7 @@ fn large_view_matches_doveadm(format: Format) {
         ("user.mailbox.uidvalidity", status.uidvalidity.to_string()),
         ("user.mailbox.uidnext", status.uidnext.to_string()),
     ] {
-        assert_eq!(xattr(&inbox, attr), value, "{tag}: {attr} of INBOX");
+        assert_eq!(xattr_string(&inbox, attr), value, "{tag}: {attr} of INBOX");
     }
 
     let t = Instant::now();
@@ -879,7 +859,7 @@ fn large_view_matches_doveadm(format: Format) {
         "{tag}: the listing after one delivery vs doveadm's UIDs"
     );
     assert_eq!(
-        xattr(&inbox, "user.mailbox.uidnext"),
+        xattr_string(&inbox, "user.mailbox.uidnext"),
         user.status("INBOX").uidnext.to_string(),
         "{tag}: uidnext of INBOX after one delivery"
     );

@@ -12,10 +12,28 @@ fn cpath(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("path with NUL")
 }
 
-/// `getxattr(2)` (follows symlinks).
+/// `getxattr(2)` (follows symlinks). A value that fits 256 bytes (mailfs's per-message
+/// attributes do) takes one call; a longer one is asked for its size first.
 pub fn getxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     let p = cpath(path);
     let n = CString::new(name).expect("xattr name with NUL");
+    let mut short = [0u8; 256];
+    // SAFETY: both strings are NUL-terminated; `short` is valid for writes of its length.
+    let got = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            short.as_mut_ptr().cast(),
+            short.len(),
+        )
+    };
+    if got >= 0 {
+        return Ok(short[..got as usize].to_vec());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ERANGE) {
+        return Err(err);
+    }
     loop {
         // SAFETY: both strings are NUL-terminated; a null buffer with size 0 asks for the size.
         let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), ptr::null_mut(), 0) };
