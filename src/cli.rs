@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use log::{error, info, warn};
 
-use crate::coherence::{WatchMode, Watcher};
+use crate::coherence::{Baselines, WatchMode, Watcher};
 use crate::error::Error;
 use crate::fs::naming::{self, Naming};
 use crate::fs::notify::{self, Notice};
@@ -1431,11 +1431,16 @@ fn serve(
         entry: opts.entry_timeout.unwrap_or(default_timeout),
     };
     let (notices_tx, notices_rx) = std::sync::mpsc::channel::<Notice>();
+    // Digests give the notifier no message names: only where names are keys.
+    let baselines = match opts.layout {
+        naming::Layout::Eml => Baselines::Digests,
+        naming::Layout::Maildir => Baselines::Whole,
+    };
     let watcher = match mode {
         Some(mode) => {
             let tx = notices_tx.clone();
             Some(Arc::new(
-                Watcher::start(store.clone(), mode, move |change| {
+                Watcher::start(store.clone(), mode, baselines, move |change| {
                     let _ = tx.send(Notice::Store(change));
                 })
                 .map_err(|e| CliError::Msg(format!("starting the store watcher: {e}")))?,

@@ -22,6 +22,7 @@
 //! watch descriptor alone (the kernel gives a directory already watched the same one, so
 //! no path is kept), and a target unwatched has its watches released at once.
 
+pub mod baseline;
 pub mod diff;
 mod inotify;
 
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
+use self::baseline::Baseline;
 use self::inotify::Fired;
 use crate::store::{
     ChangeNotifier, Feed, MailStore, MailboxEntry, MailboxName, MailboxView, Pushed, Target,
@@ -79,14 +81,35 @@ pub enum Snapshot {
     Mailbox(Arc<MailboxView>),
 }
 
-impl Snapshot {
-    fn same(&self, other: &Snapshot) -> bool {
-        match (self, other) {
-            (Snapshot::Scope(a), Snapshot::Scope(b)) => Arc::ptr_eq(a, b),
-            (Snapshot::Mailbox(a), Snapshot::Mailbox(b)) => Arc::ptr_eq(a, b),
+/// What the watcher keeps of a target's snapshot: a scope's list, a mailbox's
+/// [`Baseline`].
+#[derive(Debug, Clone)]
+enum Kept {
+    Scope(Arc<Vec<MailboxEntry>>),
+    Mailbox(Baseline),
+}
+
+impl Kept {
+    /// True if this was kept of `shown` itself.
+    fn is(&self, shown: &Snapshot) -> bool {
+        match (self, shown) {
+            (Kept::Scope(a), Snapshot::Scope(b)) => Arc::ptr_eq(a, b),
+            (Kept::Mailbox(a), Snapshot::Mailbox(b)) => a.is_of(b),
             _ => false,
         }
     }
+}
+
+/// How the watcher keeps the mailbox views it diffs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baselines {
+    /// Whole views (the changes it sends can name every old message: the Maildir layout,
+    /// whose names carry the flags).
+    Whole,
+    /// Small views as digests ([`baseline`]): for mounts that name messages by key alone
+    /// (the eml layout). A tree of ten thousand small mailboxes then keeps a few hundred
+    /// bytes for each mailbox the kernel holds, not its whole view.
+    Digests,
 }
 
 /// One change the kernel must hear about.
@@ -114,8 +137,9 @@ pub enum Change {
     Mailbox {
         /// The mailbox.
         name: MailboxName,
-        /// The view the kernel may have seen.
-        old: Arc<MailboxView>,
+        /// The view the kernel may have seen (a digest of it where the watcher keeps
+        /// [`Baselines::Digests`]).
+        old: Baseline,
         /// The view now.
         new: Option<Arc<MailboxView>>,
     },
@@ -132,7 +156,7 @@ impl Change {
                 old,
                 new: Some(new),
                 ..
-            } => diff::ViewDiff::between(old, new).is_empty(),
+            } => old.diff(new).is_empty(),
             Change::Scope { old, new, .. } => {
                 let d = diff::ListDiff::between(old, new);
                 d.added.is_empty() && d.removed.is_empty() && d.changed.is_empty()
@@ -165,7 +189,9 @@ type TargetRef = Arc<Target>;
 #[derive(Debug)]
 struct Shared {
     store: Arc<dyn MailStore>,
-    targets: Mutex<HashMap<TargetRef, Snapshot>>,
+    targets: Mutex<HashMap<TargetRef, Kept>>,
+    /// How mailbox views are kept.
+    baselines: Baselines,
     /// Targets registered, shown with a snapshot other than their baseline, or
     /// unwatched, since the thread last looked (it sets up or releases their watches and
     /// checks them).
@@ -178,6 +204,18 @@ struct Shared {
     /// The worker's bookkeeping sizes after its last round (for tests of what is released).
     #[cfg(test)]
     held: Mutex<Held>,
+}
+
+impl Shared {
+    /// What is kept of `shown` as its target's baseline.
+    fn keep(&self, shown: &Snapshot) -> Kept {
+        match shown {
+            Snapshot::Scope(list) => Kept::Scope(list.clone()),
+            Snapshot::Mailbox(view) => {
+                Kept::Mailbox(Baseline::of(view, self.baselines == Baselines::Digests))
+            }
+        }
+    }
 }
 
 /// How many entries the worker's maps hold.
@@ -205,6 +243,7 @@ impl Watcher {
     pub fn start(
         store: Arc<dyn MailStore>,
         mode: WatchMode,
+        baselines: Baselines,
         sink: impl Fn(Change) + Send + 'static,
     ) -> std::io::Result<Watcher> {
         let inotify = match mode {
@@ -214,6 +253,7 @@ impl Watcher {
         let shared = Arc::new(Shared {
             store,
             targets: Mutex::new(HashMap::new()),
+            baselines,
             added: Mutex::new(Vec::new()),
             pushed: Mutex::new(Vec::new()),
             wake: Wake::new()?,
@@ -270,11 +310,11 @@ impl Watcher {
         let known = {
             let mut targets = self.shared.targets.lock();
             match targets.get_key_value(target) {
-                Some((_, baseline)) if baseline.same(&presented) => return,
+                Some((_, baseline)) if baseline.is(&presented) => return,
                 Some((known, _)) => known.clone(),
                 None => {
                     let known = Arc::new(target.clone());
-                    targets.insert(known.clone(), presented);
+                    targets.insert(known.clone(), self.shared.keep(&presented));
                     known
                 }
             }
@@ -532,14 +572,14 @@ impl Worker {
             self.gone.remove(target);
         }
         match now {
-            Ok(now) if !now.same(&baseline) => {
+            Ok(now) if !baseline.is(&now) => {
                 let change = match (&baseline, &now) {
-                    (Snapshot::Scope(old), Snapshot::Scope(new)) => Change::Scope {
+                    (Kept::Scope(old), Snapshot::Scope(new)) => Change::Scope {
                         scope: target.name().clone(),
                         old: old.clone(),
                         new: new.clone(),
                     },
-                    (Snapshot::Mailbox(old), Snapshot::Mailbox(new)) => Change::Mailbox {
+                    (Kept::Mailbox(old), Snapshot::Mailbox(new)) => Change::Mailbox {
                         name: target.name().clone(),
                         old: old.clone(),
                         new: Some(new.clone()),
@@ -548,7 +588,7 @@ impl Worker {
                 };
                 if let Some(b) = self.shared.targets.lock().get_mut(&**target) {
                     // Still watched (an unwatch meanwhile drops the new snapshot too).
-                    *b = now;
+                    *b = self.shared.keep(&now);
                 }
                 // A rebuilt snapshot equal in what it presents becomes the baseline
                 // silently (the old one is freed); the settle re-check still follows, as
@@ -566,7 +606,7 @@ impl Worker {
                 // baseline, so that whatever comes back is diffed against what the kernel
                 // may hold. A mailbox really gone stops being watched when the kernel
                 // forgets its directory (its parent's list change deletes the entry).
-                if let (Target::Mailbox(name), Snapshot::Mailbox(old)) = (&**target, &baseline)
+                if let (Target::Mailbox(name), Kept::Mailbox(old)) = (&**target, &baseline)
                     && self.gone.insert(target.clone())
                 {
                     self.send(Change::Mailbox {
@@ -721,9 +761,14 @@ mod tests {
         store.create("INBOX", 7);
         let first = store.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
         let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, move |c| {
-            let _ = tx.send(c);
-        })
+        let watcher = Watcher::start(
+            store.clone(),
+            WatchMode::Inotify,
+            Baselines::Digests,
+            move |c| {
+                let _ = tx.send(c);
+            },
+        )
         .unwrap();
         let inbox = MailboxName::parse("INBOX");
         let shown = store.view(&inbox).unwrap();
@@ -742,7 +787,7 @@ mod tests {
         let Change::Mailbox { old, new, .. } = next() else {
             panic!("expected a mailbox change");
         };
-        assert!(old.get(&crate::store::MessageKey::Uid(second)).is_none());
+        assert!(!old.has(&crate::store::MessageKey::Uid(second)));
         assert!(
             new.unwrap()
                 .get(&crate::store::MessageKey::Uid(second))
@@ -842,9 +887,14 @@ mod tests {
             ..TestStore::default()
         });
         let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, move |c| {
-            let _ = tx.send(c);
-        })
+        let watcher = Watcher::start(
+            store.clone(),
+            WatchMode::Inotify,
+            Baselines::Digests,
+            move |c| {
+                let _ = tx.send(c);
+            },
+        )
         .unwrap();
         let inbox = MailboxName::parse("INBOX");
         let shown = store.view(&inbox).unwrap();
@@ -869,20 +919,17 @@ mod tests {
             .lock()
             .get(&Target::Mailbox(inbox.clone()))
         {
-            Some(Snapshot::Mailbox(v)) => v.clone(),
+            Some(Kept::Mailbox(b)) => b.clone(),
             other => panic!("baseline {other:?}"),
         };
-        assert!(
-            !Arc::ptr_eq(&baseline, &shown),
-            "the baseline follows the rebuild"
-        );
+        assert!(!baseline.is_of(&shown), "the baseline follows the rebuild");
         let second = inner.save("INBOX", b"Subject: b\n\ny\n", MailFlags::default());
         let Change::Mailbox { old, new, .. } =
             rx.recv_timeout(Duration::from_secs(2)).expect("a change")
         else {
             panic!("expected a mailbox change");
         };
-        assert!(old.get(&crate::store::MessageKey::Uid(second)).is_none());
+        assert!(!old.has(&crate::store::MessageKey::Uid(second)));
         assert!(
             new.unwrap()
                 .get(&crate::store::MessageKey::Uid(second))
@@ -901,9 +948,14 @@ mod tests {
             ..TestStore::default()
         });
         let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = Watcher::start(store.clone(), WatchMode::Pushed { recheck }, move |c| {
-            let _ = tx.send(c);
-        })
+        let watcher = Watcher::start(
+            store.clone(),
+            WatchMode::Pushed { recheck },
+            Baselines::Digests,
+            move |c| {
+                let _ = tx.send(c);
+            },
+        )
         .unwrap();
         let inbox = MailboxName::parse("INBOX");
         let shown = store.view(&inbox).unwrap();
@@ -953,7 +1005,8 @@ mod tests {
             root: Some(root.clone()),
             ..TestStore::default()
         });
-        let watcher = Watcher::start(store.clone(), WatchMode::Inotify, |_| {}).unwrap();
+        let watcher =
+            Watcher::start(store.clone(), WatchMode::Inotify, Baselines::Whole, |_| {}).unwrap();
         let scope = Target::Scope(MailboxName(Vec::new()));
         watcher.watch(
             &scope,

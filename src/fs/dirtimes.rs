@@ -18,9 +18,10 @@
 //! - Consistent: a mailbox whose content mailfs never presented has no `changed`, and its
 //!   time is the store's; the first view presented is the baseline and moves nothing.
 //! - Across a remount the clock starts again from the store's times (nothing is persisted).
-//! - Bounded: baselines for at most [`BASELINES`] mailboxes are kept; a mailbox whose
-//!   baseline was dropped counts as changed when next seen (a spurious move is a rescan for
-//!   a client; a missed one would be lost mail).
+//! - Bounded: baselines for at most [`BASELINES`] mailboxes are kept (a small view as its
+//!   digest: `coherence::baseline`); a mailbox whose baseline was dropped counts as changed
+//!   when next seen (a spurious move is a rescan for a client; a missed one would be lost
+//!   mail).
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -30,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use lru::LruCache;
 use parking_lot::Mutex;
 
-use crate::coherence::diff::ViewDiff;
+use crate::coherence::baseline::Baseline;
 use crate::store::{MailboxName, MailboxView};
 
 /// Mailboxes whose last presented view is kept to compare the next one with.
@@ -40,7 +41,7 @@ const BASELINES: NonZeroUsize = NonZeroUsize::new(1024).expect("non-zero");
 #[derive(Debug)]
 pub(super) struct DirTimes {
     /// The view last presented per mailbox (most recently used kept).
-    baselines: Mutex<LruCache<MailboxName, Arc<MailboxView>>>,
+    baselines: Mutex<LruCache<MailboxName, Baseline>>,
     /// When each mailbox's presented content last changed, if it did during this mount;
     /// a mailbox seen at all has an entry (`None` until its first change).
     changed: Mutex<HashMap<MailboxName, Option<SystemTime>>>,
@@ -57,8 +58,8 @@ impl Default for DirTimes {
 
 /// True when `new` presents something `old` did not: a message added, removed, or with
 /// other flags, keywords, dates or size; a new UIDVALIDITY.
-fn presented_change(old: &MailboxView, new: &MailboxView) -> bool {
-    let d = ViewDiff::between(old, new);
+fn presented_change(old: &Baseline, new: &MailboxView) -> bool {
+    let d = old.diff(new);
     d.uid_validity_changed || !d.added.is_empty() || !d.removed.is_empty() || !d.changed.is_empty()
 }
 
@@ -82,12 +83,14 @@ impl DirTimes {
         let previous = self.baselines.lock().get(name).cloned();
         let moved = match &previous {
             // The view presented last (every request's common case): nothing to do.
-            Some(old) if Arc::ptr_eq(old, view) => return,
+            Some(old) if old.is_of(view) => return,
             Some(old) => presented_change(old, view),
             // Seen before but its baseline was dropped: assume a change (see the module).
             None => self.seen(name),
         };
-        self.baselines.lock().put(name.clone(), view.clone());
+        self.baselines
+            .lock()
+            .put(name.clone(), Baseline::of(view, true));
         let mut changed = self.changed.lock();
         let slot = changed.entry(name.clone()).or_insert(None);
         if moved {

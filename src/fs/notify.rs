@@ -34,7 +34,8 @@ use log::debug;
 use super::inode::{InodeTable, Node, ROOT_INO};
 use super::naming::{Layout, Naming, Sub};
 use crate::coherence::Change;
-use crate::coherence::diff::{ListDiff, ViewDiff};
+use crate::coherence::baseline::Baseline;
+use crate::coherence::diff::ListDiff;
 use crate::store::{MailboxName, MailboxView, MessageKey};
 
 /// Counters for the status report.
@@ -179,7 +180,7 @@ impl<K: KernelCaches> Invalidator<K> {
         self.inval_inode(ROOT_INO, 0);
     }
 
-    fn mailbox(&self, name: &MailboxName, old: &MailboxView, new: Option<&MailboxView>) {
+    fn mailbox(&self, name: &MailboxName, old: &Baseline, new: Option<&MailboxView>) {
         let mailbox = Arc::new(name.clone());
         let Some(dir) = self.inodes.known(&Node::Folder(mailbox.clone())) else {
             return; // nothing below an unknown folder can be cached
@@ -195,23 +196,26 @@ impl<K: KernelCaches> Invalidator<K> {
                     .known(&Node::Folder(Arc::new(MailboxName(levels))))
             }
         };
-        let node = |view: &MailboxView, key: &MessageKey| Node::Message {
+        let node = |uid_validity: u32, key: &MessageKey| Node::Message {
             mailbox: mailbox.clone(),
-            uid_validity: view.uid_validity,
+            uid_validity,
             key: key.clone(),
         };
-        let name_in = |view: &MailboxView, key: &MessageKey| {
-            view.get(key)
-                .map(|m| self.naming.listed_name(view, m))
+        let name_in = |view: Option<&MailboxView>, key: &MessageKey| {
+            view.and_then(|v| v.get(key).map(|m| self.naming.listed_name(v, m)))
                 .unwrap_or_else(|| self.naming.message_name(key))
         };
+        // A digest names no message: the watcher keeps digests only where names are
+        // keys (`Baselines::Digests` for the eml layout).
+        debug_assert!(old.view().is_some() || self.naming.layout == Layout::Eml);
+        let old_view = old.view().map(|v| &**v);
         let Some(new) = new else {
             // Not found now: nothing it held may be served. (If the mailbox is really
             // gone, its parent's list change also deletes the directory's entry.)
             if let Some(list_dir) = list_dir {
-                for m in old.all() {
-                    if let Some(ino) = self.inodes.known(&node(old, &m.key)) {
-                        self.delete(list_dir, ino, &name_in(old, &m.key));
+                for key in old.keys() {
+                    if let Some(ino) = self.inodes.known(&node(old.uid_validity(), &key)) {
+                        self.delete(list_dir, ino, &name_in(old_view, &key));
                     }
                 }
                 if list_dir != dir {
@@ -221,25 +225,25 @@ impl<K: KernelCaches> Invalidator<K> {
             self.inval_inode(dir, 0);
             return;
         };
-        let d = ViewDiff::between(old, new);
+        let d = old.diff(new);
         if d.is_empty() {
             return;
         }
         if let Some(list_dir) = list_dir {
             for key in &d.removed {
-                if let Some(ino) = self.inodes.known(&node(old, key)) {
-                    self.delete(list_dir, ino, &name_in(old, key));
+                if let Some(ino) = self.inodes.known(&node(old.uid_validity(), key)) {
+                    self.delete(list_dir, ino, &name_in(old_view, key));
                 }
             }
             for key in &d.added {
-                self.inval_entry(list_dir, &name_in(new, key));
+                self.inval_entry(list_dir, &name_in(Some(new), key));
             }
             for key in &d.changed {
-                if let Some(ino) = self.inodes.known(&node(new, key)) {
+                if let Some(ino) = self.inodes.known(&node(new.uid_validity, key)) {
                     self.inval_inode(ino, -1);
                 }
                 // A Maildir name carries the flags: the old name is gone, the new one new.
-                let (was, is) = (name_in(old, key), name_in(new, key));
+                let (was, is) = (name_in(old_view, key), name_in(Some(new), key));
                 if was != is {
                     self.inval_entry(list_dir, &was);
                     self.inval_entry(list_dir, &is);
@@ -359,6 +363,21 @@ mod tests {
     /// to their parent.
     #[test]
     fn each_change_becomes_the_invalidations_it_needs() {
+        each_change_becomes(|view| Baseline::View(view.clone()));
+    }
+
+    /// The same from the digest of the old view (what the watcher keeps of a small
+    /// mailbox in the eml layout): the same invalidations, by the same names.
+    #[test]
+    fn a_digest_baseline_gives_the_same_invalidations() {
+        each_change_becomes(|view| {
+            let digest = Baseline::of(view, true);
+            assert!(digest.view().is_none(), "a digest");
+            digest
+        });
+    }
+
+    fn each_change_becomes(baseline: fn(&Arc<MailboxView>) -> Baseline) {
         let store = MemoryStore::default();
         store.create("INBOX", 7);
         for _ in 0..3 {
@@ -400,7 +419,7 @@ mod tests {
         };
         inv.apply(Change::Mailbox {
             name: inbox.clone(),
-            old: before,
+            old: baseline(&before),
             new: Some(after),
         });
         inv.apply(Change::Scope {

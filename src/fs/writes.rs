@@ -42,6 +42,7 @@ use super::naming::{self, Naming, Sub};
 use super::notify::Notice;
 use super::staging::{Phase, Staged, StagedAttr, Writer};
 use crate::coherence::Change;
+use crate::coherence::baseline::Baseline;
 use crate::error::{Error, Refusal, Result};
 use crate::store::{FlagChange, MailboxName, MailboxView, MessageKey};
 
@@ -654,7 +655,7 @@ impl MailFs {
             if !Arc::ptr_eq(old, &new) {
                 let _ = tx.send(Notice::Store(Change::Mailbox {
                     name: name.clone(),
-                    old: old.clone(),
+                    old: Baseline::View(old.clone()),
                     new: Some(new),
                 }));
             }

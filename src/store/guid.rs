@@ -13,10 +13,10 @@ use std::fmt;
 use super::Locator;
 
 /// A message GUID (see the module documentation).
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Guid(Repr);
 
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 enum Repr {
     /// No GUID known (doveadm prints an empty value).
     #[default]

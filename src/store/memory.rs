@@ -133,6 +133,27 @@ impl MemoryStore {
         });
     }
 
+    /// Replaces the keywords of `uid` in `mailbox` (names added to the view's keyword
+    /// table as needed).
+    pub fn set_keywords(&self, mailbox: &str, uid: u32, names: &[&str]) {
+        self.change(mailbox, |view, _| {
+            let mut table = (*view.keyword_names).clone();
+            let mut positions = Vec::new();
+            for name in names {
+                let i = table.iter().position(|k| k == name).unwrap_or_else(|| {
+                    table.push((*name).to_string());
+                    table.len() - 1
+                });
+                positions.push(i);
+            }
+            view.keyword_names = Arc::new(table);
+            if let Some(m) = view.messages.get(uid).cloned() {
+                let keywords = crate::store::KeywordSet::from_positions(positions);
+                view.messages.upsert(MessageMeta { keywords, ..m });
+            }
+        });
+    }
+
     /// Applies `f` to a copy of `mailbox`'s view, makes it the current one and pushes
     /// the change.
     fn change<T>(

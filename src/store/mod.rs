@@ -143,7 +143,7 @@ impl MessageMeta {
 }
 
 /// Owner, group and mode bits of a stored file, presented on the mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FileOwner {
     /// Owner uid.
     pub uid: u32,
