@@ -15,7 +15,7 @@
 //! Locks: `users` and `stores` are leaf mutexes held only to clone an `Arc` out or put one
 //! in; scanning and opening happen outside them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,14 +39,22 @@ use crate::sys::{self, EntryKind};
 /// The users found by one scan.
 #[derive(Debug)]
 struct UserList {
-    /// One entry per user (`[user]`, not selectable), sorted.
+    /// One entry per user (`[user]`, not selectable), sorted by name: also the set of
+    /// users (a user's mail root is the template's, so none is kept).
     entries: Arc<Vec<MailboxEntry>>,
-    /// Each user's mail root.
-    roots: BTreeMap<String, PathBuf>,
     /// The directories scanned.
     stamp: Stamp,
     /// How the mount root is presented (see [`super::access`]).
     root: Presented,
+}
+
+impl UserList {
+    /// True if `user` was found.
+    fn has(&self, user: &str) -> bool {
+        self.entries
+            .binary_search_by(|e| e.name.0.first().map(String::as_str).cmp(&Some(user)))
+            .is_ok()
+    }
 }
 
 /// A store's own mailbox list, and the same list as presented below the user's level.
@@ -170,7 +178,7 @@ impl UsersStore {
             }
             frontier = next;
         }
-        let mut roots: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut seen: HashSet<String> = HashSet::new();
         let mut entries = Vec::new();
         // Owners of the directories between the base and the users (many users share
         // each: hash buckets, domains), each looked at once per scan.
@@ -193,7 +201,7 @@ impl UsersStore {
                 );
                 continue;
             }
-            if roots.contains_key(&user) {
+            if seen.contains(&user) {
                 continue;
             }
             let Ok(st) = sys::lstat(&path) else {
@@ -219,14 +227,13 @@ impl UsersStore {
                 owner: presented,
                 mtime: st.mtime,
             });
-            roots.insert(user, path);
+            seen.insert(user);
         }
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let root = present_root(&self.base, &[])?;
         let root = (access::restrict_all(root.0, &listed), root.1);
         Ok(UserList {
             entries: Arc::new(entries),
-            roots,
             stamp,
             root,
         })
@@ -270,7 +277,7 @@ impl UsersStore {
     /// The store of `user`, opened on first use.
     fn user_store(&self, user: &str) -> Result<Arc<UserStore>> {
         let list = self.user_list()?;
-        if !list.roots.contains_key(user) {
+        if !list.has(user) {
             return Err(Error::not_found(format!("user {user}")));
         }
         if let Some(s) = self.stores.lock().get(user).cloned() {
