@@ -88,7 +88,7 @@ impl MailFs {
     /// 2 + subdirectories; 1 ("unknown", as btrfs reports) for a scope's top folder (a
     /// user), whose children are not known where its parent lists it.
     fn folder_nlink(&self, folder: &Folder) -> u32 {
-        match &folder.entry {
+        match folder.entry() {
             Some(e) if e.name.0.len() == self.store.scope_depth() => 1,
             _ => 2 + folder.children.len() as u32,
         }
@@ -100,12 +100,12 @@ impl MailFs {
     /// mtime, or, for a mailbox whose content was presented and changed since, when that
     /// change was noticed (`dirtimes`), whichever is later.
     pub(super) fn folder_attr(&self, ino: u64, folder: &Folder, root: Presented) -> FileAttr {
-        let (owner, mtime) = match &folder.entry {
+        let (owner, mtime) = match folder.entry() {
             Some(e) => (e.owner, e.mtime),
             None => root,
         };
         let mut t = to_time(mtime);
-        if let Some(e) = &folder.entry
+        if let Some(e) = folder.entry()
             && e.selectable
             && self.dir_times.seen(&e.name)
         {
@@ -225,7 +225,7 @@ impl MailFs {
             });
         }
         // The message belongs to the mailbox (not to its `cur/`).
-        let mailbox = match (&folder.sub, &folder.entry) {
+        let mailbox = match (&folder.sub, folder.entry()) {
             (Some(_), Some(e)) => e.name.clone(),
             _ => parent.clone(),
         };

@@ -62,7 +62,7 @@ impl MailFs {
             });
         }
         // Messages belong to the mailbox, also when listed in its Maildir `cur/`.
-        let mailbox = match (&folder.sub, &folder.entry) {
+        let mailbox = match (&folder.sub, folder.entry()) {
             (Some(_), Some(e)) => Arc::new(e.name.clone()),
             _ => name.clone(),
         };

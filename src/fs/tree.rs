@@ -16,13 +16,29 @@ use crate::store::{MailboxEntry, MailboxName, MailboxView, Presented, Target};
 #[derive(Debug, Default)]
 pub(super) struct Folder {
     /// The mailbox at this level, if the store has one (selectable or not); for a
-    /// Maildir layout sub-directory, the mailbox it belongs to.
-    pub entry: Option<MailboxEntry>,
+    /// Maildir layout sub-directory, the mailbox it belongs to: see [`Folder::entry`].
+    entry: Option<EntryAt>,
     /// In the Maildir layout, which of the mailbox's `cur/`, `new/`, `tmp/` this is; its
     /// name is the mailbox's with the hidden level [`Sub::level`] appended.
     pub sub: Option<Sub>,
     /// Presented name -> child folder name.
     pub children: BTreeMap<OsString, Arc<MailboxName>>,
+}
+
+/// An entry of a tree's mailbox list, by position (the list is shared, not copied: a tree
+/// of ten thousand users would otherwise hold every name twice).
+#[derive(Debug, Clone)]
+struct EntryAt {
+    list: Arc<Vec<MailboxEntry>>,
+    at: u32,
+}
+
+impl Folder {
+    /// The mailbox at this level, if the store has one (selectable or not); for a
+    /// Maildir layout sub-directory, the mailbox it belongs to.
+    pub(super) fn entry(&self) -> Option<&MailboxEntry> {
+        self.entry.as_ref().map(|e| &e.list[e.at as usize])
+    }
 }
 
 /// The folder hierarchy built from one mailbox list.
@@ -55,7 +71,11 @@ impl FolderTree {
             folders.insert(known.clone(), Folder::default());
             known
         };
-        for entry in source.iter() {
+        for (at, entry) in source.iter().enumerate() {
+            let entry_at = EntryAt {
+                list: source.clone(),
+                at: u32::try_from(at).expect("fewer than 2^32 mailboxes in a list"),
+            };
             let levels = &entry.name.0;
             for depth in 1..=levels.len() {
                 let name = intern(&mut folders, MailboxName(levels[..depth].to_vec()));
@@ -66,7 +86,7 @@ impl FolderTree {
                 }
             }
             if let Some(f) = folders.get_mut(&entry.name) {
-                f.entry = Some(entry.clone());
+                f.entry = Some(entry_at.clone());
             }
             if naming.layout == Layout::Maildir && entry.selectable {
                 for sub in Sub::ALL {
@@ -79,7 +99,7 @@ impl FolderTree {
                     folders.insert(
                         name,
                         Folder {
-                            entry: Some(entry.clone()),
+                            entry: Some(entry_at.clone()),
                             sub: Some(sub),
                             children: BTreeMap::new(),
                         },
@@ -134,7 +154,7 @@ impl MailFs {
             Some(sub) => sub == Sub::Cur,
             None => self.naming.layout == Layout::Eml,
         };
-        match &folder.entry {
+        match folder.entry() {
             Some(e) if e.selectable && lists => Ok(Some(self.view(&e.name)?)),
             _ => Ok(None),
         }
@@ -143,7 +163,7 @@ impl MailFs {
     /// The view of the mailbox a folder is (not one of its Maildir sub-directories), for
     /// its `user.mailbox.*` xattrs.
     pub(super) fn mailbox_view(&self, folder: &Folder) -> Result<Option<Arc<MailboxView>>> {
-        match &folder.entry {
+        match folder.entry() {
             Some(e) if e.selectable && folder.sub.is_none() => Ok(Some(self.view(&e.name)?)),
             _ => Ok(None),
         }

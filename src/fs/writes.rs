@@ -354,11 +354,7 @@ impl MailFs {
         }
         let is_mailbox = |name: &MailboxName| -> Result<bool> {
             let tree = self.tree(name)?;
-            Ok(tree
-                .folder(name)?
-                .entry
-                .as_ref()
-                .is_some_and(|e| e.selectable))
+            Ok(tree.folder(name)?.entry().is_some_and(|e| e.selectable))
         };
         if Self::sub_of(from).is_some() {
             return self.rename_in_maildir(from, name, to, new_name, to_ino);
@@ -532,12 +528,7 @@ impl MailFs {
             ));
         }
         let tree = self.tree(parent)?;
-        if !tree
-            .folder(parent)?
-            .entry
-            .as_ref()
-            .is_some_and(|e| e.selectable)
-        {
+        if !tree.folder(parent)?.entry().is_some_and(|e| e.selectable) {
             return Err(Error::refused(
                 Refusal::NotPermitted,
                 format!("{parent}: not a mailbox; messages go into mailbox directories"),
