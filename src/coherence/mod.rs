@@ -186,6 +186,61 @@ pub struct Stats {
 /// A target's name, stored once and shared by every map that names it.
 type TargetRef = Arc<Target>;
 
+/// The targets that need one watched directory, without duplicates: almost always one (a
+/// mailbox's `cur/`) or two (a mailbox and its scope sharing a store's root), so one is
+/// kept without a heap block (a tree of ten thousand users watches some 34,000
+/// directories).
+#[derive(Debug, Default)]
+enum Needing {
+    #[default]
+    Nothing,
+    One(TargetRef),
+    Many(Vec<TargetRef>),
+}
+
+impl Needing {
+    fn as_slice(&self) -> &[TargetRef] {
+        match self {
+            Needing::Nothing => &[],
+            Needing::One(t) => std::slice::from_ref(t),
+            Needing::Many(v) => v,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    /// Adds `target` unless it is there.
+    fn add(&mut self, target: &TargetRef) {
+        if self.as_slice().iter().any(|t| **t == **target) {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            Needing::Nothing => Needing::One(target.clone()),
+            Needing::One(t) => Needing::Many(vec![t, target.clone()]),
+            Needing::Many(mut v) => {
+                v.push(target.clone());
+                Needing::Many(v)
+            }
+        };
+    }
+
+    /// Removes `target` if it is there.
+    fn remove(&mut self, target: &Target) {
+        match self {
+            Needing::One(t) if **t == *target => *self = Needing::Nothing,
+            Needing::Many(v) => {
+                v.retain(|t| **t != *target);
+                if v.len() <= 1 {
+                    *self = v.pop().map_or(Needing::Nothing, Needing::One);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     store: Arc<dyn MailStore>,
@@ -362,7 +417,7 @@ struct Worker {
     poll_every: Option<Duration>,
     /// Each watch descriptor and the targets that need it (a few at most: a mailbox and
     /// its scope share a store's root; no duplicates).
-    watches: HashMap<i32, Vec<TargetRef>>,
+    watches: HashMap<i32, Needing>,
     /// The watch descriptors of the directories each target depends on, sorted.
     target_wds: HashMap<TargetRef, Box<[i32]>>,
     /// Targets due for a settle re-check, and when.
@@ -539,7 +594,7 @@ impl Worker {
         }
         for wd in fired.changed.iter().chain(fired.dropped.iter()) {
             if let Some(targets) = self.watches.get(wd) {
-                dirty.extend(targets.iter().cloned());
+                dirty.extend(targets.as_slice().iter().cloned());
             }
         }
         for wd in fired.dropped {
@@ -673,10 +728,7 @@ impl Worker {
             }
         }
         for wd in &wds {
-            let targets = self.watches.entry(*wd).or_default();
-            if !targets.iter().any(|t| **t == **target) {
-                targets.push(target.clone());
-            }
+            self.watches.entry(*wd).or_default().add(target);
         }
         // Every descriptor in `wds` now lists `target`; none at all: every watch failed
         // (logged), and the next check tries again.
@@ -701,16 +753,11 @@ impl Worker {
     }
 
     /// Removes `target` from watch `wd`; removes the watch when nothing needs it.
-    fn release(
-        watches: &mut HashMap<i32, Vec<TargetRef>>,
-        ino: &Inotify,
-        wd: i32,
-        target: &Target,
-    ) {
+    fn release(watches: &mut HashMap<i32, Needing>, ino: &Inotify, wd: i32, target: &Target) {
         let Some(targets) = watches.get_mut(&wd) else {
             return; // dropped by the kernel already (the directory went away)
         };
-        targets.retain(|t| **t != *target);
+        targets.remove(target);
         if targets.is_empty() {
             watches.remove(&wd);
             ino.remove_watch(wd);
@@ -751,6 +798,29 @@ mod tests {
     use super::*;
     use crate::format::MailFlags;
     use crate::store::memory::MemoryStore;
+
+    /// A directory's targets: added once each, removed down to none.
+    #[test]
+    fn a_directory_lists_each_target_once() {
+        let t = |n: &str| Arc::new(Target::Mailbox(MailboxName::parse(n)));
+        let (a, b, c) = (t("A"), t("B"), t("C"));
+        let mut n = Needing::default();
+        assert!(n.is_empty());
+        n.add(&a);
+        n.add(&a);
+        assert!(matches!(n, Needing::One(_)), "one target, no heap block");
+        n.add(&b);
+        n.add(&c);
+        n.add(&b);
+        assert_eq!(n.as_slice(), [a.clone(), b.clone(), c.clone()]);
+        n.remove(&b);
+        n.remove(&t("D"));
+        assert_eq!(n.as_slice(), [a.clone(), c.clone()]);
+        n.remove(&a);
+        assert!(matches!(&n, Needing::One(x) if *x == c));
+        n.remove(&c);
+        assert!(n.is_empty());
+    }
 
     /// A store that pushes its changes (no path to watch) is re-checked when it pushes:
     /// a delivery, a flag change and an expunge each reach the sink, in inotify mode where
