@@ -19,13 +19,14 @@
 //!   whole: its chunks are shared with the store's later views, and a diff skips the shared
 //!   ones, so a re-check after one delivery costs a chunk; a digest would hash every message
 //!   at every re-check.
-//! - A digest knows which view it was made from by identity (a `Weak`: it keeps that
-//!   view's allocation, not its messages, so the address is never reused while compared).
+//! - A digest knows which view it was made from by the view's
+//!   [`ViewId`](crate::store::ViewId) (unique to one view value: a clone gets its own),
+//!   keeping nothing of the view alive.
 //! - A digest gives no message names: it is for places that name messages by key (the eml
 //!   layout) or name none (directory times).
 
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use super::diff::ViewDiff;
 use crate::store::{FileOwner, MailboxView, MessageKey, MessageMeta};
@@ -45,8 +46,8 @@ pub enum Baseline {
 /// A small view's presented content: see the module documentation.
 #[derive(Debug)]
 pub struct ViewDigest {
-    /// The view this digest was made from (identity only).
-    of: Weak<MailboxView>,
+    /// The [`ViewId`](crate::store::ViewId) of the view this digest was made from.
+    of: u64,
     uid_validity: u32,
     uid_next: u32,
     /// Fingerprint of the mailbox GUID.
@@ -73,7 +74,7 @@ impl Baseline {
     pub fn is_of(&self, view: &Arc<MailboxView>) -> bool {
         match self {
             Baseline::View(v) => Arc::ptr_eq(v, view),
-            Baseline::Digest(d) => std::ptr::eq(d.of.as_ptr(), Arc::as_ptr(view)),
+            Baseline::Digest(d) => d.of == view.id.get(),
         }
     }
 
@@ -126,7 +127,7 @@ impl Baseline {
 impl ViewDigest {
     fn of(view: &Arc<MailboxView>) -> ViewDigest {
         ViewDigest {
-            of: Arc::downgrade(view),
+            of: view.id.get(),
             uid_validity: view.uid_validity,
             uid_next: view.uid_next,
             guid: fingerprint_of(&view.guid),

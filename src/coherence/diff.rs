@@ -193,6 +193,7 @@ mod tests {
 
     fn view(uv: u32, messages: Vec<MessageMeta>, keywords: &[&str]) -> MailboxView {
         MailboxView {
+            id: crate::store::ViewId::new(),
             name: MailboxName::parse("INBOX"),
             uid_validity: uv,
             uid_next: messages.len() as u32 + 1,

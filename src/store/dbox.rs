@@ -487,6 +487,7 @@ impl DboxStore {
             .filter(|g| g.iter().any(|b| *b != 0))
             .map(hex);
         let view = MailboxView {
+            id: crate::store::ViewId::new(),
             name: name.clone(),
             uid_validity: h.uid_validity,
             uid_next: h.next_uid,

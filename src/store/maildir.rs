@@ -586,6 +586,7 @@ impl MaildirStore {
         }
         let mtime = mailbox_mtime(&paths.mail, &dir_meta);
         let view = MailboxView {
+            id: crate::store::ViewId::new(),
             name: name.clone(),
             uid_validity: uidlist.as_ref().map_or(0, |u| u.uid_validity),
             uid_next: uidlist.as_ref().map_or(0, |u| u.next_uid),

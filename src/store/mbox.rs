@@ -641,6 +641,7 @@ impl MboxStore {
         messages.dedup_by_key(|m| m.key.clone());
         pending.sort_by(|a, b| a.key.cmp(&b.key));
         let view = MailboxView {
+            id: crate::store::ViewId::new(),
             name: name.clone(),
             uid_validity,
             uid_next,

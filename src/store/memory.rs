@@ -64,6 +64,7 @@ impl MemoryStore {
             name.clone(),
             Mailbox {
                 view: Arc::new(MailboxView {
+                    id: crate::store::ViewId::new(),
                     name: name.clone(),
                     uid_validity,
                     uid_next: 1,

@@ -157,9 +157,43 @@ pub struct FileOwner {
 /// folded in: see [`access`]), and its mtime (unix seconds).
 pub type Presented = (FileOwner, i64);
 
+/// Which view value a [`MailboxView`] is: a number drawn afresh for every view made and
+/// for every clone, so two views with the same id are one value (never two equal ones).
+/// What keeps a view's digest instead of the view knows the view by it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ViewId(u64);
+
+impl ViewId {
+    /// A number no other view has had in this process.
+    pub fn new() -> ViewId {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        ViewId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The number.
+    pub fn get(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for ViewId {
+    fn default() -> ViewId {
+        ViewId::new()
+    }
+}
+
+/// A clone is another value: it gets its own id.
+impl Clone for ViewId {
+    fn clone(&self) -> ViewId {
+        ViewId::new()
+    }
+}
+
 /// An immutable snapshot of one mailbox.
 #[derive(Debug, Clone)]
 pub struct MailboxView {
+    /// Which view value this is (see [`ViewId`]).
+    pub id: ViewId,
     /// The mailbox.
     pub name: MailboxName,
     /// UIDVALIDITY; 0 when Dovecot has never synced the mailbox.

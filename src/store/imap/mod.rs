@@ -455,6 +455,7 @@ impl Inner {
             .unwrap_or(self.started);
         Ok((
             MailboxView {
+                id: crate::store::ViewId::new(),
                 name: name.clone(),
                 uid_validity: selected.uid_validity,
                 uid_next,

@@ -478,6 +478,7 @@ impl MaildirStore {
         let dir_meta = crate::store::files::dir_stat(&paths.mail)?;
         let mtime = super::mailbox_mtime(&paths.mail, &dir_meta);
         let view = MailboxView {
+            id: crate::store::ViewId::new(),
             name: name.clone(),
             uid_validity: previous.uid_validity,
             uid_next: uidlist.next_uid.max(uidlist.last_uid.saturating_add(1)),
