@@ -17,6 +17,10 @@
 //!   re-read) never moves the time, so an unchanged mount backs up as a no-op.
 //! - Consistent: a mailbox whose content mailfs never presented has no `changed`, and its
 //!   time is the store's; the first view presented is the baseline and moves nothing.
+//! - Small per mailbox: the mailboxes seen are kept by a 64-bit hash of their name (under
+//!   keys drawn at random per mount), not by name, as a tree of ten thousand users sees
+//!   ten thousand mailboxes. Two names with one hash (probability about n^2 / 2^65 for n
+//!   mailboxes) would share one clock: spurious moves, never a missed one.
 //! - Across a remount the clock starts again from the store's times (nothing is persisted).
 //! - Bounded: baselines for at most [`BASELINES`] mailboxes are kept (a small view as its
 //!   digest: `coherence::baseline`); a mailbox whose baseline was dropped counts as changed
@@ -24,6 +28,7 @@
 //!   mail).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,8 +48,11 @@ pub(super) struct DirTimes {
     /// The view last presented per mailbox (most recently used kept).
     baselines: Mutex<LruCache<MailboxName, Baseline>>,
     /// When each mailbox's presented content last changed, if it did during this mount;
-    /// a mailbox seen at all has an entry (`None` until its first change).
-    changed: Mutex<HashMap<MailboxName, Option<SystemTime>>>,
+    /// a mailbox seen at all has an entry (`None` until its first change). Keyed by
+    /// [`DirTimes::key`].
+    changed: Mutex<HashMap<u64, Option<SystemTime>>>,
+    /// The keys of the name hash.
+    keys: RandomState,
 }
 
 impl Default for DirTimes {
@@ -52,6 +60,7 @@ impl Default for DirTimes {
         DirTimes {
             baselines: Mutex::new(LruCache::new(BASELINES)),
             changed: Mutex::new(HashMap::new()),
+            keys: RandomState::new(),
         }
     }
 }
@@ -64,15 +73,24 @@ fn presented_change(old: &Baseline, new: &MailboxView) -> bool {
 }
 
 impl DirTimes {
+    /// What `changed` knows a mailbox by.
+    fn key(&self, mailbox: &MailboxName) -> u64 {
+        self.keys.hash_one(mailbox)
+    }
+
     /// True once a view of `mailbox` was presented (its time is then kept current by
     /// [`DirTimes::observe`]).
     pub(super) fn seen(&self, mailbox: &MailboxName) -> bool {
-        self.changed.lock().contains_key(mailbox)
+        self.changed.lock().contains_key(&self.key(mailbox))
     }
 
     /// When `mailbox`'s presented content last changed during this mount.
     pub(super) fn changed(&self, mailbox: &MailboxName) -> Option<SystemTime> {
-        self.changed.lock().get(mailbox).copied().flatten()
+        self.changed
+            .lock()
+            .get(&self.key(mailbox))
+            .copied()
+            .flatten()
     }
 
     /// Records `view` as presented now for `name` (the presented name: a multi-user
@@ -92,7 +110,7 @@ impl DirTimes {
             .lock()
             .put(name.clone(), Baseline::of(view, true));
         let mut changed = self.changed.lock();
-        let slot = changed.entry(name.clone()).or_insert(None);
+        let slot = changed.entry(self.key(name)).or_insert(None);
         if moved {
             let now = SystemTime::now();
             *slot = Some(match *slot {
@@ -141,5 +159,16 @@ mod tests {
         store.expunge("INBOX", uid);
         times.observe(&name, &view());
         assert!(times.changed(&name) > Some(t2), "an expunge moves the time");
+
+        // Another mailbox has a clock of its own.
+        store.create("Other", 8);
+        let other = MailboxName::parse("Other");
+        assert!(!times.seen(&other));
+        let t3 = times.changed(&name);
+        times.observe(&other, &store.view(&other).expect("view"));
+        store.save("Other", b"Subject: c\n\nC\n", MailFlags::default());
+        times.observe(&other, &store.view(&other).expect("view"));
+        assert!(times.seen(&other) && times.changed(&other) > t3);
+        assert_eq!(times.changed(&name), t3, "INBOX's clock did not move");
     }
 }
