@@ -6,7 +6,7 @@
 #
 # Measures: the daemon's RSS at mount; the first and a second `ls` of the mount root;
 # listing every user's INBOX (`scandir` + `lstat` of every entry, one Python process); the
-# RSS after it; `ls -l INBOX` of K sample users in the tree against a single-user mount of
+# RSS after it, with the targets watched and inodes the kernel holds then; `ls -l INBOX` of K sample users in the tree against a single-user mount of
 # the same user's store. Prints a Markdown table. The users are copies of three stores a
 # private Dovecot made (one per format), cached in --store-dir while N matches.
 set -euo pipefail
@@ -118,6 +118,11 @@ PY
 t1=$(now_us)
 list_all=$(ms "$t0" "$t1")
 rss1=$(rss_kb "$tree_pid")
+# What the kernel still holds then (the RSS is only comparable with everything held: a
+# drop_caches elsewhere makes the kernel forget directories, and mailfs lets them go).
+status=$(getfattr --only-values -n user.mailfs.status "$mp" 2>/dev/null || true)
+held_targets=$(sed -n 's/^watched_targets: //p' <<<"$status")
+held_inodes=$(sed -n 's/^inodes_held: //p' <<<"$status")
 log "ls -l INBOX of $samples users: in the tree and in a single-user mount"
 step=$((users / samples > 0 ? users / samples : 1))
 in_tree=() single=()
@@ -152,6 +157,7 @@ commit $(git -C "$repo" describe --always --dirty --abbrev=12), load $(cut -d' '
 | listing every user's INBOX, $listed messages (ms) | $list_all | |
 | daemon RSS at mount (MiB) | $(awk -v k="$rss0" 'BEGIN { printf "%.1f", k / 1024 }') | |
 | daemon RSS after listing every INBOX (MiB) | $(awk -v k="$rss1" 'BEGIN { printf "%.1f", k / 1024 }') | < 32 |
+| then: targets watched / inodes the kernel holds | ${held_targets:-?} / ${held_inodes:-?} | |
 | \`ls -l INBOX\` in the tree, median of ${#in_tree[@]} users (ms) | $(printf '%s\n' "${in_tree[@]}" | median) | as a single-user mount |
 | \`ls -l INBOX\` in a single-user mount of the same users (ms) | $(printf '%s\n' "${single[@]}" | median) | |
 EOF
