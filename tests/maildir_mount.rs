@@ -403,3 +403,50 @@ fn keywords_beyond_letters_and_machine_words_match_doveadm() {
         mount.stop();
     }
 }
+
+/// Message files are opened relative to their mailbox's open `cur/` and `new/` (kept
+/// between reads); a file renamed by a flag change after they were opened, and a mailbox
+/// deleted and created again (new directories), are still read right, each from where it
+/// is now.
+#[test]
+fn reads_follow_renamed_files_and_recreated_mailboxes() {
+    require!(Dovecot, Fuse);
+    let dir = TestDir::new("maildir_reads_follow");
+    let dovecot = Dovecot::start(&dir, Layout::MaildirPlusPlus);
+    let bob = dovecot.user("bob");
+    bob.create_mailbox("Work");
+    let uids: Vec<u32> = (0..3)
+        .map(|i| bob.save("Work", &email(i, "Work", "first")))
+        .collect();
+    bob.select("Work");
+    let mount = Mount::start(&bob.location(), &dir.join("mnt"), &[]);
+    let read = |uid: u32| fs::read(mount.message("Work", uid)).expect("reading a message");
+    assert_bytes_eq(
+        &read(uids[0]),
+        &bob.text("Work", uids[0]),
+        "before any change",
+    );
+
+    bob.flags_add("Work", uids[1], "\\Flagged");
+    assert_bytes_eq(
+        &read(uids[1]),
+        &bob.text("Work", uids[1]),
+        "after its rename",
+    );
+
+    bob.adm(&[], &["mailbox", "delete"], &["Work"]);
+    bob.create_mailbox("Work");
+    let again = bob.save("Work", &email(7, "Recreated", "second"));
+    bob.select("Work");
+    let expected = bob.text("Work", again);
+    wait_for(
+        Duration::from_secs(5),
+        "the recreated mailbox's message",
+        || {
+            fs::read(mount.message("Work", again))
+                .ok()
+                .filter(|b| *b == expected)
+        },
+    );
+    mount.stop();
+}

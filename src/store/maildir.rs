@@ -16,11 +16,13 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::num::NonZeroUsize;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use log::{debug, info, warn};
+use lru::LruCache;
 
 use parking_lot::Mutex;
 
@@ -78,7 +80,13 @@ pub struct MaildirStore {
     index_problems: Mutex<std::collections::HashSet<PathBuf>>,
     /// Symbolic links met where mailboxes could be (logged once each).
     links: files::LinkLog,
+    /// `cur/` and `new/` of the mailboxes whose messages were opened last, by mail
+    /// directory (see [`MaildirStore::message_dirs`]).
+    message_dirs: Mutex<LruCache<PathBuf, Arc<MessageDirs>>>,
 }
+
+/// Mailboxes whose message directories are kept open for reads (two descriptors each).
+const MESSAGE_DIRS_KEPT: NonZeroUsize = NonZeroUsize::new(8).expect("non-zero");
 
 impl MaildirStore {
     /// Opens the store (its list and views cached, at most `cache_capacity` views),
@@ -115,6 +123,7 @@ impl MaildirStore {
             indexes: IndexPool::new(cache_capacity.max(1)),
             index_problems: Mutex::new(std::collections::HashSet::new()),
             links: files::LinkLog::default(),
+            message_dirs: Mutex::new(LruCache::new(MESSAGE_DIRS_KEPT)),
         };
         Cached::open(store, cache_capacity)
     }
@@ -809,6 +818,26 @@ impl MaildirStore {
 
     /// Finds the current file of a message by base name after it was renamed (a flag
     /// change, or new/ -> cur/).
+    /// The open `cur/` and `new/` of the mailbox at `mail` (opened and kept on first use),
+    /// or `None` when they cannot be opened (the caller opens by path, and reports).
+    ///
+    /// Why: a first pass over a mailbox opens every message file; by path each open
+    /// resolves every component of it (ten or so), relative to these one. Invariant: a
+    /// file found relative to them is the message the view lists (Maildir base names are
+    /// unique to a message, and a message file's bytes never change); one not found there
+    /// (renamed for a flag change, or the directory replaced) is looked for by path as
+    /// before, and the directories are opened again next time.
+    fn message_dirs(&self, mail: &Path) -> Option<Arc<MessageDirs>> {
+        if let Some(dirs) = self.message_dirs.lock().get(mail) {
+            return Some(dirs.clone());
+        }
+        let dirs = Arc::new(MessageDirs::open(&mail.join("cur"), &mail.join("new")).ok()?);
+        self.message_dirs
+            .lock()
+            .put(mail.to_path_buf(), dirs.clone());
+        Some(dirs)
+    }
+
     fn relocate(&self, paths: &MailboxPaths, base: &[u8]) -> Option<Vec<u8>> {
         for sub in ["cur", "new"] {
             let Ok(dir) = sys::open_dir(&paths.mail.join(sub)) else {
@@ -865,6 +894,7 @@ fn mailbox_mtime(mail: &Path, dir_meta: &sys::Stat) -> i64 {
 /// A mailbox's `cur/` and (when it exists) `new/`, open: message files are examined
 /// relative to them, so neither a link planted as a message file nor a message
 /// directory swapped for a link after the listing is ever followed.
+#[derive(Debug)]
 pub(super) struct MessageDirs {
     cur: Option<sys::Dir>,
     new: Option<sys::Dir>,
@@ -994,13 +1024,28 @@ impl Backend for MaildirStore {
         let meta = view
             .get(key)
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
-        let paths = paths.clone();
-        let mut locator = meta
+        let listed = meta
             .locator
             .maildir()
-            .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?
-            .to_vec();
-        let base = fmt::split_name(&locator[4..]).0.to_vec();
+            .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
+        let base = fmt::split_name(&listed[4..]).0.to_vec();
+        if let Some(dirs) = self.message_dirs(&paths.mail) {
+            let path = || paths.mail.join(OsStr::from_bytes(listed));
+            match dirs.open_file(listed) {
+                Ok(file) => {
+                    let st = file.metadata().map_err(|e| Error::io(path(), e))?;
+                    if !st.is_file() {
+                        return Err(Error::layout(path(), "message is not a regular file"));
+                    }
+                    return self.source(file, st.len(), &path(), &base, meta);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.message_dirs.lock().pop(&paths.mail);
+                }
+                Err(e) => return Err(Error::io(path(), e)),
+            }
+        }
+        let mut locator = listed.to_vec();
         // A flag change renames the file; retry with its new name a few times, as Dovecot's
         // maildir_file_do() does.
         for _ in 0..10 {
@@ -1008,7 +1053,7 @@ impl Backend for MaildirStore {
             match files::open_message_file(&path) {
                 Ok((file, len)) => return self.source(file, len, &path, &base, meta),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                    match self.relocate(&paths, &base) {
+                    match self.relocate(paths, &base) {
                         Some(l) => locator = l,
                         None => {
                             return Err(Error::not_found(format!(
