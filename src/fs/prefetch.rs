@@ -357,7 +357,11 @@ impl<C: PageCache> Worker<C> {
             .open(mailbox, view, key)
             .map_err(|e| io::Error::other(e.to_string()))?;
         let len = usize::try_from(src.len()).map_err(io::Error::other)?;
-        self.buf.resize(len, 0);
+        // Grown, never shrunk: bytes past `len` are left as they are, so a message costs
+        // no zeroing unless it is the largest yet.
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
         let mut done = 0;
         while done < len {
             match src.read_at(&mut self.buf[done..len], done as u64) {
