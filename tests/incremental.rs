@@ -146,6 +146,21 @@ fn churn_and_compare(layout: Layout, maildir: bool, tag: &str) {
         "views were rebuilt in full instead of continued ({continued} continuations)\n{}",
         tail(&log, 40)
     );
+    // After each change the settle re-check rebuilds the view (its stamps were tentative)
+    // and finds nothing new: a dbox view then stays the very same snapshot, not a copy of
+    // a million messages' chunk pointers.
+    let unchanged: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("views_unchanged: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no views_unchanged in the status:\n{status}"));
+    if !maildir {
+        assert!(
+            unchanged >= ROUNDS / 2,
+            "rebuilds with nothing new made new views ({unchanged} kept)\n{}",
+            tail(&log, 40)
+        );
+    }
     if maildir {
         assert!(
             journal >= ROUNDS,

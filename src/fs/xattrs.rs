@@ -70,10 +70,11 @@ impl MailFs {
         let _ = writeln!(
             out,
             "view_cache_hits: {}\nview_cache_misses: {}\nview_continuations: {}\n\
-             list_cache_hits: {}\nlist_cache_misses: {}",
+             views_unchanged: {}\nlist_cache_hits: {}\nlist_cache_misses: {}",
             load(&stats.view_hits),
             load(&stats.view_builds),
             load(&stats.view_continuations),
+            load(&stats.views_unchanged),
             load(&stats.list_hits),
             load(&stats.list_builds)
         );

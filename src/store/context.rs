@@ -63,6 +63,8 @@ pub struct StoreStats {
     /// View builds that continued from the previous build (by what changed) instead of
     /// reading the mailbox in full.
     pub view_continuations: AtomicU64,
+    /// Of those, the ones that found nothing new and kept the previous view itself.
+    pub views_unchanged: AtomicU64,
     /// Times a writer's lock was seen while reading.
     pub locks_seen: AtomicU64,
     /// The largest amount, in milliseconds, by which a stamped file's time was ahead of
