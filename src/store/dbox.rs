@@ -449,17 +449,17 @@ impl DboxStore {
             }
             _ => None,
         };
-        // `None`: the previous view's messages, unchanged (not cloned unless needed: at a
-        // million messages a clone costs about 0.1 ms, and requests rebuild a view this
-        // way over and over while its stamps are tentative, just after a change).
+        // The previous view's messages are not cloned unless needed: at a million messages a
+        // clone costs about 0.1 ms, and requests rebuild a view this way over and over while
+        // its stamps are tentative, just after a change.
         let (messages, broken) = match (continued, previous) {
             (Some(Continued::Unchanged), Some(p)) => {
                 StoreContext::count(&self.ctx.stats.view_continuations);
-                (None, p.extra.broken.clone())
+                (BuiltMessages::OfPrevious(&p.view), p.extra.broken.clone())
             }
             (Some(Continued::Changed(messages, broken)), _) => {
                 StoreContext::count(&self.ctx.stats.view_continuations);
-                (Some(messages), broken)
+                (BuiltMessages::New(messages), broken)
             }
             (Some(Continued::Unchanged), None) | (None, _) => {
                 let cache = CacheSnapshot::read(&paths.index.join("dovecot.index.cache"), &index)
@@ -478,7 +478,7 @@ impl DboxStore {
                         MessageKey::Pending(_) => None,
                     })
                     .collect();
-                (Some(Messages::from_sorted(messages)), broken)
+                (BuiltMessages::New(Messages::from_sorted(messages)), broken)
             }
         };
         let st = &index.state;
@@ -494,30 +494,29 @@ impl DboxStore {
             .filter(|g| g.iter().any(|b| *b != 0))
             .map(hex);
         let (owner, mtime) = (files::owner_of(&dir_meta), dir_meta.mtime);
-        let view = match (messages, previous) {
+        let view = match messages {
             // Nothing new (a rebuild while the stamps are tentative, or of files touched
             // without news): the previous view itself, so that nothing downstream (the
             // watcher, the directory times) sees another snapshot.
-            (None, Some(p))
-                if p.view.uid_next == h.next_uid
-                    && p.view.guid == guid
-                    && *p.view.keyword_names == st.keywords
-                    && p.view.owner == owner
-                    && p.view.mtime == mtime =>
+            BuiltMessages::OfPrevious(p)
+                if p.uid_next == h.next_uid
+                    && p.guid == guid
+                    && *p.keyword_names == st.keywords
+                    && p.owner == owner
+                    && p.mtime == mtime =>
             {
                 StoreContext::count(&self.ctx.stats.views_unchanged);
-                p.view.clone()
+                p.clone()
             }
-            (messages, _) => Arc::new(MailboxView {
+            messages => Arc::new(MailboxView {
                 id: crate::store::ViewId::new(),
                 name: name.clone(),
                 uid_validity: h.uid_validity,
                 uid_next: h.next_uid,
                 guid,
-                messages: match (messages, previous) {
-                    (Some(m), _) => m,
-                    (None, Some(p)) => p.view.messages.clone(),
-                    (None, None) => unreachable!("unchanged messages come from a previous view"),
+                messages: match messages {
+                    BuiltMessages::New(m) => m,
+                    BuiltMessages::OfPrevious(p) => p.messages.clone(),
                 },
                 pending: Vec::new(),
                 keyword_names: Arc::new(st.keywords.clone()),
@@ -1189,6 +1188,12 @@ enum Continued {
     Unchanged,
     /// The messages now, and the UIDs whose files could not be read.
     Changed(Messages, Vec<u32>),
+}
+
+/// The messages of a build: new ones, or the previous view's as they are.
+enum BuiltMessages<'a> {
+    New(Messages),
+    OfPrevious(&'a Arc<MailboxView>),
 }
 
 /// How stored messages are read during one build.
