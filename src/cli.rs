@@ -356,6 +356,7 @@ fn default_threads() -> usize {
 /// Parses arguments, runs the command, and returns the process exit code.
 pub fn main() -> ExitCode {
     sys::keep_large_allocations_apart();
+    sys::raise_open_file_limit();
     let given: Vec<OsString> = std::env::args_os().collect();
     let args = match mount_form::expand(given.clone()) {
         Ok(args) => args,

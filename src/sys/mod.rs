@@ -35,8 +35,8 @@ pub use inotify::{Event, Inotify, Wake, wait_readable};
 pub use mount::{FUSE_SUPER_MAGIC, fs_magic, lazy_unmount, unmount};
 pub use process::{
     PROC_LOOK_LIMIT, SignalSet, block_signals, bounded, effective_ids,
-    keep_large_allocations_apart, killed_by_signal, process_of, return_free_memory, same_process,
-    user_home, wait_signal,
+    keep_large_allocations_apart, killed_by_signal, process_of, raise_open_file_limit,
+    return_free_memory, same_process, user_home, wait_signal,
 };
 
 use std::ffi::{CStr, CString, OsStr};

@@ -95,6 +95,30 @@ pub fn keep_large_allocations_apart() {
     }
 }
 
+/// Raises the soft limit on open files to the hard one (as far as 1,048,576). mailfs keeps
+/// descriptors open on purpose (each Maildir store the `cur/` and `new/` of the mailboxes
+/// it read last, each mdbox store a few `m.N` files, inotify instances and journals), so a
+/// tree of many users can hold several hundred; the soft limit a shell or service gives
+/// is often 1,024. Errors are ignored: the limit then stays as it was.
+pub fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the `rlimit` passed by reference,
+    // which lives for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let want = lim.rlim_max.min(1 << 20);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Returns the allocator's free pages to the system (`malloc_trim`): after a large view
 /// build, about half the daemon's resident memory is freed temporaries otherwise kept
 /// (measured: 100,000 mdbox messages, RSS 61.8 MB -> 36.4 MB). Costs a walk of the free
@@ -128,6 +152,41 @@ mod tests {
         assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0);
         assert_eq!(wait_signal(&set).unwrap(), libc::SIGUSR2);
         return_free_memory();
+    }
+
+    /// A soft limit on open files below the hard one is raised to it. Run in a child
+    /// process of its own: the limit is the whole process's.
+    #[test]
+    fn the_open_file_limit_is_raised_to_the_hard_one() {
+        const NAME: &str = "sys::process::tests::the_open_file_limit_is_raised_to_the_hard_one";
+        if std::env::var_os("MAILFS_NOFILE_PROBE").is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+                .env("MAILFS_NOFILE_PROBE", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+            return;
+        }
+        let get = || {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes the `rlimit` passed by reference.
+            assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+            lim
+        };
+        let hard = get().rlim_max;
+        let low = libc::rlimit {
+            rlim_cur: 64.min(hard),
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads the `rlimit` passed by reference.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+        raise_open_file_limit();
+        assert_eq!(get().rlim_cur, hard.min(1 << 20));
     }
 
     /// After a 4 MiB block was freed, a 256 KiB one still gets pages of its own (glibc's
