@@ -799,6 +799,20 @@ mod tests {
     use crate::format::MailFlags;
     use crate::store::memory::MemoryStore;
 
+    /// A watcher of `store` in `mode` (small views kept as digests) and the changes it
+    /// sends.
+    fn watching(
+        store: Arc<dyn MailStore>,
+        mode: WatchMode,
+    ) -> (Watcher, std::sync::mpsc::Receiver<Change>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watcher = Watcher::start(store, mode, Baselines::Digests, move |c| {
+            let _ = tx.send(c);
+        })
+        .unwrap();
+        (watcher, rx)
+    }
+
     /// A directory's targets: added once each, removed down to none.
     #[test]
     fn a_directory_lists_each_target_once() {
@@ -830,16 +844,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         store.create("INBOX", 7);
         let first = store.save("INBOX", b"Subject: a\n\nx\n", MailFlags::default());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = Watcher::start(
-            store.clone(),
-            WatchMode::Inotify,
-            Baselines::Digests,
-            move |c| {
-                let _ = tx.send(c);
-            },
-        )
-        .unwrap();
+        let (watcher, rx) = watching(store.clone(), WatchMode::Inotify);
         let inbox = MailboxName::parse("INBOX");
         let shown = store.view(&inbox).unwrap();
         watcher.watch(&Target::Mailbox(inbox.clone()), Snapshot::Mailbox(shown));
@@ -956,16 +961,7 @@ mod tests {
             rebuilds: true,
             ..TestStore::default()
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = Watcher::start(
-            store.clone(),
-            WatchMode::Inotify,
-            Baselines::Digests,
-            move |c| {
-                let _ = tx.send(c);
-            },
-        )
-        .unwrap();
+        let (watcher, rx) = watching(store.clone(), WatchMode::Inotify);
         let inbox = MailboxName::parse("INBOX");
         let shown = store.view(&inbox).unwrap();
         let root = MailboxName(Vec::new());
@@ -1017,16 +1013,7 @@ mod tests {
             inner: inner.clone(),
             ..TestStore::default()
         });
-        let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = Watcher::start(
-            store.clone(),
-            WatchMode::Pushed { recheck },
-            Baselines::Digests,
-            move |c| {
-                let _ = tx.send(c);
-            },
-        )
-        .unwrap();
+        let (watcher, rx) = watching(store.clone(), WatchMode::Pushed { recheck });
         let inbox = MailboxName::parse("INBOX");
         let shown = store.view(&inbox).unwrap();
         *store.frozen.lock() = Some(shown.clone());
