@@ -136,6 +136,24 @@ pub fn return_free_memory() {
 mod tests {
     use super::*;
 
+    /// For a test of a whole-process setting: in the test process, runs the test `name`
+    /// alone in a child process, asserts that it passed, and returns false; in that child,
+    /// returns true (the test then does its work there).
+    fn in_child(name: &str) -> bool {
+        const CHILD: &str = "MAILFS_TEST_IN_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1", "--nocapture"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        false
+    }
+
     #[test]
     fn root_has_a_home_and_nobody_made_up_does_not() {
         assert!(user_home("root").is_some_and(|h| h.is_absolute()));
@@ -158,15 +176,7 @@ mod tests {
     /// process of its own: the limit is the whole process's.
     #[test]
     fn the_open_file_limit_is_raised_to_the_hard_one() {
-        const NAME: &str = "sys::process::tests::the_open_file_limit_is_raised_to_the_hard_one";
-        if std::env::var_os("MAILFS_NOFILE_PROBE").is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
-                .env("MAILFS_NOFILE_PROBE", "1")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        if !in_child("sys::process::tests::the_open_file_limit_is_raised_to_the_hard_one") {
             return;
         }
         let get = || {
@@ -195,16 +205,7 @@ mod tests {
     #[cfg(target_env = "gnu")]
     #[test]
     fn large_blocks_stay_mapped_after_a_larger_one_was_freed() {
-        const NAME: &str =
-            "sys::process::tests::large_blocks_stay_mapped_after_a_larger_one_was_freed";
-        if std::env::var_os("MAILFS_MMAP_PROBE").is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
-                .env("MAILFS_MMAP_PROBE", "1")
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        if !in_child("sys::process::tests::large_blocks_stay_mapped_after_a_larger_one_was_freed") {
             return;
         }
         keep_large_allocations_apart();
