@@ -362,15 +362,28 @@ impl Watcher {
     /// target is re-checked at once, so that the baseline catches up with what was shown
     /// and a later change is diffed against it.
     pub fn watch(&self, target: &Target, presented: Snapshot) {
-        let known = {
-            let mut targets = self.shared.targets.lock();
-            match targets.get_key_value(target) {
-                Some((_, baseline)) if baseline.is(&presented) => return,
-                Some((known, _)) => known.clone(),
-                None => {
-                    let known = Arc::new(target.clone());
-                    targets.insert(known.clone(), self.shared.keep(&presented));
-                    known
+        let found = self
+            .shared
+            .targets
+            .lock()
+            .get_key_value(target)
+            .map(|(known, baseline)| (known.clone(), baseline.is(&presented)));
+        let known = match found {
+            Some((_, true)) => return,
+            Some((known, false)) => known,
+            None => {
+                // Made before the lock is taken: a digest hashes every message of the view.
+                let kept = self.shared.keep(&presented);
+                let mut targets = self.shared.targets.lock();
+                match targets.get_key_value(target) {
+                    // Registered meanwhile by another request: that baseline stays.
+                    Some((_, baseline)) if baseline.is(&presented) => return,
+                    Some((known, _)) => known.clone(),
+                    None => {
+                        let known = Arc::new(target.clone());
+                        targets.insert(known.clone(), kept);
+                        known
+                    }
                 }
             }
         };
@@ -641,9 +654,11 @@ impl Worker {
                     },
                     _ => return,
                 };
+                // Made before the lock is taken: a digest hashes every message of the view.
+                let kept = self.shared.keep(&now);
                 if let Some(b) = self.shared.targets.lock().get_mut(&**target) {
                     // Still watched (an unwatch meanwhile drops the new snapshot too).
-                    *b = self.shared.keep(&now);
+                    *b = kept;
                 }
                 // A rebuilt snapshot equal in what it presents becomes the baseline
                 // silently (the old one is freed); the settle re-check still follows, as

@@ -106,9 +106,9 @@ impl DirTimes {
             // Seen before but its baseline was dropped: assume a change (see the module).
             None => self.seen(name),
         };
-        self.baselines
-            .lock()
-            .put(name.clone(), Baseline::of(view, true));
+        // Made before the lock is taken: a digest hashes every message of the view.
+        let kept = Baseline::of(view, true);
+        self.baselines.lock().put(name.clone(), kept);
         let mut changed = self.changed.lock();
         let slot = changed.entry(self.key(name)).or_insert(None);
         if moved {
