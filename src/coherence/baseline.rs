@@ -29,6 +29,7 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, OnceLock};
 
 use super::diff::ViewDiff;
+use crate::store::messages::uid_of;
 use crate::store::{FileOwner, MailboxView, MessageKey, MessageMeta};
 
 /// Views of at most this many messages are kept as digests (one chunk of the store's).
@@ -103,6 +104,7 @@ impl Baseline {
     }
 
     /// True if the view has a message with `key`.
+    #[cfg(test)]
     pub fn has(&self, key: &MessageKey) -> bool {
         match (self, key) {
             (Baseline::View(v), _) => v.get(key).is_some(),
@@ -168,13 +170,7 @@ impl ViewDigest {
             || self.owner != new.owner
             || self.mtime != new.mtime;
         if self.uid_validity != new.uid_validity {
-            return ViewDiff {
-                uid_validity_changed: true,
-                added: new.all().map(|m| m.key.clone()).collect(),
-                removed: self.keys().collect(),
-                changed: Vec::new(),
-                mailbox_changed,
-            };
+            return ViewDiff::renewed(self.keys().collect(), new);
         }
         let mut d = ViewDiff {
             mailbox_changed,
@@ -226,13 +222,6 @@ fn merge<'a, K: Ord + Clone>(
                 }
             },
         }
-    }
-}
-
-fn uid_of(m: &MessageMeta) -> u32 {
-    match m.key {
-        MessageKey::Uid(uid) => uid,
-        MessageKey::Pending(_) => u32::MAX,
     }
 }
 

@@ -33,13 +33,7 @@ impl ViewDiff {
             || old.owner != new.owner
             || old.mtime != new.mtime;
         if old.uid_validity != new.uid_validity {
-            return ViewDiff {
-                uid_validity_changed: true,
-                added: new.all().map(|m| m.key.clone()).collect(),
-                removed: old.all().map(|m| m.key.clone()).collect(),
-                changed: Vec::new(),
-                mailbox_changed,
-            };
+            return ViewDiff::renewed(old.all().map(|m| m.key.clone()).collect(), new);
         }
         let mut d = ViewDiff {
             mailbox_changed,
@@ -61,6 +55,18 @@ impl ViewDiff {
             same_presentation(old, a, new, b)
         });
         d
+    }
+
+    /// A new UIDVALIDITY: every old message (`removed`) is gone and every message of `new`
+    /// is new.
+    pub(super) fn renewed(removed: Vec<MessageKey>, new: &MailboxView) -> ViewDiff {
+        ViewDiff {
+            uid_validity_changed: true,
+            added: new.all().map(|m| m.key.clone()).collect(),
+            removed,
+            changed: Vec::new(),
+            mailbox_changed: true,
+        }
     }
 
     /// True when nothing differs.

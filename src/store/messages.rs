@@ -26,7 +26,7 @@ pub struct Messages {
 }
 
 /// The UID of a message (pending ones never go into [`Messages`]; they sort last).
-fn uid_of(m: &MessageMeta) -> u32 {
+pub fn uid_of(m: &MessageMeta) -> u32 {
     match m.key {
         MessageKey::Uid(u) => u,
         MessageKey::Pending(_) => u32::MAX,
