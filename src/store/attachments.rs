@@ -206,9 +206,10 @@ fn relative_path(path: &str, suffix: &str) -> std::result::Result<PathBuf, Strin
 fn attachment_piece(dir: &Path, r: &ExtRef, suffix: &str) -> Result<Piece> {
     let rel = relative_path(&r.path, suffix).map_err(|what| Error::Unreadable { what })?;
     let path = dir.join(rel);
-    let (file, len) = files::open_message_file(&path).map_err(|e| Error::Unreadable {
+    let (file, st) = files::open_message_file(&path).map_err(|e| Error::Unreadable {
         what: format!("external attachment {e}"),
     })?;
+    let len = st.len();
     let file = Arc::new(file);
     let size_error = |made: u64, how: &str| Error::Unreadable {
         what: format!(

@@ -713,7 +713,7 @@ impl DboxStore {
         uid: u32,
     ) -> std::result::Result<(Found, fs::Metadata), String> {
         let locator = format!("u.{uid}");
-        let (file, path, _) = match open_primary_or_alt(paths, &locator) {
+        let (file, path, fmeta) = match open_primary_or_alt(paths, &locator) {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return Err(format!(
@@ -724,10 +724,7 @@ impl DboxStore {
             }
             Err(e) => return Err(e.to_string()),
         };
-        let found = read_message(&file, &path, None).map_err(|e| e.to_string())?;
-        let fmeta = file
-            .metadata()
-            .map_err(|e| Error::io(&path, e).to_string())?;
+        let found = read_message(&file, &path, None, fmeta.len()).map_err(|e| e.to_string())?;
         Ok((found, fmeta))
     }
 
@@ -817,7 +814,7 @@ impl DboxStore {
                 self.loc.root.join("storage").display()
             ));
         };
-        read_message(file, path, Some(u64::from(offset)))
+        read_message(file, path, Some(u64::from(offset)), fmeta.len())
             .map(|found| (found, fmeta.clone()))
             .map_err(|e| e.to_string())
     }
@@ -962,11 +959,11 @@ impl DboxStore {
     }
 
     /// Opens `m.<file_id>` in primary, then ALT storage.
-    fn open_mfile(&self, file_id: u32) -> Result<Option<(File, PathBuf, u64)>> {
+    fn open_mfile(&self, file_id: u32) -> Result<Option<(File, PathBuf, fs::Metadata)>> {
         let name = format!("m.{file_id}");
         let primary = self.loc.root.join("storage").join(&name);
         match files::open_message_file(&primary) {
-            Ok((f, len)) => return Ok(Some((f, primary, len))),
+            Ok((f, meta)) => return Ok(Some((f, primary, meta))),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
@@ -975,7 +972,7 @@ impl DboxStore {
         };
         let alt = alt.join("storage").join(&name);
         match files::open_message_file(&alt) {
-            Ok((f, len)) => Ok(Some((f, alt, len))),
+            Ok((f, meta)) => Ok(Some((f, alt, meta))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -1003,9 +1000,10 @@ impl DboxStore {
                 return Ok(Some(mf));
             }
         }
-        let Some((file, path, len)) = self.open_mfile(file_id)? else {
+        let Some((file, path, meta)) = self.open_mfile(file_id)? else {
             return Ok(None);
         };
+        let len = meta.len();
         let head = read_at(&file, &path, 0, 512.min(len))?;
         let header = dbox::parse_file_header(&head).map_err(|e| Error::corrupt(&path, e))?;
         let mf = Arc::new(MFile {
@@ -1082,7 +1080,7 @@ impl DboxStore {
                     }]));
                 }
                 // Compressed: the metadata's plaintext size is the size listed.
-                Ok(found) if compressed_to(file, path, offset, expected_size) => {
+                Ok(found) if compressed_to(file, path, offset, len, expected_size) => {
                     let owned = file.try_clone().map_err(|e| Error::io(path, e))?;
                     return self.decode(owned, path, &found, expected_size);
                 }
@@ -1091,7 +1089,7 @@ impl DboxStore {
                     // body; anything else is another message (a purge moved it): look
                     // again through a fresh map.
                     let at = Some(u64::from(offset));
-                    match self.with_attachments(file, path, at, expected_size, "") {
+                    match self.with_attachments(file, path, len, at, expected_size, "") {
                         Ok(Some(src)) => return Ok(src),
                         Ok(None) => {
                             last_problem = format!(
@@ -1134,25 +1132,27 @@ impl DboxStore {
         )
     }
 
-    /// The message at `offset` of `file` (sdbox: `None`) put together with its external
-    /// attachments (`attachments.rs`), if its metadata lists any and says the message is
-    /// `size` bytes; `Ok(None)` when it lists none (or another size: not this message).
+    /// The message at `offset` of `file` (`len` bytes; sdbox: `None`) put together with
+    /// its external attachments (`attachments.rs`), if its metadata lists any and says the
+    /// message is `size` bytes; `Ok(None)` when it lists none (or another size: not this
+    /// message).
     fn with_attachments(
         &self,
         file: &File,
         path: &Path,
+        len: u64,
         offset: Option<u64>,
         size: u64,
         suffix: &str,
     ) -> Result<Option<MessageSource>> {
-        let found = read_message(file, path, offset)?;
+        let found = read_message(file, path, offset, len)?;
         let Some(refs) = ext_refs(&found.metadata) else {
             return Ok(None);
         };
         if presented_size(&found.metadata, found.body_size) != size {
             return Ok(None);
         }
-        let header = read_message_header(file, path, offset, file_len(file, path)?)?;
+        let header = read_message_header(file, path, offset, len)?;
         let stub = attachments::Stub {
             file: file.try_clone().map_err(|e| Error::io(path, e))?,
             path,
@@ -1245,11 +1245,7 @@ impl OpenMFiles {
     fn get(&mut self, store: &DboxStore, file_id: u32) -> Option<&(File, PathBuf, fs::Metadata)> {
         self.0
             .entry(file_id)
-            .or_insert_with(|| {
-                let (f, p, _) = store.open_mfile(file_id).ok().flatten()?;
-                let m = f.metadata().ok()?;
-                Some((f, p, m))
-            })
+            .or_insert_with(|| store.open_mfile(file_id).ok().flatten())
             .as_ref()
     }
 
@@ -1333,8 +1329,7 @@ struct Found {
 
 /// Reads the message at `offset` (sdbox: `None`, the first message) from an open dbox
 /// file: file header, message header, and the metadata block after the body.
-fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> {
-    let len = file_len(file, path)?;
+fn read_message(file: &File, path: &Path, offset: Option<u64>, len: u64) -> Result<Found> {
     let mh = read_message_header(file, path, offset, len)?;
     let metadata = read_metadata(file, path, &mh, len)?;
     let form = match metadata.physical_size {
@@ -1347,12 +1342,6 @@ fn read_message(file: &File, path: &Path, offset: Option<u64>) -> Result<Found> 
         metadata,
         form,
     })
-}
-
-/// The metadata block after the body of the message `mh` describes.
-/// The length of an open store file.
-fn file_len(file: &File, path: &Path) -> Result<u64> {
-    Ok(file.metadata().map_err(|e| Error::io(path, e))?.len())
 }
 
 /// The metadata block after the body `mh` locates, in `file` of `len` bytes.
@@ -1436,22 +1425,26 @@ fn read_at(file: &File, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Whether the mdbox message at `offset` is a compressed body whose metadata records
-/// `size` plaintext bytes (the message an open of that size is looking for).
-fn compressed_to(file: &File, path: &Path, offset: u32, size: u64) -> bool {
-    read_message(file, path, Some(u64::from(offset))).is_ok_and(|found| {
+/// Whether the mdbox message at `offset` (of `file`, `len` bytes) is a compressed body whose
+/// metadata records `size` plaintext bytes (the message an open of that size is looking
+/// for).
+fn compressed_to(file: &File, path: &Path, offset: u32, len: u64, size: u64) -> bool {
+    read_message(file, path, Some(u64::from(offset)), len).is_ok_and(|found| {
         matches!(found.form, StoredForm::Compressed(_))
             && found.metadata.physical_size == Some(size)
     })
 }
 
-/// Opens `name` in the mailbox's primary directory, then in ALT.
-/// The file `name` in the mailbox's primary or ALT directory: open, its path, its length.
-fn open_primary_or_alt(paths: &MailboxPaths, name: &str) -> Result<Option<(File, PathBuf, u64)>> {
+/// The file `name` in the mailbox's primary directory, else in ALT: open, its path, its
+/// `fstat`.
+fn open_primary_or_alt(
+    paths: &MailboxPaths,
+    name: &str,
+) -> Result<Option<(File, PathBuf, fs::Metadata)>> {
     for dir in std::iter::once(&paths.mail).chain(paths.alt.iter()) {
         let path = dir.join(name);
         match files::open_message_file(&path) {
-            Ok((f, len)) => return Ok(Some((f, path, len))),
+            Ok((f, meta)) => return Ok(Some((f, path, meta))),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
@@ -1548,9 +1541,10 @@ impl Backend for DboxStore {
             }
         };
         let name = format!("u.{uid}");
-        let (file, path, len) = open_primary_or_alt(paths, &name)?.ok_or_else(|| {
+        let (file, path, fmeta) = open_primary_or_alt(paths, &name)?.ok_or_else(|| {
             Error::not_found(format!("{}: {name} (expunged)", paths.mail.display()))
         })?;
+        let len = fmeta.len();
         let found = read_message_header(&file, &path, None, len)?;
         // The listing may have come from the cache alone (`dbox_indexed`): a damaged
         // metadata block is found here, as listing it from the file would have found it.
@@ -1559,7 +1553,7 @@ impl Backend for DboxStore {
             // sdbox renames each attachment to end in -<mailbox guid>-<uid>
             // (sdbox_get_attachment_path_suffix()).
             let suffix = format!("-{}-{uid}", view.guid.as_deref().unwrap_or_default());
-            if let Some(src) = self.with_attachments(&file, &path, None, meta.size, &suffix)? {
+            if let Some(src) = self.with_attachments(&file, &path, len, None, meta.size, &suffix)? {
                 return Ok(src);
             }
             // Compressed: decoded to the size listed from the metadata.

@@ -16,14 +16,14 @@ use crate::sys::{self, EntryKind};
 
 /// Opens a message file without blocking on a FIFO and without following a symbolic
 /// link anywhere in its path; anything but a regular file is refused. Returns the file
-/// and its size (from `fstat` of the descriptor opened).
-pub fn open_message_file(path: &Path) -> Result<(File, u64)> {
+/// and its `fstat` (size, times, owner: callers need not ask again).
+pub fn open_message_file(path: &Path) -> Result<(File, std::fs::Metadata)> {
     let file = sys::open_file(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::layout(path, "message is not a regular file"));
     }
-    Ok((file, meta.len()))
+    Ok((file, meta))
 }
 
 /// The whole of a small store file (uidlist, keywords, index), read without following

@@ -1051,7 +1051,7 @@ impl Backend for MaildirStore {
         for _ in 0..10 {
             let path = paths.mail.join(OsStr::from_bytes(&locator));
             match files::open_message_file(&path) {
-                Ok((file, len)) => return self.source(file, len, &path, &base, meta),
+                Ok((file, st)) => return self.source(file, st.len(), &path, &base, meta),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     match self.relocate(paths, &base) {
                         Some(l) => locator = l,

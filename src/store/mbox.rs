@@ -408,8 +408,8 @@ impl MboxStore {
             }
         }
         let stamp = Stamp::take(&self.ctx, stamped);
-        let (file, len) = files::open_message_file(&paths.file)?;
-        let meta = file.metadata().map_err(|e| Error::io(&paths.file, e))?;
+        let (file, meta) = files::open_message_file(&paths.file)?;
+        let len = meta.len();
         let st = crate::sys::Stat::of(&meta);
         let found: Arc<Vec<Found>> = match from {
             Some(c) => {
