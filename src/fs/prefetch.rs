@@ -106,8 +106,9 @@ struct Hint {
 }
 
 /// Where each mailbox's reader is (the highest UID read, or being read, from its start),
-/// as the FUSE workers saw it: the prefetch thread skips what a reader already passed, so that a
-/// reader faster than the pushes never waits behind pushes of messages it read itself.
+/// as the FUSE workers saw it: the prefetch thread skips what a reader already passed, so
+/// that a reader faster than the pushes never waits behind pushes of messages it read
+/// itself.
 type Positions = Arc<Mutex<HashMap<(Arc<MailboxName>, u32), u32>>>;
 
 /// The FUSE workers' side: hints go to the prefetch thread; when its queue is full they
@@ -282,8 +283,8 @@ impl<C: PageCache> Worker<C> {
         };
         let middle = window / 2;
         let (mut front, mut marker, mut bytes) = (from, 0, 0u64);
-        // The window, in UID order: what is pushed and the marker.
-        let mut due: Vec<&crate::store::MessageMeta> = Vec::with_capacity(window);
+        // What the window pushes (the marker left out), in UID order.
+        let mut due: Vec<(u32, &crate::store::MessageMeta)> = Vec::with_capacity(window);
         for (i, meta) in view.messages.iter_after(from).take(window).enumerate() {
             let MessageKey::Uid(uid) = meta.key else {
                 continue;
@@ -296,7 +297,7 @@ impl<C: PageCache> Worker<C> {
             if meta.size == 0 || meta.size > self.settings.max_message || meta.problem.is_some() {
                 continue;
             }
-            due.push(meta);
+            due.push((uid, meta));
             bytes += meta.size;
             if bytes >= self.settings.max_window_bytes {
                 break;
@@ -306,10 +307,7 @@ impl<C: PageCache> Worker<C> {
         if overtaken {
             due.reverse();
         }
-        for meta in due {
-            let MessageKey::Uid(uid) = meta.key else {
-                continue;
-            };
+        for (uid, meta) in due {
             if uid <= self.reader_at(&key) {
                 if overtaken {
                     // Read (or being read) by the reader itself, and so is all before it.
