@@ -13,35 +13,13 @@ fn cpath(p: &Path) -> CString {
 }
 
 /// `getxattr(2)` (follows symlinks). A value that fits 256 bytes (mailfs's per-message
-/// attributes do) takes one call; a longer one is asked for its size first.
+/// attributes do) takes one call; a longer one is asked for its size, then read again.
 pub fn getxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     let p = cpath(path);
     let n = CString::new(name).expect("xattr name with NUL");
-    let mut short = [0u8; 256];
-    // SAFETY: both strings are NUL-terminated; `short` is valid for writes of its length.
-    let got = unsafe {
-        libc::getxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            short.as_mut_ptr().cast(),
-            short.len(),
-        )
-    };
-    if got >= 0 {
-        return Ok(short[..got as usize].to_vec());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::ERANGE) {
-        return Err(err);
-    }
+    let mut buf = vec![0u8; 256];
     loop {
-        // SAFETY: both strings are NUL-terminated; a null buffer with size 0 asks for the size.
-        let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), ptr::null_mut(), 0) };
-        if len < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = vec![0u8; len as usize];
-        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        // SAFETY: both strings are NUL-terminated; `buf` is valid for writes of its length.
         let got =
             unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if got >= 0 {
@@ -52,7 +30,13 @@ pub fn getxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
         if err.raw_os_error() != Some(libc::ERANGE) {
             return Err(err);
         }
-        // The value grew between the two calls: ask again.
+        // Longer than the buffer (or grown since the size was asked): ask the size.
+        // SAFETY: both strings are NUL-terminated; a null buffer with size 0 asks for the size.
+        let len = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), ptr::null_mut(), 0) };
+        if len < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        buf = vec![0u8; len as usize];
     }
 }
 
