@@ -19,6 +19,12 @@ use crate::sys::{self, EntryKind};
 /// and its `fstat` (size, times, owner: callers need not ask again).
 pub fn open_message_file(path: &Path) -> Result<(File, std::fs::Metadata)> {
     let file = sys::open_file(path).map_err(|e| Error::io(path, e))?;
+    message_file(file, path)
+}
+
+/// `file`, opened as the message file at `path` (by path or relative to its directory),
+/// with its `fstat`, if it is a regular file.
+pub fn message_file(file: File, path: &Path) -> Result<(File, std::fs::Metadata)> {
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::layout(path, "message is not a regular file"));

@@ -1030,19 +1030,16 @@ impl Backend for MaildirStore {
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
         let base = fmt::split_name(&listed[4..]).0.to_vec();
         if let Some(dirs) = self.message_dirs(&paths.mail) {
-            let path = || paths.mail.join(OsStr::from_bytes(listed));
+            let path = paths.mail.join(OsStr::from_bytes(listed));
             match dirs.open_file(listed) {
                 Ok(file) => {
-                    let st = file.metadata().map_err(|e| Error::io(path(), e))?;
-                    if !st.is_file() {
-                        return Err(Error::layout(path(), "message is not a regular file"));
-                    }
-                    return self.source(file, st.len(), &path(), &base, meta);
+                    let (file, st) = files::message_file(file, &path)?;
+                    return self.source(file, st.len(), &path, &base, meta);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.message_dirs.lock().pop(&paths.mail);
                 }
-                Err(e) => return Err(Error::io(path(), e)),
+                Err(e) => return Err(Error::io(&path, e)),
             }
         }
         let mut locator = listed.to_vec();
