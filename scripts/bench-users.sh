@@ -6,8 +6,9 @@
 #
 # Measures: the daemon's RSS at mount; the first and a second `ls` of the mount root;
 # listing every user's INBOX (`scandir` + `lstat` of every entry, one Python process); the
-# RSS after it, with the targets watched and inodes the kernel holds then; `ls -l INBOX` of K sample users in the tree against a single-user mount of
-# the same user's store. Prints a Markdown table. The users are copies of three stores a
+# RSS after it, with the targets watched and inodes the kernel holds then; `ls -l INBOX`
+# of K sample users in the tree against a single-user mount of the same user's store.
+# Prints a Markdown table. The users are copies of three stores a
 # private Dovecot made (one per format), cached in --store-dir while N matches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     --users) users=$2 && shift 2 ;;
     --store-dir) store_dir=$2 && shift 2 ;;
     --samples) samples=$2 && shift 2 ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    -h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
     *) echo "bench-users.sh: unknown option $1" >&2 && exit 2 ;;
     esac
 done
