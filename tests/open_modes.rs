@@ -11,7 +11,7 @@
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::util::corpus::{email, large};
@@ -516,4 +516,104 @@ fn a_bad_open_mode_is_a_usage_error() {
         "the message names the bad value and the choices:\n{}",
         failure.stderr
     );
+}
+
+/// Advice that messages will be read ([`MailStore::will_need`], what the read-ahead gives
+/// a window it finds on the disk) starts reading their files into the page cache: on a
+/// Maildir and an sdbox store whose message files were dropped from the page cache, every
+/// advised file is soon resident, without anything reading it. (The read-ahead's choice
+/// of when to advise is a unit test in `fs/prefetch.rs`; a disk fast or slow enough for a
+/// timed test is not something CI has.)
+#[test]
+fn advice_brings_message_files_into_the_page_cache() {
+    require!(Dovecot);
+    use mailfs::store::{MailboxName, StoreConfig};
+    for layout in [Layout::MaildirPlusPlus, DboxLayout::sdbox("")] {
+        let what = format!("{layout:?}");
+        let dir = TestDir::new("advice");
+        let dovecot = Dovecot::start(&dir, layout);
+        let user = dovecot.user("bob");
+        populate(&user);
+        // The message files: Maildir's in cur/ and new/, sdbox's u.N.
+        let files: Vec<PathBuf> = crate::util::fsx::walk(&user.mail_root())
+            .into_iter()
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let parent = p
+                    .parent()
+                    .and_then(|d| d.file_name())
+                    .and_then(|n| n.to_str());
+                name.starts_with("u.") || matches!(parent, Some("cur" | "new"))
+            })
+            .collect();
+        assert_eq!(files.len(), 30, "{what}: message files {files:?}");
+        for f in &files {
+            let file = fs::File::open(f).expect("open");
+            file.sync_all().expect("fsync");
+            drop_page_cache(&file);
+            assert_eq!(
+                resident_pages(f).0,
+                0,
+                "{what}: {f:?} still in the page cache after POSIX_FADV_DONTNEED (is the \
+                 test directory on tmpfs?)"
+            );
+        }
+        let spec = mailfs::location::Spec::parse(&user.location()).expect("location");
+        let store = mailfs::store::open(&spec, StoreConfig::default()).expect("open the store");
+        let inbox = MailboxName::parse("INBOX");
+        let view = store.view(&inbox).expect("view");
+        for meta in view.messages.iter() {
+            store
+                .will_need(&inbox, &view, &meta.key)
+                .unwrap_or_else(|e| panic!("{what}: advice for {:?}: {e}", meta.key));
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for f in &files {
+            loop {
+                let (resident, pages) = resident_pages(f);
+                if resident == pages {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {f:?}: {resident} of {pages} pages in the page cache 5 s after \
+                     the advice"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// (pages of `path` in the page cache, pages of `path`), by `mincore(2)` over a mapping
+/// of it, which reads nothing.
+fn resident_pages(path: &Path) -> (usize, usize) {
+    let file = fs::File::open(path).expect("open");
+    let len = file.metadata().expect("fstat").len() as usize;
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let pages = len.div_ceil(page);
+    if pages == 0 {
+        return (0, 0);
+    }
+    // SAFETY: a read-only shared mapping of an open file of `len` bytes; nothing reads it.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "mmap {path:?}");
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `addr` is the page-aligned mapping of `len` bytes made above and `vec` has
+    // one byte for each of its pages.
+    let rc = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) };
+    // SAFETY: the mapping made above, unmapped once.
+    unsafe { libc::munmap(addr, len) };
+    assert_eq!(rc, 0, "mincore {path:?}: {}", io::Error::last_os_error());
+    (vec.iter().filter(|b| **b & 1 == 1).count(), pages)
 }

@@ -113,10 +113,12 @@ decoded_cache_bytes: {}",
             let st = p.stats();
             let _ = writeln!(
                 out,
-                "prefetched_messages: {}\nprefetched_bytes: {}\nprefetch_skipped: {}",
+                "prefetched_messages: {}\nprefetched_bytes: {}\nprefetch_skipped: {}\n\
+                 prefetch_advised: {}",
                 load(&st.messages),
                 load(&st.bytes),
-                load(&st.skipped)
+                load(&st.skipped),
+                load(&st.advised)
             );
         }
         let _ = writeln!(

@@ -41,6 +41,16 @@ pub(super) trait Backend: Send + Sync + fmt::Debug {
         view: &MailboxView,
         key: &MessageKey,
     ) -> Result<MessageSource>;
+    /// Advice that message `key` of `view` will be read soon ([`MailStore::will_need`]);
+    /// nothing by default.
+    fn will_need(
+        &self,
+        _paths: &Self::Paths,
+        _view: &MailboxView,
+        _key: &MessageKey,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// The store's root directory.
     fn root(&self) -> &Path;
     /// Settings and counters.
@@ -105,6 +115,16 @@ impl<B: Backend> MailStore for Cached<B> {
     ) -> Result<MessageSource> {
         let paths = self.paths_of(&view.name)?;
         self.backend.open(&paths, view, key)
+    }
+
+    fn will_need(
+        &self,
+        _mailbox: &MailboxName,
+        view: &MailboxView,
+        key: &MessageKey,
+    ) -> Result<()> {
+        let paths = self.paths_of(&view.name)?;
+        self.backend.will_need(&paths, view, key)
     }
 
     fn local_root(&self) -> Option<&Path> {

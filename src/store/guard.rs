@@ -184,6 +184,12 @@ impl MailStore for Guarded {
         self.confirm(self.inner.open(mailbox, view, key), |_| false)
     }
 
+    fn will_need(&self, mailbox: &MailboxName, view: &MailboxView, key: &MessageKey) -> Result<()> {
+        // Advice reads nothing for anyone: no guard check for it (the open that follows
+        // makes one).
+        self.inner.will_need(mailbox, view, key)
+    }
+
     fn local_root(&self) -> Option<&Path> {
         Some(&self.root)
     }

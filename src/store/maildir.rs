@@ -1073,6 +1073,20 @@ impl Backend for MaildirStore {
         ))
     }
 
+    /// The message file as listed, opened relative to its kept directory: a file renamed
+    /// since (a flag change) is not looked for, advice being only advice.
+    fn will_need(&self, paths: &MailboxPaths, view: &MailboxView, key: &MessageKey) -> Result<()> {
+        let Some(listed) = view.get(key).and_then(|m| m.locator.maildir()) else {
+            return Ok(());
+        };
+        let path = || paths.mail.join(OsStr::from_bytes(listed));
+        let file = match self.message_dirs(&paths.mail) {
+            Some(dirs) => dirs.open_file(listed).map_err(|e| Error::io(path(), e))?,
+            None => sys::open_file(&path()).map_err(|e| Error::io(path(), e))?,
+        };
+        sys::will_need(&file, 0, 0).map_err(|e| Error::io(path(), e))
+    }
+
     fn root(&self) -> &Path {
         &self.loc.root
     }

@@ -42,6 +42,15 @@ pub struct MemoryStore {
     ctx: Arc<StoreContext>,
     state: Mutex<State>,
     notifier: Mutex<Option<ChangeNotifier>>,
+    disk: Mutex<Disk>,
+}
+
+/// A disk as the page cache sees it, for tests of read-ahead: an open of a message nobody
+/// advised ([`MailStore::will_need`]) waits `wait`; advice is recorded.
+#[derive(Debug, Default)]
+struct Disk {
+    wait: std::time::Duration,
+    advised: Vec<(MailboxName, u32)>,
 }
 
 impl Default for MemoryStore {
@@ -50,11 +59,23 @@ impl Default for MemoryStore {
             ctx: StoreContext::new(Default::default()),
             state: Mutex::new(State::default()),
             notifier: Mutex::new(None),
+            disk: Mutex::default(),
         }
     }
 }
 
 impl MemoryStore {
+    /// From now on, an open of a message not advised first waits `wait`, as a read from a
+    /// disk would.
+    pub fn set_disk_wait(&self, wait: std::time::Duration) {
+        self.disk.lock().wait = wait;
+    }
+
+    /// The UIDs advised so far ([`MailStore::will_need`]), in order, with their mailbox.
+    pub fn advised(&self) -> Vec<(MailboxName, u32)> {
+        self.disk.lock().advised.clone()
+    }
+
     /// Creates mailbox `name` (its parents are presented as plain levels), UIDVALIDITY
     /// `uid_validity`.
     pub fn create(&self, name: &str, uid_validity: u32) {
@@ -229,6 +250,14 @@ impl MailStore for MemoryStore {
         };
         view.get(key)
             .ok_or_else(|| Error::not_found(format!("{mailbox}: uid {uid}")))?;
+        let wait = {
+            let disk = self.disk.lock();
+            let advised = disk.advised.iter().any(|(m, u)| m == mailbox && u == uid);
+            (!advised).then_some(disk.wait)
+        };
+        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            std::thread::sleep(wait);
+        }
         self.state
             .lock()
             .mailboxes
@@ -236,6 +265,18 @@ impl MailStore for MemoryStore {
             .and_then(|m| m.bodies.get(uid).cloned())
             .map(MessageSource::memory)
             .ok_or_else(|| Error::not_found(format!("{mailbox}: uid {uid} (expunged)")))
+    }
+
+    fn will_need(
+        &self,
+        mailbox: &MailboxName,
+        _view: &MailboxView,
+        key: &MessageKey,
+    ) -> Result<()> {
+        if let MessageKey::Uid(uid) = key {
+            self.disk.lock().advised.push((mailbox.clone(), *uid));
+        }
+        Ok(())
     }
 
     fn local_root(&self) -> Option<&Path> {

@@ -329,6 +329,19 @@ pub trait MailStore: Send + Sync + fmt::Debug {
         view: &MailboxView,
         key: &MessageKey,
     ) -> Result<MessageSource>;
+    /// Advice that message `key` of `view` will be read soon: a store on a local disk
+    /// starts reading its bytes from the disk without waiting (`posix_fadvise`
+    /// `WILLNEED`), so that several messages are on their way at once where reading them
+    /// one after another would wait for each. Nothing by default; an error only means the
+    /// advice was not taken.
+    fn will_need(
+        &self,
+        _mailbox: &MailboxName,
+        _view: &MailboxView,
+        _key: &MessageKey,
+    ) -> Result<()> {
+        Ok(())
+    }
     /// The directory the store lives in, for statfs and messages; `None` for a store
     /// that is not local files.
     fn local_root(&self) -> Option<&std::path::Path>;

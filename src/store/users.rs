@@ -385,6 +385,11 @@ impl MailStore for UsersStore {
         self.user_store(user)?.store.open(&inner, view, key)
     }
 
+    fn will_need(&self, mailbox: &MailboxName, view: &MailboxView, key: &MessageKey) -> Result<()> {
+        let (user, inner) = Self::split(mailbox)?;
+        self.user_store(user)?.store.will_need(&inner, view, key)
+    }
+
     fn local_root(&self) -> Option<&Path> {
         Some(&self.base)
     }

@@ -472,6 +472,23 @@ pub fn read_lock_conflict(file: &File) -> bool {
     rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
 }
 
+/// Advice that `len` bytes of `file` from `offset` (`len` 0: to the end) will be read
+/// soon: the kernel starts reading what is not in the page cache from the disk and
+/// returns without waiting (`posix_fadvise(2)` `POSIX_FADV_WILLNEED`, which for a local
+/// filesystem starts the page cache's read-ahead of that range). Only a hint.
+pub fn will_need(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: `file` is an open descriptor; posix_fadvise reads and writes no memory of
+    // ours. It returns the error number rather than setting errno.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
 /// `statvfs(3)` of `path`: (blocks, free, available, files, free files, block size,
 /// fragment size).
 pub fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
