@@ -34,7 +34,7 @@ use super::decoded::{self, StoredForm};
 use super::stamp::Stamp;
 use super::{
     FileOwner, Guid, Locator, MailboxName, MailboxView, MessageKey, MessageMeta, MessageSource,
-    UidCursor,
+    UidCursor, parallel,
 };
 use super::{Messages, StoreContext, files, listindex, locks, private_flags};
 use crate::error::{Error, Result};
@@ -524,34 +524,52 @@ impl MaildirStore {
         let mut messages = Vec::new();
         let mut missing: Vec<u32> = Vec::new();
         if let Some(list) = &uidlist {
-            messages.reserve(list.records.len());
-            for rec in &list.records {
-                let Some(locator) = files.remove(rec.base.as_slice()) else {
-                    missing.push(rec.uid);
-                    continue;
-                };
-                let key = MessageKey::Uid(rec.uid);
-                if let Some(m) = reusable(&mut previous_messages, rec.uid, locator) {
-                    let mut m = reuse(m, cached(rec.uid));
-                    m.keywords = table.remap(&m.keywords).union(&index_only(rec.uid));
-                    messages.push(m);
-                    continue;
-                }
-                match self.message_meta(
+            // Each record with its file, in UID order: reused from the previous view, or
+            // to be stated, which is spread over threads for a big mailbox
+            // (`parallel::map_in_order`; a full build of 1,000,000 messages is 1,000,000
+            // `fstatat`s while the reader waits).
+            enum Found<'a> {
+                Missing,
+                Reused(MessageMeta),
+                New(&'a [u8]),
+            }
+            let found: Vec<(&fmt::UidlistRecord, Found<'_>)> = list
+                .records
+                .iter()
+                .map(|rec| {
+                    let found = match files.remove(rec.base.as_slice()) {
+                        None => Found::Missing,
+                        Some(locator) => match reusable(&mut previous_messages, rec.uid, locator) {
+                            Some(m) => Found::Reused(reuse(m, cached(rec.uid))),
+                            None => Found::New(locator),
+                        },
+                    };
+                    (rec, found)
+                })
+                .collect();
+            let stated = parallel::map_in_order(&found, |(rec, found)| match found {
+                Found::New(locator) => Some(self.message_meta(
                     paths,
                     &dirs,
-                    key,
+                    MessageKey::Uid(rec.uid),
                     locator.to_vec(),
                     Some(rec),
                     cached(rec.uid),
-                ) {
-                    Ok(mut m) => {
-                        m.keywords = table.remap(&m.keywords).union(&index_only(rec.uid));
-                        messages.push(m);
+                )),
+                Found::Missing | Found::Reused(_) => None,
+            });
+            messages.reserve(found.len());
+            for ((rec, found), stated) in found.into_iter().zip(stated) {
+                let mut m = match (found, stated) {
+                    (Found::Reused(m), _) | (_, Some(Ok(m))) => m,
+                    (_, Some(Err(e))) if !e.is_not_found() => return Err(e),
+                    (Found::Missing, _) | (Found::New(_), _) => {
+                        missing.push(rec.uid);
+                        continue;
                     }
-                    Err(e) if e.is_not_found() => missing.push(rec.uid),
-                    Err(e) => return Err(e),
-                }
+                };
+                m.keywords = table.remap(&m.keywords).union(&index_only(rec.uid));
+                messages.push(m);
             }
         }
         if let Some(pvt_dir) = &paths.pvt {

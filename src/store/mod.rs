@@ -33,6 +33,7 @@ pub mod mbox;
 #[cfg(test)]
 pub mod memory;
 pub mod messages;
+mod parallel;
 mod private_flags;
 pub mod source;
 mod stamp;
