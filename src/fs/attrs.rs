@@ -15,6 +15,16 @@ use super::tree::Folder;
 use crate::error::{Error, Result};
 use crate::store::{MailboxName, MailboxView, MessageKey, MessageMeta, Presented};
 
+/// `st_blksize` of every directory: glibc sizes `opendir`'s buffer by it (32 KiB up to
+/// 1 MiB), the kernel asks READDIRPLUS for what that buffer holds (Linux 6.16+, up to
+/// `max_pages`: 1 MiB here), and each request is a round trip the reader waits for. At
+/// 1 MiB a listing takes one request per ~6,500 messages instead of one per 200 (a
+/// 1,000,000-message `ls -l`: 160 round trips instead of 4,900; measured first `ls -l`
+/// 9.0-11.9 -> 8.2-10.0 s, second 2.2-2.6 -> 2.0-2.1 s). Older kernels ask one page
+/// whatever the buffer; the kernel's buffer is `kvmalloc`ed, so a small directory's
+/// listing costs no high-order allocation.
+const DIR_BLKSIZE: u32 = 1 << 20;
+
 fn to_time(secs: i64) -> SystemTime {
     if secs >= 0 {
         UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
@@ -131,7 +141,7 @@ impl MailFs {
             uid: owner.uid,
             gid: owner.gid,
             rdev: 0,
-            blksize: 4096,
+            blksize: DIR_BLKSIZE,
             flags: 0,
         })
     }

@@ -454,6 +454,7 @@ impl Filesystem for MailFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.listings.fetch_add(1, Ordering::Relaxed);
         let listing = match self.dir_listing(fh) {
             Ok(l) => l,
             Err(errno) => {
@@ -477,6 +478,7 @@ impl Filesystem for MailFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.listings.fetch_add(1, Ordering::Relaxed);
         let listing = match self.dir_listing(fh) {
             Ok(l) => l,
             Err(errno) => {

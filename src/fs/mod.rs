@@ -115,6 +115,8 @@ pub struct MailFs {
     reads: AtomicU64,
     /// Message opens that reached mailfs, for `user.mailfs.status`.
     opens: AtomicU64,
+    /// READDIR and READDIRPLUS requests served, for `user.mailfs.status`.
+    listings: AtomicU64,
     /// Folder trees by scope (see `MailStore::scope_depth`), most recently used kept.
     trees: Mutex<LruCache<MailboxName, Arc<FolderTree>>>,
     /// When each presented mailbox's content last changed (its directory's mtime).
@@ -161,6 +163,7 @@ impl MailFs {
             recent: RecentSources::default(),
             backings: Backings::default(),
             reads: AtomicU64::new(0),
+            listings: AtomicU64::new(0),
             opens: AtomicU64::new(0),
             trees: Mutex::new(LruCache::new(TREES_CACHED)),
             dir_times: dirtimes::DirTimes::default(),

@@ -52,12 +52,14 @@ impl MailFs {
         let _ = writeln!(out, "portable_names: {}", self.naming.portable);
         let _ = writeln!(
             out,
-            "open_mode: {}\nkernel_opens: {}\npassthrough: {}\nopens_served: {}\nreads_served: {}",
+            "open_mode: {}\nkernel_opens: {}\npassthrough: {}\nopens_served: {}\nreads_served: {}\n\
+             listings_served: {}",
             self.open_mode.as_str(),
             self.kernel_opens,
             self.passthrough.load(Ordering::Relaxed),
             load(&self.opens),
-            load(&self.reads)
+            load(&self.reads),
+            load(&self.listings)
         );
         let ctx = self.store.context();
         let stats = &ctx.stats;
