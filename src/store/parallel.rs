@@ -20,12 +20,13 @@ where
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
+    if items.len() < PARALLEL_MIN {
+        return items.iter().map(&f).collect();
+    }
+    // Asked only here: std reads the cgroup's CPU quota files for it.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = cpus
-        .min(MAX_THREADS)
-        .min(items.len() / (PARALLEL_MIN / 2))
-        .max(1);
-    if items.len() < PARALLEL_MIN || threads == 1 {
+    let threads = cpus.min(MAX_THREADS).min(items.len() / (PARALLEL_MIN / 2));
+    if threads <= 1 {
         return items.iter().map(&f).collect();
     }
     let per = items.len().div_ceil(threads);
