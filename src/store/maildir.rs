@@ -528,9 +528,10 @@ impl MaildirStore {
             // to be stated, which is spread over threads for a big mailbox
             // (`parallel::map_in_order`; a full build of 1,000,000 messages is 1,000,000
             // `fstatat`s while the reader waits).
+            // Small (a reference at most): a million of them are held beside the results.
             enum Found<'a> {
                 Missing,
-                Reused(MessageMeta),
+                Reused(&'a MessageMeta),
                 New(&'a [u8]),
             }
             let found: Vec<(&fmt::UidlistRecord, Found<'_>)> = list
@@ -540,36 +541,41 @@ impl MaildirStore {
                     let found = match files.remove(rec.base.as_slice()) {
                         None => Found::Missing,
                         Some(locator) => match reusable(&mut previous_messages, rec.uid, locator) {
-                            Some(m) => Found::Reused(reuse(m, cached(rec.uid))),
+                            Some(m) => Found::Reused(m),
                             None => Found::New(locator),
                         },
                     };
                     (rec, found)
                 })
                 .collect();
-            let stated = parallel::map_in_order(&found, |(rec, found)| match found {
-                Found::New(locator) => Some(self.message_meta(
-                    paths,
-                    &dirs,
-                    MessageKey::Uid(rec.uid),
-                    locator.to_vec(),
-                    Some(rec),
-                    cached(rec.uid),
-                )),
-                Found::Missing | Found::Reused(_) => None,
-            });
             messages.reserve(found.len());
-            for ((rec, found), stated) in found.into_iter().zip(stated) {
-                let mut m = match (found, stated) {
-                    (Found::Reused(m), _) | (_, Some(Ok(m))) => m,
-                    (_, Some(Err(e))) if !e.is_not_found() => return Err(e),
-                    (Found::Missing, _) | (Found::New(_), _) => {
-                        missing.push(rec.uid);
-                        continue;
-                    }
-                };
-                m.keywords = table.remap(&m.keywords).union(&index_only(rec.uid));
-                messages.push(m);
+            // In slices, so that the results waiting to be moved into `messages` stay a
+            // slice's worth (a million at once were 100 MB more at the build's peak).
+            for part in found.chunks(parallel::SLICE) {
+                let stated = parallel::map_in_order(part, |(rec, found)| match found {
+                    Found::New(locator) => Some(self.message_meta(
+                        paths,
+                        &dirs,
+                        MessageKey::Uid(rec.uid),
+                        locator.to_vec(),
+                        Some(rec),
+                        cached(rec.uid),
+                    )),
+                    Found::Missing | Found::Reused(_) => None,
+                });
+                for ((rec, found), stated) in part.iter().zip(stated) {
+                    let mut m = match (found, stated) {
+                        (Found::Reused(m), _) => reuse(m, cached(rec.uid)),
+                        (_, Some(Ok(m))) => m,
+                        (_, Some(Err(e))) if !e.is_not_found() => return Err(e),
+                        (Found::Missing, _) | (Found::New(_), _) => {
+                            missing.push(rec.uid);
+                            continue;
+                        }
+                    };
+                    m.keywords = table.remap(&m.keywords).union(&index_only(rec.uid));
+                    messages.push(m);
+                }
             }
         }
         if let Some(pvt_dir) = &paths.pvt {

@@ -7,6 +7,10 @@
 /// start, a message's `stat` and record about 2 µs.
 pub(super) const PARALLEL_MIN: usize = 4096;
 
+/// Items a caller maps at once when it keeps the results in a bigger list: the results
+/// waiting to be moved stay small (a million `MessageMeta` results are about 140 MB).
+pub(super) const SLICE: usize = 1 << 16;
+
 /// The most threads one build uses (the calling thread included): builds of different
 /// mailboxes already run side by side on the FUSE workers.
 const MAX_THREADS: usize = 4;
