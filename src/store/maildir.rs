@@ -527,8 +527,8 @@ impl MaildirStore {
             // Each record with its file, in UID order: reused from the previous view, or
             // to be stated, which is spread over threads for a big mailbox
             // (`parallel::map_in_order`; a full build of 1,000,000 messages is 1,000,000
-            // `fstatat`s while the reader waits).
-            // Small (a reference at most): a million of them are held beside the results.
+            // `fstatat`s while the reader waits). A reference at most: a million of them
+            // are held beside the results.
             enum Found<'a> {
                 Missing,
                 Reused(&'a MessageMeta),
