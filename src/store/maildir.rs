@@ -862,6 +862,29 @@ impl MaildirStore {
         Some(dirs)
     }
 
+    /// The message file `listed` (`cur/<name>` or `new/<name>`, at `path`) opened relative
+    /// to the mailbox's kept `cur/` and `new/`, with its `fstat`. `None` when no directory
+    /// is kept or the name is not there (renamed or expunged, or the directories were
+    /// replaced: they are dropped, to be opened afresh): the caller goes by path.
+    fn open_in_kept_dirs(
+        &self,
+        paths: &MailboxPaths,
+        listed: &[u8],
+        path: &Path,
+    ) -> Result<Option<(std::fs::File, std::fs::Metadata)>> {
+        let Some(dirs) = self.message_dirs(&paths.mail) else {
+            return Ok(None);
+        };
+        match dirs.open_file(listed) {
+            Ok(file) => files::message_file(file, path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.message_dirs.lock().pop(&paths.mail);
+                Ok(None)
+            }
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
     fn relocate(&self, paths: &MailboxPaths, base: &[u8]) -> Option<Vec<u8>> {
         for sub in ["cur", "new"] {
             let Ok(dir) = sys::open_dir(&paths.mail.join(sub)) else {
@@ -1053,18 +1076,9 @@ impl Backend for MaildirStore {
             .maildir()
             .ok_or_else(|| Error::not_found(format!("message {key:?} in {}", view.name)))?;
         let base = fmt::split_name(&listed[4..]).0.to_vec();
-        if let Some(dirs) = self.message_dirs(&paths.mail) {
-            let path = paths.mail.join(OsStr::from_bytes(listed));
-            match dirs.open_file(listed) {
-                Ok(file) => {
-                    let (file, st) = files::message_file(file, &path)?;
-                    return self.source(file, st.len(), &path, &base, meta);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.message_dirs.lock().pop(&paths.mail);
-                }
-                Err(e) => return Err(Error::io(&path, e)),
-            }
+        let path = paths.mail.join(OsStr::from_bytes(listed));
+        if let Some((file, st)) = self.open_in_kept_dirs(paths, listed, &path)? {
+            return self.source(file, st.len(), &path, &base, meta);
         }
         let mut locator = listed.to_vec();
         // A flag change renames the file; retry with its new name a few times, as Dovecot's
@@ -1097,18 +1111,18 @@ impl Backend for MaildirStore {
         ))
     }
 
-    /// The message file as listed, opened relative to its kept directory: a file renamed
-    /// since (a flag change) is not looked for, advice being only advice.
+    /// The message file as listed (as `open` first opens it): a file renamed since (a flag
+    /// change) is not looked for, advice being only advice.
     fn will_need(&self, paths: &MailboxPaths, view: &MailboxView, key: &MessageKey) -> Result<()> {
         let Some(listed) = view.get(key).and_then(|m| m.locator.maildir()) else {
             return Ok(());
         };
-        let path = || paths.mail.join(OsStr::from_bytes(listed));
-        let file = match self.message_dirs(&paths.mail) {
-            Some(dirs) => dirs.open_file(listed).map_err(|e| Error::io(path(), e))?,
-            None => sys::open_file(&path()).map_err(|e| Error::io(path(), e))?,
+        let path = paths.mail.join(OsStr::from_bytes(listed));
+        let (file, _) = match self.open_in_kept_dirs(paths, listed, &path)? {
+            Some(opened) => opened,
+            None => files::open_message_file(&path)?,
         };
-        sys::will_need(&file, 0, 0).map_err(|e| Error::io(path(), e))
+        sys::will_need(&file, 0, 0).map_err(|e| Error::io(&path, e))
     }
 
     fn root(&self) -> &Path {
