@@ -725,7 +725,7 @@ fn ls(location: &str, attachment_dir: Option<&Path>, mailbox: Option<&str>) -> C
                     meta.received,
                     meta.saved,
                     escape(&meta.guid_text()),
-                    escape(&view.flags_string(meta))
+                    escape(&view.flags_string(&meta))
                 )?;
             }
             if unreadable > 0 {

@@ -138,7 +138,7 @@ impl ViewDigest {
             messages: view
                 .messages
                 .iter()
-                .map(|m| (uid_of(m), fingerprint(view, m)))
+                .map(|m| (uid_of(&m), fingerprint(view, &m)))
                 .collect(),
             pending: view
                 .pending
@@ -177,7 +177,7 @@ impl ViewDigest {
             ..ViewDiff::default()
         };
         let old = self.messages.iter().map(|&(uid, print)| (uid, print));
-        let now = new.messages.iter().map(|m| (uid_of(m), m));
+        let now = new.messages.iter().map(|m| (uid_of(&m), m));
         merge(old, now, new, &mut d, MessageKey::Uid);
         let old = self.pending.iter().map(|(b, print)| (b.clone(), *print));
         let now = new.pending.iter().filter_map(|m| match &m.key {
@@ -191,9 +191,9 @@ impl ViewDigest {
 
 /// Walks the digest's (key, fingerprint) list and the view's (key, message) list, both in
 /// key order, in step.
-fn merge<'a, K: Ord + Clone>(
+fn merge<K: Ord + Clone, M: std::borrow::Borrow<MessageMeta>>(
     old: impl Iterator<Item = (K, u64)>,
-    new: impl Iterator<Item = (K, &'a MessageMeta)>,
+    new: impl Iterator<Item = (K, M)>,
     view: &MailboxView,
     d: &mut ViewDiff,
     key: impl Fn(K) -> MessageKey,
@@ -214,7 +214,7 @@ fn merge<'a, K: Ord + Clone>(
                     new.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    if *print != fingerprint(view, m) {
+                    if *print != fingerprint(view, m.borrow()) {
                         d.changed.push(key(b.clone()));
                     }
                     old.next();

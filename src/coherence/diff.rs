@@ -45,7 +45,7 @@ impl ViewDiff {
             (Some(a), None) => d.removed.push(a.key.clone()),
             (None, Some(b)) => d.added.push(b.key.clone()),
             (Some(a), Some(b)) => {
-                if !same_presentation(old, a, new, b) {
+                if !same_presentation(old, &a, new, &b) {
                     d.changed.push(b.key.clone());
                 }
             }

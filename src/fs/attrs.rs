@@ -226,7 +226,7 @@ impl MailFs {
         let view = self.folder_view(folder)?.ok_or_else(missing)?;
         let meta = view.get(&key).ok_or_else(missing)?;
         // A Maildir layout name carries the flags: only the current one is the message.
-        if folder.sub.is_some() && self.naming.maildir_name(&view, meta) != name {
+        if folder.sub.is_some() && self.naming.maildir_name(&view, &meta) != name {
             return Err(missing());
         }
         if let Some(problem) = &meta.problem {
@@ -240,7 +240,7 @@ impl MailFs {
             _ => parent.clone(),
         };
         let node = Self::message_node(&view, &Arc::new(mailbox), key);
-        let attr = self.message_attr(self.inodes.peek_ino(&node), meta);
+        let attr = self.message_attr(self.inodes.peek_ino(&node), &meta);
         Ok((node, attr))
     }
 
@@ -310,6 +310,6 @@ impl MailFs {
                 what: problem.to_string(),
             });
         }
-        Ok(f(&view, meta))
+        Ok(f(&view, &meta))
     }
 }

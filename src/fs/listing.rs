@@ -86,9 +86,9 @@ impl MailFs {
                 .enumerate()
                 .map(move |(i, meta)| {
                     let node = Self::message_node(view, name, meta.key.clone());
-                    let attr = self.message_attr(self.inodes.peek_ino(&node), meta);
+                    let attr = self.message_attr(self.inodes.peek_ino(&node), &meta);
                     let listed = Listed {
-                        name: self.naming.listed_name(view, meta),
+                        name: self.naming.listed_name(view, &meta),
                         node,
                         attr,
                         broken: meta.problem.is_some(),

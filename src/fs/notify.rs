@@ -202,7 +202,7 @@ impl<K: KernelCaches> Invalidator<K> {
             key: key.clone(),
         };
         let name_in = |view: Option<&MailboxView>, key: &MessageKey| {
-            view.and_then(|v| v.get(key).map(|m| self.naming.listed_name(v, m)))
+            view.and_then(|v| v.get(key).map(|m| self.naming.listed_name(v, &m)))
                 .unwrap_or_else(|| self.naming.message_name(key))
         };
         // A digest names no message: the watcher keeps digests only where names are

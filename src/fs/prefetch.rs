@@ -52,6 +52,7 @@ use log::debug;
 use parking_lot::Mutex;
 
 use super::inode::{InodeTable, Node};
+use crate::store::messages::uid_of;
 use crate::store::{MailStore, MailboxName, MailboxView, MessageKey, MessageMeta};
 
 /// The kernel's page cache, as the prefetcher fills it: `fuser::Notifier` on a mount, a
@@ -350,7 +351,7 @@ impl<C: PageCache> Worker<C> {
         let middle = window / 2;
         let (mut front, mut marker, mut bytes) = (from, 0, 0u64);
         // What the window pushes (the marker left out), in UID order.
-        let mut due: Vec<(u32, &MessageMeta)> = Vec::with_capacity(window);
+        let mut picked: Vec<MessageMeta> = Vec::with_capacity(window);
         for (i, meta) in view.messages.iter_after(from).take(window).enumerate() {
             let MessageKey::Uid(uid) = meta.key else {
                 continue;
@@ -363,12 +364,13 @@ impl<C: PageCache> Worker<C> {
             if meta.size == 0 || meta.size > self.settings.max_message || meta.problem.is_some() {
                 continue;
             }
-            due.push((uid, meta));
             bytes += meta.size;
+            picked.push(meta);
             if bytes >= self.settings.max_window_bytes {
                 break;
             }
         }
+        let mut due: Vec<(u32, &MessageMeta)> = picked.iter().map(|m| (uid_of(m), m)).collect();
         let overtaken = self.pushing.reader_at(&key) >= from;
         if overtaken {
             due.reverse();

@@ -258,7 +258,7 @@ impl MailFs {
         let meta = before
             .get(&MessageKey::Uid(uid))
             .ok_or_else(|| Error::not_found(format!("{mailbox}/{uid}")))?;
-        let flags = Naming::maildir_flags(new_name, &before, Some(meta))
+        let flags = Naming::maildir_flags(new_name, &before, Some(&meta))
             .ok_or_else(|| invalid("no Maildir info (:2,) or an unknown keyword letter"))?;
         self.writer
             .change_flags(&mailbox, &[uid], &FlagChange::Replace(flags))?;

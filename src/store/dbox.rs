@@ -548,7 +548,7 @@ impl DboxStore {
             let uid = crate::index::records::record_uid(rec);
             let save_date = reader.save_date(rec)?;
             if let Some(m) = Self::reusable(&mut previous, uid) {
-                out.push(Self::with_cache(index, cache, rec, m, save_date));
+                out.push(Self::with_cache(index, cache, rec, &m, save_date));
                 continue;
             }
             out.push(self.stored_message(&mut reader, paths, index, cache, rec)?);
@@ -771,7 +771,7 @@ impl DboxStore {
             match messages.get(*uid).filter(|m| m.problem.is_none()) {
                 Some(m) => {
                     let save_date = reader.save_date(rec)?;
-                    let m = Self::with_cache(index, cache, rec, m, save_date);
+                    let m = Self::with_cache(index, cache, rec, &m, save_date);
                     messages.upsert(m);
                 }
                 None => from_files.push(*uid),
@@ -883,7 +883,7 @@ impl DboxStore {
     /// from the dbox file (sizes, metadata block, file times) never changes for a UID, so
     /// a rebuild after one delivery reads one file, not every file. (A file damaged later
     /// is still caught: `open` reads its header again.)
-    fn reusable<'a>(previous: &mut UidCursor<'a>, uid: u32) -> Option<&'a MessageMeta> {
+    fn reusable(previous: &mut UidCursor<'_>, uid: u32) -> Option<MessageMeta> {
         previous.find(uid).filter(|m| m.problem.is_none())
     }
 
@@ -1571,7 +1571,7 @@ impl Backend for DboxStore {
     /// next messages on their way (a cold `grep -r` of the bench's mdbox takes a third of
     /// the raw Maildir's time).
     fn will_need(&self, paths: &MailboxPaths, view: &MailboxView, key: &MessageKey) -> Result<()> {
-        let (Some(Locator::Sdbox), MessageKey::Uid(uid)) = (view.get(key).map(|m| &m.locator), key)
+        let (Some(Locator::Sdbox), MessageKey::Uid(uid)) = (view.get(key).map(|m| m.locator), key)
         else {
             return Ok(());
         };

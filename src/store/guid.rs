@@ -51,6 +51,37 @@ impl Guid {
         Guid(Repr::MaildirBase)
     }
 
+    /// Its 16 bytes, when it is 32 lowercase hex digits (what a packed view keeps).
+    pub(crate) fn hex_bytes(&self) -> Option<&[u8; 16]> {
+        match &self.0 {
+            Repr::Hex(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// The GUID whose text is the lowercase hex of `bytes`.
+    pub(crate) fn from_hex_bytes(bytes: [u8; 16]) -> Guid {
+        Guid(Repr::Hex(bytes))
+    }
+
+    /// Its text, when it is neither hex nor the Maildir base name nor empty.
+    pub(crate) fn text(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// True when no GUID is known.
+    pub(crate) fn is_empty(&self) -> bool {
+        matches!(self.0, Repr::Empty)
+    }
+
+    /// True for [`Guid::maildir_base`].
+    pub(crate) fn is_maildir_base(&self) -> bool {
+        matches!(self.0, Repr::MaildirBase)
+    }
+
     /// The GUID's text; `locator` is the message's (used by [`Guid::maildir_base`] only).
     pub fn resolve<'a>(&'a self, locator: &'a Locator) -> Cow<'a, str> {
         match &self.0 {

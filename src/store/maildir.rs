@@ -528,10 +528,11 @@ impl MaildirStore {
             // to be stated, which is spread over threads for a big mailbox
             // (`parallel::map_in_order`; a full build of 1,000,000 messages is 1,000,000
             // `fstatat`s while the reader waits). A reference at most: a million of them
-            // are held beside the results.
+            // are held beside the results (a reused message is unpacked again when its
+            // slice is moved, not held whole).
             enum Found<'a> {
                 Missing,
-                Reused(&'a MessageMeta),
+                Reused(&'a [u8]),
                 New(&'a [u8]),
             }
             let found: Vec<(&fmt::UidlistRecord, Found<'_>)> = list
@@ -541,7 +542,7 @@ impl MaildirStore {
                     let found = match files.remove(rec.base.as_slice()) {
                         None => Found::Missing,
                         Some(locator) => match reusable(&mut previous_messages, rec.uid, locator) {
-                            Some(m) => Found::Reused(m),
+                            Some(_) => Found::Reused(locator),
                             None => Found::New(locator),
                         },
                     };
@@ -552,23 +553,36 @@ impl MaildirStore {
             // In slices, so that the results waiting to be moved into `messages` stay a
             // slice's worth (a million at once were 100 MB more at the build's peak).
             for part in found.chunks(parallel::SLICE) {
-                let stated = parallel::map_in_order(part, |(rec, found)| match found {
-                    Found::New(locator) => Some(self.message_meta(
+                let state = |rec: &fmt::UidlistRecord, locator: &[u8]| {
+                    self.message_meta(
                         paths,
                         &dirs,
                         MessageKey::Uid(rec.uid),
                         locator.to_vec(),
                         Some(rec),
                         cached(rec.uid),
-                    )),
+                    )
+                };
+                let stated = parallel::map_in_order(part, |(rec, found)| match found {
+                    Found::New(locator) => Some(state(rec, locator)),
                     Found::Missing | Found::Reused(_) => None,
                 });
                 for ((rec, found), stated) in part.iter().zip(stated) {
-                    let mut m = match (found, stated) {
-                        (Found::Reused(m), _) => reuse(m, cached(rec.uid)),
-                        (_, Some(Ok(m))) => m,
-                        (_, Some(Err(e))) if !e.is_not_found() => return Err(e),
-                        (Found::Missing, _) | (Found::New(_), _) => {
+                    let outcome = match found {
+                        // Found reusable above by the same cursor, so stating it again
+                        // only happens if that changed, which it cannot.
+                        Found::Reused(locator) => {
+                            Some(match reusable(&mut previous_messages, rec.uid, locator) {
+                                Some(m) => Ok(reuse(&m, cached(rec.uid))),
+                                None => state(rec, locator),
+                            })
+                        }
+                        Found::New(_) | Found::Missing => stated,
+                    };
+                    let mut m = match outcome {
+                        Some(Ok(m)) => m,
+                        Some(Err(e)) if !e.is_not_found() => return Err(e),
+                        Some(Err(_)) | None => {
                             missing.push(rec.uid);
                             continue;
                         }
@@ -992,7 +1006,7 @@ impl MessageDirs {
 
 /// The previous view's metadata of a message whose file has not moved since (same name,
 /// so same flags), if it was read without trouble: its size and times need no new `stat`.
-fn reusable<'a>(previous: &mut UidCursor<'a>, uid: u32, locator: &[u8]) -> Option<&'a MessageMeta> {
+fn reusable(previous: &mut UidCursor<'_>, uid: u32, locator: &[u8]) -> Option<MessageMeta> {
     previous
         .find(uid)
         .filter(|m| m.problem.is_none() && m.locator.maildir() == Some(locator))
@@ -1078,7 +1092,7 @@ impl Backend for MaildirStore {
         let base = fmt::split_name(&listed[4..]).0.to_vec();
         let path = paths.mail.join(OsStr::from_bytes(listed));
         if let Some((file, st)) = self.open_in_kept_dirs(paths, listed, &path)? {
-            return self.source(file, st.len(), &path, &base, meta);
+            return self.source(file, st.len(), &path, &base, &meta);
         }
         let mut locator = listed.to_vec();
         // A flag change renames the file; retry with its new name a few times, as Dovecot's
@@ -1086,7 +1100,7 @@ impl Backend for MaildirStore {
         for _ in 0..10 {
             let path = paths.mail.join(OsStr::from_bytes(&locator));
             match files::open_message_file(&path) {
-                Ok((file, st)) => return self.source(file, st.len(), &path, &base, meta),
+                Ok((file, st)) => return self.source(file, st.len(), &path, &base, &meta),
                 Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                     match self.relocate(paths, &base) {
                         Some(l) => locator = l,
@@ -1114,7 +1128,10 @@ impl Backend for MaildirStore {
     /// The message file as listed (as `open` first opens it): a file renamed since (a flag
     /// change) is not looked for, advice being only advice.
     fn will_need(&self, paths: &MailboxPaths, view: &MailboxView, key: &MessageKey) -> Result<()> {
-        let Some(listed) = view.get(key).and_then(|m| m.locator.maildir()) else {
+        let Some(meta) = view.get(key) else {
+            return Ok(());
+        };
+        let Some(listed) = meta.locator.maildir() else {
             return Ok(());
         };
         let path = paths.mail.join(OsStr::from_bytes(listed));

@@ -149,7 +149,7 @@ impl MemoryStore {
     /// Replaces the system flags of `uid` in `mailbox`.
     pub fn set_flags(&self, mailbox: &str, uid: u32, flags: MailFlags) {
         self.change(mailbox, |view, _| {
-            if let Some(m) = view.messages.get(uid).cloned() {
+            if let Some(m) = view.messages.get(uid) {
                 view.messages.upsert(MessageMeta { flags, ..m });
             }
         });
@@ -169,7 +169,7 @@ impl MemoryStore {
                 positions.push(i);
             }
             view.keyword_names = Arc::new(table);
-            if let Some(m) = view.messages.get(uid).cloned() {
+            if let Some(m) = view.messages.get(uid) {
                 let keywords = crate::store::KeywordSet::from_positions(positions);
                 view.messages.upsert(MessageMeta { keywords, ..m });
             }

@@ -2,25 +2,30 @@
 //! did not change.
 //!
 //! Messages are kept sorted by UID in chunks of at most [`CHUNK`] behind `Arc`s (as index
-//! records are, see `index::records`). Cloning copies the chunk pointers only; replacing,
-//! removing or appending a message copies only the chunk it is in. A rebuild after one
-//! delivery into 100,000 messages therefore costs one chunk, not the mailbox; and a diff
-//! of two views skips the chunks they share without looking inside ([`Messages::chunks`]).
+//! records are, see `index::records`), each packed into columns ([`Chunk`]: 28 bytes a
+//! message, its GUID and Maildir name beside). Cloning copies the chunk pointers only;
+//! replacing, removing or appending a message copies only the chunk it is in. A rebuild
+//! after one delivery into 100,000 messages therefore costs one chunk, not the mailbox;
+//! and a diff of two views skips the chunks they share without looking inside
+//! ([`merge_chunked`]). Reading a message unpacks it: callers get an owned
+//! [`MessageMeta`].
 //!
 //! Invariants: chunks are never empty; UIDs strictly increase across the whole list;
-//! `first_uids[i]` is the UID of `chunks[i][0]`; `len` is the total count.
+//! `first_uids[i]` is the UID of `chunks[i]`'s first message; `len` is the total count.
 
+use std::fmt;
 use std::sync::Arc;
 
+use super::packed::Chunk;
 use super::{MessageKey, MessageMeta};
 
 /// Most messages in one chunk.
 pub const CHUNK: usize = 256;
 
 /// UID-sorted messages with structural sharing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Messages {
-    chunks: Vec<Arc<Vec<MessageMeta>>>,
+    chunks: Vec<Arc<Chunk>>,
     first_uids: Vec<u32>,
     len: usize,
 }
@@ -30,6 +35,20 @@ pub fn uid_of(m: &MessageMeta) -> u32 {
     match m.key {
         MessageKey::Uid(u) => u,
         MessageKey::Pending(_) => u32::MAX,
+    }
+}
+
+impl PartialEq for Messages {
+    fn eq(&self, other: &Messages) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Messages {}
+
+impl fmt::Debug for Messages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -54,31 +73,44 @@ impl Messages {
     }
 
     /// All messages in UID order.
-    pub fn iter(&self) -> impl Iterator<Item = &MessageMeta> {
-        self.chunks.iter().flat_map(|c| c.iter())
+    pub fn iter(&self) -> impl Iterator<Item = MessageMeta> + '_ {
+        self.iter_from(0)
+    }
+
+    /// All UIDs in order (nothing unpacked).
+    pub fn uids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.chunks
+            .iter()
+            .flat_map(|c| (0..c.len()).map(move |i| c.uid(i)))
     }
 
     /// The messages from position `pos` on (0-based, in UID order); O(chunks) to start.
-    pub fn iter_from(&self, pos: usize) -> impl Iterator<Item = &MessageMeta> {
+    pub fn iter_from(&self, pos: usize) -> impl Iterator<Item = MessageMeta> + '_ {
         let mut ci = 0;
         let mut skip = pos.min(self.len);
         while ci < self.chunks.len() && skip >= self.chunks[ci].len() {
             skip -= self.chunks[ci].len();
             ci += 1;
         }
-        let first: &[MessageMeta] = self.chunks.get(ci).map_or(&[], |c| &c[skip..]);
-        let rest = self.chunks.get(ci + 1..).unwrap_or_default();
-        first.iter().chain(rest.iter().flat_map(|c| c.iter()))
+        self.iter_at(ci, skip)
     }
 
-    /// The chunks, for walks that skip what two lists share (`Arc::ptr_eq`).
-    pub fn chunks(&self) -> &[Arc<Vec<MessageMeta>>] {
-        &self.chunks
+    /// The messages from message `i` of chunk `ci` on.
+    fn iter_at(&self, ci: usize, i: usize) -> impl Iterator<Item = MessageMeta> + '_ {
+        self.chunks
+            .get(ci..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .flat_map(move |(n, c)| {
+                let from = if n == 0 { i.min(c.len()) } else { 0 };
+                (from..c.len()).map(move |k| c.get(k))
+            })
     }
 
     /// The highest UID, if any.
     pub fn last_uid(&self) -> Option<u32> {
-        self.chunks.last().and_then(|c| c.last()).map(uid_of)
+        self.chunks.last().and_then(|c| c.last_uid())
     }
 
     /// (chunk, index in chunk) of `uid`: `Ok` if present, `Err` where it would go.
@@ -88,16 +120,21 @@ impl Messages {
             Err(0) => return Err((0, 0)),
             Err(ci) => ci - 1,
         };
-        match self.chunks[ci].binary_search_by_key(&uid, uid_of) {
+        match self.chunks[ci].search(uid) {
             Ok(i) => Ok((ci, i)),
             Err(i) => Err((ci, i)),
         }
     }
 
+    /// True when a message has `uid` (nothing unpacked).
+    pub fn contains(&self, uid: u32) -> bool {
+        self.locate(uid).is_ok()
+    }
+
     /// The message with `uid`.
-    pub fn get(&self, uid: u32) -> Option<&MessageMeta> {
+    pub fn get(&self, uid: u32) -> Option<MessageMeta> {
         let (ci, i) = self.locate(uid).ok()?;
-        self.chunks[ci].get(i)
+        Some(self.chunks[ci].get(i))
     }
 
     /// The position of the message with `uid` in UID order (for [`Messages::iter_from`]).
@@ -107,17 +144,12 @@ impl Messages {
     }
 
     /// The messages with UIDs above `uid`, in UID order.
-    pub fn iter_after(&self, uid: u32) -> impl Iterator<Item = &MessageMeta> {
+    pub fn iter_after(&self, uid: u32) -> impl Iterator<Item = MessageMeta> + '_ {
         let (ci, i) = match self.locate(uid) {
             Ok((ci, i)) => (ci, i + 1),
             Err(at) => at,
         };
-        let first: &[MessageMeta] = self
-            .chunks
-            .get(ci)
-            .map_or(&[], |c| c.get(i..).unwrap_or(&[]));
-        let rest = self.chunks.get(ci + 1..).unwrap_or_default();
-        first.iter().chain(rest.iter().flat_map(|c| c.iter()))
+        self.iter_at(ci, i)
     }
 
     /// Appends a message whose UID is above every present one; otherwise inserts it in
@@ -129,14 +161,22 @@ impl Messages {
             return;
         }
         match self.chunks.last_mut() {
-            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(m),
+            Some(last) if last.len() < CHUNK => {
+                let chunk = Arc::make_mut(last);
+                chunk.push(m);
+                if chunk.len() == CHUNK {
+                    chunk.shrink_to_fit();
+                }
+            }
             _ => {
                 self.first_uids.push(uid);
                 // Grown as filled, never reserved whole: a small mailbox's view (and the
                 // watcher's baseline of it, kept while the kernel holds the directory)
-                // must cost its messages, not a chunk (256 x 120 bytes). Doubling from 1
-                // ends at exactly CHUNK for a full chunk.
-                self.chunks.push(Arc::new(vec![m]));
+                // must cost its messages, not a chunk. A chunk is fitted to what it
+                // holds when it fills.
+                let mut chunk = Chunk::default();
+                chunk.push(m);
+                self.chunks.push(Arc::new(chunk));
             }
         }
         self.len += 1;
@@ -146,16 +186,16 @@ impl Messages {
     pub fn upsert(&mut self, m: MessageMeta) {
         let uid = uid_of(&m);
         match self.locate(uid) {
-            Ok((ci, i)) => Arc::make_mut(&mut self.chunks[ci])[i] = m,
+            Ok((ci, i)) => Arc::make_mut(&mut self.chunks[ci]).set(i, m),
             Err(_) if self.chunks.is_empty() => self.push(m),
             Err((ci, i)) => {
                 let chunk = Arc::make_mut(&mut self.chunks[ci]);
                 chunk.insert(i, m);
-                self.first_uids[ci] = uid_of(&chunk[0]);
+                self.first_uids[ci] = chunk.uid(0);
                 self.len += 1;
                 if chunk.len() > 2 * CHUNK {
                     let tail = chunk.split_off(CHUNK);
-                    self.first_uids.insert(ci + 1, uid_of(&tail[0]));
+                    self.first_uids.insert(ci + 1, tail.uid(0));
                     self.chunks.insert(ci + 1, Arc::new(tail));
                 }
             }
@@ -174,7 +214,7 @@ impl Messages {
             self.chunks.remove(ci);
             self.first_uids.remove(ci);
         } else {
-            self.first_uids[ci] = uid_of(&chunk[0]);
+            self.first_uids[ci] = chunk.uid(0);
         }
         true
     }
@@ -183,12 +223,12 @@ impl Messages {
 /// Walks two UID-sorted message lists in step, calling `pair(old, new)` for every UID in
 /// either (`None` on the side that lacks it), except inside chunks the two share: those are
 /// identical and skipped whole.
-pub fn merge_chunked<'a>(
-    old: &'a Messages,
-    new: &'a Messages,
-    mut pair: impl FnMut(Option<&'a MessageMeta>, Option<&'a MessageMeta>),
+pub fn merge_chunked(
+    old: &Messages,
+    new: &Messages,
+    mut pair: impl FnMut(Option<MessageMeta>, Option<MessageMeta>),
 ) {
-    let (a, b) = (old.chunks(), new.chunks());
+    let (a, b) = (&old.chunks, &new.chunks);
     let (mut ci, mut cj) = (0usize, 0usize);
     let (mut i, mut j) = (0usize, 0usize);
     loop {
@@ -197,19 +237,19 @@ pub fn merge_chunked<'a>(
             cj += 1;
             continue;
         }
-        let x = a.get(ci).and_then(|c| c.get(i));
-        let y = b.get(cj).and_then(|c| c.get(j));
+        let x = a.get(ci).map(|c| c.uid(i));
+        let y = b.get(cj).map(|c| c.uid(j));
         let (take_a, take_b) = match (x, y) {
             (None, None) => break,
             (Some(_), None) => (true, false),
             (None, Some(_)) => (false, true),
-            (Some(x), Some(y)) => match uid_of(x).cmp(&uid_of(y)) {
+            (Some(x), Some(y)) => match x.cmp(&y) {
                 std::cmp::Ordering::Less => (true, false),
                 std::cmp::Ordering::Greater => (false, true),
                 std::cmp::Ordering::Equal => (true, true),
             },
         };
-        pair(x.filter(|_| take_a), y.filter(|_| take_b));
+        pair(take_a.then(|| a[ci].get(i)), take_b.then(|| b[cj].get(j)));
         if take_a {
             i += 1;
             if i == a[ci].len() {
@@ -249,7 +289,7 @@ mod tests {
     }
 
     fn uids(m: &Messages) -> Vec<u32> {
-        m.iter().map(uid_of).collect()
+        m.iter().map(|x| uid_of(&x)).collect()
     }
 
     fn check_invariants(m: &Messages) {
@@ -258,8 +298,9 @@ mod tests {
         let u = uids(m);
         assert!(u.windows(2).all(|w| w[0] < w[1]), "sorted");
         for (c, f) in m.chunks.iter().zip(&m.first_uids) {
-            assert_eq!(uid_of(&c[0]), *f);
+            assert_eq!(c.uid(0), *f);
         }
+        assert!(m.uids().eq(u));
     }
 
     #[test]
@@ -287,26 +328,18 @@ mod tests {
         assert_eq!(m.get(3).map(|x| x.flags.0), Some(7));
     }
 
-    /// A view holds one `MessageMeta` per message (issue 19's budget): growing it shows
-    /// here, and in every view of a large mailbox.
-    #[test]
-    fn a_message_costs_at_most_136_bytes_inline() {
-        assert!(std::mem::size_of::<MessageMeta>() <= 136);
-        assert!(std::mem::size_of::<crate::store::Guid>() <= 24);
-    }
-
     /// Memory follows the messages: three messages do not reserve a chunk, and full
     /// chunks hold no spare room.
     #[test]
     fn chunks_reserve_only_what_they_hold() {
         let small = Messages::from_sorted((1..=3).map(|u| msg(u, 0)));
         assert!(
-            small.chunks[0].capacity() <= 4,
+            small.chunks[0].row_capacity() <= 4,
             "{}",
-            small.chunks[0].capacity()
+            small.chunks[0].row_capacity()
         );
         let big = Messages::from_sorted((1..=2 * CHUNK as u32).map(|u| msg(u, 0)));
-        assert!(big.chunks.iter().all(|c| c.capacity() == CHUNK));
+        assert!(big.chunks.iter().all(|c| c.row_capacity() == CHUNK));
     }
 
     #[test]
@@ -325,8 +358,8 @@ mod tests {
             last,
             last + 9,
         ] {
-            let got: Vec<u32> = m.iter_after(uid).map(uid_of).collect();
-            let want: Vec<u32> = m.iter().map(uid_of).filter(|&u| u > uid).collect();
+            let got: Vec<u32> = m.iter_after(uid).map(|x| uid_of(&x)).collect();
+            let want: Vec<u32> = m.uids().filter(|&u| u > uid).collect();
             assert_eq!(got, want, "after {uid}");
         }
     }
@@ -344,8 +377,8 @@ mod tests {
             3 * CHUNK + 5,
             10_000,
         ] {
-            let got: Vec<u32> = m.iter_from(pos).map(uid_of).collect();
-            let want: Vec<u32> = m.iter().skip(pos).map(uid_of).collect();
+            let got: Vec<u32> = m.iter_from(pos).map(|x| uid_of(&x)).collect();
+            let want: Vec<u32> = m.uids().skip(pos).collect();
             assert_eq!(got, want, "from {pos}");
         }
     }
@@ -354,8 +387,8 @@ mod tests {
     fn position_is_the_index_in_uid_order() {
         let mut m = Messages::from_sorted((1..=3 * CHUNK as u32 + 5).map(|u| msg(u * 3, 0)));
         m.remove(6);
-        for (i, x) in m.iter().enumerate() {
-            assert_eq!(m.position(uid_of(x)), Some(i));
+        for (i, x) in m.uids().enumerate() {
+            assert_eq!(m.position(x), Some(i));
         }
         assert_eq!(m.position(6), None, "removed");
         assert_eq!(m.position(4), None, "never there");
@@ -380,14 +413,14 @@ mod tests {
         new.remove(7 * CHUNK as u32);
         new.push(msg(20 * CHUNK as u32, 0));
         let shared = old
-            .chunks()
+            .chunks
             .iter()
-            .filter(|a| new.chunks().iter().any(|b| Arc::ptr_eq(a, b)))
+            .filter(|a| new.chunks.iter().any(|b| Arc::ptr_eq(a, b)))
             .count();
         assert_eq!(shared, 8, "two of ten chunks copied");
         let mut seen = Vec::new();
         merge_chunked(&old, &new, |a, b| {
-            seen.push((a.map(uid_of), b.map(uid_of)));
+            seen.push((a.map(|x| uid_of(&x)), b.map(|x| uid_of(&x))));
         });
         // Only the two unshared chunks and the appended message are walked.
         assert_eq!(seen.len(), 2 * CHUNK + 1);
@@ -406,7 +439,9 @@ mod tests {
         let a = Messages::from_sorted([1, 3, 5].map(|u| msg(u, 0)));
         let b = Messages::from_sorted([2, 3, 6].map(|u| msg(u, 0)));
         let mut seen = Vec::new();
-        merge_chunked(&a, &b, |x, y| seen.push((x.map(uid_of), y.map(uid_of))));
+        merge_chunked(&a, &b, |x, y| {
+            seen.push((x.map(|m| uid_of(&m)), y.map(|m| uid_of(&m))))
+        });
         assert_eq!(
             seen,
             vec![

@@ -33,6 +33,7 @@ pub mod mbox;
 #[cfg(test)]
 pub mod memory;
 pub mod messages;
+mod packed;
 mod parallel;
 mod private_flags;
 pub mod source;
@@ -217,7 +218,7 @@ pub struct MailboxView {
 
 impl MailboxView {
     /// Finds a message by key.
-    pub fn get(&self, key: &MessageKey) -> Option<&MessageMeta> {
+    pub fn get(&self, key: &MessageKey) -> Option<MessageMeta> {
         match key {
             MessageKey::Uid(uid) => self.messages.get(*uid),
             MessageKey::Pending(base) => self
@@ -227,21 +228,21 @@ impl MailboxView {
                     MessageKey::Uid(_) => std::cmp::Ordering::Less,
                 })
                 .ok()
-                .map(|i| &self.pending[i]),
+                .map(|i| self.pending[i].clone()),
         }
     }
 
     /// All messages from position `pos` of [`MailboxView::all`] on.
-    pub fn all_from(&self, pos: usize) -> impl Iterator<Item = &MessageMeta> {
+    pub fn all_from(&self, pos: usize) -> impl Iterator<Item = MessageMeta> + '_ {
         let n = self.messages.len();
         self.messages
             .iter_from(pos.min(n))
-            .chain(self.pending.iter().skip(pos.saturating_sub(n)))
+            .chain(self.pending.iter().skip(pos.saturating_sub(n)).cloned())
     }
 
     /// All messages: UID ones first, then pending ones.
-    pub fn all(&self) -> impl Iterator<Item = &MessageMeta> {
-        self.messages.iter().chain(self.pending.iter())
+    pub fn all(&self) -> impl Iterator<Item = MessageMeta> + '_ {
+        self.messages.iter().chain(self.pending.iter().cloned())
     }
 
     /// The flags in doveadm's spelling and order: system flags, then keywords in keyword
@@ -272,7 +273,7 @@ impl<'a> UidCursor<'a> {
     }
 
     /// The message with `uid`.
-    pub(crate) fn find(&mut self, uid: u32) -> Option<&'a MessageMeta> {
+    pub(crate) fn find(&mut self, uid: u32) -> Option<MessageMeta> {
         self.messages?.get(uid)
     }
 }

@@ -1,0 +1,666 @@
+//! Up to a few hundred messages of a view packed into columns (one chunk of
+//! [`Messages`](super::Messages)), so that a message costs a 28-byte row, 16 bytes for its
+//! GUID when it has one, and the bytes of its Maildir file name and of a GUID that is not
+//! hex (a store migrated from Maildir keeps the Maildir base names as GUIDs), instead of a
+//! whole [`MessageMeta`] (136 bytes) and heap blocks for the strings.
+//!
+//! Packing is lossless by construction: [`Chunk::get`] gives back exactly the
+//! `MessageMeta` that was stored. A message whose fields do not all fit the row (a size or
+//! date beyond 32 bits, a problem, an mbox locator, a name or GUID over 255 bytes, a
+//! chunk with more than 256 owners or keyword sets) is kept whole
+//! beside the rows ("spilled"); the row then only holds its UID.
+//!
+//! Invariants: rows are in UID order (the caller keeps it); `guids` is empty or as long as
+//! `rows`; a row's strings are in `strings`, each after a length byte: its Maildir name at
+//! its `locator` offset, its GUID text at the offset in the first 4 bytes of its `guids`
+//! entry; `garbage` counts the string bytes no row points at; `spilled` is sorted by UID
+//! and holds exactly the rows tagged [`SPILLED`].
+
+use super::messages::uid_of;
+use super::{FileOwner, Guid, KeywordSet, Locator, MailFlags, MessageKey, MessageMeta};
+
+/// GUID kinds (bits 0-1): none; 16 bytes in `guids`; its Maildir file's base name
+/// ([`Guid::maildir_base`]); text in `strings`, at the offset `guids` holds.
+const GUID_HEX: u8 = 1;
+const GUID_MAILDIR_BASE: u8 = 2;
+const GUID_TEXT: u8 = 3;
+const GUID_MASK: u8 = 3;
+/// Locator kinds (bits 2-4).
+const LOC_SDBOX: u8 = 0;
+const LOC_MDBOX: u8 = 1 << 2;
+const LOC_MAILDIR_CUR: u8 = 2 << 2;
+const LOC_MAILDIR_NEW: u8 = 3 << 2;
+const LOC_REMOTE: u8 = 4 << 2;
+const LOC_MASK: u8 = 7 << 2;
+/// The message is kept whole in `spilled`.
+const SPILLED: u8 = 1 << 7;
+
+/// One message's fixed-size part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Row {
+    uid: u32,
+    size: u32,
+    virtual_size: u32,
+    received: u32,
+    saved: u32,
+    /// Maildir: the offset of its name's length byte in `strings`; mdbox: the map UID.
+    locator: u32,
+    flags: u8,
+    /// Index in `owners`.
+    owner: u8,
+    /// Index in `keyword_sets`.
+    keywords: u8,
+    /// `GUID_*`, `LOC_*` and `SPILLED` bits.
+    tag: u8,
+}
+
+/// A row's bytes (kept at 28: it is most of what a message costs).
+#[cfg(test)]
+const ROW_BYTES: usize = std::mem::size_of::<Row>();
+
+/// Packed messages (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub struct Chunk {
+    rows: Vec<Row>,
+    guids: Vec<[u8; 16]>,
+    strings: Vec<u8>,
+    garbage: usize,
+    owners: Vec<FileOwner>,
+    keyword_sets: Vec<KeywordSet>,
+    spilled: Vec<MessageMeta>,
+}
+
+/// What a message packs into, before it is placed.
+struct Packed<'a> {
+    row: Row,
+    guid: Option<[u8; 16]>,
+    /// A GUID that is neither hex nor the Maildir base name.
+    guid_text: Option<&'a [u8]>,
+    /// Maildir: the name after `cur/` or `new/`.
+    name: Option<&'a [u8]>,
+}
+
+impl Chunk {
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The UID of message `i`.
+    pub fn uid(&self, i: usize) -> u32 {
+        self.rows[i].uid
+    }
+
+    /// The UID of the last message, if any.
+    pub fn last_uid(&self) -> Option<u32> {
+        self.rows.last().map(|r| r.uid)
+    }
+
+    /// Where `uid` is (`Ok`) or would go (`Err`).
+    pub fn search(&self, uid: u32) -> Result<usize, usize> {
+        self.rows.binary_search_by_key(&uid, |r| r.uid)
+    }
+
+    /// Room reserved for rows (for the memory tests).
+    #[cfg(test)]
+    pub fn row_capacity(&self) -> usize {
+        self.rows.capacity()
+    }
+
+    /// Message `i`, as it was stored.
+    pub fn get(&self, i: usize) -> MessageMeta {
+        let r = &self.rows[i];
+        if r.tag & SPILLED != 0 {
+            return self.spilled[self.spilled_at(r.uid).expect("spilled row is kept")].clone();
+        }
+        let locator = match r.tag & LOC_MASK {
+            LOC_SDBOX => Locator::Sdbox,
+            LOC_MDBOX => Locator::Mdbox(r.locator),
+            LOC_REMOTE => Locator::Remote,
+            dir => {
+                let name = self.string_at(r.locator);
+                let mut full = Vec::with_capacity(4 + name.len());
+                full.extend_from_slice(if dir == LOC_MAILDIR_NEW {
+                    b"new/"
+                } else {
+                    b"cur/"
+                });
+                full.extend_from_slice(name);
+                Locator::Maildir(full.into_boxed_slice())
+            }
+        };
+        let guid = match r.tag & GUID_MASK {
+            GUID_HEX => Guid::from_hex_bytes(self.guids[i]),
+            GUID_MAILDIR_BASE => Guid::maildir_base(),
+            // Written from a `str`, so always UTF-8; `Guid::new` keeps non-hex text as is.
+            GUID_TEXT => Guid::new(&String::from_utf8_lossy(
+                self.string_at(text_offset(&self.guids[i])),
+            )),
+            _ => Guid::default(),
+        };
+        MessageMeta {
+            key: MessageKey::Uid(r.uid),
+            size: u64::from(r.size),
+            virtual_size: u64::from(r.virtual_size),
+            received: i64::from(r.received),
+            saved: i64::from(r.saved),
+            flags: MailFlags(r.flags),
+            keywords: self.keyword_sets[usize::from(r.keywords)].clone(),
+            guid,
+            owner: self.owners[usize::from(r.owner)],
+            locator,
+            problem: None,
+        }
+    }
+
+    /// Appends `m`, whose UID is above every present one.
+    pub fn push(&mut self, m: MessageMeta) {
+        let at = self.rows.len();
+        self.insert(at, m);
+    }
+
+    /// Inserts `m` at position `i` (the caller keeps UID order).
+    pub fn insert(&mut self, i: usize, m: MessageMeta) {
+        let (row, guid) = self.place(&m);
+        if guid.is_some() {
+            self.guids_fill();
+        }
+        if guid.is_some() || !self.guids.is_empty() {
+            self.guids.insert(i, guid.unwrap_or_default());
+        }
+        self.rows.insert(i, row);
+        if row.tag & SPILLED != 0 {
+            self.spill(m);
+        }
+    }
+
+    /// Replaces message `i` with `m` (same UID).
+    pub fn set(&mut self, i: usize, m: MessageMeta) {
+        self.forget(i);
+        let row = self.place(&m);
+        self.rows[i] = row.0;
+        if let Some(g) = row.1 {
+            self.guids_fill();
+            self.guids[i] = g;
+        } else if !self.guids.is_empty() {
+            self.guids[i] = [0; 16];
+        }
+        if row.0.tag & SPILLED != 0 {
+            self.spill(m);
+        }
+        self.compact_if_wasteful();
+    }
+
+    /// Removes message `i`.
+    pub fn remove(&mut self, i: usize) {
+        self.forget(i);
+        self.rows.remove(i);
+        if !self.guids.is_empty() {
+            self.guids.remove(i);
+        }
+        self.compact_if_wasteful();
+    }
+
+    /// Moves the messages from position `at` on into a new chunk.
+    pub fn split_off(&mut self, at: usize) -> Chunk {
+        let mut tail = Chunk::default();
+        for i in at..self.len() {
+            tail.push(self.get(i));
+        }
+        while self.len() > at {
+            self.remove(self.len() - 1);
+        }
+        self.compact();
+        tail.shrink_to_fit();
+        self.shrink_to_fit();
+        tail
+    }
+
+    /// Gives back the room the columns reserved beyond what they hold (a full chunk is
+    /// not written again until something in it changes).
+    pub fn shrink_to_fit(&mut self) {
+        self.rows.shrink_to_fit();
+        self.guids.shrink_to_fit();
+        self.strings.shrink_to_fit();
+        self.owners.shrink_to_fit();
+        self.keyword_sets.shrink_to_fit();
+        self.spilled.shrink_to_fit();
+    }
+
+    /// Packs `m` and stores its name, owner and keywords; the row is tagged [`SPILLED`]
+    /// (and holds only the UID) when any field does not fit.
+    fn place(&mut self, m: &MessageMeta) -> (Row, Option<[u8; 16]>) {
+        let spilled = |uid| Row {
+            uid,
+            size: 0,
+            virtual_size: 0,
+            received: 0,
+            saved: 0,
+            locator: 0,
+            flags: 0,
+            owner: 0,
+            keywords: 0,
+            tag: SPILLED,
+        };
+        let Some(p) = pack(m) else {
+            return (spilled(uid_of(m)), None);
+        };
+        let (Some(owner), Some(keywords)) = (
+            self.palette_owner(m.owner),
+            self.palette_keywords(&m.keywords),
+        ) else {
+            return (spilled(uid_of(m)), None);
+        };
+        let mut row = p.row;
+        row.owner = owner;
+        row.keywords = keywords;
+        if let Some(name) = p.name {
+            row.locator = self.add_string(name);
+        }
+        let mut guid = p.guid;
+        if let Some(text) = p.guid_text {
+            let mut slot = [0; 16];
+            slot[..4].copy_from_slice(&self.add_string(text).to_le_bytes());
+            guid = Some(slot);
+        }
+        (row, guid)
+    }
+
+    /// Appends `s` (at most 255 bytes) after its length byte; its offset.
+    fn add_string(&mut self, s: &[u8]) -> u32 {
+        let at = self.strings.len() as u32;
+        self.strings.push(s.len() as u8);
+        self.strings.extend_from_slice(s);
+        at
+    }
+
+    fn palette_owner(&mut self, owner: FileOwner) -> Option<u8> {
+        palette_index(&mut self.owners, owner)
+    }
+
+    fn palette_keywords(&mut self, set: &KeywordSet) -> Option<u8> {
+        match self.keyword_sets.iter().position(|k| k == set) {
+            Some(i) => u8::try_from(i).ok(),
+            None if self.keyword_sets.len() < 256 => {
+                self.keyword_sets.push(set.clone());
+                Some((self.keyword_sets.len() - 1) as u8)
+            }
+            None => None,
+        }
+    }
+
+    /// Drops what row `i` holds outside the row (its name, its spilled message).
+    fn forget(&mut self, i: usize) {
+        let r = self.rows[i];
+        if r.tag & SPILLED != 0 {
+            let at = self.spilled_at(r.uid).expect("spilled row is kept");
+            self.spilled.remove(at);
+        } else {
+            if is_maildir(r.tag) {
+                self.garbage += 1 + self.string_at(r.locator).len();
+            }
+            if r.tag & GUID_MASK == GUID_TEXT {
+                self.garbage += 1 + self.string_at(text_offset(&self.guids[i])).len();
+            }
+        }
+    }
+
+    fn spill(&mut self, m: MessageMeta) {
+        let at = self.spilled_at(uid_of(&m)).unwrap_or_else(|at| at);
+        self.spilled.insert(at, m);
+    }
+
+    fn spilled_at(&self, uid: u32) -> Result<usize, usize> {
+        self.spilled.binary_search_by_key(&uid, uid_of)
+    }
+
+    /// Makes `guids` as long as `rows` if it is empty (the column starts with the
+    /// chunk's first hex GUID).
+    fn guids_fill(&mut self) {
+        if self.guids.is_empty() {
+            self.guids.resize(self.rows.len(), [0; 16]);
+        }
+    }
+
+    fn string_at(&self, offset: u32) -> &[u8] {
+        let at = offset as usize;
+        let len = usize::from(self.strings[at]);
+        &self.strings[at + 1..at + 1 + len]
+    }
+
+    fn compact_if_wasteful(&mut self) {
+        if self.garbage > 0 && self.garbage * 2 >= self.strings.len() {
+            self.compact();
+        }
+    }
+
+    /// Writes the strings again without the ones no row points at.
+    fn compact(&mut self) {
+        let old = std::mem::take(&mut self.strings);
+        let mut strings = Vec::with_capacity(old.len() - self.garbage);
+        let mut copy = |at: u32| {
+            let at = at as usize;
+            let len = usize::from(old[at]);
+            let new_at = strings.len() as u32;
+            strings.extend_from_slice(&old[at..at + 1 + len]);
+            new_at
+        };
+        for (i, r) in self.rows.iter_mut().enumerate() {
+            if r.tag & SPILLED != 0 {
+                continue;
+            }
+            if is_maildir(r.tag) {
+                r.locator = copy(r.locator);
+            }
+            if r.tag & GUID_MASK == GUID_TEXT {
+                let at = copy(text_offset(&self.guids[i]));
+                self.guids[i][..4].copy_from_slice(&at.to_le_bytes());
+            }
+        }
+        self.strings = strings;
+        self.garbage = 0;
+    }
+}
+
+/// The offset of a GUID text, from its `guids` entry.
+fn text_offset(slot: &[u8; 16]) -> u32 {
+    u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]])
+}
+
+fn is_maildir(tag: u8) -> bool {
+    matches!(tag & LOC_MASK, LOC_MAILDIR_CUR | LOC_MAILDIR_NEW)
+}
+
+/// The index of `value` in `palette`, added if new; `None` when the palette is full.
+fn palette_index<T: PartialEq>(palette: &mut Vec<T>, value: T) -> Option<u8> {
+    match palette.iter().position(|v| *v == value) {
+        Some(i) => u8::try_from(i).ok(),
+        None if palette.len() < 256 => {
+            palette.push(value);
+            Some((palette.len() - 1) as u8)
+        }
+        None => None,
+    }
+}
+
+/// `m`'s row (owner and keywords not yet placed), or `None` if a field does not fit.
+fn pack(m: &MessageMeta) -> Option<Packed<'_>> {
+    let MessageKey::Uid(uid) = m.key else {
+        return None;
+    };
+    if m.problem.is_some() {
+        return None;
+    }
+    let (guid, guid_text, guid_tag) = if let Some(bytes) = m.guid.hex_bytes() {
+        (Some(*bytes), None, GUID_HEX)
+    } else if m.guid.is_maildir_base() {
+        (None, None, GUID_MAILDIR_BASE)
+    } else if m.guid.is_empty() {
+        (None, None, 0)
+    } else {
+        let text = m.guid.text()?.as_bytes();
+        if text.len() > usize::from(u8::MAX) {
+            return None;
+        }
+        (None, Some(text), GUID_TEXT)
+    };
+    let (loc_tag, locator, name) = match &m.locator {
+        Locator::Sdbox => (LOC_SDBOX, 0, None),
+        Locator::Mdbox(map_uid) => (LOC_MDBOX, *map_uid, None),
+        Locator::Remote => (LOC_REMOTE, 0, None),
+        Locator::Maildir(full) => {
+            let (tag, name) = match full.split_at_checked(4) {
+                Some((b"cur/", name)) => (LOC_MAILDIR_CUR, name),
+                Some((b"new/", name)) => (LOC_MAILDIR_NEW, name),
+                _ => return None,
+            };
+            if name.len() > usize::from(u8::MAX) {
+                return None;
+            }
+            (tag, 0, Some(name))
+        }
+        Locator::Mbox { .. } => return None,
+    };
+    Some(Packed {
+        row: Row {
+            uid,
+            size: u32::try_from(m.size).ok()?,
+            virtual_size: u32::try_from(m.virtual_size).ok()?,
+            received: u32::try_from(m.received).ok()?,
+            saved: u32::try_from(m.saved).ok()?,
+            locator,
+            flags: m.flags.0,
+            owner: 0,
+            keywords: 0,
+            tag: guid_tag | loc_tag,
+        },
+        guid,
+        guid_text,
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn base(uid: u32) -> MessageMeta {
+        MessageMeta {
+            key: MessageKey::Uid(uid),
+            size: 1000 + u64::from(uid),
+            virtual_size: 1020 + u64::from(uid),
+            received: 1_700_000_000 + i64::from(uid),
+            saved: 1_700_000_100,
+            flags: MailFlags(uid as u8 & 0x1f),
+            keywords: KeywordSet::from_positions([uid as usize % 3]),
+            guid: Guid::new("0123456789abcdef0123456789abcdef"),
+            owner: FileOwner {
+                uid: 1000,
+                gid: 1000,
+                mode: 0o600,
+            },
+            locator: Locator::Mdbox(uid + 7),
+            problem: None,
+        }
+    }
+
+    fn maildir(uid: u32, dir: &str) -> MessageMeta {
+        MessageMeta {
+            guid: Guid::maildir_base(),
+            locator: Locator::Maildir(
+                format!("{dir}/17000{uid}.M1P2.host,S=1,W=2:2,S")
+                    .into_bytes()
+                    .into(),
+            ),
+            ..base(uid)
+        }
+    }
+
+    /// An mdbox message of a store converted from Maildir: its GUID is the old base name.
+    fn migrated(uid: u32) -> MessageMeta {
+        MessageMeta {
+            guid: Guid::new(&format!("16725{uid}.M{uid}P1.bench,S=20151,W=20576")),
+            ..base(uid)
+        }
+    }
+
+    /// Every kind of message, including each reason to spill.
+    fn every_kind() -> Vec<MessageMeta> {
+        let mut out = vec![
+            base(1),
+            maildir(2, "cur"),
+            maildir(3, "new"),
+            MessageMeta {
+                locator: Locator::Sdbox,
+                guid: Guid::default(),
+                ..base(4)
+            },
+            MessageMeta {
+                locator: Locator::Remote,
+                ..base(5)
+            },
+            MessageMeta {
+                size: 1 << 32,
+                ..base(6)
+            },
+            MessageMeta {
+                virtual_size: u64::MAX,
+                ..base(7)
+            },
+            MessageMeta {
+                received: -1,
+                ..base(8)
+            },
+            MessageMeta {
+                saved: 1 << 33,
+                ..base(9)
+            },
+            MessageMeta {
+                guid: Guid::new("Not-Hex"),
+                ..base(10)
+            },
+            MessageMeta {
+                guid: Guid::new("0123456789ABCDEF0123456789ABCDEF"),
+                ..base(11)
+            },
+            MessageMeta {
+                problem: Some(Arc::new("truncated".into())),
+                ..base(12)
+            },
+            MessageMeta {
+                locator: Locator::Mbox { header: 5, end: 9 },
+                ..base(13)
+            },
+            MessageMeta {
+                locator: Locator::Maildir(format!("cur/{}", "x".repeat(300)).into_bytes().into()),
+                ..base(14)
+            },
+            MessageMeta {
+                locator: Locator::Maildir(b"tmp/odd".to_vec().into()),
+                ..base(15)
+            },
+            MessageMeta {
+                keywords: KeywordSet::from_positions([3, 70, 200]),
+                ..base(16)
+            },
+            MessageMeta {
+                guid: Guid::new(&"g".repeat(256)),
+                ..base(17)
+            },
+            migrated(18),
+        ];
+        out.extend((19..40).map(|u| maildir(u, "cur")));
+        out.extend((40..50).map(migrated));
+        out
+    }
+
+    #[test]
+    fn every_message_comes_back_as_stored() {
+        let all = every_kind();
+        let mut c = Chunk::default();
+        for m in &all {
+            c.push(m.clone());
+        }
+        let back: Vec<MessageMeta> = (0..c.len()).map(|i| c.get(i)).collect();
+        assert_eq!(back, all);
+        assert_eq!(
+            c.spilled.len(),
+            9,
+            "the nine that do not fit are kept whole"
+        );
+    }
+
+    #[test]
+    fn set_insert_remove_and_split_keep_every_other_message() {
+        let all = every_kind();
+        let mut c = Chunk::default();
+        let mut want: Vec<MessageMeta> = Vec::new();
+        for m in all.iter().step_by(2) {
+            c.push(m.clone());
+            want.push(m.clone());
+        }
+        for m in all.iter().skip(1).step_by(2) {
+            let i = c.search(uid_of(m)).unwrap_err();
+            c.insert(i, m.clone());
+            want.insert(i, m.clone());
+        }
+        // Replace each with its neighbour's fields under its own UID, spilled or not.
+        for i in 0..want.len() {
+            let other = &all[(i + 5) % all.len()];
+            let m = MessageMeta {
+                key: want[i].key.clone(),
+                ..other.clone()
+            };
+            c.set(i, m.clone());
+            want[i] = m;
+        }
+        for uid in [2, 3, 12, 20, 21, 22] {
+            let i = c.search(uid).unwrap();
+            c.remove(i);
+            want.remove(i);
+        }
+        let tail = c.split_off(10);
+        let back: Vec<MessageMeta> = (0..c.len())
+            .map(|i| c.get(i))
+            .chain((0..tail.len()).map(|i| tail.get(i)))
+            .collect();
+        assert_eq!(back, want);
+        assert!(c.garbage == 0 && tail.garbage == 0, "split compacts");
+    }
+
+    /// Renaming a Maildir file again and again (flag changes) does not grow the strings.
+    #[test]
+    fn replaced_strings_are_reclaimed() {
+        let mut c = Chunk::default();
+        for u in 1..=100 {
+            c.push(maildir(u, "cur"));
+        }
+        let size = c.strings.len();
+        for round in 0..50 {
+            for i in 0..100 {
+                c.set(
+                    i,
+                    maildir(c.uid(i), if round % 2 == 0 { "new" } else { "cur" }),
+                );
+            }
+        }
+        assert!(
+            c.strings.len() <= 2 * size,
+            "{} against {size}",
+            c.strings.len()
+        );
+        assert_eq!(c.get(7), maildir(8, "cur"));
+        // GUID texts as well (a message replaced by itself with new flags).
+        let mut c = Chunk::default();
+        for u in 1..=100 {
+            c.push(migrated(u));
+        }
+        let size = c.strings.len();
+        for round in 0..50u8 {
+            for i in 0..100 {
+                let mut m = migrated(c.uid(i));
+                m.flags = MailFlags(round & 0x1f);
+                c.set(i, m);
+            }
+        }
+        assert!(
+            c.strings.len() <= 2 * size,
+            "{} against {size}",
+            c.strings.len()
+        );
+        assert_eq!(c.get(7).guid, migrated(8).guid);
+    }
+
+    /// A message costs its row (28 bytes), its GUID's 16 bytes and its name; the budget
+    /// of issue 19 shows here first.
+    #[test]
+    fn a_row_is_28_bytes() {
+        assert_eq!(ROW_BYTES, 28);
+    }
+}
