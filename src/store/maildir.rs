@@ -46,6 +46,7 @@ use crate::index::reader::{IndexPaths, IndexView};
 use crate::location::{Layout, Location};
 use crate::sys;
 
+mod bases;
 mod trail;
 
 use self::trail::{Continuation, Trail, UidlistMark};

@@ -27,13 +27,13 @@ use std::sync::Arc;
 use log::debug;
 use parking_lot::Mutex;
 
+use super::bases::BaseIndex;
 use super::{KeywordTable, MailboxPaths, MaildirStore, MessageDirs, reuse};
 use crate::error::{Error, Result};
 use crate::format::le;
 use crate::format::maildir::{self as fmt, Uidlist, UidlistRecord};
 use crate::index::cachefile::{CacheLookup, CachedValues};
 use crate::index::reader::{IndexPaths, IndexView};
-use crate::store::files::FnvMap;
 use crate::store::journal::{Journal, JournalHub};
 use crate::store::{MailboxName, MailboxView, MessageKey};
 
@@ -180,7 +180,7 @@ pub(super) struct Continuation {
     table: Arc<KeywordTable>,
     index: Option<Arc<IndexView>>,
     /// Base name key -> UID, for every uidlist record.
-    by_base: FnvMap<u64, u32>,
+    by_base: BaseIndex,
     /// Files without a UID: base -> locator (`cur/<name>` or `new/<name>`).
     pending: BTreeMap<Box<[u8]>, Box<[u8]>>,
 }
@@ -198,13 +198,12 @@ impl Continuation {
         list: &Uidlist,
         pending: Vec<PendingFile>,
     ) -> Option<Continuation> {
-        let mut by_base = FnvMap::default();
-        by_base.reserve(list.records.len());
-        for r in &list.records {
-            if by_base.insert(base_key(&r.base), r.uid).is_some() {
-                return None;
-            }
-        }
+        let by_base = BaseIndex::new(
+            list.records
+                .iter()
+                .map(|r| (base_key(&r.base), r.uid))
+                .collect(),
+        )?;
         Some(Continuation {
             journal,
             uidlist,
@@ -362,7 +361,7 @@ impl MaildirStore {
             }
             let mut locator: Vec<u8> = if ev.dir == 0 { b"cur/" } else { b"new/" }.to_vec();
             locator.extend_from_slice(&ev.name);
-            let uid = c.by_base.get(&base_key(base)).copied();
+            let uid = c.by_base.get(base_key(base));
             if ev.present {
                 match uid {
                     Some(uid) => {
@@ -389,7 +388,7 @@ impl MaildirStore {
                 if rec.uid <= uidlist.last_uid {
                     return Ok(Err("an appended uidlist line reuses an older UID"));
                 }
-                if c.by_base.insert(base_key(&rec.base), rec.uid).is_some() {
+                if !c.by_base.insert(base_key(&rec.base), rec.uid) {
                     return Ok(Err("an appended uidlist line repeats a known base"));
                 }
                 match c.pending.remove(rec.base.as_slice()) {
@@ -422,7 +421,7 @@ impl MaildirStore {
             )?)
         };
         for (uid, locator) in touched {
-            let old = messages.get(uid).cloned();
+            let old = messages.get(uid);
             let rec = new_records.get(&uid);
             if old.is_none() && rec.is_none() {
                 return Ok(Err("a file appeared whose uidlist line was read before"));
@@ -452,7 +451,7 @@ impl MaildirStore {
                 Some(d) => {
                     for uid in d.changed.iter().chain(&d.added) {
                         if let Some(m) = messages.get(*uid).filter(|m| m.problem.is_none()) {
-                            let mut m = reuse(m, cached(*uid));
+                            let mut m = reuse(&m, cached(*uid));
                             m.keywords = c.table.remap(&m.keywords);
                             messages.upsert(m);
                         }
