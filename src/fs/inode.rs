@@ -18,6 +18,10 @@ use parking_lot::Mutex;
 
 use crate::store::{MailboxName, MessageKey};
 
+mod counts;
+
+use self::counts::Counts;
+
 /// The root directory's inode number (FUSE_ROOT_ID).
 pub const ROOT_INO: u64 = 1;
 
@@ -139,112 +143,145 @@ struct Slot {
     lookups: u64,
 }
 
-/// A message held at its natural number `prefix | uid` ([`UID_BITS`]): the UID is the
-/// number's low bits, the mailbox an entry of [`Mailboxes`]. 8 bytes (with its key, 16 in
-/// the map) where a [`Slot`] takes 56: the kernel holds an inode for every message a
-/// `readdirplus` listed, so this is per message of every listed mailbox.
-#[derive(Debug, Clone, Copy)]
-struct MessageSlot {
-    mailbox: u32,
-    /// At most `u32::MAX`; a message looked up more often moves to a [`Slot`].
-    lookups: u32,
-}
-
-/// The `(mailbox, UIDVALIDITY)` pairs of held [`MessageSlot`]s, by id, with how many
-/// slots use each (an entry goes with its last slot).
+/// Messages held at their natural numbers `prefix | uid` ([`UID_BITS`]), by mailbox: the
+/// prefix names a `(mailbox, UIDVALIDITY)` entry, whose [`Counts`] hold the lookup count
+/// of each held UID. No entry per message: the kernel holds an inode for every message a
+/// `readdirplus` listed, so what a held message costs is per message of every listed
+/// mailbox (4-8 bytes here, against 22 for a map entry each).
+///
+/// Invariants: a prefix names at most one entry (a mailbox whose prefix another holds has
+/// its messages probed into [`Slots::others`]); an entry holds at least one message and
+/// goes with its last.
 #[derive(Debug, Default)]
 struct Mailboxes {
     entries: Vec<Option<MailboxEntry>>,
     free: Vec<u32>,
-    ids: HashMap<(Arc<MailboxName>, u32), u32>,
+    by_prefix: HashMap<u64, u32>,
 }
 
 #[derive(Debug)]
 struct MailboxEntry {
     name: Arc<MailboxName>,
     uid_validity: u32,
-    slots: u64,
+    prefix: u64,
+    counts: Counts,
+}
+
+/// The mailbox prefix of a natural message number.
+fn prefix_of(ino: u64) -> u64 {
+    ino >> UID_BITS
+}
+
+/// The UID of a natural message number.
+fn uid_of_ino(ino: u64) -> u32 {
+    (ino & ((1 << UID_BITS) - 1)) as u32
 }
 
 impl Mailboxes {
-    fn id(&self, name: &Arc<MailboxName>, uid_validity: u32) -> Option<u32> {
-        self.ids.get(&(name.clone(), uid_validity)).copied()
+    /// The entry id and lookup count of the message held at natural number `ino`.
+    fn natural(&self, ino: u64) -> Option<(u32, u32)> {
+        let id = *self.by_prefix.get(&prefix_of(ino))?;
+        let count = self.entry(id).counts.get(uid_of_ino(ino));
+        (count > 0).then_some((id, count))
     }
 
-    /// The id of the pair, made if new; counts one more slot.
-    fn acquire(&mut self, name: &Arc<MailboxName>, uid_validity: u32) -> u32 {
-        if let Some(&id) = self.ids.get(&(name.clone(), uid_validity)) {
-            if let Some(e) = &mut self.entries[id as usize] {
-                e.slots += 1;
-            }
-            return id;
-        }
-        let entry = MailboxEntry {
-            name: name.clone(),
-            uid_validity,
-            slots: 1,
-        };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.entries[id as usize] = Some(entry);
+    fn entry(&self, id: u32) -> &MailboxEntry {
+        self.entries[id as usize]
+            .as_ref()
+            .expect("a prefix's mailbox entry is kept")
+    }
+
+    /// Whether `id` is the entry of `(name, uid_validity)`.
+    fn is(&self, id: u32, name: &Arc<MailboxName>, uid_validity: u32) -> bool {
+        let e = self.entry(id);
+        e.uid_validity == uid_validity && (Arc::ptr_eq(&e.name, name) || e.name == *name)
+    }
+
+    /// Holds the message at natural number `ino` with one lookup; false (nothing held)
+    /// when another mailbox holds the prefix.
+    fn add(&mut self, name: &Arc<MailboxName>, uid_validity: u32, ino: u64) -> bool {
+        let prefix = prefix_of(ino);
+        let id = match self.by_prefix.get(&prefix) {
+            Some(&id) if self.is(id, name, uid_validity) => id,
+            Some(_) => return false,
+            None => {
+                let entry = MailboxEntry {
+                    name: name.clone(),
+                    uid_validity,
+                    prefix,
+                    counts: Counts::default(),
+                };
+                let id = match self.free.pop() {
+                    Some(id) => {
+                        self.entries[id as usize] = Some(entry);
+                        id
+                    }
+                    None => {
+                        self.entries.push(Some(entry));
+                        (self.entries.len() - 1) as u32
+                    }
+                };
+                self.by_prefix.insert(prefix, id);
                 id
             }
-            None => {
-                self.entries.push(Some(entry));
-                (self.entries.len() - 1) as u32
-            }
         };
-        self.ids.insert((name.clone(), uid_validity), id);
-        id
+        self.set(id, ino, 1);
+        true
     }
 
-    /// One slot of `id` went.
-    fn release(&mut self, id: u32) {
-        let Some(slot) = self.entries.get_mut(id as usize) else {
+    /// Sets the count of the message at natural number `ino` of entry `id`; at 0 it goes,
+    /// and the entry with its last message.
+    fn set(&mut self, id: u32, ino: u64, count: u32) {
+        let Some(Some(e)) = self.entries.get_mut(id as usize) else {
             return;
         };
-        if let Some(e) = slot {
-            e.slots -= 1;
-            if e.slots == 0 {
-                self.ids.remove(&(e.name.clone(), e.uid_validity));
-                *slot = None;
-                self.free.push(id);
-            }
+        e.counts.set(uid_of_ino(ino), count);
+        if e.counts.held() == 0 {
+            self.by_prefix.remove(&e.prefix);
+            self.entries[id as usize] = None;
+            self.free.push(id);
         }
     }
 
     fn node(&self, id: u32, ino: u64) -> Node {
-        let e = self.entries[id as usize]
-            .as_ref()
-            .expect("a held message slot's mailbox entry is kept");
+        let e = self.entry(id);
         Node::Message {
             mailbox: e.name.clone(),
             uid_validity: e.uid_validity,
-            key: MessageKey::Uid((ino & ((1 << UID_BITS) - 1)) as u32),
+            key: MessageKey::Uid(uid_of_ino(ino)),
         }
+    }
+
+    /// Number of messages held at their natural numbers.
+    fn held(&self) -> usize {
+        self.entries.iter().flatten().map(|e| e.counts.held()).sum()
     }
 }
 
-/// The table's state under its one lock. Invariant: an inode number is in at most one of
-/// `messages` and `others`; a `messages` entry's number is its node's natural number.
+/// The table's state under its one lock. Invariants: an inode number is held at most
+/// once: by a mailbox entry's count (a message at its natural number) or by `others`;
+/// `by_node` is `others` reversed for the nodes not at their natural number (so a node
+/// probed past a number that was taken then is still found after that number is freed: a
+/// probe walk alone would stop at the gap).
 #[derive(Debug, Default)]
 struct Slots {
-    messages: HashMap<u64, MessageSlot>,
     others: HashMap<u64, Slot>,
+    by_node: HashMap<Node, u64>,
     mailboxes: Mailboxes,
 }
 
 /// What one inode number holds, looked up.
 enum Held<'a> {
-    Message(MessageSlot),
+    /// A message at its natural number: its entry id and lookup count.
+    Message(u32, u32),
     Other(&'a Slot),
     Free,
 }
 
 impl Slots {
     fn held(&self, ino: u64) -> Held<'_> {
-        if let Some(m) = self.messages.get(&ino) {
-            return Held::Message(*m);
+        if let Some((id, count)) = self.mailboxes.natural(ino) {
+            return Held::Message(id, count);
         }
         match self.others.get(&ino) {
             Some(s) => Held::Other(s),
@@ -255,7 +292,14 @@ impl Slots {
     /// Whether `ino` holds `node`.
     fn holds(&self, ino: u64, node: &Node) -> Option<bool> {
         match self.held(ino) {
-            Held::Message(m) => Some(self.mailboxes.node(m.mailbox, ino) == *node),
+            Held::Message(id, _) => Some(match node {
+                Node::Message {
+                    mailbox,
+                    uid_validity,
+                    key: MessageKey::Uid(uid),
+                } => *uid == uid_of_ino(ino) && self.mailboxes.is(id, mailbox, *uid_validity),
+                _ => false,
+            }),
             Held::Other(s) => Some(s.node == *node),
             Held::Free => None,
         }
@@ -264,20 +308,10 @@ impl Slots {
     /// The number `node` has here, or would get: its natural number, probed past numbers
     /// held by other nodes.
     fn find(&self, node: &Node) -> (u64, bool) {
-        let natural = node.hash();
-        // The common case, a message at its natural number, compares ids, not names.
-        if node.is_ordered_message()
-            && let Some(m) = self.messages.get(&natural)
-            && let Node::Message {
-                mailbox,
-                uid_validity,
-                ..
-            } = node
-            && self.mailboxes.id(mailbox, *uid_validity) == Some(m.mailbox)
-        {
-            return (natural, true);
+        if let Some(&ino) = self.by_node.get(node) {
+            return (ino, true);
         }
-        let mut ino = natural;
+        let mut ino = node.hash();
         loop {
             match self.holds(ino, node) {
                 Some(true) => return (ino, true),
@@ -289,7 +323,7 @@ impl Slots {
 
     fn get(&self, ino: u64) -> Option<Node> {
         match self.held(ino) {
-            Held::Message(m) => Some(self.mailboxes.node(m.mailbox, ino)),
+            Held::Message(id, _) => Some(self.mailboxes.node(id, ino)),
             Held::Other(s) => Some(s.node.clone()),
             Held::Free => None,
         }
@@ -304,18 +338,11 @@ impl Slots {
         } = node
             && ino == node.hash()
             && node.is_ordered_message()
+            && self.mailboxes.add(mailbox, *uid_validity, ino)
         {
-            let id = self.mailboxes.acquire(mailbox, *uid_validity);
-            self.messages.insert(
-                ino,
-                MessageSlot {
-                    mailbox: id,
-                    lookups: 1,
-                },
-            );
             return;
         }
-        self.others.insert(
+        self.put_other(
             ino,
             Slot {
                 node: node.clone(),
@@ -324,14 +351,26 @@ impl Slots {
         );
     }
 
+    /// Holds `slot` at the free number `ino` in `others`.
+    fn put_other(&mut self, ino: u64, slot: Slot) {
+        if ino != slot.node.hash() {
+            self.by_node.insert(slot.node.clone(), ino);
+        }
+        self.others.insert(ino, slot);
+    }
+
     /// Removes what `ino` holds, if anything, and returns it with its lookup count.
     fn remove(&mut self, ino: u64) -> Option<(Node, u64)> {
-        if let Some(m) = self.messages.remove(&ino) {
-            let node = self.mailboxes.node(m.mailbox, ino);
-            self.mailboxes.release(m.mailbox);
-            return Some((node, u64::from(m.lookups)));
+        if let Some((id, count)) = self.mailboxes.natural(ino) {
+            let node = self.mailboxes.node(id, ino);
+            self.mailboxes.set(id, ino, 0);
+            return Some((node, u64::from(count)));
         }
-        self.others.remove(&ino).map(|s| (s.node, s.lookups))
+        let slot = self.others.remove(&ino)?;
+        if self.by_node.get(&slot.node) == Some(&ino) {
+            self.by_node.remove(&slot.node);
+        }
+        Some((slot.node, slot.lookups))
     }
 }
 
@@ -345,7 +384,7 @@ pub struct InodeTable {
 impl Default for InodeTable {
     fn default() -> Self {
         let mut slots = Slots::default();
-        slots.others.insert(
+        slots.put_other(
             ROOT_INO,
             Slot {
                 node: Node::root(),
@@ -395,14 +434,14 @@ impl InodeTable {
             slots.insert(ino, node);
             return ino;
         }
-        if let Some(m) = slots.messages.get_mut(&ino) {
-            if let Some(n) = m.lookups.checked_add(1) {
-                m.lookups = n;
+        if let Held::Message(id, count) = slots.held(ino) {
+            if let Some(n) = count.checked_add(1) {
+                slots.mailboxes.set(id, ino, n);
                 return ino;
             }
             // u32::MAX lookups: on in a full slot (same number, same node).
             let (node, lookups) = slots.remove(ino).expect("held");
-            slots.others.insert(
+            slots.put_other(
                 ino,
                 Slot {
                     node,
@@ -426,7 +465,7 @@ impl InodeTable {
         }
         let mut slots = self.slots.lock();
         if let Some((_, lookups)) = slots.remove(ino) {
-            slots.others.insert(ino, Slot { node, lookups });
+            slots.put_other(ino, Slot { node, lookups });
         }
     }
 
@@ -443,7 +482,7 @@ impl InodeTable {
         }
         let mut slots = self.slots.lock();
         let lookups = match slots.held(ino) {
-            Held::Message(m) => u64::from(m.lookups),
+            Held::Message(_, count) => u64::from(count),
             Held::Other(s) => s.lookups,
             Held::Free => return None,
         };
@@ -454,9 +493,9 @@ impl InodeTable {
         if left == 0 {
             return slots.remove(ino).map(|(node, _)| node);
         }
-        if let Some(m) = slots.messages.get_mut(&ino) {
+        if let Held::Message(id, _) = slots.held(ino) {
             // left < lookups <= u32::MAX
-            m.lookups = left as u32;
+            slots.mailboxes.set(id, ino, left as u32);
         } else if let Some(s) = slots.others.get_mut(&ino) {
             s.lookups = left;
         }
@@ -466,7 +505,7 @@ impl InodeTable {
     /// Number of nodes held (for tests and statistics).
     pub fn len(&self) -> usize {
         let slots = self.slots.lock();
-        slots.messages.len() + slots.others.len()
+        slots.mailboxes.held() + slots.others.len()
     }
 
     /// Always false: the root is always present.
@@ -548,16 +587,59 @@ mod tests {
     }
 
     #[test]
-    fn a_held_message_costs_a_small_slot() {
-        assert_eq!(std::mem::size_of::<MessageSlot>(), 8);
+    fn held_messages_cost_no_slot_of_their_own() {
         let t = InodeTable::default();
         for uid in 1..=100 {
             t.remember(&msg("INBOX", 7, uid));
         }
         let slots = t.slots.lock();
-        assert_eq!(slots.messages.len(), 100);
+        assert_eq!(slots.mailboxes.held(), 100);
         assert_eq!(slots.others.len(), 1, "the root only");
-        assert_eq!(slots.mailboxes.ids.len(), 1);
+        assert_eq!(slots.mailboxes.by_prefix.len(), 1);
+        drop(slots);
+        assert_eq!(t.len(), 101);
+    }
+
+    /// Two mailboxes whose numbers share a prefix (found by search: 40 bits collide
+    /// after about a million UIDVALIDITYs): the first holds the prefix, the second's
+    /// messages are probed into full slots, and every number answers with its own node.
+    #[test]
+    fn a_mailbox_whose_prefix_is_taken_is_probed_past() {
+        let mut seen: HashMap<u64, u32> = HashMap::new();
+        let (a, b) = (1..8_000_000u32)
+            .find_map(|uv| {
+                let prefix = prefix_of(msg("INBOX", uv, 1).hash());
+                seen.insert(prefix, uv).map(|earlier| (earlier, uv))
+            })
+            .expect("a 40-bit collision within 8,000,000 tries");
+        drop(seen);
+        let t = InodeTable::default();
+        let first: Vec<u64> = (1..=3).map(|u| t.remember(&msg("INBOX", a, u))).collect();
+        let second: Vec<u64> = (2..=4).map(|u| t.remember(&msg("INBOX", b, u))).collect();
+        assert_eq!(
+            first[1] & ((1 << UID_BITS) - 1),
+            2,
+            "the first at its natural number"
+        );
+        assert!(second.iter().all(|ino| !first.contains(ino)));
+        assert_eq!(
+            t.slots.lock().others.len(),
+            4,
+            "the root and the second's three"
+        );
+        for (i, ino) in first.iter().enumerate() {
+            assert_eq!(t.get(*ino), Some(msg("INBOX", a, i as u32 + 1)));
+        }
+        for (i, ino) in second.iter().enumerate() {
+            assert_eq!(t.get(*ino), Some(msg("INBOX", b, i as u32 + 2)));
+            assert_eq!(t.known(&msg("INBOX", b, i as u32 + 2)), Some(*ino));
+        }
+        for ino in &first {
+            t.forget(*ino, 1);
+        }
+        // The prefix is free again, but the second's messages keep their numbers.
+        assert_eq!(t.remember(&msg("INBOX", b, 3)), second[1]);
+        assert_eq!(t.len(), 4);
     }
 
     /// A number taken by another node (here by a rename's rebind) sends the message to
@@ -586,14 +668,14 @@ mod tests {
         let x = t.remember(&msg("INBOX", 1, 1));
         let y = t.remember(&msg("INBOX", 1, 2));
         let z = t.remember(&msg("Work", 1, 1));
-        assert_eq!(t.slots.lock().mailboxes.ids.len(), 2);
+        assert_eq!(t.slots.lock().mailboxes.by_prefix.len(), 2);
         t.forget(z, 1);
         t.forget(x, 1);
-        assert_eq!(t.slots.lock().mailboxes.ids.len(), 1);
+        assert_eq!(t.slots.lock().mailboxes.by_prefix.len(), 1);
         assert_eq!(t.get(y), Some(msg("INBOX", 1, 2)));
         t.forget(y, 1);
         let slots = t.slots.lock();
-        assert!(slots.mailboxes.ids.is_empty());
+        assert!(slots.mailboxes.by_prefix.is_empty());
         assert_eq!(slots.mailboxes.free.len(), 2, "ids reused");
     }
 
@@ -602,7 +684,12 @@ mod tests {
         let t = InodeTable::default();
         let a = msg("INBOX", 1, 1);
         let ino = t.remember(&a);
-        t.slots.lock().messages.get_mut(&ino).expect("held").lookups = u32::MAX;
+        let mut slots = t.slots.lock();
+        let Held::Message(id, 1) = slots.held(ino) else {
+            panic!("held once at its natural number");
+        };
+        slots.mailboxes.set(id, ino, u32::MAX);
+        drop(slots);
         assert_eq!(t.remember(&a), ino);
         assert_eq!(
             t.slots.lock().others.get(&ino).map(|s| s.lookups),
