@@ -32,6 +32,10 @@ const LOC_MAILDIR_CUR: u8 = 2 << 2;
 const LOC_MAILDIR_NEW: u8 = 3 << 2;
 const LOC_REMOTE: u8 = 4 << 2;
 const LOC_MASK: u8 = 7 << 2;
+/// The Maildir name / the GUID text is kept without its `,S=<size>,W=<vsize>` (see
+/// [`strip_sizes`]).
+const NAME_SIZES: u8 = 1 << 5;
+const GUID_SIZES: u8 = 1 << 6;
 /// The message is kept whole in `spilled`.
 const SPILLED: u8 = 1 << 7;
 
@@ -123,24 +127,25 @@ impl Chunk {
             LOC_MDBOX => Locator::Mdbox(r.locator),
             LOC_REMOTE => Locator::Remote,
             dir => {
-                let name = self.string_at(r.locator);
-                let mut full = Vec::with_capacity(4 + name.len());
-                full.extend_from_slice(if dir == LOC_MAILDIR_NEW {
+                let prefix: &[u8] = if dir == LOC_MAILDIR_NEW {
                     b"new/"
                 } else {
                     b"cur/"
-                });
-                full.extend_from_slice(name);
-                Locator::Maildir(full.into_boxed_slice())
+                };
+                let name = self.stored(r.locator, r, NAME_SIZES, prefix);
+                Locator::Maildir(name.into_boxed_slice())
             }
         };
         let guid = match r.tag & GUID_MASK {
             GUID_HEX => Guid::from_hex_bytes(self.guids[i]),
             GUID_MAILDIR_BASE => Guid::maildir_base(),
             // Written from a `str`, so always UTF-8; `Guid::new` keeps non-hex text as is.
-            GUID_TEXT => Guid::new(&String::from_utf8_lossy(
-                self.string_at(text_offset(&self.guids[i])),
-            )),
+            GUID_TEXT => Guid::new(&String::from_utf8_lossy(&self.stored(
+                text_offset(&self.guids[i]),
+                r,
+                GUID_SIZES,
+                b"",
+            ))),
             _ => Guid::default(),
         };
         MessageMeta {
@@ -260,23 +265,50 @@ impl Chunk {
         row.owner = owner;
         row.keywords = keywords;
         if let Some(name) = p.name {
-            row.locator = self.add_string(name);
+            let (parts, stripped) = strip_sizes(name, row.size, row.virtual_size);
+            row.locator = self.add_string(parts);
+            if stripped {
+                row.tag |= NAME_SIZES;
+            }
         }
         let mut guid = p.guid;
         if let Some(text) = p.guid_text {
+            let (parts, stripped) = strip_sizes(text, row.size, row.virtual_size);
             let mut slot = [0; 16];
-            slot[..4].copy_from_slice(&self.add_string(text).to_le_bytes());
+            slot[..4].copy_from_slice(&self.add_string(parts).to_le_bytes());
             guid = Some(slot);
+            if stripped {
+                row.tag |= GUID_SIZES;
+            }
         }
         (row, guid)
     }
 
-    /// Appends `s` (at most 255 bytes) after its length byte; its offset.
-    fn add_string(&mut self, s: &[u8]) -> u32 {
+    /// Appends the concatenated `parts` (at most 255 bytes in all, as [`pack`] checked)
+    /// after their length byte; the offset.
+    fn add_string(&mut self, parts: [&[u8]; 2]) -> u32 {
         let at = self.strings.len() as u32;
-        self.strings.push(s.len() as u8);
-        self.strings.extend_from_slice(s);
+        self.strings.push((parts[0].len() + parts[1].len()) as u8);
+        self.strings.extend_from_slice(parts[0]);
+        self.strings.extend_from_slice(parts[1]);
         at
+    }
+
+    /// The string at `offset`, after `prefix`, with its sizes put back if the row's
+    /// `flag` says they were taken out.
+    fn stored(&self, offset: u32, r: &Row, flag: u8, prefix: &[u8]) -> Vec<u8> {
+        let kept = self.string_at(offset);
+        let mut out = Vec::with_capacity(prefix.len() + kept.len() + 24);
+        out.extend_from_slice(prefix);
+        if r.tag & flag == 0 {
+            out.extend_from_slice(kept);
+            return out;
+        }
+        let at = info_at(kept);
+        out.extend_from_slice(&kept[..at]);
+        out.extend_from_slice(sizes_suffix(r.size, r.virtual_size).as_bytes());
+        out.extend_from_slice(&kept[at..]);
+        out
     }
 
     fn palette_owner(&mut self, owner: FileOwner) -> Option<u8> {
@@ -364,6 +396,32 @@ impl Chunk {
         }
         self.strings = strings;
         self.garbage = 0;
+    }
+}
+
+/// `,S=<size>,W=<vsize>`, the extra fields Dovecot ends a Maildir file's base name with
+/// when it saves one ("<base> [<extra sep> <extra data> [..]] <info sep> 2 <flags sep>",
+/// `src/lib-storage/index/maildir/maildir-storage.h`). Whatever a name holds, only an
+/// exact match of these bytes is taken out, so putting them back is byte-exact.
+fn sizes_suffix(size: u32, vsize: u32) -> String {
+    format!(",S={size},W={vsize}")
+}
+
+/// Where a Maildir name's info begins (its first `:`), or its end.
+fn info_at(s: &[u8]) -> usize {
+    s.iter().position(|&c| c == b':').unwrap_or(s.len())
+}
+
+/// `s` as two parts without the `,S=<size>,W=<vsize>` that ends its base (before the
+/// info), and true; or `s` whole and false when its base does not end exactly so. The
+/// message's own sizes are in its row, so a name (or a GUID that was one, in a store
+/// converted from Maildir) costs 16 bytes less; putting them back gives `s` byte for byte.
+fn strip_sizes(s: &[u8], size: u32, vsize: u32) -> ([&[u8]; 2], bool) {
+    let at = info_at(s);
+    let suffix = sizes_suffix(size, vsize);
+    match s[..at].strip_suffix(suffix.as_bytes()) {
+        Some(base) => ([base, &s[at..]], true),
+        None => ([s, b""], false),
     }
 }
 
@@ -490,6 +548,18 @@ mod tests {
         }
     }
 
+    /// A message whose Maildir name and GUID end their base with its own sizes, as
+    /// Dovecot names what it saves.
+    fn with_sizes(uid: u32) -> MessageMeta {
+        let m = base(uid);
+        let base_name = format!("17000{uid}.M{uid}P2.host,S={},W={}", m.size, m.virtual_size);
+        MessageMeta {
+            guid: Guid::new(&base_name),
+            locator: Locator::Maildir(format!("cur/{base_name}:2,S").into_bytes().into()),
+            ..m
+        }
+    }
+
     /// Every kind of message, including each reason to spill.
     fn every_kind() -> Vec<MessageMeta> {
         let mut out = vec![
@@ -557,6 +627,18 @@ mod tests {
         ];
         out.extend((19..40).map(|u| maildir(u, "cur")));
         out.extend((40..50).map(migrated));
+        out.extend((50..60).map(with_sizes));
+        let named = |uid: u32, name: String| MessageMeta {
+            locator: Locator::Maildir(name.into_bytes().into()),
+            ..base(uid)
+        };
+        // Sizes that are not exactly the message's, or not where Dovecot puts them.
+        out.push(named(60, "cur/1.M1P1.h,S=1060,W=1079:2,S".into()));
+        out.push(named(61, "cur/1.M1P1.h,S=1061,W=1081,Z=1:2,S".into()));
+        out.push(named(62, "cur/1.M1P1.h,W=1082,S=1062:2,".into()));
+        out.push(named(63, "new/1.M1P1.h,S=01063,W=1083".into()));
+        out.push(named(64, "new/1.M1P1.h,S=1064,W=1084".into()));
+        out.push(named(65, "cur/1.M1P1.h,S=1065,W=1085:2,S:x".into()));
         out
     }
 
@@ -655,6 +737,24 @@ mod tests {
             c.strings.len()
         );
         assert_eq!(c.get(7).guid, migrated(8).guid);
+    }
+
+    /// A name and a GUID holding the message's own sizes are kept without them.
+    #[test]
+    fn sizes_in_names_are_kept_once() {
+        let mut c = Chunk::default();
+        let mut want = 0;
+        for u in 1..=10 {
+            let m = with_sizes(u);
+            let suffix = sizes_suffix(m.size as u32, m.virtual_size as u32).len();
+            let name = m.locator.maildir().unwrap().len() - 4;
+            let guid = m.guid.text().unwrap().len();
+            // Each string after its length byte, without the suffix.
+            want += (1 + name - suffix) + (1 + guid - suffix);
+            c.push(m);
+        }
+        assert_eq!(c.strings.len(), want);
+        assert_eq!(c.get(3), with_sizes(4));
     }
 
     /// A message costs its row (28 bytes), its GUID's 16 bytes and its name; the budget
