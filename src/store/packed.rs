@@ -1,8 +1,9 @@
 //! Up to a few hundred messages of a view packed into columns (one chunk of
 //! [`Messages`](super::Messages)), so that a message costs a 28-byte row, 16 bytes for its
-//! GUID when it has one, and the bytes of its Maildir file name and of a GUID that is not
-//! hex (a store migrated from Maildir keeps the Maildir base names as GUIDs), instead of a
-//! whole [`MessageMeta`] (136 bytes) and heap blocks for the strings.
+//! GUID when it is hex, and the bytes of its Maildir file name and of a GUID that is not
+//! hex (a store migrated from Maildir keeps the Maildir base names as GUIDs; 4 bytes for
+//! its offset), instead of a whole [`MessageMeta`] (136 bytes) and heap blocks for the
+//! strings.
 //!
 //! Packing is lossless by construction: [`Chunk::get`] gives back exactly the
 //! `MessageMeta` that was stored. A message whose fields do not all fit the row (a size or
@@ -10,17 +11,16 @@
 //! chunk with more than 256 owners or keyword sets) is kept whole
 //! beside the rows ("spilled"); the row then only holds its UID.
 //!
-//! Invariants: rows are in UID order (the caller keeps it); `guids` is empty or as long as
-//! `rows`; a row's strings are in `strings`, each after a length byte: its Maildir name at
-//! its `locator` offset, its GUID text at the offset in the first 4 bytes of its `guids`
-//! entry; `garbage` counts the string bytes no row points at; `spilled` is sorted by UID
+//! Invariants: rows are in UID order (the caller keeps it); `guids` and `texts` are each
+//! empty or as long as `rows`; a row's strings are in `strings`, each after a length byte:
+//! its Maildir name at its `locator` offset, its GUID text at its `texts` offset; `garbage` counts the string bytes no row points at; `spilled` is sorted by UID
 //! and holds exactly the rows tagged [`SPILLED`].
 
 use super::messages::uid_of;
 use super::{FileOwner, Guid, KeywordSet, Locator, MailFlags, MessageKey, MessageMeta};
 
 /// GUID kinds (bits 0-1): none; 16 bytes in `guids`; its Maildir file's base name
-/// ([`Guid::maildir_base`]); text in `strings`, at the offset `guids` holds.
+/// ([`Guid::maildir_base`]); text in `strings`, at the offset `texts` holds.
 const GUID_HEX: u8 = 1;
 const GUID_MAILDIR_BASE: u8 = 2;
 const GUID_TEXT: u8 = 3;
@@ -67,6 +67,8 @@ const ROW_BYTES: usize = std::mem::size_of::<Row>();
 pub struct Chunk {
     rows: Vec<Row>,
     guids: Vec<[u8; 16]>,
+    /// GUID texts' offsets in `strings`.
+    texts: Vec<u32>,
     strings: Vec<u8>,
     garbage: usize,
     owners: Vec<FileOwner>,
@@ -141,7 +143,7 @@ impl Chunk {
             GUID_MAILDIR_BASE => Guid::maildir_base(),
             // Written from a `str`, so always UTF-8; `Guid::new` keeps non-hex text as is.
             GUID_TEXT => Guid::new(&String::from_utf8_lossy(&self.stored(
-                text_offset(&self.guids[i]),
+                self.texts[i],
                 r,
                 GUID_SIZES,
                 b"",
@@ -171,13 +173,9 @@ impl Chunk {
 
     /// Inserts `m` at position `i` (the caller keeps UID order).
     pub fn insert(&mut self, i: usize, m: MessageMeta) {
-        let (row, guid) = self.place(&m);
-        if guid.is_some() {
-            self.guids_fill();
-        }
-        if guid.is_some() || !self.guids.is_empty() {
-            self.guids.insert(i, guid.unwrap_or_default());
-        }
+        let (row, guid, text) = self.place(&m);
+        column_insert(&mut self.guids, self.rows.len(), i, guid);
+        column_insert(&mut self.texts, self.rows.len(), i, text);
         self.rows.insert(i, row);
         if row.tag & SPILLED != 0 {
             self.spill(m);
@@ -187,15 +185,11 @@ impl Chunk {
     /// Replaces message `i` with `m` (same UID).
     pub fn set(&mut self, i: usize, m: MessageMeta) {
         self.forget(i);
-        let row = self.place(&m);
-        self.rows[i] = row.0;
-        if let Some(g) = row.1 {
-            self.guids_fill();
-            self.guids[i] = g;
-        } else if !self.guids.is_empty() {
-            self.guids[i] = [0; 16];
-        }
-        if row.0.tag & SPILLED != 0 {
+        let (row, guid, text) = self.place(&m);
+        self.rows[i] = row;
+        column_set(&mut self.guids, self.rows.len(), i, guid);
+        column_set(&mut self.texts, self.rows.len(), i, text);
+        if row.tag & SPILLED != 0 {
             self.spill(m);
         }
         self.compact_if_wasteful();
@@ -205,9 +199,8 @@ impl Chunk {
     pub fn remove(&mut self, i: usize) {
         self.forget(i);
         self.rows.remove(i);
-        if !self.guids.is_empty() {
-            self.guids.remove(i);
-        }
+        column_remove(&mut self.guids, i);
+        column_remove(&mut self.texts, i);
         self.compact_if_wasteful();
     }
 
@@ -231,6 +224,7 @@ impl Chunk {
     pub fn shrink_to_fit(&mut self) {
         self.rows.shrink_to_fit();
         self.guids.shrink_to_fit();
+        self.texts.shrink_to_fit();
         self.strings.shrink_to_fit();
         self.owners.shrink_to_fit();
         self.keyword_sets.shrink_to_fit();
@@ -239,7 +233,7 @@ impl Chunk {
 
     /// Packs `m` and stores its name, owner and keywords; the row is tagged [`SPILLED`]
     /// (and holds only the UID) when any field does not fit.
-    fn place(&mut self, m: &MessageMeta) -> (Row, Option<[u8; 16]>) {
+    fn place(&mut self, m: &MessageMeta) -> (Row, Option<[u8; 16]>, Option<u32>) {
         let spilled = |uid| Row {
             uid,
             size: 0,
@@ -253,13 +247,13 @@ impl Chunk {
             tag: SPILLED,
         };
         let Some(p) = pack(m) else {
-            return (spilled(uid_of(m)), None);
+            return (spilled(uid_of(m)), None, None);
         };
         let (Some(owner), Some(keywords)) = (
             self.palette_owner(m.owner),
             self.palette_keywords(&m.keywords),
         ) else {
-            return (spilled(uid_of(m)), None);
+            return (spilled(uid_of(m)), None, None);
         };
         let mut row = p.row;
         row.owner = owner;
@@ -271,17 +265,15 @@ impl Chunk {
                 row.tag |= NAME_SIZES;
             }
         }
-        let mut guid = p.guid;
-        if let Some(text) = p.guid_text {
-            let (parts, stripped) = strip_sizes(text, row.size, row.virtual_size);
-            let mut slot = [0; 16];
-            slot[..4].copy_from_slice(&self.add_string(parts).to_le_bytes());
-            guid = Some(slot);
+        let mut text = None;
+        if let Some(t) = p.guid_text {
+            let (parts, stripped) = strip_sizes(t, row.size, row.virtual_size);
+            text = Some(self.add_string(parts));
             if stripped {
                 row.tag |= GUID_SIZES;
             }
         }
-        (row, guid)
+        (row, p.guid, text)
     }
 
     /// Appends the concatenated `parts` (at most 255 bytes in all, as [`pack`] checked)
@@ -337,7 +329,7 @@ impl Chunk {
                 self.garbage += 1 + self.string_at(r.locator).len();
             }
             if r.tag & GUID_MASK == GUID_TEXT {
-                self.garbage += 1 + self.string_at(text_offset(&self.guids[i])).len();
+                self.garbage += 1 + self.string_at(self.texts[i]).len();
             }
         }
     }
@@ -349,14 +341,6 @@ impl Chunk {
 
     fn spilled_at(&self, uid: u32) -> Result<usize, usize> {
         self.spilled.binary_search_by_key(&uid, uid_of)
-    }
-
-    /// Makes `guids` as long as `rows` if it is empty (the column starts with the
-    /// chunk's first hex GUID).
-    fn guids_fill(&mut self) {
-        if self.guids.is_empty() {
-            self.guids.resize(self.rows.len(), [0; 16]);
-        }
     }
 
     fn string_at(&self, offset: u32) -> &[u8] {
@@ -390,8 +374,7 @@ impl Chunk {
                 r.locator = copy(r.locator);
             }
             if r.tag & GUID_MASK == GUID_TEXT {
-                let at = copy(text_offset(&self.guids[i]));
-                self.guids[i][..4].copy_from_slice(&at.to_le_bytes());
+                self.texts[i] = copy(self.texts[i]);
             }
         }
         self.strings = strings;
@@ -425,9 +408,39 @@ fn strip_sizes(s: &[u8], size: u32, vsize: u32) -> ([&[u8]; 2], bool) {
     }
 }
 
-/// The offset of a GUID text, from its `guids` entry.
-fn text_offset(slot: &[u8; 16]) -> u32 {
-    u32::from_le_bytes([slot[0], slot[1], slot[2], slot[3]])
+// The optional columns (`guids`, `texts`) exist only once a row needs them: empty, or
+// as long as the rows (rows without a value hold the default there).
+
+/// Removes row `i` of a column.
+fn column_remove<T>(col: &mut Vec<T>, i: usize) {
+    if !col.is_empty() {
+        col.remove(i);
+    }
+}
+
+/// Inserts `value` at row `i` of a column over `rows` rows (before the insertion),
+/// starting the column if this is its first value.
+fn column_insert<T: Copy + Default>(col: &mut Vec<T>, rows: usize, i: usize, value: Option<T>) {
+    if value.is_some() && col.is_empty() {
+        col.resize(rows, T::default());
+    }
+    if !col.is_empty() || value.is_some() {
+        col.insert(i, value.unwrap_or_default());
+    }
+}
+
+/// Sets row `i` of a column over `rows` rows, starting it if this is its first value.
+fn column_set<T: Copy + Default>(col: &mut Vec<T>, rows: usize, i: usize, value: Option<T>) {
+    match value {
+        Some(v) => {
+            if col.is_empty() {
+                col.resize(rows, T::default());
+            }
+            col[i] = v;
+        }
+        None if !col.is_empty() => col[i] = T::default(),
+        None => {}
+    }
 }
 
 fn is_maildir(tag: u8) -> bool {
@@ -755,6 +768,11 @@ mod tests {
         }
         assert_eq!(c.strings.len(), want);
         assert_eq!(c.get(3), with_sizes(4));
+        assert!(
+            c.guids.is_empty(),
+            "text GUIDs take 4 bytes, not a 16-byte slot"
+        );
+        assert_eq!(c.texts.len(), 10);
     }
 
     /// A message costs its row (28 bytes), its GUID's 16 bytes and its name; the budget
