@@ -308,15 +308,17 @@ impl Slots {
     /// The number `node` has here, or would get: its natural number, probed past numbers
     /// held by other nodes.
     fn find(&self, node: &Node) -> (u64, bool) {
-        if let Some(&ino) = self.by_node.get(node) {
-            return (ino, true);
-        }
         let mut ino = node.hash();
         loop {
             match self.holds(ino, node) {
                 Some(true) => return (ino, true),
                 Some(false) => ino = next_probe(ino),
-                None => return (ino, false),
+                // Past a gap (`by_node`), asked only here: hashing a node hashes its
+                // mailbox's name, and the walk finds almost every held node first.
+                None => match self.by_node.get(node) {
+                    Some(&held) => return (held, true),
+                    None => return (ino, false),
+                },
             }
         }
     }

@@ -52,8 +52,7 @@ use log::debug;
 use parking_lot::Mutex;
 
 use super::inode::{InodeTable, Node};
-use crate::store::messages::uid_of;
-use crate::store::{MailStore, MailboxName, MailboxView, MessageKey, MessageMeta};
+use crate::store::{MailStore, MailboxName, MailboxView, MessageKey};
 
 /// The kernel's page cache, as the prefetcher fills it: `fuser::Notifier` on a mount, a
 /// recorder in tests.
@@ -350,27 +349,24 @@ impl<C: PageCache> Worker<C> {
         };
         let middle = window / 2;
         let (mut front, mut marker, mut bytes) = (from, 0, 0u64);
-        // What the window pushes (the marker left out), in UID order.
-        let mut picked: Vec<MessageMeta> = Vec::with_capacity(window);
-        for (i, meta) in view.messages.iter_after(from).take(window).enumerate() {
-            let MessageKey::Uid(uid) = meta.key else {
-                continue;
-            };
-            front = uid;
+        // The UIDs the window pushes (the marker left out), in UID order; what it needs of
+        // each message is read without unpacking the message.
+        let mut due: Vec<u32> = Vec::with_capacity(window);
+        for (i, m) in view.messages.briefs_after(from).take(window).enumerate() {
+            front = m.uid;
             if i == middle {
-                marker = uid;
+                marker = m.uid;
                 continue;
             }
-            if meta.size == 0 || meta.size > self.settings.max_message || meta.problem.is_some() {
+            if m.size == 0 || m.size > self.settings.max_message || !m.readable {
                 continue;
             }
-            bytes += meta.size;
-            picked.push(meta);
+            bytes += m.size;
+            due.push(m.uid);
             if bytes >= self.settings.max_window_bytes {
                 break;
             }
         }
-        let mut due: Vec<(u32, &MessageMeta)> = picked.iter().map(|m| (uid_of(m), m)).collect();
         let overtaken = self.pushing.reader_at(&key) >= from;
         if overtaken {
             due.reverse();
@@ -382,8 +378,8 @@ impl<C: PageCache> Worker<C> {
         }
         // Every other message to the helper: both threads work from the near end of the
         // window (the reader's side, or the far end when the reader overtook) outward.
-        let mine: Vec<(u32, &MessageMeta)> = due.iter().step_by(2).copied().collect();
-        let theirs: Vec<(u32, &MessageMeta)> = due.iter().skip(1).step_by(2).copied().collect();
+        let mine: Vec<u32> = due.iter().step_by(2).copied().collect();
+        let theirs: Vec<u32> = due.iter().skip(1).step_by(2).copied().collect();
         let pushing = &self.pushing;
         let [buf, helper_buf] = &mut self.bufs;
         std::thread::scope(|scope| {
@@ -409,12 +405,12 @@ impl<C: PageCache> Pushing<C> {
         buf: &mut Vec<u8>,
         hint: &Hint,
         view: &MailboxView,
-        due: &[(u32, &MessageMeta)],
+        due: &[u32],
         overtaken: bool,
     ) {
         let key = (hint.mailbox.clone(), hint.uid_validity);
         let mut cold = Cold::default();
-        for (i, &(uid, meta)) in due.iter().enumerate() {
+        for (i, &uid) in due.iter().enumerate() {
             if uid <= self.reader_at(&key) {
                 if overtaken {
                     // Read (or being read) by the reader itself, and so is all before it.
@@ -422,16 +418,17 @@ impl<C: PageCache> Pushing<C> {
                 }
                 continue;
             }
+            let message = MessageKey::Uid(uid);
             let node = Node::Message {
                 mailbox: hint.mailbox.clone(),
                 uid_validity: hint.uid_validity,
-                key: meta.key.clone(),
+                key: message.clone(),
             };
             let Some(ino) = self.inodes.known(&node) else {
                 continue;
             };
             let started = Instant::now();
-            match self.store_message(buf, &hint.mailbox, view, &meta.key, ino) {
+            match self.store_message(buf, &hint.mailbox, view, &message, ino) {
                 Ok(n) => {
                     self.stats.messages.fetch_add(1, Ordering::Relaxed);
                     self.stats.bytes.fetch_add(n, Ordering::Relaxed);
@@ -449,9 +446,9 @@ impl<C: PageCache> Pushing<C> {
 
     /// Advises the store that `due` will be read, in that order; counted in
     /// `prefetch_advised`.
-    fn advise(&self, mailbox: &MailboxName, view: &MailboxView, due: &[(u32, &MessageMeta)]) {
-        for (uid, meta) in due {
-            match self.store.will_need(mailbox, view, &meta.key) {
+    fn advise(&self, mailbox: &MailboxName, view: &MailboxView, due: &[u32]) {
+        for uid in due {
+            match self.store.will_need(mailbox, view, &MessageKey::Uid(*uid)) {
                 Ok(()) => {
                     self.stats.advised.fetch_add(1, Ordering::Relaxed);
                 }

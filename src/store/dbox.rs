@@ -541,13 +541,13 @@ impl DboxStore {
         previous: Option<&MailboxView>,
     ) -> Result<Vec<MessageMeta>> {
         let st = &index.state;
-        let mut previous = UidCursor::new(previous);
+        let previous = UidCursor::new(previous);
         let mut reader = self.stored_reader(paths, index)?;
         let mut out = Vec::with_capacity(st.records.len());
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
             let save_date = reader.save_date(rec)?;
-            if let Some(m) = Self::reusable(&mut previous, uid) {
+            if let Some(m) = Self::reusable(&previous, uid) {
                 out.push(Self::with_cache(index, cache, rec, &m, save_date));
                 continue;
             }
@@ -883,7 +883,7 @@ impl DboxStore {
     /// from the dbox file (sizes, metadata block, file times) never changes for a UID, so
     /// a rebuild after one delivery reads one file, not every file. (A file damaged later
     /// is still caught: `open` reads its header again.)
-    fn reusable(previous: &mut UidCursor<'_>, uid: u32) -> Option<MessageMeta> {
+    fn reusable(previous: &UidCursor<'_>, uid: u32) -> Option<MessageMeta> {
         previous.find(uid).filter(|m| m.problem.is_none())
     }
 

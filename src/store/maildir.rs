@@ -517,7 +517,7 @@ impl MaildirStore {
 
         // The previous view's messages, reusable within one UIDVALIDITY.
         let uidlist_validity = uidlist.as_ref().map_or(0, |u| u.uid_validity);
-        let mut previous_messages = UidCursor::new(
+        let previous_messages = UidCursor::new(
             previous
                 .map(|p| &*p.view)
                 .filter(|v| v.uid_validity == uidlist_validity),
@@ -525,62 +525,36 @@ impl MaildirStore {
         let mut messages = Vec::new();
         let mut missing: Vec<u32> = Vec::new();
         if let Some(list) = &uidlist {
-            // Each record with its file, in UID order: reused from the previous view, or
-            // to be stated, which is spread over threads for a big mailbox
-            // (`parallel::map_in_order`; a full build of 1,000,000 messages is 1,000,000
-            // `fstatat`s while the reader waits). A reference at most: a million of them
-            // are held beside the results (a reused message is unpacked again when its
-            // slice is moved, not held whole).
-            enum Found<'a> {
-                Missing,
-                Reused(&'a [u8]),
-                New(&'a [u8]),
-            }
-            let found: Vec<(&fmt::UidlistRecord, Found<'_>)> = list
+            // Each record with its file (`None`: missing), in UID order. Each message is
+            // reused from the previous view or stated, spread over threads for a big
+            // mailbox (`parallel::map_in_order`; a full build of 1,000,000 messages is
+            // 1,000,000 `fstatat`s while the reader waits). A reference at most: a
+            // million of them are held beside the results.
+            let found: Vec<(&fmt::UidlistRecord, Option<&[u8]>)> = list
                 .records
                 .iter()
-                .map(|rec| {
-                    let found = match files.remove(rec.base.as_slice()) {
-                        None => Found::Missing,
-                        Some(locator) => match reusable(&mut previous_messages, rec.uid, locator) {
-                            Some(_) => Found::Reused(locator),
-                            None => Found::New(locator),
-                        },
-                    };
-                    (rec, found)
-                })
+                .map(|rec| (rec, files.remove(rec.base.as_slice())))
                 .collect();
             messages.reserve(found.len());
             // In slices, so that the results waiting to be moved into `messages` stay a
             // slice's worth (a million at once were 100 MB more at the build's peak).
             for part in found.chunks(parallel::SLICE) {
-                let state = |rec: &fmt::UidlistRecord, locator: &[u8]| {
-                    self.message_meta(
-                        paths,
-                        &dirs,
-                        MessageKey::Uid(rec.uid),
-                        locator.to_vec(),
-                        Some(rec),
-                        cached(rec.uid),
-                    )
-                };
-                let stated = parallel::map_in_order(part, |(rec, found)| match found {
-                    Found::New(locator) => Some(state(rec, locator)),
-                    Found::Missing | Found::Reused(_) => None,
+                let made = parallel::map_in_order(part, |&(rec, locator)| {
+                    let locator = locator?;
+                    Some(match reusable(&previous_messages, rec.uid, locator) {
+                        Some(m) => Ok(reuse(&m, cached(rec.uid))),
+                        None => self.message_meta(
+                            paths,
+                            &dirs,
+                            MessageKey::Uid(rec.uid),
+                            locator.to_vec(),
+                            Some(rec),
+                            cached(rec.uid),
+                        ),
+                    })
                 });
-                for ((rec, found), stated) in part.iter().zip(stated) {
-                    let outcome = match found {
-                        // Found reusable above by the same cursor, so stating it again
-                        // only happens if that changed, which it cannot.
-                        Found::Reused(locator) => {
-                            Some(match reusable(&mut previous_messages, rec.uid, locator) {
-                                Some(m) => Ok(reuse(&m, cached(rec.uid))),
-                                None => state(rec, locator),
-                            })
-                        }
-                        Found::New(_) | Found::Missing => stated,
-                    };
-                    let mut m = match outcome {
+                for ((rec, _), made) in part.iter().zip(made) {
+                    let mut m = match made {
                         Some(Ok(m)) => m,
                         Some(Err(e)) if !e.is_not_found() => return Err(e),
                         Some(Err(_)) | None => {
@@ -1007,7 +981,7 @@ impl MessageDirs {
 
 /// The previous view's metadata of a message whose file has not moved since (same name,
 /// so same flags), if it was read without trouble: its size and times need no new `stat`.
-fn reusable(previous: &mut UidCursor<'_>, uid: u32, locator: &[u8]) -> Option<MessageMeta> {
+fn reusable(previous: &UidCursor<'_>, uid: u32, locator: &[u8]) -> Option<MessageMeta> {
     previous
         .find(uid)
         .filter(|m| m.problem.is_none() && m.locator.maildir() == Some(locator))

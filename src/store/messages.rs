@@ -30,6 +30,17 @@ pub struct Messages {
     len: usize,
 }
 
+/// What the read-ahead needs of a message, read without unpacking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Brief {
+    /// Its UID.
+    pub uid: u32,
+    /// [`MessageMeta::size`].
+    pub size: u64,
+    /// No [`MessageMeta::problem`].
+    pub readable: bool,
+}
+
 /// The UID of a message (pending ones never go into [`Messages`]; they sort last).
 pub fn uid_of(m: &MessageMeta) -> u32 {
     match m.key {
@@ -78,6 +89,7 @@ impl Messages {
     }
 
     /// All UIDs in order (nothing unpacked).
+    #[cfg(test)]
     pub fn uids(&self) -> impl Iterator<Item = u32> + '_ {
         self.chunks
             .iter()
@@ -97,6 +109,16 @@ impl Messages {
 
     /// The messages from message `i` of chunk `ci` on.
     fn iter_at(&self, ci: usize, i: usize) -> impl Iterator<Item = MessageMeta> + '_ {
+        self.read_at(ci, i, Chunk::get)
+    }
+
+    /// `read` of each message from message `i` of chunk `ci` on.
+    fn read_at<'s, T: 's>(
+        &'s self,
+        ci: usize,
+        i: usize,
+        read: fn(&Chunk, usize) -> T,
+    ) -> impl Iterator<Item = T> + 's {
         self.chunks
             .get(ci..)
             .unwrap_or_default()
@@ -104,7 +126,7 @@ impl Messages {
             .enumerate()
             .flat_map(move |(n, c)| {
                 let from = if n == 0 { i.min(c.len()) } else { 0 };
-                (from..c.len()).map(move |k| c.get(k))
+                (from..c.len()).map(move |k| read(c, k))
             })
     }
 
@@ -126,11 +148,6 @@ impl Messages {
         }
     }
 
-    /// True when a message has `uid` (nothing unpacked).
-    pub fn contains(&self, uid: u32) -> bool {
-        self.locate(uid).is_ok()
-    }
-
     /// The message with `uid`.
     pub fn get(&self, uid: u32) -> Option<MessageMeta> {
         let (ci, i) = self.locate(uid).ok()?;
@@ -145,11 +162,22 @@ impl Messages {
 
     /// The messages with UIDs above `uid`, in UID order.
     pub fn iter_after(&self, uid: u32) -> impl Iterator<Item = MessageMeta> + '_ {
-        let (ci, i) = match self.locate(uid) {
+        let (ci, i) = self.locate_after(uid);
+        self.iter_at(ci, i)
+    }
+
+    /// The [`Brief`]s of the messages with UIDs above `uid`, in UID order.
+    pub fn briefs_after(&self, uid: u32) -> impl Iterator<Item = Brief> + '_ {
+        let (ci, i) = self.locate_after(uid);
+        self.read_at(ci, i, Chunk::brief)
+    }
+
+    /// (chunk, index in chunk) of the first message with a UID above `uid`.
+    fn locate_after(&self, uid: u32) -> (usize, usize) {
+        match self.locate(uid) {
             Ok((ci, i)) => (ci, i + 1),
             Err(at) => at,
-        };
-        self.iter_at(ci, i)
+        }
     }
 
     /// Appends a message whose UID is above every present one; otherwise inserts it in
@@ -361,6 +389,34 @@ mod tests {
             let got: Vec<u32> = m.iter_after(uid).map(|x| uid_of(&x)).collect();
             let want: Vec<u32> = m.uids().filter(|&u| u > uid).collect();
             assert_eq!(got, want, "after {uid}");
+        }
+    }
+
+    /// Briefs read without unpacking say what the unpacked messages say, spilled ones
+    /// (a size past 32 bits, a problem) included.
+    #[test]
+    fn briefs_match_the_unpacked_messages() {
+        let m = Messages::from_sorted((1..=2 * CHUNK as u32 + 9).map(|u| {
+            let mut m = msg(u, 0);
+            if u % 7 == 0 {
+                m.size = (1 << 32) + u64::from(u);
+            }
+            if u % 11 == 0 {
+                m.problem = Some(Arc::new("truncated".into()));
+            }
+            m
+        }));
+        for after in [0, 5, CHUNK as u32, 2 * CHUNK as u32 + 9] {
+            let briefs: Vec<Brief> = m.briefs_after(after).collect();
+            let want: Vec<Brief> = m
+                .iter_after(after)
+                .map(|x| Brief {
+                    uid: uid_of(&x),
+                    size: x.size,
+                    readable: x.problem.is_none(),
+                })
+                .collect();
+            assert_eq!(briefs, want, "after {after}");
         }
     }
 

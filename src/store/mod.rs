@@ -273,7 +273,7 @@ impl<'a> UidCursor<'a> {
     }
 
     /// The message with `uid`.
-    pub(crate) fn find(&mut self, uid: u32) -> Option<MessageMeta> {
+    pub(crate) fn find(&self, uid: u32) -> Option<MessageMeta> {
         self.messages?.get(uid)
     }
 }

@@ -16,7 +16,7 @@
 //! its Maildir name at its `locator` offset, its GUID text at its `texts` offset; `garbage` counts the string bytes no row points at; `spilled` is sorted by UID
 //! and holds exactly the rows tagged [`SPILLED`].
 
-use super::messages::uid_of;
+use super::messages::{Brief, uid_of};
 use super::{FileOwner, Guid, KeywordSet, Locator, MailFlags, MessageKey, MessageMeta};
 
 /// GUID kinds (bits 0-1): none; 16 bytes in `guids`; its Maildir file's base name
@@ -40,7 +40,7 @@ const GUID_SIZES: u8 = 1 << 6;
 const SPILLED: u8 = 1 << 7;
 
 /// One message's fixed-size part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Row {
     uid: u32,
     size: u32,
@@ -116,6 +116,24 @@ impl Chunk {
     #[cfg(test)]
     pub fn row_capacity(&self) -> usize {
         self.rows.capacity()
+    }
+
+    /// What the read-ahead needs of message `i`, without unpacking it.
+    pub fn brief(&self, i: usize) -> Brief {
+        let r = &self.rows[i];
+        if r.tag & SPILLED != 0 {
+            let m = &self.spilled[self.spilled_at(r.uid).expect("spilled row is kept")];
+            return Brief {
+                uid: r.uid,
+                size: m.size,
+                readable: m.problem.is_none(),
+            };
+        }
+        Brief {
+            uid: r.uid,
+            size: u64::from(r.size),
+            readable: true,
+        }
     }
 
     /// Message `i`, as it was stored.
@@ -236,22 +254,15 @@ impl Chunk {
     fn place(&mut self, m: &MessageMeta) -> (Row, Option<[u8; 16]>, Option<u32>) {
         let spilled = |uid| Row {
             uid,
-            size: 0,
-            virtual_size: 0,
-            received: 0,
-            saved: 0,
-            locator: 0,
-            flags: 0,
-            owner: 0,
-            keywords: 0,
             tag: SPILLED,
+            ..Row::default()
         };
         let Some(p) = pack(m) else {
             return (spilled(uid_of(m)), None, None);
         };
         let (Some(owner), Some(keywords)) = (
-            self.palette_owner(m.owner),
-            self.palette_keywords(&m.keywords),
+            palette_index(&mut self.owners, &m.owner),
+            palette_index(&mut self.keyword_sets, &m.keywords),
         ) else {
             return (spilled(uid_of(m)), None, None);
         };
@@ -259,26 +270,21 @@ impl Chunk {
         row.owner = owner;
         row.keywords = keywords;
         if let Some(name) = p.name {
-            let (parts, stripped) = strip_sizes(name, row.size, row.virtual_size);
-            row.locator = self.add_string(parts);
-            if stripped {
-                row.tag |= NAME_SIZES;
-            }
+            row.locator = self.add_string(name, &mut row, NAME_SIZES);
         }
-        let mut text = None;
-        if let Some(t) = p.guid_text {
-            let (parts, stripped) = strip_sizes(t, row.size, row.virtual_size);
-            text = Some(self.add_string(parts));
-            if stripped {
-                row.tag |= GUID_SIZES;
-            }
-        }
+        let text = p
+            .guid_text
+            .map(|t| self.add_string(t, &mut row, GUID_SIZES));
         (row, p.guid, text)
     }
 
-    /// Appends the concatenated `parts` (at most 255 bytes in all, as [`pack`] checked)
-    /// after their length byte; the offset.
-    fn add_string(&mut self, parts: [&[u8]; 2]) -> u32 {
+    /// Appends `s` (at most 255 bytes, as [`pack`] checked) after its length byte, without
+    /// the row's own sizes if it holds them (then `flag` is set on the row); the offset.
+    fn add_string(&mut self, s: &[u8], row: &mut Row, flag: u8) -> u32 {
+        let (parts, stripped) = strip_sizes(s, row.size, row.virtual_size);
+        if stripped {
+            row.tag |= flag;
+        }
         let at = self.strings.len() as u32;
         self.strings.push((parts[0].len() + parts[1].len()) as u8);
         self.strings.extend_from_slice(parts[0]);
@@ -301,21 +307,6 @@ impl Chunk {
         out.extend_from_slice(sizes_suffix(r.size, r.virtual_size).as_bytes());
         out.extend_from_slice(&kept[at..]);
         out
-    }
-
-    fn palette_owner(&mut self, owner: FileOwner) -> Option<u8> {
-        palette_index(&mut self.owners, owner)
-    }
-
-    fn palette_keywords(&mut self, set: &KeywordSet) -> Option<u8> {
-        match self.keyword_sets.iter().position(|k| k == set) {
-            Some(i) => u8::try_from(i).ok(),
-            None if self.keyword_sets.len() < 256 => {
-                self.keyword_sets.push(set.clone());
-                Some((self.keyword_sets.len() - 1) as u8)
-            }
-            None => None,
-        }
     }
 
     /// Drops what row `i` holds outside the row (its name, its spilled message).
@@ -448,11 +439,11 @@ fn is_maildir(tag: u8) -> bool {
 }
 
 /// The index of `value` in `palette`, added if new; `None` when the palette is full.
-fn palette_index<T: PartialEq>(palette: &mut Vec<T>, value: T) -> Option<u8> {
-    match palette.iter().position(|v| *v == value) {
+fn palette_index<T: PartialEq + Clone>(palette: &mut Vec<T>, value: &T) -> Option<u8> {
+    match palette.iter().position(|v| v == value) {
         Some(i) => u8::try_from(i).ok(),
         None if palette.len() < 256 => {
-            palette.push(value);
+            palette.push(value.clone());
             Some((palette.len() - 1) as u8)
         }
         None => None,
