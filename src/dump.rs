@@ -328,13 +328,13 @@ fn dump_index(path: &Path) -> Result<Value> {
                 if e.name == crate::format::index::KEYWORDS_EXT {
                     continue;
                 }
-                if let Some(bytes) = e.slice(rec) {
+                if let Some(bytes) = e.slice(&rec) {
                     v = v.with(&e.name, hex(bytes));
                 }
             }
             v.with(
                 "keywords",
-                st.record_keywords(rec)
+                st.record_keywords(&rec)
                     .into_iter()
                     .map(str::to_string)
                     .collect::<Vec<_>>(),
@@ -580,7 +580,7 @@ fn dump_cache(path: &Path, data: &[u8]) -> Result<Value> {
         {
             let mut messages = Vec::new();
             for rec in st.records.iter() {
-                let Some(off) = ext.slice(rec).and_then(le::u32_exact) else {
+                let Some(off) = ext.slice(&rec).and_then(le::u32_exact) else {
                     continue;
                 };
                 if off == 0 {

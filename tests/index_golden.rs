@@ -360,7 +360,7 @@ impl<'d> Golden<'d> {
             for m in messages(&v) {
                 let rec = v.state.records.get(m.uid).expect("record");
                 let map_uid = u32::from_le_bytes(
-                    mdbox.slice(rec).expect("mdbox bytes")[..4]
+                    mdbox.slice(&rec).expect("mdbox bytes")[..4]
                         .try_into()
                         .expect("4 bytes"),
                 );
@@ -373,7 +373,7 @@ impl<'d> Golden<'d> {
                     );
                 };
                 let file_id = u32::from_le_bytes(
-                    map.slice(map_rec).expect("map bytes")[..4]
+                    map.slice(&map_rec).expect("map bytes")[..4]
                         .try_into()
                         .expect("4"),
                 );
@@ -383,7 +383,7 @@ impl<'d> Golden<'d> {
                     storage.is_file(),
                     "{what}: map_uid {map_uid} points at missing {storage:?}"
                 );
-                let r = refs.slice(map_rec).expect("ref bytes");
+                let r = refs.slice(&map_rec).expect("ref bytes");
                 let count = u32::from(u16::from_le_bytes([r[0], r[1]]));
                 assert_eq!(
                     Some(&count),
@@ -395,7 +395,7 @@ impl<'d> Golden<'d> {
         }
         for (map_uid, n) in &referenced {
             let rec = fresh.state.records.get(*map_uid).expect("checked above");
-            let r = refs.slice(rec).expect("ref bytes");
+            let r = refs.slice(&rec).expect("ref bytes");
             assert_eq!(
                 u32::from(u16::from_le_bytes([r[0], r[1]])),
                 *n,

@@ -78,7 +78,7 @@ impl CacheSnapshot {
     pub fn message(&self, view: &IndexView, uid: u32) -> Option<CachedMessage> {
         let (_, ext) = view.state.ext("cache")?;
         let rec = view.state.records.get(uid)?;
-        let offset = le::u32_exact(ext.slice(rec)?)?;
+        let offset = le::u32_exact(ext.slice(&rec)?)?;
         if offset == 0 {
             return None;
         }
@@ -171,7 +171,7 @@ impl CachedValues for CacheLookup {
     fn message(&self, view: &IndexView, uid: u32) -> Option<CachedMessage> {
         let (_, ext) = view.state.ext("cache")?;
         let rec = view.state.records.get(uid)?;
-        let offset = le::u32_exact(ext.slice(rec)?)?;
+        let offset = le::u32_exact(ext.slice(&rec)?)?;
         if offset == 0 {
             return None;
         }

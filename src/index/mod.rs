@@ -2,6 +2,7 @@
 //! mailbox index views, refreshed incrementally from the last log position. Knows the
 //! formats through `crate::format`, and nothing of FUSE.
 
+pub mod bitpack;
 pub mod cachefile;
 pub mod pool;
 pub mod reader;

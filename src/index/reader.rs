@@ -315,6 +315,7 @@ impl IndexReader {
             applier_unknown += applier.unknown_records;
         }
         state = applier_state;
+        state.records.seal();
         let view = IndexView {
             state,
             pos,
@@ -392,6 +393,9 @@ impl IndexReader {
         if delta.is_empty() && pos == self.view.pos {
             return Ok(delta);
         }
+        // Packs the chunks the batch touched; the untouched ones stay shared with the
+        // previous view.
+        state.records.seal();
         self.view = Arc::new(IndexView {
             state,
             pos,

@@ -202,9 +202,10 @@ impl IndexState {
             None => Vec::new(),
         };
         let record_size = file.header.record_size as usize;
-        let mut records = Records::from_sorted(record_size, file.records.iter().map(Vec::as_slice));
         // Bits past the last keyword mean nothing (Dovecot only ever looks up bits below
-        // the keyword count); clear them so that equal states compare equal.
+        // the keyword count); clear them so that equal states compare equal. Cleared
+        // while the records are pushed, before their chunks are packed.
+        let mut clear = None;
         if let Some(k) = exts.iter().find(|e| e.name == KEYWORDS_EXT)
             && k.record_size > 0
         {
@@ -214,16 +215,25 @@ impl IndexState {
                 keywords.len(),
             );
             if n < size * 8 {
-                records.update_range(1, u32::MAX, |rec| {
-                    if let Some(bits) = rec.get_mut(off..off + size) {
-                        for (i, b) in bits.iter_mut().enumerate() {
-                            let keep = n.saturating_sub(i * 8).min(8);
-                            *b &= if keep == 8 { 0xff } else { (1u8 << keep) - 1 };
-                        }
-                    }
-                });
+                clear = Some((off, size, n));
             }
         }
+        let mut records = Records::new(record_size);
+        let mut buf = Vec::with_capacity(record_size);
+        for rec in &file.records {
+            buf.clear();
+            buf.extend_from_slice(rec);
+            if let Some((off, size, n)) = clear
+                && let Some(bits) = buf.get_mut(off..off + size)
+            {
+                for (i, b) in bits.iter_mut().enumerate() {
+                    let keep = n.saturating_sub(i * 8).min(8);
+                    *b &= if keep == 8 { 0xff } else { (1u8 << keep) - 1 };
+                }
+            }
+            records.push_sorted(&buf);
+        }
+        records.seal();
         let mut base = file.base_bytes.clone();
         if base.len() < BASE_HEADER_SIZE {
             base.resize(BASE_HEADER_SIZE, 0);

@@ -546,12 +546,12 @@ impl DboxStore {
         let mut out = Vec::with_capacity(st.records.len());
         for rec in st.records.iter() {
             let uid = crate::index::records::record_uid(rec);
-            let save_date = reader.save_date(rec)?;
+            let save_date = reader.save_date(&rec)?;
             if let Some(m) = Self::reusable(&previous, uid) {
-                out.push(Self::with_cache(index, cache, rec, &m, save_date));
+                out.push(Self::with_cache(index, cache, &rec, &m, save_date));
                 continue;
             }
-            out.push(self.stored_message(&mut reader, paths, index, cache, rec)?);
+            out.push(self.stored_message(&mut reader, paths, index, cache, &rec)?);
         }
         Ok(out)
     }
@@ -770,8 +770,8 @@ impl DboxStore {
             };
             match messages.get(*uid).filter(|m| m.problem.is_none()) {
                 Some(m) => {
-                    let save_date = reader.save_date(rec)?;
-                    let m = Self::with_cache(index, cache, rec, &m, save_date);
+                    let save_date = reader.save_date(&rec)?;
+                    let m = Self::with_cache(index, cache, &rec, &m, save_date);
                     messages.upsert(m);
                 }
                 None => from_files.push(*uid),
@@ -784,7 +784,7 @@ impl DboxStore {
             let Some(rec) = new.records.get(uid) else {
                 continue;
             };
-            let m = self.stored_message(&mut reader, paths, index, cache, rec)?;
+            let m = self.stored_message(&mut reader, paths, index, cache, &rec)?;
             if m.problem.is_some() {
                 broken.push(uid);
             }
@@ -1463,7 +1463,7 @@ fn map_location(map: &IndexView, map_uid: u32) -> Option<(u32, u32)> {
 fn map_entry(map: &IndexView, map_uid: u32) -> Option<(u32, u32, u32)> {
     let (_, ext) = map.state.ext("map")?;
     let rec = map.state.records.get(map_uid)?;
-    let b = ext.slice(rec)?;
+    let b = ext.slice(&rec)?;
     let file_id = le::u32_at(b, 0)?;
     let offset = le::u32_at(b, 4)?;
     let size = le::u32_at(b, 8)?;

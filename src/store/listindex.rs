@@ -124,7 +124,7 @@ pub(super) fn read(pool: &IndexPool, paths: &IndexPaths, loc: &Location) -> Resu
     let mut nodes = Vec::with_capacity(st.records.len());
     for rec in st.records.iter() {
         let uid = crate::index::records::record_uid(rec);
-        let bytes = ext.slice(rec).ok_or_else(|| {
+        let bytes = ext.slice(&rec).ok_or_else(|| {
             Error::corrupt(
                 &file,
                 crate::format::FormatError::new(0, format!("uid {uid}: no list extension data")),

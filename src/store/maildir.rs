@@ -1205,7 +1205,7 @@ impl KeywordTable {
         let Some(rec) = index.state.records.get(uid) else {
             return KeywordSet::default();
         };
-        let set: Vec<usize> = index.state.record_keyword_indexes(rec).collect();
+        let set: Vec<usize> = index.state.record_keyword_indexes(&rec).collect();
         KeywordSet::from_positions(
             self.index_only
                 .iter()

@@ -539,7 +539,7 @@ impl MboxStore {
                 .map(|rec| {
                     mbox_ext
                         .as_ref()
-                        .and_then(|e| e.slice(rec))
+                        .and_then(|e| e.slice(&rec))
                         .and_then(|b| le::u64_at(b, 0))
                 })
                 .collect();
@@ -547,7 +547,7 @@ impl MboxStore {
             for (i, rec) in ix.state.records.iter().enumerate() {
                 let uid = crate::index::records::record_uid(rec);
                 let flags = MailFlags(rec.get(4).copied().unwrap_or(0) & 0x1f);
-                let kw = KeywordSet::from_positions(ix.state.record_keyword_indexes(rec));
+                let kw = KeywordSet::from_positions(ix.state.record_keyword_indexes(&rec));
                 let offset = offsets[i];
                 // Dovecot reads a message up to the next one's indexed offset
                 // (`mbox_mail_get_next_offset()`): a message of the file that ends
@@ -560,7 +560,7 @@ impl MboxStore {
                     .and_then(|o| by_offset.get(&o))
                     .filter(|f| Some(f.end) == expected_end);
                 match at {
-                    Some(f) => messages.push(make(MessageKey::Uid(uid), f, flags, kw, Some(rec))),
+                    Some(f) => messages.push(make(MessageKey::Uid(uid), f, flags, kw, Some(&rec))),
                     None => messages.push(MessageMeta {
                         key: MessageKey::Uid(uid),
                         size: 0,
@@ -615,11 +615,11 @@ impl MboxStore {
                         let (flags, kw) = match (dirty, rec, &index) {
                             (true, Some(r), Some(ix)) => (
                                 MailFlags(r.get(4).copied().unwrap_or(0) & 0x1f),
-                                KeywordSet::from_positions(ix.state.record_keyword_indexes(r)),
+                                KeywordSet::from_positions(ix.state.record_keyword_indexes(&r)),
                             ),
                             _ => (f.flags, positions(&f.keywords)),
                         };
-                        messages.push(make(MessageKey::Uid(u), f, flags, kw, rec));
+                        messages.push(make(MessageKey::Uid(u), f, flags, kw, rec.as_deref()));
                     }
                     None => {
                         // Dovecot's sync gives it the next UID: later X-UIDs are judged

@@ -281,7 +281,7 @@ pub fn messages(v: &IndexView) -> Vec<Msg> {
             uid: record_uid(rec),
             flags: rec[4],
             keywords: st
-                .record_keywords(rec)
+                .record_keywords(&rec)
                 .into_iter()
                 .map(str::to_string)
                 .collect(),
@@ -289,7 +289,7 @@ pub fn messages(v: &IndexView) -> Vec<Msg> {
                 .exts
                 .iter()
                 .filter(|e| e.name != "keywords")
-                .filter_map(|e| e.slice(rec).map(|b| (e.name.clone(), b.to_vec())))
+                .filter_map(|e| e.slice(&rec).map(|b| (e.name.clone(), b.to_vec())))
                 .collect(),
         })
         .collect()
@@ -325,7 +325,7 @@ fn stray_keyword_bits(v: &IndexView) -> Option<String> {
     let (_, kw) = st.ext("keywords")?;
     let n = st.keywords.len();
     for rec in st.records.iter() {
-        let bits = kw.slice(rec)?;
+        let bits = kw.slice(&rec)?;
         for (i, b) in bits.iter().enumerate() {
             for bit in 0..8 {
                 if b & (1 << bit) != 0 && i * 8 + bit >= n {
