@@ -790,6 +790,7 @@ impl DboxStore {
             }
             messages.upsert(m);
         }
+        messages.seal();
         Ok(Some(Continued::Changed(messages, broken)))
     }
 

@@ -193,7 +193,7 @@ impl Messages {
                 let chunk = Arc::make_mut(last);
                 chunk.push(m);
                 if chunk.len() == CHUNK {
-                    chunk.shrink_to_fit();
+                    chunk.seal();
                 }
             }
             _ => {
@@ -226,6 +226,21 @@ impl Messages {
                     self.first_uids.insert(ci + 1, tail.uid(0));
                     self.chunks.insert(ci + 1, Arc::new(tail));
                 }
+            }
+        }
+    }
+
+    /// Seals every chunk a change opened (see [`Chunk::seal`]), except the last one, which
+    /// appends keep filling, and chunks shared with another list (sealing one would copy
+    /// it). Called when a refresh has made its changes, so that a chunk is unpacked once
+    /// per refresh however many of its messages change.
+    pub fn seal(&mut self) {
+        let Some(last) = self.chunks.len().checked_sub(1) else {
+            return;
+        };
+        for chunk in &mut self.chunks[..last] {
+            if let Some(chunk) = Arc::get_mut(chunk).filter(|c| c.is_open()) {
+                chunk.seal();
             }
         }
     }
@@ -474,6 +489,27 @@ mod tests {
             .filter(|a| new.chunks.iter().any(|b| Arc::ptr_eq(a, b)))
             .count();
         assert_eq!(shared, 8, "two of ten chunks copied");
+        // Full chunks are sealed as they fill; a change opens its chunk until `seal`,
+        // which packs it again and leaves the shared chunks (and the last) alone.
+        assert!(old.chunks.iter().all(|c| !c.is_open()));
+        assert_eq!(new.chunks.iter().filter(|c| c.is_open()).count(), 3);
+        let before = new.clone();
+        new.seal();
+        assert_eq!(
+            new.chunks.iter().filter(|c| c.is_open()).count(),
+            3,
+            "shared"
+        );
+        drop(before);
+        new.seal();
+        let open: Vec<bool> = new.chunks.iter().map(|c| c.is_open()).collect();
+        assert_eq!(open.iter().filter(|&&o| o).count(), 1);
+        assert!(
+            open[open.len() - 1],
+            "the last chunk, which appends fill, stays open"
+        );
+        assert_eq!(new.get(5), Some(msg(5, 1)));
+        assert_eq!(new.len(), 10 * CHUNK);
         let mut seen = Vec::new();
         merge_chunked(&old, &new, |a, b| {
             seen.push((a.map(|x| uid_of(&x)), b.map(|x| uid_of(&x))));

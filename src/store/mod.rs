@@ -36,6 +36,7 @@ pub mod messages;
 mod packed;
 mod parallel;
 mod private_flags;
+mod shaped;
 pub mod source;
 mod stamp;
 pub mod users;

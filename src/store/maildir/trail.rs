@@ -474,6 +474,7 @@ impl MaildirStore {
                 Err(e) => return Err(e),
             }
         }
+        messages.seal();
         let dir_meta = crate::store::files::dir_stat(&paths.mail)?;
         let mtime = super::mailbox_mtime(&paths.mail, &dir_meta);
         let view = MailboxView {
