@@ -1,11 +1,14 @@
 //! The kernel's lookup counts of one mailbox's messages held at their natural inode
 //! numbers, by UID. The kernel holds an inode for every message a `readdirplus` listed,
 //! so this is per message of every listed mailbox: a few held messages are a short sorted
-//! list (8 bytes each), many are pages of 64 UIDs' counts (4 bytes a UID, a page only
+//! list (8 bytes each), many are pages of 64 UIDs' counts (a byte a UID, a page only
 //! where some UID in it is held), instead of a hash map entry each (22 bytes measured).
+//! A count is 1 after a listing and grows by one a lookup until the kernel forgets the
+//! inode; one past 254 is kept beside the pages (`large`), its byte saying so.
 //!
 //! Invariants: no count is 0 (a UID whose count reaches 0 is removed); `held` is the
-//! number of UIDs with a count; a page is dropped with its last held UID.
+//! number of UIDs with a count; a page is dropped with its last held UID; a UID is in
+//! `large` exactly when its byte is [`LARGE`].
 
 use std::collections::HashMap;
 
@@ -13,6 +16,8 @@ use std::collections::HashMap;
 const FEW: usize = 64;
 /// UIDs per page.
 const PAGE: usize = 64;
+/// A page's byte for a count kept in `large`.
+const LARGE: u8 = u8::MAX;
 
 /// Lookup counts by UID (see the module documentation).
 #[derive(Debug)]
@@ -22,6 +27,8 @@ pub(super) enum Counts {
     /// Page number (UID / [`PAGE`]) -> the page.
     Many {
         pages: HashMap<u32, Box<Page>>,
+        /// Counts of [`LARGE`] or more, by UID.
+        large: HashMap<u32, u32>,
         held: usize,
     },
 }
@@ -29,7 +36,7 @@ pub(super) enum Counts {
 /// The counts of [`PAGE`] consecutive UIDs (0: not held).
 #[derive(Debug)]
 pub(super) struct Page {
-    counts: [u32; PAGE],
+    counts: [u8; PAGE],
     held: u32,
 }
 
@@ -46,9 +53,15 @@ impl Counts {
             Counts::Few(list) => list
                 .binary_search_by_key(&uid, |&(u, _)| u)
                 .map_or(0, |i| list[i].1),
-            Counts::Many { pages, .. } => pages
-                .get(&(uid / PAGE as u32))
-                .map_or(0, |p| p.counts[uid as usize % PAGE]),
+            Counts::Many { pages, large, .. } => {
+                match pages
+                    .get(&(uid / PAGE as u32))
+                    .map_or(0, |p| p.counts[uid as usize % PAGE])
+                {
+                    LARGE => large.get(&uid).copied().unwrap_or_default(),
+                    byte => u32::from(byte),
+                }
+            }
         }
     }
 
@@ -73,6 +86,7 @@ impl Counts {
                 Err(_) => {
                     let mut many = Counts::Many {
                         pages: HashMap::new(),
+                        large: HashMap::new(),
                         held: 0,
                     };
                     for &(u, c) in list.iter() {
@@ -84,8 +98,18 @@ impl Counts {
             }
             return;
         }
-        let Counts::Many { pages, held } = self else {
+        let Counts::Many { pages, large, held } = self else {
             return;
+        };
+        let byte = match u8::try_from(count) {
+            Ok(byte) if byte < LARGE => {
+                large.remove(&uid);
+                byte
+            }
+            _ => {
+                large.insert(uid, count);
+                LARGE
+            }
         };
         let page_no = uid / PAGE as u32;
         let slot = uid as usize % PAGE;
@@ -95,7 +119,7 @@ impl Counts {
                     counts: [0; PAGE],
                     held: 1,
                 });
-                page.counts[slot] = count;
+                page.counts[slot] = byte;
                 pages.insert(page_no, page);
                 *held += 1;
             }
@@ -113,7 +137,7 @@ impl Counts {
             }
             _ => {}
         }
-        page.counts[slot] = count;
+        page.counts[slot] = byte;
         if page.held == 0 {
             pages.remove(&page_no);
         }
@@ -131,7 +155,12 @@ mod tests {
         let mut want: HashMap<u32, u32> = HashMap::new();
         let uids: Vec<u32> = (0..3000u32).map(|i| (i * 7919) % 20_000).collect();
         for (n, &uid) in uids.iter().enumerate() {
-            let count = (n % 5) as u32 + 1;
+            // Small ones, and some past what a page's byte holds.
+            let count = match n % 7 {
+                5 => 254 + (n % 3) as u32,
+                6 => 70_000 + n as u32,
+                _ => (n % 5) as u32 + 1,
+            };
             c.set(uid, count);
             want.insert(uid, count);
             if n == FEW - 1 {
@@ -143,14 +172,24 @@ mod tests {
         for uid in 0..20_000 {
             assert_eq!(c.get(uid), want.get(&uid).copied().unwrap_or(0), "{uid}");
         }
+        // A large count back to a small one, and a small one up past a byte.
+        for (n, &uid) in uids.iter().enumerate().step_by(3) {
+            let count = if want[&uid] >= 255 { 3 } else { 300 + n as u32 };
+            c.set(uid, count);
+            want.insert(uid, count);
+        }
+        for uid in 0..20_000 {
+            assert_eq!(c.get(uid), want.get(&uid).copied().unwrap_or(0), "{uid}");
+        }
         for &uid in &uids {
             c.set(uid, 0);
         }
         assert_eq!(c.held(), 0);
-        let Counts::Many { pages, .. } = &c else {
+        let Counts::Many { pages, large, .. } = &c else {
             panic!("still pages");
         };
         assert!(pages.is_empty(), "every page dropped with its last UID");
+        assert!(large.is_empty(), "and every large count");
     }
 
     #[test]
