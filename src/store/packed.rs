@@ -1,8 +1,8 @@
 //! Up to a few hundred messages of a view packed into columns (one chunk of
-//! [`Messages`](super::Messages)), so that a message costs a row (28 bytes while the chunk
+//! [`Messages`](super::Messages)), so that a message costs a row (32 bytes while the chunk
 //! is open, about 8-12 once it is sealed into bit columns), 16 bytes for its GUID when it
 //! is hex, and its Maildir file name and a GUID that is not hex (a store migrated from
-//! Maildir keeps the Maildir base names as GUIDs; 4 bytes for its place), each without
+//! Maildir keeps the Maildir base names as GUIDs; its place is in the row), each without
 //! the sizes the row holds and, when it has a common form, as its shape's index and its
 //! numbers (about 10 bytes for a Dovecot name of 31), instead of a whole [`MessageMeta`]
 //! (136 bytes) and heap blocks for the strings.
@@ -14,9 +14,9 @@
 //! beside the rows ("spilled"); the row then only holds its UID.
 //!
 //! Invariants: rows are in UID order (the caller keeps it); sealed rows are never changed
-//! in place (a change opens them, [`Chunk::seal`] packs them again); `guids` and `texts`
-//! are each empty or as long as `rows`; a row's strings are in `strings` ([`Strings`]):
-//! its Maildir name at its `locator` place, its GUID text at its `texts` place, each
+//! in place (a change opens them, [`Chunk::seal`] packs them again); `guids` is empty or
+//! as long as `rows`; a row's strings are in `strings` ([`Strings`]):
+//! its Maildir name at its `locator` place, its GUID text at its `text` place, each
 //! stored with the row's received date (a shaped name's first number may be kept against
 //! it); `strings.garbage` counts the bytes no row points at; `spilled` is sorted by UID
 //! and holds exactly the rows tagged [`SPILLED`].
@@ -27,7 +27,7 @@ use super::{FileOwner, Guid, KeywordSet, Locator, MailFlags, MessageKey, Message
 use crate::index::bitpack::BitColumns;
 
 /// GUID kinds (bits 0-1): none; 16 bytes in `guids`; its Maildir file's base name
-/// ([`Guid::maildir_base`]); text in `strings`, at the place `texts` holds.
+/// ([`Guid::maildir_base`]); text in `strings`, at the row's `text` place.
 const GUID_HEX: u8 = 1;
 const GUID_MAILDIR_BASE: u8 = 2;
 const GUID_TEXT: u8 = 3;
@@ -56,6 +56,8 @@ struct Row {
     saved: u32,
     /// Maildir: its name's place in `strings`; mdbox: the map UID.
     locator: u32,
+    /// Its GUID text's place in `strings` (when tagged [`GUID_TEXT`]).
+    text: u32,
     flags: u8,
     /// Index in `owners`.
     owner: u8,
@@ -65,16 +67,16 @@ struct Row {
     tag: u8,
 }
 
-/// A row's bytes while its chunk is open (kept at 28).
+/// A row's bytes while its chunk is open (kept at 32).
 #[cfg(test)]
 const ROW_BYTES: usize = std::mem::size_of::<Row>();
 
 /// A row's fields as the columns of a sealed chunk, in [`Row`] order.
-const COLUMNS: usize = 10;
+const COLUMNS: usize = 11;
 /// The earlier column each column may be stored against (see [`BitColumns::pack`]): the
 /// virtual size against the size, the received date against the UID (dates that follow
 /// delivery order), the saved date against the received one, the map UID against the UID.
-const REFERENCES: [&[usize]; COLUMNS] = [&[], &[], &[1], &[0], &[3], &[0], &[], &[], &[], &[]];
+const REFERENCES: [&[usize]; COLUMNS] = [&[], &[], &[1], &[0], &[3], &[0], &[], &[], &[], &[], &[]];
 
 impl Row {
     fn column(&self, c: usize) -> u32 {
@@ -85,16 +87,17 @@ impl Row {
             3 => self.received,
             4 => self.saved,
             5 => self.locator,
-            6 => u32::from(self.flags),
-            7 => u32::from(self.owner),
-            8 => u32::from(self.keywords),
+            6 => self.text,
+            7 => u32::from(self.flags),
+            8 => u32::from(self.owner),
+            9 => u32::from(self.keywords),
             _ => u32::from(self.tag),
         }
     }
 }
 
 /// A chunk's rows: open (a `Vec`, while the chunk is filled or changed) or sealed (bit
-/// packed columns, about 10 bytes a row where an open row takes 28; see
+/// packed columns, about 10 bytes a row where an open row takes 32; see
 /// [`Chunk::seal`]). Either gives back the same rows.
 #[derive(Debug, Clone)]
 enum Rows {
@@ -136,10 +139,11 @@ impl Rows {
                     received: b.get(i, 3),
                     saved: b.get(i, 4),
                     locator: b.get(i, 5),
-                    flags: small(6),
-                    owner: small(7),
-                    keywords: small(8),
-                    tag: small(9),
+                    text: b.get(i, 6),
+                    flags: small(7),
+                    owner: small(8),
+                    keywords: small(9),
+                    tag: small(10),
                 }
             }
         }
@@ -175,8 +179,6 @@ impl Rows {
 pub struct Chunk {
     rows: Rows,
     guids: Vec<[u8; 16]>,
-    /// GUID texts' places in `strings`.
-    texts: Vec<u32>,
     strings: Strings,
     owners: Vec<FileOwner>,
     keyword_sets: Vec<KeywordSet>,
@@ -280,12 +282,9 @@ impl Chunk {
             GUID_HEX => Guid::from_hex_bytes(self.guids[i]),
             GUID_MAILDIR_BASE => Guid::maildir_base(),
             // Written from a `str`, so always UTF-8; `Guid::new` keeps non-hex text as is.
-            GUID_TEXT => Guid::new(&String::from_utf8_lossy(&self.stored(
-                self.texts[i],
-                r,
-                GUID_SIZES,
-                b"",
-            ))),
+            GUID_TEXT => Guid::new(&String::from_utf8_lossy(
+                &self.stored(r.text, r, GUID_SIZES, b""),
+            )),
             _ => Guid::default(),
         };
         MessageMeta {
@@ -311,9 +310,8 @@ impl Chunk {
 
     /// Inserts `m` at position `i` (the caller keeps UID order).
     pub fn insert(&mut self, i: usize, m: MessageMeta) {
-        let (row, guid, text) = self.place(&m);
+        let (row, guid) = self.place(&m);
         column_insert(&mut self.guids, self.rows.len(), i, guid);
-        column_insert(&mut self.texts, self.rows.len(), i, text);
         self.rows.open().insert(i, row);
         if row.tag & SPILLED != 0 {
             self.spill(m);
@@ -323,10 +321,9 @@ impl Chunk {
     /// Replaces message `i` with `m` (same UID).
     pub fn set(&mut self, i: usize, m: MessageMeta) {
         self.forget(i);
-        let (row, guid, text) = self.place(&m);
+        let (row, guid) = self.place(&m);
         self.rows.open()[i] = row;
         column_set(&mut self.guids, self.rows.len(), i, guid);
-        column_set(&mut self.texts, self.rows.len(), i, text);
         if row.tag & SPILLED != 0 {
             self.spill(m);
         }
@@ -338,7 +335,6 @@ impl Chunk {
         self.forget(i);
         self.rows.open().remove(i);
         column_remove(&mut self.guids, i);
-        column_remove(&mut self.texts, i);
         self.compact_if_wasteful();
     }
 
@@ -376,7 +372,6 @@ impl Chunk {
             rows.shrink_to_fit();
         }
         self.guids.shrink_to_fit();
-        self.texts.shrink_to_fit();
         self.strings.bytes.shrink_to_fit();
         self.strings.shapes.shrink_to_fit();
         self.owners.shrink_to_fit();
@@ -386,20 +381,20 @@ impl Chunk {
 
     /// Packs `m` and stores its name, owner and keywords; the row is tagged [`SPILLED`]
     /// (and holds only the UID) when any field does not fit.
-    fn place(&mut self, m: &MessageMeta) -> (Row, Option<[u8; 16]>, Option<u32>) {
+    fn place(&mut self, m: &MessageMeta) -> (Row, Option<[u8; 16]>) {
         let spilled = |uid| Row {
             uid,
             tag: SPILLED,
             ..Row::default()
         };
         let Some(p) = pack(m) else {
-            return (spilled(uid_of(m)), None, None);
+            return (spilled(uid_of(m)), None);
         };
         let (Some(owner), Some(keywords)) = (
             palette_index(&mut self.owners, &m.owner),
             palette_index(&mut self.keyword_sets, &m.keywords),
         ) else {
-            return (spilled(uid_of(m)), None, None);
+            return (spilled(uid_of(m)), None);
         };
         let mut row = p.row;
         row.owner = owner;
@@ -407,10 +402,10 @@ impl Chunk {
         if let Some(name) = p.name {
             row.locator = self.add_string(name, &mut row, NAME_SIZES);
         }
-        let text = p
-            .guid_text
-            .map(|t| self.add_string(t, &mut row, GUID_SIZES));
-        (row, p.guid, text)
+        if let Some(text) = p.guid_text {
+            row.text = self.add_string(text, &mut row, GUID_SIZES);
+        }
+        (row, p.guid)
     }
 
     /// Stores `s` (at most 255 bytes, as [`pack`] checked) without the row's own sizes if
@@ -453,7 +448,7 @@ impl Chunk {
                 self.strings.garbage += self.strings.len_at(r.locator);
             }
             if r.tag & GUID_MASK == GUID_TEXT {
-                self.strings.garbage += self.strings.len_at(self.texts[i]);
+                self.strings.garbage += self.strings.len_at(r.text);
             }
         }
     }
@@ -486,7 +481,7 @@ impl Chunk {
         };
         let sealed = self.rows.is_sealed();
         let (rows, strings) = (self.rows.open(), &mut self.strings);
-        for (i, r) in rows.iter_mut().enumerate() {
+        for r in rows.iter_mut() {
             if r.tag & SPILLED != 0 {
                 continue;
             }
@@ -494,7 +489,7 @@ impl Chunk {
                 r.locator = copy(r.locator, r.received, strings);
             }
             if r.tag & GUID_MASK == GUID_TEXT {
-                self.texts[i] = copy(self.texts[i], r.received, strings);
+                r.text = copy(r.text, r.received, strings);
             }
         }
         if sealed {
@@ -597,8 +592,8 @@ fn strip_sizes(s: &[u8], size: u32, vsize: u32) -> ([&[u8]; 2], bool) {
     }
 }
 
-// The optional columns (`guids`, `texts`) exist only once a row needs them: empty, or
-// as long as the rows (rows without a value hold the default there).
+// The optional column (`guids`) exists only once a row needs it: empty, or as long as
+// the rows (rows without a value hold the default there).
 
 /// Removes row `i` of a column.
 fn column_remove<T>(col: &mut Vec<T>, i: usize) {
@@ -694,6 +689,7 @@ fn pack(m: &MessageMeta) -> Option<Packed<'_>> {
             received: u32::try_from(m.received).ok()?,
             saved: u32::try_from(m.saved).ok()?,
             locator,
+            text: 0,
             flags: m.flags.0,
             owner: 0,
             keywords: 0,
@@ -992,15 +988,14 @@ mod tests {
             let whole = &m.locator.maildir().unwrap()[4..];
             assert_eq!(name.len(), whole.len() - suffix.len());
             let mut guid = Vec::new();
-            c.strings.get(c.texts[i], r.received, &mut guid);
+            c.strings.get(r.text, r.received, &mut guid);
             assert_eq!(guid.len(), m.guid.text().unwrap().len() - suffix.len());
             assert_eq!(c.get(i), m);
         }
         assert!(
             c.guids.is_empty(),
-            "text GUIDs take 4 bytes, not a 16-byte slot"
+            "text GUIDs take a place in the row, not a 16-byte slot"
         );
-        assert_eq!(c.texts.len(), 10);
     }
 
     /// Names of one form are kept as a shape's index and their numbers; names of no
@@ -1057,11 +1052,11 @@ mod tests {
         }
     }
 
-    /// A message costs its row (28 bytes while its chunk is open), its GUID's 16 bytes and
+    /// A message costs its row (32 bytes while its chunk is open), its GUID's 16 bytes and
     /// its name; the budget of issue 19 shows here first.
     #[test]
-    fn a_row_is_28_bytes() {
-        assert_eq!(ROW_BYTES, 28);
+    fn a_row_is_32_bytes() {
+        assert_eq!(ROW_BYTES, 32);
     }
 
     /// A sealed chunk of mdbox messages as Dovecot saves them (UIDs and map UIDs counting
