@@ -72,25 +72,43 @@ struct Row {
 const ROW_BYTES: usize = std::mem::size_of::<Row>();
 
 /// A row's fields as the columns of a sealed chunk, in [`Row`] order.
+const UID: usize = 0;
+const SIZE: usize = 1;
+const VIRTUAL_SIZE: usize = 2;
+const RECEIVED: usize = 3;
+const SAVED: usize = 4;
+const LOCATOR: usize = 5;
+const TEXT: usize = 6;
+const FLAGS: usize = 7;
+const OWNER: usize = 8;
+const KEYWORDS: usize = 9;
+const TAG: usize = 10;
 const COLUMNS: usize = 11;
 /// The earlier column each column may be stored against (see [`BitColumns::pack`]): the
 /// virtual size against the size, the received date against the UID (dates that follow
 /// delivery order), the saved date against the received one, the map UID against the UID.
-const REFERENCES: [&[usize]; COLUMNS] = [&[], &[], &[1], &[0], &[3], &[0], &[], &[], &[], &[], &[]];
+const REFERENCES: [&[usize]; COLUMNS] = {
+    let mut refs: [&[usize]; COLUMNS] = [&[]; COLUMNS];
+    refs[VIRTUAL_SIZE] = &[SIZE];
+    refs[RECEIVED] = &[UID];
+    refs[SAVED] = &[RECEIVED];
+    refs[LOCATOR] = &[UID];
+    refs
+};
 
 impl Row {
     fn column(&self, c: usize) -> u32 {
         match c {
-            0 => self.uid,
-            1 => self.size,
-            2 => self.virtual_size,
-            3 => self.received,
-            4 => self.saved,
-            5 => self.locator,
-            6 => self.text,
-            7 => u32::from(self.flags),
-            8 => u32::from(self.owner),
-            9 => u32::from(self.keywords),
+            UID => self.uid,
+            SIZE => self.size,
+            VIRTUAL_SIZE => self.virtual_size,
+            RECEIVED => self.received,
+            SAVED => self.saved,
+            LOCATOR => self.locator,
+            TEXT => self.text,
+            FLAGS => u32::from(self.flags),
+            OWNER => u32::from(self.owner),
+            KEYWORDS => u32::from(self.keywords),
             _ => u32::from(self.tag),
         }
     }
@@ -122,7 +140,7 @@ impl Rows {
     fn uid(&self, i: usize) -> u32 {
         match self {
             Rows::Open(rows) => rows[i].uid,
-            Rows::Sealed(b) => b.get(i, 0),
+            Rows::Sealed(b) => b.get(i, UID),
         }
     }
 
@@ -133,19 +151,32 @@ impl Rows {
                 // Narrowing is exact: these columns were packed from u8 fields.
                 let small = |c| b.get(i, c) as u8;
                 Row {
-                    uid: b.get(i, 0),
-                    size: b.get(i, 1),
-                    virtual_size: b.get(i, 2),
-                    received: b.get(i, 3),
-                    saved: b.get(i, 4),
-                    locator: b.get(i, 5),
-                    text: b.get(i, 6),
-                    flags: small(7),
-                    owner: small(8),
-                    keywords: small(9),
-                    tag: small(10),
+                    uid: b.get(i, UID),
+                    size: b.get(i, SIZE),
+                    virtual_size: b.get(i, VIRTUAL_SIZE),
+                    received: b.get(i, RECEIVED),
+                    saved: b.get(i, SAVED),
+                    locator: b.get(i, LOCATOR),
+                    text: b.get(i, TEXT),
+                    flags: small(FLAGS),
+                    owner: small(OWNER),
+                    keywords: small(KEYWORDS),
+                    tag: small(TAG),
                 }
             }
+        }
+    }
+
+    /// Row `i` with only its UID, size and tag read (the rest zero).
+    fn brief(&self, i: usize) -> Row {
+        match self {
+            Rows::Open(rows) => rows[i],
+            Rows::Sealed(b) => Row {
+                uid: b.get(i, UID),
+                size: b.get(i, SIZE),
+                tag: b.get(i, TAG) as u8,
+                ..Row::default()
+            },
         }
     }
 
@@ -242,7 +273,7 @@ impl Chunk {
 
     /// What the read-ahead needs of message `i`, without unpacking it.
     pub fn brief(&self, i: usize) -> Brief {
-        let r = self.rows.get(i);
+        let r = self.rows.brief(i);
         if r.tag & SPILLED != 0 {
             let m = &self.spilled[self.spilled_at(r.uid).expect("spilled row is kept")];
             return Brief {

@@ -77,7 +77,7 @@ pub fn decode(shape: &[u8], numbers: &[u8], reference: i64, out: &mut Vec<u8>) -
                 } else {
                     u64::try_from(i128::from(reference) + unzigzag(v)).ok()?
                 };
-                out.extend_from_slice(n.to_string().as_bytes());
+                put_decimal(out, n);
             }
             _ => out.push(c),
         }
@@ -96,6 +96,21 @@ pub fn numbers_len(shape: &[u8], numbers: &[u8]) -> usize {
         at += get_varint(&numbers[at..]).map_or(0, |(_, used)| used);
     }
     at
+}
+
+/// Appends `n` in decimal (no allocation: names are unpacked on every listing).
+fn put_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 fn parse(digits: &[u8]) -> u64 {
