@@ -2,8 +2,9 @@
 //! did not change.
 //!
 //! Messages are kept sorted by UID in chunks of at most [`CHUNK`] behind `Arc`s (as index
-//! records are, see `index::records`), each packed into columns ([`Chunk`]: 28 bytes a
-//! message, its GUID and Maildir name beside). Cloning copies the chunk pointers only;
+//! records are, see `index::records`), each packed into columns ([`Chunk`]: a row of
+//! bit columns once the chunk is sealed, its GUID and shaped Maildir name beside).
+//! Cloning copies the chunk pointers only;
 //! replacing, removing or appending a message copies only the chunk it is in. A rebuild
 //! after one delivery into 100,000 messages therefore costs one chunk, not the mailbox;
 //! and a diff of two views skips the chunks they share without looking inside
