@@ -176,6 +176,7 @@ fn mask(width: u8) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::testutil::XorShift;
 
     fn table(rows: &[Vec<u32>]) -> impl Fn(usize, usize) -> u32 + '_ {
         |r, c| rows[r][c]
@@ -194,13 +195,8 @@ mod tests {
 
     #[test]
     fn every_value_comes_back_whatever_its_range() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         for width in [0u32, 1, 5, 17, 31, 32] {
             let rows: Vec<Vec<u32>> = (0..300)
                 .map(|i| {

@@ -535,6 +535,7 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::testutil::XorShift;
 
     #[test]
     fn delta_looks_only_at_unshared_chunks_and_finds_every_change() {
@@ -628,25 +629,9 @@ mod tests {
         );
     }
 
-    /// A small deterministic generator (xorshift).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// A record of `rs` bytes for `uid`: mostly constant or counting words, some noise,
     /// as index records are.
-    fn random_rec(rng: &mut Rng, rs: usize, uid: u32) -> Vec<u8> {
+    fn random_rec(rng: &mut XorShift, rs: usize, uid: u32) -> Vec<u8> {
         let mut r = vec![0u8; rs];
         for (i, b) in r.iter_mut().enumerate().skip(4) {
             *b = match rng.below(4) {
@@ -680,7 +665,7 @@ mod tests {
 
     #[test]
     fn sealed_records_give_back_exactly_what_was_pushed_and_change_like_plain_ones() {
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
         for rs in [8usize, 12, 13, 36, 40, 64, 65, 100] {
             let mut model = std::collections::BTreeMap::new();
             let mut sealed = Records::new(rs);
@@ -784,7 +769,7 @@ mod tests {
 
     #[test]
     fn sealing_a_changed_clone_keeps_every_untouched_chunk_shared() {
-        let mut rng = Rng(7);
+        let mut rng = XorShift(7);
         let n = 6 * CHUNK as u32 + 100;
         let mut old = Records::new(36);
         for uid in 1..=n {
@@ -840,7 +825,7 @@ mod tests {
         });
         // mdbox: uid, flags, cache offset (growing), map uid (counting with the UID),
         // save date, keywords, modseq (8 bytes), and 4 bytes more.
-        let mut rng = Rng(11);
+        let mut rng = XorShift(11);
         let cache: Vec<u32> = (0..=100_000u32)
             .scan(4096u32, |at, _| {
                 *at += 200 + rng.below(400) as u32;

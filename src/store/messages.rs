@@ -231,15 +231,17 @@ impl Messages {
         }
     }
 
-    /// Seals every chunk a change opened (see [`Chunk::seal`]), except the last one, which
-    /// appends keep filling, and chunks shared with another list (sealing one would copy
-    /// it). Called when a refresh has made its changes, so that a chunk is unpacked once
-    /// per refresh however many of its messages change.
+    /// Seals every chunk a change opened (see [`Chunk::seal`]), except a last one that is
+    /// not full, which appends keep filling, and chunks shared with another list (sealing
+    /// one would copy it); the rule `Records::seal` follows. Called when a refresh has
+    /// made its changes, so that a chunk is unpacked once per refresh however many of its
+    /// messages change.
     pub fn seal(&mut self) {
-        let Some(last) = self.chunks.len().checked_sub(1) else {
-            return;
-        };
-        for chunk in &mut self.chunks[..last] {
+        let n = self.chunks.len();
+        for (i, chunk) in self.chunks.iter_mut().enumerate() {
+            if i + 1 == n && chunk.len() < CHUNK {
+                continue;
+            }
             if let Some(chunk) = Arc::get_mut(chunk).filter(|c| c.is_open()) {
                 chunk.seal();
             }

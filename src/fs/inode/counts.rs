@@ -102,10 +102,7 @@ impl Counts {
             return;
         };
         let byte = match u8::try_from(count) {
-            Ok(byte) if byte < LARGE => {
-                large.remove(&uid);
-                byte
-            }
+            Ok(byte) if byte < LARGE => byte,
             _ => {
                 large.insert(uid, count);
                 LARGE
@@ -125,6 +122,11 @@ impl Counts {
             }
             return;
         };
+        // A large count that is no longer one (the map is touched only then: this is
+        // every lookup and forget of a listed message).
+        if page.counts[slot] == LARGE && byte != LARGE {
+            large.remove(&uid);
+        }
         match (page.counts[slot], count) {
             (0, 0) => {}
             (0, _) => {
